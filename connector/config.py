@@ -1,0 +1,236 @@
+"""Settings: one object built at start and passed down.
+
+Sources, strongest first: environment variables `LOYALTY_<SECTION>__<KEY>`, then the TOML file
+(`--config PATH`, else `$LOYALTY_CONFIG`, else `./config.toml`), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from connector.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path("config.toml")
+CONFIG_ENV = "LOYALTY_CONFIG"
+
+Share = Annotated[Decimal, Field(ge=0, le=1)]
+Points = Annotated[Decimal, Field(ge=0, decimal_places=2)]
+Money = Annotated[Decimal, Field(ge=0, decimal_places=2)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    public_url: str = Field("http://127.0.0.1:8080", description="URL the CRM uses to reach us")
+    admin_token: SecretStr | None = Field(None, description="bearer token for /api/v1")
+    threads: int = Field(8, ge=1, le=256)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///loyalty.db"
+    echo: bool = False
+    pool_size: int = Field(10, ge=1)
+
+
+class InboxSettings(_Section):
+    batch_size: int = Field(50, ge=1, le=1000)
+    max_attempts: int = Field(8, ge=1)
+    retry_base_seconds: float = Field(5.0, gt=0)
+    retry_max_seconds: float = Field(3600.0, gt=0)
+
+
+class SchedulerSettings(_Section):
+    enabled: bool = True
+    expiry_interval_minutes: int = Field(60, ge=1)
+
+
+class Tier(_Section):
+    name: str = Field(min_length=1)
+    min_spend: Money = Decimal(0)
+    rate: Share
+    discount_percent: Annotated[Decimal, Field(ge=0, le=100)] = Decimal(0)
+
+
+class Campaign(_Section):
+    name: str = Field(min_length=1)
+    starts: datetime
+    ends: datetime
+    multiplier: Annotated[Decimal, Field(ge=0, le=100)] = Decimal(1)
+    extra_points: Points = Decimal(0)
+    categories: list[str] = Field(default_factory=list, description="empty: every category")
+
+    @field_validator("starts", "ends")
+    @classmethod
+    def _naive(cls, value: datetime) -> datetime:
+        if value.tzinfo is not None:
+            raise ValueError("give a local time without offset; program.timezone applies")
+        return value
+
+    @model_validator(mode="after")
+    def _window(self) -> Campaign:
+        if self.ends <= self.starts:
+            raise ValueError("ends must be after starts")
+        return self
+
+
+def _default_tiers() -> list[Tier]:
+    return [
+        Tier(name="Bronze", min_spend=Decimal(0), rate=Decimal("0.03")),
+        Tier(name="Silver", min_spend=Decimal(30000), rate=Decimal("0.05"),
+             discount_percent=Decimal(3)),
+        Tier(name="Gold", min_spend=Decimal(100000), rate=Decimal("0.07"),
+             discount_percent=Decimal(5)),
+    ]
+
+
+class ProgramSettings(_Section):
+    currency: str = Field("RUB", pattern=r"^[A-Z]{3}$")
+    timezone: str = "Europe/Moscow"
+    point_value: Annotated[Decimal, Field(gt=0)] = Field(
+        Decimal(1), description="currency units one point pays for"
+    )
+    rounding: Literal["floor", "half_up"] = "floor"
+    points_precision: int = Field(0, ge=0, le=2, description="decimal places of earned points")
+    tiers: list[Tier] = Field(default_factory=_default_tiers)
+    tier_period_days: int = Field(365, ge=1)
+    campaigns: list[Campaign] = Field(default_factory=list)
+    welcome_bonus: Points = Decimal(0)
+    birthday_bonus: Points = Decimal(0)
+    anniversary_bonus: Points = Decimal(0)
+    referral_bonus: Points = Decimal(0)
+    referral_newcomer_bonus: Points = Decimal(0)
+    bonuses: dict[str, Points] = Field(default_factory=dict)
+    redeem_share: Share = Decimal("0.5")
+    min_balance_to_redeem: Points = Decimal(0)
+    points_lifetime_days: int = Field(365, ge=0, description="0: points never expire")
+    pending_days: int = Field(0, ge=0, description="days before earned points can be spent")
+    negative_balance: Literal["clamp", "allow"] = "clamp"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("tiers")
+    @classmethod
+    def _tiers(cls, tiers: list[Tier]) -> list[Tier]:
+        if not tiers:
+            raise ValueError("at least one tier is needed (one tier = a flat cashback rate)")
+        if tiers[0].min_spend != 0:
+            raise ValueError("the first tier must have min_spend = 0")
+        spends = [tier.min_spend for tier in tiers]
+        if spends != sorted(set(spends)):
+            raise ValueError("tiers must be listed by strictly increasing min_spend")
+        names = [tier.name for tier in tiers]
+        if len(set(names)) != len(names):
+            raise ValueError("tier names must be unique")
+        return tiers
+
+    @field_validator("bonuses")
+    @classmethod
+    def _bonus_names(cls, bonuses: dict[str, Decimal]) -> dict[str, Decimal]:
+        for name in bonuses:
+            if not name.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"bonus name {name!r}: use letters, digits, '_' or '-'")
+        return bonuses
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LOYALTY_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    server: ServerSettings = ServerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    inbox: InboxSettings = InboxSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    program: ProgramSettings = ProgramSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's content arrives as init kwargs; the environment must win over it.
+        return (env_settings, init_settings)
+
+
+def resolve_config_path(explicit: str | os.PathLike[str] | None,
+                        environ: Mapping[str, str] | None = None) -> Path | None:
+    """--config PATH, else $LOYALTY_CONFIG, else ./config.toml if present, else None."""
+    environ = os.environ if environ is None else environ
+    if explicit:
+        return Path(explicit)
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV])
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Build the settings or raise ConfigError with one line per problem."""
+    config_path = resolve_config_path(path)
+    data: dict[str, Any] = {}
+    if config_path is not None:
+        try:
+            data = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError([f"config file {config_path}: not found"]) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"config file {config_path}: invalid TOML: {exc}"]) from exc
+    for section, values in overrides.items():
+        data.setdefault(section, {}).update(values)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc)) from None
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors(include_url=False):
+        key = ".".join(str(part) for part in error["loc"]) or "(config)"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown setting (check the spelling against config.example.toml)"
+        given = error.get("input")
+        shown = "" if isinstance(given, dict | list) or "token" in key else f" (got {given!r})"
+        lines.append(f"{key}: {message}{shown}")
+    return lines

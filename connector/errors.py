@@ -1,0 +1,91 @@
+"""Every error the connector raises, grouped by what the caller does about it.
+
+    ConnectorError
+     ├── ConfigError               fix the named setting and start again
+     ├── LedgerError               the operation is refused; nothing was written
+     │    ├── AccountNotFoundError
+     │    ├── InvalidAmountError
+     │    ├── InsufficientPointsError
+     │    ├── RedemptionCapError
+     │    ├── UnknownBonusError
+     │    └── IdempotencyConflictError   same key, different operation
+     └── StorageError              the database is not usable (unreachable, not migrated)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccountNotFoundError",
+    "ConfigError",
+    "ConnectorError",
+    "IdempotencyConflictError",
+    "InsufficientPointsError",
+    "InvalidAmountError",
+    "LedgerError",
+    "RedemptionCapError",
+    "StorageError",
+    "UnknownBonusError",
+]
+
+
+class ConnectorError(Exception):
+    """Root of everything the connector raises on purpose."""
+
+
+class ConfigError(ConnectorError):
+    """The configuration is invalid; `problems` holds one line per bad setting."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class StorageError(ConnectorError):
+    """The database cannot be used as configured."""
+
+
+class LedgerError(ConnectorError):
+    """A ledger operation was refused. `code` is stable and machine-readable."""
+
+    code = "ledger_error"
+
+    def __init__(self, detail: str, **context: object) -> None:
+        self.detail = detail
+        self.context = context
+        super().__init__(detail)
+
+
+class AccountNotFoundError(LedgerError):
+    """No loyalty account for that CRM contact."""
+
+    code = "account_not_found"
+
+
+class InvalidAmountError(LedgerError):
+    """An amount is zero, negative where it must be positive, or not a number."""
+
+    code = "invalid_amount"
+
+
+class InsufficientPointsError(LedgerError):
+    """The account's spendable balance does not cover the request."""
+
+    code = "insufficient_points"
+
+
+class RedemptionCapError(LedgerError):
+    """The request exceeds the share of the purchase that may be paid with points."""
+
+    code = "redemption_cap_exceeded"
+
+
+class UnknownBonusError(LedgerError):
+    """A named bonus is not configured in `[program.bonuses]`."""
+
+    code = "unknown_bonus"
+
+
+class IdempotencyConflictError(LedgerError):
+    """The idempotency key was already used for a different operation or account."""
+
+    code = "idempotency_conflict"

@@ -1,0 +1,201 @@
+"""Durable inbox of received CRM events: stored before they are acknowledged, drained later.
+
+Statuses: pending -> processing -> done | skipped, or back to pending with a later
+`next_attempt_at` after a failure, and `dead` after `max_attempts`; never deleted silently.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, mapped_column
+
+from connector.config import InboxSettings
+from connector.db import Database, utcnow
+from connector.schema import Base, BigId, UTCDateTime
+
+STATUSES = ("pending", "processing", "done", "skipped", "dead")
+
+
+class InboxEvent(Base):
+    __tablename__ = "inbox_events"
+    __table_args__ = (
+        CheckConstraint(f"status IN {STATUSES!r}", name="status_known"),
+        CheckConstraint("attempts >= 0", name="attempts_non_negative"),
+        Index("ix_inbox_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    source: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(64))
+    portal: Mapped[str | None] = mapped_column(String(255))
+    dedup_key: Mapped[str] = mapped_column(String(255), unique=True)
+    content_type: Mapped[str | None] = mapped_column(String(255))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+@dataclass(frozen=True)
+class Stored:
+    id: int
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    id: int
+    source: str
+    kind: str
+    portal: str | None
+    dedup_key: str
+    content_type: str | None
+    body: bytes
+    received_at: datetime
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+
+    @classmethod
+    def of(cls, row: InboxEvent) -> InboxItem:
+        return cls(row.id, row.source, row.kind, row.portal, row.dedup_key, row.content_type,
+                   row.body, row.received_at, row.status, row.attempts, row.next_attempt_at,
+                   row.last_error)
+
+
+class Inbox:
+    # A claimed item whose worker died is offered again after this long.
+    LEASE = timedelta(minutes=5)
+
+    def __init__(self, db: Database, settings: InboxSettings, clock=utcnow) -> None:
+        self.db = db
+        self.settings = settings
+        self.clock = clock
+
+    def put(self, *, source: str, kind: str, dedup_key: str, body: bytes,
+            content_type: str | None = None, portal: str | None = None) -> Stored:
+        """Store a received event durably; a repeated dedup key stores nothing new."""
+        now = self.clock()
+        row = InboxEvent(source=source, kind=kind, portal=portal, dedup_key=dedup_key,
+                         content_type=content_type, body=body, received_at=now,
+                         status="pending", attempts=0, next_attempt_at=now)
+        try:
+            with self.db.transaction() as session:
+                session.add(row)
+                session.flush()
+                return Stored(row.id, duplicate=False)
+        except IntegrityError:
+            with self.db.transaction(write=False) as session:
+                existing = session.scalar(
+                    select(InboxEvent.id).where(InboxEvent.dedup_key == dedup_key))
+            if existing is None:
+                raise
+            return Stored(existing, duplicate=True)
+
+    def claim(self, limit: int | None = None, *, source: str | None = None) -> list[InboxItem]:
+        """Lease due items to this worker; concurrent workers never get the same item."""
+        now = self.clock()
+        limit = limit or self.settings.batch_size
+        with self.db.transaction() as session:
+            query = (
+                select(InboxEvent)
+                .where(or_(
+                    (InboxEvent.status == "pending") & (InboxEvent.next_attempt_at <= now),
+                    (InboxEvent.status == "processing") & (InboxEvent.locked_until < now),
+                ))
+                .order_by(InboxEvent.id)
+                .limit(limit)
+            )
+            if source is not None:
+                query = query.where(InboxEvent.source == source)
+            if self.db.is_postgres:
+                query = query.with_for_update(skip_locked=True)
+            rows = list(session.scalars(query))
+            for row in rows:
+                row.status = "processing"
+                row.attempts += 1
+                row.locked_until = now + self.LEASE
+            return [InboxItem.of(row) for row in rows]
+
+    def complete(self, item_id: int, *, skipped_reason: str | None = None) -> None:
+        values: dict[str, Any] = {"status": "skipped" if skipped_reason else "done",
+                                  "processed_at": self.clock(), "locked_until": None,
+                                  "last_error": skipped_reason}
+        self._set(item_id, **values)
+
+    def fail(self, item_id: int, error: str) -> str:
+        """Record a failed attempt: retry later with backoff, or park as dead. Returns status."""
+        with self.db.transaction() as session:
+            row = session.get(InboxEvent, item_id)
+            if row is None:
+                raise KeyError(item_id)
+            row.last_error = error[:4000]
+            row.locked_until = None
+            if row.attempts >= self.settings.max_attempts:
+                row.status = "dead"
+            else:
+                row.status = "pending"
+                row.next_attempt_at = self.clock() + self.backoff(row.attempts)
+            return row.status
+
+    def backoff(self, attempts: int) -> timedelta:
+        base = self.settings.retry_base_seconds * 2 ** max(attempts - 1, 0)
+        capped = min(base, self.settings.retry_max_seconds)
+        return timedelta(seconds=random.uniform(capped / 2, capped))
+
+    def retry(self, item_id: int) -> None:
+        """Offer a dead or failed item again now (after its cause was fixed)."""
+        self._set(item_id, status="pending", next_attempt_at=self.clock(), attempts=0)
+
+    def drop(self, item_id: int, reason: str) -> None:
+        self._set(item_id, status="skipped", processed_at=self.clock(),
+                  last_error=f"dropped by admin: {reason}")
+
+    def get(self, item_id: int) -> InboxItem | None:
+        with self.db.transaction(write=False) as session:
+            row = session.get(InboxEvent, item_id)
+            return InboxItem.of(row) if row else None
+
+    def list(self, status: str | None = None, limit: int = 100) -> list[InboxItem]:
+        with self.db.transaction(write=False) as session:
+            query = select(InboxEvent).order_by(InboxEvent.id.desc()).limit(limit)
+            if status:
+                query = query.where(InboxEvent.status == status)
+            return [InboxItem.of(row) for row in session.scalars(query)]
+
+    def depth(self) -> dict[str, int]:
+        with self.db.transaction(write=False) as session:
+            rows = session.execute(
+                select(InboxEvent.status, func.count()).group_by(InboxEvent.status))
+            counts = {status: 0 for status in STATUSES}
+            counts.update({status: count for status, count in rows})
+            return counts
+
+    def _set(self, item_id: int, **values: Any) -> None:
+        with self.db.transaction() as session:
+            result = session.execute(
+                update(InboxEvent).where(InboxEvent.id == item_id).values(**values))
+            if result.rowcount == 0:
+                raise KeyError(item_id)

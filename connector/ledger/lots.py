@@ -1,0 +1,80 @@
+"""Moving points in and out of lots. Callers hold the account's lock.
+
+Invariant: account.balance == sum(lot.remaining) - account.overdraft, and an account with an
+overdraft has no lot with points left (credits pay the overdraft first, debits empty lots first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from connector.ledger.models import Account, Allocation, Entry, Lot
+
+
+def credit(session: Session, account: Account, entry: Entry, points: int, *,
+           earned_at: datetime, available_at: datetime, expires_at: datetime | None) -> None:
+    paid = min(account.overdraft, points)
+    account.overdraft -= paid
+    rest = points - paid
+    if rest > 0:
+        session.add(Lot(account_id=account.id, entry_id=entry.id, amount=rest, remaining=rest,
+                        earned_at=earned_at, available_at=available_at, expires_at=expires_at))
+
+
+def debit(session: Session, account: Account, entry: Entry, points: int, *,
+          spendable_at: datetime | None = None, prefer: Collection[int] = ()) -> int:
+    """Take up to `points` from the account's lots, oldest first, and return what was taken.
+
+    spendable_at: only lots available by then (redemptions skip pending points).
+    prefer: entry ids whose own lots go first (a reversal takes back its own points first).
+    """
+    query = select(Lot).where(Lot.account_id == account.id, Lot.remaining > 0)
+    if spendable_at is not None:
+        query = query.where(Lot.available_at <= spendable_at)
+    lots = list(session.scalars(query.order_by(Lot.earned_at, Lot.id)))
+    lots.sort(key=lambda lot: lot.entry_id not in prefer)  # stable: FIFO within each group
+    taken = 0
+    for lot in lots:
+        if taken == points:
+            break
+        part = min(lot.remaining, points - taken)
+        lot.remaining -= part
+        taken += part
+        session.add(Allocation(entry_id=entry.id, lot_id=lot.id, amount=part))
+    return taken
+
+
+def spendable(session: Session, account: Account, now: datetime) -> int:
+    total = session.scalar(
+        select(func.coalesce(func.sum(Lot.remaining), 0))
+        .where(Lot.account_id == account.id, Lot.remaining > 0, Lot.available_at <= now))
+    return int(total) - account.overdraft
+
+
+def pending(session: Session, account: Account, now: datetime) -> int:
+    total = session.scalar(
+        select(func.coalesce(func.sum(Lot.remaining), 0))
+        .where(Lot.account_id == account.id, Lot.remaining > 0, Lot.available_at > now))
+    return int(total)
+
+
+def consumed_lots(session: Session, entry_ids: Collection[int]) -> list[tuple[Lot, int]]:
+    """The lots the given debit entries took points from, latest-expiring first."""
+    if not entry_ids:
+        return []
+    rows = session.execute(
+        select(Lot, Allocation.amount)
+        .join(Allocation, Allocation.lot_id == Lot.id)
+        .where(Allocation.entry_id.in_(list(entry_ids)))
+        .order_by(Lot.earned_at.desc(), Lot.id.desc()))
+    return [(lot, int(amount)) for lot, amount in rows]
+
+
+def debit_lot(session: Session, entry: Entry, lot: Lot) -> None:
+    """Empty one lot into `entry` (expiry)."""
+    session.add(Allocation(entry_id=entry.id, lot_id=lot.id, amount=lot.remaining))
+    lot.remaining = 0

@@ -1,0 +1,116 @@
+"""Read-only views of the ledger: an account's state, its history, the books' consistency."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from connector.errors import AccountNotFoundError
+from connector.ledger import lots
+from connector.ledger.models import Account, Entry, Lot
+from connector.ledger.views import AccountRef, AccountView, EntryView
+from connector.money import from_minor
+from connector.program import Program
+
+
+def find_account(session: Session, ref: AccountRef) -> Account:
+    account = session.scalar(select(Account).where(
+        Account.crm == ref.crm, Account.portal == ref.portal,
+        Account.contact_id == ref.contact_id))
+    if account is None:
+        raise AccountNotFoundError(f"no loyalty account for {ref}", ref=str(ref))
+    return account
+
+
+def qualifying_spend(session: Session, program: Program, account_id: int,
+                     now: datetime) -> Decimal:
+    total = session.scalar(
+        select(func.coalesce(func.sum(Entry.purchase_amount), 0)).where(
+            Entry.account_id == account_id,
+            Entry.occurred_at >= program.tier_window_start(now)))
+    return from_minor(int(total))
+
+
+def next_expiry(session: Session, program: Program, account_id: int,
+                now: datetime) -> tuple[Decimal, datetime | None]:
+    """Points that expire next, summed over the lots expiring on that same local day."""
+    upcoming = list(session.execute(
+        select(Lot.expires_at, Lot.remaining)
+        .where(Lot.account_id == account_id, Lot.remaining > 0, Lot.expires_at > now)
+        .order_by(Lot.expires_at)))
+    if not upcoming:
+        return Decimal("0.00"), None
+    first = upcoming[0][0]
+    day = first.astimezone(program.zone).date()
+    total = sum(remaining for at, remaining in upcoming
+                if at.astimezone(program.zone).date() == day)
+    return from_minor(total), first
+
+
+def account_view(session: Session, program: Program, account: Account,
+                 now: datetime) -> AccountView:
+    spend = qualifying_spend(session, program, account.id, now)
+    tier = program.tier_named(account.tier)
+    upcoming = program.next_tier(spend)
+    if upcoming is not None and program.tier_rank(upcoming[0].name) <= program.tier_rank(
+            tier.name):
+        upcoming = None  # kept a higher tier through its grace: nothing to reach yet
+    expiring, expires_at = next_expiry(session, program, account.id, now)
+    return AccountView.build(
+        account,
+        available=max(from_minor(lots.spendable(session, account, now)), Decimal("0.00")),
+        pending=from_minor(lots.pending(session, account, now)),
+        discount_percent=tier.discount_percent,
+        qualifying_spend=spend,
+        next_tier=upcoming[0].name if upcoming else None,
+        spend_to_next_tier=upcoming[1] if upcoming else None,
+        next_expiry_points=expiring,
+        next_expiry_at=expires_at,
+    )
+
+
+def history(session: Session, account: Account, *, limit: int = 50,
+            before_id: int | None = None) -> list[EntryView]:
+    query = select(Entry).where(Entry.account_id == account.id)
+    if before_id is not None:
+        query = query.where(Entry.id < before_id)
+    return [EntryView.of(e) for e in session.scalars(query.order_by(Entry.id.desc())
+                                                      .limit(limit))]
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    account_id: int
+    ref: AccountRef
+    stored: Decimal
+    from_entries: Decimal
+    from_lots: Decimal
+
+    def __str__(self) -> str:
+        return (f"account {self.account_id} ({self.ref}): stored balance {self.stored}, "
+                f"sum of entries {self.from_entries}, lots less overdraft {self.from_lots}")
+
+
+def verify(session: Session) -> tuple[int, list[Mismatch]]:
+    """Recompute every balance from entries and from lots; return (accounts, mismatches)."""
+    entry_sums = dict(session.execute(
+        select(Entry.account_id, func.sum(Entry.amount)).group_by(Entry.account_id)).all())
+    lot_sums = dict(session.execute(
+        select(Lot.account_id, func.sum(Lot.remaining)).group_by(Lot.account_id)).all())
+    checked = 0
+    problems = []
+    rows = session.execute(select(Account.id, Account.crm, Account.portal, Account.contact_id,
+                                  Account.balance, Account.overdraft))
+    for account_id, crm, portal, contact, balance, overdraft in rows:
+        checked += 1
+        from_entries = int(entry_sums.get(account_id) or 0)
+        from_lots = int(lot_sums.get(account_id) or 0) - overdraft
+        if not balance == from_entries == from_lots:
+            problems.append(Mismatch(account_id, AccountRef(crm, portal, contact),
+                                     from_minor(balance), from_minor(from_entries),
+                                     from_minor(from_lots)))
+    return checked, problems

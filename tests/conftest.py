@@ -1,0 +1,100 @@
+"""Shared fixtures: settings -> database -> ledger, and app -> client for the web tier.
+
+Storage tests run on SQLite always and on PostgreSQL too when LOYALTY_TEST_DATABASE_URL is set.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from connector.config import Settings, load_settings
+from connector.db import Database
+from connector.ledger.engine import Ledger
+from connector.program import Program
+from connector.schema import Base
+
+POSTGRES_URL = os.environ.get("LOYALTY_TEST_DATABASE_URL")
+BACKENDS = ["sqlite", *(["postgresql"] if POSTGRES_URL else [])]
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+def make_settings(tmp_path: Path, database_url: str | None = None,
+                  **sections: dict[str, Any]) -> Settings:
+    sections.setdefault("database", {})
+    sections["database"].setdefault("url", database_url or f"sqlite:///{tmp_path}/test.db")
+    return load_settings(None, **sections)
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests never read a developer's config.toml or LOYALTY_* overrides."""
+    for name in list(os.environ):
+        if name.startswith("LOYALTY_") and name != "LOYALTY_TEST_DATABASE_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def _reset_postgres(db: Database) -> None:
+    tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+    with db.engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgresql":
+        assert POSTGRES_URL is not None
+        return POSTGRES_URL
+    return f"sqlite:///{tmp_path}/ledger.db"
+
+
+@pytest.fixture
+def program_settings() -> dict[str, Any]:
+    """Override in a test module to change the program."""
+    return {}
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, program_settings: dict[str, Any]) -> Settings:
+    return make_settings(tmp_path, database_url, program=program_settings,
+                         server={"admin_token": "test-admin-token"})
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Database]:
+    database = Database(settings.database)
+    database.upgrade()
+    if database.is_postgres:
+        _reset_postgres(database)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def ledger(db: Database, settings: Settings, clock: Clock) -> Ledger:
+    return Ledger(db, Program(settings.program), clock=clock)
