@@ -320,6 +320,14 @@ class Ledger:
             account = queries.find_account(session, ref)
             return queries.account_view(session, self.program, account, self.clock())
 
+    def account_by_card(self, card: str) -> AccountView:
+        """For a POS or web shop that knows the customer's card number."""
+        with self.db.transaction(write=False) as session:
+            account = session.scalar(select(Account).where(Account.card_number == card))
+            if account is None:
+                raise AccountNotFoundError(f"no loyalty account with card {card}", card=card)
+            return queries.account_view(session, self.program, account, self.clock())
+
     def history(self, ref: AccountRef, *, limit: int = 50,
                 before_id: int | None = None) -> list[EntryView]:
         with self.db.transaction(write=False) as session:
