@@ -204,9 +204,8 @@ class Ledger:
             net = sum(e.amount for e in entries) - sum(e.shortfall for e in entries)
             net_spend = sum(e.purchase_amount or 0 for e in entries)
             net_count = sum(e.purchase_count for e in entries)
-            if net == 0 and net_spend == 0 and net_count == 0:
-                return Result("reversal", account.id, None, Decimal("0.00"),
-                              from_minor(account.balance), details={"source": source})
+            # Nothing left to undo still records a zero entry: the key then keeps its
+            # outcome, and a late accrual for the source is not silently reversed by a replay.
             take, shortfall = 0, 0
             if net > 0:
                 if self.program.settings.negative_balance == "clamp":
