@@ -1,0 +1,115 @@
+"""Settings: file, environment overrides, and one clear line per problem."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from connector.config import load_settings, resolve_config_path
+from connector.errors import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    return caught.value.problems
+
+
+def test_defaults_without_any_file() -> None:
+    settings = load_settings()
+    assert settings.database.url == "sqlite:///loyalty.db"
+    assert settings.program.redeem_share == Decimal("0.5")
+    assert [t.name for t in settings.program.tiers] == ["Bronze", "Silver", "Gold"]
+
+
+def test_example_config_is_valid_and_matches_the_defaults() -> None:
+    assert load_settings(EXAMPLE).model_dump() == load_settings().model_dump()
+
+
+def test_file_values_are_exact_decimals(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, """
+        [program]
+        redeem_share = 0.3
+        [[program.tiers]]
+        name = "Base"
+        rate = 0.07
+    """))
+    assert settings.program.redeem_share == Decimal("0.3")
+    assert settings.program.tiers[0].rate == Decimal("0.07")
+
+
+def test_environment_wins_over_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, '[server]\nport = 9000\n[program]\ncurrency = "UAH"\n')
+    monkeypatch.setenv("LOYALTY_SERVER__PORT", "9100")
+    monkeypatch.setenv("LOYALTY_SERVER__ADMIN_TOKEN", "from-env")
+    settings = load_settings(path)
+    assert settings.server.port == 9100
+    assert settings.program.currency == "UAH"
+    assert settings.server.admin_token is not None
+    assert settings.server.admin_token.get_secret_value() == "from-env"
+
+
+def test_config_path_resolution(tmp_path: Path) -> None:
+    assert resolve_config_path("x.toml", {}) == Path("x.toml")
+    assert resolve_config_path(None, {"LOYALTY_CONFIG": "/etc/l.toml"}) == Path("/etc/l.toml")
+    assert resolve_config_path(None, {}) is None  # the tests run in an empty directory
+    write(tmp_path, "")
+    assert resolve_config_path(None, {}) == Path("config.toml")
+
+
+def test_each_problem_is_one_line_naming_the_key(tmp_path: Path) -> None:
+    lines = problems(tmp_path, """
+        [server]
+        port = 70000
+        admin_token = "s3cret-value"
+        [program]
+        redeem_share = 1.5
+        rounding = "up"
+        timezone = "Mars/Olympus"
+        colour = "blue"
+    """)
+    assert len(lines) == 5
+    assert lines[0].startswith("server.port: ") and "70000" in lines[0]
+    assert any(line.startswith("program.redeem_share: ") for line in lines)
+    assert any(line.startswith("program.rounding: ") for line in lines)
+    assert any("Mars/Olympus" in line and line.startswith("program.timezone") for line in lines)
+    assert any(line.startswith("program.colour: unknown setting") for line in lines)
+
+
+def test_tier_and_campaign_rules(tmp_path: Path) -> None:
+    lines = problems(tmp_path, """
+        [[program.tiers]]
+        name = "Silver"
+        min_spend = 100
+        rate = 0.05
+        [[program.campaigns]]
+        name = "bf"
+        starts = 2026-11-27T00:00:00
+        ends = 2026-11-26T00:00:00
+    """)
+    assert lines == [
+        "program.tiers: the first tier must have min_spend = 0",
+        "program.campaigns.0: ends must be after starts",
+    ]
+
+
+def test_missing_and_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.toml")
+    assert problems(tmp_path, "[server\nport=1")[0].startswith(
+        f"config file {tmp_path / 'config.toml'}: invalid TOML")
+
+
+def test_secrets_are_not_echoed(tmp_path: Path) -> None:
+    lines = problems(tmp_path, '[server]\nadmin_token = 12\nport = "x"\n')
+    assert all("12" not in line for line in lines if "admin_token" in line)
