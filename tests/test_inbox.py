@@ -1,0 +1,88 @@
+"""The durable inbox: stored once, leased to one worker, retried, parked, never lost."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from connector.config import InboxSettings
+from connector.db import Database
+from connector.inbox import Inbox
+from tests.conftest import Clock
+from tests.test_concurrency import in_parallel
+
+
+def make_inbox(db: Database, clock: Clock, **overrides: object) -> Inbox:
+    return Inbox(db, InboxSettings.model_validate(
+        {"max_attempts": 3, "retry_base_seconds": 10, **overrides}), clock=clock)
+
+
+def put(inbox: Inbox, n: int) -> int:
+    return inbox.put(source="bitrix24", kind="ONCRMDEALUPDATE", dedup_key=f"evt:{n}",
+                     body=b"event=ONCRMDEALUPDATE&data[FIELDS][ID]=" + str(n).encode(),
+                     content_type="application/x-www-form-urlencoded", portal="acme").id
+
+
+def test_duplicate_delivery_is_stored_once(db: Database, clock: Clock) -> None:
+    inbox = make_inbox(db, clock)
+    first = inbox.put(source="amocrm", kind="leads", dedup_key="k", body=b"a")
+    again = inbox.put(source="amocrm", kind="leads", dedup_key="k", body=b"a")
+    assert (first.duplicate, again.duplicate, again.id) == (False, True, first.id)
+    assert inbox.depth()["pending"] == 1
+
+
+def test_claim_complete_and_skip(db: Database, clock: Clock) -> None:
+    inbox = make_inbox(db, clock)
+    ids = [put(inbox, n) for n in range(3)]
+    claimed = inbox.claim(2)
+    assert [item.id for item in claimed] == ids[:2]
+    assert claimed[0].body.endswith(b"=0") and claimed[0].attempts == 1
+    assert [item.id for item in inbox.claim(10)] == ids[2:]  # leased items are not offered
+    inbox.complete(ids[0])
+    inbox.complete(ids[1], skipped_reason="deal has no contact")
+    depth = inbox.depth()
+    assert (depth["done"], depth["skipped"], depth["processing"]) == (1, 1, 1)
+    item = inbox.get(ids[1])
+    assert item is not None and item.last_error == "deal has no contact"
+
+
+def test_failures_back_off_then_park_as_dead_and_can_be_retried(db: Database,
+                                                               clock: Clock) -> None:
+    inbox = make_inbox(db, clock)
+    item_id = put(inbox, 1)
+    for attempt in (1, 2):
+        assert [i.id for i in inbox.claim()] == [item_id]
+        assert inbox.fail(item_id, f"portal answered 503 (attempt {attempt})") == "pending"
+        assert inbox.claim() == []  # not before its backoff
+        clock.advance(seconds=10 * 2 ** attempt)
+    assert [i.id for i in inbox.claim()] == [item_id]
+    assert inbox.fail(item_id, "still 503") == "dead"
+    clock.advance(days=1)
+    assert inbox.claim() == []
+    assert [i.id for i in inbox.list(status="dead")] == [item_id]
+    inbox.retry(item_id)
+    assert [i.id for i in inbox.claim()] == [item_id]
+
+
+def test_a_crashed_workers_lease_expires(db: Database, clock: Clock) -> None:
+    inbox = make_inbox(db, clock)
+    item_id = put(inbox, 1)
+    assert len(inbox.claim()) == 1
+    clock.advance(seconds=Inbox.LEASE.total_seconds() + 1)
+    reclaimed = inbox.claim()
+    assert [i.id for i in reclaimed] == [item_id] and reclaimed[0].attempts == 2
+
+
+def test_backoff_grows_and_is_capped(db: Database, clock: Clock) -> None:
+    inbox = make_inbox(db, clock, retry_max_seconds=60)
+    assert timedelta(seconds=5) <= inbox.backoff(1) <= timedelta(seconds=10)
+    assert timedelta(seconds=20) <= inbox.backoff(3) <= timedelta(seconds=40)
+    assert inbox.backoff(30) <= timedelta(seconds=60)
+
+
+def test_parallel_workers_never_share_an_item(db: Database, clock: Clock) -> None:
+    inbox = make_inbox(db, clock)
+    ids = {put(inbox, n) for n in range(60)}
+    batches = in_parallel(6, lambda _: inbox.claim(10))
+    seen = [item.id for batch in batches if isinstance(batch, list) for item in batch]
+    assert all(isinstance(batch, list) for batch in batches), batches
+    assert sorted(seen) == sorted(ids)  # each item exactly once
