@@ -67,6 +67,59 @@ class SchedulerSettings(_Section):
     expiry_interval_minutes: int = Field(60, ge=1)
 
 
+def _default_bitrix24_fields() -> dict[str, str]:
+    return {
+        "balance": "UF_CRM_LOYALTY_BALANCE",
+        "tier": "UF_CRM_LOYALTY_TIER",
+        "discount": "UF_CRM_LOYALTY_DISCOUNT",
+        "expiring_points": "UF_CRM_LOYALTY_EXPIRING",
+        "expiring_date": "UF_CRM_LOYALTY_EXPIRING_DATE",
+        "segment": "UF_CRM_LOYALTY_SEGMENT",
+        "card": "UF_CRM_LOYALTY_CARD",
+    }
+
+
+class Bitrix24Settings(_Section):
+    enabled: bool = False
+    webhook_url: SecretStr | None = Field(
+        None, description="inbound webhook https://PORTAL/rest/USER_ID/SECRET/ (secret!)")
+    client_id: str | None = Field(None, description="OAuth app (local or marketplace)")
+    client_secret: SecretStr | None = None
+    oauth_url: str = "https://oauth.bitrix.info/oauth/token/"
+    portal: str | None = Field(None, description="portal domain; from webhook_url if unset")
+    member_id: str | None = Field(None, description="checked on every event when set")
+    application_token: SecretStr | None = Field(
+        None, description="outgoing-webhook token; an app stores the one from ONAPPINSTALL")
+    requests_per_second: float = Field(2.0, gt=0, le=100)
+    burst: int = Field(50, ge=1, le=10_000)
+    timeout_seconds: float = Field(30.0, gt=0)
+    max_retries: int = Field(6, ge=0, le=20)
+    deal_categories: list[str] = Field(default_factory=list,
+                                       description="deal categories (funnels); empty: all")
+    sync_interval_minutes: int = Field(15, ge=1)
+    fields: dict[str, str] = Field(default_factory=_default_bitrix24_fields)
+
+    @field_validator("fields")
+    @classmethod
+    def _field_names(cls, fields: dict[str, str]) -> dict[str, str]:
+        for key, name in fields.items():
+            if not name.startswith("UF_CRM_") or len(name) > 50 or not all(
+                    c.isupper() or c.isdigit() or c == "_" for c in name):
+                raise ValueError(f"{key}: {name!r} must be UF_CRM_ + A-Z, 0-9, _ (<= 50)")
+        return fields
+
+    @model_validator(mode="after")
+    def _credentials(self) -> Bitrix24Settings:
+        if self.enabled and self.webhook_url is None and not (
+                self.client_id and self.client_secret):
+            raise ValueError("set webhook_url, or client_id and client_secret")
+        if self.webhook_url is not None:
+            url = self.webhook_url.get_secret_value()
+            if "/rest/" not in url:
+                raise ValueError("webhook_url must look like https://PORTAL/rest/USER_ID/SECRET/")
+        return self
+
+
 class Tier(_Section):
     name: str = Field(min_length=1)
     min_spend: Money = Decimal(0)
@@ -179,6 +232,7 @@ class Settings(BaseSettings):
     inbox: InboxSettings = InboxSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     program: ProgramSettings = ProgramSettings()
+    bitrix24: Bitrix24Settings = Bitrix24Settings()
 
     @classmethod
     def settings_customise_sources(

@@ -9,20 +9,30 @@
      │    ├── RedemptionCapError
      │    ├── UnknownBonusError
      │    └── IdempotencyConflictError   same key, different operation
-     └── StorageError              the database is not usable (unreachable, not migrated)
+     ├── StorageError              the database is not usable (unreachable, not migrated)
+     └── CRMError                  a call to the CRM failed
+          ├── RetriableCRMError    try again later (rate limit, 5xx, timeout); may carry a wait
+          ├── CRMAuthError         credentials are invalid or revoked: stop calling, tell the admin
+          ├── FatalCRMError        the request itself is wrong or refused: do not repeat it
+          └── SkippableRecordError this record cannot be processed; record why and move on
 """
 
 from __future__ import annotations
 
 __all__ = [
     "AccountNotFoundError",
+    "CRMAuthError",
+    "CRMError",
     "ConfigError",
     "ConnectorError",
+    "FatalCRMError",
     "IdempotencyConflictError",
     "InsufficientPointsError",
     "InvalidAmountError",
     "LedgerError",
     "RedemptionCapError",
+    "RetriableCRMError",
+    "SkippableRecordError",
     "StorageError",
     "UnknownBonusError",
 ]
@@ -89,3 +99,34 @@ class IdempotencyConflictError(LedgerError):
     """The idempotency key was already used for a different operation or account."""
 
     code = "idempotency_conflict"
+
+
+class CRMError(ConnectorError):
+    """A CRM call failed. `code` is the CRM's own error code when it gave one."""
+
+    def __init__(self, detail: str, *, code: str = "", status: int | None = None) -> None:
+        self.detail = detail
+        self.code = code
+        self.status = status
+        super().__init__(detail)
+
+
+class RetriableCRMError(CRMError):
+    """Worth repeating later; `retry_after` (seconds) when the CRM said how long to wait."""
+
+    def __init__(self, detail: str, *, code: str = "", status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(detail, code=code, status=status)
+        self.retry_after = retry_after
+
+
+class CRMAuthError(CRMError):
+    """The credentials are invalid, expired beyond refresh, or revoked."""
+
+
+class FatalCRMError(CRMError):
+    """The CRM refused the request as such; repeating it cannot help."""
+
+
+class SkippableRecordError(CRMError):
+    """One record cannot be processed (e.g. a deal without a contact); others go on."""

@@ -18,7 +18,7 @@ from connector.config import Settings, load_settings
 from connector.db import Database
 from connector.ledger.engine import Ledger
 from connector.program import Program
-from connector.schema import Base
+from connector.tables import Base
 
 POSTGRES_URL = os.environ.get("LOYALTY_TEST_DATABASE_URL")
 BACKENDS = ["sqlite", *(["postgresql"] if POSTGRES_URL else [])]

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
@@ -26,7 +27,7 @@ from connector.ledger.engine import Ledger
 from connector.ledger.models import Account, Entry, Lot
 from connector.ledger.views import AccountRef, Result
 from connector.program import Program
-from connector.schema import Base
+from connector.tables import Base
 from tests.conftest import BACKENDS, POSTGRES_URL, Clock
 
 REFS = [AccountRef("amocrm", "shop", str(n)) for n in range(3)]
@@ -159,7 +160,7 @@ def make_machine(db: Database, negative_balance: str) -> type[RuleBasedStateMach
 
         @invariant()
         def books_balance(self) -> None:
-            checked, mismatches = self.ledger.verify()
+            _, mismatches = self.ledger.verify()
             assert mismatches == []
 
         @invariant()

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 from decimal import Decimal as D
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from connector.config import ProgramSettings
 from connector.errors import UnknownBonusError

@@ -5,9 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-import connector.inbox
-import connector.ledger.models  # noqa: F401  (registers the tables on the metadata)
-from connector.schema import Base
+from connector.tables import Base
 
 target_metadata = Base.metadata
 config = context.config

@@ -1,0 +1,59 @@
+"""Client-side leaky bucket, mirroring the CRM's own, so normal work never trips its limit."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+
+class LeakyBucket:
+    """`burst` requests at once, then `rate` per second.
+
+    The bucket's level rises by one per request and drains by `rate` per second; a request
+    waits while the level would pass `burst`. Thread-safe; the clock and sleep are injectable
+    so tests and benchmarks can run on accelerated time.
+    """
+
+    def __init__(self, rate: float, burst: int, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be positive and burst at least 1")
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.sleep = sleep
+        self._level = 0.0
+        self._at = clock()
+        self._paused_until = 0.0
+        self._lock = threading.Lock()
+        self.waited_seconds = 0.0
+
+    def _drain(self, now: float) -> None:
+        self._level = max(0.0, self._level - (now - self._at) * self.rate)
+        self._at = now
+
+    def acquire(self) -> float:
+        """Block until one request may be sent; returns the seconds waited."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self.clock()
+                self._drain(now)
+                wait = max(self._paused_until - now,
+                           (self._level + 1 - self.burst) / self.rate, 0.0)
+                if wait <= 0:
+                    self._level += 1
+                    self.waited_seconds += waited
+                    return waited
+            self.sleep(wait)
+            waited += wait
+
+    def pause(self, seconds: float) -> None:
+        """The CRM said "too many": nobody sends for `seconds`, and the bucket counts as full."""
+        with self._lock:
+            now = self.clock()
+            self._drain(now)
+            self._level = float(self.burst)
+            self._paused_until = max(self._paused_until, now + seconds)

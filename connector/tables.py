@@ -1,0 +1,8 @@
+"""Importing this registers every table on `Base.metadata` (migrations, tests, resets)."""
+
+from connector.crm import models as crm_models
+from connector.inbox import InboxEvent
+from connector.ledger import models as ledger_models
+from connector.schema import Base
+
+__all__ = ["Base", "InboxEvent", "crm_models", "ledger_models"]
