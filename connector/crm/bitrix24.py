@@ -1,0 +1,312 @@
+"""The one way out to a Bitrix24 portal: auth, the portal's leaky bucket, retries, errors.
+
+Two ways in: an inbound webhook URL (https://PORTAL/rest/USER_ID/SECRET/), or an OAuth app
+whose tokens (from ONAPPINSTALL) live in the database and are refreshed on `expired_token`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import requests
+
+from connector.config import Bitrix24Settings
+from connector.crm.credentials import CredentialStore, Tokens
+from connector.crm.limiter import LeakyBucket
+from connector.crm.retry import retrying
+from connector.errors import CRMAuthError, FatalCRMError, RetriableCRMError
+from mappings.phpquery import encode
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 50  # fixed by the portal for every list method
+BATCH_LIMIT = 50  # commands per batch
+# Refusals before execution: repeating them never duplicates anything.
+RATE_LIMITED = {"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT", "OVERLOAD_LIMIT"}
+AUTH_ERRORS = {"INVALID_TOKEN", "NO_AUTH_FOUND", "INVALID_CREDENTIALS", "USER_ACCESS_ERROR",
+               "PORTAL_DELETED", "PAYMENT_REQUIRED", "WRONG_AUTH_TYPE", "INVALID_GRANT",
+               "INVALID_CLIENT"}
+# Calls that create something: repeated only when the portal surely did not run them.
+NOT_IDEMPOTENT = ("crm.automation.trigger.execute", "crm.timeline.comment.add")
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Literal["ok", "retry", "refresh", "auth", "fatal"]
+    code: str = ""
+    detail: str = ""
+    wait: float | None = None
+    executed: bool = True  # False: refused before running, safe to repeat any call
+
+
+def classify(status: int, body: Any, *, now: float | None = None,
+             operating_reset_at: float | None = None) -> Decision:
+    """Decide what a portal response means. Error codes are authoritative, the status only
+    when there is no code (limit errors came as 429 on older portals, 503 now)."""
+    if isinstance(body, dict) and "error" in body:
+        code = str(body.get("error") or "").upper()
+        detail = str(body.get("error_description") or code or f"HTTP {status}")
+        if code == "QUERY_LIMIT_EXCEEDED":
+            return Decision("retry", code, detail, wait=1.0, executed=False)
+        if code == "OPERATION_TIME_LIMIT":
+            wait = 60.0
+            if operating_reset_at is not None and now is not None:
+                wait = max(operating_reset_at - now, 1.0)
+            return Decision("retry", code, detail, wait=wait, executed=False)
+        if code == "OVERLOAD_LIMIT":
+            return Decision("retry", code, detail, wait=60.0, executed=False)
+        if code == "EXPIRED_TOKEN":
+            return Decision("refresh", code, detail, executed=False)
+        if code in AUTH_ERRORS or status == 401:
+            return Decision("auth", code, detail, executed=False)
+        if status >= 500 or code in {"INTERNAL_SERVER_ERROR", "ERROR_UNEXPECTED_ANSWER"}:
+            return Decision("retry", code, detail)
+        return Decision("fatal", code, detail)
+    if 200 <= status < 300 and isinstance(body, dict) and "result" in body:
+        return Decision("ok")
+    if status in (429, 503):
+        return Decision("retry", f"HTTP_{status}", f"HTTP {status} without a JSON error",
+                        wait=1.0, executed=False)
+    if status >= 500 or status in (408, 425):
+        return Decision("retry", f"HTTP_{status}", f"HTTP {status}")
+    if status == 401:
+        return Decision("auth", "HTTP_401", "HTTP 401")
+    return Decision("fatal", f"HTTP_{status}", f"unexpected HTTP {status} answer")
+
+
+@dataclass(frozen=True)
+class Page:
+    result: Any
+    total: int | None = None
+    next: int | None = None
+
+
+@dataclass
+class BatchResult:
+    results: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, dict[str, str]] = field(default_factory=dict)
+    totals: dict[str, int] = field(default_factory=dict)
+
+
+def _as_map(value: Any) -> dict[str, Any]:
+    """PHP encodes an empty map as [] and a 0..n map as a list; read both as maps."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, list):
+        return {str(index): item for index, item in enumerate(value)}
+    return {}
+
+
+class Bitrix24Client:
+    def __init__(self, settings: Bitrix24Settings, *, credentials: CredentialStore | None = None,
+                 limiter: LeakyBucket | None = None, session: requests.Session | None = None,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.credentials = credentials
+        self.limiter = limiter or LeakyBucket(settings.requests_per_second,
+                                              max(settings.burst - 1, 1), sleep=sleep)
+        self.session = session or requests.Session()
+        self.sleep = sleep
+        self.clock = clock
+        self.calls = 0
+        self._operating_reset_at: dict[str, float] = {}
+        self._webhook = settings.webhook_url.get_secret_value() if settings.webhook_url else None
+        self.portal = settings.portal or portal_of(self._webhook) or ""
+
+    # -- public calls ----------------------------------------------------------------------
+    def call(self, method: str, params: Mapping[str, Any] | None = None, *,
+             idempotent: bool | None = None) -> Page:
+        if idempotent is None:
+            idempotent = method not in NOT_IDEMPOTENT and not method.endswith(".add")
+        body = self._send(method, dict(params or {}), idempotent=idempotent)
+        return Page(body["result"], _int_or_none(body.get("total")),
+                    _int_or_none(body.get("next")))
+
+    def batch(self, commands: Mapping[str, tuple[str, Mapping[str, Any]]], *,
+              halt: bool = False) -> BatchResult:
+        """Up to 50 commands in one request; a failing command never hides the others."""
+        if len(commands) > BATCH_LIMIT:
+            raise ValueError(f"a batch takes at most {BATCH_LIMIT} commands")
+        if not commands:
+            return BatchResult()
+        cmd = {name: f"{method}?{encode(params)}" if params else method
+               for name, (method, params) in commands.items()}
+        idempotent = all(m not in NOT_IDEMPOTENT and not m.endswith(".add")
+                         for m, _ in commands.values())
+        body = self._send("batch", {"halt": 1 if halt else 0, "cmd": cmd},
+                          idempotent=idempotent)
+        inner = _as_map(body.get("result"))
+        return BatchResult(
+            results=_as_map(inner.get("result")),
+            errors={k: v for k, v in _as_map(inner.get("result_error")).items()
+                    if isinstance(v, dict)},
+            totals={k: int(v) for k, v in _as_map(inner.get("result_total")).items()},
+        )
+
+    def list_all(self, method: str, *, filter: Mapping[str, Any] | None = None,
+                 select: list[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Every item, by the documented fast method: order by ID, filter >ID, start=-1."""
+        last_id = 0
+        while True:
+            params: dict[str, Any] = {"order": {"ID": "ASC"},
+                                      "filter": {**(filter or {}), ">ID": last_id},
+                                      "start": -1}
+            if select:
+                params["select"] = select
+            items = self.call(method, params).result or []
+            yield from items
+            if len(items) < PAGE_SIZE:
+                return
+            last_id = int(items[-1]["ID"])
+
+    # -- transport -------------------------------------------------------------------------
+    def _send(self, method: str, params: dict[str, Any], *, idempotent: bool) -> dict[str, Any]:
+        refreshed = False
+        for attempt in retrying(self.settings.max_retries, sleep=self.sleep):
+            with attempt:
+                url, auth = self._target(method)
+                try:
+                    return self._once(method, url, {**params, **auth}, idempotent=idempotent)
+                except _ExpiredToken:
+                    if refreshed or self.credentials is None:
+                        raise CRMAuthError("access token expired and could not be refreshed",
+                                           code="EXPIRED_TOKEN") from None
+                    self._refresh(auth.get("auth"))
+                    refreshed = True
+                    url, auth = self._target(method)
+                    return self._once(method, url, {**params, **auth}, idempotent=idempotent)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    def _once(self, method: str, url: str, payload: dict[str, Any], *,
+              idempotent: bool) -> dict[str, Any]:
+        self.limiter.acquire()
+        self.calls += 1
+        try:
+            response = self.session.post(url, json=payload, timeout=self.settings.timeout_seconds)
+        except requests.ConnectionError as exc:
+            if not idempotent and not never_sent(exc):
+                raise FatalCRMError(f"{method}: connection lost; not repeated (it may have run)",
+                                    code="CONNECTION") from None
+            raise RetriableCRMError(f"{method}: cannot reach the portal ({type(exc).__name__})",
+                                    code="CONNECTION") from None
+        except requests.Timeout:
+            if not idempotent:
+                raise FatalCRMError(f"{method}: timed out; not repeated (it may have run)",
+                                    code="TIMEOUT") from None
+            raise RetriableCRMError(f"{method}: timed out", code="TIMEOUT") from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("time"), dict):
+            reset = body["time"].get("operating_reset_at")
+            if isinstance(reset, int | float):
+                self._operating_reset_at[method] = float(reset)
+        decision = classify(response.status_code, body, now=self.clock(),
+                            operating_reset_at=self._operating_reset_at.get(method))
+        if decision.action == "ok":
+            return body  # type: ignore[no-any-return]
+        message = f"{method}: {decision.code or 'error'}: {decision.detail}"
+        if decision.action == "retry" and (idempotent or not decision.executed):
+            if decision.code == "QUERY_LIMIT_EXCEEDED":
+                self.limiter.pause(decision.wait or 1.0)
+            log.warning("bitrix24 %s answered %s; will retry", method, decision.code)
+            raise RetriableCRMError(message, code=decision.code, status=response.status_code,
+                                    retry_after=decision.wait)
+        if decision.action == "refresh":
+            raise _ExpiredToken()
+        if decision.action == "auth":
+            raise CRMAuthError(message, code=decision.code, status=response.status_code)
+        raise FatalCRMError(message, code=decision.code, status=response.status_code)
+
+    def _target(self, method: str) -> tuple[str, dict[str, str]]:
+        if self._webhook:
+            return f"{self._webhook.rstrip('/')}/{method}.json", {}
+        tokens = self._tokens()
+        endpoint = (tokens.endpoint or f"https://{self.portal}/rest/").rstrip("/")
+        return f"{endpoint}/{method}.json", {"auth": tokens.access_token}
+
+    def _tokens(self) -> Tokens:
+        if self.credentials is None:
+            raise CRMAuthError("bitrix24: neither webhook_url nor app credentials configured",
+                               code="NO_AUTH")
+        tokens = self.credentials.load()
+        if tokens is None:
+            raise CRMAuthError(f"bitrix24 {self.portal}: the app is not installed yet "
+                               "(no ONAPPINSTALL received)", code="NOT_INSTALLED")
+        if tokens.expiring(datetime.now(UTC)):
+            tokens = self.credentials.refresh(tokens.access_token, self._refresh_grant)
+        return tokens
+
+    def _refresh(self, failed_token: str | None) -> None:
+        assert self.credentials is not None
+        self.credentials.refresh(failed_token, self._refresh_grant)
+
+    def _refresh_grant(self, refresh_token: str) -> Tokens:
+        """GET oauth/token/?grant_type=refresh_token; the answer carries a new pair."""
+        secret = self.settings.client_secret
+        if not self.settings.client_id or secret is None:
+            raise CRMAuthError("bitrix24: client_id/client_secret needed to refresh tokens",
+                               code="NO_CLIENT")
+        self.limiter.acquire()
+        self.calls += 1
+        try:
+            response = self.session.get(
+                self.settings.oauth_url, timeout=self.settings.timeout_seconds,
+                params={"grant_type": "refresh_token", "client_id": self.settings.client_id,
+                        "client_secret": secret.get_secret_value(),
+                        "refresh_token": refresh_token})
+            body = response.json()
+        except (requests.RequestException, ValueError) as exc:
+            raise RetriableCRMError(f"oauth refresh failed ({type(exc).__name__})",
+                                    code="OAUTH") from None
+        if response.status_code != 200 or "access_token" not in body:
+            code = str(body.get("error", "")).upper() if isinstance(body, dict) else ""
+            if response.status_code >= 500:
+                raise RetriableCRMError(f"oauth refresh: HTTP {response.status_code}",
+                                        code=code)
+            raise CRMAuthError(f"oauth refresh refused: {code or response.status_code}; "
+                               "reinstall the app", code=code or "OAUTH")
+        return tokens_from(body)
+
+
+class _ExpiredToken(Exception):
+    """Internal signal: refresh the OAuth token and repeat once."""
+
+
+def tokens_from(data: Mapping[str, Any]) -> Tokens:
+    """Tokens from an OAuth answer or an ONAPPINSTALL `auth[...]` block."""
+    expires_in = _int_or_none(data.get("expires_in")) or 3600
+    endpoint = data.get("client_endpoint")
+    return Tokens(access_token=str(data["access_token"]),
+                  refresh_token=data.get("refresh_token"),
+                  expires_at=datetime.now(UTC) + timedelta(seconds=expires_in),
+                  endpoint=str(endpoint) if endpoint else None,
+                  member_id=data.get("member_id"),
+                  application_token=data.get("application_token"))
+
+
+def never_sent(exc: requests.ConnectionError) -> bool:
+    """True when the connection was never established, so the portal cannot have run it."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return type(reason).__name__ in {"NewConnectionError", "NameResolutionError"}
+
+
+def portal_of(webhook_url: str | None) -> str | None:
+    return urlsplit(webhook_url).hostname if webhook_url else None
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

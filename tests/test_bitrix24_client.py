@@ -1,0 +1,160 @@
+"""The Bitrix24 client: the retry decision as a table, then calls through `responses`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import requests
+import responses
+from responses import matchers
+
+from connector.config import Bitrix24Settings
+from connector.crm.bitrix24 import Bitrix24Client, classify
+from connector.crm.limiter import LeakyBucket
+from connector.errors import CRMAuthError, FatalCRMError, RetriableCRMError
+
+HOOK = "https://acme.bitrix24.ru/rest/1/s3cr3tcode/"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "action", "executed"),
+    [
+        (200, {"result": {"ID": "1"}}, "ok", True),
+        (503, {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"},
+         "retry", False),
+        (429, {"error": "QUERY_LIMIT_EXCEEDED"}, "retry", False),
+        (429, {"error": "OPERATION_TIME_LIMIT"}, "retry", False),
+        (503, {"error": "OVERLOAD_LIMIT"}, "retry", False),
+        (401, {"error": "expired_token"}, "refresh", False),
+        (401, {"error": "NO_AUTH_FOUND", "error_description": "Wrong authorization data"},
+         "auth", False),
+        (401, {"error": "invalid_token"}, "auth", False),
+        (403, {"error": "insufficient_scope"}, "fatal", True),
+        (500, {"error": "INTERNAL_SERVER_ERROR"}, "retry", True),
+        (400, {"error": "", "error_description": "Not found"}, "fatal", True),
+        (502, None, "retry", True),
+        (503, None, "retry", False),
+        (404, None, "fatal", True),
+    ],
+    ids=["ok", "limit-503", "limit-429-old-portal", "operating-limit", "overload",
+         "expired-token", "wrong-webhook", "invalid-token", "scope", "server-error",
+         "not-found-empty-code", "html-502", "html-503", "html-404"],
+)
+def test_classify(status: int, body: Any, action: str, executed: bool) -> None:
+    decision = classify(status, body)
+    assert (decision.action, decision.executed) == (action, executed)
+
+
+def test_operating_limit_waits_until_reset() -> None:
+    decision = classify(429, {"error": "OPERATION_TIME_LIMIT"}, now=1000.0,
+                        operating_reset_at=1042.0)
+    assert decision.wait == 42.0
+
+
+def client(**overrides: Any) -> tuple[Bitrix24Client, list[float]]:
+    slept: list[float] = []
+    settings = Bitrix24Settings.model_validate({"webhook_url": HOOK, "max_retries": 3,
+                                                **overrides})
+    limiter = LeakyBucket(1000, 1000, sleep=slept.append)
+    return Bitrix24Client(settings, limiter=limiter, sleep=slept.append), slept
+
+
+@responses.activate(registry=responses.registries.OrderedRegistry)
+def test_retries_limit_and_server_errors_then_succeeds() -> None:
+    url = HOOK + "crm.deal.get.json"
+    responses.post(url, status=503, json={"error": "QUERY_LIMIT_EXCEEDED",
+                                          "error_description": "Too many requests"})
+    responses.post(url, status=500, body="<html>oops</html>")
+    responses.post(url, json={"result": {"ID": "5"}, "time": {"operating_reset_at": 1}},
+                   match=[matchers.json_params_matcher({"id": 5})])
+    b24, slept = client()
+    assert b24.call("crm.deal.get", {"id": 5}).result == {"ID": "5"}
+    assert b24.calls == 3 and len(slept) >= 2
+
+
+@responses.activate
+def test_gives_up_after_max_retries_with_a_retriable_error() -> None:
+    responses.post(HOOK + "crm.deal.get.json", status=502, body="bad gateway")
+    b24, _ = client(max_retries=2)
+    with pytest.raises(RetriableCRMError):
+        b24.call("crm.deal.get", {"id": 1})
+    assert b24.calls == 3
+
+
+@responses.activate
+def test_client_errors_are_not_retried_and_secrets_stay_out() -> None:
+    responses.post(HOOK + "crm.deal.get.json", status=400,
+                   json={"error": "", "error_description": "Not found"})
+    responses.post(HOOK + "profile.json", status=401,
+                   json={"error": "NO_AUTH_FOUND", "error_description": "Wrong authorization data"})
+    b24, _ = client()
+    with pytest.raises(FatalCRMError) as fatal:
+        b24.call("crm.deal.get", {"id": 1})
+    with pytest.raises(CRMAuthError) as auth:
+        b24.call("profile")
+    assert b24.calls == 2
+    for error in (fatal.value, auth.value):
+        assert "s3cr3tcode" not in str(error)
+
+
+@responses.activate
+def test_trigger_execution_is_not_repeated_after_a_timeout() -> None:
+    responses.post(HOOK + "crm.automation.trigger.execute.json",
+                   body=requests.ReadTimeout("read timed out"))
+    b24, _ = client()
+    with pytest.raises(FatalCRMError, match="not repeated"):
+        b24.call("crm.automation.trigger.execute", {"CODE": "x", "OWNER_TYPE_ID": 2,
+                                                    "OWNER_ID": 1})
+    assert b24.calls == 1
+
+
+@responses.activate
+def test_batch_keeps_successes_beside_failures() -> None:
+    envelope = {"result": {
+        "result": {"d1": {"ID": "1"}, "d3": {"ID": "3"}},
+        "result_error": {"d2": {"error": "", "error_description": "Not found"}},
+        "result_total": [], "result_next": [], "result_time": []}, "time": {}}
+    responses.post(HOOK + "batch.json", json=envelope)
+    b24, _ = client()
+    result = b24.batch({f"d{i}": ("crm.deal.get", {"id": i}) for i in (1, 2, 3)})
+    sent = json.loads(responses.calls[0].request.body)
+    assert sent == {"halt": 0, "cmd": {"d1": "crm.deal.get?id=1", "d2": "crm.deal.get?id=2",
+                                       "d3": "crm.deal.get?id=3"}}
+    assert set(result.results) == {"d1", "d3"}
+    assert result.errors["d2"]["error_description"] == "Not found"
+    with pytest.raises(ValueError):
+        b24.batch({str(i): ("crm.deal.get", {"id": i}) for i in range(51)})
+
+
+@responses.activate
+def test_list_all_uses_the_fast_method() -> None:
+    pages = [[{"ID": str(i)} for i in range(1, 51)], [{"ID": "51"}]]
+    for page in pages:
+        responses.post(HOOK + "crm.deal.list.json", json={"result": page, "total": 0})
+    b24, _ = client()
+    ids = [item["ID"] for item in b24.list_all("crm.deal.list", filter={"=STAGE_SEMANTIC_ID": "S"},
+                                               select=["ID"])]
+    assert ids == [str(i) for i in range(1, 52)]
+    second = json.loads(responses.calls[1].request.body)
+    assert second["start"] == -1 and second["order"] == {"ID": "ASC"}
+    assert second["filter"] == {"=STAGE_SEMANTIC_ID": "S", ">ID": 50}
+
+
+def test_leaky_bucket_allows_a_burst_then_the_rate() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    bucket = LeakyBucket(2, 5, clock=lambda: now[0], sleep=sleep)
+    for _ in range(5):
+        assert bucket.acquire() == 0
+    bucket.acquire()
+    assert sum(slept) == pytest.approx(0.5)
+    bucket.pause(3)
+    bucket.acquire()
+    assert now[0] == pytest.approx(3.5)
