@@ -102,8 +102,7 @@ class Program:
         campaigns = self.active_campaigns(at, category)
         multiplier = max((c.multiplier for c in campaigns), default=Decimal(1))
         extra = sum((c.extra_points for c in campaigns), ZERO)
-        raw = amount * tier.rate * multiplier / self.settings.point_value
-        points = round_points(raw, self.settings.points_precision, self.settings.rounding)
+        points = self.points_for(amount, tier.rate, multiplier)
         return Earning(
             points=points + extra,
             tier=tier,
@@ -112,6 +111,10 @@ class Program:
             extra_points=extra,
             campaigns=tuple(c.name for c in campaigns),
         )
+
+    def points_for(self, amount: Decimal, rate: Decimal, multiplier: Decimal) -> Decimal:
+        raw = amount * rate * multiplier / self.settings.point_value
+        return round_points(raw, self.settings.points_precision, self.settings.rounding)
 
     # -- redeeming -------------------------------------------------------------------------
     def redeem_cap(self, purchase_amount: Decimal) -> Decimal:

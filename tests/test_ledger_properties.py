@@ -109,6 +109,21 @@ def make_machine(db: Database, negative_balance: str) -> type[RuleBasedStateMach
                                and touched and lot < touched[-1]]
             assert not untouched_older, "redemption skipped an older lot"
 
+        @rule(deal=st.integers(0, 2), ref=st.none() | account, amount=st.none() | money)
+        def crm_purchase_state(self, deal: int, ref: AccountRef | None,
+                               amount: Decimal | None) -> None:
+            source = f"deal:{deal}"
+            self.ledger.settle_purchase(ref, source, amount)
+            with db.transaction(write=False) as session:
+                spend = session.execute(
+                    select(Account.contact_id, func.sum(Entry.purchase_amount))
+                    .join(Entry, Entry.account_id == Account.id)
+                    .where(Entry.source == source).group_by(Account.contact_id)).all()
+            held = {contact: total for contact, total in spend if total}
+            expected = {ref.contact_id: int(amount * 100)} if ref and amount else {}
+            assert held == expected
+            assert self.ledger.settle_purchase(ref, source, amount) == []
+
         @precondition(lambda self: self.sources)
         @rule(data=st.data())
         def reverse(self, data: st.DataObject) -> None:

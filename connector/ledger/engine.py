@@ -8,19 +8,15 @@ original outcome and writes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from connector.db import Database, utcnow
 from connector.errors import (
     AccountNotFoundError,
-    IdempotencyConflictError,
     InsufficientPointsError,
     InvalidAmountError,
     LedgerError,
@@ -28,61 +24,16 @@ from connector.errors import (
 )
 from connector.ledger import lots, queries
 from connector.ledger.models import Account, Entry, Lot
+from connector.ledger.postings import Postings, card_number
 from connector.ledger.views import AccountRef, AccountView, EntryView, Result
 from connector.money import from_minor, to_minor
-from connector.program import Preview, Program
+from connector.program import Preview
 
-Operation = Callable[[Session], Result]
-
-
-def card_number(account_id: int) -> str:
-    """A 10-digit card number: the account id, zero-padded, plus a Luhn check digit."""
-    body = f"{account_id:09d}"
-    total = 0
-    for position, char in enumerate(reversed(body)):
-        digit = int(char) * (2 if position % 2 == 0 else 1)
-        total += digit - 9 if digit > 9 else digit
-    return body + str((10 - total % 10) % 10)
+__all__ = ["Ledger", "card_number"]
 
 
-class Ledger:
-    def __init__(self, db: Database, program: Program,
-                 clock: Callable[[], datetime] = utcnow) -> None:
-        self.db = db
-        self.program = program
-        self.clock = clock
-
-    # -- accounts --------------------------------------------------------------------------
-    def _find(self, session: Session, ref: AccountRef, *, lock: bool) -> Account | None:
-        query = select(Account).where(Account.crm == ref.crm, Account.portal == ref.portal,
-                                      Account.contact_id == ref.contact_id)
-        if lock:
-            query = query.with_for_update()
-        return session.scalar(query)
-
-    def _account(self, session: Session, ref: AccountRef, *, create: bool) -> Account:
-        """The locked account row, created on first use when `create`."""
-        account = self._find(session, ref, lock=True)
-        if account is not None:
-            return account
-        if not create:
-            raise AccountNotFoundError(f"no loyalty account for {ref}", ref=str(ref))
-        now = self.clock()
-        account = Account(crm=ref.crm, portal=ref.portal, contact_id=ref.contact_id,
-                          balance=0, overdraft=0, tier=self.program.settings.tiers[0].name,
-                          purchase_count=0, purchase_total=0, version=1,
-                          created_at=now, updated_at=now)
-        try:
-            with session.begin_nested():
-                session.add(account)
-                session.flush()
-                account.card_number = card_number(account.id)
-        except IntegrityError:
-            # Another transaction created it between our read and insert (PostgreSQL).
-            account = self._find(session, ref, lock=True)
-            if account is None:
-                raise
-        return account
+class Ledger(Postings):
+    """The public operations; see Postings for how entries and lots are written."""
 
     def open_account(self, ref: AccountRef, **attributes: Any) -> int:
         """Create the account if needed and set plain attributes (e.g. birthday)."""
@@ -123,31 +74,73 @@ class Ledger:
                                      amount=str(purchase_amount))
 
         def operation(session: Session) -> Result:
-            now = self.clock()
-            at = occurred_at or now
             account = self._account(session, ref, create=True)
-            first_purchase = account.first_purchase_at is None
-            earning = self.program.earn(purchase_amount, tier=self.program.tier_named(
-                account.tier), at=at, category=category)
-            details: dict[str, Any] = {**earning.breakdown, "category": category}
-            account.purchase_count += 1
-            account.purchase_total += to_minor(purchase_amount)
-            account.first_purchase_at = min(filter(None, [account.first_purchase_at, at]))
-            account.last_purchase_at = max(filter(None, [account.last_purchase_at, at]))
-            counted = purchase_amount if at >= self.program.tier_window_start(now) else 0
-            tier_up = self._upgrade_tier(session, account, extra_spend=Decimal(counted), now=now)
-            if tier_up:
-                details["tier_up"] = tier_up
-            entry = self._post(session, account, "accrual", to_minor(earning.points), key=key,
-                               source=source or key, occurred_at=at, comment=comment,
-                               actor=actor, details=details, source_data=source_data,
-                               purchase_amount=to_minor(purchase_amount), purchase_count=1)
-            self._credit(session, account, entry, earning.points, pending=True)
-            if first_purchase and account.referred_by_id:
-                self._pay_referral(session, account, at)
+            entry = self._accrue_in(session, account, purchase_amount, key=key,
+                                    source=source or key, category=category,
+                                    at=occurred_at or self.clock(), comment=comment,
+                                    actor=actor, source_data=source_data)
             return Result.of(entry, duplicate=False)
 
         return self._run(key, "accrual", ref, operation)
+
+    def settle_purchase(self, ref: AccountRef | None, source: str, amount: Decimal | None, *,
+                        category: str | None = None, occurred_at: datetime | None = None,
+                        comment: str | None = None, actor: str | None = None,
+                        source_data: dict[str, Any] | None = None) -> list[Result]:
+        """Bring the ledger in line with a purchase's current state in the CRM.
+
+        `amount` None or not positive: the purchase does not count (lost, deleted, moved out
+        of the program), so whatever it earned is taken back. Otherwise `ref` made a purchase
+        of `amount`: accrued once, re-priced by the difference when the amount changed, moved
+        when the customer changed. Repeating the same state writes nothing, so duplicate and
+        out-of-order events are harmless as long as the state given is the current one.
+        """
+        counts = amount is not None and amount > 0 and ref is not None
+        with self.db.transaction(write=False) as session:
+            holders = [AccountRef(*row) for row in session.execute(
+                select(Account.crm, Account.portal, Account.contact_id)
+                .join(Entry, Entry.account_id == Account.id)
+                .where(Entry.source == source).distinct())]
+        results = [self._settle(holder, source, None, comment=comment, actor=actor,
+                                source_data=source_data)
+                   for holder in holders if not counts or holder != ref]
+        if counts:
+            assert ref is not None and amount is not None
+            results.append(self._settle(ref, source, amount, category=category,
+                                        occurred_at=occurred_at, comment=comment, actor=actor,
+                                        source_data=source_data))
+        return [result for result in results if result is not None]
+
+    def _settle(self, ref: AccountRef, source: str, amount: Decimal | None, *,
+                category: str | None = None, occurred_at: datetime | None = None,
+                comment: str | None = None, actor: str | None = None,
+                source_data: dict[str, Any] | None = None) -> Result | None:
+        with self.db.transaction() as session:
+            account = self._account(session, ref, create=amount is not None)
+            entries = self._source_entries(session, account, source)
+            # Keys number the source's entries; under the account lock they cannot collide.
+            seq = session.scalar(select(func.count()).select_from(Entry)
+                                 .where(Entry.source == source))
+            key = f"{source}:{seq}"
+            net_count = sum(e.purchase_count for e in entries)
+            net_spend = sum(e.purchase_amount or 0 for e in entries)
+            if amount is None:
+                net_points = sum(e.amount for e in entries) - sum(e.shortfall for e in entries)
+                if net_points == 0 and net_spend == 0 and net_count == 0:
+                    return None
+                entry = self._reverse_in(session, account, source, key=key, comment=comment,
+                                         actor=actor, source_data=source_data)
+            elif net_count <= 0:
+                entry = self._accrue_in(session, account, amount, key=key, source=source,
+                                        category=category, at=occurred_at or self.clock(),
+                                        comment=comment, actor=actor, source_data=source_data)
+            elif to_minor(amount) != net_spend:
+                entry = self._reprice(session, account, entries, amount, key=key,
+                                      source=source, comment=comment, actor=actor,
+                                      source_data=source_data)
+            else:
+                return None
+            return Result.of(entry, duplicate=False)
 
     def redeem(self, ref: AccountRef, points: Decimal, *, key: str,
                purchase_amount: Decimal | None = None, source: str | None = None,
@@ -197,36 +190,9 @@ class Ledger:
         """Undo everything `source` earned or spent on this account (a return, a lost deal)."""
 
         def operation(session: Session) -> Result:
-            now = self.clock()
             account = self._account(session, ref, create=False)
-            entries = list(session.scalars(select(Entry).where(
-                Entry.account_id == account.id, Entry.source == source)))
-            net = sum(e.amount for e in entries) - sum(e.shortfall for e in entries)
-            net_spend = sum(e.purchase_amount or 0 for e in entries)
-            net_count = sum(e.purchase_count for e in entries)
-            # Nothing left to undo still records a zero entry: the key then keeps its
-            # outcome, and a late accrual for the source is not silently reversed by a replay.
-            take, shortfall = 0, 0
-            if net > 0:
-                if self.program.settings.negative_balance == "clamp":
-                    take = max(0, min(net, account.balance))
-                    shortfall = net - take
-                else:
-                    take = net
-            account.purchase_count -= net_count
-            account.purchase_total -= net_spend
-            entry = self._post(session, account, "reversal", -take if net > 0 else -net,
-                               key=key, source=source, occurred_at=now, comment=comment,
-                               actor=actor, details={"reversed": str(from_minor(net))},
-                               purchase_amount=-net_spend or None, purchase_count=-net_count,
-                               shortfall=shortfall)
-            if net > 0:
-                own = {e.id for e in entries if e.amount > 0}
-                taken = lots.debit(session, account, entry, take, prefer=own)
-                account.overdraft += take - taken
-            elif net < 0:
-                self._refund(session, account, entry, -net,
-                             spent_by=[e.id for e in entries if e.amount < 0])
+            entry = self._reverse_in(session, account, source, key=key, comment=comment,
+                                     actor=actor)
             return Result.of(entry, duplicate=False)
 
         return self._run(key, "reversal", ref, operation)
@@ -353,104 +319,3 @@ class Ledger:
         with self.db.transaction(write=False) as session:
             return queries.verify(session)
 
-    # -- internals -------------------------------------------------------------------------
-    def _run(self, key: str, kind: str, ref: AccountRef, operation: Operation) -> Result:
-        if not key or len(key) > 255:
-            raise InvalidAmountError("an idempotency key of 1 to 255 characters is required")
-        try:
-            with self.db.transaction() as session:
-                existing = session.scalar(select(Entry).where(Entry.idempotency_key == key))
-                if existing is not None:
-                    return self._replay(session, existing, kind, ref)
-                return operation(session)
-        except IntegrityError:
-            # A concurrent request with the same key committed first; its outcome stands.
-            with self.db.transaction(write=False) as session:
-                existing = session.scalar(select(Entry).where(Entry.idempotency_key == key))
-                if existing is None:
-                    raise
-                return self._replay(session, existing, kind, ref)
-
-    def _replay(self, session: Session, entry: Entry, kind: str, ref: AccountRef) -> Result:
-        account = session.get(Account, entry.account_id)
-        assert account is not None
-        if entry.kind != kind or AccountRef(account.crm, account.portal,
-                                            account.contact_id) != ref:
-            raise IdempotencyConflictError(
-                f"key {entry.idempotency_key!r} was already used for a {entry.kind} "
-                f"on another request", key=entry.idempotency_key)
-        return Result.of(entry, duplicate=True)
-
-    def _post(self, session: Session, account: Account, kind: str, amount: int, *, key: str,
-              source: str | None, occurred_at: datetime, comment: str | None = None,
-              actor: str | None = None, details: dict[str, Any] | None = None,
-              source_data: dict[str, Any] | None = None, purchase_amount: int | None = None,
-              purchase_count: int = 0, shortfall: int = 0) -> Entry:
-        account.balance += amount
-        self._touch(account)
-        entry = Entry(account_id=account.id, kind=kind, amount=amount, idempotency_key=key,
-                      source=source, purchase_amount=purchase_amount,
-                      purchase_count=purchase_count, shortfall=shortfall,
-                      balance_after=account.balance, comment=comment, actor=actor,
-                      details=details, source_data=source_data, occurred_at=occurred_at,
-                      created_at=self.clock())
-        session.add(entry)
-        session.flush()
-        return entry
-
-    def _touch(self, account: Account) -> None:
-        account.version += 1
-        account.updated_at = self.clock()
-
-    def _credit(self, session: Session, account: Account, entry: Entry, points: Decimal, *,
-                pending: bool) -> None:
-        now = self.clock()
-        lots.credit(session, account, entry, to_minor(points), earned_at=now,
-                    available_at=self.program.available_at(now) if pending else now,
-                    expires_at=self.program.expires_at(now))
-
-    def _refund(self, session: Session, account: Account, entry: Entry, points: int, *,
-                spent_by: list[int]) -> None:
-        """Give spent points back with the dates of the lots they came from."""
-        left = points
-        for lot, amount in lots.consumed_lots(session, spent_by):
-            part = min(amount, left)
-            if part <= 0:
-                break
-            lots.credit(session, account, entry, part, earned_at=lot.earned_at,
-                        available_at=lot.available_at, expires_at=lot.expires_at)
-            left -= part
-        if left > 0:
-            self._credit(session, account, entry, from_minor(left), pending=False)
-
-    def _grant(self, session: Session, account: Account, name: str, points: Decimal, *,
-               key: str, comment: str | None, actor: str | None, at: datetime,
-               source_data: dict[str, Any] | None = None) -> Entry:
-        entry = self._post(session, account, "bonus", to_minor(points), key=key, source=key,
-                           occurred_at=at, comment=comment, actor=actor,
-                           details={"bonus": name}, source_data=source_data)
-        self._credit(session, account, entry, points, pending=False)
-        return entry
-
-    def _pay_referral(self, session: Session, account: Account, at: datetime) -> None:
-        """Once per referred customer, keyed by the newcomer's account."""
-        referrer = session.get(Account, account.referred_by_id, with_for_update=True)
-        pairs = [(referrer, "referral", f"referral:{account.id}"),
-                 (account, "referral_newcomer", f"referral_newcomer:{account.id}")]
-        for target, name, key in pairs:
-            points = self.program.bonus_points(name)
-            already = session.scalar(select(Entry.id).where(Entry.idempotency_key == key))
-            if target is not None and points > 0 and already is None:
-                self._grant(session, target, name, points, key=key, actor="system", at=at,
-                            comment=f"referral of account {account.id}")
-
-    def _upgrade_tier(self, session: Session, account: Account, *, extra_spend: Decimal,
-                      now: datetime) -> str | None:
-        """Upgrades happen at once; downgrades only in the scheduled recalculation."""
-        spend = queries.qualifying_spend(session, self.program, account.id, now) + extra_spend
-        best = self.program.tier_for(spend)
-        if self.program.tier_rank(best.name) > self.program.tier_rank(account.tier):
-            account.tier = best.name
-            account.tier_changed_at = now
-            return best.name
-        return None

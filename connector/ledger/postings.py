@@ -1,0 +1,289 @@
+"""How the ledger writes: entries, lots, locks and idempotency, under one transaction.
+
+The public operations live in `engine.Ledger`; everything here runs inside the transaction
+an operation opened, with the account row locked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from connector.db import Database, utcnow
+from connector.errors import AccountNotFoundError, IdempotencyConflictError, InvalidAmountError
+from connector.ledger import lots, queries
+from connector.ledger.models import Account, Entry
+from connector.ledger.views import AccountRef, Result
+from connector.money import from_minor, to_minor
+from connector.program import Program
+
+Operation = Callable[[Session], Result]
+
+
+def card_number(account_id: int) -> str:
+    """A 10-digit card number: the account id, zero-padded, plus a Luhn check digit."""
+    body = f"{account_id:09d}"
+    total = 0
+    for position, char in enumerate(reversed(body)):
+        digit = int(char) * (2 if position % 2 == 0 else 1)
+        total += digit - 9 if digit > 9 else digit
+    return body + str((10 - total % 10) % 10)
+
+
+class Postings:
+    def __init__(self, db: Database, program: Program,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.db = db
+        self.program = program
+        self.clock = clock
+
+    # -- accounts --------------------------------------------------------------------------
+    def _find(self, session: Session, ref: AccountRef, *, lock: bool) -> Account | None:
+        query = select(Account).where(Account.crm == ref.crm, Account.portal == ref.portal,
+                                      Account.contact_id == ref.contact_id)
+        if lock:
+            query = query.with_for_update()
+        return session.scalar(query)
+
+    def _account(self, session: Session, ref: AccountRef, *, create: bool) -> Account:
+        """The locked account row, created on first use when `create`."""
+        account = self._find(session, ref, lock=True)
+        if account is not None:
+            return account
+        if not create:
+            raise AccountNotFoundError(f"no loyalty account for {ref}", ref=str(ref))
+        now = self.clock()
+        account = Account(crm=ref.crm, portal=ref.portal, contact_id=ref.contact_id,
+                          balance=0, overdraft=0, tier=self.program.settings.tiers[0].name,
+                          purchase_count=0, purchase_total=0, version=1,
+                          created_at=now, updated_at=now)
+        try:
+            with session.begin_nested():
+                session.add(account)
+                session.flush()
+                account.card_number = card_number(account.id)
+        except IntegrityError:
+            # Another transaction created it between our read and insert (PostgreSQL).
+            account = self._find(session, ref, lock=True)
+            if account is None:
+                raise
+        return account
+
+    # -- internals -------------------------------------------------------------------------
+    def _run(self, key: str, kind: str, ref: AccountRef, operation: Operation) -> Result:
+        if not key or len(key) > 255:
+            raise InvalidAmountError("an idempotency key of 1 to 255 characters is required")
+        try:
+            with self.db.transaction() as session:
+                existing = session.scalar(select(Entry).where(Entry.idempotency_key == key))
+                if existing is not None:
+                    return self._replay(session, existing, kind, ref)
+                return operation(session)
+        except IntegrityError:
+            # A concurrent request with the same key committed first; its outcome stands.
+            with self.db.transaction(write=False) as session:
+                existing = session.scalar(select(Entry).where(Entry.idempotency_key == key))
+                if existing is None:
+                    raise
+                return self._replay(session, existing, kind, ref)
+
+    def _replay(self, session: Session, entry: Entry, kind: str, ref: AccountRef) -> Result:
+        account = session.get(Account, entry.account_id)
+        assert account is not None
+        if entry.kind != kind or AccountRef(account.crm, account.portal,
+                                            account.contact_id) != ref:
+            raise IdempotencyConflictError(
+                f"key {entry.idempotency_key!r} was already used for a {entry.kind} "
+                f"on another request", key=entry.idempotency_key)
+        return Result.of(entry, duplicate=True)
+
+    def _post(self, session: Session, account: Account, kind: str, amount: int, *, key: str,
+              source: str | None, occurred_at: datetime, comment: str | None = None,
+              actor: str | None = None, details: dict[str, Any] | None = None,
+              source_data: dict[str, Any] | None = None, purchase_amount: int | None = None,
+              purchase_count: int = 0, shortfall: int = 0) -> Entry:
+        account.balance += amount
+        self._touch(account)
+        entry = Entry(account_id=account.id, kind=kind, amount=amount, idempotency_key=key,
+                      source=source, purchase_amount=purchase_amount,
+                      purchase_count=purchase_count, shortfall=shortfall,
+                      balance_after=account.balance, comment=comment, actor=actor,
+                      details=details, source_data=source_data, occurred_at=occurred_at,
+                      created_at=self.clock())
+        session.add(entry)
+        session.flush()
+        return entry
+
+    def _touch(self, account: Account) -> None:
+        account.version += 1
+        account.updated_at = self.clock()
+
+    def _credit(self, session: Session, account: Account, entry: Entry, points: Decimal, *,
+                pending: bool) -> None:
+        now = self.clock()
+        lots.credit(session, account, entry, to_minor(points), earned_at=now,
+                    available_at=self.program.available_at(now) if pending else now,
+                    expires_at=self.program.expires_at(now))
+
+    def _refund(self, session: Session, account: Account, entry: Entry, points: int, *,
+                spent_by: list[int]) -> None:
+        """Give spent points back with the dates of the lots they came from."""
+        left = points
+        for lot, amount in lots.consumed_lots(session, spent_by):
+            part = min(amount, left)
+            if part <= 0:
+                break
+            lots.credit(session, account, entry, part, earned_at=lot.earned_at,
+                        available_at=lot.available_at, expires_at=lot.expires_at)
+            left -= part
+        if left > 0:
+            self._credit(session, account, entry, from_minor(left), pending=False)
+
+    def _grant(self, session: Session, account: Account, name: str, points: Decimal, *,
+               key: str, comment: str | None, actor: str | None, at: datetime,
+               source_data: dict[str, Any] | None = None) -> Entry:
+        entry = self._post(session, account, "bonus", to_minor(points), key=key, source=key,
+                           occurred_at=at, comment=comment, actor=actor,
+                           details={"bonus": name}, source_data=source_data)
+        self._credit(session, account, entry, points, pending=False)
+        return entry
+
+    def _pay_referral(self, session: Session, account: Account, at: datetime) -> None:
+        """Once per referred customer, keyed by the newcomer's account."""
+        referrer = session.get(Account, account.referred_by_id, with_for_update=True)
+        pairs = [(referrer, "referral", f"referral:{account.id}"),
+                 (account, "referral_newcomer", f"referral_newcomer:{account.id}")]
+        for target, name, key in pairs:
+            points = self.program.bonus_points(name)
+            already = session.scalar(select(Entry.id).where(Entry.idempotency_key == key))
+            if target is not None and points > 0 and already is None:
+                self._grant(session, target, name, points, key=key, actor="system", at=at,
+                            comment=f"referral of account {account.id}")
+
+    def _upgrade_tier(self, session: Session, account: Account, *, extra_spend: Decimal,
+                      now: datetime) -> str | None:
+        """Upgrades happen at once; downgrades only in the scheduled recalculation."""
+        spend = queries.qualifying_spend(session, self.program, account.id, now) + extra_spend
+        best = self.program.tier_for(spend)
+        if self.program.tier_rank(best.name) > self.program.tier_rank(account.tier):
+            account.tier = best.name
+            account.tier_changed_at = now
+            return best.name
+        return None
+
+    def _source_entries(self, session: Session, account: Account, source: str) -> list[Entry]:
+        return list(session.scalars(select(Entry).where(
+            Entry.account_id == account.id, Entry.source == source).order_by(Entry.id)))
+
+    def _accrue_in(self, session: Session, account: Account, amount: Decimal, *, key: str,
+                   source: str, category: str | None, at: datetime, comment: str | None,
+                   actor: str | None, source_data: dict[str, Any] | None) -> Entry:
+        """A completed purchase: points by the account's current tier, campaigns, referral."""
+        now = self.clock()
+        first_purchase = account.first_purchase_at is None
+        earning = self.program.earn(amount, tier=self.program.tier_named(account.tier), at=at,
+                                    category=category)
+        details: dict[str, Any] = {**earning.breakdown, "category": category}
+        account.purchase_count += 1
+        account.purchase_total += to_minor(amount)
+        account.first_purchase_at = min(filter(None, [account.first_purchase_at, at]))
+        account.last_purchase_at = max(filter(None, [account.last_purchase_at, at]))
+        counted = amount if at >= self.program.tier_window_start(now) else Decimal(0)
+        tier_up = self._upgrade_tier(session, account, extra_spend=counted, now=now)
+        if tier_up:
+            details["tier_up"] = tier_up
+        entry = self._post(session, account, "accrual", to_minor(earning.points), key=key,
+                           source=source, occurred_at=at, comment=comment, actor=actor,
+                           details=details, source_data=source_data,
+                           purchase_amount=to_minor(amount), purchase_count=1)
+        self._credit(session, account, entry, earning.points, pending=True)
+        if first_purchase and account.referred_by_id:
+            self._pay_referral(session, account, at)
+        return entry
+
+    def _reverse_in(self, session: Session, account: Account, source: str, *, key: str,
+                    comment: str | None, actor: str | None,
+                    source_data: dict[str, Any] | None = None) -> Entry:
+        """Undo everything `source` earned or spent here. Nothing left to undo still records
+        a zero entry, so the key keeps its outcome."""
+        entries = self._source_entries(session, account, source)
+        net = sum(e.amount for e in entries) - sum(e.shortfall for e in entries)
+        net_spend = sum(e.purchase_amount or 0 for e in entries)
+        net_count = sum(e.purchase_count for e in entries)
+        account.purchase_count -= net_count
+        account.purchase_total -= net_spend
+        return self._move(session, account, -net, key=key, source=source, entries=entries,
+                          comment=comment, actor=actor, source_data=source_data,
+                          purchase_amount=-net_spend or None, purchase_count=-net_count,
+                          details={"reversed": str(from_minor(net))})
+
+    def _move(self, session: Session, account: Account, delta: int, *, key: str, source: str,
+              entries: list[Entry], comment: str | None, actor: str | None,
+              details: dict[str, Any], source_data: dict[str, Any] | None = None,
+              purchase_amount: int | None = None, purchase_count: int = 0) -> Entry:
+        """A reversal-kind entry changing the account by `delta` for `source`.
+
+        Taking points back follows the program's negative_balance policy: "clamp" stops at
+        zero and records the shortfall; "allow" takes it all, beyond the lots as overdraft.
+        The source's own lots go first. Giving points back restores the dates of the lots the
+        source had spent.
+        """
+        take, shortfall = 0, 0
+        if delta < 0:
+            wanted = -delta
+            if self.program.settings.negative_balance == "clamp":
+                take = max(0, min(wanted, account.balance))
+                shortfall = wanted - take
+            else:
+                take = wanted
+        entry = self._post(session, account, "reversal", -take if delta < 0 else delta,
+                           key=key, source=source, occurred_at=self.clock(), comment=comment,
+                           actor=actor, details=details, source_data=source_data,
+                           purchase_amount=purchase_amount, purchase_count=purchase_count,
+                           shortfall=shortfall)
+        if take:
+            own = {e.id for e in entries if e.amount > 0}
+            taken = lots.debit(session, account, entry, take, prefer=own)
+            account.overdraft += take - taken
+        elif delta > 0:
+            self._refund(session, account, entry, delta,
+                         spent_by=[e.id for e in entries if e.amount < 0])
+        return entry
+
+    def _reprice(self, session: Session, account: Account, entries: list[Entry],
+                 amount: Decimal, *, key: str, source: str, comment: str | None,
+                 actor: str | None, source_data: dict[str, Any] | None) -> Entry:
+        """The purchase's amount changed: earn or give back the difference, at the rate and
+        multiplier the purchase was first accrued with."""
+        accrual = next(e for e in reversed(entries) if e.kind == "accrual")
+        terms = accrual.details or {}
+        tier_rate = self.program.tier_named(account.tier).rate
+        points = self.program.points_for(amount, Decimal(terms.get("rate", tier_rate)),
+                                         Decimal(terms.get("multiplier", "1")))
+        target = to_minor(points + Decimal(terms.get("extra_points", "0")))
+        delta = target - (sum(e.amount for e in entries) - sum(e.shortfall for e in entries))
+        spend_delta = to_minor(amount) - sum(e.purchase_amount or 0 for e in entries)
+        account.purchase_total += spend_delta
+        details = {"repriced_to": str(amount), "points_to": str(from_minor(target))}
+        if delta < 0:
+            return self._move(session, account, delta, key=key, source=source,
+                              entries=entries, comment=comment, actor=actor, details=details,
+                              source_data=source_data, purchase_amount=spend_delta)
+        if spend_delta > 0:
+            tier_up = self._upgrade_tier(session, account, now=self.clock(),
+                                         extra_spend=from_minor(spend_delta))
+            if tier_up:
+                details["tier_up"] = tier_up
+        entry = self._post(session, account, "accrual", delta, key=key, source=source,
+                           occurred_at=accrual.occurred_at, comment=comment, actor=actor,
+                           details=details, source_data=source_data,
+                           purchase_amount=spend_delta)
+        if delta:
+            self._credit(session, account, entry, from_minor(delta), pending=True)
+        return entry

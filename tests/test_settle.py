@@ -1,0 +1,59 @@
+"""settle_purchase: the ledger follows a CRM purchase's current state, whatever the order."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+from connector.ledger.engine import Ledger
+from connector.ledger.views import AccountRef
+
+ANNA = AccountRef("bitrix24", "acme", "1")
+BORIS = AccountRef("bitrix24", "acme", "2")
+DEAL = "bitrix24:acme:deal:42"
+
+
+def balance(ledger: Ledger, ref: AccountRef = ANNA) -> D:
+    return ledger.account(ref).balance
+
+
+def test_won_lost_won_with_new_amount_deleted(ledger: Ledger) -> None:
+    [won] = ledger.settle_purchase(ANNA, DEAL, D("10000"))
+    assert won.points == D("300.00") and won.kind == "accrual"
+    assert ledger.settle_purchase(ANNA, DEAL, D("10000")) == []  # duplicate event
+    [lost] = ledger.settle_purchase(ANNA, DEAL, None)
+    assert lost.points == D("-300.00") and balance(ledger) == 0
+    assert ledger.settle_purchase(ANNA, DEAL, None) == []
+    [again] = ledger.settle_purchase(ANNA, DEAL, D("20000"))
+    assert again.points == D("600.00")
+    [deleted] = ledger.settle_purchase(None, DEAL, None)
+    assert deleted.points == D("-600.00")
+    view = ledger.account(ANNA)
+    assert (view.balance, view.purchase_count, view.purchase_total) == (0, 0, 0)
+    assert ledger.verify() == (1, [])
+
+
+def test_amount_change_adjusts_by_the_difference_at_the_original_rate(ledger: Ledger) -> None:
+    ledger.settle_purchase(ANNA, DEAL, D("10000"))
+    ledger.adjust(ANNA, D("1000000"), key="lift", reason="make the account Gold")
+    [up] = ledger.settle_purchase(ANNA, DEAL, D("12000"))
+    assert up.points == D("60.00")  # 3% of the extra 2000, as first accrued
+    [down] = ledger.settle_purchase(ANNA, DEAL, D("5000"))
+    assert down.points == D("-210.00") and down.kind == "reversal"
+    view = ledger.account(ANNA)
+    assert view.purchase_total == D("5000.00") and view.purchase_count == 1
+    assert ledger.settle_purchase(ANNA, DEAL, D("5000")) == []
+    assert ledger.verify() == (1, [])
+
+
+def test_contact_change_moves_the_purchase(ledger: Ledger) -> None:
+    ledger.settle_purchase(ANNA, DEAL, D("10000"))
+    results = ledger.settle_purchase(BORIS, DEAL, D("10000"))
+    assert [r.points for r in results] == [D("-300.00"), D("300.00")]
+    assert (balance(ledger, ANNA), balance(ledger, BORIS)) == (0, D("300.00"))
+    assert ledger.account(ANNA).purchase_count == 0
+
+
+def test_zero_amount_and_unknown_contact_write_nothing(ledger: Ledger) -> None:
+    assert ledger.settle_purchase(ANNA, DEAL, D("0")) == []
+    assert ledger.settle_purchase(None, DEAL, None) == []
+    assert ledger.verify() == (0, [])
