@@ -1,0 +1,230 @@
+"""Bitrix24 payloads <-> the connector's domain, as pure functions (no I/O).
+
+Bitrix24 sends form-encoded bodies with PHP-style keys (`data[FIELDS][ID]`,
+`auth[application_token]`); `mappings.phpquery.decode` turns them into nested dicts first.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+DEAL_EVENTS = ("ONCRMDEALADD", "ONCRMDEALUPDATE", "ONCRMDEALDELETE")
+CONTACT_EVENTS = ("ONCRMCONTACTADD", "ONCRMCONTACTUPDATE", "ONCRMCONTACTDELETE")
+APP_EVENTS = ("ONAPPINSTALL", "ONAPPUNINSTALL")
+EVENTS = DEAL_EVENTS + CONTACT_EVENTS + APP_EVENTS
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(T|$)")
+WON = "S"  # STAGE_SEMANTIC_ID of a successful deal, in every funnel
+DEAL_SELECT = ["ID", "CONTACT_ID", "STAGE_ID", "STAGE_SEMANTIC_ID", "CATEGORY_ID",
+               "OPPORTUNITY", "CURRENCY_ID", "CLOSEDATE", "DATE_MODIFY"]
+
+
+class PayloadError(ValueError):
+    """The body is not a Bitrix24 event or robot call we can use; says which key is wrong."""
+
+
+@dataclass(frozen=True)
+class Auth:
+    domain: str
+    member_id: str
+    application_token: str
+    access_token: str | None = None
+    refresh_token: str | None = None
+    expires_in: str | None = None
+    client_endpoint: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Auth(domain={self.domain!r}, member_id={self.member_id!r})"
+
+
+@dataclass(frozen=True)
+class Event:
+    name: str
+    entity_id: str | None
+    ts: str | None
+    auth: Auth
+
+
+@dataclass(frozen=True)
+class RobotCall:
+    code: str
+    workflow_id: str
+    event_token: str
+    document: str  # e.g. "DEAL_123"
+    properties: dict[str, str]
+    auth: Auth
+
+    @property
+    def deal_id(self) -> str | None:
+        kind, _, number = self.document.partition("_")
+        return number if kind == "DEAL" and number.isdigit() else None
+
+
+@dataclass(frozen=True)
+class PurchaseState:
+    """What the ledger should hold for a deal: a purchase of `amount` by `contact_id`, or
+    nothing (`amount` None) with the reason."""
+
+    source: str
+    contact_id: str | None
+    amount: Decimal | None
+    category: str | None = None
+    occurred_at: datetime | None = None
+    reason: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def _text(data: Mapping[str, Any], key: str, *, required: bool = True) -> str | None:
+    value = data.get(key)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    if required:
+        raise PayloadError(f"{key}: missing or empty")
+    return None
+
+
+def parse_auth(form: Mapping[str, Any]) -> Auth:
+    auth = form.get("auth")
+    if not isinstance(auth, Mapping):
+        raise PayloadError("auth: missing")
+    return Auth(
+        domain=_text(auth, "domain") or "",
+        member_id=_text(auth, "member_id") or "",
+        application_token=_text(auth, "application_token") or "",
+        access_token=_text(auth, "access_token", required=False),
+        refresh_token=_text(auth, "refresh_token", required=False),
+        expires_in=_text(auth, "expires_in", required=False),
+        client_endpoint=_text(auth, "client_endpoint", required=False),
+    )
+
+
+def parse_event(form: Mapping[str, Any]) -> Event:
+    name = (_text(form, "event") or "").upper()
+    if name not in EVENTS:
+        raise PayloadError(f"event: {name[:64]!r} is not handled")
+    entity_id = None
+    if name not in APP_EVENTS:
+        data = form.get("data")
+        fields = data.get("FIELDS") if isinstance(data, Mapping) else None
+        entity_id = _text(fields, "ID") if isinstance(fields, Mapping) else None
+        if entity_id is None or not entity_id.isdigit():
+            raise PayloadError("data[FIELDS][ID]: missing or not a number")
+    return Event(name, entity_id, _text(form, "ts", required=False), parse_auth(form))
+
+
+def parse_robot(form: Mapping[str, Any]) -> RobotCall:
+    document = form.get("document_id")
+    if not isinstance(document, list) or len(document) != 3:
+        raise PayloadError("document_id: expected [module, class, ID]")
+    properties = form.get("properties") or {}
+    if not isinstance(properties, Mapping):
+        raise PayloadError("properties: expected a map")
+    return RobotCall(
+        code=_text(form, "code") or "",
+        workflow_id=_text(form, "workflow_id") or "",
+        event_token=_text(form, "event_token") or "",
+        document=str(document[2]),
+        properties={str(k): v if isinstance(v, str) else "" for k, v in properties.items()},
+        auth=parse_auth(form),
+    )
+
+
+def deal_source(portal: str, deal_id: str) -> str:
+    return f"bitrix24:{portal}:deal:{deal_id}"
+
+
+def parse_amount(raw: Any) -> Decimal | None:
+    try:
+        value = Decimal(str(raw).strip())
+    except (InvalidOperation, ValueError):
+        return None
+    return value.quantize(Decimal("0.01")) if value.is_finite() else None
+
+
+def parse_datetime(raw: Any) -> datetime | None:
+    """Portal datetimes carry their offset: "2026-11-23T10:00:00+03:00"."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else None
+
+
+def purchase_state(deal: Mapping[str, Any], *, portal: str,
+                   categories: list[str]) -> PurchaseState:
+    """A won deal (STAGE_SEMANTIC_ID "S") in an included funnel is a purchase of its
+    OPPORTUNITY by its contact; anything else holds no purchase."""
+    deal_id = str(deal.get("ID", ""))
+    source = deal_source(portal, deal_id)
+    contact = str(deal.get("CONTACT_ID") or "").strip()
+    contact_id = contact if contact.isdigit() and contact != "0" else None
+    category = str(deal.get("CATEGORY_ID") or "0")
+    amount = parse_amount(deal.get("OPPORTUNITY"))
+    occurred = parse_datetime(deal.get("CLOSEDATE")) or parse_datetime(deal.get("DATE_MODIFY"))
+    raw = {key: deal.get(key) for key in DEAL_SELECT if key in deal}
+
+    def nothing(reason: str) -> PurchaseState:
+        return PurchaseState(source, contact_id, None, category, occurred, reason, raw)
+
+    if deal.get("STAGE_SEMANTIC_ID") != WON:
+        return nothing("deal is not won")
+    if categories and category not in categories:
+        return nothing(f"funnel {category} is not in bitrix24.deal_categories")
+    if contact_id is None:
+        return nothing("deal has no contact")
+    if amount is None or amount <= 0:
+        return nothing("deal amount is zero or missing")
+    return PurchaseState(source, contact_id, amount, category, occurred, None, raw)
+
+
+def birthday(contact: Mapping[str, Any]) -> date | None:
+    """BIRTHDATE comes as midnight in portal time; its date part is the birthday."""
+    parsed = parse_datetime(contact.get("BIRTHDATE"))
+    return parsed.date() if parsed else None
+
+
+def contact_values(fields: Mapping[str, str], *, balance: Decimal, tier: str,
+                   discount: Decimal, expiring_points: Decimal, expiring_date: date | None,
+                   segment: str | None, card: str | None) -> dict[str, str]:
+    """The contact user-field values, as the strings the portal stores and returns."""
+    values = {
+        "balance": _number(balance),
+        "tier": tier,
+        "discount": _number(discount),
+        "expiring_points": _number(expiring_points),
+        "expiring_date": expiring_date.isoformat() if expiring_date else "",
+        "segment": segment or "",
+        "card": card or "",
+    }
+    return {fields[name]: value for name, value in values.items() if name in fields}
+
+
+def changed_values(wanted: Mapping[str, str], known: Mapping[str, Any]) -> dict[str, str]:
+    """The fields whose value in the CRM (or last written) differs from what it should be."""
+    return {name: value for name, value in wanted.items()
+            if _normal(known.get(name)) != _normal(value)}
+
+
+def _number(value: Decimal) -> str:
+    text = format(value.normalize(), "f")
+    return text if text != "-0" else "0"
+
+
+def _normal(value: Any) -> str:
+    """Compare as the portal shows values: "150" == "150.00", None == "", and a date field
+    read back as "2026-12-01T00:00:00+03:00" equals "2026-12-01"."""
+    if value is None or value is False:
+        return ""
+    if isinstance(value, list):
+        value = value[0] if value else ""
+    text = str(value).strip()
+    if _DATE.match(text):
+        return text[:10]
+    amount = parse_amount(text) if text else None
+    return _number(amount) if amount is not None else text
