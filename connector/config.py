@@ -13,6 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -115,9 +116,20 @@ class Bitrix24Settings(_Section):
             raise ValueError("set webhook_url, or client_id and client_secret")
         if self.webhook_url is not None:
             url = self.webhook_url.get_secret_value()
-            if "/rest/" not in url:
+            if "/rest/" not in url or "://" not in url:
                 raise ValueError("webhook_url must look like https://PORTAL/rest/USER_ID/SECRET/")
+        elif self.enabled and not self.portal:
+            raise ValueError("portal is required with an app setup (e.g. acme.bitrix24.ru)")
         return self
+
+    @property
+    def portal_key(self) -> str:
+        """How accounts and credentials name this portal: its domain."""
+        if self.portal:
+            return self.portal
+        if self.webhook_url is not None:
+            return urlsplit(self.webhook_url.get_secret_value()).hostname or ""
+        return ""
 
 
 class Tier(_Section):

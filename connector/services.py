@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from connector.config import Settings
+from connector.crm.credentials import CredentialStore
 from connector.db import Database, utcnow
 from connector.inbox import Inbox
 from connector.ledger.engine import Ledger
@@ -20,6 +21,7 @@ class Services:
     program: Program
     ledger: Ledger
     inbox: Inbox
+    bitrix24_credentials: CredentialStore
 
     @classmethod
     def build(cls, settings: Settings,
@@ -28,7 +30,9 @@ class Services:
         program = Program(settings.program)
         return cls(settings=settings, db=db, program=program,
                    ledger=Ledger(db, program, clock=clock),
-                   inbox=Inbox(db, settings.inbox, clock=clock))
+                   inbox=Inbox(db, settings.inbox, clock=clock),
+                   bitrix24_credentials=CredentialStore(
+                       db, "bitrix24", settings.bitrix24.portal_key, clock=clock))
 
     def close(self) -> None:
         self.db.dispose()

@@ -118,7 +118,7 @@ class Bitrix24Client:
         self.calls = 0
         self._operating_reset_at: dict[str, float] = {}
         self._webhook = settings.webhook_url.get_secret_value() if settings.webhook_url else None
-        self.portal = settings.portal or portal_of(self._webhook) or ""
+        self.portal = settings.portal_key
 
     # -- public calls ----------------------------------------------------------------------
     def call(self, method: str, params: Mapping[str, Any] | None = None, *,

@@ -1,0 +1,108 @@
+"""Bitrix24 receivers: outgoing events and robot calls.
+
+Each request is authenticated (auth[application_token], and auth[member_id] when known),
+stored in the inbox, and answered at once: no CRM call happens here. Bitrix24 never re-sends
+an event, so the inbox write is what makes "nothing lost" true.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import uuid
+
+from flask import Blueprint, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from connector.config import Bitrix24Settings
+from connector.crm.credentials import CredentialStore
+from connector.services import Services
+from mappings import bitrix24 as b24
+from mappings.phpquery import QueryError, decode
+
+log = logging.getLogger(__name__)
+bp = Blueprint("bitrix24", __name__, url_prefix="/bitrix24")
+FORM = "application/x-www-form-urlencoded"
+
+
+def _reject(status: int, code: str, detail: str) -> ResponseReturnValue:
+    log.warning("bitrix24 request refused: %s %s (%s)", status, code, detail)
+    return jsonify(error=code, detail=detail), status
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def authenticate(auth: b24.Auth, *, event: str, settings: Bitrix24Settings,
+                 credentials: CredentialStore) -> str | None:
+    """None when the request is genuine, else why not (without echoing any token)."""
+    stored = credentials.application_token()
+    expected = settings.application_token.get_secret_value() if settings.application_token \
+        else stored
+    if settings.member_id and not _same(auth.member_id, settings.member_id):
+        return "auth[member_id] is not this portal's"
+    if expected is None:
+        # An app learns its token from ONAPPINSTALL (docs: safe-event-handlers); before that
+        # only the installation itself is accepted, and only for an app setup.
+        if event == "ONAPPINSTALL" and settings.client_id:
+            return None
+        return "no application token known yet: set bitrix24.application_token"
+    if not auth.application_token or not _same(auth.application_token, expected):
+        return "auth[application_token] does not match"
+    return None
+
+
+def _parse_form() -> dict | ResponseReturnValue:
+    if request.mimetype != FORM:
+        return _reject(415, "unsupported_media_type", f"expected {FORM}")
+    try:
+        return decode(request.get_data(cache=True))
+    except QueryError as exc:
+        return _reject(400, "malformed_body", str(exc))
+
+
+@bp.post("/events")
+def events() -> ResponseReturnValue:
+    services: Services = current_app.extensions["loyalty"]
+    form = _parse_form()
+    if not isinstance(form, dict):
+        return form
+    try:
+        event = b24.parse_event(form)
+    except b24.PayloadError as exc:
+        return _reject(400, "invalid_event", str(exc))
+    why = authenticate(event.auth, event=event.name, settings=services.settings.bitrix24,
+                       credentials=services.bitrix24_credentials)
+    if why:
+        return _reject(401, "unauthorized", why)
+    body = request.get_data(cache=True)
+    # Events carry no id and are never re-sent; processing is by current state, so every
+    # delivery is kept (a repeated one costs one fetch, a dropped one would lose a change).
+    key = f"bitrix24:event:{hashlib.sha256(body).hexdigest()[:32]}:{uuid.uuid4().hex}"
+    stored = services.inbox.put(source="bitrix24", kind=event.name, dedup_key=key, body=body,
+                                content_type=request.mimetype, portal=event.auth.domain)
+    return jsonify(status="accepted", id=stored.id)
+
+
+@bp.post("/robots")
+def robots() -> ResponseReturnValue:
+    services: Services = current_app.extensions["loyalty"]
+    form = _parse_form()
+    if not isinstance(form, dict):
+        return form
+    try:
+        call = b24.parse_robot(form)
+    except b24.PayloadError as exc:
+        return _reject(400, "invalid_robot_call", str(exc))
+    why = authenticate(call.auth, event="robot", settings=services.settings.bitrix24,
+                       credentials=services.bitrix24_credentials)
+    if why:
+        return _reject(401, "unauthorized", why)
+    # One robot run has one event_token: a repeated delivery must not redeem twice.
+    key = f"bitrix24:robot:{hashlib.sha256(call.event_token.encode()).hexdigest()}"
+    stored = services.inbox.put(source="bitrix24", kind=f"robot:{call.code}", dedup_key=key,
+                                body=request.get_data(cache=True),
+                                content_type=request.mimetype, portal=call.auth.domain)
+    return jsonify(status="accepted", id=stored.id, duplicate=stored.duplicate)
