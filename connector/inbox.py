@@ -165,6 +165,19 @@ class Inbox:
         capped = min(base, self.settings.retry_max_seconds)
         return timedelta(seconds=random.uniform(capped / 2, capped))
 
+    def defer(self, item_id: int, error: str, delay: timedelta) -> None:
+        """Put an item back without spending an attempt: the cause is outside the item (the
+        CRM's credentials are revoked, the CRM is down for everyone) and will be fixed."""
+        with self.db.transaction() as session:
+            row = session.get(InboxEvent, item_id)
+            if row is None:
+                raise KeyError(item_id)
+            row.status = "pending"
+            row.attempts = max(row.attempts - 1, 0)
+            row.locked_until = None
+            row.last_error = error[:4000]
+            row.next_attempt_at = self.clock() + delay
+
     def retry(self, item_id: int) -> None:
         """Offer a dead or failed item again now (after its cause was fixed)."""
         self._set(item_id, status="pending", next_attempt_at=self.clock(), attempts=0)

@@ -6,6 +6,7 @@ Bitrix24 sends form-encoded bodies with PHP-style keys (`data[FIELDS][ID]`,
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -131,6 +132,11 @@ def parse_robot(form: Mapping[str, Any]) -> RobotCall:
         properties={str(k): v if isinstance(v, str) else "" for k, v in properties.items()},
         auth=parse_auth(form),
     )
+
+
+def robot_key(portal: str, event_token: str) -> str:
+    """One robot run has one event token: the idempotency key of what it does."""
+    return f"bitrix24:{portal}:robot:{hashlib.sha256(event_token.encode()).hexdigest()[:40]}"
 
 
 def deal_source(portal: str, deal_id: str) -> str:

@@ -101,7 +101,7 @@ def robots() -> ResponseReturnValue:
     if why:
         return _reject(401, "unauthorized", why)
     # One robot run has one event_token: a repeated delivery must not redeem twice.
-    key = f"bitrix24:robot:{hashlib.sha256(call.event_token.encode()).hexdigest()}"
+    key = b24.robot_key(services.settings.bitrix24.portal_key, call.event_token)
     stored = services.inbox.put(source="bitrix24", kind=f"robot:{call.code}", dedup_key=key,
                                 body=request.get_data(cache=True),
                                 content_type=request.mimetype, portal=call.auth.domain)

@@ -35,6 +35,11 @@ __all__ = ["Ledger", "card_number"]
 class Ledger(Postings):
     """The public operations; see Postings for how entries and lots are written."""
 
+    def account_id(self, ref: AccountRef) -> int | None:
+        with self.db.transaction(write=False) as session:
+            account = self._find(session, ref, lock=False)
+            return account.id if account else None
+
     def open_account(self, ref: AccountRef, **attributes: Any) -> int:
         """Create the account if needed and set plain attributes (e.g. birthday)."""
         with self.db.transaction() as session:

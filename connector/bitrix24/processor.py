@@ -1,0 +1,152 @@
+"""Turns stored Bitrix24 events and robot calls into ledger operations.
+
+Events carry only an id, so one `batch` call per 50 items fetches the deals and contacts a
+group needs; the ledger is then brought to each deal's current state (settle_purchase), which
+makes duplicate and out-of-order events harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from connector.bitrix24 import mirror
+from connector.bitrix24.fetch import Fetched, fetch
+from connector.bitrix24.robots import RobotRunner
+from connector.crm.bitrix24 import Bitrix24Client, tokens_from
+from connector.errors import CRMAuthError, CRMError
+from connector.inbox import InboxItem
+from connector.ledger.views import AccountRef
+from connector.services import Services
+from connector.triggers import from_results, record
+from connector.worker import Outcome
+from mappings import bitrix24 as b24
+from mappings.phpquery import QueryError, decode
+
+log = logging.getLogger(__name__)
+ACTOR = "bitrix24"
+
+
+class Bitrix24Processor:
+    def __init__(self, services: Services, client: Bitrix24Client) -> None:
+        self.services = services
+        self.client = client
+        self.settings = services.settings.bitrix24
+        self.portal = self.settings.portal_key
+        self.ledger = services.ledger
+        self.robots = RobotRunner(services, client)
+
+    def ref(self, contact_id: str) -> AccountRef:
+        return AccountRef("bitrix24", self.portal, contact_id)
+
+    def process(self, items: list[InboxItem]) -> dict[int, Outcome]:
+        outcomes: dict[int, Outcome] = {}
+        events: list[tuple[InboxItem, b24.Event]] = []
+        robots: list[tuple[InboxItem, b24.RobotCall]] = []
+        for item in items:
+            try:
+                form = decode(item.body)
+                if item.kind.startswith("robot:"):
+                    robots.append((item, b24.parse_robot(form)))
+                else:
+                    events.append((item, b24.parse_event(form)))
+            except (QueryError, b24.PayloadError) as exc:
+                outcomes[item.id] = Outcome.skipped(f"unreadable: {exc}")
+        # Installation first: the rest of the group may need its tokens.
+        for item, event in events:
+            if event.name in b24.APP_EVENTS:
+                outcomes[item.id] = self.app_event(event)
+        pending = [(item, event) for item, event in events if event.name not in b24.APP_EVENTS]
+        try:
+            fetched = self._fetch(pending, robots)
+            for item, event in pending:
+                outcomes[item.id] = self.event(event, fetched)
+            outcomes.update(self.robots.run(robots, fetched))
+        except CRMAuthError as exc:
+            for item in [i for i, _ in pending] + [i for i, _ in robots]:
+                outcomes.setdefault(item.id, Outcome("defer", exc.detail))
+        except CRMError as exc:
+            for item in [i for i, _ in pending] + [i for i, _ in robots]:
+                outcomes.setdefault(item.id, Outcome.retry(exc.detail))
+        return outcomes
+
+    def _fetch(self, events: list[tuple[InboxItem, b24.Event]],
+               robots: list[tuple[InboxItem, b24.RobotCall]]) -> Fetched:
+        wanted: list[tuple[str, str]] = []
+        for _, event in events:
+            if event.entity_id and event.name in ("ONCRMDEALADD", "ONCRMDEALUPDATE"):
+                wanted.append(("deal", event.entity_id))
+            elif event.entity_id and event.name in ("ONCRMCONTACTADD", "ONCRMCONTACTUPDATE"):
+                wanted.append(("contact", event.entity_id))
+        wanted += [("deal", call.deal_id) for _, call in robots if call.deal_id]
+        return fetch(self.client, wanted) if wanted else Fetched()
+
+    def event(self, event: b24.Event, fetched: Fetched) -> Outcome:
+        if event.name in b24.DEAL_EVENTS:
+            return self.deal_event(event, fetched)
+        return self.contact_event(event, fetched)
+
+    def deal_event(self, event: b24.Event, fetched: Fetched) -> Outcome:
+        deal_id = event.entity_id or ""
+        source = b24.deal_source(self.portal, deal_id)
+        key = ("deal", deal_id)
+        if event.name == "ONCRMDEALDELETE" or key in fetched.missing:
+            self.ledger.settle_purchase(None, source, None, actor=ACTOR, comment="deal deleted")
+            return Outcome.done()
+        if key in fetched.failed:
+            return Outcome.retry(fetched.failed[key])
+        state = b24.purchase_state(fetched.found[key], portal=self.portal,
+                                   categories=self.settings.deal_categories)
+        ref = self.ref(state.contact_id) if state.contact_id else None
+        results = self.ledger.settle_purchase(
+            ref, state.source, state.amount, category=state.category,
+            occurred_at=state.occurred_at, source_data=state.raw, actor=ACTOR,
+            comment=f"deal {deal_id}")
+        record(self.services.db, from_results(results, deal_id=deal_id))
+        if ref is not None:
+            account_id = self.ledger.account_id(ref)
+            if account_id is not None:
+                mirror.remember_deal(self.services.db, account_id, deal_id)
+        if state.amount is None and state.contact_id is None:
+            return Outcome.skipped(f"deal {deal_id}: {state.reason}")
+        return Outcome.done()
+
+    def contact_event(self, event: b24.Event, fetched: Fetched) -> Outcome:
+        contact_id = event.entity_id or ""
+        key = ("contact", contact_id)
+        if event.name == "ONCRMCONTACTDELETE":
+            return Outcome.skipped("contact deleted in the CRM; its ledger is kept")
+        if key in fetched.missing:
+            return Outcome.skipped(f"contact {contact_id} no longer exists")
+        if key in fetched.failed:
+            return Outcome.retry(fetched.failed[key])
+        contact = fetched.found[key]
+        ref = self.ref(contact_id)
+        birthday = b24.birthday(contact)
+        if event.name == "ONCRMCONTACTADD":
+            self.ledger.open_account(ref, birthday=birthday)
+            welcome = self.ledger.grant_bonus(
+                ref, "welcome", key=f"bitrix24:{self.portal}:welcome:{contact_id}", actor=ACTOR)
+            record(self.services.db, from_results([welcome]))
+            return Outcome.done()
+        account_id = self.ledger.account_id(ref)
+        if account_id is None:
+            return Outcome.skipped(f"contact {contact_id} has no loyalty account yet")
+        self.ledger.open_account(ref, birthday=birthday)
+        mirror.note_crm_values(self.services.db, account_id, contact,
+                               list(self.settings.fields.values()))
+        return Outcome.done()
+
+    def app_event(self, event: b24.Event) -> Outcome:
+        credentials = self.services.bitrix24_credentials
+        if event.name == "ONAPPUNINSTALL":
+            credentials.revoke("the application was uninstalled from the portal")
+            return Outcome.done()
+        auth = event.auth
+        if not auth.access_token:
+            return Outcome.skipped("ONAPPINSTALL without tokens")
+        credentials.save(tokens_from({
+            "access_token": auth.access_token, "refresh_token": auth.refresh_token,
+            "expires_in": auth.expires_in, "client_endpoint": auth.client_endpoint,
+            "member_id": auth.member_id, "application_token": auth.application_token}))
+        log.info("bitrix24 app installed on %s", auth.domain)
+        return Outcome.done()

@@ -1,0 +1,165 @@
+"""Robots managers put on deal stages: accrue, redeem, read a balance.
+
+Each call is answered with `bizproc.event.send` so the next robots can use the values (set
+the deal's discount, send an SMS with the balance). A call that cannot be served still answers,
+with `message` saying why: a robot never waits in silence.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from connector.bitrix24.fetch import Fetched
+from connector.crm.bitrix24 import BATCH_LIMIT, Bitrix24Client
+from connector.errors import AccountNotFoundError, LedgerError
+from connector.inbox import InboxItem
+from connector.ledger.views import AccountRef
+from connector.money import parse_amount
+from connector.services import Services
+from connector.triggers import from_results, record
+from connector.worker import Outcome
+from mappings import bitrix24 as b24
+
+ACCRUE, REDEEM, BALANCE = "loyalty_accrue", "loyalty_redeem", "loyalty_balance"
+_MESSAGE = {"Name": {"ru": "Сообщение", "en": "Message"}, "Type": "string"}
+_BALANCE = {"Name": {"ru": "Баланс баллов", "en": "Points balance"}, "Type": "double"}
+# bizproc.robot.add definitions (api-reference/bizproc/bizproc-robot/bizproc-robot-add.md)
+ROBOTS: dict[str, dict[str, Any]] = {
+    ACCRUE: {
+        "NAME": {"ru": "Лояльность: начислить баллы", "en": "Loyalty: grant points"},
+        "PROPERTIES": {
+            "amount": {"Name": {"ru": "Баллы", "en": "Points"}, "Type": "double"},
+            "bonus": {"Name": {"ru": "Именной бонус (review, ...)", "en": "Named bonus"},
+                      "Type": "string"},
+            "comment": {"Name": {"ru": "Комментарий", "en": "Comment"}, "Type": "string"},
+        },
+        "RETURN_PROPERTIES": {
+            "accrued": {"Name": {"ru": "Начислено", "en": "Granted"}, "Type": "double"},
+            "balance": _BALANCE, "message": _MESSAGE},
+    },
+    REDEEM: {
+        "NAME": {"ru": "Лояльность: списать баллы", "en": "Loyalty: pay with points"},
+        "PROPERTIES": {
+            "amount": {"Name": {"ru": "Сколько баллов списать", "en": "Points to redeem"},
+                       "Type": "double", "Required": "Y"},
+            "comment": {"Name": {"ru": "Комментарий", "en": "Comment"}, "Type": "string"},
+        },
+        "RETURN_PROPERTIES": {
+            "redeemed": {"Name": {"ru": "Списано", "en": "Redeemed"}, "Type": "double"},
+            "balance": _BALANCE, "message": _MESSAGE},
+    },
+    BALANCE: {
+        "NAME": {"ru": "Лояльность: баланс клиента", "en": "Loyalty: customer balance"},
+        "PROPERTIES": {},
+        "RETURN_PROPERTIES": {
+            "balance": _BALANCE,
+            "tier": {"Name": {"ru": "Уровень", "en": "Tier"}, "Type": "string"},
+            "discount": {"Name": {"ru": "Скидка, %", "en": "Discount, %"}, "Type": "double"},
+            "expiring_points": {"Name": {"ru": "Сгорят баллов", "en": "Points expiring"},
+                                "Type": "double"},
+            "expiring_date": {"Name": {"ru": "Дата сгорания", "en": "Expiry date"},
+                              "Type": "date"},
+            "message": _MESSAGE},
+    },
+}
+
+
+class RobotRunner:
+    def __init__(self, services: Services, client: Bitrix24Client) -> None:
+        self.services = services
+        self.client = client
+        self.portal = services.settings.bitrix24.portal_key
+
+    def run(self, calls: list[tuple[InboxItem, b24.RobotCall]],
+            fetched: Fetched) -> dict[int, Outcome]:
+        answers: list[tuple[InboxItem, b24.RobotCall, dict[str, str]]] = []
+        outcomes: dict[int, Outcome] = {}
+        for item, call in calls:
+            key = ("deal", call.deal_id or "")
+            if key in fetched.failed:
+                outcomes[item.id] = Outcome.retry(fetched.failed[key])
+                continue
+            answers.append((item, call, self.serve(call, fetched.found.get(key))))
+        for start in range(0, len(answers), BATCH_LIMIT):
+            outcomes.update(self._send(answers[start:start + BATCH_LIMIT]))
+        return outcomes
+
+    def serve(self, call: b24.RobotCall, deal: dict[str, Any] | None) -> dict[str, str]:
+        if call.code not in ROBOTS:
+            return {"message": f"unknown robot {call.code!r}"}
+        if deal is None:
+            return {"message": f"{call.document} is not a deal or no longer exists"}
+        contact = str(deal.get("CONTACT_ID") or "")
+        if not contact.isdigit() or contact == "0":
+            return {"message": "the deal has no contact: add one to use loyalty points"}
+        ref = AccountRef("bitrix24", self.portal, contact)
+        key = b24.robot_key(self.portal, call.event_token)
+        try:
+            if call.code == BALANCE:
+                return self._balance(ref)
+            if call.code == REDEEM:
+                return self._redeem(ref, call, deal, key)
+            return self._accrue(ref, call, key)
+        except (LedgerError, ValueError) as exc:
+            return {"message": getattr(exc, "detail", str(exc))}
+
+    def _balance(self, ref: AccountRef) -> dict[str, str]:
+        try:
+            view = self.services.ledger.account(ref)
+        except AccountNotFoundError:
+            return {"balance": "0", "tier": self.services.program.settings.tiers[0].name,
+                    "discount": "0", "expiring_points": "0", "expiring_date": "",
+                    "message": "no loyalty account yet"}
+        local = view.next_expiry_at.astimezone(self.services.program.zone).date() \
+            if view.next_expiry_at else None
+        return {"balance": str(view.available), "tier": view.tier,
+                "discount": str(view.discount_percent),
+                "expiring_points": str(view.next_expiry_points),
+                "expiring_date": local.isoformat() if local else "", "message": "ok"}
+
+    def _redeem(self, ref: AccountRef, call: b24.RobotCall, deal: dict[str, Any],
+                key: str) -> dict[str, str]:
+        wanted = parse_amount(call.properties.get("amount") or "0")
+        purchase = b24.parse_amount(deal.get("OPPORTUNITY"))
+        result = self.services.ledger.redeem(
+            ref, wanted, key=key, purchase_amount=purchase if purchase else None,
+            partial=True, actor="bitrix24-robot", comment=call.properties.get("comment"),
+            source=f"{b24.deal_source(self.portal, str(deal.get('ID')))}:redeem")
+        redeemed = -result.points
+        note = "ok" if redeemed == wanted else f"capped from {wanted} to {redeemed}"
+        return {"redeemed": str(redeemed), "balance": str(result.balance), "message": note}
+
+    def _accrue(self, ref: AccountRef, call: b24.RobotCall, key: str) -> dict[str, str]:
+        bonus = (call.properties.get("bonus") or "").strip()
+        amount = call.properties.get("amount") or ""
+        points = parse_amount(amount) if amount.strip() else None
+        if not bonus and points is None:
+            return {"message": "set either amount or bonus"}
+        result = self.services.ledger.grant_bonus(
+            ref, bonus or "manual", key=key, points=None if bonus else points,
+            actor="bitrix24-robot", comment=call.properties.get("comment"))
+        record(self.services.db, from_results([result]))
+        granted = result.points if result.entry_id else Decimal(0)
+        return {"accrued": str(granted), "balance": str(result.balance),
+                "message": "ok" if result.entry_id else "the bonus is 0 in the program"}
+
+    def _send(self, answers: list[tuple[InboxItem, b24.RobotCall, dict[str, str]]]
+              ) -> dict[int, Outcome]:
+        commands = {f"r{item.id}": ("bizproc.event.send", {
+            "EVENT_TOKEN": call.event_token, "RETURN_VALUES": values,
+            "LOG_MESSAGE": f"loyalty: {values.get('message', 'ok')}"})
+            for item, call, values in answers}
+        result = self.client.batch(commands)
+        outcomes = {}
+        for item, _, values in answers:
+            error = result.errors.get(f"r{item.id}")
+            if error is None:
+                outcomes[item.id] = Outcome.done() if values.get("message") == "ok" else \
+                    Outcome.skipped(f"answered the robot: {values.get('message')}")
+            elif str(error.get("error", "")).upper() == "ACCESS_DENIED":
+                outcomes[item.id] = Outcome.skipped("the robot no longer waits (event token "
+                                                    "expired or used)")
+            else:
+                outcomes[item.id] = Outcome.retry(f"bizproc.event.send: {error}")
+        return outcomes

@@ -1,0 +1,100 @@
+"""The inbox worker: claims stored events in groups and hands each group to its CRM's
+processor. Every item ends done, skipped with a reason, retried later, or parked as dead."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal, Protocol
+
+from connector.errors import CRMAuthError, CRMError
+from connector.inbox import Inbox, InboxItem
+
+log = logging.getLogger(__name__)
+AUTH_RETRY_DELAY = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: Literal["done", "skipped", "retry", "defer"]
+    detail: str | None = None
+
+    @classmethod
+    def done(cls) -> Outcome:
+        return cls("done")
+
+    @classmethod
+    def skipped(cls, reason: str) -> Outcome:
+        return cls("skipped", reason)
+
+    @classmethod
+    def retry(cls, error: str) -> Outcome:
+        return cls("retry", error)
+
+
+class Processor(Protocol):
+    def process(self, items: list[InboxItem]) -> dict[int, Outcome]:
+        """An outcome for every item given (a missing one counts as a retry)."""
+
+
+class Worker:
+    def __init__(self, inbox: Inbox, processors: Mapping[str, Processor]) -> None:
+        self.inbox = inbox
+        self.processors = processors
+
+    def drain_once(self, limit: int | None = None) -> dict[str, int]:
+        """Claim one group of due items and process it; returns counts by outcome."""
+        counts: dict[str, int] = defaultdict(int)
+        groups: dict[str, list[InboxItem]] = defaultdict(list)
+        for item in self.inbox.claim(limit):
+            groups[item.source].append(item)
+        for source, items in groups.items():
+            processor = self.processors.get(source)
+            if processor is None:
+                outcomes = {i.id: Outcome.retry(f"no processor for {source!r} is configured")
+                            for i in items}
+            else:
+                outcomes = self._run(processor, items)
+            for item in items:
+                outcome = outcomes.get(item.id) or Outcome.retry("no outcome reported")
+                counts[self._settle(item, outcome)] += 1
+        return dict(counts)
+
+    def drain(self, *, max_rounds: int = 1000, limit: int | None = None) -> dict[str, int]:
+        """Process until nothing is due (or `max_rounds` groups)."""
+        total: dict[str, int] = defaultdict(int)
+        for _ in range(max_rounds):
+            counts = self.drain_once(limit)
+            if not counts:
+                break
+            for key, value in counts.items():
+                total[key] += value
+        return dict(total)
+
+    def _run(self, processor: Processor, items: list[InboxItem]) -> dict[int, Outcome]:
+        try:
+            return processor.process(items)
+        except CRMAuthError as exc:
+            return {i.id: Outcome("defer", exc.detail) for i in items}
+        except CRMError as exc:
+            return {i.id: Outcome.retry(exc.detail) for i in items}
+        except Exception as exc:  # one bad group must not stop the worker; it is retried
+            log.exception("processing %d inbox items failed", len(items))
+            return {i.id: Outcome.retry(f"{type(exc).__name__}: {exc}") for i in items}
+
+    def _settle(self, item: InboxItem, outcome: Outcome) -> str:
+        if outcome.status == "done":
+            self.inbox.complete(item.id)
+            return "done"
+        if outcome.status == "skipped":
+            self.inbox.complete(item.id, skipped_reason=outcome.detail or "skipped")
+            return "skipped"
+        if outcome.status == "defer":
+            self.inbox.defer(item.id, outcome.detail or "deferred", AUTH_RETRY_DELAY)
+            return "deferred"
+        status = self.inbox.fail(item.id, outcome.detail or "failed")
+        log.warning("inbox item %d failed (%s): %s", item.id, status, outcome.detail)
+        return "dead" if status == "dead" else "failed"
