@@ -98,6 +98,8 @@ class Bitrix24Settings(_Section):
     deal_categories: list[str] = Field(default_factory=list,
                                        description="deal categories (funnels); empty: all")
     sync_interval_minutes: int = Field(15, ge=1)
+    comment_when_no_deal: bool = Field(
+        False, description="timeline comment on a contact whose trigger had no deal to run on")
     fields: dict[str, str] = Field(default_factory=_default_bitrix24_fields)
 
     @field_validator("fields")
