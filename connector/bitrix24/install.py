@@ -1,0 +1,155 @@
+"""`loyalty-connector install bitrix24`: contact fields, event handlers, robots, triggers.
+
+Safe to run again: what exists is recognised, not duplicated. Event binding, robots and
+triggers need an application context; with an inbound webhook those steps are printed as
+manual instructions instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from connector.bitrix24.robots import ROBOTS
+from connector.crm.bitrix24 import Bitrix24Client
+from connector.errors import FatalCRMError
+from connector.services import Services
+from connector.triggers import CODES, NAMES
+from mappings.bitrix24 import EVENTS
+
+# USER_TYPE_ID and labels of the contact fields (crm.contact.userfield.add).
+FIELD_TYPES = {
+    "balance": ("double", "Баллы лояльности", "Loyalty points"),
+    "tier": ("string", "Уровень лояльности", "Loyalty tier"),
+    "discount": ("double", "Скидка по программе, %", "Loyalty discount, %"),
+    "expiring_points": ("double", "Сгорающие баллы", "Points expiring soon"),
+    "expiring_date": ("date", "Дата сгорания баллов", "Points expire on"),
+    "segment": ("string", "RFM-сегмент", "RFM segment"),
+    "card": ("string", "Карта лояльности", "Loyalty card"),
+}
+APP_ONLY = {"WRONG_AUTH_TYPE", "ACCESS_DENIED", "INVALID_CREDENTIALS"}
+UF_PREFIX = "UF_CRM_"
+
+
+@dataclass
+class InstallReport:
+    done: list[str] = field(default_factory=list)
+    manual: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        steps = [f"  - {step}" for step in self.manual]
+        return self.done + (["manual steps in Bitrix24:", *steps] if steps else [])
+
+
+class Bitrix24Installer:
+    def __init__(self, services: Services, client: Bitrix24Client) -> None:
+        self.services = services
+        self.client = client
+        self.settings = services.settings.bitrix24
+        base = services.settings.server.public_url.rstrip("/")
+        self.events_url = f"{base}/bitrix24/events"
+        self.robots_url = f"{base}/bitrix24/robots"
+        self.webhook_mode = self.settings.webhook_url is not None
+
+    def install(self) -> InstallReport:
+        report = InstallReport()
+        self._fields(report)
+        if self.webhook_mode:
+            self._manual_steps(report)
+            return report
+        try:
+            self._events(report)
+            self._robots(report)
+            self._triggers(report)
+        except FatalCRMError as exc:
+            if exc.code.upper() not in APP_ONLY:
+                raise
+            report.done.append(f"the portal refused an app-only method ({exc.code})")
+            self._manual_steps(report)
+        return report
+
+    def uninstall(self) -> InstallReport:
+        report = InstallReport()
+        if not self.webhook_mode:
+            for code in ROBOTS:
+                if self._try("bizproc.robot.delete", {"CODE": code}):
+                    report.done.append(f"removed robot {code}")
+            for code in CODES:
+                if self._try("crm.automation.trigger.delete", {"CODE": code}):
+                    report.done.append(f"removed trigger {code}")
+            for event in EVENTS:
+                if event in ("ONAPPINSTALL", "ONAPPUNINSTALL"):
+                    continue
+                if self._try("event.unbind", {"event": event, "handler": self.events_url}):
+                    report.done.append(f"unbound {event}")
+        names = set(self.settings.fields.values())
+        for existing in self.client.call("crm.contact.userfield.list", {}).result or []:
+            if existing.get("FIELD_NAME") in names:
+                self.client.call("crm.contact.userfield.delete", {"id": existing["ID"]})
+                report.done.append(f"removed contact field {existing['FIELD_NAME']}")
+        return report
+
+    def _try(self, method: str, params: dict[str, Any]) -> bool:
+        try:
+            self.client.call(method, params)
+        except FatalCRMError:
+            return False  # already gone
+        return True
+
+    def _fields(self, report: InstallReport) -> None:
+        listed = self.client.call("crm.contact.userfield.list", {}).result or []
+        existing = {item.get("FIELD_NAME") for item in listed}
+        for key, name in self.settings.fields.items():
+            if name in existing:
+                report.done.append(f"contact field {name} exists")
+                continue
+            kind, ru, en = FIELD_TYPES[key]
+            label = {"ru": ru, "en": en}
+            self.client.call("crm.contact.userfield.add", {"fields": {
+                "FIELD_NAME": name.removeprefix(UF_PREFIX), "USER_TYPE_ID": kind,
+                "XML_ID": f"LOYALTY_{key.upper()}", "EDIT_FORM_LABEL": label,
+                "LIST_COLUMN_LABEL": label, "LIST_FILTER_LABEL": label, "SHOW_FILTER": "Y",
+                "EDIT_IN_LIST": "N"}})
+            report.done.append(f"created contact field {name} ({kind})")
+
+    def _events(self, report: InstallReport) -> None:
+        bound = {(str(item.get("event", "")).upper(), item.get("handler"))
+                 for item in self.client.call("event.get", {}).result or []}
+        for event in EVENTS:
+            if (event, self.events_url) in bound:
+                report.done.append(f"event {event} already bound")
+                continue
+            self.client.call("event.bind", {"event": event, "handler": self.events_url})
+            report.done.append(f"bound {event} -> {self.events_url}")
+
+    def _robots(self, report: InstallReport) -> None:
+        existing = set(self.client.call("bizproc.robot.list", {}).result or [])
+        for code, definition in ROBOTS.items():
+            if code in existing:
+                report.done.append(f"robot {code} exists")
+                continue
+            self.client.call("bizproc.robot.add", {
+                "CODE": code, "HANDLER": self.robots_url, "USE_SUBSCRIPTION": "Y",
+                "DOCUMENT_TYPE": ["crm", "CCrmDocumentDeal", "DEAL"], **definition})
+            report.done.append(f"registered robot {code}")
+
+    def _triggers(self, report: InstallReport) -> None:
+        existing = {item.get("CODE") for item in
+                    self.client.call("crm.automation.trigger.list", {}).result or []}
+        for code in CODES:
+            if code in existing:
+                report.done.append(f"trigger {code} exists")
+                continue
+            self.client.call("crm.automation.trigger.add", {"CODE": code, "NAME": NAMES[code]})
+            report.done.append(f"registered trigger {code}")
+
+    def _manual_steps(self, report: InstallReport) -> None:
+        events = ", ".join(e for e in EVENTS if not e.startswith("ONAPP"))
+        report.manual += [
+            "Developer resources > Other > Outgoing webhook: handler URL "
+            f"{self.events_url}, events {events}.",
+            "Copy the webhook's application token into LOYALTY_BITRIX24__APPLICATION_TOKEN "
+            "(bitrix24.application_token) and restart the service.",
+            "Robots and automation triggers need an application: create a local app (client_id,"
+            " client_secret) with the crm and bizproc scopes and run install again with it.",
+        ]
