@@ -33,10 +33,10 @@ def parse_amount(raw: object) -> Decimal:
         raise ValueError(f"{raw!r} is not a number") from exc
     if not value.is_finite():
         raise ValueError(f"{raw!r} is not a finite number")
+    if abs(value) > MAX_AMOUNT:  # before quantize, which overflows on huge exponents
+        raise ValueError(f"{raw!r} is larger than {MAX_AMOUNT}")
     if value != value.quantize(_QUANTUM, rounding=ROUND_DOWN):
         raise ValueError(f"{raw!r} has more than two decimal places")
-    if abs(value) > MAX_AMOUNT:
-        raise ValueError(f"{raw!r} is larger than {MAX_AMOUNT}")
     return value.quantize(_QUANTUM)
 
 

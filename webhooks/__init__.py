@@ -14,7 +14,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
     app.extensions["loyalty"] = services or Services.build(settings)
 
-    from webhooks import health
+    from webhooks import api, bitrix24, errors, health
+    from webhooks.validation import JSONProvider
 
+    app.json = JSONProvider(app)
+    errors.init_app(app)
     app.register_blueprint(health.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(bitrix24.bp)
     return app

@@ -20,6 +20,7 @@ from connector.crm.credentials import CredentialStore
 from connector.services import Services
 from mappings import bitrix24 as b24
 from mappings.phpquery import QueryError, decode
+from webhooks.errors import error_response
 
 log = logging.getLogger(__name__)
 bp = Blueprint("bitrix24", __name__, url_prefix="/bitrix24")
@@ -27,8 +28,9 @@ FORM = "application/x-www-form-urlencoded"
 
 
 def _reject(status: int, code: str, detail: str) -> ResponseReturnValue:
+    # Logged and answered, never stored: a refused request leaves nothing behind.
     log.warning("bitrix24 request refused: %s %s (%s)", status, code, detail)
-    return jsonify(error=code, detail=detail), status
+    return error_response(status, code, detail)
 
 
 def _same(given: str, expected: str) -> bool:

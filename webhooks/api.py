@@ -1,0 +1,187 @@
+"""The JSON admin API under /api/v1: read accounts and cards, preview a purchase, and change
+balances for a POS, a web shop or an admin tool.
+
+Every request carries `Authorization: Bearer <server.admin_token>`. Every change carries an
+idempotency key: the first request answers 201, a repeat answers 200 with the same entry and
+`"duplicate": true`, and writes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import asdict
+
+from flask import Blueprint, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from connector.ledger.engine import Ledger
+from connector.ledger.views import Result
+from connector.services import Services
+from webhooks.errors import ApiError
+from webhooks.validation import (
+    BONUS_NAME,
+    COMMENT_MAX,
+    TEXT_MAX,
+    Fields,
+    account_ref,
+    check_text,
+    json_body,
+    query_flag,
+    query_int,
+)
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+ACTOR = "api"
+ACCOUNT_HISTORY = 20
+HISTORY_PAGE = 50
+HISTORY_PAGE_MAX = 200
+# The ledger's keys are one space shared with keys it derives itself (expiry:lot:N,
+# referral:N, CRM events); a prefix keeps a client's key from ever taking one of those.
+KEY_PREFIX = "api:"
+
+
+def _ledger() -> Ledger:
+    services: Services = current_app.extensions["loyalty"]
+    return services.ledger
+
+
+@bp.before_request
+def require_admin_token() -> None:
+    """Refuse the whole API unless the bearer token is the configured admin token."""
+    services: Services = current_app.extensions["loyalty"]
+    configured = services.settings.server.admin_token
+    expected = configured.get_secret_value() if configured is not None else ""
+    if not expected:
+        raise ApiError(403, "api_disabled", "set server.admin_token "
+                       "(or LOYALTY_SERVER__ADMIN_TOKEN) to enable /api/v1")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise ApiError(401, "unauthorized", "send Authorization: Bearer <server.admin_token>",
+                       headers={"WWW-Authenticate": "Bearer"})
+    if not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        raise ApiError(401, "unauthorized", "the bearer token is not server.admin_token",
+                       headers={"WWW-Authenticate": "Bearer"})
+
+
+def ledger_key(key: str) -> str:
+    """The client's key in the API's namespace, within the ledger's 255 characters."""
+    stored = KEY_PREFIX + key
+    if len(stored) <= TEXT_MAX:
+        return stored
+    return f"{KEY_PREFIX}sha256:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def _client_key(fields: Fields) -> str:
+    return fields.idempotency_key(request.headers.get("Idempotency-Key"))
+
+
+def _outcome(result: Result) -> ResponseReturnValue:
+    created = result.entry_id is not None and not result.duplicate
+    return jsonify(result.as_json()), 201 if created else 200
+
+
+# -- reading -------------------------------------------------------------------------------
+@bp.get("/accounts/<crm>/<portal>/<contact_id>")
+def account(crm: str, portal: str, contact_id: str) -> ResponseReturnValue:
+    ref = account_ref(crm, portal, contact_id)
+    with_history = query_flag("history")
+    body = _ledger().account(ref).as_json()
+    if with_history:
+        body["history"] = [e.as_json() for e in _ledger().history(ref, limit=ACCOUNT_HISTORY)]
+    return jsonify(body)
+
+
+@bp.get("/accounts/<crm>/<portal>/<contact_id>/history")
+def history(crm: str, portal: str, contact_id: str) -> ResponseReturnValue:
+    ref = account_ref(crm, portal, contact_id)
+    limit = query_int("limit", minimum=1, maximum=HISTORY_PAGE_MAX)
+    if limit is None:
+        limit = HISTORY_PAGE
+    before = query_int("before", minimum=1)
+    # One entry more than asked says whether an older page exists.
+    entries = _ledger().history(ref, limit=limit + 1, before_id=before)
+    page = entries[:limit]
+    more = len(entries) > limit
+    return jsonify(entries=[e.as_json() for e in page], next_before=page[-1].id if more else None)
+
+
+@bp.get("/cards/<card_number>")
+def card(card_number: str) -> ResponseReturnValue:
+    card_number = check_text("card_number", card_number, max_length=32)
+    return jsonify(_ledger().account_by_card(card_number).as_json())
+
+
+@bp.post("/preview")
+def preview() -> ResponseReturnValue:
+    fields = json_body()
+    ref = fields.optional_ref()
+    amount = fields.amount("amount")
+    category = fields.optional_text("category")
+    fields.finish()
+    # asdict keeps Decimals; the app's JSON provider writes each as a string.
+    return jsonify(asdict(_ledger().preview(amount, ref, category=category)))
+
+
+# -- changing ------------------------------------------------------------------------------
+@bp.post("/accrue")
+def accrue() -> ResponseReturnValue:
+    fields = json_body()
+    ref, key = fields.ref(), _client_key(fields)
+    amount = fields.amount("amount")
+    source = fields.optional_text("source")
+    category = fields.optional_text("category")
+    comment = fields.optional_text("comment", max_length=COMMENT_MAX)
+    fields.finish()
+    # Without a source the purchase is named by the client's key, so /reverse can find it.
+    return _outcome(_ledger().accrue(ref, amount, key=ledger_key(key), source=source or key,
+                                     category=category, comment=comment, actor=ACTOR))
+
+
+@bp.post("/redeem")
+def redeem() -> ResponseReturnValue:
+    fields = json_body()
+    ref, key = fields.ref(), _client_key(fields)
+    points = fields.amount("points")
+    purchase_amount = fields.optional_amount("purchase_amount")
+    partial = fields.flag("partial")
+    source = fields.optional_text("source")
+    comment = fields.optional_text("comment", max_length=COMMENT_MAX)
+    fields.finish()
+    return _outcome(_ledger().redeem(ref, points, key=ledger_key(key),
+                                     purchase_amount=purchase_amount, source=source or key,
+                                     partial=partial, comment=comment, actor=ACTOR))
+
+
+@bp.post("/adjust")
+def adjust() -> ResponseReturnValue:
+    fields = json_body()
+    ref, key = fields.ref(), _client_key(fields)
+    points = fields.amount("points", signed=True)
+    reason = fields.text("reason", max_length=COMMENT_MAX)
+    fields.finish()
+    return _outcome(_ledger().adjust(ref, points, key=ledger_key(key), reason=reason,
+                                     actor=ACTOR))
+
+
+@bp.post("/bonus")
+def bonus() -> ResponseReturnValue:
+    fields = json_body()
+    ref, key = fields.ref(), _client_key(fields)
+    name = fields.text("name", pattern=BONUS_NAME)
+    points = fields.optional_amount("points")
+    comment = fields.optional_text("comment", max_length=COMMENT_MAX)
+    fields.finish()
+    return _outcome(_ledger().grant_bonus(ref, name, key=ledger_key(key), points=points,
+                                          comment=comment, actor=ACTOR))
+
+
+@bp.post("/reverse")
+def reverse() -> ResponseReturnValue:
+    fields = json_body()
+    ref, key = fields.ref(), _client_key(fields)
+    source = fields.text("source")
+    comment = fields.optional_text("comment", max_length=COMMENT_MAX)
+    fields.finish()
+    return _outcome(_ledger().reverse(ref, source, key=ledger_key(key), comment=comment,
+                                      actor=ACTOR))
