@@ -47,6 +47,13 @@ class ServerSettings(_Section):
     public_url: str = Field("http://127.0.0.1:8080", description="URL the CRM uses to reach us")
     admin_token: SecretStr | None = Field(None, description="bearer token for /api/v1")
     threads: int = Field(8, ge=1, le=256)
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("use at least 16 characters (or leave it unset to disable the API)")
+        return value
     max_body_bytes: int = Field(1_048_576, ge=1024)
 
 
