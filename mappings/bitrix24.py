@@ -94,8 +94,9 @@ def parse_auth(form: Mapping[str, Any]) -> Auth:
         raise PayloadError("auth: missing")
     return Auth(
         domain=_text(auth, "domain") or "",
-        member_id=_text(auth, "member_id") or "",
-        application_token=_text(auth, "application_token") or "",
+        # Missing credentials are for authentication to refuse (401), not a malformed body.
+        member_id=_text(auth, "member_id", required=False) or "",
+        application_token=_text(auth, "application_token", required=False) or "",
         access_token=_text(auth, "access_token", required=False),
         refresh_token=_text(auth, "refresh_token", required=False),
         expires_in=_text(auth, "expires_in", required=False),

@@ -32,8 +32,8 @@ def _split(key: str) -> list[str]:
 
 def decode(body: str | bytes, *, max_fields: int = 1000) -> dict[str, Any]:
     """Parse a form/query body into nested dicts; `a[]=` appends to a list."""
-    text = body.decode("utf-8") if isinstance(body, bytes) else body
     try:
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
         pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False,
                           max_num_fields=max_fields, errors="strict")
     except (ValueError, UnicodeDecodeError) as exc:
