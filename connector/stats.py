@@ -1,0 +1,207 @@
+"""Program analytics: a handful of aggregate queries over the ledger, never a loop per account.
+
+Two kinds of figures. Snapshot figures describe the books as they are now: accounts, the
+outstanding balance, the tier distribution, the repeat-purchase rate. Period figures count
+entries whose `occurred_at` falls in [since, until): points moved by kind, purchases, active
+customers, retention against the previous period of the same length.
+
+Point movements are signed sums of entry amounts (credits positive, debits negative), so over
+all time they add up to the outstanding balance. Purchases are net: a reversal carries the
+negative purchase amount and a purchase count of -1, so a returned purchase counts zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from connector.ledger.models import ENTRY_KINDS, Account, Entry
+from connector.money import from_minor
+from connector.program import Program
+
+RATE_QUANTUM = Decimal("0.0001")
+MONEY_QUANTUM = Decimal("0.01")
+
+
+@dataclass(frozen=True)
+class ProgramStats:
+    """Points and money are Decimal; rates are shares in [0, 1] to four places. A rate or the
+    average check is None when there is nothing to divide by (no buyers, nobody active in the
+    previous period, no net purchases in the period)."""
+
+    since: datetime
+    until: datetime
+    accounts_total: int
+    accounts_new: int
+    accrued: Decimal
+    bonuses: Decimal
+    redeemed: Decimal
+    expired: Decimal
+    reversed: Decimal
+    adjusted: Decimal
+    outstanding: Decimal
+    tiers: dict[str, int]
+    purchases: int
+    purchase_amount: Decimal
+    average_check: Decimal | None
+    active_customers: int
+    repeat_rate: Decimal | None
+    previously_active: int
+    retention: Decimal | None
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, Decimal):
+                value = str(value)
+            elif isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(value, dict):
+                value = dict(value)
+            data[item.name] = value
+        return data
+
+
+def ratio(numerator: int, denominator: int) -> Decimal | None:
+    if not denominator:
+        return None
+    return (Decimal(numerator) / Decimal(denominator)).quantize(RATE_QUANTUM, ROUND_HALF_UP)
+
+
+def program_stats(session: Session, program: Program, *, since: datetime,
+                  until: datetime) -> ProgramStats:
+    if since.tzinfo is None or until.tzinfo is None:
+        raise ValueError("since and until must be timezone-aware")
+    if until <= since:
+        raise ValueError("until must be after since")
+    accounts = _accounts(session, since, until)
+    moved, purchase_minor, purchases = _movements(session, since, until)
+    active, previous, retained = _activity(session, since, until)
+    average = None
+    if purchases > 0:
+        average = (from_minor(purchase_minor) / purchases).quantize(MONEY_QUANTUM, ROUND_HALF_UP)
+    return ProgramStats(
+        since=since,
+        until=until,
+        accounts_total=accounts["total"],
+        accounts_new=accounts["new"],
+        accrued=from_minor(moved.get("accrual", 0)),
+        bonuses=from_minor(moved.get("bonus", 0)),
+        redeemed=from_minor(moved.get("redemption", 0)),
+        expired=from_minor(moved.get("expiry", 0)),
+        reversed=from_minor(moved.get("reversal", 0)),
+        adjusted=from_minor(moved.get("adjustment", 0)),
+        outstanding=from_minor(accounts["outstanding"]),
+        tiers=_tiers(session, program),
+        purchases=purchases,
+        purchase_amount=from_minor(purchase_minor),
+        average_check=average,
+        active_customers=active,
+        repeat_rate=ratio(accounts["repeat"], accounts["buyers"]),
+        previously_active=previous,
+        retention=ratio(retained, previous),
+    )
+
+
+def _accounts(session: Session, since: datetime, until: datetime) -> dict[str, int]:
+    """One pass over the accounts for every snapshot count."""
+    created_in_period = (Account.created_at >= since) & (Account.created_at < until)
+    row = session.execute(select(
+        func.count(),
+        func.coalesce(func.sum(case((created_in_period, 1), else_=0)), 0),
+        func.coalesce(func.sum(Account.balance), 0),
+        func.coalesce(func.sum(case((Account.purchase_count >= 2, 1), else_=0)), 0),
+        func.coalesce(func.sum(case((Account.purchase_count >= 1, 1), else_=0)), 0),
+    ).select_from(Account)).one()
+    # PostgreSQL sums BIGINT as NUMERIC (Decimal); both backends give whole numbers here.
+    total, new, outstanding, repeat, buyers = (int(value) for value in row)
+    return {"total": total, "new": new, "outstanding": outstanding, "repeat": repeat,
+            "buyers": buyers}
+
+
+def _movements(session: Session, since: datetime,
+               until: datetime) -> tuple[dict[str, int], int, int]:
+    """Points by entry kind, net purchase amount and net purchase count in the period."""
+    rows = session.execute(
+        select(Entry.kind,
+               func.coalesce(func.sum(Entry.amount), 0),
+               func.coalesce(func.sum(Entry.purchase_amount), 0),
+               func.coalesce(func.sum(Entry.purchase_count), 0))
+        # Naming every kind lets PostgreSQL range-scan ix_entries_kind_occurred per kind.
+        .where(Entry.kind.in_(ENTRY_KINDS), Entry.occurred_at >= since,
+               Entry.occurred_at < until)
+        .group_by(Entry.kind))
+    moved: dict[str, int] = {}
+    purchase_amount = purchase_count = 0
+    for kind, amount, spend, count in rows:
+        moved[kind] = int(amount)
+        purchase_amount += int(spend)
+        purchase_count += int(count)
+    return moved, purchase_amount, purchase_count
+
+
+def _activity(session: Session, since: datetime, until: datetime) -> tuple[int, int, int]:
+    """(active now, active in the previous period, active in both), from one grouped scan."""
+    previous_since = since - (until - since)
+    per_account = (
+        select(func.max(case((Entry.occurred_at < since, 1), else_=0)).label("before"),
+               func.max(case((Entry.occurred_at >= since, 1), else_=0)).label("now"))
+        .where(Entry.kind == "accrual", Entry.occurred_at >= previous_since,
+               Entry.occurred_at < until)
+        .group_by(Entry.account_id)
+        .subquery())
+    row = session.execute(select(
+        func.coalesce(func.sum(per_account.c.now), 0),
+        func.coalesce(func.sum(per_account.c.before), 0),
+        func.coalesce(func.sum(per_account.c.before * per_account.c.now), 0),
+    )).one()
+    active, previous, retained = (int(value) for value in row)
+    return active, previous, retained
+
+
+def _tiers(session: Session, program: Program) -> dict[str, int]:
+    """Accounts per tier in the program's order; a tier no longer configured comes last."""
+    counts = dict(session.execute(
+        select(Account.tier, func.count()).group_by(Account.tier)).all())
+    ordered = {tier.name: int(counts.pop(tier.name, 0)) for tier in program.settings.tiers}
+    ordered.update((name, int(count)) for name, count in sorted(counts.items()))
+    return ordered
+
+
+def format_stats(stats: ProgramStats, zone: ZoneInfo) -> list[str]:
+    """The figures as an aligned two-column table for a terminal."""
+
+    def percent(rate: Decimal | None) -> str:
+        return "-" if rate is None else f"{rate * 100:.2f}%"
+
+    def signed(points: Decimal) -> str:
+        return f"+{points}" if points > 0 else str(points)
+
+    period = " - ".join(moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+                        for moment in (stats.since, stats.until))
+    rows = [
+        ("period", f"{period} ({zone.key})"),
+        ("accounts", f"{stats.accounts_total} ({stats.accounts_new} new in period)"),
+        ("outstanding", f"{stats.outstanding} points"),
+        ("accrued", signed(stats.accrued)),
+        ("bonuses", signed(stats.bonuses)),
+        ("redeemed", signed(stats.redeemed)),
+        ("expired", signed(stats.expired)),
+        ("reversed", signed(stats.reversed)),
+        ("adjusted", signed(stats.adjusted)),
+        ("purchases", f"{stats.purchases}, {stats.purchase_amount} in total"),
+        ("average check", "-" if stats.average_check is None else str(stats.average_check)),
+        ("active", f"{stats.active_customers} customers with a purchase"),
+        ("repeat rate", f"{percent(stats.repeat_rate)} of buyers bought twice or more"),
+        ("retention", f"{percent(stats.retention)} of {stats.previously_active} active "
+                      "in the previous period"),
+        ("tiers", ", ".join(f"{name} {count}" for name, count in stats.tiers.items())),
+    ]
+    return [f"{label:<14} {value}" for label, value in rows]

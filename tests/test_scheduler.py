@@ -1,0 +1,130 @@
+"""Scheduled jobs, and `loyalty-connector serve` as a real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import timedelta
+from decimal import Decimal as D
+from pathlib import Path
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from connector.config import DatabaseSettings
+from connector.db import Database
+from connector.ledger.views import AccountRef
+from connector.scheduler import build_scheduler, expire_points
+from connector.services import Services
+from tests.conftest import Clock, make_settings
+
+ANNA = AccountRef("bitrix24", "acme.bitrix24.ru", "101")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_expire_points_job_is_registered_with_the_configured_interval(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, scheduler={"expiry_interval_minutes": 15})
+    services = Services.build(settings)
+    try:
+        scheduler = build_scheduler(services)
+        assert isinstance(scheduler, BackgroundScheduler)
+        [job] = scheduler.get_jobs()
+        assert (job.id, job.func, job.args) == ("expire_points", expire_points, (services,))
+        assert isinstance(job.trigger, IntervalTrigger)
+        assert job.trigger.interval == timedelta(minutes=15)
+        assert (job.coalesce, job.max_instances, job.misfire_grace_time) == (True, 1, 900)
+        assert isinstance(build_scheduler(services, blocking=True), BlockingScheduler)
+    finally:
+        services.close()
+
+
+def test_disabled_scheduler_has_no_jobs(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, scheduler={"enabled": False})
+    services = Services.build(settings)
+    try:
+        assert build_scheduler(services).get_jobs() == []
+    finally:
+        services.close()
+
+
+def test_expire_points_expires_lots_past_their_date(tmp_path: Path, clock: Clock) -> None:
+    settings = make_settings(tmp_path, program={"points_lifetime_days": 30})
+    services = Services.build(settings, clock=clock)
+    try:
+        services.db.upgrade()
+        services.ledger.accrue(ANNA, D("1000"), key="deal:1")            # +30, lot 1
+        clock.advance(days=10)
+        services.ledger.grant_bonus(ANNA, "review", key="b", points=D("5"))  # +5, lot 2
+        clock.advance(days=19)
+        assert expire_points(services) == 0                              # day 29: none due
+        clock.advance(days=1)
+        assert expire_points(services) == 1                              # day 30: lot 1
+        assert services.ledger.account(ANNA).balance == D("5.00")
+        assert expire_points(services) == 0                              # nothing twice
+        clock.advance(days=10)
+        assert expire_points(services) == 1
+        assert services.ledger.account(ANNA).balance == D("0.00")
+        assert services.ledger.verify() == (1, [])
+    finally:
+        services.close()
+
+
+# -- the service as a process --------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def command() -> list[str]:
+    script = Path(sys.executable).with_name("loyalty-connector")
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-c", "from connector.cli import main; main()"]
+
+
+def healthz(url: str, timeout_s: float) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return int(response.status)
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer within {timeout_s} s")
+
+
+def test_serve_answers_healthz_and_stops_on_sigterm(tmp_path: Path) -> None:
+    # An editable install made before a package had its __init__.py maps it as a namespace
+    # package outside the repository; the path makes the test independent of that.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    port = free_port()
+    config = tmp_path / "serve.toml"
+    config.write_text(f'[server]\nport = {port}\n[database]\nurl = "sqlite:///{tmp_path}/s.db"\n'
+                      "[scheduler]\nexpiry_interval_minutes = 1\n", encoding="utf-8")
+    process = subprocess.Popen([*command(), "--config", str(config), "serve"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert healthz(f"http://127.0.0.1:{port}/healthz", timeout_s=20) == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            stdout, stderr = process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert process.returncode == 0, stderr
+    assert stdout.splitlines() == [f"listening on http://127.0.0.1:{port}", "stopped"]
+    database = Database(DatabaseSettings(url=f"sqlite:///{tmp_path}/s.db"))
+    try:  # serve migrated the database before listening
+        assert database.current_revision() == database.head_revision()
+    finally:
+        database.dispose()
