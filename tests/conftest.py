@@ -18,6 +18,7 @@ from connector.config import Settings, load_settings
 from connector.db import Database
 from connector.ledger.engine import Ledger
 from connector.program import Program
+from connector.services import Services
 from connector.tables import Base
 
 POSTGRES_URL = os.environ.get("LOYALTY_TEST_DATABASE_URL")
@@ -83,6 +84,15 @@ def program_settings() -> dict[str, Any]:
 def settings(tmp_path: Path, database_url: str, program_settings: dict[str, Any]) -> Settings:
     return make_settings(tmp_path, database_url, program=program_settings,
                          server={"admin_token": "test-admin-token"})
+
+
+def fresh_services(settings: Settings, **kwargs: Any) -> Services:
+    """Services on a migrated, empty database (PostgreSQL tables are truncated)."""
+    services = Services.build(settings, **kwargs)
+    services.db.upgrade()
+    if services.db.is_postgres:
+        _reset_postgres(services.db)
+    return services
 
 
 @pytest.fixture

@@ -10,9 +10,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from connector.config import Settings
-from connector.services import Services
 from mappings.phpquery import encode
-from tests.conftest import make_settings
+from tests.conftest import fresh_services, make_settings
 from webhooks import create_app
 
 TOKEN = "51856fefc120afa4b628cc82d3935cce"
@@ -29,9 +28,7 @@ def b24_settings(tmp_path: Path, database_url: str) -> Settings:
 
 @pytest.fixture
 def app(b24_settings: Settings) -> Flask:
-    services = Services.build(b24_settings)
-    services.db.upgrade()
-    return create_app(services=services)
+    return create_app(services=fresh_services(b24_settings))
 
 
 @pytest.fixture
@@ -123,9 +120,7 @@ def test_app_install_is_accepted_before_a_token_is_known(tmp_path: Path,
     settings = make_settings(tmp_path, database_url, bitrix24={
         "enabled": True, "client_id": "local.1", "client_secret": "app-secret-value",
         "portal": "acme.bitrix24.ru"})
-    services = Services.build(settings)
-    services.db.upgrade()
-    client = create_app(services=services).test_client()
+    client = create_app(services=fresh_services(settings)).test_client()
     install = encode({"event": "ONAPPINSTALL", "data": {"VERSION": "1"}, "ts": "1",
                       "auth": {"domain": "acme.bitrix24.ru", "member_id": MEMBER,
                                "application_token": TOKEN, "access_token": "at",

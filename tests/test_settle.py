@@ -6,6 +6,7 @@ from decimal import Decimal as D
 
 from connector.ledger.engine import Ledger
 from connector.ledger.views import AccountRef
+from tests.conftest import Clock
 
 ANNA = AccountRef("bitrix24", "acme", "1")
 BORIS = AccountRef("bitrix24", "acme", "2")
@@ -57,3 +58,13 @@ def test_zero_amount_and_unknown_contact_write_nothing(ledger: Ledger) -> None:
     assert ledger.settle_purchase(ANNA, DEAL, D("0")) == []
     assert ledger.settle_purchase(None, DEAL, None) == []
     assert ledger.verify() == (0, [])
+
+
+def test_a_late_return_counts_against_the_purchases_own_date(ledger: Ledger,
+                                                            clock: Clock) -> None:
+    ledger.accrue(ANNA, D("20000"), key="old", source="old")
+    clock.advance(days=300)
+    ledger.accrue(ANNA, D("5000"), key="new", source="new")
+    ledger.reverse(ANNA, "old", key="old:returned")
+    clock.advance(days=70)  # the old purchase and its return are both out of the window
+    assert ledger.account(ANNA).qualifying_spend == D("5000.00")

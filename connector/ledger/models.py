@@ -75,6 +75,7 @@ class Entry(Base):
         Index("ix_entries_account_occurred", "account_id", "occurred_at"),
         Index("ix_entries_account_source", "account_id", "source"),
         Index("ix_entries_kind_occurred", "kind", "occurred_at"),
+        Index("ix_entries_account_purchase_at", "account_id", "purchase_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -86,6 +87,9 @@ class Entry(Base):
     source: Mapped[str | None] = mapped_column(String(255))
     purchase_amount: Mapped[int | None] = mapped_column(BigInteger)
     purchase_count: Mapped[int] = mapped_column(SmallInteger, default=0)
+    # When the purchase behind purchase_amount was made: a return months later still counts
+    # against the spend of the purchase's own date (rolling tier windows).
+    purchase_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Points a clamped reversal could not take back (negative_balance = "clamp").
     shortfall: Mapped[int] = mapped_column(BigInteger, default=0)
     balance_after: Mapped[int] = mapped_column(BigInteger)

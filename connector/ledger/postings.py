@@ -107,12 +107,14 @@ class Postings:
               source: str | None, occurred_at: datetime, comment: str | None = None,
               actor: str | None = None, details: dict[str, Any] | None = None,
               source_data: dict[str, Any] | None = None, purchase_amount: int | None = None,
-              purchase_count: int = 0, shortfall: int = 0) -> Entry:
+              purchase_count: int = 0, shortfall: int = 0,
+              purchase_at: datetime | None = None) -> Entry:
         account.balance += amount
         self._touch(account)
         entry = Entry(account_id=account.id, kind=kind, amount=amount, idempotency_key=key,
                       source=source, purchase_amount=purchase_amount,
                       purchase_count=purchase_count, shortfall=shortfall,
+                      purchase_at=purchase_at if purchase_amount else None,
                       balance_after=account.balance, comment=comment, actor=actor,
                       details=details, source_data=source_data, occurred_at=occurred_at,
                       created_at=self.clock())
@@ -201,7 +203,7 @@ class Postings:
         entry = self._post(session, account, "accrual", to_minor(earning.points), key=key,
                            source=source, occurred_at=at, comment=comment, actor=actor,
                            details=details, source_data=source_data,
-                           purchase_amount=to_minor(amount), purchase_count=1)
+                           purchase_amount=to_minor(amount), purchase_count=1, purchase_at=at)
         self._credit(session, account, entry, earning.points, pending=True)
         if first_purchase and account.referred_by_id:
             self._pay_referral(session, account, at)
@@ -221,12 +223,14 @@ class Postings:
         return self._move(session, account, -net, key=key, source=source, entries=entries,
                           comment=comment, actor=actor, source_data=source_data,
                           purchase_amount=-net_spend or None, purchase_count=-net_count,
+                          purchase_at=_purchase_date(entries),
                           details={"reversed": str(from_minor(net))})
 
     def _move(self, session: Session, account: Account, delta: int, *, key: str, source: str,
               entries: list[Entry], comment: str | None, actor: str | None,
               details: dict[str, Any], source_data: dict[str, Any] | None = None,
-              purchase_amount: int | None = None, purchase_count: int = 0) -> Entry:
+              purchase_amount: int | None = None, purchase_count: int = 0,
+              purchase_at: datetime | None = None) -> Entry:
         """A reversal-kind entry changing the account by `delta` for `source`.
 
         Taking points back follows the program's negative_balance policy: "clamp" stops at
@@ -246,7 +250,7 @@ class Postings:
                            key=key, source=source, occurred_at=self.clock(), comment=comment,
                            actor=actor, details=details, source_data=source_data,
                            purchase_amount=purchase_amount, purchase_count=purchase_count,
-                           shortfall=shortfall)
+                           shortfall=shortfall, purchase_at=purchase_at)
         if take:
             own = {e.id for e in entries if e.amount > 0}
             taken = lots.debit(session, account, entry, take, prefer=own)
@@ -274,16 +278,24 @@ class Postings:
         if delta < 0:
             return self._move(session, account, delta, key=key, source=source,
                               entries=entries, comment=comment, actor=actor, details=details,
-                              source_data=source_data, purchase_amount=spend_delta)
+                              source_data=source_data, purchase_amount=spend_delta,
+                              purchase_at=accrual.occurred_at)
         if spend_delta > 0:
+            counted = accrual.occurred_at >= self.program.tier_window_start(self.clock())
             tier_up = self._upgrade_tier(session, account, now=self.clock(),
-                                         extra_spend=from_minor(spend_delta))
+                                         extra_spend=from_minor(spend_delta * counted))
             if tier_up:
                 details["tier_up"] = tier_up
         entry = self._post(session, account, "accrual", delta, key=key, source=source,
-                           occurred_at=accrual.occurred_at, comment=comment, actor=actor,
+                           occurred_at=self.clock(), comment=comment, actor=actor,
                            details=details, source_data=source_data,
-                           purchase_amount=spend_delta)
+                           purchase_amount=spend_delta, purchase_at=accrual.occurred_at)
         if delta:
             self._credit(session, account, entry, from_minor(delta), pending=True)
         return entry
+
+
+def _purchase_date(entries: list[Entry]) -> datetime | None:
+    """The date of the source's current purchase: its latest accrual."""
+    dated = [e.purchase_at for e in entries if e.kind == "accrual" and e.purchase_at]
+    return max(dated) if dated else None

@@ -31,7 +31,7 @@ def qualifying_spend(session: Session, program: Program, account_id: int,
     total = session.scalar(
         select(func.coalesce(func.sum(Entry.purchase_amount), 0)).where(
             Entry.account_id == account_id,
-            Entry.occurred_at >= program.tier_window_start(now)))
+            Entry.purchase_at >= program.tier_window_start(now)))
     return from_minor(int(total))
 
 
