@@ -31,6 +31,8 @@ from connector.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = Path("config.toml")
 CONFIG_ENV = "LOYALTY_CONFIG"
+# Values of these keys are never echoed in errors: URLs can embed passwords or secrets.
+SENSITIVE = ("token", "secret", "password", "url")
 
 Share = Annotated[Decimal, Field(ge=0, le=1)]
 Points = Annotated[Decimal, Field(ge=0, decimal_places=2)]
@@ -306,6 +308,7 @@ def describe_errors(exc: ValidationError) -> list[str]:
         if error["type"] == "extra_forbidden":
             message = "unknown setting (check the spelling against config.example.toml)"
         given = error.get("input")
-        shown = "" if isinstance(given, dict | list) or "token" in key else f" (got {given!r})"
+        hidden = isinstance(given, dict | list) or any(word in key for word in SENSITIVE)
+        shown = "" if hidden else f" (got {given!r})"
         lines.append(f"{key}: {message}{shown}")
     return lines

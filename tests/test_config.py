@@ -114,3 +114,6 @@ def test_secrets_are_not_echoed(tmp_path: Path) -> None:
     lines = problems(tmp_path, '[server]\nadmin_token = "short-secret"\nport = "x"\n')
     assert any(line.startswith("server.admin_token: use at least 16") for line in lines)
     assert all("short-secret" not in line for line in lines)
+    lines = problems(tmp_path, '[bitrix24]\nclient_secret = 98765432\n'
+                               '[database]\nurl = 5\n')
+    assert lines and all("98765432" not in line for line in lines)
