@@ -66,6 +66,7 @@ class DatabaseSettings(_Section):
 
 
 class InboxSettings(_Section):
+    poll_seconds: float = Field(2.0, gt=0, le=3600, description="how often the worker looks")
     batch_size: int = Field(50, ge=1, le=1000)
     max_attempts: int = Field(8, ge=1)
     retry_base_seconds: float = Field(5.0, gt=0)

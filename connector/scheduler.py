@@ -17,8 +17,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from connector.config import SchedulerSettings
+from connector.config import Settings
 from connector.services import Services
+from connector.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -30,33 +31,57 @@ def expire_points(services: Services) -> int:
     return count
 
 
+def process_inbox(services: Services) -> dict[str, int]:
+    """Turn received events into ledger entries, then write what changed back to the CRMs."""
+    counts = Worker(services.inbox, services.processors()).drain(max_rounds=100)
+    counts.update(services.flush_crms())
+    if any(counts.values()):
+        log.info("process_inbox: %s", counts)
+    return counts
+
+
+def reconcile_bitrix24(services: Services) -> int:
+    """Pull deals changed since the last sync, in case events were lost."""
+    if services.bitrix24 is None:
+        return 0
+    report = services.bitrix24.reconcile()
+    log.info("reconcile_bitrix24: %d deal(s) read, %d changed, %d call(s)", report.deals,
+             report.changed, report.calls)
+    return report.changed
+
+
 @dataclass(frozen=True)
 class Job:
     id: str
     func: Callable[[Services], object]
-    interval_minutes: int
+    interval_seconds: float
 
 
-def jobs(settings: SchedulerSettings) -> list[Job]:
-    return [Job("expire_points", expire_points, settings.expiry_interval_minutes)]
+def jobs(settings: Settings) -> list[Job]:
+    found = [Job("process_inbox", process_inbox, settings.inbox.poll_seconds),
+             Job("expire_points", expire_points,
+                 settings.scheduler.expiry_interval_minutes * 60)]
+    if settings.bitrix24.enabled:
+        found.append(Job("reconcile_bitrix24", reconcile_bitrix24,
+                         settings.bitrix24.sync_interval_minutes * 60))
+    return found
 
 
 def build_scheduler(services: Services, *, blocking: bool = False) -> BaseScheduler:
     """A scheduler with every job registered, not yet started; none when disabled."""
     scheduler: BaseScheduler = (BlockingScheduler if blocking else BackgroundScheduler)(
         timezone=UTC)
-    settings = services.settings.scheduler
-    if not settings.enabled:
+    if not services.settings.scheduler.enabled:
         return scheduler
-    for job in jobs(settings):
-        seconds = job.interval_minutes * 60
+    for job in jobs(services.settings):
+        seconds = job.interval_seconds
         scheduler.add_job(
             job.func, "interval", args=[services], id=job.id, name=job.id,
-            minutes=job.interval_minutes,
+            seconds=seconds,
             replace_existing=True,
             # After a pause (sleep, a long run) one catch-up run is enough, never a burst.
             coalesce=True, max_instances=1,
             # A run late by up to one interval still happens; later, the next one is due.
-            misfire_grace_time=seconds,
+            misfire_grace_time=max(int(seconds), 1),
         )
     return scheduler

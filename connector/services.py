@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from connector.config import Settings
 from connector.crm.credentials import CredentialStore
@@ -12,6 +14,10 @@ from connector.db import Database, utcnow
 from connector.inbox import Inbox
 from connector.ledger.engine import Ledger
 from connector.program import Program
+
+if TYPE_CHECKING:
+    from connector.bitrix24.connector import Bitrix24Connector
+    from connector.worker import Processor
 
 
 @dataclass
@@ -33,6 +39,23 @@ class Services:
                    inbox=Inbox(db, settings.inbox, clock=clock),
                    bitrix24_credentials=CredentialStore(
                        db, "bitrix24", settings.bitrix24.portal_key, clock=clock))
+
+    @cached_property
+    def bitrix24(self) -> Bitrix24Connector | None:
+        """The Bitrix24 connection when enabled: one client (and rate limiter) per process."""
+        if not self.settings.bitrix24.enabled:
+            return None
+        from connector.bitrix24.connector import Bitrix24Connector
+
+        return Bitrix24Connector(self)
+
+    def processors(self) -> dict[str, Processor]:
+        """Inbox processors by source, for the CRMs that are enabled."""
+        return {"bitrix24": self.bitrix24.processor} if self.bitrix24 else {}
+
+    def flush_crms(self) -> dict[str, int]:
+        """Write-back and automation triggers of every enabled CRM."""
+        return self.bitrix24.flush() if self.bitrix24 else {}
 
     def close(self) -> None:
         self.db.dispose()

@@ -21,7 +21,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from connector.config import DatabaseSettings
 from connector.db import Database
 from connector.ledger.views import AccountRef
-from connector.scheduler import build_scheduler, expire_points
+from connector.scheduler import build_scheduler, expire_points, process_inbox
 from connector.services import Services
 from tests.conftest import Clock, make_settings
 
@@ -29,13 +29,16 @@ ANNA = AccountRef("bitrix24", "acme.bitrix24.ru", "101")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_expire_points_job_is_registered_with_the_configured_interval(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, scheduler={"expiry_interval_minutes": 15})
+def test_jobs_are_registered_with_their_configured_intervals(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, scheduler={"expiry_interval_minutes": 15},
+                             inbox={"poll_seconds": 3})
     services = Services.build(settings)
     try:
         scheduler = build_scheduler(services)
         assert isinstance(scheduler, BackgroundScheduler)
-        [job] = scheduler.get_jobs()
+        inbox, job = scheduler.get_jobs()
+        assert (inbox.id, inbox.func) == ("process_inbox", process_inbox)
+        assert inbox.trigger.interval == timedelta(seconds=3)
         assert (job.id, job.func, job.args) == ("expire_points", expire_points, (services,))
         assert isinstance(job.trigger, IntervalTrigger)
         assert job.trigger.interval == timedelta(minutes=15)
