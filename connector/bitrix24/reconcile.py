@@ -30,6 +30,21 @@ class ReconcileReport:
     cursor: str | None = None
 
 
+def changed_filter(services: Services, *, full: bool) -> dict[str, str]:
+    """The crm.deal.list filter for deals changed since the cursor (all deals when full)."""
+    since = None if full else cursors.load(services.db, "bitrix24",
+                                           services.settings.bitrix24.portal_key, CURSOR)
+    if not since:
+        return {}
+    return {">=DATE_MODIFY": (datetime.fromisoformat(since) - OVERLAP).isoformat()}
+
+
+def count_changed(client: Bitrix24Client, filter_: dict[str, str]) -> int:
+    """How many deals a reconcile will read (one call, for a progress bar)."""
+    page = client.call("crm.deal.list", {"filter": filter_, "select": ["ID"], "start": 0})
+    return page.total or len(page.result or [])
+
+
 def reconcile(services: Services, client: Bitrix24Client, *, full: bool = False,
               progress: Callable[[int], None] | None = None) -> ReconcileReport:
     settings = services.settings.bitrix24
@@ -38,10 +53,7 @@ def reconcile(services: Services, client: Bitrix24Client, *, full: bool = False,
     started = services.ledger.clock()
     report = ReconcileReport()
     calls_before = client.calls
-    since = None if full else cursors.load(db, "bitrix24", portal, CURSOR)
-    filter_: dict[str, str] = {}
-    if since:
-        filter_[">=DATE_MODIFY"] = (datetime.fromisoformat(since) - OVERLAP).isoformat()
+    filter_ = changed_filter(services, full=full)
     newest: datetime | None = None
     for deal in client.list_all("crm.deal.list", filter=filter_, select=b24.DEAL_SELECT):
         report.deals += 1

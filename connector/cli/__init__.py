@@ -1,0 +1,11 @@
+"""The `loyalty-connector` command: run the service, migrate, read and change the ledger,
+install and sync the CRMs.
+
+Exit codes: 0 done; 1 refused (ledger error, database not migrated, verify found mismatches);
+2 bad usage or bad configuration.
+"""
+
+from connector.cli import crm, ledger, service
+from connector.cli.base import cli, main
+
+__all__ = ["cli", "crm", "ledger", "main", "service"]

@@ -1,0 +1,131 @@
+"""Shared pieces of the CLI: the command group, settings/services on demand, arguments,
+one-line errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cached_property, wraps
+from typing import Any, NoReturn
+
+import click
+
+from connector.config import Settings, load_settings
+from connector.errors import ConfigError, LedgerError, StorageError
+from connector.ledger.views import AccountRef
+from connector.money import parse_amount
+from connector.services import Services
+
+ACTOR = "cli"
+CRMS = ("bitrix24", "amocrm")
+# The ledger derives keys of its own (expiry:lot:N, referral:N, CRM events); a prefix keeps a
+# key typed here from ever taking one of those.
+KEY_PREFIX = "cli:"
+KEY_MAX = 255
+
+
+@dataclass
+class Runtime:
+    """Settings and services, built only when a command needs them (so --help never fails)."""
+
+    config_path: str | None
+    _services: Services | None = None
+
+    @cached_property
+    def settings(self) -> Settings:
+        return load_settings(self.config_path)
+
+    def services(self, *, migrated: bool = True) -> Services:
+        if self._services is None:
+            self._services = Services.build(self.settings)
+            click.get_current_context().call_on_close(self._services.close)
+        if migrated:
+            self._services.db.check()
+        return self._services
+
+
+pass_runtime = click.make_pass_decorator(Runtime)
+
+
+class _Group(click.Group):
+    """Turns the errors a user can act on into one line each instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                click.echo(f"config: {problem}", err=True)
+            ctx.exit(2)
+        except (LedgerError, StorageError) as exc:
+            fail(str(exc))
+
+
+class Amount(click.ParamType):
+    """An exact amount: at most two decimal places, never through float."""
+
+    name = "amount"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Decimal:
+        if isinstance(value, Decimal):
+            return value
+        try:
+            return parse_amount(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+AMOUNT = Amount()
+
+
+def account_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Adds CRM PORTAL CONTACT_ID in front of the command's own arguments, passed as `ref`."""
+
+    @wraps(func)
+    def wrapper(*args: Any, crm: str, portal: str, contact_id: str, **kwargs: Any) -> Any:
+        return func(*args, ref=AccountRef(crm, portal, contact_id), **kwargs)
+
+    # Click lists parameters in reverse order of decoration.
+    for argument in (click.argument("contact_id"), click.argument("portal"),
+                     click.argument("crm", type=click.Choice(CRMS))):
+        wrapper = argument(wrapper)
+    return wrapper
+
+
+def ledger_key(key: str) -> str:
+    stored = KEY_PREFIX + key
+    if len(stored) <= KEY_MAX:
+        return stored
+    return f"{KEY_PREFIX}sha256:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+key_option = click.option("--key", required=True,
+                          help="idempotency key: repeating it changes nothing")
+json_option = click.option("--json", "as_json", is_flag=True, help="print JSON")
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    click.get_current_context().exit(1)
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="TOML settings (default: $LOYALTY_CONFIG, else ./config.toml)")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """Customer loyalty points for Bitrix24 and amoCRM."""
+    ctx.obj = Runtime(config_path)
+
+
+def main() -> None:
+    cli(prog_name="loyalty-connector")
+

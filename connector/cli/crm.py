@@ -1,0 +1,102 @@
+"""Connecting the CRMs: install, uninstall, sync, and the inbox worker."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any, NoReturn
+
+import click
+
+from connector.bitrix24.connector import Bitrix24Connector
+from connector.bitrix24.reconcile import changed_filter, count_changed
+from connector.cli.base import Runtime, cli, echo_json, fail, json_option, pass_runtime
+from connector.errors import CRMError
+from connector.scheduler import process_inbox
+
+CONNECTED = click.Choice(["bitrix24"])
+
+
+def connector_for(runtime: Runtime, crm: str) -> Bitrix24Connector:
+    connector = runtime.services().bitrix24
+    if connector is None:
+        fail(f"{crm} is not enabled: set {crm}.enabled = true and its credentials "
+             "(see config.example.toml)")
+    return connector
+
+
+@cli.command()
+@click.argument("crm", type=CONNECTED)
+@pass_runtime
+def install(runtime: Runtime, crm: str) -> None:
+    """Create the CRM fields, event handlers, robots and triggers (safe to run again)."""
+    try:
+        report = connector_for(runtime, crm).installer.install()
+    except CRMError as exc:
+        fail(f"{crm}: {exc.detail}")
+    for line in report.lines():
+        click.echo(line)
+
+
+@cli.command()
+@click.argument("crm", type=CONNECTED)
+@click.option("--yes", is_flag=True, help="do not ask: the contact fields and their values go")
+@pass_runtime
+def uninstall(runtime: Runtime, crm: str, yes: bool) -> None:
+    """Remove what install made, including the contact fields and their values."""
+    if not yes:
+        click.confirm(f"remove the loyalty fields, handlers, robots and triggers from {crm}?",
+                      abort=True)
+    try:
+        report = connector_for(runtime, crm).installer.uninstall()
+    except CRMError as exc:
+        fail(f"{crm}: {exc.detail}")
+    for line in report.lines() or ["nothing to remove"]:
+        click.echo(line)
+
+
+@cli.command()
+@click.argument("crm", type=CONNECTED)
+@click.option("--full", is_flag=True, help="every deal, not only those changed since last sync")
+@json_option
+@pass_runtime
+def sync(runtime: Runtime, crm: str, full: bool, as_json: bool) -> None:
+    """Reconcile the ledger with the CRM's deals, then write back what changed."""
+    connector = connector_for(runtime, crm)
+    try:
+        total = count_changed(connector.client, changed_filter(runtime.services(), full=full))
+        with click.progressbar(length=total, label="deals", file=click.get_text_stream("stderr"),
+                               hidden=as_json) as bar:
+            report = connector.reconcile(full=full, progress=bar.update)
+        flushed = connector.flush()
+    except CRMError as exc:
+        fail(f"{crm}: {exc.detail}")
+    summary: dict[str, Any] = {"deals": report.deals, "changed": report.changed,
+                               "without_contact": report.without_contact,
+                               "api_calls": connector.client.calls, "cursor": report.cursor,
+                               **flushed}
+    if as_json:
+        echo_json(summary)
+    else:
+        click.echo(", ".join(f"{key.replace('_', ' ')}: {value}"
+                             for key, value in summary.items()))
+
+
+def _stop(_signum: int, _frame: object) -> NoReturn:
+    raise SystemExit(0)
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="drain what is due now and exit")
+@pass_runtime
+def worker(runtime: Runtime, once: bool) -> None:
+    """Process the inbox and write back to the CRMs (alone, for scale-out)."""
+    services = runtime.services()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stop)
+    while True:
+        counts = process_inbox(services)
+        if once:
+            click.echo(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "nothing due")
+            return
+        time.sleep(runtime.settings.inbox.poll_seconds)

@@ -1,0 +1,183 @@
+"""Reading and changing the ledger by hand, verifying it, and program analytics."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import click
+
+from connector.cli.base import (
+    ACTOR,
+    AMOUNT,
+    Runtime,
+    account_arguments,
+    cli,
+    echo_json,
+    json_option,
+    key_option,
+    ledger_key,
+    pass_runtime,
+)
+from connector.cli.output import local, report, show_account, signed
+from connector.config import Settings
+from connector.ledger.views import AccountRef
+from connector.stats import format_stats, program_stats
+
+
+# -- accounts ------------------------------------------------------------------------------
+@cli.group()
+def account() -> None:
+    """Read one customer's account."""
+
+
+@account.command("show")
+@account_arguments
+@json_option
+@pass_runtime
+def account_show(runtime: Runtime, ref: AccountRef, as_json: bool) -> None:
+    """Balance, tier, next tier and next expiry of one account."""
+    view = runtime.services().ledger.account(ref)
+    if as_json:
+        echo_json(view.as_json())
+    else:
+        show_account(view, runtime.settings)
+
+
+@account.command("history")
+@account_arguments
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@json_option
+@pass_runtime
+def account_history(runtime: Runtime, ref: AccountRef, limit: int, as_json: bool) -> None:
+    """The account's latest entries, newest first."""
+    entries = runtime.services().ledger.history(ref, limit=limit)
+    if as_json:
+        echo_json([entry.as_json() for entry in entries])
+        return
+    for e in entries:
+        click.echo(f"{e.id:>8}  {local(e.occurred_at, runtime.settings)}  {e.kind:<10} "
+                   f"{signed(e.points):>12}  {e.balance_after:>12}  {e.key}"
+                   + (f"  {e.comment}" if e.comment else ""))
+
+
+# -- changing balances ---------------------------------------------------------------------
+# Points may be negative (adjust): let "-50" through as an argument, not an unknown option.
+NUMBERS = {"ignore_unknown_options": True}
+
+
+@cli.command(context_settings=NUMBERS)
+@account_arguments
+@click.argument("amount", type=AMOUNT)
+@key_option
+@click.option("--category", help="deal category / pipeline, for campaigns")
+@click.option("--comment")
+@pass_runtime
+def accrue(runtime: Runtime, ref: AccountRef, amount: Decimal, key: str,
+           category: str | None, comment: str | None) -> None:
+    """Record a completed purchase of AMOUNT and earn points; `reverse` finds it as KEY."""
+    result = runtime.services().ledger.accrue(ref, amount, key=ledger_key(key), source=key,
+                                              category=category, comment=comment, actor=ACTOR)
+    report(result, ref)
+
+
+@cli.command(context_settings=NUMBERS)
+@account_arguments
+@click.argument("points", type=AMOUNT)
+@key_option
+@click.option("--purchase-amount", type=AMOUNT, help="caps POINTS at the program's share")
+@click.option("--partial", is_flag=True, help="redeem as much of POINTS as allowed")
+@pass_runtime
+def redeem(runtime: Runtime, ref: AccountRef, points: Decimal, key: str,
+           purchase_amount: Decimal | None, partial: bool) -> None:
+    """Pay with POINTS."""
+    result = runtime.services().ledger.redeem(ref, points, key=ledger_key(key), source=key,
+                                              purchase_amount=purchase_amount,
+                                              partial=partial, actor=ACTOR)
+    report(result, ref)
+
+
+@cli.command(context_settings=NUMBERS)
+@account_arguments
+@click.argument("points", type=AMOUNT)
+@click.option("--reason", required=True, help="why; kept with the entry")
+@key_option
+@pass_runtime
+def adjust(runtime: Runtime, ref: AccountRef, points: Decimal, reason: str, key: str) -> None:
+    """Correct the balance by POINTS, e.g. 100 or -50 (or `-- -50`)."""
+    result = runtime.services().ledger.adjust(ref, points, key=ledger_key(key), reason=reason,
+                                              actor=ACTOR)
+    report(result, ref)
+
+
+@cli.command()
+@account_arguments
+@click.argument("name")
+@key_option
+@click.option("--points", type=AMOUNT, help="any amount under NAME instead of the configured")
+@pass_runtime
+def bonus(runtime: Runtime, ref: AccountRef, name: str, key: str,
+          points: Decimal | None) -> None:
+    """Grant the bonus NAME (welcome, birthday, ... or one of [program.bonuses])."""
+    result = runtime.services().ledger.grant_bonus(ref, name, key=ledger_key(key),
+                                                   points=points, actor=ACTOR)
+    report(result, ref)
+
+
+@cli.command()
+@account_arguments
+@click.argument("source")
+@key_option
+@pass_runtime
+def reverse(runtime: Runtime, ref: AccountRef, source: str, key: str) -> None:
+    """Undo everything SOURCE (a deal, an order) earned or spent on the account."""
+    result = runtime.services().ledger.reverse(ref, source, key=ledger_key(key), actor=ACTOR)
+    report(result, ref)
+
+
+# -- the books -----------------------------------------------------------------------------
+@cli.command()
+@pass_runtime
+def verify(runtime: Runtime) -> None:
+    """Recompute every balance from entries and lots; exit 1 on any mismatch."""
+    checked, mismatches = runtime.services().ledger.verify()
+    click.echo(f"checked {checked} accounts, {len(mismatches)} mismatches")
+    for mismatch in mismatches:
+        click.echo(str(mismatch))
+    if mismatches:
+        click.get_current_context().exit(1)
+
+
+def _period(settings: Settings, days: int | None, since: datetime | None,
+            until: datetime | None) -> tuple[datetime, datetime]:
+    """--days back from now, or local midnights of --since and --until in UTC."""
+    if since is None and until is None:
+        end = datetime.now(UTC)
+        return end - timedelta(days=days or 30), end
+    if since is None or until is None or days is not None:
+        raise click.UsageError("give --days, or both --since and --until")
+    zone = settings.program.zone
+    return (since.replace(tzinfo=zone).astimezone(UTC),
+            until.replace(tzinfo=zone).astimezone(UTC))
+
+
+@cli.command()
+@click.option("--days", type=click.IntRange(min=1), help="the last N days (default 30)")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="first day, program time zone")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="first day not included")
+@json_option
+@pass_runtime
+def stats(runtime: Runtime, days: int | None, since: datetime | None, until: datetime | None,
+          as_json: bool) -> None:
+    """Program analytics for a period: points, purchases, customers, retention."""
+    start, end = _period(runtime.settings, days, since, until)
+    if end <= start:
+        raise click.UsageError("--until must be after --since")
+    services = runtime.services()
+    with services.db.transaction(write=False) as session:
+        figures = program_stats(session, services.program, since=start, until=end)
+    if as_json:
+        echo_json(figures.as_json())
+    else:
+        for line in format_stats(figures, runtime.settings.program.zone):
+            click.echo(line)
