@@ -78,8 +78,6 @@ class Bitrix24Installer:
                 if self._try("crm.automation.trigger.delete", {"CODE": code}):
                     report.done.append(f"removed trigger {code}")
             for event in EVENTS:
-                if event in ("ONAPPINSTALL", "ONAPPUNINSTALL"):
-                    continue
                 if self._try("event.unbind", {"event": event, "handler": self.events_url}):
                     report.done.append(f"unbound {event}")
         names = set(self.settings.fields.values())
