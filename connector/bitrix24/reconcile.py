@@ -65,10 +65,11 @@ def reconcile(services: Services, client: Bitrix24Client, *, full: bool = False,
             comment=f"deal {deal.get('ID')} (reconcile)")
         report.changed += bool(results)
         report.without_contact += state.contact_id is None
-        if results:
+        if results and not full:
+            # A full sync imports history: marketing is not told of every old purchase.
             record(db, from_results(results, deal_id=str(deal.get("ID"))))
-            if ref is not None and state.amount is not None:
-                mirror.remember_deal(db, results[-1].account_id, str(deal.get("ID")))
+        if results and ref is not None and state.amount is not None:
+            mirror.remember_deal(db, results[-1].account_id, str(deal.get("ID")))
         modified = b24.parse_datetime(deal.get("DATE_MODIFY"))
         if modified is not None and (newest is None or modified > newest):
             newest = modified

@@ -13,6 +13,7 @@ and HTTP 400 ("Not found").
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -116,6 +117,7 @@ class FakeBitrix24:
         self.access_tokens: dict[str, bool] = {}
         self.refresh_tokens: set[str] = set()
         self.refreshes = 0
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
         self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True)
         self.host = f"127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

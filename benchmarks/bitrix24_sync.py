@@ -1,0 +1,101 @@
+"""Reconcile 10,000 won deals over 5,000 contacts against the fake Bitrix24 portal.
+
+The portal enforces its leaky bucket (2 requests/s, burst 50 by default) on a virtual clock
+shared with the client's limiter, so the run is time-accelerated: "portal time" is what the
+sync would take against a real portal at that rate, "wall time" is what this machine spent.
+The bound is the issue's: entities / (50 x requests per second), entities = deals read +
+contacts written.
+
+    .venv/bin/python benchmarks/bitrix24_sync.py [--deals 10000 --contacts 5000]
+        [--rate 2 --burst 50] [--database-url URL] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from connector.bitrix24.connector import Bitrix24Connector  # noqa: E402
+from connector.config import load_settings  # noqa: E402
+from connector.crm.bitrix24 import Bitrix24Client  # noqa: E402
+from connector.crm.limiter import LeakyBucket  # noqa: E402
+from connector.services import Services  # noqa: E402
+from tests.portal.bitrix24 import FakeBitrix24, VirtualClock  # noqa: E402
+
+
+def run(deals: int, contacts: int, rate: float, burst: int, database_url: str) -> dict[str, Any]:
+    clock = VirtualClock()
+    with FakeBitrix24(clock=clock, rate=rate, burst=burst) as portal:
+        for contact in range(1, contacts + 1):
+            portal.put_contact(contact)
+        for deal in range(1, deals + 1):
+            portal.put_deal(deal, contact=(deal - 1) % contacts + 1,
+                            amount=f"{1000 + deal % 7 * 250}.00")
+        settings = load_settings(None, database={"url": database_url}, bitrix24={
+            "enabled": True, "webhook_url": portal.webhook_url, "portal": "bench.bitrix24.ru",
+            "application_token": "b" * 32, "requests_per_second": rate, "burst": burst})
+        services = Services.build(settings)
+        services.db.upgrade()
+        client = Bitrix24Client(
+            settings.bitrix24, limiter=LeakyBucket(rate, burst - 1, clock=clock.monotonic,
+                                                   sleep=clock.sleep), sleep=clock.sleep)
+        connector = Bitrix24Connector(services, client=client)
+        connector.installer.install()  # the contact fields
+        setup_calls, setup_time = portal.state.http_requests, clock.now
+
+        wall = time.perf_counter()
+        report = connector.reconcile(full=True)
+        read_calls, read_wall = portal.state.http_requests - setup_calls, time.perf_counter()
+        written = connector.writeback.flush(limit=contacts * 2)
+        wall_s = time.perf_counter() - wall
+        total_calls = portal.state.http_requests - setup_calls
+        portal_s = clock.now - setup_time
+        entities = report.deals + written.contacts_written
+        bound_s = entities / (50 * rate)
+        checked, mismatches = services.ledger.verify()
+        services.close()
+        return {
+            "deals_read": report.deals, "contacts_written": written.contacts_written,
+            "api_calls": total_calls, "read_calls": read_calls,
+            "write_calls": total_calls - read_calls,
+            "entities_per_call": round(entities / max(total_calls, 1), 1),
+            "limit_errors": portal.state.limit_errors,
+            "portal_time_s": round(portal_s, 1), "bound_s": round(bound_s, 1),
+            "ratio_to_bound": round(portal_s / bound_s, 3),
+            "wall_time_s": round(wall_s, 1), "wall_read_s": round(read_wall - wall, 1),
+            "accounts_verified": checked, "mismatches": len(mismatches),
+            "database": database_url.split("://")[0], "rate": rate, "burst": burst,
+            "python": platform.python_version(),
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--deals", type=int, default=10_000)
+    parser.add_argument("--contacts", type=int, default=5_000)
+    parser.add_argument("--rate", type=float, default=2.0)
+    parser.add_argument("--burst", type=int, default=50)
+    parser.add_argument("--database-url")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        url = args.database_url or f"sqlite:///{scratch}/bench.db"
+        result = run(args.deals, args.contacts, args.rate, args.burst, url)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    for key, value in result.items():
+        print(f"{key:<20} {value}")
+
+
+if __name__ == "__main__":
+    main()
