@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from typing import Any, NoReturn
 
@@ -65,7 +66,7 @@ def sync(runtime: Runtime, crm: str, full: bool, as_json: bool) -> None:
     connector = connector_for(runtime, crm)
     try:
         total = count_changed(connector.client, changed_filter(runtime.services(), full=full))
-        with click.progressbar(length=total, label="deals", file=click.get_text_stream("stderr"),
+        with click.progressbar(length=total, label="deals", file=sys.stderr,
                                hidden=as_json) as bar:
             report = connector.reconcile(full=full, progress=bar.update)
         flushed = connector.flush()

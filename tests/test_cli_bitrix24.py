@@ -1,0 +1,96 @@
+"""`install`, `sync`, `worker` and `uninstall` for Bitrix24, run in-process against the fake."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from connector.cli import cli
+from tests.portal.bitrix24 import FakeBitrix24, event_body
+
+Run = Callable[..., Result]
+TOKEN = "c" * 32
+
+
+@pytest.fixture
+def portal() -> Iterator[FakeBitrix24]:
+    with FakeBitrix24() as fake:
+        yield fake
+
+
+@pytest.fixture
+def run(tmp_path: Path, portal: FakeBitrix24) -> Run:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[database]\nurl = "sqlite:///{tmp_path}/cli.db"\n'
+        f'[bitrix24]\nenabled = true\nwebhook_url = "{portal.webhook_url}"\n'
+        f'portal = "acme.bitrix24.ru"\napplication_token = "{TOKEN}"\n', encoding="utf-8")
+
+    def invoke(*args: str) -> Result:
+        return CliRunner().invoke(cli, ["--config", str(config), *args])
+
+    assert invoke("db", "upgrade").exit_code == 0
+    return invoke
+
+
+def test_install_sync_worker_uninstall(run: Run, portal: FakeBitrix24, tmp_path: Path) -> None:
+    installed = run("install", "bitrix24")
+    assert installed.exit_code == 0, installed.output
+    assert "created contact field UF_CRM_LOYALTY_BALANCE (double)" in installed.stdout
+    assert "manual steps in Bitrix24:" in installed.stdout  # a webhook cannot bind events
+    assert "contact field UF_CRM_LOYALTY_BALANCE exists" in run("install", "bitrix24").stdout
+
+    portal.put_contact(7)
+    portal.put_deal(1, contact=7, amount="10000.00")
+    portal.put_deal(2, contact=None, amount="10.00")
+    synced = run("sync", "bitrix24", "--json")
+    assert synced.exit_code == 0, synced.output
+    summary = json.loads(synced.stdout)
+    assert (summary["deals"], summary["changed"], summary["without_contact"]) == (2, 1, 1)
+    assert summary["contacts_written"] == 1
+    assert portal.state.contacts[7]["UF_CRM_LOYALTY_BALANCE"] == "300"
+
+    from connector.config import load_settings
+    from connector.services import Services
+
+    services = Services.build(load_settings(tmp_path / "config.toml"))
+    services.inbox.put(source="bitrix24", kind="ONCRMDEALUPDATE", dedup_key="e1",
+                       body=event_body("ONCRMDEALUPDATE", 1, application_token=TOKEN))
+    services.close()
+    portal.put_deal(1, contact=7, amount="20000.00")
+    worked = run("worker", "--once")
+    assert worked.exit_code == 0 and "done: 1" in worked.stdout
+    assert portal.state.contacts[7]["UF_CRM_LOYALTY_BALANCE"] == "600"
+
+    kept = run("uninstall", "bitrix24")  # asks first; no answer: nothing removed
+    assert kept.exit_code == 1 and len(portal.state.userfields) == 7
+    removed = run("uninstall", "bitrix24", "--yes")
+    assert removed.exit_code == 0 and portal.state.userfields == []
+
+
+def test_disabled_crm_is_one_clear_line(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/x.db"\n', encoding="utf-8")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--config", str(config), "db", "upgrade"]).exit_code == 0
+    result = runner.invoke(cli, ["--config", str(config), "sync", "bitrix24"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == ("error: bitrix24 is not enabled: set bitrix24.enabled = "
+                                     "true and its credentials (see config.example.toml)")
+
+
+def test_unreachable_portal_is_one_clear_line(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/x.db"\n[bitrix24]\n'
+                      'enabled = true\nmax_retries = 0\n'
+                      'webhook_url = "http://127.0.0.1:9/rest/1/secretvalue/"\n',
+                      encoding="utf-8")
+    runner = CliRunner()
+    runner.invoke(cli, ["--config", str(config), "db", "upgrade"])
+    result = runner.invoke(cli, ["--config", str(config), "sync", "bitrix24"])
+    assert result.exit_code == 1 and result.stderr.startswith("error: bitrix24: crm.deal.list")
+    assert "secretvalue" not in result.stderr
