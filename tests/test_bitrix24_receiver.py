@@ -75,12 +75,16 @@ def test_repeated_deliveries_are_all_kept(client: FlaskClient, app: Flask) -> No
     ("event=%FF%FE", 400, "malformed_body"),
 ], ids=["forged-token", "other-portal", "no-token", "bad-id", "deep-nesting",
         "mixed-keys", "invalid-utf8", "invalid-utf8-escaped"])
-def test_bad_requests_are_refused_and_stored_nowhere(client: FlaskClient, app: Flask,
-                                                     body: Any, status: int, code: str) -> None:
+def test_bad_requests_are_refused_logged_and_stored_nowhere(
+        client: FlaskClient, app: Flask, body: Any, status: int, code: str,
+        caplog: pytest.LogCaptureFixture) -> None:
     response = client.post("/bitrix24/events", data=body, content_type=FORM)
     assert (response.status_code, response.json["error"]) == (status, code)
     assert TOKEN not in response.get_data(as_text=True)
     assert inbox(app) == []
+    [logged] = [r for r in caplog.records if r.name == "webhooks.bitrix24"]
+    assert f"refused: {status} {code}" in logged.getMessage()
+    assert TOKEN not in logged.getMessage()
 
 
 def test_json_is_not_what_bitrix24_sends(client: FlaskClient, app: Flask) -> None:
