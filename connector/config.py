@@ -144,6 +144,63 @@ class Bitrix24Settings(_Section):
         return ""
 
 
+def _default_amocrm_fields() -> dict[str, str]:
+    return {
+        "balance": "LOYALTY_BALANCE",
+        "tier": "LOYALTY_TIER",
+        "discount": "LOYALTY_DISCOUNT",
+        "expiring_points": "LOYALTY_EXPIRING",
+        "expiring_date": "LOYALTY_EXPIRING_DATE",
+        "segment": "LOYALTY_SEGMENT",
+        "card": "LOYALTY_CARD",
+    }
+
+
+class AmoCRMSettings(_Section):
+    enabled: bool = False
+    base_url: str | None = Field(None, description="https://SUBDOMAIN.amocrm.ru")
+    long_lived_token: SecretStr | None = Field(None, description="private integration token")
+    client_id: str | None = Field(None, description="OAuth integration id")
+    client_secret: SecretStr | None = None
+    redirect_uri: str | None = None
+    webhook_secret: SecretStr | None = Field(
+        None, description="secret path segment of /amocrm/webhooks/<secret> (>= 16 chars)")
+    requests_per_second: float = Field(7.0, gt=0, le=50)
+    burst: int = Field(7, ge=1, le=250)
+    timeout_seconds: float = Field(30.0, gt=0)
+    max_retries: int = Field(6, ge=0, le=20)
+    write_batch: int = Field(50, ge=1, le=250, description="contacts per PATCH (max 250)")
+    pipelines: list[int] = Field(default_factory=list, description="pipelines; empty: all")
+    sync_interval_minutes: int = Field(15, ge=1)
+    fields: dict[str, str] = Field(default_factory=_default_amocrm_fields)
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and (len(value.get_secret_value()) < 16
+                                  or not value.get_secret_value().isalnum()):
+            raise ValueError("use at least 16 letters and digits")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> AmoCRMSettings:
+        if not self.enabled:
+            return self
+        if not self.base_url or "://" not in self.base_url:
+            raise ValueError("base_url is required, e.g. https://example.amocrm.ru")
+        if self.long_lived_token is None and not (self.client_id and self.client_secret
+                                                  and self.redirect_uri):
+            raise ValueError("set long_lived_token, or client_id, client_secret and "
+                             "redirect_uri")
+        if self.webhook_secret is None:
+            raise ValueError("webhook_secret is required to receive webhooks")
+        return self
+
+    @property
+    def portal_key(self) -> str:
+        return urlsplit(self.base_url).hostname or "" if self.base_url else ""
+
+
 class Tier(_Section):
     name: str = Field(min_length=1)
     min_spend: Money = Decimal(0)
@@ -257,6 +314,7 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = SchedulerSettings()
     program: ProgramSettings = ProgramSettings()
     bitrix24: Bitrix24Settings = Bitrix24Settings()
+    amocrm: AmoCRMSettings = AmoCRMSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from mappings.domain import PurchaseState
 
 DEAL_EVENTS = ("ONCRMDEALADD", "ONCRMDEALUPDATE", "ONCRMDEALDELETE")
 CONTACT_EVENTS = ("ONCRMCONTACTADD", "ONCRMCONTACTUPDATE", "ONCRMCONTACTDELETE")
@@ -63,20 +65,6 @@ class RobotCall:
     def deal_id(self) -> str | None:
         kind, _, number = self.document.partition("_")
         return number if kind == "DEAL" and number.isdigit() else None
-
-
-@dataclass(frozen=True)
-class PurchaseState:
-    """What the ledger should hold for a deal: a purchase of `amount` by `contact_id`, or
-    nothing (`amount` None) with the reason."""
-
-    source: str
-    contact_id: str | None
-    amount: Decimal | None
-    category: str | None = None
-    occurred_at: datetime | None = None
-    reason: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict)
 
 
 def _text(data: Mapping[str, Any], key: str, *, required: bool = True) -> str | None:

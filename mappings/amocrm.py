@@ -1,0 +1,174 @@
+"""amoCRM payloads <-> the connector's domain, as pure functions (no I/O).
+
+Account webhooks are form-encoded with API v2 keys (`leads[status][0][id]`,
+`contacts[update][0][custom_fields][0][values][0][value]`, `account[subdomain]`), decoded by
+`mappings.phpquery.decode` first. Leads are re-read through API v4, which is the truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from mappings.domain import PurchaseState
+
+WON = 142  # "Успешно реализовано": the same id in every pipeline
+LEAD_ACTIONS = ("add", "update", "status", "restore", "responsible")
+CONTACT_ACTIONS = ("add", "update", "restore", "responsible")
+
+
+class PayloadError(ValueError):
+    """Not an amoCRM webhook we can use; says which key is wrong."""
+
+
+@dataclass(frozen=True)
+class Webhook:
+    subdomain: str | None
+    leads_changed: list[str] = field(default_factory=list)
+    leads_deleted: list[str] = field(default_factory=list)
+    contacts_added: list[dict[str, Any]] = field(default_factory=list)
+    contacts_updated: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.leads_changed or self.leads_deleted or self.contacts_added
+                    or self.contacts_updated)
+
+
+def _items(block: Any) -> list[Any]:
+    if isinstance(block, list):
+        return block
+    if isinstance(block, Mapping):
+        return list(block.values())
+    return [block] if block not in (None, "") else []
+
+
+def _id(item: Any) -> str | None:
+    value = item.get("id") if isinstance(item, Mapping) else item
+    text = str(value or "").strip()
+    return text if text.isdigit() else None
+
+
+def parse_webhook(form: Mapping[str, Any]) -> Webhook:
+    leads = form.get("leads") or {}
+    contacts = form.get("contacts") or {}
+    if not isinstance(leads, Mapping) or not isinstance(contacts, Mapping):
+        raise PayloadError("leads/contacts: expected leads[action][n][...] keys")
+    changed = [lead_id for action in LEAD_ACTIONS for item in _items(leads.get(action))
+               if (lead_id := _id(item))]
+    deleted = [lead_id for item in _items(leads.get("delete")) if (lead_id := _id(item))]
+    added, updated = [], []
+    for action, target in (("add", added), ("update", updated), ("restore", updated),
+                           ("responsible", updated)):
+        for item in _items(contacts.get(action)):
+            # Companies arrive under contacts[...] too, told apart by type.
+            if isinstance(item, Mapping) and _id(item) and item.get("type", "contact") == \
+                    "contact":
+                target.append(dict(item))
+    account = form.get("account") if isinstance(form.get("account"), Mapping) else {}
+    hook = Webhook(account.get("subdomain"), list(dict.fromkeys(changed)),
+                   list(dict.fromkeys(deleted)), added, updated)
+    if hook.empty and not form.get("account"):
+        raise PayloadError("no leads[...] or contacts[...] in the body")
+    return hook
+
+
+def lead_source(portal: str, lead_id: str | int) -> str:
+    return f"amocrm:{portal}:lead:{lead_id}"
+
+
+def main_contact(lead: Mapping[str, Any]) -> str | None:
+    contacts = ((lead.get("_embedded") or {}).get("contacts")) or []
+    chosen = next((c for c in contacts if c.get("is_main")), contacts[0] if contacts else None)
+    return str(chosen["id"]) if chosen and chosen.get("id") else None
+
+
+def purchase_state(lead: Mapping[str, Any], *, portal: str,
+                   pipelines: list[int]) -> PurchaseState:
+    """A lead in status 142 of an included pipeline is a purchase of its price by its main
+    contact; anything else holds no purchase."""
+    lead_id = str(lead.get("id", ""))
+    source = lead_source(portal, lead_id)
+    contact_id = main_contact(lead)
+    pipeline = lead.get("pipeline_id")
+    category = str(pipeline) if pipeline is not None else None
+    closed = lead.get("closed_at") or lead.get("updated_at")
+    occurred = datetime.fromtimestamp(int(closed), UTC) if closed else None
+    raw = {key: lead.get(key) for key in ("id", "status_id", "pipeline_id", "price",
+                                          "closed_at", "updated_at")}
+    raw["contact_id"] = contact_id
+    try:
+        amount = Decimal(str(lead.get("price") or 0)).quantize(Decimal("0.01"))
+    except InvalidOperation:
+        amount = Decimal(0)
+
+    def nothing(reason: str) -> PurchaseState:
+        return PurchaseState(source, contact_id, None, category, occurred, reason, raw)
+
+    if lead.get("is_deleted"):
+        return nothing("lead is deleted")
+    if int(lead.get("status_id") or 0) != WON:
+        return nothing("lead is not won (status 142)")
+    if pipelines and int(pipeline or 0) not in pipelines:
+        return nothing(f"pipeline {pipeline} is not in amocrm.pipelines")
+    if contact_id is None:
+        return nothing("lead has no contact")
+    if amount <= 0:
+        return nothing("lead price is zero")
+    return PurchaseState(source, contact_id, amount, category, occurred, None, raw)
+
+
+def contact_values(fields: Mapping[str, str], *, balance: Decimal, tier: str,
+                   discount: Decimal, expiring_points: Decimal, expiring_date: date | None,
+                   segment: str | None, card: str | None, zone: ZoneInfo) -> dict[str, str]:
+    """Field code -> the value as amoCRM shows it (dates: a Unix timestamp of local midnight)."""
+    stamp = ""
+    if expiring_date is not None:
+        stamp = str(int(datetime.combine(expiring_date, time(), zone).timestamp()))
+    values = {"balance": _number(balance), "tier": tier, "discount": _number(discount),
+              "expiring_points": _number(expiring_points), "expiring_date": stamp,
+              "segment": segment or "", "card": card or ""}
+    return {fields[name]: value for name, value in values.items() if name in fields}
+
+
+def custom_fields_values(values: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The PATCH form: an empty value clears the field (`values: null`)."""
+    return [{"field_code": code, "values": [{"value": value}] if value != "" else None}
+            for code, value in values.items()]
+
+
+def webhook_field_values(contact: Mapping[str, Any], ids: Mapping[str, str]) -> dict[str, str]:
+    """Our fields' values in a v2 contact webhook, by code; `ids` maps field id -> code."""
+    found: dict[str, str] = {}
+    for item in _items(contact.get("custom_fields")):
+        if not isinstance(item, Mapping):
+            continue
+        code = item.get("code") or ids.get(str(item.get("id")))
+        if not code:
+            continue
+        values = _items(item.get("values"))
+        first = values[0] if values else ""
+        found[str(code)] = str(first.get("value", "") if isinstance(first, Mapping) else first)
+    return found
+
+
+def changed_values(wanted: Mapping[str, str], known: Mapping[str, Any]) -> dict[str, str]:
+    return {code: value for code, value in wanted.items()
+            if _normal(known.get(code)) != _normal(value)}
+
+
+def _number(value: Decimal) -> str:
+    text = format(value.normalize(), "f")
+    return text if text != "-0" else "0"
+
+
+def _normal(value: Any) -> str:
+    text = "" if value is None else str(value).strip()
+    try:
+        return _number(Decimal(text)) if text else ""
+    except InvalidOperation:
+        return text
