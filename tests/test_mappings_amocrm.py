@@ -90,7 +90,8 @@ def test_contact_values_for_patch() -> None:
     values = amo.contact_values(fields, balance=D("150.00"), tier="Gold", discount=D(0),
                                 expiring_points=D(0), expiring_date=date(2026, 12, 1),
                                 segment=None, card=None, zone=ZoneInfo("Europe/Moscow"))
-    assert values == {"LOYALTY_BALANCE": "150", "LOYALTY_EXPIRING_DATE": "1796072400"}  # 2026-11-30T21:00Z
+    # midnight in Moscow: 2026-11-30T21:00Z
+    assert values == {"LOYALTY_BALANCE": "150", "LOYALTY_EXPIRING_DATE": "1796072400"}
     assert amo.custom_fields_values({"A": "1", "B": ""}) == [
         {"field_code": "A", "values": [{"value": "1"}]}, {"field_code": "B", "values": None}]
     assert amo.changed_values({"A": "150", "B": "x"}, {"A": "150.00", "B": "y"}) == {"B": "x"}
