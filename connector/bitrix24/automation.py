@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from connector.bitrix24 import mirror
+from connector import mirror
 from connector.crm.bitrix24 import BATCH_LIMIT, Bitrix24Client
 from connector.crm.models import TriggerEvent
 from connector.errors import FatalCRMError

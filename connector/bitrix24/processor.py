@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from connector.bitrix24 import mirror
+from connector import mirror
 from connector.bitrix24.fetch import Fetched, fetch
 from connector.bitrix24.robots import RobotRunner
 from connector.crm.bitrix24 import Bitrix24Client, tokens_from
@@ -133,7 +133,7 @@ class Bitrix24Processor:
             return Outcome.skipped(f"contact {contact_id} has no loyalty account yet")
         self.ledger.open_account(ref, birthday=birthday)
         mirror.note_crm_values(self.services.db, account_id, contact,
-                               list(self.settings.fields.values()))
+                               list(self.settings.fields.values()), b24.changed_values)
         return Outcome.done()
 
     def app_event(self, event: b24.Event) -> Outcome:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from connector.bitrix24 import mirror
+from connector import mirror
 from connector.crm import cursors
 from connector.crm.bitrix24 import Bitrix24Client
 from connector.ledger.views import AccountRef

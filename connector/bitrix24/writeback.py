@@ -6,27 +6,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import func, select
-
+from connector import mirror
 from connector.bitrix24.fetch import is_not_found
 from connector.crm.bitrix24 import BATCH_LIMIT, Bitrix24Client
-from connector.crm.models import ContactMirror
-from connector.ledger import queries
-from connector.ledger.models import Account
+from connector.mirror import Dirty
 from connector.services import Services
 from mappings import bitrix24 as b24
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Dirty:
-    account_id: int
-    contact_id: str
-    version: int
-    written: dict[str, Any]
 
 
 @dataclass
@@ -45,35 +33,23 @@ class Bitrix24Writeback:
         self.settings = services.settings.bitrix24
         self.portal = self.settings.portal_key
 
-    def dirty(self, limit: int) -> list[Dirty]:
-        """Accounts changed since they were last written."""
-        with self.services.db.transaction(write=False) as session:
-            rows = session.execute(
-                select(Account.id, Account.contact_id, Account.version, ContactMirror.values)
-                .outerjoin(ContactMirror, ContactMirror.account_id == Account.id)
-                .where(Account.crm == "bitrix24", Account.portal == self.portal,
-                       Account.version > func.coalesce(ContactMirror.written_version, 0))
-                .order_by(Account.id).limit(limit))
-            return [Dirty(a, c, v, dict(w or {})) for a, c, v, w in rows]
-
     def wanted(self, account_ids: list[int], now: datetime) -> dict[int, dict[str, str]]:
         program = self.services.program
         values = {}
-        with self.services.db.transaction(write=False) as session:
-            for account in session.scalars(select(Account).where(Account.id.in_(account_ids))):
-                view = queries.account_view(session, program, account, now)
-                expiring = view.next_expiry_at.astimezone(program.zone).date() \
-                    if view.next_expiry_at else None
-                values[account.id] = b24.contact_values(
-                    self.settings.fields, balance=view.balance, tier=view.tier,
-                    discount=view.discount_percent, expiring_points=view.next_expiry_points,
-                    expiring_date=expiring, segment=None, card=view.card_number)
+        for account_id, view in mirror.views(self.services.db, program, account_ids,
+                                             now).items():
+            expiring = view.next_expiry_at.astimezone(program.zone).date() \
+                if view.next_expiry_at else None
+            values[account_id] = b24.contact_values(
+                self.settings.fields, balance=view.balance, tier=view.tier,
+                discount=view.discount_percent, expiring_points=view.next_expiry_points,
+                expiring_date=expiring, segment=None, card=view.card_number)
         return values
 
     def flush(self, *, limit: int = 5000) -> WritebackReport:
         report = WritebackReport()
         calls_before = self.client.calls
-        dirty = self.dirty(limit)
+        dirty = mirror.dirty(self.services.db, "bitrix24", self.portal, limit)
         report.accounts = len(dirty)
         wanted = self.wanted([d.account_id for d in dirty], self.services.ledger.clock())
         to_send: list[tuple[Dirty, dict[str, str]]] = []
@@ -106,11 +82,4 @@ class Bitrix24Writeback:
         return report
 
     def _written(self, item: Dirty, changes: dict[str, str]) -> None:
-        with self.services.db.transaction() as session:
-            row = session.get(ContactMirror, item.account_id, with_for_update=True)
-            if row is None:
-                row = ContactMirror(account_id=item.account_id, written_version=0, values={})
-                session.add(row)
-            row.values = {**(row.values or {}), **changes}
-            row.written_version = max(row.written_version or 0, item.version)
-            row.written_at = self.services.ledger.clock()
+        mirror.mark_written(self.services.db, item, changes, self.services.ledger.clock())

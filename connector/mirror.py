@@ -1,0 +1,101 @@
+"""What the connector last wrote to each CRM contact, so it writes only changes (coalesced
+per contact) and recognises the contact-update events its own writes cause.
+
+Shared by every CRM: which accounts are dirty, what they should show, marking them written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from connector.crm.models import ContactMirror
+from connector.db import Database
+from connector.ledger import queries
+from connector.ledger.models import Account
+from connector.ledger.views import AccountView
+from connector.program import Program
+
+Compare = Callable[[Mapping[str, str], Mapping[str, Any]], dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Dirty:
+    """An account changed since it was last written: its contact and what was written."""
+
+    account_id: int
+    contact_id: str
+    version: int
+    written: dict[str, Any]
+
+
+def _row(session: Session, account_id: int) -> ContactMirror:
+    row = session.get(ContactMirror, account_id, with_for_update=True)
+    if row is None:
+        row = ContactMirror(account_id=account_id, written_version=0, values={})
+        session.add(row)
+    return row
+
+
+def dirty(db: Database, crm: str, portal: str, limit: int) -> list[Dirty]:
+    with db.transaction(write=False) as session:
+        rows = session.execute(
+            select(Account.id, Account.contact_id, Account.version, ContactMirror.values)
+            .outerjoin(ContactMirror, ContactMirror.account_id == Account.id)
+            .where(Account.crm == crm, Account.portal == portal,
+                   Account.version > func.coalesce(ContactMirror.written_version, 0))
+            .order_by(Account.id).limit(limit))
+        return [Dirty(a, c, v, dict(w or {})) for a, c, v, w in rows]
+
+
+def views(db: Database, program: Program, account_ids: list[int],
+          now: datetime) -> dict[int, AccountView]:
+    with db.transaction(write=False) as session:
+        return {account.id: queries.account_view(session, program, account, now)
+                for account in session.scalars(select(Account)
+                                               .where(Account.id.in_(account_ids)))}
+
+
+def mark_written(db: Database, item: Dirty, changes: Mapping[str, str], now: datetime) -> None:
+    """The CRM now shows `changes` (on top of what it showed) for this account version."""
+    with db.transaction() as session:
+        row = _row(session, item.account_id)
+        row.values = {**(row.values or {}), **changes}
+        row.written_version = max(row.written_version or 0, item.version)
+        row.written_at = now
+
+
+def remember_deal(db: Database, account_id: int, deal_id: str) -> None:
+    """Keep the contact's most recent deal or lead: automation runs on deals."""
+    with db.transaction() as session:
+        row = _row(session, account_id)
+        current = row.latest_deal_id
+        if current is None or int(deal_id) > int(current):
+            row.latest_deal_id = deal_id
+
+
+def latest_deals(db: Database, account_ids: list[int]) -> dict[int, str]:
+    with db.transaction(write=False) as session:
+        rows = session.execute(select(ContactMirror.account_id, ContactMirror.latest_deal_id)
+                               .where(ContactMirror.account_id.in_(account_ids)))
+        return {account_id: deal for account_id, deal in rows if deal}
+
+
+def note_crm_values(db: Database, account_id: int, in_crm: Mapping[str, Any],
+                    field_names: list[str], changed: Compare) -> bool:
+    """A contact changed in the CRM. If our fields there differ from what we last wrote
+    (someone edited them), remember the CRM's values and ask write-back to correct them.
+    Our own writes echo back unchanged, so they cause nothing: no loop."""
+    shown = {name: in_crm.get(name) for name in field_names}
+    with db.transaction() as session:
+        row = _row(session, account_id)
+        if not changed({k: str(v or "") for k, v in (row.values or {}).items()}, shown):
+            return False
+        row.values = {name: "" if value is None else str(value) for name, value in shown.items()}
+        row.written_version = 0
+        return True
