@@ -16,6 +16,7 @@ from connector.ledger.engine import Ledger
 from connector.program import Program
 
 if TYPE_CHECKING:
+    from connector.amocrm.connector import AmoCRMConnector
     from connector.bitrix24.connector import Bitrix24Connector
     from connector.worker import Processor
 
@@ -28,6 +29,7 @@ class Services:
     ledger: Ledger
     inbox: Inbox
     bitrix24_credentials: CredentialStore
+    amocrm_credentials: CredentialStore
 
     @classmethod
     def build(cls, settings: Settings,
@@ -38,7 +40,9 @@ class Services:
                    ledger=Ledger(db, program, clock=clock),
                    inbox=Inbox(db, settings.inbox, clock=clock),
                    bitrix24_credentials=CredentialStore(
-                       db, "bitrix24", settings.bitrix24.portal_key, clock=clock))
+                       db, "bitrix24", settings.bitrix24.portal_key, clock=clock),
+                   amocrm_credentials=CredentialStore(
+                       db, "amocrm", settings.amocrm.portal_key, clock=clock))
 
     @cached_property
     def bitrix24(self) -> Bitrix24Connector | None:
@@ -49,13 +53,31 @@ class Services:
 
         return Bitrix24Connector(self)
 
+    @cached_property
+    def amocrm(self) -> AmoCRMConnector | None:
+        """The amoCRM connection when enabled: one client (and rate limiter) per process."""
+        if not self.settings.amocrm.enabled:
+            return None
+        from connector.amocrm.connector import AmoCRMConnector
+
+        return AmoCRMConnector(self)
+
     def processors(self) -> dict[str, Processor]:
         """Inbox processors by source, for the CRMs that are enabled."""
-        return {"bitrix24": self.bitrix24.processor} if self.bitrix24 else {}
+        found: dict[str, Processor] = {}
+        if self.bitrix24:
+            found["bitrix24"] = self.bitrix24.processor
+        if self.amocrm:
+            found["amocrm"] = self.amocrm.processor
+        return found
 
     def flush_crms(self) -> dict[str, int]:
         """Write-back and automation triggers of every enabled CRM."""
-        return self.bitrix24.flush() if self.bitrix24 else {}
+        counts: dict[str, int] = {}
+        for connector in (self.bitrix24, self.amocrm):
+            if connector is not None:
+                counts.update(connector.flush())
+        return counts
 
     def close(self) -> None:
         self.db.dispose()

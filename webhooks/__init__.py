@@ -14,7 +14,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
     app.extensions["loyalty"] = services or Services.build(settings)
 
-    from webhooks import api, bitrix24, errors, health
+    from webhooks import amocrm, api, bitrix24, errors, health
     from webhooks.validation import JSONProvider
 
     app.json = JSONProvider(app)
@@ -22,4 +22,5 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(bitrix24.bp)
+    app.register_blueprint(amocrm.bp)
     return app

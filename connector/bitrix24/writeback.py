@@ -4,26 +4,16 @@ contact (a thousand accruals are one write), 50 `crm.contact.update` per `batch`
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 
 from connector import mirror
 from connector.bitrix24.fetch import is_not_found
 from connector.crm.bitrix24 import BATCH_LIMIT, Bitrix24Client
-from connector.mirror import Dirty
+from connector.mirror import Dirty, WritebackReport
 from connector.services import Services
 from mappings import bitrix24 as b24
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class WritebackReport:
-    accounts: int = 0
-    contacts_written: int = 0
-    unchanged: int = 0
-    failed: int = 0
-    calls: int = 0
 
 
 class Bitrix24Writeback:

@@ -1,0 +1,29 @@
+"""One amoCRM connection per process: the client (and its limiter) and the flows on it."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from connector.amocrm.processor import AmoCRMProcessor
+from connector.amocrm.writeback import AmoCRMWriteback
+from connector.crm.amocrm import AmoCRMClient
+from connector.services import Services
+
+
+class AmoCRMConnector:
+    def __init__(self, services: Services, client: AmoCRMClient | None = None) -> None:
+        self.services = services
+        self.client = client or AmoCRMClient(services.settings.amocrm,
+                                             credentials=services.amocrm_credentials)
+
+    @cached_property
+    def processor(self) -> AmoCRMProcessor:
+        return AmoCRMProcessor(self.services, self.client)
+
+    @cached_property
+    def writeback(self) -> AmoCRMWriteback:
+        return AmoCRMWriteback(self.services, self.client)
+
+    def flush(self) -> dict[str, int]:
+        written = self.writeback.flush()
+        return {"amocrm_contacts_written": written.contacts_written}

@@ -1,0 +1,164 @@
+"""Turns stored amoCRM webhooks and digital-pipeline actions into ledger operations.
+
+Webhook bodies are v2-style and may be stale; every lead they name is re-read through API v4
+(`with=contacts`, 250 per call) and the ledger is brought to its current state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+from connector import mirror
+from connector.crm.amocrm import PAGE_LIMIT, AmoCRMClient
+from connector.errors import CRMAuthError, CRMError, LedgerError
+from connector.inbox import InboxItem
+from connector.ledger.views import AccountRef
+from connector.services import Services
+from connector.triggers import from_results, record
+from connector.worker import Outcome
+from mappings import amocrm as amo
+from mappings.phpquery import QueryError, decode
+
+log = logging.getLogger(__name__)
+ACTOR = "amocrm"
+
+
+class AmoCRMProcessor:
+    def __init__(self, services: Services, client: AmoCRMClient) -> None:
+        self.services = services
+        self.client = client
+        self.settings = services.settings.amocrm
+        self.portal = self.settings.portal_key
+        self.ledger = services.ledger
+
+    def ref(self, contact_id: str) -> AccountRef:
+        return AccountRef("amocrm", self.portal, contact_id)
+
+    def process(self, items: list[InboxItem]) -> dict[int, Outcome]:
+        outcomes: dict[int, Outcome] = {}
+        hooks: list[tuple[InboxItem, amo.Webhook]] = []
+        for item in items:
+            try:
+                hooks.append((item, amo.parse_webhook(decode(item.body))))
+            except (QueryError, amo.PayloadError) as exc:
+                outcomes[item.id] = Outcome.skipped(f"unreadable: {exc}")
+        try:
+            leads = self.fetch_leads(lead_id for _, hook in hooks for lead_id in hook.leads_changed)
+            for item, hook in hooks:
+                outcomes[item.id] = self.apply(item, hook, leads)
+        except CRMAuthError as exc:
+            for item, _ in hooks:
+                outcomes.setdefault(item.id, Outcome("defer", exc.detail))
+        except CRMError as exc:
+            for item, _ in hooks:
+                outcomes.setdefault(item.id, Outcome.retry(exc.detail))
+        return outcomes
+
+    def fetch_leads(self, wanted: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        """Leads by id (None: gone). One filtered call per 250; any lead the filter did not
+        return (the filter is a paid add-on on some accounts) is read on its own."""
+        ids = list(dict.fromkeys(wanted))
+        found: dict[str, dict[str, Any] | None] = {}
+        for start in range(0, len(ids), PAGE_LIMIT):
+            chunk = ids[start:start + PAGE_LIMIT]
+            body = self.client.request("GET", "/api/v4/leads", params={
+                "filter[id][]": chunk, "with": "contacts", "limit": PAGE_LIMIT})
+            for lead in ((body or {}).get("_embedded") or {}).get("leads") or []:
+                if str(lead.get("id")) in chunk:
+                    found[str(lead["id"])] = lead
+        for lead_id in (i for i in ids if i not in found):
+            found[lead_id] = self.client.request("GET", f"/api/v4/leads/{lead_id}",
+                                                 params={"with": "contacts"})
+        return found
+
+    def apply(self, item: InboxItem, hook: amo.Webhook,
+              leads: dict[str, dict[str, Any] | None]) -> Outcome:
+        skipped = []
+        for lead_id in hook.leads_deleted:
+            self.ledger.settle_purchase(None, amo.lead_source(self.portal, lead_id), None,
+                                        actor=ACTOR, comment="lead deleted")
+        for lead_id in hook.leads_changed:
+            reason = self.settle(lead_id, leads.get(lead_id))
+            if reason:
+                skipped.append(reason)
+        for contact in hook.contacts_added:
+            self.welcome(str(contact["id"]))
+        for contact in hook.contacts_updated:
+            self.contact_changed(contact)
+        if item.kind.startswith("action:"):
+            return self.action(item, hook, leads)
+        if skipped and not hook.contacts_added and not hook.contacts_updated and \
+                len(skipped) == len(hook.leads_changed):
+            return Outcome.skipped("; ".join(skipped))
+        return Outcome.done()
+
+    def settle(self, lead_id: str, lead: dict[str, Any] | None) -> str | None:
+        source = amo.lead_source(self.portal, lead_id)
+        if lead is None:
+            self.ledger.settle_purchase(None, source, None, actor=ACTOR, comment="lead gone")
+            return None
+        state = amo.purchase_state(lead, portal=self.portal, pipelines=self.settings.pipelines)
+        ref = self.ref(state.contact_id) if state.contact_id else None
+        results = self.ledger.settle_purchase(
+            ref, source, state.amount, category=state.category, occurred_at=state.occurred_at,
+            source_data=state.raw, actor=ACTOR, comment=f"lead {lead_id}")
+        record(self.services.db, from_results(results, deal_id=lead_id))
+        if ref is not None and (account_id := self.ledger.account_id(ref)) is not None:
+            mirror.remember_deal(self.services.db, account_id, lead_id)
+        if state.contact_id is None:
+            return f"lead {lead_id}: {state.reason}"
+        return None
+
+    def welcome(self, contact_id: str) -> None:
+        ref = self.ref(contact_id)
+        self.ledger.open_account(ref)
+        result = self.ledger.grant_bonus(
+            ref, "welcome", key=f"amocrm:{self.portal}:welcome:{contact_id}", actor=ACTOR)
+        record(self.services.db, from_results([result]))
+
+    def contact_changed(self, contact: dict[str, Any]) -> None:
+        account_id = self.ledger.account_id(self.ref(str(contact["id"])))
+        if account_id is None:
+            return
+        codes = list(self.settings.fields.values())
+        shown = amo.webhook_field_values(contact, {})
+        mirror.note_crm_values(self.services.db, account_id, shown, codes, amo.changed_values)
+
+    def action(self, item: InboxItem, hook: amo.Webhook,
+               leads: dict[str, dict[str, Any] | None]) -> Outcome:
+        """A digital-pipeline stage action: /amocrm/actions/<secret>/bonus/<name> or
+        /redeem/<points|max>. It waits for no answer, so the outcome goes into a lead note."""
+        _, verb, argument = item.kind.split(":", 2)
+        notes = []
+        for lead_id in hook.leads_changed:
+            lead = leads.get(lead_id)
+            contact = amo.main_contact(lead) if lead else None
+            if contact is None:
+                notes.append((lead_id, "loyalty: the lead has no contact"))
+                continue
+            key = f"amocrm:{self.portal}:action:{item.id}:{lead_id}"
+            try:
+                if verb == "bonus":
+                    result = self.ledger.grant_bonus(self.ref(contact), argument, key=key,
+                                                     actor="amocrm-pipeline")
+                    record(self.services.db, from_results([result], deal_id=lead_id))
+                    text = f"loyalty: bonus {argument} +{result.points}, balance {result.balance}"
+                else:
+                    price = Decimal(str((lead or {}).get("price") or 0))
+                    wanted = Decimal("1e12") if argument == "max" else Decimal(argument)
+                    result = self.ledger.redeem(
+                        self.ref(contact), wanted, key=key, partial=True,
+                        purchase_amount=price if price > 0 else None, actor="amocrm-pipeline",
+                        source=f"{amo.lead_source(self.portal, lead_id)}:redeem")
+                    text = f"loyalty: redeemed {-result.points}, balance {result.balance}"
+            except (LedgerError, ArithmeticError, ValueError) as exc:
+                text = f"loyalty: {getattr(exc, 'detail', exc)}"
+            notes.append((lead_id, text))
+        if notes:
+            self.client.request("POST", "/api/v4/leads/notes", json=[
+                {"entity_id": int(lead_id), "note_type": "common", "params": {"text": text}}
+                for lead_id, text in notes])
+        return Outcome.done()

@@ -1,0 +1,74 @@
+"""Write balances, tiers and expiry into contact custom fields (by field code): only what
+changed, coalesced per contact, `write_batch` contacts per PATCH /api/v4/contacts."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from connector import mirror
+from connector.crm.amocrm import AmoCRMClient
+from connector.errors import FatalCRMError
+from connector.mirror import WritebackReport
+from connector.services import Services
+from mappings import amocrm as amo
+
+log = logging.getLogger(__name__)
+
+
+class AmoCRMWriteback:
+    def __init__(self, services: Services, client: AmoCRMClient) -> None:
+        self.services = services
+        self.client = client
+        self.settings = services.settings.amocrm
+        self.portal = self.settings.portal_key
+
+    def wanted(self, account_ids: list[int], now: datetime) -> dict[int, dict[str, str]]:
+        program = self.services.program
+        values = {}
+        for account_id, view in mirror.views(self.services.db, program, account_ids,
+                                             now).items():
+            expiring = view.next_expiry_at.astimezone(program.zone).date() \
+                if view.next_expiry_at else None
+            values[account_id] = amo.contact_values(
+                self.settings.fields, balance=view.balance, tier=view.tier,
+                discount=view.discount_percent, expiring_points=view.next_expiry_points,
+                expiring_date=expiring, segment=None, card=view.card_number, zone=program.zone)
+        return values
+
+    def flush(self, *, limit: int = 5000) -> WritebackReport:
+        report = WritebackReport()
+        calls_before = self.client.calls
+        now = self.services.ledger.clock()
+        dirty = mirror.dirty(self.services.db, "amocrm", self.portal, limit)
+        report.accounts = len(dirty)
+        wanted = self.wanted([d.account_id for d in dirty], now)
+        to_send = []
+        for item in dirty:
+            changes = amo.changed_values(wanted[item.account_id], item.written)
+            if changes:
+                to_send.append((item, changes))
+            else:
+                mirror.mark_written(self.services.db, item, {}, now)
+                report.unchanged += 1
+        size = self.settings.write_batch
+        for start in range(0, len(to_send), size):
+            chunk = to_send[start:start + size]
+            try:
+                self.client.request("PATCH", "/api/v4/contacts", json=[
+                    {"id": int(item.contact_id),
+                     "custom_fields_values": amo.custom_fields_values(changes)}
+                    for item, changes in chunk])
+            except FatalCRMError as exc:
+                # A refused batch (a deleted contact, a missing field) is not sent again and
+                # again every few seconds: it waits for the account's next change.
+                log.warning("PATCH /api/v4/contacts refused %d contacts: %s", len(chunk), exc)
+                for item, _ in chunk:
+                    mirror.mark_written(self.services.db, item, {}, now)
+                report.failed += len(chunk)
+                continue
+            for item, changes in chunk:
+                mirror.mark_written(self.services.db, item, changes, now)
+            report.contacts_written += len(chunk)
+        report.calls = self.client.calls - calls_before
+        return report

@@ -1,0 +1,100 @@
+"""amoCRM receivers: account webhooks, digital-pipeline actions, the OAuth callback.
+
+Account webhooks are not signed, so the secret in the URL is the check (wrong secret: 404,
+nothing stored). amoCRM waits at most 2 seconds and disables a hook after 100 failures in
+2 hours: bodies are stored in the inbox and answered 200 at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import uuid
+
+from flask import Blueprint, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from connector.errors import CRMError
+from connector.services import Services
+from mappings import amocrm as amo
+from mappings.phpquery import QueryError, decode
+from webhooks.errors import error_response
+
+log = logging.getLogger(__name__)
+bp = Blueprint("amocrm", __name__, url_prefix="/amocrm")
+FORM = "application/x-www-form-urlencoded"
+ACTION = re.compile(r"^(bonus/[A-Za-z0-9_-]{1,64}|redeem/(max|\d{1,9}(\.\d{1,2})?))$")
+
+
+def _services() -> Services:
+    return current_app.extensions["loyalty"]
+
+
+def _secret_ok(given: str) -> bool:
+    configured = _services().settings.amocrm.webhook_secret
+    if configured is None:
+        return False
+    return hmac.compare_digest(given.encode(), configured.get_secret_value().encode())
+
+
+def _not_found() -> ResponseReturnValue:
+    # The same answer as for any unknown URL: a wrong secret reveals nothing.
+    return error_response(404, "not_found", "The requested URL was not found on the server.")
+
+
+def _store(kind: str) -> ResponseReturnValue:
+    if request.mimetype != FORM:
+        return error_response(415, "unsupported_media_type", f"expected {FORM}")
+    body = request.get_data(cache=True)
+    try:
+        hook = amo.parse_webhook(decode(body))
+    except (QueryError, amo.PayloadError) as exc:
+        log.warning("amocrm webhook refused: 400 (%s)", exc)
+        return error_response(400, "invalid_webhook", str(exc))
+    portal = _services().settings.amocrm.portal_key
+    if hook.subdomain and portal and not portal.startswith(f"{hook.subdomain}."):
+        log.warning("amocrm webhook refused: 400 (account %s)", hook.subdomain)
+        return error_response(400, "invalid_webhook", "account[subdomain] is not this account")
+    # amoCRM re-sends a hook it thinks failed with the same request id.
+    request_id = request.headers.get("X-Amocrm-Requestid", "")[:64]
+    key = (f"amocrm:request:{request_id}:{kind}" if request_id else
+           f"amocrm:body:{hashlib.sha256(body).hexdigest()[:32]}:{uuid.uuid4().hex}")
+    stored = _services().inbox.put(source="amocrm", kind=kind, dedup_key=key, body=body,
+                                   content_type=request.mimetype, portal=portal)
+    return jsonify(status="accepted", id=stored.id, duplicate=stored.duplicate)
+
+
+@bp.post("/webhooks/<secret>")
+def webhooks(secret: str) -> ResponseReturnValue:
+    if not _secret_ok(secret):
+        return _not_found()
+    return _store("webhook")
+
+
+@bp.post("/actions/<secret>/<path:action>")
+def actions(secret: str, action: str) -> ResponseReturnValue:
+    """A digital-pipeline "send webhook" action: bonus/<name> or redeem/<points|max>."""
+    if not _secret_ok(secret):
+        return _not_found()
+    if not ACTION.match(action):
+        return error_response(404, "unknown_action",
+                              "use /amocrm/actions/<secret>/bonus/<name> or /redeem/<points|max>")
+    verb, _, argument = action.partition("/")
+    return _store(f"action:{verb}:{argument}")
+
+
+@bp.get("/oauth/callback")
+def oauth_callback() -> ResponseReturnValue:
+    """The integration's redirect URI: trade the code for tokens and keep them."""
+    services = _services()
+    code = request.args.get("code", "")
+    if not code or services.amocrm is None:
+        return error_response(400, "invalid_request", "expected ?code=... for an enabled amocrm")
+    try:
+        tokens = services.amocrm.client.exchange_code(code)
+    except CRMError as exc:
+        return error_response(400, "authorization_failed", exc.detail)
+    services.amocrm_credentials.save(tokens)
+    return jsonify(status="authorized", account=services.settings.amocrm.portal_key)
