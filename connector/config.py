@@ -159,6 +159,8 @@ def _default_amocrm_fields() -> dict[str, str]:
 class AmoCRMSettings(_Section):
     enabled: bool = False
     base_url: str | None = Field(None, description="https://SUBDOMAIN.amocrm.ru")
+    subdomain: str | None = Field(
+        None, description="checked against webhooks' account[subdomain]; from base_url if unset")
     long_lived_token: SecretStr | None = Field(None, description="private integration token")
     client_id: str | None = Field(None, description="OAuth integration id")
     client_secret: SecretStr | None = None
@@ -199,6 +201,10 @@ class AmoCRMSettings(_Section):
     @property
     def portal_key(self) -> str:
         return urlsplit(self.base_url).hostname or "" if self.base_url else ""
+
+    @property
+    def account_subdomain(self) -> str:
+        return self.subdomain or self.portal_key.split(".", 1)[0]
 
 
 class Tier(_Section):

@@ -105,6 +105,7 @@ def note_crm_values(db: Database, account_id: int, in_crm: Mapping[str, Any],
         row = _row(session, account_id)
         if not changed({k: str(v or "") for k, v in (row.values or {}).items()}, shown):
             return False
-        row.values = {name: "" if value is None else str(value) for name, value in shown.items()}
+        row.values = {**(row.values or {}), **{
+            name: "" if value is None else str(value) for name, value in shown.items()}}
         row.written_version = 0
         return True

@@ -53,8 +53,9 @@ def _store(kind: str) -> ResponseReturnValue:
     except (QueryError, amo.PayloadError) as exc:
         log.warning("amocrm webhook refused: 400 (%s)", exc)
         return error_response(400, "invalid_webhook", str(exc))
-    portal = _services().settings.amocrm.portal_key
-    if hook.subdomain and portal and not portal.startswith(f"{hook.subdomain}."):
+    settings = _services().settings.amocrm
+    portal = settings.portal_key
+    if hook.subdomain and hook.subdomain != settings.account_subdomain:
         log.warning("amocrm webhook refused: 400 (account %s)", hook.subdomain)
         return error_response(400, "invalid_webhook", "account[subdomain] is not this account")
     # amoCRM re-sends a hook it thinks failed with the same request id.

@@ -123,8 +123,9 @@ class AmoCRMProcessor:
         account_id = self.ledger.account_id(self.ref(str(contact["id"])))
         if account_id is None:
             return
-        codes = list(self.settings.fields.values())
         shown = amo.webhook_field_values(contact, {})
+        # A webhook lists only fields that hold a value: compare those it shows.
+        codes = [code for code in self.settings.fields.values() if code in shown]
         mirror.note_crm_values(self.services.db, account_id, shown, codes, amo.changed_values)
 
     def action(self, item: InboxItem, hook: amo.Webhook,

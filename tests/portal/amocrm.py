@@ -1,0 +1,322 @@
+"""A fake amoCRM account: a real local HTTP server speaking API v4 as documented.
+
+Lists are HAL (`application/hal+json`, `_embedded`, `_links.next`, at most 250), an empty
+list or a missing entity is 204 with no body, errors are `application/problem+json`, and the
+limits answer as the real gateway does: 429 and 403 with an nginx HTML page and no
+Retry-After. OAuth refresh tokens are single-use. Webhook bodies it sends are form-encoded
+with API v2 keys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from tests.portal.bitrix24 import RealClock, VirtualClock, _form, php_decode
+
+NUMBER = re.compile(r"/\d+")
+HTML_429 = "<html><head><title>429 Too Many Requests</title></head><body></body></html>"
+HTML_403 = "<html><head><title>403 Forbidden</title></head><body><center>nginx</center>" \
+           "</body></html>"
+
+
+@dataclass
+class Account:
+    leads: dict[int, dict[str, Any]] = field(default_factory=dict)
+    contacts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    custom_fields: list[dict[str, Any]] = field(default_factory=list)
+    webhooks: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[dict[str, Any]] = field(default_factory=list)
+    contact_patches: list[list[dict[str, Any]]] = field(default_factory=list)
+    calls: Counter[str] = field(default_factory=Counter)
+    http_requests: int = 0
+    too_many: int = 0
+    refreshes: int = 0
+
+
+class FakeAmoCRM:
+    def __init__(self, *, rate: float = 7.0, burst: int = 7,
+                 clock: VirtualClock | RealClock | None = None) -> None:
+        self.rate, self.burst = rate, burst
+        self.clock = clock or RealClock()
+        self.state = Account()
+        self.client_id, self.client_secret = "fake-integration-id", "fake-integration-secret"
+        self.access: dict[str, bool] = {"long-lived-token": True}
+        self.refresh_tokens: set[str] = set()
+        self.codes: set[str] = set()
+        self.blocked = False
+        self._faults: list[tuple[int, str, str]] = []
+        self._level = 0.0
+        self._at = self.clock.monotonic()
+        self._lock = threading.RLock()
+        self._clock_ts = 1_790_000_000
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True)
+        self.base_url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeAmoCRM:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+
+    # -- test controls ---------------------------------------------------------------------
+    def fail_next(self, count: int, status: int = 500) -> None:
+        kind = "text/html" if status in (403, 429) else "application/problem+json"
+        body = HTML_429 if status == 429 else HTML_403 if status == 403 else json.dumps(
+            {"title": "Internal Server Error", "type": "https://httpstatus.es/500",
+             "status": status, "detail": "Internal Server Error"})
+        self._faults += [(status, kind, body)] * count
+
+    def tick(self) -> int:
+        self._clock_ts += 60
+        return self._clock_ts
+
+    def put_contact(self, contact_id: int, **fields: Any) -> dict[str, Any]:
+        self.state.contacts[contact_id] = {"id": contact_id, "name": f"Client {contact_id}",
+                                           "updated_at": self.tick(),
+                                           "custom_fields_values": None, **fields}
+        return self.state.contacts[contact_id]
+
+    def put_lead(self, lead_id: int, *, contact: int | None, price: int, status: int = 142,
+                 pipeline: int = 3104455) -> dict[str, Any]:
+        contacts = [{"id": contact, "is_main": True}] if contact else []
+        now = self.tick()
+        self.state.leads[lead_id] = {
+            "id": lead_id, "name": f"Lead {lead_id}", "price": price, "status_id": status,
+            "pipeline_id": pipeline, "created_at": now, "updated_at": now,
+            "closed_at": now if status in (142, 143) else None, "is_deleted": False,
+            "custom_fields_values": None, "account_id": 28805383,
+            "_embedded": {"tags": [], "companies": [], "contacts": contacts}}
+        return self.state.leads[lead_id]
+
+    def issue_tokens(self) -> dict[str, Any]:
+        self.state.refreshes += 1
+        access = f"access-{self.state.refreshes}"
+        refresh = f"refresh-{self.state.refreshes}"
+        self.access[access] = True
+        self.refresh_tokens.add(refresh)
+        return {"token_type": "Bearer", "expires_in": 86400, "access_token": access,
+                "refresh_token": refresh}
+
+    def expire_tokens(self) -> None:
+        self.access = {token: token == "long-lived-token" for token in self.access}
+
+    def field_value(self, contact_id: int, code: str) -> Any:
+        for item in self.state.contacts[contact_id].get("custom_fields_values") or []:
+            if item.get("field_code") == code:
+                return item["values"][0]["value"] if item.get("values") else None
+        return None
+
+    # -- HTTP ------------------------------------------------------------------------------
+    def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        request = Request(environ)
+        status, kind, body = self._handle(request)
+        response = Response(body, status=status, content_type=kind) if status != 204 \
+            else Response(status=204)
+        return response(environ, start_response)
+
+    def _problem(self, status: int, title: str, detail: str) -> tuple[int, str, str]:
+        return status, "application/problem+json", json.dumps(
+            {"title": title, "type": f"https://httpstatus.es/{status}", "status": status,
+             "detail": detail})
+
+    def _handle(self, request: Request) -> tuple[int, str, str]:
+        with self._lock:
+            self.state.http_requests += 1
+            fault = self._faults.pop(0) if self._faults else None
+        if fault:
+            return fault
+        if request.path == "/oauth2/access_token":
+            return self._oauth(json.loads(request.data or b"{}"))
+        if self.blocked:
+            return 403, "text/html", HTML_403
+        if not self._admit():
+            self.state.too_many += 1
+            return 429, "text/html", HTML_429
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if not self.access.get(token):
+            return self._problem(401, "Unauthorized", "Неверный логин или пароль")
+        body = json.loads(request.data) if request.data else None
+        params = php_decode(request.query_string.decode())
+        route = request.method + " " + NUMBER.sub("/{id}", request.path)
+        self.state.calls[route] += 1
+        handler = ROUTES.get(route)
+        if handler is None:
+            return self._problem(404, "Not Found", "Not found")
+        with self._lock:
+            status, result = handler(self, request.path, params, body)
+        if status == 204:
+            return 204, "", ""
+        kind = "application/problem+json" if status >= 400 else "application/hal+json"
+        return status, kind, json.dumps(result, ensure_ascii=False)
+
+    def _admit(self) -> bool:
+        with self._lock:
+            now = self.clock.monotonic()
+            self._level = max(0.0, self._level - (now - self._at) * self.rate)
+            self._at = now
+            if self._level + 1 > self.burst:
+                return False
+            self._level += 1
+            return True
+
+    def _oauth(self, body: dict[str, Any]) -> tuple[int, str, str]:
+        if (body.get("client_id"), body.get("client_secret")) != (self.client_id,
+                                                                  self.client_secret):
+            return self._problem(400, "Некорректный запрос", "client is invalid")
+        grant = body.get("grant_type")
+        if grant == "refresh_token" and body.get("refresh_token") in self.refresh_tokens:
+            self.refresh_tokens.discard(body["refresh_token"])  # single use
+        elif grant == "authorization_code" and body.get("code") in self.codes:
+            self.codes.discard(body["code"])
+        else:
+            status, kind, text = self._problem(401, "Некорректный запрос",
+                                               "В запросе отсутствует ряд параметров")
+            return status, kind, json.dumps({**json.loads(text),
+                                             "hint": "Token has been revoked"})
+        return 200, "application/json", json.dumps(self.issue_tokens())
+
+    # -- routes ----------------------------------------------------------------------------
+    def leads_list(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
+        leads = sorted(self.state.leads.values(), key=lambda lead: lead["id"])
+        ids = (params.get("filter") or {}).get("id")
+        if ids:
+            wanted = {int(v) for v in (ids.values() if isinstance(ids, dict) else [ids])}
+            leads = [lead for lead in leads if lead["id"] in wanted]
+        order = params.get("order") or {}
+        if "updated_at" in order:
+            leads.sort(key=lambda lead: (lead["updated_at"], lead["id"]),
+                       reverse=order["updated_at"] == "desc")
+        return self._page(path, params, "leads", leads, with_contacts="contacts" in str(
+            params.get("with", "")))
+
+    def _page(self, path: str, params: dict[str, Any], key: str, rows: list[dict[str, Any]],
+              *, with_contacts: bool = True) -> tuple[int, Any]:
+        limit = min(int(params.get("limit", 50)), 250)
+        page = max(int(params.get("page", 1)), 1)
+        chunk = rows[(page - 1) * limit:page * limit]
+        if not chunk:
+            return 204, None
+        if not with_contacts:
+            chunk = [{**row, "_embedded": {k: v for k, v in row.get("_embedded", {}).items()
+                                           if k != "contacts"}} for row in chunk]
+        links = {"self": {"href": f"{self.base_url}{path}?page={page}&limit={limit}"}}
+        if page * limit < len(rows):
+            links["next"] = {"href": f"{self.base_url}{path}?page={page + 1}&limit={limit}"}
+        return 200, {"_page": page, "_links": links, "_embedded": {key: chunk}}
+
+    def lead_get(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
+        lead = self.state.leads.get(int(path.rsplit("/", 1)[1]))
+        return (200, lead) if lead else (204, None)
+
+    def contacts_patch(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
+        if not isinstance(body, list) or len(body) > 250:
+            return 400, {"title": "Bad Request", "status": 400,
+                         "detail": "Request validation failed"}
+        known = {f["code"] for f in self.state.custom_fields}
+        errors = [{"request_id": str(n), "errors": [{"code": "NotSupportedChoice",
+                                                     "path": "id", "detail": "not found"}]}
+                  for n, item in enumerate(body) if int(item["id"]) not in self.state.contacts]
+        errors += [{"request_id": str(n), "errors": [{"code": "NotSupportedChoice",
+                                                      "path": "custom_fields_values.0.field_code",
+                                                      "detail": "The value you selected is not "
+                                                                "a valid choice."}]}
+                   for n, item in enumerate(body) for value in item.get("custom_fields_values", [])
+                   if value["field_code"] not in known]
+        if errors:
+            return 400, {"validation-errors": errors, "title": "Bad Request",
+                         "type": "https://httpstatus.es/400", "status": 400,
+                         "detail": "Request validation failed"}
+        self.state.contact_patches.append(body)
+        for item in body:
+            contact = self.state.contacts[int(item["id"])]
+            current = {v["field_code"]: v for v in contact.get("custom_fields_values") or []}
+            for value in item.get("custom_fields_values", []):
+                current[value["field_code"]] = value  # only passed fields change
+            contact["custom_fields_values"] = list(current.values())
+            contact["updated_at"] = self.tick()
+        return 200, {"_embedded": {"contacts": [{"id": int(item["id"]),
+                                                  "updated_at": self._clock_ts}
+                                                 for item in body]}}
+
+    def fields_list(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
+        return self._page(path, {**params, "limit": 50}, "custom_fields",
+                          self.state.custom_fields)
+
+    def fields_add(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
+        created = []
+        for item in body:
+            if any(f["code"] == item.get("code") for f in self.state.custom_fields):
+                return 400, {"title": "Bad Request", "status": 400, "detail": "code is taken"}
+            row = {"id": 700000 + len(self.state.custom_fields), **item}
+            self.state.custom_fields.append(row)
+            created.append(row)
+        return 201, {"_total_items": len(created), "_embedded": {"custom_fields": created}}
+
+    def field_delete(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
+        field_id = int(path.rsplit("/", 1)[1])
+        self.state.custom_fields = [f for f in self.state.custom_fields if f["id"] != field_id]
+        return 204, None
+
+    def webhooks_list(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
+        if not self.state.webhooks:
+            return 204, None
+        return 200, {"_total_items": len(self.state.webhooks),
+                     "_embedded": {"webhooks": self.state.webhooks}}
+
+    def webhooks_add(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
+        # "If the account already has a webhook with that address, it is updated."
+        self.state.webhooks = [w for w in self.state.webhooks
+                               if w["destination"] != body["destination"]]
+        hook = {"id": 849193 + len(self.state.webhooks), "destination": body["destination"],
+                "settings": body["settings"], "sort": body.get("sort", 10), "disabled": False}
+        self.state.webhooks.append(hook)
+        return 201, hook
+
+    def webhooks_delete(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
+        before = len(self.state.webhooks)
+        self.state.webhooks = [w for w in self.state.webhooks
+                               if w["destination"] != body.get("destination")]
+        return (204, None) if len(self.state.webhooks) < before else (
+            404, {"title": "Not Found", "status": 404, "detail": "webhook not found"})
+
+    def notes_add(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
+        self.state.notes += body
+        return 200, {"_embedded": {"notes": [{"id": 76787983 + n, "request_id": str(n)}
+                                             for n in range(len(body))]}}
+
+
+ROUTES: dict[str, Callable[..., tuple[int, Any]]] = {
+    "GET /api/v4/leads": FakeAmoCRM.leads_list,
+    "GET /api/v4/leads/{id}": FakeAmoCRM.lead_get,
+    "PATCH /api/v4/contacts": FakeAmoCRM.contacts_patch,
+    "GET /api/v4/contacts/custom_fields": FakeAmoCRM.fields_list,
+    "POST /api/v4/contacts/custom_fields": FakeAmoCRM.fields_add,
+    "DELETE /api/v4/contacts/custom_fields/{id}": FakeAmoCRM.field_delete,
+    "GET /api/v4/webhooks": FakeAmoCRM.webhooks_list,
+    "POST /api/v4/webhooks": FakeAmoCRM.webhooks_add,
+    "DELETE /api/v4/webhooks": FakeAmoCRM.webhooks_delete,
+    "POST /api/v4/leads/notes": FakeAmoCRM.notes_add,
+}
+
+
+def webhook_body(entity: str, action: str, items: list[dict[str, Any]],
+                 subdomain: str = "example") -> bytes:
+    """An account webhook as amoCRM posts it: v2 keys, all values strings."""
+    data: dict[str, Any] = {entity: {action: {str(n): item for n, item in enumerate(items)}},
+                            "account": {"subdomain": subdomain, "id": "28805383",
+                                        "_links": {"self": f"https://{subdomain}.amocrm.ru"}}}
+    return urlencode(_form(data)).encode()

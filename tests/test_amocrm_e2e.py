@@ -1,0 +1,289 @@
+"""amoCRM end to end: webhooks into our Flask app, the worker against a fake account (a real
+local HTTP server) speaking API v4, HAL lists, 204s, HTML 429s and single-use refresh tokens."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal as D
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from connector.amocrm.connector import AmoCRMConnector
+from connector.config import Settings
+from connector.crm.amocrm import AmoCRMClient
+from connector.crm.credentials import Tokens
+from connector.crm.limiter import LeakyBucket
+from connector.db import utcnow
+from connector.errors import CRMAuthError
+from connector.ledger.views import AccountRef
+from connector.services import Services
+from connector.worker import Worker
+from tests.conftest import Clock, fresh_services, make_settings
+from tests.portal.amocrm import FakeAmoCRM, webhook_body
+from tests.portal.bitrix24 import VirtualClock
+from webhooks import create_app
+
+SECRET = "Wh00kSecret0123456789"
+FORM = "application/x-www-form-urlencoded"
+PORTAL = "127.0.0.1"
+ANNA = AccountRef("amocrm", PORTAL, "10971465")
+
+
+def amo_settings(tmp_path: Path, database_url: str, account: FakeAmoCRM,
+                 **extra: Any) -> Settings:
+    amocrm = {"enabled": True, "base_url": account.base_url, "subdomain": "example",
+              "webhook_secret": SECRET,
+              "long_lived_token": "long-lived-token", "timeout_seconds": 2, **extra}
+    return make_settings(tmp_path, database_url, amocrm=amocrm,
+                         program={"welcome_bonus": "100"})
+
+
+class Harness:
+    def __init__(self, account: FakeAmoCRM, services: Services, time: VirtualClock,
+                 clock: Clock) -> None:
+        self.account, self.services, self.time, self.clock = account, services, time, clock
+        self.client = self.new_client()
+        self.connector = AmoCRMConnector(services, client=self.client)
+        services.amocrm = self.connector  # type: ignore[misc]
+        self.web: FlaskClient = create_app(services=services).test_client()
+        for code in services.settings.amocrm.fields.values():
+            account.state.custom_fields.append({"id": 700000 + len(
+                account.state.custom_fields), "code": code, "type": "text", "name": code})
+
+    def new_client(self) -> AmoCRMClient:
+        settings = self.services.settings.amocrm
+        return AmoCRMClient(settings, credentials=self.services.amocrm_credentials,
+                            limiter=LeakyBucket(settings.requests_per_second, settings.burst,
+                                                clock=self.time.monotonic,
+                                                sleep=self.time.sleep),
+                            sleep=self.time.sleep)
+
+    def hook(self, entity: str, action: str, *items: dict[str, Any],
+             secret: str = SECRET, headers: dict[str, str] | None = None) -> int:
+        return self.web.post(f"/amocrm/webhooks/{secret}", data=webhook_body(
+            entity, action, list(items)), content_type=FORM, headers=headers).status_code
+
+    def process(self) -> dict[str, int]:
+        counts = Worker(self.services.inbox, self.services.processors()).drain()
+        return {**counts, **self.connector.flush()}
+
+    def balance(self, ref: AccountRef = ANNA) -> D:
+        return self.services.ledger.account(ref).balance
+
+
+@pytest.fixture
+def time() -> VirtualClock:
+    return VirtualClock()
+
+
+@pytest.fixture
+def account(time: VirtualClock) -> Iterator[FakeAmoCRM]:
+    with FakeAmoCRM(clock=time) as fake:
+        yield fake
+
+
+@pytest.fixture
+def h(tmp_path: Path, database_url: str, account: FakeAmoCRM, time: VirtualClock,
+      clock: Clock) -> Iterator[Harness]:
+    services = fresh_services(amo_settings(tmp_path, database_url, account), clock=clock)
+    yield Harness(account, services, time, clock)
+    services.close()
+
+
+def status(lead_id: int, status_id: int = 142) -> dict[str, Any]:
+    return {"id": str(lead_id), "status_id": str(status_id), "old_status_id": "20067736",
+            "pipeline_id": "3104455", "price": "0"}
+
+
+def test_lead_won_unwon_rewon_with_new_price_deleted(h: Harness) -> None:
+    h.account.put_contact(10971465)
+    h.account.put_lead(1, contact=10971465, price=10000)
+    assert h.hook("leads", "status", status(1)) == 200
+    h.process()
+    assert h.balance() == D("300.00")
+    assert h.account.field_value(10971465, "LOYALTY_BALANCE") == "300"
+
+    h.account.put_lead(1, contact=10971465, price=10000, status=143)
+    h.hook("leads", "status", status(1, 143))
+    h.process()
+    assert h.balance() == 0 and h.account.field_value(10971465, "LOYALTY_BALANCE") == "0"
+
+    h.account.put_lead(1, contact=10971465, price=20000)
+    h.hook("leads", "update", status(1))
+    h.process()
+    assert h.balance() == D("600.00")
+
+    del h.account.state.leads[1]
+    h.hook("leads", "delete", {"id": "1"})
+    h.process()
+    assert h.balance() == 0 and h.services.ledger.account(ANNA).purchase_count == 0
+    assert h.services.ledger.verify() == (1, [])
+
+
+def test_duplicate_and_out_of_order_webhooks_change_nothing(h: Harness) -> None:
+    h.account.put_contact(10971465)
+    h.account.put_lead(1, contact=10971465, price=10000)
+    request = {"X-Amocrm-Requestid": "423651ce-905d-4833-9db0-a21f44575517"}
+    assert h.hook("leads", "status", status(1), headers=request) == 200
+    assert h.hook("leads", "status", status(1), headers=request) == 200  # a re-delivery
+    h.hook("leads", "add", status(1, 20067736))  # an old "add" arriving late
+    h.process()
+    assert len(h.services.inbox.list()) == 2 and h.balance() == D("300.00")
+    assert h.account.state.calls["GET /api/v4/leads"] == 1  # one filtered read for both
+
+
+def test_wrong_secret_and_malformed_bodies_store_nothing(h: Harness) -> None:
+    assert h.hook("leads", "status", status(1), secret="WrongSecret0123456789") == 404
+    bad = h.web.post(f"/amocrm/webhooks/{SECRET}", data=b"hello=world", content_type=FORM)
+    assert bad.status_code == 400 and bad.json["error"] == "invalid_webhook"
+    assert h.web.post(f"/amocrm/webhooks/{SECRET}", json={"leads": 1}).status_code == 415
+    other = webhook_body("leads", "status", [status(1)], subdomain="someone-else")
+    assert h.web.post(f"/amocrm/webhooks/{SECRET}", data=other,
+                      content_type=FORM).status_code == 400
+    assert h.services.inbox.list() == [] and h.account.state.http_requests == 0
+
+
+def test_429_and_5xx_bursts_lose_nothing_and_converge(h: Harness) -> None:
+    h.account.put_contact(10971465)
+    for lead_id in range(1, 4):
+        h.account.put_lead(lead_id, contact=10971465, price=1000)
+        h.hook("leads", "status", status(lead_id))
+    h.account.fail_next(2, 429)  # HTML, no Retry-After: backed off and retried
+    h.process()
+    assert h.balance() == D("90.00")
+    h.account.put_lead(4, contact=10971465, price=1000)
+    h.hook("leads", "status", status(4))
+    h.account.fail_next(20, 502)  # longer than the client retries: the inbox keeps it
+    h.process()
+    assert h.balance() == D("90.00")
+    h.account._faults.clear()
+    h.clock.advance(minutes=5)
+    h.process()
+    assert h.balance() == D("120.00")
+
+
+def test_blocked_account_stops_calls_and_keeps_events(h: Harness) -> None:
+    h.account.put_contact(10971465)
+    h.account.put_lead(1, contact=10971465, price=1000)
+    h.hook("leads", "status", status(1))
+    h.account.blocked = True
+    assert h.process().get("deferred") == 1
+    assert h.account.state.http_requests == 1  # 403 is not retried
+    h.account.blocked = False
+    h.clock.advance(minutes=6)
+    h.process()
+    assert h.balance() == D("30.00")
+
+
+def test_write_back_echo_causes_no_loop(h: Harness) -> None:
+    h.account.put_contact(10971465)
+    for lead_id in range(1, 11):
+        h.account.put_lead(lead_id, contact=10971465, price=1000)
+        h.hook("leads", "status", status(lead_id))
+    h.process()
+    assert len(h.account.state.contact_patches) == 1  # ten accruals, one write
+    echo = {"id": "10971465", "type": "contact", "custom_fields": {"0": {
+        "id": "700000", "code": "LOYALTY_BALANCE", "values": {"0": {"value": "300"}}}}}
+    for _ in range(3):
+        h.hook("contacts", "update", echo)
+        h.process()
+    assert len(h.account.state.contact_patches) == 1
+    edited = {**echo, "custom_fields": {"0": {"id": "700000", "code": "LOYALTY_BALANCE",
+                                              "values": {"0": {"value": "999"}}}}}
+    h.hook("contacts", "update", edited)
+    h.process()
+    assert h.account.state.contact_patches[-1] == [{"id": 10971465, "custom_fields_values": [
+        {"field_code": "LOYALTY_BALANCE", "values": [{"value": "300"}]}]}]
+
+
+def test_new_contact_gets_the_welcome_bonus_once(h: Harness) -> None:
+    h.account.put_contact(10971465)
+    contact = {"id": "10971465", "name": "Анна", "type": "contact"}
+    h.hook("contacts", "add", contact)
+    h.hook("contacts", "add", contact)
+    h.process()
+    assert h.balance() == D("100.00")
+
+
+def test_pipeline_action_grants_a_bonus_and_redeems_with_a_note(h: Harness) -> None:
+    h.account.put_contact(10971465)
+    h.account.put_lead(5, contact=10971465, price=1000, status=20067736)
+    body = webhook_body("leads", "status", [status(5, 20067736)])
+    bonus = h.web.post(f"/amocrm/actions/{SECRET}/bonus/welcome", data=body, content_type=FORM)
+    redeem = h.web.post(f"/amocrm/actions/{SECRET}/redeem/max", data=body, content_type=FORM)
+    assert bonus.status_code == redeem.status_code == 200
+    assert h.web.post(f"/amocrm/actions/{SECRET}/explode", data=body,
+                      content_type=FORM).status_code == 404
+    h.process()
+    assert h.balance() == D("0.00")  # 100 granted, then all of it redeemed (cap 500)
+    texts = [note["params"]["text"] for note in h.account.state.notes]
+    assert texts == ["loyalty: bonus welcome +100.00, balance 100.00",
+                     "loyalty: redeemed 100.00, balance 0.00"]
+
+
+def oauth(tmp_path: Path, database_url: str, account: FakeAmoCRM, clock: Clock) -> Services:
+    settings = amo_settings(tmp_path, database_url, account, long_lived_token=None,
+                            client_id=account.client_id, client_secret=account.client_secret,
+                            redirect_uri="https://loyalty.example/amocrm/oauth/callback")
+    return fresh_services(settings, clock=clock)
+
+
+def test_two_workers_refresh_once_and_both_continue(tmp_path: Path, database_url: str,
+                                                    account: FakeAmoCRM, time: VirtualClock,
+                                                    clock: Clock) -> None:
+    services = oauth(tmp_path, database_url, account, clock)
+    h = Harness(account, services, time, clock)
+    account.codes.add("auth-code-1")
+    callback = h.web.get("/amocrm/oauth/callback?code=auth-code-1&referer=example.amocrm.ru")
+    assert callback.status_code == 200 and account.state.refreshes == 1
+    account.put_lead(1, contact=None, price=10)
+    account.expire_tokens()
+    workers = [h.new_client(), h.new_client()]
+    start = threading.Barrier(2)
+    answers: list[Any] = []
+
+    def work(client: AmoCRMClient) -> None:
+        start.wait()
+        answers.append(client.request("GET", "/api/v4/leads/1"))
+
+    threads = [threading.Thread(target=work, args=(client,)) for client in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert [answer["id"] for answer in answers] == [1, 1]
+    assert account.state.refreshes == 2  # exactly one refresh for both workers
+    services.close()
+
+
+def test_revoked_refresh_token_stops_calls_and_keeps_events(tmp_path: Path, database_url: str,
+                                                            account: FakeAmoCRM,
+                                                            time: VirtualClock,
+                                                            clock: Clock) -> None:
+    services = oauth(tmp_path, database_url, account, clock)
+    h = Harness(account, services, time, clock)
+    services.amocrm_credentials.save(Tokens("stale", "revoked-refresh",
+                                            utcnow() - timedelta(hours=1), account.base_url))
+    account.put_contact(10971465)
+    account.put_lead(1, contact=10971465, price=10000)
+    h.hook("leads", "status", status(1))
+    assert h.process().get("deferred") == 1
+    [item] = services.inbox.list()
+    assert item.status == "pending" and "re-authorize" in (item.last_error or "")
+    assert services.amocrm_credentials.status()[0] == "revoked"
+    with pytest.raises(CRMAuthError, match="re-authorize"):
+        h.client.request("GET", "/api/v4/leads/1")
+    calls = account.state.http_requests
+    h.process()
+    assert account.state.http_requests == calls  # no retry storm while revoked
+    account.codes.add("auth-code-2")
+    assert h.web.get("/amocrm/oauth/callback?code=auth-code-2").status_code == 200
+    clock.advance(minutes=6)
+    h.process()
+    assert h.balance() == D("300.00")
+    services.close()
