@@ -29,20 +29,20 @@ from connector.config import load_settings  # noqa: E402
 from connector.crm.bitrix24 import Bitrix24Client  # noqa: E402
 from connector.crm.limiter import LeakyBucket  # noqa: E402
 from connector.services import Services  # noqa: E402
-from tests.portal.bitrix24 import FakeBitrix24, VirtualClock  # noqa: E402
+from tests.fakes import FakeBitrix24Portal, ManualClock  # noqa: E402
 
 
 def run(deals: int, contacts: int, rate: float, burst: int, database_url: str) -> dict[str, Any]:
-    clock = VirtualClock()
-    with FakeBitrix24(clock=clock, rate=rate, burst=burst) as portal:
-        for contact in range(1, contacts + 1):
-            portal.put_contact(contact)
-        for deal in range(1, deals + 1):
-            portal.put_deal(deal, contact=(deal - 1) % contacts + 1,
-                            amount=f"{1000 + deal % 7 * 250}.00")
+    clock = ManualClock()
+    with FakeBitrix24Portal(clock=clock, requests_per_second=rate, burst=burst) as portal:
+        ids = [portal.add_contact(NAME=f"Client {n}") for n in range(contacts)]
+        for deal in range(deals):
+            portal.add_deal(contact_ids=[ids[deal % contacts]], STAGE_ID="WON",
+                            OPPORTUNITY=f"{1000 + deal % 7 * 250}.00")
         settings = load_settings(None, database={"url": database_url}, bitrix24={
             "enabled": True, "webhook_url": portal.webhook_url, "portal": "bench.bitrix24.ru",
-            "application_token": "b" * 32, "requests_per_second": rate, "burst": burst})
+            "application_token": portal.application_token, "requests_per_second": rate,
+            "burst": burst})
         services = Services.build(settings)
         services.db.upgrade()
         client = Bitrix24Client(
@@ -50,15 +50,15 @@ def run(deals: int, contacts: int, rate: float, burst: int, database_url: str) -
                                                    sleep=clock.sleep), sleep=clock.sleep)
         connector = Bitrix24Connector(services, client=client)
         connector.installer.install()  # the contact fields
-        setup_calls, setup_time = portal.state.http_requests, clock.now
+        setup_calls, setup_time = portal.http_requests, clock.monotonic()
 
         wall = time.perf_counter()
         report = connector.reconcile(full=True)
-        read_calls, read_wall = portal.state.http_requests - setup_calls, time.perf_counter()
+        read_calls, read_wall = portal.http_requests - setup_calls, time.perf_counter()
         written = connector.writeback.flush(limit=contacts * 2)
         wall_s = time.perf_counter() - wall
-        total_calls = portal.state.http_requests - setup_calls
-        portal_s = clock.now - setup_time
+        total_calls = portal.http_requests - setup_calls
+        portal_s = clock.monotonic() - setup_time
         entities = report.deals + written.contacts_written
         bound_s = entities / (50 * rate)
         checked, mismatches = services.ledger.verify()
@@ -68,7 +68,7 @@ def run(deals: int, contacts: int, rate: float, burst: int, database_url: str) -
             "api_calls": total_calls, "read_calls": read_calls,
             "write_calls": total_calls - read_calls,
             "entities_per_call": round(entities / max(total_calls, 1), 1),
-            "limit_errors": portal.state.limit_errors,
+            "limit_errors": portal.limit_errors,
             "portal_time_s": round(portal_s, 1), "bound_s": round(bound_s, 1),
             "ratio_to_bound": round(portal_s / bound_s, 3),
             "wall_time_s": round(wall_s, 1), "wall_read_s": round(read_wall - wall, 1),

@@ -24,8 +24,8 @@ from connector.ledger.views import AccountRef
 from connector.services import Services
 from connector.worker import Worker
 from tests.conftest import Clock, fresh_services, make_settings
-from tests.portal.amocrm import FakeAmoCRM, webhook_body
-from tests.portal.bitrix24 import VirtualClock
+from tests.fakes import ManualClock
+from tests.fakes.amocrm import FakeAmoCRM, webhook_body
 from webhooks import create_app
 
 SECRET = "Wh00kSecret0123456789"
@@ -44,7 +44,7 @@ def amo_settings(tmp_path: Path, database_url: str, account: FakeAmoCRM,
 
 
 class Harness:
-    def __init__(self, account: FakeAmoCRM, services: Services, time: VirtualClock,
+    def __init__(self, account: FakeAmoCRM, services: Services, time: ManualClock,
                  clock: Clock) -> None:
         self.account, self.services, self.time, self.clock = account, services, time, clock
         self.client = self.new_client()
@@ -77,18 +77,18 @@ class Harness:
 
 
 @pytest.fixture
-def time() -> VirtualClock:
-    return VirtualClock()
+def time() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
-def account(time: VirtualClock) -> Iterator[FakeAmoCRM]:
+def account(time: ManualClock) -> Iterator[FakeAmoCRM]:
     with FakeAmoCRM(clock=time) as fake:
         yield fake
 
 
 @pytest.fixture
-def h(tmp_path: Path, database_url: str, account: FakeAmoCRM, time: VirtualClock,
+def h(tmp_path: Path, database_url: str, account: FakeAmoCRM, time: ManualClock,
       clock: Clock) -> Iterator[Harness]:
     services = fresh_services(amo_settings(tmp_path, database_url, account), clock=clock)
     yield Harness(account, services, time, clock)
@@ -234,7 +234,7 @@ def oauth(tmp_path: Path, database_url: str, account: FakeAmoCRM, clock: Clock) 
 
 
 def test_two_workers_refresh_once_and_both_continue(tmp_path: Path, database_url: str,
-                                                    account: FakeAmoCRM, time: VirtualClock,
+                                                    account: FakeAmoCRM, time: ManualClock,
                                                     clock: Clock) -> None:
     services = oauth(tmp_path, database_url, account, clock)
     h = Harness(account, services, time, clock)
@@ -263,7 +263,7 @@ def test_two_workers_refresh_once_and_both_continue(tmp_path: Path, database_url
 
 def test_revoked_refresh_token_stops_calls_and_keeps_events(tmp_path: Path, database_url: str,
                                                             account: FakeAmoCRM,
-                                                            time: VirtualClock,
+                                                            time: ManualClock,
                                                             clock: Clock) -> None:
     services = oauth(tmp_path, database_url, account, clock)
     h = Harness(account, services, time, clock)

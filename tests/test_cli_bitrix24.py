@@ -10,25 +10,25 @@ import pytest
 from click.testing import CliRunner, Result
 
 from connector.cli import cli
-from tests.portal.bitrix24 import FakeBitrix24, event_body
+from tests.fakes import FakeBitrix24Portal
 
 Run = Callable[..., Result]
-TOKEN = "c" * 32
 
 
 @pytest.fixture
-def portal() -> Iterator[FakeBitrix24]:
-    with FakeBitrix24() as fake:
+def portal() -> Iterator[FakeBitrix24Portal]:
+    with FakeBitrix24Portal() as fake:
         yield fake
 
 
 @pytest.fixture
-def run(tmp_path: Path, portal: FakeBitrix24) -> Run:
+def run(tmp_path: Path, portal: FakeBitrix24Portal) -> Run:
     config = tmp_path / "config.toml"
     config.write_text(
         f'[database]\nurl = "sqlite:///{tmp_path}/cli.db"\n'
         f'[bitrix24]\nenabled = true\nwebhook_url = "{portal.webhook_url}"\n'
-        f'portal = "acme.bitrix24.ru"\napplication_token = "{TOKEN}"\n', encoding="utf-8")
+        f'portal = "acme.bitrix24.ru"\napplication_token = "{portal.application_token}"\n',
+        encoding="utf-8")
 
     def invoke(*args: str) -> Result:
         return CliRunner().invoke(cli, ["--config", str(config), *args])
@@ -37,39 +37,45 @@ def run(tmp_path: Path, portal: FakeBitrix24) -> Run:
     return invoke
 
 
-def test_install_sync_worker_uninstall(run: Run, portal: FakeBitrix24, tmp_path: Path) -> None:
+def loyalty_fields(portal: FakeBitrix24Portal) -> list[str]:
+    return [f["FIELD_NAME"] for f in portal.store.userfields.values()
+            if f["FIELD_NAME"].startswith("UF_CRM_LOYALTY")]
+
+
+def test_install_sync_worker_uninstall(run: Run, portal: FakeBitrix24Portal,
+                                       tmp_path: Path) -> None:
     installed = run("install", "bitrix24")
     assert installed.exit_code == 0, installed.output
     assert "created contact field UF_CRM_LOYALTY_BALANCE (double)" in installed.stdout
     assert "manual steps in Bitrix24:" in installed.stdout  # a webhook cannot bind events
     assert "contact field UF_CRM_LOYALTY_BALANCE exists" in run("install", "bitrix24").stdout
 
-    portal.put_contact(7)
-    portal.put_deal(1, contact=7, amount="10000.00")
-    portal.put_deal(2, contact=None, amount="10.00")
+    anna = portal.add_contact(NAME="Anna")
+    deal = portal.add_deal(contact_ids=[anna], STAGE_ID="WON", OPPORTUNITY="10000.00")
+    portal.add_deal(STAGE_ID="WON", OPPORTUNITY="10.00")
     synced = run("sync", "bitrix24", "--json")
     assert synced.exit_code == 0, synced.output
     summary = json.loads(synced.stdout)
     assert (summary["deals"], summary["changed"], summary["without_contact"]) == (2, 1, 1)
     assert summary["contacts_written"] == 1
-    assert portal.state.contacts[7]["UF_CRM_LOYALTY_BALANCE"] == "300"
+    assert portal.contact(anna)["UF_CRM_LOYALTY_BALANCE"] == "300"
 
     from connector.config import load_settings
     from connector.services import Services
 
     services = Services.build(load_settings(tmp_path / "config.toml"))
-    services.inbox.put(source="bitrix24", kind="ONCRMDEALUPDATE", dedup_key="e1",
-                       body=event_body("ONCRMDEALUPDATE", 1, application_token=TOKEN))
+    body, _ = portal.event_body("ONCRMDEALUPDATE", deal)
+    services.inbox.put(source="bitrix24", kind="ONCRMDEALUPDATE", dedup_key="e1", body=body)
     services.close()
-    portal.put_deal(1, contact=7, amount="20000.00")
+    portal.update_deal(deal, OPPORTUNITY="20000.00")
     worked = run("worker", "--once")
     assert worked.exit_code == 0 and "done: 1" in worked.stdout
-    assert portal.state.contacts[7]["UF_CRM_LOYALTY_BALANCE"] == "600"
+    assert portal.contact(anna)["UF_CRM_LOYALTY_BALANCE"] == "600"
 
     kept = run("uninstall", "bitrix24")  # asks first; no answer: nothing removed
-    assert kept.exit_code == 1 and len(portal.state.userfields) == 7
+    assert kept.exit_code == 1 and len(loyalty_fields(portal)) == 7
     removed = run("uninstall", "bitrix24", "--yes")
-    assert removed.exit_code == 0 and portal.state.userfields == []
+    assert removed.exit_code == 0 and loyalty_fields(portal) == []
 
 
 def test_disabled_crm_is_one_clear_line(tmp_path: Path) -> None:

@@ -64,6 +64,14 @@ class Bitrix24Automation:
         due = self.due(limit)
         if not due:
             return report
+        if self.settings.webhook_url is not None:
+            # crm.automation.trigger.execute needs an application context: an inbound
+            # webhook cannot run triggers, so they are recorded as skipped, not retried.
+            for item in due:
+                self._mark(item.id, "skipped", "automation triggers need an app setup "
+                                               "(bitrix24.client_id), not a webhook")
+            report.skipped += len(due)
+            return report
         known = mirror.latest_deals(self.services.db, [d.account_id for d in due])
         owners = {d.id: d.deal_id or known.get(d.account_id) for d in due}
         owners.update(self._latest_deals([d for d in due if owners[d.id] is None]))

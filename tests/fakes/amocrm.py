@@ -17,12 +17,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
 
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from tests.portal.bitrix24 import RealClock, VirtualClock, _form, php_decode
+from tests.fakes.bitrix24_php import build_query, parse_query
+from tests.fakes.bitrix24_state import Clock, RealClock
 
 NUMBER = re.compile(r"/\d+")
 HTML_429 = "<html><head><title>429 Too Many Requests</title></head><body></body></html>"
@@ -46,7 +46,7 @@ class Account:
 
 class FakeAmoCRM:
     def __init__(self, *, rate: float = 7.0, burst: int = 7,
-                 clock: VirtualClock | RealClock | None = None) -> None:
+                 clock: Clock | None = None) -> None:
         self.rate, self.burst = rate, burst
         self.clock = clock or RealClock()
         self.state = Account()
@@ -150,7 +150,7 @@ class FakeAmoCRM:
         if not self.access.get(token):
             return self._problem(401, "Unauthorized", "Неверный логин или пароль")
         body = json.loads(request.data) if request.data else None
-        params = php_decode(request.query_string.decode())
+        params = parse_query(request.query_string.decode())
         route = request.method + " " + NUMBER.sub("/{id}", request.path)
         self.state.calls[route] += 1
         handler = ROUTES.get(route)
@@ -319,4 +319,4 @@ def webhook_body(entity: str, action: str, items: list[dict[str, Any]],
     data: dict[str, Any] = {entity: {action: {str(n): item for n, item in enumerate(items)}},
                             "account": {"subdomain": subdomain, "id": "28805383",
                                         "_links": {"self": f"https://{subdomain}.amocrm.ru"}}}
-    return urlencode(_form(data)).encode()
+    return build_query(data).encode()
