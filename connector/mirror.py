@@ -34,15 +34,6 @@ class Dirty:
     written: dict[str, Any]
 
 
-@dataclass
-class WritebackReport:
-    accounts: int = 0
-    contacts_written: int = 0
-    unchanged: int = 0
-    failed: int = 0
-    calls: int = 0
-
-
 def _row(session: Session, account_id: int) -> ContactMirror:
     row = session.get(ContactMirror, account_id, with_for_update=True)
     if row is None:

@@ -47,7 +47,7 @@ def test_install_sync_worker_uninstall(run: Run, portal: FakeBitrix24Portal,
     installed = run("install", "bitrix24")
     assert installed.exit_code == 0, installed.output
     assert "created contact field UF_CRM_LOYALTY_BALANCE (double)" in installed.stdout
-    assert "manual steps in Bitrix24:" in installed.stdout  # a webhook cannot bind events
+    assert "manual steps in the CRM:" in installed.stdout  # a webhook cannot bind events
     assert "contact field UF_CRM_LOYALTY_BALANCE exists" in run("install", "bitrix24").stdout
 
     anna = portal.add_contact(NAME="Anna")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
 
+from connector.amocrm.install import AmoCRMInstaller
 from connector.amocrm.processor import AmoCRMProcessor
+from connector.amocrm.reconcile import reconcile
 from connector.amocrm.writeback import AmoCRMWriteback
 from connector.crm.amocrm import AmoCRMClient
+from connector.reports import ReconcileReport
 from connector.services import Services
 
 
@@ -23,6 +27,14 @@ class AmoCRMConnector:
     @cached_property
     def writeback(self) -> AmoCRMWriteback:
         return AmoCRMWriteback(self.services, self.client)
+
+    @cached_property
+    def installer(self) -> AmoCRMInstaller:
+        return AmoCRMInstaller(self.services, self.client)
+
+    def reconcile(self, *, full: bool = False,
+                  progress: Callable[[int], None] | None = None) -> ReconcileReport:
+        return reconcile(self.services, self.processor, full=full, progress=progress)
 
     def flush(self) -> dict[str, int]:
         written = self.writeback.flush()

@@ -81,7 +81,7 @@ class AmoCRMProcessor:
             self.ledger.settle_purchase(None, amo.lead_source(self.portal, lead_id), None,
                                         actor=ACTOR, comment="lead deleted")
         for lead_id in hook.leads_changed:
-            reason = self.settle(lead_id, leads.get(lead_id))
+            _, reason = self.settle(lead_id, leads.get(lead_id))
             if reason:
                 skipped.append(reason)
         for contact in hook.contacts_added:
@@ -95,22 +95,25 @@ class AmoCRMProcessor:
             return Outcome.skipped("; ".join(skipped))
         return Outcome.done()
 
-    def settle(self, lead_id: str, lead: dict[str, Any] | None) -> str | None:
+    def settle(self, lead_id: str, lead: dict[str, Any] | None, *,
+               notify: bool = True) -> tuple[int, str | None]:
+        """Bring the ledger to the lead's state: (entries written, why it holds no
+        purchase when it has no contact). `notify` False: no marketing triggers."""
         source = amo.lead_source(self.portal, lead_id)
         if lead is None:
-            self.ledger.settle_purchase(None, source, None, actor=ACTOR, comment="lead gone")
-            return None
+            gone = self.ledger.settle_purchase(None, source, None, actor=ACTOR,
+                                               comment="lead gone")
+            return len(gone), None
         state = amo.purchase_state(lead, portal=self.portal, pipelines=self.settings.pipelines)
         ref = self.ref(state.contact_id) if state.contact_id else None
         results = self.ledger.settle_purchase(
             ref, source, state.amount, category=state.category, occurred_at=state.occurred_at,
             source_data=state.raw, actor=ACTOR, comment=f"lead {lead_id}")
-        record(self.services.db, from_results(results, deal_id=lead_id))
+        if notify:
+            record(self.services.db, from_results(results, deal_id=lead_id))
         if ref is not None and (account_id := self.ledger.account_id(ref)) is not None:
             mirror.remember_deal(self.services.db, account_id, lead_id)
-        if state.contact_id is None:
-            return f"lead {lead_id}: {state.reason}"
-        return None
+        return len(results), None if state.contact_id else f"lead {lead_id}: {state.reason}"
 
     def welcome(self, contact_id: str) -> None:
         ref = self.ref(contact_id)

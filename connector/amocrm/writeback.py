@@ -9,7 +9,7 @@ from datetime import datetime
 from connector import mirror
 from connector.crm.amocrm import AmoCRMClient
 from connector.errors import FatalCRMError
-from connector.mirror import WritebackReport
+from connector.reports import WritebackReport
 from connector.services import Services
 from mappings import amocrm as amo
 

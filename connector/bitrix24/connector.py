@@ -8,9 +8,10 @@ from functools import cached_property
 from connector.bitrix24.automation import Bitrix24Automation
 from connector.bitrix24.install import Bitrix24Installer
 from connector.bitrix24.processor import Bitrix24Processor
-from connector.bitrix24.reconcile import ReconcileReport, reconcile
+from connector.bitrix24.reconcile import reconcile
 from connector.bitrix24.writeback import Bitrix24Writeback
 from connector.crm.bitrix24 import Bitrix24Client
+from connector.reports import ReconcileReport
 from connector.services import Services
 
 

@@ -7,12 +7,12 @@ manual instructions instead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from connector.bitrix24.robots import ROBOTS
 from connector.crm.bitrix24 import Bitrix24Client
 from connector.errors import FatalCRMError
+from connector.reports import InstallReport
 from connector.services import Services
 from connector.triggers import CODES, NAMES
 from mappings.bitrix24 import EVENTS
@@ -29,16 +29,6 @@ FIELD_TYPES = {
 }
 APP_ONLY = {"WRONG_AUTH_TYPE", "ACCESS_DENIED", "INVALID_CREDENTIALS"}
 UF_PREFIX = "UF_CRM_"
-
-
-@dataclass
-class InstallReport:
-    done: list[str] = field(default_factory=list)
-    manual: list[str] = field(default_factory=list)
-
-    def lines(self) -> list[str]:
-        steps = [f"  - {step}" for step in self.manual]
-        return self.done + (["manual steps in Bitrix24:", *steps] if steps else [])
 
 
 class Bitrix24Installer:

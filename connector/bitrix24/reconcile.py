@@ -5,13 +5,13 @@ lost. Lists use the documented fast method (order by ID, filter >ID, start=-1)."
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from connector import mirror
 from connector.crm import cursors
 from connector.crm.bitrix24 import Bitrix24Client
 from connector.ledger.views import AccountRef
+from connector.reports import ReconcileReport
 from connector.services import Services
 from connector.triggers import from_results, record
 from mappings import bitrix24 as b24
@@ -19,15 +19,6 @@ from mappings import bitrix24 as b24
 CURSOR = "deals.date_modify"
 # Exact-second semantics of the DATE_MODIFY filter are not documented: re-read a margin.
 OVERLAP = timedelta(minutes=2)
-
-
-@dataclass
-class ReconcileReport:
-    deals: int = 0
-    changed: int = 0
-    without_contact: int = 0
-    calls: int = 0
-    cursor: str | None = None
 
 
 def changed_filter(services: Services, *, full: bool) -> dict[str, str]:

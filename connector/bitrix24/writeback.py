@@ -9,7 +9,8 @@ from datetime import datetime
 from connector import mirror
 from connector.bitrix24.fetch import is_not_found
 from connector.crm.bitrix24 import BATCH_LIMIT, Bitrix24Client
-from connector.mirror import Dirty, WritebackReport
+from connector.mirror import Dirty
+from connector.reports import WritebackReport
 from connector.services import Services
 from mappings import bitrix24 as b24
 

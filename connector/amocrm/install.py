@@ -1,0 +1,82 @@
+"""`loyalty-connector install amocrm`: contact custom fields and the account webhook.
+
+Safe to run again: fields are recognised by code, and POST /api/v4/webhooks updates a hook
+with the same destination instead of adding a second one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connector.crm.amocrm import AmoCRMClient
+from connector.reports import InstallReport
+from connector.services import Services
+
+# type, name of each contact field; managers read them, only the API writes them.
+FIELD_TYPES = {
+    "balance": ("numeric", "Баллы лояльности"),
+    "tier": ("text", "Уровень лояльности"),
+    "discount": ("numeric", "Скидка по программе, %"),
+    "expiring_points": ("numeric", "Сгорающие баллы"),
+    "expiring_date": ("date", "Дата сгорания баллов"),
+    "segment": ("text", "RFM-сегмент"),
+    "card": ("text", "Карта лояльности"),
+}
+HOOK_EVENTS = ["add_lead", "update_lead", "status_lead", "delete_lead", "restore_lead",
+               "add_contact", "update_contact"]
+
+
+class AmoCRMInstaller:
+    def __init__(self, services: Services, client: AmoCRMClient) -> None:
+        self.services = services
+        self.client = client
+        self.settings = services.settings.amocrm
+        secret = self.settings.webhook_secret
+        base = services.settings.server.public_url.rstrip("/")
+        self.destination = f"{base}/amocrm/webhooks/{secret.get_secret_value() if secret else ''}"
+
+    def fields(self) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for page in self.client.pages("/api/v4/contacts/custom_fields", "custom_fields"):
+            found.update({f["code"]: f for f in page if f.get("code")})
+        return found
+
+    def install(self) -> InstallReport:
+        report = InstallReport()
+        existing = self.fields()
+        missing = []
+        for key, code in self.settings.fields.items():
+            if code in existing:
+                report.done.append(f"contact field {code} exists")
+                continue
+            kind, name = FIELD_TYPES[key]
+            missing.append({"name": name, "type": kind, "code": code, "is_api_only": True,
+                            "sort": 500 + len(missing)})
+        if missing:
+            self.client.request("POST", "/api/v4/contacts/custom_fields", json=missing)
+            report.done += [f"created contact field {f['code']} ({f['type']})" for f in missing]
+        self.client.request("POST", "/api/v4/webhooks", json={
+            "destination": self.destination, "settings": HOOK_EVENTS, "sort": 10})
+        report.done.append(f"webhook {', '.join(HOOK_EVENTS)} -> "
+                           f"{self.destination.rsplit('/', 1)[0]}/<webhook_secret>")
+        report.manual.append("Digital pipeline (optional): add the stage action "
+                             "\"send webhook\" with "
+                             f"{self.destination.replace('/webhooks/', '/actions/')}"
+                             "/bonus/<name> or /redeem/<points|max>.")
+        return report
+
+    def uninstall(self) -> InstallReport:
+        report = InstallReport()
+        hooks = self.client.request("GET", "/api/v4/webhooks") or {}
+        if any(h.get("destination") == self.destination
+               for h in (hooks.get("_embedded") or {}).get("webhooks") or []):
+            self.client.request("DELETE", "/api/v4/webhooks",
+                                json={"destination": self.destination})
+            report.done.append("removed the account webhook")
+        existing = self.fields()
+        for code in self.settings.fields.values():
+            if code in existing:
+                self.client.request("DELETE",
+                                    f"/api/v4/contacts/custom_fields/{existing[code]['id']}")
+                report.done.append(f"removed contact field {code}")
+        return report
