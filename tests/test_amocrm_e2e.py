@@ -287,3 +287,34 @@ def test_revoked_refresh_token_stops_calls_and_keeps_events(tmp_path: Path, data
     h.process()
     assert h.balance() == D("300.00")
     services.close()
+
+
+def test_install_is_idempotent_and_uninstall_removes_it(h: Harness) -> None:
+    h.account.state.custom_fields.clear()
+    first = h.connector.installer.install()
+    codes = {f["code"] for f in h.account.state.custom_fields}
+    assert codes == set(h.services.settings.amocrm.fields.values())
+    assert all(f["is_api_only"] for f in h.account.state.custom_fields)
+    [hook] = h.account.state.webhooks
+    assert hook["destination"].endswith(f"/amocrm/webhooks/{SECRET}")
+    assert {"status_lead", "delete_lead", "update_contact"} <= set(hook["settings"])
+    again = h.connector.installer.install()
+    assert len(h.account.state.custom_fields) == 7 and len(h.account.state.webhooks) == 1
+    assert sum("exists" in line for line in again.lines()) == 7
+    assert SECRET not in "\n".join(first.lines())  # the report can be pasted anywhere
+    h.connector.installer.uninstall()
+    assert (h.account.state.custom_fields, h.account.state.webhooks) == ([], [])
+
+
+def test_reconcile_converges_when_every_webhook_was_lost(h: Harness) -> None:
+    h.account.put_contact(10971465)
+    h.account.put_lead(1, contact=10971465, price=10000)
+    h.account.put_lead(2, contact=10971465, price=5000, status=143)
+    h.account.put_lead(3, contact=None, price=700)
+    report = h.connector.reconcile()
+    assert (report.deals, report.changed, report.without_contact) == (3, 1, 1)
+    assert h.balance() == D("300.00")
+    assert h.connector.reconcile().changed == 0
+    h.account.put_lead(2, contact=10971465, price=5000)  # won later, the hook was lost
+    assert h.connector.reconcile().changed == 1
+    assert h.balance() == D("450.00")

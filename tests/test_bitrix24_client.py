@@ -158,3 +158,15 @@ def test_leaky_bucket_allows_a_burst_then_the_rate() -> None:
     bucket.pause(3)
     bucket.acquire()
     assert now[0] == pytest.approx(3.5)
+
+
+def test_leaky_bucket_never_spins_on_float_residue_of_a_large_clock() -> None:
+    now = [1_795_417_200.0]  # an epoch-sized clock: tiny sleeps do not move it
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    bucket = LeakyBucket(7, 7, clock=lambda: now[0], sleep=sleep)
+    for _ in range(200):
+        bucket.acquire()
+    assert 200 / 7 - 2 < now[0] - 1_795_417_200.0 < 200 / 7

@@ -59,10 +59,10 @@ class AmoCRMInstaller:
             "destination": self.destination, "settings": HOOK_EVENTS, "sort": 10})
         report.done.append(f"webhook {', '.join(HOOK_EVENTS)} -> "
                            f"{self.destination.rsplit('/', 1)[0]}/<webhook_secret>")
+        actions = f"{self.destination.rsplit('/webhooks/', 1)[0]}/actions/<webhook_secret>"
         report.manual.append("Digital pipeline (optional): add the stage action "
-                             "\"send webhook\" with "
-                             f"{self.destination.replace('/webhooks/', '/actions/')}"
-                             "/bonus/<name> or /redeem/<points|max>.")
+                             f"\"send webhook\" with {actions}/bonus/<name> or "
+                             f"{actions}/redeem/<points|max> (amocrm.webhook_secret).")
         return report
 
     def uninstall(self) -> InstallReport:

@@ -5,21 +5,25 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import click
 
+from connector.amocrm.connector import AmoCRMConnector
 from connector.bitrix24.connector import Bitrix24Connector
 from connector.bitrix24.reconcile import changed_filter, count_changed
 from connector.cli.base import Runtime, cli, echo_json, fail, json_option, pass_runtime
 from connector.errors import CRMError
 from connector.scheduler import process_inbox
 
-CONNECTED = click.Choice(["bitrix24"])
+CONNECTED = click.Choice(["bitrix24", "amocrm"])
 
 
-def connector_for(runtime: Runtime, crm: str) -> Bitrix24Connector:
-    connector = runtime.services().bitrix24
+def connector_for(runtime: Runtime, crm: str) -> Bitrix24Connector | AmoCRMConnector:
+    services = runtime.services()
+    connector = services.bitrix24 if crm == "bitrix24" else services.amocrm
     if connector is None:
         fail(f"{crm} is not enabled: set {crm}.enabled = true and its credentials "
              "(see config.example.toml)")
@@ -56,6 +60,27 @@ def uninstall(runtime: Runtime, crm: str, yes: bool) -> None:
         click.echo(line)
 
 
+@contextmanager
+def progress(total: int | None, label: str, *, hidden: bool) -> Iterator[Callable[[int], None]]:
+    """A bar when the total is known; amoCRM tells none without a paid filter, so then a
+    running count."""
+    if total is not None:
+        with click.progressbar(length=total, label=label, file=sys.stderr,
+                               hidden=hidden) as bar:
+            yield bar.update
+        return
+    seen = [0]
+
+    def count(step: int) -> None:
+        seen[0] += step
+        if not hidden and seen[0] % 250 == 0:
+            click.echo(f"\r{label}: {seen[0]}", nl=False, err=True)
+
+    yield count
+    if not hidden:
+        click.echo(f"\r{label}: {seen[0]}", err=True)
+
+
 @cli.command()
 @click.argument("crm", type=CONNECTED)
 @click.option("--full", is_flag=True, help="every deal, not only those changed since last sync")
@@ -65,10 +90,13 @@ def sync(runtime: Runtime, crm: str, full: bool, as_json: bool) -> None:
     """Reconcile the ledger with the CRM's deals, then write back what changed."""
     connector = connector_for(runtime, crm)
     try:
-        total = count_changed(connector.client, changed_filter(runtime.services(), full=full))
-        with click.progressbar(length=total, label="deals", file=sys.stderr,
-                               hidden=as_json) as bar:
-            report = connector.reconcile(full=full, progress=bar.update)
+        total = None
+        if isinstance(connector, Bitrix24Connector):
+            total = count_changed(connector.client, changed_filter(runtime.services(),
+                                                                   full=full))
+        with progress(total, "deals" if total is not None else "leads",
+                      hidden=as_json) as update:
+            report = connector.reconcile(full=full, progress=update)
         flushed = connector.flush()
     except CRMError as exc:
         fail(f"{crm}: {exc.detail}")
