@@ -278,9 +278,10 @@ class Ledger(Postings):
         """Expire every account with lots past their date; returns the entries written."""
         as_of = as_of or self.clock()
         with self.db.transaction(write=False) as session:
-            account_ids = list(session.scalars(
-                select(Lot.account_id).where(Lot.remaining > 0, Lot.expires_at <= as_of)
-                .distinct().limit(limit)))
+            # Walk the lots by expiry date (ix_lots_expires_open), not every open lot.
+            due = (select(Lot.account_id).where(Lot.expires_at <= as_of, Lot.remaining > 0)
+                   .order_by(Lot.expires_at).limit(limit).subquery())
+            account_ids = list(session.scalars(select(due.c.account_id).distinct()))
         return sum(len(self.expire_account(account_id, as_of=as_of))
                    for account_id in account_ids)
 

@@ -76,6 +76,8 @@ class Entry(Base):
         Index("ix_entries_account_source", "account_id", "source"),
         Index("ix_entries_kind_occurred", "kind", "occurred_at"),
         Index("ix_entries_account_purchase_at", "account_id", "purchase_at"),
+        # settle_purchase finds a deal's entries by source alone, on any account.
+        Index("ix_entries_source", "source"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -192,14 +192,15 @@ class Postings:
         earning = self.program.earn(amount, tier=self.program.tier_named(account.tier), at=at,
                                     category=category)
         details: dict[str, Any] = {**earning.breakdown, "category": category}
-        account.purchase_count += 1
-        account.purchase_total += to_minor(amount)
-        account.first_purchase_at = min(filter(None, [account.first_purchase_at, at]))
-        account.last_purchase_at = max(filter(None, [account.last_purchase_at, at]))
+        # The tier query runs before the account changes, so the row is written once.
         counted = amount if at >= self.program.tier_window_start(now) else Decimal(0)
         tier_up = self._upgrade_tier(session, account, extra_spend=counted, now=now)
         if tier_up:
             details["tier_up"] = tier_up
+        account.purchase_count += 1
+        account.purchase_total += to_minor(amount)
+        account.first_purchase_at = min(filter(None, [account.first_purchase_at, at]))
+        account.last_purchase_at = max(filter(None, [account.last_purchase_at, at]))
         entry = self._post(session, account, "accrual", to_minor(earning.points), key=key,
                            source=source, occurred_at=at, comment=comment, actor=actor,
                            details=details, source_data=source_data,
