@@ -156,6 +156,21 @@ def _default_amocrm_fields() -> dict[str, str]:
     }
 
 
+class AmoCRMTrigger(_Section):
+    """What a marketing transition does in amoCRM; several actions may be set together."""
+
+    tag: str | None = Field(None, description="tag added to the contact")
+    lead_tag: bool = Field(False, description="also tag the contact's latest lead")
+    salesbot_id: int | None = Field(None, description="Salesbot run for the contact")
+    note: bool = Field(False, description="a note on the contact")
+
+
+def _default_amocrm_triggers() -> dict[str, AmoCRMTrigger]:
+    codes = ("loyalty_tier_up", "loyalty_tier_down", "loyalty_points_expiring",
+             "loyalty_birthday", "loyalty_welcome", "loyalty_points_accrued")
+    return {code: AmoCRMTrigger(tag=code) for code in codes}
+
+
 class AmoCRMSettings(_Section):
     enabled: bool = False
     base_url: str | None = Field(None, description="https://SUBDOMAIN.amocrm.ru")
@@ -175,6 +190,7 @@ class AmoCRMSettings(_Section):
     pipelines: list[int] = Field(default_factory=list, description="pipelines; empty: all")
     sync_interval_minutes: int = Field(15, ge=1)
     fields: dict[str, str] = Field(default_factory=_default_amocrm_fields)
+    triggers: dict[str, AmoCRMTrigger] = Field(default_factory=_default_amocrm_triggers)
 
     @field_validator("webhook_secret")
     @classmethod

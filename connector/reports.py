@@ -31,3 +31,10 @@ class WritebackReport:
     unchanged: int = 0
     failed: int = 0
     calls: int = 0
+
+
+@dataclass
+class TriggerReport:
+    sent: int = 0
+    skipped: int = 0
+    failed: int = 0

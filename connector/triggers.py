@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from connector.crm.models import TriggerEvent
 from connector.db import Database, utcnow
+from connector.ledger.models import Account
 from connector.ledger.views import Result
 
 TIER_UP = "loyalty_tier_up"
@@ -56,6 +58,40 @@ def from_results(results: Iterable[Result], *, deal_id: str | None = None) -> li
             found.append(Transition(result.account_id, BIRTHDAY,
                                     f"birthday:{result.entry_id}", deal_id))
     return found
+
+
+@dataclass(frozen=True)
+class Due:
+    id: int
+    account_id: int
+    contact_id: str
+    code: str
+    deal_id: str | None
+
+
+def due(db: Database, crm: str, portal: str, limit: int) -> list[Due]:
+    """Triggers still owed to one CRM portal, oldest first."""
+    with db.transaction(write=False) as session:
+        rows = session.execute(
+            select(TriggerEvent.id, TriggerEvent.account_id, Account.contact_id,
+                   TriggerEvent.code, TriggerEvent.deal_id)
+            .join(Account, Account.id == TriggerEvent.account_id)
+            .where(TriggerEvent.status == "pending", Account.crm == crm,
+                   Account.portal == portal)
+            .order_by(TriggerEvent.id).limit(limit))
+        return [Due(*row) for row in rows]
+
+
+def mark(db: Database, trigger_id: int, status: str, error: str | None,
+         now: datetime) -> None:
+    with db.transaction() as session:
+        row = session.get(TriggerEvent, trigger_id)
+        if row is not None:
+            row.status = status
+            row.attempts += 1
+            row.last_error = error
+            if status == "sent":
+                row.sent_at = now
 
 
 def record(db: Database, transitions: Iterable[Transition]) -> int:

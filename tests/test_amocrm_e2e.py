@@ -12,16 +12,19 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from connector.amocrm.connector import AmoCRMConnector
 from connector.config import Settings
 from connector.crm.amocrm import AmoCRMClient
 from connector.crm.credentials import Tokens
 from connector.crm.limiter import LeakyBucket
+from connector.crm.models import TriggerEvent
 from connector.db import utcnow
 from connector.errors import CRMAuthError
 from connector.ledger.views import AccountRef
 from connector.services import Services
+from connector.triggers import WELCOME
 from connector.worker import Worker
 from tests.conftest import Clock, fresh_services, make_settings
 from tests.fakes import ManualClock
@@ -318,3 +321,32 @@ def test_reconcile_converges_when_every_webhook_was_lost(h: Harness) -> None:
     h.account.put_lead(2, contact=10971465, price=5000)  # won later, the hook was lost
     assert h.connector.reconcile().changed == 1
     assert h.balance() == D("450.00")
+
+
+def test_marketing_triggers_tag_run_a_salesbot_and_note_once(
+        tmp_path: Path, database_url: str, account: FakeAmoCRM, time: ManualClock,
+        clock: Clock) -> None:
+    triggers = {"loyalty_points_accrued": {"tag": "points", "lead_tag": True},
+                "loyalty_tier_up": {"tag": "vip", "salesbot_id": 4242, "note": True}}
+    services = fresh_services(amo_settings(tmp_path, database_url, account,
+                                           triggers=triggers), clock=clock)
+    h = Harness(account, services, time, clock)
+    account.put_contact(10971465)
+    account.put_lead(1, contact=10971465, price=40000)
+    h.hook("leads", "status", status(1))
+    h.hook("contacts", "add", {"id": "10971465", "type": "contact"})
+    counts = h.process()
+    assert counts["amocrm_triggers_sent"] == 2
+    assert sorted(account.state.tags_added) == [("contacts", 10971465, "points"),
+                                                ("contacts", 10971465, "vip"),
+                                                ("leads", 1, "points")]
+    assert account.state.salesbot_runs == [{"bot_id": 4242, "entity_id": 10971465,
+                                            "entity_type": 1}]
+    assert [n["params"]["text"] for n in account.state.notes] == ["Loyalty: tier upgraded"]
+    h.hook("leads", "update", status(1))
+    h.process()
+    assert len(account.state.tags_added) == 3  # once per transition
+    with services.db.transaction(write=False) as session:
+        welcome = session.scalar(select(TriggerEvent).where(TriggerEvent.code == WELCOME))
+        assert welcome is not None and welcome.status == "skipped"  # no action configured
+    services.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cached_property
 
+from connector.amocrm.automation import AmoCRMAutomation
 from connector.amocrm.install import AmoCRMInstaller
 from connector.amocrm.processor import AmoCRMProcessor
 from connector.amocrm.reconcile import reconcile
@@ -36,6 +37,13 @@ class AmoCRMConnector:
                   progress: Callable[[int], None] | None = None) -> ReconcileReport:
         return reconcile(self.services, self.processor, full=full, progress=progress)
 
+    @cached_property
+    def automation(self) -> AmoCRMAutomation:
+        return AmoCRMAutomation(self.services, self.client)
+
     def flush(self) -> dict[str, int]:
+        """Write-back, then triggers: what the worker's ledger changes owe the account."""
         written = self.writeback.flush()
-        return {"amocrm_contacts_written": written.contacts_written}
+        fired = self.automation.flush()
+        return {"amocrm_contacts_written": written.contacts_written,
+                "amocrm_triggers_sent": fired.sent, "amocrm_triggers_failed": fired.failed}

@@ -9,36 +9,16 @@ comment on the contact tells the manager what happened.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
-from sqlalchemy import select
-
-from connector import mirror
+from connector import mirror, triggers
 from connector.crm.bitrix24 import BATCH_LIMIT, Bitrix24Client
-from connector.crm.models import TriggerEvent
 from connector.errors import FatalCRMError
-from connector.ledger.models import Account
+from connector.reports import TriggerReport
 from connector.services import Services
-from connector.triggers import NAMES
+from connector.triggers import NAMES, Due
 
 log = logging.getLogger(__name__)
 DEAL = 2  # OWNER_TYPE_ID of deals (crm.enum.ownertype)
-
-
-@dataclass
-class TriggerReport:
-    sent: int = 0
-    skipped: int = 0
-    failed: int = 0
-
-
-@dataclass(frozen=True)
-class Due:
-    id: int
-    account_id: int
-    contact_id: str
-    code: str
-    deal_id: str | None
 
 
 class Bitrix24Automation:
@@ -48,20 +28,9 @@ class Bitrix24Automation:
         self.settings = services.settings.bitrix24
         self.portal = self.settings.portal_key
 
-    def due(self, limit: int) -> list[Due]:
-        with self.services.db.transaction(write=False) as session:
-            rows = session.execute(
-                select(TriggerEvent.id, TriggerEvent.account_id, Account.contact_id,
-                       TriggerEvent.code, TriggerEvent.deal_id)
-                .join(Account, Account.id == TriggerEvent.account_id)
-                .where(TriggerEvent.status == "pending", Account.crm == "bitrix24",
-                       Account.portal == self.portal)
-                .order_by(TriggerEvent.id).limit(limit))
-            return [Due(*row) for row in rows]
-
     def flush(self, *, limit: int = 1000) -> TriggerReport:
         report = TriggerReport()
-        due = self.due(limit)
+        due = triggers.due(self.services.db, "bitrix24", self.portal, limit)
         if not due:
             return report
         if self.settings.webhook_url is not None:
@@ -127,11 +96,4 @@ class Bitrix24Automation:
             log.warning("timeline comment for contact %s failed: %s", item.contact_id, exc)
 
     def _mark(self, trigger_id: int, status: str, error: str | None) -> None:
-        with self.services.db.transaction() as session:
-            row = session.get(TriggerEvent, trigger_id)
-            if row is not None:
-                row.status = status
-                row.attempts += 1
-                row.last_error = error
-                if status == "sent":
-                    row.sent_at = self.services.ledger.clock()
+        triggers.mark(self.services.db, trigger_id, status, error, self.services.ledger.clock())

@@ -38,6 +38,8 @@ class Account:
     webhooks: list[dict[str, Any]] = field(default_factory=list)
     notes: list[dict[str, Any]] = field(default_factory=list)
     contact_patches: list[list[dict[str, Any]]] = field(default_factory=list)
+    tags_added: list[tuple[str, int, str]] = field(default_factory=list)  # entity, id, tag
+    salesbot_runs: list[dict[str, Any]] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
     http_requests: int = 0
     too_many: int = 0
@@ -240,9 +242,12 @@ class FakeAmoCRM:
             return 400, {"validation-errors": errors, "title": "Bad Request",
                          "type": "https://httpstatus.es/400", "status": 400,
                          "detail": "Request validation failed"}
-        self.state.contact_patches.append(body)
+        fields = [item for item in body if "custom_fields_values" in item]
+        if fields:
+            self.state.contact_patches.append(fields)
         for item in body:
             contact = self.state.contacts[int(item["id"])]
+            self._tag(contact, "contacts", item)
             current = {v["field_code"]: v for v in contact.get("custom_fields_values") or []}
             for value in item.get("custom_fields_values", []):
                 current[value["field_code"]] = value  # only passed fields change
@@ -251,6 +256,29 @@ class FakeAmoCRM:
         return 200, {"_embedded": {"contacts": [{"id": int(item["id"]),
                                                   "updated_at": self._clock_ts}
                                                  for item in body]}}
+
+    def _tag(self, entity: dict[str, Any], kind: str, item: dict[str, Any]) -> None:
+        tags = entity.setdefault("_embedded", {}).setdefault("tags", [])
+        for tag in item.get("tags_to_add") or []:
+            if tag["name"] not in {t["name"] for t in tags}:
+                tags.append({"id": 100000 + len(self.state.tags_added), "name": tag["name"]})
+            self.state.tags_added.append((kind, entity["id"], tag["name"]))
+
+    def leads_patch(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
+        for item in body:
+            lead = self.state.leads.get(int(item["id"]))
+            if lead is None:
+                return 400, {"title": "Bad Request", "status": 400, "detail": "lead not found"}
+            self._tag(lead, "leads", item)
+            lead["updated_at"] = self.tick()
+        return 200, {"_embedded": {"leads": [{"id": int(i["id"])} for i in body]}}
+
+    def salesbot_run(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
+        if not isinstance(body, list) or len(body) > 100:
+            return 400, {"title": "Bad Request", "status": 400, "detail": "at most 100 tasks"}
+        self.state.salesbot_runs += body
+        return 202, {"_links": {"self": {"href": "/api/v2/salesbot/run", "method": "post"}},
+                     "success": True}
 
     def fields_list(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
         return self._page(path, {**params, "limit": 50}, "custom_fields",
@@ -310,6 +338,9 @@ ROUTES: dict[str, Callable[..., tuple[int, Any]]] = {
     "POST /api/v4/webhooks": FakeAmoCRM.webhooks_add,
     "DELETE /api/v4/webhooks": FakeAmoCRM.webhooks_delete,
     "POST /api/v4/leads/notes": FakeAmoCRM.notes_add,
+    "POST /api/v4/contacts/notes": FakeAmoCRM.notes_add,
+    "PATCH /api/v4/leads": FakeAmoCRM.leads_patch,
+    "POST /api/v2/salesbot/run": FakeAmoCRM.salesbot_run,
 }
 
 

@@ -1,0 +1,83 @@
+"""Marketing triggers in amoCRM, as configured per transition (`amocrm.triggers`): a tag on
+the contact (and its latest lead), a Salesbot run, a note. Each transition once."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Any
+
+from connector import mirror, triggers
+from connector.crm.amocrm import AmoCRMClient
+from connector.errors import FatalCRMError
+from connector.reports import TriggerReport
+from connector.services import Services
+from connector.triggers import NAMES, Due
+
+log = logging.getLogger(__name__)
+SALESBOT_BATCH = 100  # tasks per POST /api/v2/salesbot/run
+CONTACT = 1  # Salesbot entity_type of a contact
+
+
+class AmoCRMAutomation:
+    def __init__(self, services: Services, client: AmoCRMClient) -> None:
+        self.services = services
+        self.client = client
+        self.settings = services.settings.amocrm
+        self.portal = self.settings.portal_key
+
+    def flush(self, *, limit: int = 1000) -> TriggerReport:
+        report = TriggerReport()
+        due = triggers.due(self.services.db, "amocrm", self.portal, limit)
+        if not due:
+            return report
+        leads = mirror.latest_deals(self.services.db, [d.account_id for d in due])
+        tags: dict[str, list[dict[str, Any]]] = defaultdict(list)  # path -> PATCH items
+        bots: list[dict[str, Any]] = []
+        notes: list[dict[str, Any]] = []
+        sent: list[Due] = []
+        for item in due:
+            action = self.settings.triggers.get(item.code)
+            if action is None:
+                self._mark(item, "skipped", "no action configured in amocrm.triggers")
+                report.skipped += 1
+                continue
+            if action.tag:
+                tag = [{"name": action.tag}]
+                tags["/api/v4/contacts"].append({"id": int(item.contact_id),
+                                                 "tags_to_add": tag})
+                lead = item.deal_id or leads.get(item.account_id)
+                if action.lead_tag and lead:
+                    tags["/api/v4/leads"].append({"id": int(lead), "tags_to_add": tag})
+            if action.salesbot_id:
+                bots.append({"bot_id": action.salesbot_id, "entity_id": int(item.contact_id),
+                             "entity_type": CONTACT})
+            if action.note:
+                notes.append({"entity_id": int(item.contact_id), "note_type": "common",
+                              "params": {"text": NAMES.get(item.code, item.code)}})
+            sent.append(item)
+        try:
+            size = self.settings.write_batch
+            for path, items in tags.items():
+                for start in range(0, len(items), size):
+                    self.client.request("PATCH", path, json=items[start:start + size])
+            for start in range(0, len(bots), SALESBOT_BATCH):
+                self.client.request("POST", "/api/v2/salesbot/run",
+                                    json=bots[start:start + SALESBOT_BATCH])
+            for start in range(0, len(notes), size):
+                self.client.request("POST", "/api/v4/contacts/notes",
+                                    json=notes[start:start + size])
+        except FatalCRMError as exc:
+            # Refused as a whole (a deleted contact, a bot that is gone): not retried forever.
+            log.warning("amocrm triggers refused: %s", exc)
+            for item in sent:
+                self._mark(item, "failed", exc.detail)
+            report.failed += len(sent)
+            return report
+        for item in sent:
+            self._mark(item, "sent", None)
+        report.sent += len(sent)
+        return report
+
+    def _mark(self, item: Due, status: str, error: str | None) -> None:
+        triggers.mark(self.services.db, item.id, status, error, self.services.ledger.clock())
