@@ -6,7 +6,6 @@ import threading
 import time
 from collections.abc import Callable
 
-EPSILON_S = 1e-6
 MIN_SLEEP_S = 0.001
 
 
@@ -46,12 +45,12 @@ class LeakyBucket:
                 self._drain(now)
                 wait = max(self._paused_until - now,
                            (self._level + 1 - self.burst) / self.rate, 0.0)
-                # Float residue (a level of 7.0000001) must not turn into a sleep too short
-                # for the clock to notice, which would spin forever.
-                if wait <= EPSILON_S:
+                if wait <= 0:
                     self._level += 1
                     self.waited_seconds += waited
                     return waited
+            # Float residue (a level of 7.0000001) must neither let a request through early
+            # nor become a sleep too short for the clock to notice, which would spin forever.
             wait = max(wait, MIN_SLEEP_S)
             self.sleep(wait)
             waited += wait
