@@ -350,3 +350,16 @@ def test_marketing_triggers_tag_run_a_salesbot_and_note_once(
         welcome = session.scalar(select(TriggerEvent).where(TriggerEvent.code == WELCOME))
         assert welcome is not None and welcome.status == "skipped"  # no action configured
     services.close()
+
+
+def test_healthz_reports_revoked_credentials(tmp_path: Path, database_url: str,
+                                            account: FakeAmoCRM, time: ManualClock,
+                                            clock: Clock) -> None:
+    services = oauth(tmp_path, database_url, account, clock)
+    h = Harness(account, services, time, clock)
+    assert h.web.get("/healthz").json["checks"] == {"database": "ok", "amocrm": "ok"}
+    services.amocrm_credentials.revoke("amocrm oauth refused (401): Token has been revoked")
+    response = h.web.get("/healthz")
+    assert response.status_code == 503
+    assert response.json["checks"]["amocrm"].startswith("revoked: amocrm oauth refused")
+    services.close()

@@ -1,4 +1,4 @@
-"""GET /healthz: is the database reachable and migrated."""
+"""GET /healthz: is the database reachable and migrated, and can each CRM be called."""
 
 from __future__ import annotations
 
@@ -6,15 +6,27 @@ from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
 from connector.errors import StorageError
+from connector.services import Services
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
 def healthz() -> ResponseReturnValue:
-    services = current_app.extensions["loyalty"]
+    services: Services = current_app.extensions["loyalty"]
+    checks: dict[str, str] = {}
     try:
         services.db.check()
+        checks["database"] = "ok"
     except StorageError as exc:
         return jsonify(status="unhealthy", checks={"database": str(exc)}), 503
-    return jsonify(status="ok", checks={"database": "ok"})
+    for crm, enabled, store in (
+            ("bitrix24", services.settings.bitrix24.enabled, services.bitrix24_credentials),
+            ("amocrm", services.settings.amocrm.enabled, services.amocrm_credentials)):
+        if enabled:
+            state = store.status()
+            # Revoked credentials stop every call to that CRM until an admin re-authorizes.
+            checks[crm] = f"revoked: {state[1]}" if state and state[0] == "revoked" else "ok"
+    healthy = all(value == "ok" for value in checks.values())
+    return jsonify(status="ok" if healthy else "unhealthy", checks=checks), \
+        200 if healthy else 503
