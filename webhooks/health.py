@@ -20,13 +20,20 @@ def healthz() -> ResponseReturnValue:
         checks["database"] = "ok"
     except StorageError as exc:
         return jsonify(status="unhealthy", checks={"database": str(exc)}), 503
-    for crm, enabled, store in (
-            ("bitrix24", services.settings.bitrix24.enabled, services.bitrix24_credentials),
-            ("amocrm", services.settings.amocrm.enabled, services.amocrm_credentials)):
-        if enabled:
-            state = store.status()
-            # Revoked credentials stop every call to that CRM until an admin re-authorizes.
-            checks[crm] = f"revoked: {state[1]}" if state and state[0] == "revoked" else "ok"
+    b24, amo = services.settings.bitrix24, services.settings.amocrm
+    for crm, enabled, uses_oauth, store in (
+            ("bitrix24", b24.enabled, b24.webhook_url is None, services.bitrix24_credentials),
+            ("amocrm", amo.enabled, amo.long_lived_token is None, services.amocrm_credentials)):
+        if not enabled:
+            continue
+        state = store.status()
+        # Revoked credentials stop every call to that CRM until an admin re-authorizes.
+        if state and state[0] == "revoked":
+            checks[crm] = f"revoked: {state[1]}"
+        elif uses_oauth and state is None:
+            checks[crm] = "not authorized yet: install the app / open the authorization link"
+        else:
+            checks[crm] = "ok"
     healthy = all(value == "ok" for value in checks.values())
     return jsonify(status="ok" if healthy else "unhealthy", checks=checks), \
         200 if healthy else 503
