@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -59,6 +59,19 @@ def views(db: Database, program: Program, account_ids: list[int],
         return {account.id: queries.account_view(session, program, account, now)
                 for account in session.scalars(select(Account)
                                                .where(Account.id.in_(account_ids)))}
+
+
+def wanted(db: Database, program: Program, account_ids: list[int], now: datetime,
+           render: Callable[[AccountView, date | None], dict[str, str]]
+           ) -> dict[int, dict[str, str]]:
+    """What each account's contact should show, rendered by the CRM's own mapping; the
+    expiry date is the day in the program's time zone."""
+    values = {}
+    for account_id, view in views(db, program, account_ids, now).items():
+        expiring = view.next_expiry_at.astimezone(program.zone).date() \
+            if view.next_expiry_at else None
+        values[account_id] = render(view, expiring)
+    return values
 
 
 def mark_written(db: Database, item: Dirty, changes: Mapping[str, str], now: datetime) -> None:

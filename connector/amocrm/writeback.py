@@ -24,17 +24,13 @@ class AmoCRMWriteback:
         self.portal = self.settings.portal_key
 
     def wanted(self, account_ids: list[int], now: datetime) -> dict[int, dict[str, str]]:
-        program = self.services.program
-        values = {}
-        for account_id, view in mirror.views(self.services.db, program, account_ids,
-                                             now).items():
-            expiring = view.next_expiry_at.astimezone(program.zone).date() \
-                if view.next_expiry_at else None
-            values[account_id] = amo.contact_values(
+        return mirror.wanted(
+            self.services.db, self.services.program, account_ids, now,
+            lambda view, expiring: amo.contact_values(
                 self.settings.fields, balance=view.balance, tier=view.tier,
                 discount=view.discount_percent, expiring_points=view.next_expiry_points,
-                expiring_date=expiring, segment=None, card=view.card_number, zone=program.zone)
-        return values
+                expiring_date=expiring, segment=None, card=view.card_number,
+                zone=self.services.program.zone))
 
     def flush(self, *, limit: int = 5000) -> WritebackReport:
         report = WritebackReport()
