@@ -50,6 +50,16 @@ def reconcile_bitrix24(services: Services) -> int:
     return report.changed
 
 
+def reconcile_amocrm(services: Services) -> int:
+    """Pull leads changed since the last sync, in case webhooks were lost."""
+    if services.amocrm is None:
+        return 0
+    report = services.amocrm.reconcile()
+    log.info("reconcile_amocrm: %d lead(s) read, %d changed, %d call(s)", report.deals,
+             report.changed, report.calls)
+    return report.changed
+
+
 @dataclass(frozen=True)
 class Job:
     id: str
@@ -64,6 +74,9 @@ def jobs(settings: Settings) -> list[Job]:
     if settings.bitrix24.enabled:
         found.append(Job("reconcile_bitrix24", reconcile_bitrix24,
                          settings.bitrix24.sync_interval_minutes * 60))
+    if settings.amocrm.enabled:
+        found.append(Job("reconcile_amocrm", reconcile_amocrm,
+                         settings.amocrm.sync_interval_minutes * 60))
     return found
 
 

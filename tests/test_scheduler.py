@@ -131,3 +131,21 @@ def test_serve_answers_healthz_and_stops_on_sigterm(tmp_path: Path) -> None:
         assert database.current_revision() == database.head_revision()
     finally:
         database.dispose()
+
+
+def test_each_enabled_crm_gets_its_reconcile_job(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, bitrix24={"enabled": True, "sync_interval_minutes": 5,
+                            "webhook_url": "https://acme.bitrix24.ru/rest/1/secret0000001/"},
+        amocrm={"enabled": True, "base_url": "https://example.amocrm.ru",
+                "long_lived_token": "t" * 40, "webhook_secret": "S" * 20,
+                "sync_interval_minutes": 7})
+    services = Services.build(settings)
+    try:
+        jobs = {job.id: job for job in build_scheduler(services).get_jobs()}
+        assert set(jobs) == {"process_inbox", "expire_points", "reconcile_bitrix24",
+                             "reconcile_amocrm"}
+        assert jobs["reconcile_bitrix24"].trigger.interval == timedelta(minutes=5)
+        assert jobs["reconcile_amocrm"].trigger.interval == timedelta(minutes=7)
+    finally:
+        services.close()
