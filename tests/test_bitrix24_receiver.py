@@ -132,3 +132,11 @@ def test_app_install_is_accepted_before_a_token_is_known(tmp_path: Path,
     assert client.post("/bitrix24/events", data=event_body(),
                        content_type=FORM).status_code == 401
     assert client.post("/bitrix24/events", data=install, content_type=FORM).status_code == 200
+
+
+def test_receivers_are_absent_while_bitrix24_is_disabled(tmp_path: Path,
+                                                        database_url: str) -> None:
+    client = create_app(services=fresh_services(make_settings(tmp_path, database_url))
+                        ).test_client()
+    response = client.post("/bitrix24/events", data=event_body(), content_type=FORM)
+    assert response.status_code == 404

@@ -56,6 +56,14 @@ def authenticate(auth: b24.Auth, *, event: str, settings: Bitrix24Settings,
     return None
 
 
+@bp.before_request
+def _only_when_enabled() -> ResponseReturnValue | None:
+    services: Services = current_app.extensions["loyalty"]
+    if not services.settings.bitrix24.enabled:
+        return error_response(404, "not_found", "bitrix24 is not enabled on this service")
+    return None
+
+
 def _parse_form() -> dict | ResponseReturnValue:
     if request.mimetype != FORM:
         return _reject(415, "unsupported_media_type", f"expected {FORM}")

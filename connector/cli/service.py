@@ -34,6 +34,8 @@ def serve(runtime: Runtime) -> None:
     services.db.upgrade()
     # Every /healthz opens a migration context, which would log two lines per probe.
     logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+    # The inbox job runs every few seconds; its own log line says when it did something.
+    logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
     config = runtime.settings.server
     try:
         server = create_server(create_app(services=services), host=config.host,
