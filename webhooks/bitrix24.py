@@ -11,6 +11,8 @@ import hashlib
 import hmac
 import logging
 import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
@@ -20,17 +22,18 @@ from connector.crm.credentials import CredentialStore
 from connector.services import Services
 from mappings import bitrix24 as b24
 from mappings.phpquery import QueryError, decode
-from webhooks.errors import error_response
+from webhooks.errors import ApiError, error_response
 
 log = logging.getLogger(__name__)
 bp = Blueprint("bitrix24", __name__, url_prefix="/bitrix24")
+T = TypeVar("T", b24.Event, b24.RobotCall)
 FORM = "application/x-www-form-urlencoded"
 
 
-def _reject(status: int, code: str, detail: str) -> ResponseReturnValue:
+def _refused(status: int, code: str, detail: str) -> ApiError:
     # Logged and answered, never stored: a refused request leaves nothing behind.
     log.warning("bitrix24 request refused: %s %s (%s)", status, code, detail)
-    return error_response(status, code, detail)
+    return ApiError(status, code, detail)
 
 
 def _same(given: str, expected: str) -> bool:
@@ -64,29 +67,28 @@ def _only_when_enabled() -> ResponseReturnValue | None:
     return None
 
 
-def _parse_form() -> dict | ResponseReturnValue:
+def _accepted(parse: Callable[[dict[str, Any]], T], invalid: str) -> tuple[Services, T]:
+    """The parsed, authenticated call, or an ApiError (415/400/401) with nothing stored."""
+    services: Services = current_app.extensions["loyalty"]
     if request.mimetype != FORM:
-        return _reject(415, "unsupported_media_type", f"expected {FORM}")
+        raise _refused(415, "unsupported_media_type", f"expected {FORM}")
     try:
-        return decode(request.get_data(cache=True))
+        item = parse(decode(request.get_data(cache=True)))
     except QueryError as exc:
-        return _reject(400, "malformed_body", str(exc))
+        raise _refused(400, "malformed_body", str(exc)) from None
+    except b24.PayloadError as exc:
+        raise _refused(400, invalid, str(exc)) from None
+    event = item.name if isinstance(item, b24.Event) else "robot"
+    why = authenticate(item.auth, event=event, settings=services.settings.bitrix24,
+                       credentials=services.bitrix24_credentials)
+    if why:
+        raise _refused(401, "unauthorized", why)
+    return services, item
 
 
 @bp.post("/events")
 def events() -> ResponseReturnValue:
-    services: Services = current_app.extensions["loyalty"]
-    form = _parse_form()
-    if not isinstance(form, dict):
-        return form
-    try:
-        event = b24.parse_event(form)
-    except b24.PayloadError as exc:
-        return _reject(400, "invalid_event", str(exc))
-    why = authenticate(event.auth, event=event.name, settings=services.settings.bitrix24,
-                       credentials=services.bitrix24_credentials)
-    if why:
-        return _reject(401, "unauthorized", why)
+    services, event = _accepted(b24.parse_event, "invalid_event")
     body = request.get_data(cache=True)
     # Events carry no id and are never re-sent; processing is by current state, so every
     # delivery is kept (a repeated one costs one fetch, a dropped one would lose a change).
@@ -98,18 +100,7 @@ def events() -> ResponseReturnValue:
 
 @bp.post("/robots")
 def robots() -> ResponseReturnValue:
-    services: Services = current_app.extensions["loyalty"]
-    form = _parse_form()
-    if not isinstance(form, dict):
-        return form
-    try:
-        call = b24.parse_robot(form)
-    except b24.PayloadError as exc:
-        return _reject(400, "invalid_robot_call", str(exc))
-    why = authenticate(call.auth, event="robot", settings=services.settings.bitrix24,
-                       credentials=services.bitrix24_credentials)
-    if why:
-        return _reject(401, "unauthorized", why)
+    services, call = _accepted(b24.parse_robot, "invalid_robot_call")
     # One robot run has one event_token: a repeated delivery must not redeem twice.
     key = b24.robot_key(services.settings.bitrix24.portal_key, call.event_token)
     stored = services.inbox.put(source="bitrix24", kind=f"robot:{call.code}", dedup_key=key,
