@@ -76,6 +76,7 @@ class InboxSettings(_Section):
 class SchedulerSettings(_Section):
     enabled: bool = True
     expiry_interval_minutes: int = Field(60, ge=1)
+    tiers_interval_minutes: int = Field(1440, ge=1, description="tier recalculation")
 
 
 def _default_bitrix24_fields() -> dict[str, str]:
@@ -272,6 +273,7 @@ class ProgramSettings(_Section):
     points_precision: int = Field(0, ge=0, le=2, description="decimal places of earned points")
     tiers: list[Tier] = Field(default_factory=_default_tiers)
     tier_period_days: int = Field(365, ge=1)
+    tier_grace_days: int = Field(0, ge=0, description="no downgrade this long after a change")
     campaigns: list[Campaign] = Field(default_factory=list)
     welcome_bonus: Points = Decimal(0)
     birthday_bonus: Points = Decimal(0)

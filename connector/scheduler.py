@@ -17,6 +17,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
+from connector import triggers
 from connector.config import Settings
 from connector.services import Services
 from connector.worker import Worker
@@ -29,6 +30,14 @@ def expire_points(services: Services) -> int:
     count = services.ledger.expire_due()
     log.info("expire_points: %d lot(s) expired", count)
     return count
+
+
+def recalculate_tiers(services: Services) -> int:
+    """Tiers by rolling spend; downgrades happen here. Marketing hears of each move once."""
+    changes = services.ledger.recalculate_tiers()
+    triggers.record(services.db, triggers.from_tier_changes(changes, services.program))
+    log.info("recalculate_tiers: %d account(s) changed tier", len(changes))
+    return len(changes)
 
 
 def process_inbox(services: Services) -> dict[str, int]:
@@ -70,7 +79,9 @@ class Job:
 def jobs(settings: Settings) -> list[Job]:
     found = [Job("process_inbox", process_inbox, settings.inbox.poll_seconds),
              Job("expire_points", expire_points,
-                 settings.scheduler.expiry_interval_minutes * 60)]
+                 settings.scheduler.expiry_interval_minutes * 60),
+             Job("recalculate_tiers", recalculate_tiers,
+                 settings.scheduler.tiers_interval_minutes * 60)]
     if settings.bitrix24.enabled:
         found.append(Job("reconcile_bitrix24", reconcile_bitrix24,
                          settings.bitrix24.sync_interval_minutes * 60))

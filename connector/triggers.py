@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -13,6 +14,10 @@ from connector.crm.models import TriggerEvent
 from connector.db import Database, utcnow
 from connector.ledger.models import Account
 from connector.ledger.views import Result
+from connector.program import Program
+
+if TYPE_CHECKING:
+    from connector.ledger.engine import TierChange
 
 TIER_UP = "loyalty_tier_up"
 TIER_DOWN = "loyalty_tier_down"
@@ -58,6 +63,14 @@ def from_results(results: Iterable[Result], *, deal_id: str | None = None) -> li
             found.append(Transition(result.account_id, BIRTHDAY,
                                     f"birthday:{result.entry_id}", deal_id))
     return found
+
+
+def from_tier_changes(changes: Iterable[TierChange], program: Program) -> list[Transition]:
+    """Tier moves found by the recalculation: up or down, once per move."""
+    return [Transition(change.account_id,
+                       TIER_UP if program.tier_rank(change.new) > program.tier_rank(change.old)
+                       else TIER_DOWN, f"tier:{change.old}->{change.new}:{change.at.isoformat()}")
+            for change in changes]
 
 
 @dataclass(frozen=True)

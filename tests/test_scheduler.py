@@ -36,7 +36,8 @@ def test_jobs_are_registered_with_their_configured_intervals(tmp_path: Path) -> 
     try:
         scheduler = build_scheduler(services)
         assert isinstance(scheduler, BackgroundScheduler)
-        inbox, job = scheduler.get_jobs()
+        inbox, job, tiers = scheduler.get_jobs()
+        assert (tiers.id, tiers.trigger.interval) == ("recalculate_tiers", timedelta(days=1))
         assert (inbox.id, inbox.func) == ("process_inbox", process_inbox)
         assert inbox.trigger.interval == timedelta(seconds=3)
         assert (job.id, job.func, job.args) == ("expire_points", expire_points, (services,))
@@ -143,7 +144,8 @@ def test_each_enabled_crm_gets_its_reconcile_job(tmp_path: Path) -> None:
     services = Services.build(settings)
     try:
         jobs = {job.id: job for job in build_scheduler(services).get_jobs()}
-        assert set(jobs) == {"process_inbox", "expire_points", "reconcile_bitrix24",
+        assert set(jobs) == {"process_inbox", "expire_points", "recalculate_tiers",
+                             "reconcile_bitrix24",
                              "reconcile_amocrm"}
         assert jobs["reconcile_bitrix24"].trigger.interval == timedelta(minutes=5)
         assert jobs["reconcile_amocrm"].trigger.interval == timedelta(minutes=7)

@@ -8,7 +8,8 @@ original outcome and writes nothing.
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -29,7 +30,15 @@ from connector.ledger.views import AccountRef, AccountView, EntryView, Result
 from connector.money import from_minor, to_minor
 from connector.program import Preview
 
-__all__ = ["Ledger", "card_number"]
+__all__ = ["Ledger", "TierChange", "card_number"]
+
+
+@dataclass(frozen=True)
+class TierChange:
+    account_id: int
+    old: str
+    new: str
+    at: datetime
 
 
 class Ledger(Postings):
@@ -284,6 +293,37 @@ class Ledger(Postings):
             account_ids = list(session.scalars(select(due.c.account_id).distinct()))
         return sum(len(self.expire_account(account_id, as_of=as_of))
                    for account_id in account_ids)
+
+    def recalculate_tiers(self, *, now: datetime | None = None) -> list[TierChange]:
+        """Move every account to the tier its rolling spend earns. Downgrades happen only
+        here (upgrades already happened at the purchase), not within tier_grace_days of the
+        account's last tier change."""
+        now = now or self.clock()
+        settings = self.program.settings
+        grace_end = now - timedelta(days=settings.tier_grace_days)
+        with self.db.transaction(write=False) as session:
+            spend = dict(session.execute(
+                select(Entry.account_id, func.sum(Entry.purchase_amount))
+                .where(Entry.purchase_at >= self.program.tier_window_start(now))
+                .group_by(Entry.account_id)).all())
+            rows = list(session.execute(select(Account.id, Account.tier, Account.tier_changed_at)))
+        changes = []
+        for account_id, tier, changed_at in rows:
+            best = self.program.tier_for(from_minor(int(spend.get(account_id) or 0))).name
+            if best == tier:
+                continue
+            downgrade = self.program.tier_rank(best) < self.program.tier_rank(tier)
+            if downgrade and changed_at is not None and changed_at > grace_end:
+                continue
+            with self.db.transaction() as session:
+                account = session.get(Account, account_id, with_for_update=True)
+                if account is None or account.tier != tier:
+                    continue  # changed meanwhile; the next run looks again
+                account.tier = best
+                account.tier_changed_at = now
+                self._touch(account)
+            changes.append(TierChange(account_id, tier, best, now))
+        return changes
 
     # -- reading ---------------------------------------------------------------------------
     def account(self, ref: AccountRef) -> AccountView:
