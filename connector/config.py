@@ -77,6 +77,7 @@ class SchedulerSettings(_Section):
     enabled: bool = True
     expiry_interval_minutes: int = Field(60, ge=1)
     tiers_interval_minutes: int = Field(1440, ge=1, description="tier recalculation")
+    expiry_warning_days: int = Field(14, ge=0, description="warn this long before expiry")
 
 
 def _default_bitrix24_fields() -> dict[str, str]:

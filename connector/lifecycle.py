@@ -1,4 +1,4 @@
-"""Lifecycle bonuses granted by the scheduler: birthdays (and, later, anniversaries).
+"""Lifecycle work of the scheduler: birthday bonuses and points-expiring warnings.
 
 Dates are the program's time zone's. A birthday on February 29 is celebrated on February 28
 in years without one: the customer gets the bonus every year, never twice.
@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import calendar
 import logging
-from datetime import date
+from datetime import date, timedelta
 
 from sqlalchemy import select
 
-from connector.ledger.models import Account
+from connector.ledger.models import Account, Lot
 from connector.ledger.views import AccountRef, Result
 from connector.services import Services
-from connector.triggers import from_results, record
+from connector.triggers import POINTS_EXPIRING, Transition, from_results, record
 
 log = logging.getLogger(__name__)
 
@@ -47,3 +47,21 @@ def birthday_bonuses(services: Services, *, today: date | None = None) -> int:
     record(services.db, from_results(granted))
     log.info("birthday_bonuses: %d bonus(es) granted for %s", len(granted), today)
     return len(granted)
+
+
+def expiry_warnings(services: Services) -> int:
+    """Fire the points-expiring trigger once per lot that expires within
+    `scheduler.expiry_warning_days` (the contact's fields already show how many and when)."""
+    days = services.settings.scheduler.expiry_warning_days
+    if not days:
+        return 0
+    now = services.ledger.clock()
+    with services.db.transaction(write=False) as session:
+        lots = list(session.execute(
+            select(Lot.id, Lot.account_id).where(
+                Lot.remaining > 0, Lot.expires_at > now,
+                Lot.expires_at <= now + timedelta(days=days))))
+    added = record(services.db, [Transition(account_id, POINTS_EXPIRING, f"lot:{lot_id}")
+                                 for lot_id, account_id in lots])
+    log.info("expiry_warnings: %d new warning(s)", added)
+    return added

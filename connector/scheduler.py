@@ -19,7 +19,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 from connector import triggers
 from connector.config import Settings
-from connector.lifecycle import birthday_bonuses
+from connector.lifecycle import birthday_bonuses, expiry_warnings
 from connector.services import Services
 from connector.worker import Worker
 
@@ -84,7 +84,8 @@ def jobs(settings: Settings) -> list[Job]:
              Job("recalculate_tiers", recalculate_tiers,
                  settings.scheduler.tiers_interval_minutes * 60),
              # Hourly: a birthday starts at local midnight; the key makes repeats no-ops.
-             Job("birthday_bonuses", birthday_bonuses, 3600)]
+             Job("birthday_bonuses", birthday_bonuses, 3600),
+             Job("expiry_warnings", expiry_warnings, 3600)]
     if settings.bitrix24.enabled:
         found.append(Job("reconcile_bitrix24", reconcile_bitrix24,
                          settings.bitrix24.sync_interval_minutes * 60))

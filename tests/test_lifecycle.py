@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from connector.crm.models import TriggerEvent
 from connector.ledger.views import AccountRef
-from connector.lifecycle import birthday_bonuses, celebrated_on
+from connector.lifecycle import birthday_bonuses, celebrated_on, expiry_warnings
 from connector.triggers import BIRTHDAY
 from tests.conftest import Clock, fresh_services, make_settings
 
@@ -44,4 +44,25 @@ def test_birthday_bonus_once_a_year_in_the_program_time_zone(tmp_path: Path,
     with services.db.transaction(write=False) as session:
         codes = [e.code for e in session.scalars(select(TriggerEvent))]
     assert codes == [BIRTHDAY] * 3
+    services.close()
+
+
+def test_points_expiring_warning_fires_once_per_lot(tmp_path: Path, database_url: str) -> None:
+    clock = Clock()
+    services = fresh_services(make_settings(
+        tmp_path, database_url, program={"points_lifetime_days": 30},
+        scheduler={"expiry_warning_days": 7}), clock=clock)
+    services.ledger.accrue(ANNA, D("1000"), key="d1")
+    clock.advance(days=10)
+    services.ledger.accrue(ANNA, D("1000"), key="d2")
+    assert expiry_warnings(services) == 0  # nothing within 7 days yet
+    clock.advance(days=14)  # the first lot expires in 6 days
+    assert expiry_warnings(services) == 1
+    assert expiry_warnings(services) == 0  # once per lot
+    clock.advance(days=10)  # the first lot is gone, the second expires in 6 days
+    services.ledger.expire_due()
+    assert expiry_warnings(services) == 1
+    with services.db.transaction(write=False) as session:
+        transitions = [e.transition for e in session.scalars(select(TriggerEvent))]
+    assert len(transitions) == 2 and all(t.startswith("lot:") for t in transitions)
     services.close()

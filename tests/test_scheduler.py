@@ -36,7 +36,8 @@ def test_jobs_are_registered_with_their_configured_intervals(tmp_path: Path) -> 
     try:
         scheduler = build_scheduler(services)
         assert isinstance(scheduler, BackgroundScheduler)
-        inbox, job, tiers, birthdays = scheduler.get_jobs()
+        inbox, job, tiers, birthdays, warnings = scheduler.get_jobs()
+        assert warnings.id == "expiry_warnings"
         assert (birthdays.id, birthdays.trigger.interval) == ("birthday_bonuses",
                                                               timedelta(hours=1))
         assert (tiers.id, tiers.trigger.interval) == ("recalculate_tiers", timedelta(days=1))
@@ -147,7 +148,7 @@ def test_each_enabled_crm_gets_its_reconcile_job(tmp_path: Path) -> None:
     try:
         jobs = {job.id: job for job in build_scheduler(services).get_jobs()}
         assert set(jobs) == {"process_inbox", "expire_points", "recalculate_tiers",
-                             "birthday_bonuses",
+                             "birthday_bonuses", "expiry_warnings",
                              "reconcile_bitrix24",
                              "reconcile_amocrm"}
         assert jobs["reconcile_bitrix24"].trigger.interval == timedelta(minutes=5)
