@@ -50,24 +50,24 @@ def process_inbox(services: Services) -> dict[str, int]:
     return counts
 
 
-def reconcile_bitrix24(services: Services) -> int:
-    """Pull deals changed since the last sync, in case events were lost."""
-    if services.bitrix24 is None:
+def _reconcile(services: Services, crm: str) -> int:
+    connector = services.bitrix24 if crm == "bitrix24" else services.amocrm
+    if connector is None:
         return 0
-    report = services.bitrix24.reconcile()
-    log.info("reconcile_bitrix24: %d deal(s) read, %d changed, %d call(s)", report.deals,
+    report = connector.reconcile()
+    log.info("reconcile_%s: %d read, %d changed, %d call(s)", crm, report.deals,
              report.changed, report.calls)
     return report.changed
+
+
+def reconcile_bitrix24(services: Services) -> int:
+    """Pull deals changed since the last sync, in case events were lost."""
+    return _reconcile(services, "bitrix24")
 
 
 def reconcile_amocrm(services: Services) -> int:
     """Pull leads changed since the last sync, in case webhooks were lost."""
-    if services.amocrm is None:
-        return 0
-    report = services.amocrm.reconcile()
-    log.info("reconcile_amocrm: %d lead(s) read, %d changed, %d call(s)", report.deals,
-             report.changed, report.calls)
-    return report.changed
+    return _reconcile(services, "amocrm")
 
 
 @dataclass(frozen=True)

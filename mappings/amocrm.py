@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from mappings.domain import PurchaseState
+from mappings.domain import PurchaseState, loyalty_values, number_text
 
 WON = 142  # "Успешно реализовано": the same id in every pipeline
 LEAD_ACTIONS = ("add", "update", "status", "restore", "responsible")
@@ -129,10 +129,9 @@ def contact_values(fields: Mapping[str, str], *, balance: Decimal, tier: str,
     stamp = ""
     if expiring_date is not None:
         stamp = str(int(datetime.combine(expiring_date, time(), zone).timestamp()))
-    values = {"balance": _number(balance), "tier": tier, "discount": _number(discount),
-              "expiring_points": _number(expiring_points), "expiring_date": stamp,
-              "segment": segment or "", "card": card or ""}
-    return {fields[name]: value for name, value in values.items() if name in fields}
+    return loyalty_values(fields, balance=balance, tier=tier, discount=discount,
+                          expiring_points=expiring_points, expiring_date=stamp,
+                          segment=segment, card=card)
 
 
 def custom_fields_values(values: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -161,14 +160,9 @@ def changed_values(wanted: Mapping[str, str], known: Mapping[str, Any]) -> dict[
             if _normal(known.get(code)) != _normal(value)}
 
 
-def _number(value: Decimal) -> str:
-    text = format(value.normalize(), "f")
-    return text if text != "-0" else "0"
-
-
 def _normal(value: Any) -> str:
     text = "" if value is None else str(value).strip()
     try:
-        return _number(Decimal(text)) if text else ""
+        return number_text(Decimal(text)) if text else ""
     except InvalidOperation:
         return text

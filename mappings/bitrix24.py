@@ -14,7 +14,7 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from mappings.domain import PurchaseState
+from mappings.domain import PurchaseState, loyalty_values, number_text
 
 DEAL_EVENTS = ("ONCRMDEALADD", "ONCRMDEALUPDATE", "ONCRMDEALDELETE")
 CONTACT_EVENTS = ("ONCRMCONTACTADD", "ONCRMCONTACTUPDATE", "ONCRMCONTACTDELETE")
@@ -188,27 +188,16 @@ def contact_values(fields: Mapping[str, str], *, balance: Decimal, tier: str,
                    discount: Decimal, expiring_points: Decimal, expiring_date: date | None,
                    segment: str | None, card: str | None) -> dict[str, str]:
     """The contact user-field values, as the strings the portal stores and returns."""
-    values = {
-        "balance": _number(balance),
-        "tier": tier,
-        "discount": _number(discount),
-        "expiring_points": _number(expiring_points),
-        "expiring_date": expiring_date.isoformat() if expiring_date else "",
-        "segment": segment or "",
-        "card": card or "",
-    }
-    return {fields[name]: value for name, value in values.items() if name in fields}
+    return loyalty_values(fields, balance=balance, tier=tier, discount=discount,
+                          expiring_points=expiring_points,
+                          expiring_date=expiring_date.isoformat() if expiring_date else "",
+                          segment=segment, card=card)
 
 
 def changed_values(wanted: Mapping[str, str], known: Mapping[str, Any]) -> dict[str, str]:
     """The fields whose value in the CRM (or last written) differs from what it should be."""
     return {name: value for name, value in wanted.items()
             if _normal(known.get(name)) != _normal(value)}
-
-
-def _number(value: Decimal) -> str:
-    text = format(value.normalize(), "f")
-    return text if text != "-0" else "0"
 
 
 def _normal(value: Any) -> str:
@@ -222,4 +211,4 @@ def _normal(value: Any) -> str:
     if _DATE.match(text):
         return text[:10]
     amount = parse_amount(text) if text else None
-    return _number(amount) if amount is not None else text
+    return number_text(amount) if amount is not None else text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -20,3 +21,21 @@ class PurchaseState:
     occurred_at: datetime | None = None
     reason: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+
+
+def number_text(value: Decimal) -> str:
+    """A number as CRMs show it: no trailing zeros, never "-0"."""
+    text = format(value.normalize(), "f")
+    return text if text != "-0" else "0"
+
+
+def loyalty_values(fields: Mapping[str, str], *, balance: Decimal, tier: str,
+                   discount: Decimal, expiring_points: Decimal, expiring_date: str,
+                   segment: str | None, card: str | None) -> dict[str, str]:
+    """What a contact's loyalty fields show, keyed by the CRM's own field names;
+    `expiring_date` comes already in the CRM's date format ("" when none)."""
+    values = {"balance": number_text(balance), "tier": tier, "discount": number_text(discount),
+              "expiring_points": number_text(expiring_points), "expiring_date": expiring_date,
+              "segment": segment or "", "card": card or ""}
+    return {fields[name]: value for name, value in values.items() if name in fields}
+
