@@ -78,11 +78,42 @@ class SchedulerSettings(_Section):
     expiry_interval_minutes: int = Field(60, ge=1)
     tiers_interval_minutes: int = Field(1440, ge=1, description="tier recalculation")
     expiry_warning_days: int = Field(14, ge=0, description="warn this long before expiry")
+    leader_poll_seconds: float = Field(
+        5.0, gt=0, le=300, description="how often a standby scheduler tries to take over")
+
+
+SEGMENTS = ("champions", "loyal", "new", "promising", "needs_attention", "at_risk",
+            "hibernating", "lost")
+
+
+class RFMSettings(_Section):
+    """Recency/frequency/monetary scores and named segments, written to the segment field."""
+
+    enabled: bool = True
+    active_days: int = Field(
+        365, ge=1, description="scored: bought within this many days; earlier buyers are lost")
+    interval_minutes: int = Field(1440, ge=1)
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="segment -> what the CRM field shows (default: code)")
+
+    @field_validator("labels")
+    @classmethod
+    def _known(cls, labels: dict[str, str]) -> dict[str, str]:
+        for name, label in labels.items():
+            if name not in SEGMENTS:
+                raise ValueError(f"unknown segment {name!r} (one of {', '.join(SEGMENTS)})")
+            if not label.strip() or len(label) > 64:
+                raise ValueError(f"{name}: the label must be 1-64 characters")
+        return labels
+
+    def label(self, segment: str | None) -> str:
+        return "" if segment is None else self.labels.get(segment, segment)
 
 
 def _default_bitrix24_fields() -> dict[str, str]:
     return {
         "balance": "UF_CRM_LOYALTY_BALANCE",
+        "available": "UF_CRM_LOYALTY_AVAILABLE",
         "tier": "UF_CRM_LOYALTY_TIER",
         "discount": "UF_CRM_LOYALTY_DISCOUNT",
         "expiring_points": "UF_CRM_LOYALTY_EXPIRING",
@@ -149,6 +180,7 @@ class Bitrix24Settings(_Section):
 def _default_amocrm_fields() -> dict[str, str]:
     return {
         "balance": "LOYALTY_BALANCE",
+        "available": "LOYALTY_AVAILABLE",
         "tier": "LOYALTY_TIER",
         "discount": "LOYALTY_DISCOUNT",
         "expiring_points": "LOYALTY_EXPIRING",
@@ -169,7 +201,8 @@ class AmoCRMTrigger(_Section):
 
 def _default_amocrm_triggers() -> dict[str, AmoCRMTrigger]:
     codes = ("loyalty_tier_up", "loyalty_tier_down", "loyalty_points_expiring",
-             "loyalty_birthday", "loyalty_welcome", "loyalty_points_accrued")
+             "loyalty_birthday", "loyalty_welcome", "loyalty_points_accrued",
+             "loyalty_anniversary", "loyalty_points_available")
     return {code: AmoCRMTrigger(tag=code) for code in codes}
 
 
@@ -191,6 +224,8 @@ class AmoCRMSettings(_Section):
     write_batch: int = Field(50, ge=1, le=250, description="contacts per PATCH (max 250)")
     pipelines: list[int] = Field(default_factory=list, description="pipelines; empty: all")
     sync_interval_minutes: int = Field(15, ge=1)
+    birthday_field_id: int | None = Field(
+        None, ge=1, description="the contact field (type birthday or date) holding birthdays")
     fields: dict[str, str] = Field(default_factory=_default_amocrm_fields)
     triggers: dict[str, AmoCRMTrigger] = Field(default_factory=_default_amocrm_triggers)
 
@@ -338,6 +373,7 @@ class Settings(BaseSettings):
     inbox: InboxSettings = InboxSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     program: ProgramSettings = ProgramSettings()
+    rfm: RFMSettings = RFMSettings()
     bitrix24: Bitrix24Settings = Bitrix24Settings()
     amocrm: AmoCRMSettings = AmoCRMSettings()
 

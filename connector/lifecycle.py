@@ -1,21 +1,30 @@
-"""Lifecycle work of the scheduler: birthday bonuses and points-expiring warnings.
+"""Lifecycle work of the scheduler: birthday and first-purchase anniversary bonuses,
+points-expiring warnings, pending points becoming available.
 
-Dates are the program's time zone's. A birthday on February 29 is celebrated on February 28
-in years without one: the customer gets the bonus every year, never twice.
+Dates are the program's time zone's. A birthday (or first purchase) on February 29 is
+celebrated on February 28 in years without one: the customer gets the bonus every year, never
+twice.
 """
 
 from __future__ import annotations
 
 import calendar
 import logging
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from connector.ledger.models import Account, Lot
 from connector.ledger.views import AccountRef, Result
 from connector.services import Services
-from connector.triggers import POINTS_EXPIRING, Transition, from_results, record
+from connector.triggers import (
+    POINTS_AVAILABLE,
+    POINTS_EXPIRING,
+    Transition,
+    from_results,
+    record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,23 +38,36 @@ def celebrated_on(birthday: date, year: int) -> date:
 def birthday_bonuses(services: Services, *, today: date | None = None) -> int:
     """Grant the birthday bonus to everyone whose birthday is today; once per year each
     (the key names the year), so running twice a day changes nothing."""
-    ledger = services.ledger
-    today = today or ledger.clock().astimezone(services.program.zone).date()
+    return _yearly_bonus(services, "birthday", Account.birthday, today)
+
+
+def anniversary_bonuses(services: Services, *, today: date | None = None) -> int:
+    """Grant the anniversary bonus on each anniversary of a customer's first purchase (the
+    day in the program's time zone), from the first year on; once per year each."""
+    return _yearly_bonus(services, "anniversary", Account.first_purchase_at, today)
+
+
+def _yearly_bonus(services: Services, bonus: str, column: Any, today: date | None) -> int:
+    ledger, zone = services.ledger, services.program.zone
+    today = today or ledger.clock().astimezone(zone).date()
+    if not services.program.bonus_points(bonus):
+        return 0  # not configured: nothing to grant, no trigger to fire
     with services.db.transaction(write=False) as session:
         rows = list(session.execute(
-            select(Account.crm, Account.portal, Account.contact_id, Account.birthday)
-            .where(Account.birthday.is_not(None))))
+            select(Account.crm, Account.portal, Account.contact_id, column)
+            .where(column.is_not(None))))
     granted: list[Result] = []
-    for crm, portal, contact_id, birthday in rows:
-        if celebrated_on(birthday, today.year) != today:
+    for crm, portal, contact_id, value in rows:
+        day = value.astimezone(zone).date() if isinstance(value, datetime) else value
+        if day.year >= today.year or celebrated_on(day, today.year) != today:
             continue
         ref = AccountRef(crm, portal, contact_id)
-        result = ledger.grant_bonus(ref, "birthday", key=f"birthday:{ref}:{today.year}",
-                                    actor="scheduler", comment=f"birthday {today.year}")
+        result = ledger.grant_bonus(ref, bonus, key=f"{bonus}:{ref}:{today.year}",
+                                    actor="scheduler", comment=f"{bonus} {today.year}")
         if result.entry_id is not None and not result.duplicate:
             granted.append(result)
     record(services.db, from_results(granted))
-    log.info("birthday_bonuses: %d bonus(es) granted for %s", len(granted), today)
+    log.info("%s_bonuses: %d bonus(es) granted for %s", bonus, len(granted), today)
     return len(granted)
 
 
@@ -64,4 +86,28 @@ def expiry_warnings(services: Services) -> int:
     added = record(services.db, [Transition(account_id, POINTS_EXPIRING, f"lot:{lot_id}")
                                  for lot_id, account_id in lots])
     log.info("expiry_warnings: %d new warning(s)", added)
+    return added
+
+
+def release_pending(services: Services, *, lookback_days: int = 7) -> int:
+    """Pending points that became spendable: fire the points-available trigger once per lot
+    and let write-back refresh the contact. Looks back `lookback_days`, so a scheduler that
+    was down for a while still catches up; the trigger's key keeps it once per lot."""
+    if not services.settings.program.pending_days:
+        return 0
+    now = services.ledger.clock()
+    with services.db.transaction(write=False) as session:
+        lots = list(session.execute(
+            select(Lot.id, Lot.account_id).where(
+                Lot.available_at > Lot.earned_at, Lot.available_at <= now,
+                Lot.available_at > now - timedelta(days=lookback_days), Lot.remaining > 0)))
+    fresh = [Transition(account_id, POINTS_AVAILABLE, f"lot:{lot_id}")
+             for lot_id, account_id in lots]
+    added = record(services.db, fresh)
+    if added:
+        with services.db.transaction() as session:
+            session.execute(update(Account).where(
+                Account.id.in_({t.account_id for t in fresh})).values(
+                version=Account.version + 1).execution_options(synchronize_session=False))
+    log.info("release_pending: %d lot(s) became available", added)
     return added

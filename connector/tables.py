@@ -2,7 +2,8 @@
 
 from connector.crm import models as crm_models
 from connector.inbox import InboxEvent
+from connector.job_runs import JobRun
 from connector.ledger import models as ledger_models
 from connector.schema import Base
 
-__all__ = ["Base", "InboxEvent", "crm_models", "ledger_models"]
+__all__ = ["Base", "InboxEvent", "JobRun", "crm_models", "ledger_models"]

@@ -25,7 +25,10 @@ POINTS_EXPIRING = "loyalty_points_expiring"
 BIRTHDAY = "loyalty_birthday"
 WELCOME = "loyalty_welcome"
 POINTS_ACCRUED = "loyalty_points_accrued"
-CODES = (TIER_UP, TIER_DOWN, POINTS_EXPIRING, BIRTHDAY, WELCOME, POINTS_ACCRUED)
+ANNIVERSARY = "loyalty_anniversary"
+POINTS_AVAILABLE = "loyalty_points_available"
+CODES = (TIER_UP, TIER_DOWN, POINTS_EXPIRING, BIRTHDAY, WELCOME, POINTS_ACCRUED, ANNIVERSARY,
+         POINTS_AVAILABLE)
 NAMES = {
     TIER_UP: "Loyalty: tier upgraded",
     TIER_DOWN: "Loyalty: tier downgraded",
@@ -33,7 +36,11 @@ NAMES = {
     BIRTHDAY: "Loyalty: birthday bonus granted",
     WELCOME: "Loyalty: welcome bonus granted",
     POINTS_ACCRUED: "Loyalty: points accrued",
+    ANNIVERSARY: "Loyalty: first-purchase anniversary bonus granted",
+    POINTS_AVAILABLE: "Loyalty: pending points became available",
 }
+
+YEARLY = {"birthday": BIRTHDAY, "anniversary": ANNIVERSARY}
 
 
 @dataclass(frozen=True)
@@ -59,9 +66,9 @@ def from_results(results: Iterable[Result], *, deal_id: str | None = None) -> li
         bonus = result.details.get("bonus")
         if result.kind == "bonus" and bonus == "welcome":
             found.append(Transition(result.account_id, WELCOME, "welcome", deal_id))
-        if result.kind == "bonus" and bonus == "birthday":
-            found.append(Transition(result.account_id, BIRTHDAY,
-                                    f"birthday:{result.entry_id}", deal_id))
+        if result.kind == "bonus" and bonus in YEARLY:
+            found.append(Transition(result.account_id, YEARLY[bonus],
+                                    f"{bonus}:{result.entry_id}", deal_id))
     return found
 
 

@@ -122,14 +122,16 @@ def purchase_state(lead: Mapping[str, Any], *, portal: str,
     return PurchaseState(source, contact_id, amount, category, occurred, None, raw)
 
 
-def contact_values(fields: Mapping[str, str], *, balance: Decimal, tier: str,
+def contact_values(fields: Mapping[str, str], *, balance: Decimal, available: Decimal,
+                   tier: str,
                    discount: Decimal, expiring_points: Decimal, expiring_date: date | None,
                    segment: str | None, card: str | None, zone: ZoneInfo) -> dict[str, str]:
     """Field code -> the value as amoCRM shows it (dates: a Unix timestamp of local midnight)."""
     stamp = ""
     if expiring_date is not None:
         stamp = str(int(datetime.combine(expiring_date, time(), zone).timestamp()))
-    return loyalty_values(fields, balance=balance, tier=tier, discount=discount,
+    return loyalty_values(fields, balance=balance, available=available, tier=tier,
+                          discount=discount,
                           expiring_points=expiring_points, expiring_date=stamp,
                           segment=segment, card=card)
 
@@ -166,3 +168,37 @@ def _normal(value: Any) -> str:
         return number_text(Decimal(text)) if text else ""
     except InvalidOperation:
         return text
+
+
+def birthday(contact: Mapping[str, Any], field_id: int | None, zone: ZoneInfo) -> date | None:
+    """The contact's birthday from the configured field, in a v2 webhook (`custom_fields`,
+    by `id`) or a v4 contact (`custom_fields_values`, by `field_id`). amoCRM keeps birthdays
+    as a Unix timestamp of local midnight; a date string is taken as given. None when the field
+    is not configured, empty or unreadable."""
+    if field_id is None:
+        return None
+    for item in [*_items(contact.get("custom_fields")),
+                 *_items(contact.get("custom_fields_values"))]:
+        if not isinstance(item, Mapping) or str(item.get("id", item.get("field_id"))) != str(
+                field_id):
+            continue
+        values = _items(item.get("values"))
+        first = values[0] if values else None
+        return _date(first.get("value") if isinstance(first, Mapping) else first, zone)
+    return None
+
+
+def _date(value: Any, zone: ZoneInfo) -> date | None:
+    text = str(value if value is not None else "").strip()
+    if text.lstrip("-").isdigit():
+        try:
+            return datetime.fromtimestamp(int(text), UTC).astimezone(zone).date()
+        except (OverflowError, OSError, ValueError):
+            return None
+    for parse in (lambda t: datetime.fromisoformat(t).date(),
+                  lambda t: datetime.strptime(t, "%d.%m.%Y").date()):
+        try:
+            return parse(text)
+        except ValueError:
+            continue
+    return None

@@ -29,12 +29,14 @@ def number_text(value: Decimal) -> str:
     return text if text != "-0" else "0"
 
 
-def loyalty_values(fields: Mapping[str, str], *, balance: Decimal, tier: str,
+def loyalty_values(fields: Mapping[str, str], *, balance: Decimal, available: Decimal,
+                   tier: str,
                    discount: Decimal, expiring_points: Decimal, expiring_date: str,
                    segment: str | None, card: str | None) -> dict[str, str]:
     """What a contact's loyalty fields show, keyed by the CRM's own field names;
     `expiring_date` comes already in the CRM's date format ("" when none)."""
-    values = {"balance": number_text(balance), "tier": tier, "discount": number_text(discount),
+    values = {"balance": number_text(balance), "available": number_text(available),
+              "tier": tier, "discount": number_text(discount),
               "expiring_points": number_text(expiring_points), "expiring_date": expiring_date,
               "segment": segment or "", "card": card or ""}
     return {fields[name]: value for name, value in values.items() if name in fields}

@@ -20,7 +20,7 @@ from connector.crm.limiter import LeakyBucket
 from connector.crm.models import TriggerEvent
 from connector.ledger.views import AccountRef
 from connector.services import Services
-from connector.triggers import WELCOME
+from connector.triggers import CODES, WELCOME
 from connector.worker import Worker
 from mappings.bitrix24 import EVENTS
 from tests.conftest import Clock, fresh_services, make_settings
@@ -373,7 +373,7 @@ def test_app_install_refresh_and_uninstall(tmp_path: Path, database_url: str,
                                           clock: Clock) -> None:
     h = app_harness(tmp_path, database_url, portal, time, clock)
     first = h.connector.installer.install()
-    assert len(portal.robots) == 3 and len(portal.triggers) == 6
+    assert len(portal.robots) == 3 and len(portal.triggers) == len(CODES)
     ours = [b for b in portal.bound_events if b["handler"] == EVENTS_URL]
     assert len(ours) == len(EVENTS)
     again = h.connector.installer.install()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from connector.bitrix24.install import FIELD_TYPES
 from connector.cli import cli
 from tests.fakes import FakeBitrix24Portal
 
@@ -73,7 +74,7 @@ def test_install_sync_worker_uninstall(run: Run, portal: FakeBitrix24Portal,
     assert portal.contact(anna)["UF_CRM_LOYALTY_BALANCE"] == "600"
 
     kept = run("uninstall", "bitrix24")  # asks first; no answer: nothing removed
-    assert kept.exit_code == 1 and len(loyalty_fields(portal)) == 7
+    assert kept.exit_code == 1 and len(loyalty_fields(portal)) == len(FIELD_TYPES)
     removed = run("uninstall", "bitrix24", "--yes")
     assert removed.exit_code == 0 and loyalty_fields(portal) == []
 

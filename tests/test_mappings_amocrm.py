@@ -87,7 +87,8 @@ def test_what_is_not_a_purchase(fields: dict[str, object], pipelines: list[int],
 
 def test_contact_values_for_patch() -> None:
     fields = {"balance": "LOYALTY_BALANCE", "expiring_date": "LOYALTY_EXPIRING_DATE"}
-    values = amo.contact_values(fields, balance=D("150.00"), tier="Gold", discount=D(0),
+    values = amo.contact_values(fields, balance=D("150.00"), available=D("150.00"),
+                                tier="Gold", discount=D(0),
                                 expiring_points=D(0), expiring_date=date(2026, 12, 1),
                                 segment=None, card=None, zone=ZoneInfo("Europe/Moscow"))
     # midnight in Moscow: 2026-11-30T21:00Z

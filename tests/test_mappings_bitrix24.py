@@ -98,7 +98,8 @@ def test_what_is_not_a_purchase(fields: dict[str, str], categories: list[str],
 
 def test_contact_values_and_what_changed() -> None:
     fields = {"balance": "UF_CRM_B", "tier": "UF_CRM_T", "expiring_date": "UF_CRM_D"}
-    wanted = b24.contact_values(fields, balance=D("150.00"), tier="Gold", discount=D("5"),
+    wanted = b24.contact_values(fields, balance=D("150.00"), available=D("150.00"),
+                                tier="Gold", discount=D("5"),
                                 expiring_points=D("0"), expiring_date=date(2026, 12, 1),
                                 segment=None, card="0000000018")
     assert wanted == {"UF_CRM_B": "150", "UF_CRM_T": "Gold", "UF_CRM_D": "2026-12-01"}

@@ -15,6 +15,7 @@ from connector.services import Services
 # type, name of each contact field; managers read them, only the API writes them.
 FIELD_TYPES = {
     "balance": ("numeric", "Баллы лояльности"),
+    "available": ("numeric", "Баллы к списанию"),
     "tier": ("text", "Уровень лояльности"),
     "discount": ("numeric", "Скидка по программе, %"),
     "expiring_points": ("numeric", "Сгорающие баллы"),

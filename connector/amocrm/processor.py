@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -85,7 +86,7 @@ class AmoCRMProcessor:
             if reason:
                 skipped.append(reason)
         for contact in hook.contacts_added:
-            self.welcome(str(contact["id"]))
+            self.welcome(contact)
         for contact in hook.contacts_updated:
             self.contact_changed(contact)
         if item.kind.startswith("action:"):
@@ -115,17 +116,24 @@ class AmoCRMProcessor:
             mirror.remember_deal(self.services.db, account_id, lead_id)
         return len(results), None if state.contact_id else f"lead {lead_id}: {state.reason}"
 
-    def welcome(self, contact_id: str) -> None:
+    def welcome(self, contact: dict[str, Any]) -> None:
+        contact_id = str(contact["id"])
         ref = self.ref(contact_id)
-        self.ledger.open_account(ref)
+        birthday = self.birthday(contact)
+        self.ledger.open_account(ref, **({"birthday": birthday} if birthday else {}))
         result = self.ledger.grant_bonus(
             ref, "welcome", key=f"amocrm:{self.portal}:welcome:{contact_id}", actor=ACTOR)
         record(self.services.db, from_results([result]))
+
+    def birthday(self, contact: dict[str, Any]) -> date | None:
+        return amo.birthday(contact, self.settings.birthday_field_id, self.services.program.zone)
 
     def contact_changed(self, contact: dict[str, Any]) -> None:
         account_id = self.ledger.account_id(self.ref(str(contact["id"])))
         if account_id is None:
             return
+        if (birthday := self.birthday(contact)) is not None:
+            self.ledger.open_account(self.ref(str(contact["id"])), birthday=birthday)
         shown = amo.webhook_field_values(contact, {})
         # A webhook lists only fields that hold a value: compare those it shows.
         codes = [code for code in self.settings.fields.values() if code in shown]

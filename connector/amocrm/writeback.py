@@ -27,9 +27,11 @@ class AmoCRMWriteback:
         return mirror.wanted(
             self.services.db, self.services.program, account_ids, now,
             lambda view, expiring: amo.contact_values(
-                self.settings.fields, balance=view.balance, tier=view.tier,
+                self.settings.fields, balance=view.balance, available=view.available,
+                tier=view.tier,
                 discount=view.discount_percent, expiring_points=view.next_expiry_points,
-                expiring_date=expiring, segment=None, card=view.card_number,
+                expiring_date=expiring,
+                segment=self.services.settings.rfm.label(view.segment), card=view.card_number,
                 zone=self.services.program.zone))
 
     def flush(self, *, limit: int = 5000) -> WritebackReport:

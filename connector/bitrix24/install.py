@@ -20,6 +20,7 @@ from mappings.bitrix24 import EVENTS
 # USER_TYPE_ID and labels of the contact fields (crm.contact.userfield.add).
 FIELD_TYPES = {
     "balance": ("double", "Баллы лояльности", "Loyalty points"),
+    "available": ("double", "Баллы к списанию", "Points available to spend"),
     "tier": ("string", "Уровень лояльности", "Loyalty tier"),
     "discount": ("double", "Скидка по программе, %", "Loyalty discount, %"),
     "expiring_points": ("double", "Сгорающие баллы", "Points expiring soon"),

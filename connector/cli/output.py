@@ -53,6 +53,7 @@ def show_account(view: AccountView, settings: Settings) -> None:
         ("next tier", next_tier),
         ("next expiry", expiry),
         ("purchases", f"{view.purchase_count}, total {view.purchase_total}"),
+        ("segment", f"{view.segment} (RFM {view.rfm})" if view.rfm else view.segment or "-"),
     ]
     for label, value in rows:
         click.echo(f"{label:<12} {value}")

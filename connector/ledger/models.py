@@ -52,6 +52,9 @@ class Account(Base):
     first_purchase_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_purchase_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     birthday: Mapped[date | None] = mapped_column(Date)
+    # RFM scores ("543": recency, frequency, monetary, 1-5 each) and the named segment.
+    rfm: Mapped[str | None] = mapped_column(String(3))
+    segment: Mapped[str | None] = mapped_column(String(32))
     referred_by_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
     # Bumped on every change the CRM can see; write-back compares it with what it last sent.
     version: Mapped[int] = mapped_column(Integer, default=0)

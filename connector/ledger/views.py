@@ -110,6 +110,8 @@ class AccountView:
     birthday: date | None
     created_at: datetime
     version: int
+    rfm: str | None
+    segment: str | None
 
     @classmethod
     def build(cls, account: Account, **computed: Any) -> AccountView:
@@ -126,6 +128,8 @@ class AccountView:
             birthday=account.birthday,
             created_at=account.created_at,
             version=account.version,
+            rfm=account.rfm,
+            segment=account.segment,
             **computed,
         )
 
