@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, CheckConstraint, Float, Integer, String, Text, select
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from connector.db import Database
 from connector.schema import Base, UTCDateTime
@@ -52,11 +52,9 @@ class RunRecord:
 
 
 def started(db: Database, job_id: str, at: datetime, runner: str) -> None:
+    """Mark a run as begun: if the process dies now, the row says so."""
     with db.transaction() as session:
-        row = session.get(JobRun, job_id, with_for_update=True)
-        if row is None:
-            row = JobRun(job_id=job_id, runs=0, failures=0)
-            session.add(row)
+        row = _row(session, job_id)
         row.last_started_at = at
         row.last_finished_at = None
         row.last_duration_seconds = None
@@ -65,19 +63,28 @@ def started(db: Database, job_id: str, at: datetime, runner: str) -> None:
         row.last_runner = runner
 
 
-def finished(db: Database, job_id: str, at: datetime, seconds: float, *,
-             result: dict[str, Any] | None = None, error: str | None = None) -> None:
+def finished(db: Database, job_id: str, *, started_at: datetime, at: datetime, seconds: float,
+             runner: str, result: dict[str, Any] | None = None,
+             error: str | None = None) -> None:
     with db.transaction() as session:
-        row = session.get(JobRun, job_id, with_for_update=True)
-        if row is None:
-            return
+        row = _row(session, job_id)
         row.runs += 1
         row.failures += error is not None
+        row.last_started_at = started_at
         row.last_finished_at = at
         row.last_duration_seconds = seconds
         row.last_status = "failed" if error is not None else "ok"
         row.last_result = result
         row.last_error = error
+        row.last_runner = runner
+
+
+def _row(session: Session, job_id: str) -> JobRun:
+    row = session.get(JobRun, job_id, with_for_update=True)
+    if row is None:
+        row = JobRun(job_id=job_id, runs=0, failures=0)
+        session.add(row)
+    return row
 
 
 def all_runs(db: Database) -> dict[str, RunRecord]:

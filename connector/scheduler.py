@@ -1,25 +1,40 @@
-"""Periodic jobs on APScheduler 3.
+"""Periodic jobs on APScheduler 3, run by exactly one scheduler at a time.
 
 Each job is a plain module-level function of the Services, so it runs the same from the
-scheduler, a test or a shell, and adding one (inbox drain, CRM reconcile) is one line in
-`jobs()`. Jobs live in memory only: a persistent job store shared by several processes runs
-jobs twice or loses them, and re-registering at start with fixed ids is all we need.
+scheduler, `run-job`, a test or a shell. Every run is recorded in `job_runs` (counts, duration,
+error) for `jobs` and /metrics. Jobs live in memory only: a persistent job store shared by
+several processes runs jobs twice or loses them, and re-registering at start with fixed ids is
+all we need. The inbox job belongs to the workers (every `serve` and `worker` process runs it);
+the others to the one scheduler holding the leader lock.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from connector import triggers
+from connector import job_runs, triggers
 from connector.config import Settings
-from connector.lifecycle import birthday_bonuses, expiry_warnings
+from connector.db import utcnow
+from connector.leader import LeaderLock
+from connector.lifecycle import (
+    anniversary_bonuses,
+    birthday_bonuses,
+    expiry_warnings,
+    release_pending,
+)
+from connector.rfm import update_segments
 from connector.services import Services
 from connector.worker import Worker
 
@@ -28,17 +43,21 @@ log = logging.getLogger(__name__)
 
 def expire_points(services: Services) -> int:
     """Expire every lot past its date; returns the expiry entries written (one per lot)."""
-    count = services.ledger.expire_due()
-    log.info("expire_points: %d lot(s) expired", count)
-    return count
+    return services.ledger.expire_due()
 
 
 def recalculate_tiers(services: Services) -> int:
     """Tiers by rolling spend; downgrades happen here. Marketing hears of each move once."""
     changes = services.ledger.recalculate_tiers()
     triggers.record(services.db, triggers.from_tier_changes(changes, services.program))
-    log.info("recalculate_tiers: %d account(s) changed tier", len(changes))
     return len(changes)
+
+
+def rfm_segments(services: Services) -> dict[str, int]:
+    """Recompute RFM scores and segments; changed segments are written back to the CRM."""
+    report = update_segments(services.db, services.ledger.clock(),
+                             services.settings.rfm.active_days)
+    return {"scored": report.scored, "changed": report.changed, **report.sizes}
 
 
 def process_inbox(services: Services) -> dict[str, int]:
@@ -50,24 +69,26 @@ def process_inbox(services: Services) -> dict[str, int]:
     return counts
 
 
-def _reconcile(services: Services, crm: str) -> int:
+def _reconcile(services: Services, crm: str) -> dict[str, int]:
     connector = services.bitrix24 if crm == "bitrix24" else services.amocrm
     if connector is None:
-        return 0
+        return {}
     report = connector.reconcile()
-    log.info("reconcile_%s: %d read, %d changed, %d call(s)", crm, report.deals,
-             report.changed, report.calls)
-    return report.changed
+    return {"read": report.deals, "changed": report.changed, "calls": report.calls,
+            **connector.flush()}
 
 
-def reconcile_bitrix24(services: Services) -> int:
+def reconcile_bitrix24(services: Services) -> dict[str, int]:
     """Pull deals changed since the last sync, in case events were lost."""
     return _reconcile(services, "bitrix24")
 
 
-def reconcile_amocrm(services: Services) -> int:
+def reconcile_amocrm(services: Services) -> dict[str, int]:
     """Pull leads changed since the last sync, in case webhooks were lost."""
     return _reconcile(services, "amocrm")
+
+
+Role = Literal["worker", "scheduler"]
 
 
 @dataclass(frozen=True)
@@ -75,17 +96,27 @@ class Job:
     id: str
     func: Callable[[Services], object]
     interval_seconds: float
+    role: Role = "scheduler"
+
+    @property
+    def description(self) -> str:
+        return (self.func.__doc__ or "").strip().splitlines()[0]
 
 
 def jobs(settings: Settings) -> list[Job]:
-    found = [Job("process_inbox", process_inbox, settings.inbox.poll_seconds),
+    hourly = 3600.0
+    found = [Job("process_inbox", process_inbox, settings.inbox.poll_seconds, "worker"),
              Job("expire_points", expire_points,
                  settings.scheduler.expiry_interval_minutes * 60),
              Job("recalculate_tiers", recalculate_tiers,
                  settings.scheduler.tiers_interval_minutes * 60),
              # Hourly: a birthday starts at local midnight; the key makes repeats no-ops.
-             Job("birthday_bonuses", birthday_bonuses, 3600),
-             Job("expiry_warnings", expiry_warnings, 3600)]
+             Job("birthday_bonuses", birthday_bonuses, hourly),
+             Job("anniversary_bonuses", anniversary_bonuses, hourly),
+             Job("expiry_warnings", expiry_warnings, hourly),
+             Job("release_pending", release_pending, hourly)]
+    if settings.rfm.enabled:
+        found.append(Job("rfm_segments", rfm_segments, settings.rfm.interval_minutes * 60))
     if settings.bitrix24.enabled:
         found.append(Job("reconcile_bitrix24", reconcile_bitrix24,
                          settings.bitrix24.sync_interval_minutes * 60))
@@ -95,17 +126,65 @@ def jobs(settings: Settings) -> list[Job]:
     return found
 
 
-def build_scheduler(services: Services, *, blocking: bool = False) -> BaseScheduler:
-    """A scheduler with every job registered, not yet started; none when disabled."""
+def find_job(settings: Settings, job_id: str) -> Job | None:
+    return next((job for job in jobs(settings) if job.id == job_id), None)
+
+
+def runner_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _as_counts(result: object) -> dict[str, Any]:
+    if isinstance(result, dict):
+        return result
+    return {"count": result} if isinstance(result, int) else {}
+
+
+def run_job(services: Services, job: Job) -> dict[str, Any]:
+    """Run one job now and record what it did; an error is logged and recorded, then
+    re-raised (the next run starts afresh: every job is idempotent)."""
+    # The inbox runs every few seconds in every worker: record only passes that did
+    # something, and no "running" mark per pass.
+    every_pass = job.role != "worker"
+    runner, started_at, started = runner_name(), utcnow(), time.monotonic()
+    if every_pass:
+        job_runs.started(services.db, job.id, started_at, runner)
+    try:
+        result = _as_counts(job.func(services))
+    except Exception as exc:
+        seconds = time.monotonic() - started
+        log.exception("job %s failed after %.1f s", job.id, seconds, extra={"job": job.id})
+        job_runs.finished(services.db, job.id, started_at=started_at, at=utcnow(),
+                          seconds=seconds, runner=runner,
+                          error=f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+    seconds = time.monotonic() - started
+    if every_pass or any(result.values()):
+        job_runs.finished(services.db, job.id, started_at=started_at, at=utcnow(),
+                          seconds=seconds, runner=runner, result=result)
+    if every_pass:
+        log.info("job %s done in %.1f s: %s", job.id, seconds, result, extra={"job": job.id})
+    return result
+
+
+def build_scheduler(services: Services, *, roles: tuple[Role, ...] = ("scheduler",),
+                    blocking: bool = False) -> BaseScheduler:
+    """A scheduler with the jobs of `roles` registered, not yet started; none when disabled."""
     scheduler: BaseScheduler = (BlockingScheduler if blocking else BackgroundScheduler)(
         timezone=UTC)
     if not services.settings.scheduler.enabled:
         return scheduler
+    # A new leader runs everything once at start: it may take over from one that died
+    # mid-interval, and every job is idempotent.
+    start = datetime.now(UTC)
     for job in jobs(services.settings):
+        if job.role not in roles:
+            continue
         seconds = job.interval_seconds
+        first = {"next_run_time": start} if job.role == "scheduler" else {}
         scheduler.add_job(
-            job.func, "interval", args=[services], id=job.id, name=job.id,
-            seconds=seconds,
+            run_job, "interval", args=[services, job], id=job.id, name=job.id,
+            seconds=seconds, **first,
             replace_existing=True,
             # After a pause (sleep, a long run) one catch-up run is enough, never a burst.
             coalesce=True, max_instances=1,
@@ -113,3 +192,99 @@ def build_scheduler(services: Services, *, blocking: bool = False) -> BaseSchedu
             misfire_grace_time=max(int(seconds), 1),
         )
     return scheduler
+
+
+class LeaderScheduler:
+    """Runs the scheduler's jobs only while holding the leader lock. A standby tries to take
+    the lock every `scheduler.leader_poll_seconds`; a leader that loses it (its database
+    connection broke) stops its jobs and goes back to standby."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.lock = LeaderLock(services.db)
+        self.poll = services.settings.scheduler.leader_poll_seconds
+        self.stopped = threading.Event()
+        self.scheduler: BaseScheduler | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def leading(self) -> bool:
+        return self.scheduler is not None
+
+    def run(self) -> None:
+        """Until stop(): lead when possible. Blocks; see start() for a thread."""
+        log.info("scheduler standing by for the leader lock (%s)", runner_name())
+        try:
+            while not self.stopped.is_set():
+                self.step()
+                self.stopped.wait(self.poll)
+        finally:
+            self._step_down()
+            self.lock.release()
+
+    def step(self) -> None:
+        if self.leading:
+            if not self.lock.still_held():
+                log.warning("scheduler lost the leader lock; jobs stopped")
+                self._step_down()
+            return
+        try:
+            acquired = self.lock.try_acquire()
+        except Exception as exc:  # the database is down: stay standby, try again
+            log.warning("scheduler cannot reach the database: %s", type(exc).__name__)
+            return
+        if acquired:
+            self.scheduler = build_scheduler(self.services)
+            self.scheduler.start()
+            log.info("scheduler is the leader (%s): %d job(s)", runner_name(),
+                     len(self.scheduler.get_jobs()))
+
+    def start(self) -> LeaderScheduler:
+        self._thread = threading.Thread(target=self.run, name="scheduler-leader", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopped.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _step_down(self) -> None:
+        if self.scheduler is not None:
+            if self.scheduler.running:
+                self.scheduler.shutdown(wait=False)
+            self.scheduler = None
+
+
+class WorkerLoop:
+    """The inbox job in a loop: every `serve` and `worker` process runs one; several share
+    the inbox safely (claims skip rows another worker holds)."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.job = find_job(services.settings, "process_inbox")
+        self.stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run(self, *, once: bool = False) -> dict[str, Any]:
+        assert self.job is not None
+        counts: dict[str, Any] = {}
+        while not self.stopped.is_set():
+            try:
+                counts = run_job(self.services, self.job)
+            except Exception:  # logged and recorded by run_job; the next pass retries
+                counts = {}
+            if once:
+                break
+            self.stopped.wait(self.job.interval_seconds)
+        return counts
+
+    def start(self) -> WorkerLoop:
+        self._thread = threading.Thread(target=self.run, name="inbox-worker", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stopped.set()
+        if self._thread is not None:
+            self._thread.join(timeout)

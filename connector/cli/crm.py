@@ -1,13 +1,11 @@
-"""Connecting the CRMs: install, uninstall, sync, and the inbox worker."""
+"""Connecting the CRMs: install, uninstall, sync."""
 
 from __future__ import annotations
 
-import signal
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
@@ -16,7 +14,6 @@ from connector.bitrix24.connector import Bitrix24Connector
 from connector.bitrix24.reconcile import changed_filter, count_changed
 from connector.cli.base import Runtime, cli, echo_json, fail, json_option, pass_runtime
 from connector.errors import CRMError
-from connector.scheduler import process_inbox
 
 CONNECTED = click.Choice(["bitrix24", "amocrm"])
 
@@ -109,23 +106,3 @@ def sync(runtime: Runtime, crm: str, full: bool, as_json: bool) -> None:
     else:
         click.echo(", ".join(f"{key.replace('_', ' ')}: {value}"
                              for key, value in summary.items()))
-
-
-def _stop(_signum: int, _frame: object) -> NoReturn:
-    raise SystemExit(0)
-
-
-@cli.command()
-@click.option("--once", is_flag=True, help="drain what is due now and exit")
-@pass_runtime
-def worker(runtime: Runtime, once: bool) -> None:
-    """Process the inbox and write back to the CRMs (alone, for scale-out)."""
-    services = runtime.services()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _stop)
-    while True:
-        counts = process_inbox(services)
-        if once:
-            click.echo(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "nothing due")
-            return
-        time.sleep(runtime.settings.inbox.poll_seconds)
