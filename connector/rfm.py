@@ -6,7 +6,7 @@ score (the mid-rank of the tied group decides), so a score never depends on row 
 Customers whose last purchase is older are "lost"; contacts that never bought get none.
 
 Segments, first match wins (FM is the rounded-up mean of F and M):
-  new              one purchase so far, R >= 4
+  new              one purchase so far, R >= 3 (with R <= 2: hibernating)
   champions        R >= 4 and FM >= 4
   loyal            R >= 3 and FM >= 3
   at_risk          R <= 2 and FM >= 3   (good customers drifting away: win them back)
@@ -61,8 +61,8 @@ def quintile_scores(values: Sequence[float | int]) -> list[int]:
 
 def segment_of(r: int, f: int, m: int, purchase_count: int) -> str:
     fm = (f + m + 1) // 2
-    if purchase_count == 1 and r >= 4:
-        return "new"
+    if purchase_count == 1:  # one purchase tells nothing of loyalty yet
+        return "new" if r >= 3 else "hibernating"
     if r >= 4 and fm >= 4:
         return "champions"
     if r >= 3 and fm >= 3:

@@ -237,3 +237,26 @@ def test_stats_json_table_and_periods(run: Run) -> None:
     assert run("stats", "--days", "3", "--since", "2020-01-01",
                "--until", "2020-02-01").exit_code == 2
     assert run("stats", "--since", "2020-02-01", "--until", "2020-01-01").exit_code == 2
+
+
+def test_run_job_records_its_result_and_jobs_lists_it(run: Run) -> None:
+    ok(run("accrue", *ANNA, "1000", "--key", "d1"))
+    assert "never run" in ok(run("jobs")).split("expire_points", 1)[1].splitlines()[0]
+    assert ok(run("run-job", "rfm_segments")).startswith("rfm_segments: scored 1, changed 1")
+    assert ok(run("run-job", "expire_points")) == "expire_points: count 0\n"
+    listed = {row["id"]: row for row in json.loads(ok(run("jobs", "--json")))}
+    assert listed["rfm_segments"]["last_status"] == "ok"
+    assert listed["rfm_segments"]["last_result"] == {"scored": 1, "changed": 1, "new": 1}
+    assert listed["rfm_segments"]["next_run"] is not None
+    assert listed["process_inbox"]["role"] == "worker"
+    assert listed["birthday_bonuses"]["last_status"] is None
+    line = next(li for li in ok(run("jobs")).splitlines() if li.startswith("rfm_segments"))
+    assert "every 1d" in line and "last: ok" in line and "new 1" in line
+    shown = ok(run("account", "show", *ANNA))
+    assert "segment" in shown and "new (RFM 333)" in shown
+
+
+def test_run_job_with_an_unknown_name_is_one_line(run: Run) -> None:
+    result = run("run-job", "expire")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: no job named 'expire' (known: process_inbox, ")

@@ -49,7 +49,7 @@ def test_known_data_set_gives_the_expected_scores_and_segments() -> None:
 
 
 @pytest.mark.parametrize(("r", "f", "m", "count", "segment"), [
-    (5, 1, 1, 1, "new"), (4, 5, 3, 1, "new"), (3, 1, 1, 1, "needs_attention"),
+    (5, 1, 1, 1, "new"), (4, 5, 3, 1, "new"), (3, 1, 1, 1, "new"), (2, 1, 5, 1, "hibernating"),
     (4, 4, 3, 4, "champions"), (4, 3, 3, 4, "loyal"), (3, 3, 2, 5, "loyal"),
     (2, 3, 3, 4, "at_risk"), (1, 2, 2, 4, "hibernating"), (5, 2, 2, 2, "promising"),
     (3, 2, 2, 3, "needs_attention"),
