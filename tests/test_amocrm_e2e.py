@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from flask.testing import FlaskClient
@@ -24,6 +25,7 @@ from connector.crm.models import TriggerEvent
 from connector.db import utcnow
 from connector.errors import CRMAuthError
 from connector.ledger.views import AccountRef
+from connector.lifecycle import birthday_bonuses
 from connector.services import Services
 from connector.triggers import WELCOME
 from connector.worker import Worker
@@ -368,3 +370,31 @@ def test_healthz_reports_revoked_credentials(tmp_path: Path, database_url: str,
     assert response.status_code == 503
     assert response.json["checks"]["amocrm"].startswith("revoked: amocrm oauth refused")
     services.close()
+
+
+def test_birthday_from_the_configured_field_earns_the_birthday_bonus(
+        tmp_path: Path, database_url: str, account: FakeAmoCRM, time: ManualClock) -> None:
+    clock = Clock(datetime(2027, 5, 16, 21, 30, tzinfo=UTC))  # May 17 in Moscow
+    settings = make_settings(tmp_path, database_url, amocrm={
+        **amo_settings(tmp_path, database_url, account).amocrm.model_dump(),
+        "birthday_field_id": 555}, program={"welcome_bonus": "100", "birthday_bonus": "200"})
+    services = fresh_services(settings, clock=clock)
+    h = Harness(account, services, time, clock)
+    try:
+        account.put_contact(10971465)
+        midnight = int(datetime(1990, 5, 17, tzinfo=ZoneInfo("Europe/Moscow")).timestamp())
+        born = {"0": {"id": "555", "name": "День рождения",
+                      "values": {"0": {"value": str(midnight)}}}}
+        h.hook("contacts", "add", {"id": "10971465", "type": "contact", "custom_fields": born})
+        h.process()
+        assert services.ledger.account(ANNA).birthday == date(1990, 5, 17)
+        assert birthday_bonuses(services) == 1
+        assert h.balance() == D("300.00")  # welcome 100 + birthday 200
+        # A later edit of the field in amoCRM moves the birthday.
+        moved = {"0": {"id": "555", "values": {"0": {"value": "1990-06-01"}}}}
+        h.hook("contacts", "update", {"id": "10971465", "type": "contact",
+                                      "custom_fields": moved})
+        h.process()
+        assert services.ledger.account(ANNA).birthday == date(1990, 6, 1)
+    finally:
+        services.close()
