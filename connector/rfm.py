@@ -81,8 +81,8 @@ def score(customers: Sequence[Customer], now: datetime, active_days: int) -> dic
              for c in customers}
     if not active:
         return found
-    # Recency in whole seconds ago, negated so that "more recent" ranks higher.
-    recency = quintile_scores([-int((now - c.last_purchase_at).total_seconds())
+    # Recency in whole days ago (same-day buyers tie), negated: more recent ranks higher.
+    recency = quintile_scores([-(now - c.last_purchase_at).days
                                for c in active if c.last_purchase_at is not None])
     frequency = quintile_scores([c.purchase_count for c in active])
     monetary = quintile_scores([c.purchase_total for c in active])

@@ -176,7 +176,7 @@ def list_jobs(runtime: Runtime, as_json: bool) -> None:
         else:
             upcoming = local(next_run, settings)
         click.echo(f"{job.id:<20} every {_every(job.interval_seconds):<6} "
-                   f"next {upcoming:<18} last: {last}")
+                   f"next {upcoming:<19} last: {last}")
 
 
 def _every(seconds: float) -> str:
