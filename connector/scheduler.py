@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
@@ -194,18 +194,43 @@ def build_scheduler(services: Services, *, roles: tuple[Role, ...] = ("scheduler
     return scheduler
 
 
-class LeaderScheduler:
+class _Background:
+    """A loop that runs in the foreground (`run`) or on a daemon thread (`start`) until
+    `stop`."""
+
+    thread_name = "background"
+
+    def __init__(self) -> None:
+        self.stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run(self) -> Any:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        self._thread = threading.Thread(target=self.run, name=self.thread_name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stopped.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+class LeaderScheduler(_Background):
     """Runs the scheduler's jobs only while holding the leader lock. A standby tries to take
     the lock every `scheduler.leader_poll_seconds`; a leader that loses it (its database
     connection broke) stops its jobs and goes back to standby."""
 
+    thread_name = "scheduler-leader"
+
     def __init__(self, services: Services) -> None:
+        super().__init__()
         self.services = services
         self.lock = LeaderLock(services.db)
         self.poll = services.settings.scheduler.leader_poll_seconds
-        self.stopped = threading.Event()
         self.scheduler: BaseScheduler | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def leading(self) -> bool:
@@ -239,16 +264,6 @@ class LeaderScheduler:
             log.info("scheduler is the leader (%s): %d job(s)", runner_name(),
                      len(self.scheduler.get_jobs()))
 
-    def start(self) -> LeaderScheduler:
-        self._thread = threading.Thread(target=self.run, name="scheduler-leader", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self.stopped.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
     def _step_down(self) -> None:
         if self.scheduler is not None:
             if self.scheduler.running:
@@ -256,15 +271,16 @@ class LeaderScheduler:
             self.scheduler = None
 
 
-class WorkerLoop:
+class WorkerLoop(_Background):
     """The inbox job in a loop: every `serve` and `worker` process runs one; several share
     the inbox safely (claims skip rows another worker holds)."""
 
+    thread_name = "inbox-worker"
+
     def __init__(self, services: Services) -> None:
+        super().__init__()
         self.services = services
         self.job = find_job(services.settings, "process_inbox")
-        self.stopped = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def run(self, *, once: bool = False) -> dict[str, Any]:
         assert self.job is not None
@@ -278,13 +294,3 @@ class WorkerLoop:
                 break
             self.stopped.wait(self.job.interval_seconds)
         return counts
-
-    def start(self) -> WorkerLoop:
-        self._thread = threading.Thread(target=self.run, name="inbox-worker", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self.stopped.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
