@@ -23,11 +23,11 @@ from connector.crm.credentials import Tokens
 from connector.crm.limiter import LeakyBucket
 from connector.crm.models import TriggerEvent
 from connector.db import utcnow
-from connector.errors import CRMAuthError
+from connector.errors import CRMAuthError, RetriableCRMError
 from connector.ledger.views import AccountRef
 from connector.lifecycle import birthday_bonuses
 from connector.services import Services
-from connector.triggers import WELCOME
+from connector.triggers import TIER_UP, WELCOME
 from connector.worker import Worker
 from tests.conftest import Clock, fresh_services, make_settings
 from tests.fakes import ManualClock
@@ -398,3 +398,31 @@ def test_birthday_from_the_configured_field_earns_the_birthday_bonus(
         assert services.ledger.account(ANNA).birthday == date(1990, 6, 1)
     finally:
         services.close()
+
+
+def test_a_salesbot_run_is_never_repeated_when_the_note_after_it_fails(
+        tmp_path: Path, database_url: str, account: FakeAmoCRM, time: ManualClock,
+        clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    triggers = {"loyalty_tier_up": {"salesbot_id": 4242, "note": True}}
+    services = fresh_services(amo_settings(tmp_path, database_url, account,
+                                           triggers=triggers), clock=clock)
+    h = Harness(account, services, time, clock)
+    request = h.client.request
+
+    def notes_throttled(method: str, path: str, **kwargs: Any) -> Any:
+        if path == "/api/v4/contacts/notes":
+            raise RetriableCRMError("amocrm POST notes: too many requests (429)", status=429)
+        return request(method, path, **kwargs)
+
+    monkeypatch.setattr(h.client, "request", notes_throttled)
+    account.put_contact(10971465)
+    account.put_lead(1, contact=10971465, price=40000)
+    h.hook("leads", "status", status(1))
+    h.process()
+    h.process()
+    assert len(account.state.salesbot_runs) == 1  # the bot ran; the failed note sent nothing
+    with services.db.transaction(write=False) as session:
+        tier_up = session.scalar(select(TriggerEvent).where(TriggerEvent.code == TIER_UP))
+    assert tier_up is not None and tier_up.status == "failed"
+    assert (tier_up.last_error or "").startswith("partly sent, not repeated: ")
+    services.close()

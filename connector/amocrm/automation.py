@@ -9,7 +9,7 @@ from typing import Any
 
 from connector import mirror, triggers
 from connector.crm.amocrm import AmoCRMClient
-from connector.errors import FatalCRMError
+from connector.errors import CRMError, FatalCRMError
 from connector.reports import TriggerReport
 from connector.services import Services
 from connector.triggers import NAMES, Due
@@ -56,6 +56,9 @@ class AmoCRMAutomation:
                 notes.append({"entity_id": int(item.contact_id), "note_type": "common",
                               "params": {"text": NAMES.get(item.code, item.code)}})
             sent.append(item)
+        # Tags are a PATCH and safe to repeat; a Salesbot run or a note is not. Once one of
+        # those went out, a later failure marks the group failed instead of sending it again.
+        posted = False
         try:
             size = self.settings.write_batch
             for path, items in tags.items():
@@ -64,14 +67,21 @@ class AmoCRMAutomation:
             for start in range(0, len(bots), SALESBOT_BATCH):
                 self.client.request("POST", "/api/v2/salesbot/run",
                                     json=bots[start:start + SALESBOT_BATCH])
+                posted = True
             for start in range(0, len(notes), size):
                 self.client.request("POST", "/api/v4/contacts/notes",
                                     json=notes[start:start + size])
-        except FatalCRMError as exc:
-            # Refused as a whole (a deleted contact, a bot that is gone): not retried forever.
-            log.warning("amocrm triggers refused: %s", exc)
+                posted = True
+        except CRMError as exc:
+            if not isinstance(exc, FatalCRMError) and not posted:
+                raise  # nothing that messages a customer went out: the next flush retries
+            # Refused as a whole (a deleted contact, a bot that is gone), or partly sent:
+            # never repeated, so no customer hears twice.
+            log.warning("amocrm triggers %s: %s", "refused" if not posted else "partly sent",
+                        exc)
+            detail = exc.detail if not posted else f"partly sent, not repeated: {exc.detail}"
             for item in sent:
-                self._mark(item, "failed", exc.detail)
+                self._mark(item, "failed", detail)
             report.failed += len(sent)
             return report
         for item in sent:
