@@ -48,9 +48,11 @@ class ServerSettings(_Section):
     port: int = Field(8080, ge=1, le=65535)
     public_url: str = Field("http://127.0.0.1:8080", description="URL the CRM uses to reach us")
     admin_token: SecretStr | None = Field(None, description="bearer token for /api/v1")
+    metrics_token: SecretStr | None = Field(
+        None, description="bearer token for GET /metrics (the admin token works too)")
     threads: int = Field(8, ge=1, le=256)
 
-    @field_validator("admin_token")
+    @field_validator("admin_token", "metrics_token")
     @classmethod
     def _token(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 16:

@@ -182,21 +182,53 @@ class Inbox:
         """Offer a dead or failed item again now (after its cause was fixed)."""
         self._set(item_id, status="pending", next_attempt_at=self.clock(), attempts=0)
 
+    def retry_dead(self) -> list[int]:
+        """Offer every dead item again now; returns their ids."""
+        with self.db.transaction() as session:
+            ids = list(session.scalars(select(InboxEvent.id).where(InboxEvent.status == "dead")
+                                       .order_by(InboxEvent.id)))
+            if ids:
+                session.execute(update(InboxEvent).where(InboxEvent.id.in_(ids))
+                                .values(status="pending", next_attempt_at=self.clock(),
+                                        attempts=0))
+            return ids
+
     def drop(self, item_id: int, reason: str) -> None:
-        self._set(item_id, status="skipped", processed_at=self.clock(),
-                  last_error=f"dropped by admin: {reason}")
+        """Give up on an item; it stays, as skipped, with the reason and the error it had."""
+        with self.db.transaction() as session:
+            row = session.get(InboxEvent, item_id)
+            if row is None:
+                raise KeyError(item_id)
+            was = f"; last error: {row.last_error}" if row.last_error else ""
+            row.status = "skipped"
+            row.processed_at = self.clock()
+            row.locked_until = None
+            row.last_error = f"dropped by admin: {reason}{was}"[:4000]
 
     def get(self, item_id: int) -> InboxItem | None:
         with self.db.transaction(write=False) as session:
             row = session.get(InboxEvent, item_id)
             return InboxItem.of(row) if row else None
 
-    def list(self, status: str | None = None, limit: int = 100) -> list[InboxItem]:
+    def list(self, status: str | None = None, limit: int = 100, *,
+             source: str | None = None) -> list[InboxItem]:
+        """Newest first."""
         with self.db.transaction(write=False) as session:
             query = select(InboxEvent).order_by(InboxEvent.id.desc()).limit(limit)
             if status:
                 query = query.where(InboxEvent.status == status)
+            if source:
+                query = query.where(InboxEvent.source == source)
             return [InboxItem.of(row) for row in session.scalars(query)]
+
+    def oldest_pending(self) -> tuple[datetime | None, datetime | None]:
+        """When the oldest pending item was received, and since when the longest-waiting
+        one has been due (a due item that stays pending means no worker is draining)."""
+        with self.db.transaction(write=False) as session:
+            received, due = session.execute(
+                select(func.min(InboxEvent.received_at), func.min(InboxEvent.next_attempt_at))
+                .where(InboxEvent.status == "pending")).one()
+            return received, due
 
     def depth(self) -> dict[str, int]:
         with self.db.transaction(write=False) as session:

@@ -34,6 +34,7 @@ from connector.lifecycle import (
     expiry_warnings,
     release_pending,
 )
+from connector.logs import log_context, redact
 from connector.rfm import update_segments
 from connector.services import Services
 from connector.worker import Worker
@@ -62,7 +63,8 @@ def rfm_segments(services: Services) -> dict[str, int]:
 
 def process_inbox(services: Services) -> dict[str, int]:
     """Turn received events into ledger entries, then write what changed back to the CRMs."""
-    counts = Worker(services.inbox, services.processors()).drain(max_rounds=100)
+    counts = Worker(services.inbox, services.processors(),
+                    metrics=services.metrics).drain(max_rounds=100)
     counts.update(services.flush_crms())
     if any(counts.values()):
         log.info("process_inbox: %s", counts)
@@ -150,13 +152,14 @@ def run_job(services: Services, job: Job) -> dict[str, Any]:
     if every_pass:
         job_runs.started(services.db, job.id, started_at, runner)
     try:
-        result = _as_counts(job.func(services))
+        with log_context(job=job.id):
+            result = _as_counts(job.func(services))
     except Exception as exc:
         seconds = time.monotonic() - started
         log.exception("job %s failed after %.1f s", job.id, seconds, extra={"job": job.id})
         job_runs.finished(services.db, job.id, started_at=started_at, at=utcnow(),
                           seconds=seconds, runner=runner,
-                          error=f"{type(exc).__name__}: {exc}"[:2000])
+                          error=redact(f"{type(exc).__name__}: {exc}")[:2000])
         raise
     seconds = time.monotonic() - started
     if every_pass or any(result.values()):

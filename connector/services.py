@@ -18,6 +18,7 @@ from connector.program import Program
 if TYPE_CHECKING:
     from connector.amocrm.connector import AmoCRMConnector
     from connector.bitrix24.connector import Bitrix24Connector
+    from connector.metrics import Metrics
     from connector.worker import Processor
 
 
@@ -43,6 +44,13 @@ class Services:
                        db, "bitrix24", settings.bitrix24.portal_key, clock=clock),
                    amocrm_credentials=CredentialStore(
                        db, "amocrm", settings.amocrm.portal_key, clock=clock))
+
+    @cached_property
+    def metrics(self) -> Metrics:
+        """This process's counters and the values read from the database, for GET /metrics."""
+        from connector.metrics import Metrics
+
+        return Metrics(self.db, clock=self.inbox.clock)
 
     @cached_property
     def bitrix24(self) -> Bitrix24Connector | None:

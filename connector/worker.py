@@ -8,10 +8,14 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from connector.errors import CRMAuthError, CRMError
 from connector.inbox import Inbox, InboxItem
+from connector.logs import log_context
+
+if TYPE_CHECKING:
+    from connector.metrics import Metrics
 
 log = logging.getLogger(__name__)
 AUTH_RETRY_DELAY = timedelta(minutes=5)
@@ -41,9 +45,11 @@ class Processor(Protocol):
 
 
 class Worker:
-    def __init__(self, inbox: Inbox, processors: Mapping[str, Processor]) -> None:
+    def __init__(self, inbox: Inbox, processors: Mapping[str, Processor], *,
+                 metrics: Metrics | None = None) -> None:
         self.inbox = inbox
         self.processors = processors
+        self.metrics = metrics
 
     def drain_once(self, limit: int | None = None) -> dict[str, int]:
         """Claim one group of due items and process it; returns counts by outcome."""
@@ -57,10 +63,15 @@ class Worker:
                 outcomes = {i.id: Outcome.retry(f"no processor for {source!r} is configured")
                             for i in items}
             else:
-                outcomes = self._run(processor, items)
+                with log_context(inbox_ids=[i.id for i in items]):
+                    outcomes = self._run(processor, items)
             for item in items:
                 outcome = outcomes.get(item.id) or Outcome.retry("no outcome reported")
-                counts[self._settle(item, outcome)] += 1
+                with log_context(inbox_id=item.id):
+                    settled = self._settle(item, outcome)
+                counts[settled] += 1
+                if self.metrics is not None:
+                    self.metrics.inbox_item(source, settled)
         return dict(counts)
 
     def drain(self, *, max_rounds: int = 1000, limit: int | None = None) -> dict[str, int]:

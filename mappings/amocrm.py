@@ -54,6 +54,8 @@ def _id(item: Any) -> str | None:
 
 
 def parse_webhook(form: Mapping[str, Any]) -> Webhook:
+    if not isinstance(form, Mapping):  # bare numeric keys decode to a list
+        raise PayloadError("expected leads[...] or contacts[...] form fields")
     leads = form.get("leads") or {}
     contacts = form.get("contacts") or {}
     if not isinstance(leads, Mapping) or not isinstance(contacts, Mapping):

@@ -92,7 +92,15 @@ def parse_auth(form: Mapping[str, Any]) -> Auth:
     )
 
 
+def _fields(form: Any) -> Mapping[str, Any]:
+    # A body of bare numeric keys ("0=…&1=…") decodes to a list, not to named fields.
+    if not isinstance(form, Mapping):
+        raise PayloadError("expected named form fields (event=…&data[…]=…&auth[…]=…)")
+    return form
+
+
 def parse_event(form: Mapping[str, Any]) -> Event:
+    form = _fields(form)
     name = (_text(form, "event") or "").upper()
     if name not in EVENTS:
         raise PayloadError(f"event: {name[:64]!r} is not handled")
@@ -107,6 +115,7 @@ def parse_event(form: Mapping[str, Any]) -> Event:
 
 
 def parse_robot(form: Mapping[str, Any]) -> RobotCall:
+    form = _fields(form)
     document = form.get("document_id")
     if not isinstance(document, list) or len(document) != 3:
         raise PayloadError("document_id: expected [module, class, ID]")

@@ -96,3 +96,8 @@ def test_contact_values_for_patch() -> None:
     assert amo.custom_fields_values({"A": "1", "B": ""}) == [
         {"field_code": "A", "values": [{"value": "1"}]}, {"field_code": "B", "values": None}]
     assert amo.changed_values({"A": "150", "B": "x"}, {"A": "150.00", "B": "y"}) == {"B": "x"}
+
+
+def test_a_body_of_bare_numeric_keys_is_a_payload_error() -> None:
+    with pytest.raises(amo.PayloadError, match="form fields"):
+        amo.parse_webhook(decode(b"0=1&1=2"))

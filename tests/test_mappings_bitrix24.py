@@ -111,3 +111,9 @@ def test_contact_values_and_what_changed() -> None:
 def test_birthday_is_the_portal_date() -> None:
     assert b24.birthday({"BIRTHDATE": "2001-11-11T00:00:00+03:00"}) == date(2001, 11, 11)
     assert b24.birthday({"BIRTHDATE": ""}) is None
+
+
+def test_a_body_of_bare_numeric_keys_is_a_payload_error() -> None:
+    for parse in (b24.parse_event, b24.parse_robot):
+        with pytest.raises(b24.PayloadError, match="named form fields"):
+            parse(decode(b"0"))

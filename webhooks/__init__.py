@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, Response, g, request
 
+from connector import logs
 from connector.config import Settings, load_settings
 from connector.services import Services
 
@@ -14,13 +15,39 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
     app.extensions["loyalty"] = services or Services.build(settings)
 
-    from webhooks import amocrm, api, bitrix24, errors, health
+    from webhooks import amocrm, api, bitrix24, dashboard, errors, health, metrics, openapi
     from webhooks.validation import JSONProvider
 
     app.json = JSONProvider(app)
     errors.init_app(app)
+    _request_ids(app)
+    metrics.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(openapi.bp)
+    app.register_blueprint(dashboard.bp)
     app.register_blueprint(bitrix24.bp)
     app.register_blueprint(amocrm.bp)
     return app
+
+
+def _request_ids(app: Flask) -> None:
+    """Every request gets an id (the caller's X-Request-Id when sane), echoed in the answer
+    and carried by every log record written while it is served."""
+
+    @app.before_request
+    def bind_request_id() -> None:
+        g.request_id = logs.request_id(request.headers.get("X-Request-Id"))
+        g.request_log_context = logs.bind(request_id=g.request_id)
+
+    @app.after_request
+    def echo_request_id(response: Response) -> Response:
+        if "request_id" in g:
+            response.headers["X-Request-Id"] = g.request_id
+        return response
+
+    @app.teardown_request
+    def unbind_request_id(_error: BaseException | None) -> None:
+        token = g.pop("request_log_context", None)
+        if token is not None:
+            logs.unbind(token)

@@ -21,11 +21,14 @@ from connector.services import Services
 from mappings import amocrm as amo
 from mappings.phpquery import QueryError, decode
 from webhooks.errors import error_response
+from webhooks.validation import request_body
 
 log = logging.getLogger(__name__)
 bp = Blueprint("amocrm", __name__, url_prefix="/amocrm")
 FORM = "application/x-www-form-urlencoded"
-ACTION = re.compile(r"^(bonus/[A-Za-z0-9_-]{1,64}|redeem/(max|\d{1,9}(\.\d{1,2})?))$")
+# The inbox kind "action:bonus:<name>" fits inbox_events.kind (64) with names up to 51.
+# ASCII digits only: \d would also take other scripts' digits.
+ACTION = re.compile(r"bonus/[A-Za-z0-9_-]{1,51}|redeem/(max|[0-9]{1,9}(\.[0-9]{1,2})?)")
 
 
 def _services() -> Services:
@@ -34,7 +37,7 @@ def _services() -> Services:
 
 def _secret_ok(given: str) -> bool:
     configured = _services().settings.amocrm.webhook_secret
-    if configured is None:
+    if configured is None or not _services().settings.amocrm.enabled:
         return False
     return hmac.compare_digest(given.encode(), configured.get_secret_value().encode())
 
@@ -47,7 +50,7 @@ def _not_found() -> ResponseReturnValue:
 def _store(kind: str) -> ResponseReturnValue:
     if request.mimetype != FORM:
         return error_response(415, "unsupported_media_type", f"expected {FORM}")
-    body = request.get_data(cache=True)
+    body = request_body()
     try:
         hook = amo.parse_webhook(decode(body))
     except (QueryError, amo.PayloadError) as exc:
@@ -60,6 +63,8 @@ def _store(kind: str) -> ResponseReturnValue:
         return error_response(400, "invalid_webhook", "account[subdomain] is not this account")
     # amoCRM re-sends a hook it thinks failed with the same request id.
     request_id = request.headers.get("X-Amocrm-Requestid", "")[:64]
+    if not request_id.isprintable():
+        request_id = ""  # amoCRM's ids are UUIDs: anything else is not one of its re-sends
     key = (f"amocrm:request:{request_id}:{kind}" if request_id else
            f"amocrm:body:{hashlib.sha256(body).hexdigest()[:32]}:{uuid.uuid4().hex}")
     stored = _services().inbox.put(source="amocrm", kind=kind, dedup_key=key, body=body,
@@ -79,9 +84,10 @@ def actions(secret: str, action: str) -> ResponseReturnValue:
     """A digital-pipeline "send webhook" action: bonus/<name> or redeem/<points|max>."""
     if not _secret_ok(secret):
         return _not_found()
-    if not ACTION.match(action):
+    if not ACTION.fullmatch(action):
         return error_response(404, "unknown_action",
-                              "use /amocrm/actions/<secret>/bonus/<name> or /redeem/<points|max>")
+                              "use /amocrm/actions/<secret>/bonus/<name> (at most 51 letters, "
+                              "digits, _ or -) or /redeem/<points|max>")
     verb, _, argument = action.partition("/")
     return _store(f"action:{verb}:{argument}")
 

@@ -23,11 +23,16 @@ from connector.services import Services
 from mappings import bitrix24 as b24
 from mappings.phpquery import QueryError, decode
 from webhooks.errors import ApiError, error_response
+from webhooks.validation import request_body, storable
 
 log = logging.getLogger(__name__)
 bp = Blueprint("bitrix24", __name__, url_prefix="/bitrix24")
 T = TypeVar("T", b24.Event, b24.RobotCall)
 FORM = "application/x-www-form-urlencoded"
+ROBOT_KIND = "robot:"
+# The inbox columns these go to: inbox_events.portal is String(255), .kind String(64).
+PORTAL_MAX = 255
+ROBOT_CODE_MAX = 64 - len(ROBOT_KIND)
 
 
 def _refused(status: int, code: str, detail: str) -> ApiError:
@@ -43,9 +48,9 @@ def _same(given: str, expected: str) -> bool:
 def authenticate(auth: b24.Auth, *, event: str, settings: Bitrix24Settings,
                  credentials: CredentialStore) -> str | None:
     """None when the request is genuine, else why not (without echoing any token)."""
-    stored = credentials.application_token()
+    # The stored token is a database read: only for an app setup that has no configured one.
     expected = settings.application_token.get_secret_value() if settings.application_token \
-        else stored
+        else credentials.application_token()
     if settings.member_id and not _same(auth.member_id, settings.member_id):
         return "auth[member_id] is not this portal's"
     if expected is None:
@@ -67,13 +72,24 @@ def _only_when_enabled() -> ResponseReturnValue | None:
     return None
 
 
+def _check_storable(item: b24.Event | b24.RobotCall) -> None:
+    """Refuse what the inbox could not keep, here as a 400 rather than at the insert as a 500."""
+    texts = [("auth[domain]", item.auth.domain, PORTAL_MAX)]
+    if isinstance(item, b24.RobotCall):
+        texts.append(("code", item.code, ROBOT_CODE_MAX))
+    for field, value, limit in texts:
+        if len(value) > limit or not storable(value):
+            raise b24.PayloadError(f"{field}: at most {limit} characters and no NUL")
+
+
 def _accepted(parse: Callable[[dict[str, Any]], T], invalid: str) -> tuple[Services, T]:
     """The parsed, authenticated call, or an ApiError (415/400/401) with nothing stored."""
     services: Services = current_app.extensions["loyalty"]
     if request.mimetype != FORM:
         raise _refused(415, "unsupported_media_type", f"expected {FORM}")
     try:
-        item = parse(decode(request.get_data(cache=True)))
+        item = parse(decode(request_body()))
+        _check_storable(item)
     except QueryError as exc:
         raise _refused(400, "malformed_body", str(exc)) from None
     except b24.PayloadError as exc:
@@ -103,7 +119,7 @@ def robots() -> ResponseReturnValue:
     services, call = _accepted(b24.parse_robot, "invalid_robot_call")
     # One robot run has one event_token: a repeated delivery must not redeem twice.
     key = b24.robot_key(services.settings.bitrix24.portal_key, call.event_token)
-    stored = services.inbox.put(source="bitrix24", kind=f"robot:{call.code}", dedup_key=key,
+    stored = services.inbox.put(source="bitrix24", kind=ROBOT_KIND + call.code, dedup_key=key,
                                 body=request.get_data(cache=True),
                                 content_type=request.mimetype, portal=call.auth.domain)
     return jsonify(status="accepted", id=stored.id, duplicate=stored.duplicate)

@@ -14,17 +14,24 @@ from typing import Any
 
 from flask import current_app, request
 from flask.json.provider import DefaultJSONProvider
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from connector.ledger.views import AccountRef
 from connector.money import MAX_AMOUNT, parse_amount
 from webhooks.errors import ApiError
 
 CRM = re.compile(r"^[a-z0-9_]{1,16}$")
+# The one written form of an amount in a string. Decimal() alone would also take " 5",
+# "1e2", "1_000" and other scripts' digits, none of which a till or a shop sends on purpose.
+AMOUNT_TEXT = re.compile(r"^-?[0-9]+(\.[0-9]{1,2})?$")
 BONUS_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 TEXT_MAX = 255  # the ledger's column width for portal, source, key
 CONTACT_MAX = 64
 COMMENT_MAX = 2000
 JSON = "application/json"
+# PostgreSQL's text columns refuse NUL, and a lone surrogate (JSON "\ud800") has no UTF-8
+# form for any database: either would fail at the insert, after validation, as a 500.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def _no_constant(name: str) -> Any:
@@ -52,12 +59,19 @@ def invalid(field: str, problem: str) -> ApiError:
     return ApiError(400, "invalid_request", f"{field}: {problem}")
 
 
+def storable(value: str) -> bool:
+    """Whether every supported database can keep this text as it is."""
+    return UNSTORABLE.search(value) is None
+
+
 def check_text(field: str, value: object, *, max_length: int = TEXT_MAX,
                pattern: re.Pattern[str] | None = None) -> str:
     if not isinstance(value, str):
         raise invalid(field, "must be a string")
     if not value.strip():
         raise invalid(field, "must not be empty")
+    if not storable(value):
+        raise invalid(field, "must not contain NUL characters or unpaired surrogates")
     if len(value) > max_length:
         raise invalid(field, f"must be at most {max_length} characters")
     if pattern is not None and not pattern.fullmatch(value):
@@ -69,6 +83,8 @@ def check_amount(field: str, value: object, *, signed: bool = False) -> Decimal:
     """A positive amount (or, `signed`, a non-zero one) with at most two decimal places."""
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
         raise invalid(field, "must be a number or a decimal string, e.g. \"10.50\"")
+    if isinstance(value, str) and not AMOUNT_TEXT.fullmatch(value):
+        raise invalid(field, "must be digits with at most two decimal places, e.g. \"10.50\"")
     try:
         amount = parse_amount(str(value))
     except ValueError as exc:
@@ -166,11 +182,24 @@ class Fields:
             raise invalid(unknown[0], "unknown field")
 
 
+def request_body() -> bytes:
+    """The raw body; 413 past server.max_body_bytes. Werkzeug refuses a Content-Length over
+    the limit, but a body streamed without one (chunked, behind a server that sets
+    wsgi.input_terminated) it cuts at the limit without a word: a cut body must not pass
+    for the whole one."""
+    body = request.get_data(cache=True)
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is None and limit is not None and len(body) >= limit \
+            and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
+    return body
+
+
 def json_body() -> Fields:
     """The request's JSON object; 415 for another content type, 400 for anything else."""
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", f"send the body as {JSON}")
-    raw = request.get_data(cache=True)  # past MAX_CONTENT_LENGTH this raises the 413
+    raw = request_body()
     try:
         # RFC 8259: JSON between systems is UTF-8; json.loads would also guess UTF-16/32.
         data = current_app.json.loads(raw.decode("utf-8"))

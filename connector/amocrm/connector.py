@@ -19,7 +19,8 @@ class AmoCRMConnector:
     def __init__(self, services: Services, client: AmoCRMClient | None = None) -> None:
         self.services = services
         self.client = client or AmoCRMClient(services.settings.amocrm,
-                                             credentials=services.amocrm_credentials)
+                                             credentials=services.amocrm_credentials,
+                                             metrics=services.metrics)
 
     @cached_property
     def processor(self) -> AmoCRMProcessor:

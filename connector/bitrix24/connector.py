@@ -19,7 +19,8 @@ class Bitrix24Connector:
     def __init__(self, services: Services, client: Bitrix24Client | None = None) -> None:
         self.services = services
         self.client = client or Bitrix24Client(services.settings.bitrix24,
-                                               credentials=services.bitrix24_credentials)
+                                               credentials=services.bitrix24_credentials,
+                                               metrics=services.metrics)
 
     @cached_property
     def processor(self) -> Bitrix24Processor:

@@ -18,6 +18,7 @@ import click
 from connector import job_runs
 from connector.cli.base import Runtime, cli, echo_json, fail, json_option, pass_runtime
 from connector.cli.output import local
+from connector.logs import configure_logging
 from connector.scheduler import LeaderScheduler, WorkerLoop, find_job, jobs, run_job
 from connector.services import Services
 
@@ -33,8 +34,7 @@ def _on_signals() -> None:
 
 
 def _logging() -> None:
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     # Every /healthz opens a migration context, which would log two lines per probe.
     logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     # The jobs log their own line when they did something; APScheduler's per-run lines

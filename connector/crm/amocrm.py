@@ -4,6 +4,9 @@ Auth is a long-lived token, or OAuth 2.0 whose refresh tokens are single-use: a 
 under the credential row's lock and the new pair is committed before it is used, so two
 workers never spend the same refresh token. 429 and 403 answers are HTML, not JSON, so they
 are read by status: 429 backs off hard, 403 (the account blocked for abuse) stops all calls.
+A POST creates something (a note, a Salesbot run): after a timeout, a dropped connection or a
+5xx it may have run, so it is repeated only when amoCRM surely did not run it (the connection
+was never made, or the gateway refused it with 429), as the Bitrix24 client does.
 """
 
 from __future__ import annotations
@@ -20,12 +23,15 @@ import requests
 from connector.config import AmoCRMSettings
 from connector.crm.credentials import CredentialStore, Tokens
 from connector.crm.limiter import LeakyBucket
-from connector.crm.retry import retrying
+from connector.crm.retry import never_sent, retrying
 from connector.errors import CRMAuthError, FatalCRMError, RetriableCRMError
+from connector.metrics import Metrics, counted_call, rest_route
 
 log = logging.getLogger(__name__)
 PAGE_LIMIT = 250
 BACKOFF_429_S = 5.0  # no Retry-After is sent; repeated 429s block the account
+# POSTs that are safe to repeat: "an existing webhook with that address is updated".
+IDEMPOTENT_POSTS = frozenset({"/api/v4/webhooks"})
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,7 @@ class Decision:
     action: Literal["ok", "retry", "refresh", "auth", "fatal"]
     detail: str = ""
     wait: float | None = None
+    executed: bool = True  # False: refused before running, safe to repeat any call
 
 
 def classify(status: int, body: Any) -> Decision:
@@ -43,7 +50,8 @@ def classify(status: int, body: Any) -> Decision:
     if status in (200, 201, 202, 204):
         return Decision("ok")
     if status == 429:
-        return Decision("retry", "too many requests (429)", wait=BACKOFF_429_S)
+        return Decision("retry", "too many requests (429)", wait=BACKOFF_429_S,
+                        executed=False)
     if status == 401:
         return Decision("refresh", detail or "unauthorized (401)")
     if status == 403:
@@ -59,11 +67,14 @@ def classify(status: int, body: Any) -> Decision:
 class AmoCRMClient:
     def __init__(self, settings: AmoCRMSettings, *, credentials: CredentialStore | None = None,
                  limiter: LeakyBucket | None = None, session: requests.Session | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.credentials = credentials
-        self.limiter = limiter or LeakyBucket(settings.requests_per_second, settings.burst,
-                                              sleep=sleep)
+        self.metrics = metrics
+        self.limiter = limiter or LeakyBucket(
+            settings.requests_per_second, settings.burst, sleep=sleep,
+            on_wait=metrics.limiter_waited("amocrm") if metrics else None)
         self.session = session or requests.Session()
         self.sleep = sleep
         self.base = (settings.base_url or "").rstrip("/")
@@ -71,13 +82,16 @@ class AmoCRMClient:
 
     # -- calls -----------------------------------------------------------------------------
     def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
-                json: Any = None) -> Any:
-        """The decoded body; None for 204 (an empty list, or an entity that is gone)."""
+                json: Any = None, idempotent: bool | None = None) -> Any:
+        """The decoded body; None for 204 (an empty list, or an entity that is gone).
+        `idempotent` defaults to False for a POST (see the module doc), True otherwise."""
+        if idempotent is None:
+            idempotent = method.upper() != "POST" or path in IDEMPOTENT_POSTS
         refreshed = False
         for attempt in retrying(self.settings.max_retries, sleep=self.sleep):
             with attempt:
                 try:
-                    return self._once(method, path, params, json)
+                    return self._once(method, path, params, json, idempotent)
                 except _Unauthorized as exc:
                     if refreshed or self.settings.long_lived_token is not None \
                             or self.credentials is None:
@@ -85,7 +99,7 @@ class AmoCRMClient:
                                            "re-authorize the integration", status=401) from None
                     self.credentials.refresh(exc.token, self._refresh_grant)
                     refreshed = True
-                    return self._once(method, path, params, json)
+                    return self._once(method, path, params, json, idempotent)
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
     def pages(self, path: str, key: str, params: Mapping[str, Any] | None = None
@@ -104,8 +118,9 @@ class AmoCRMClient:
             page += 1
 
     # -- transport -------------------------------------------------------------------------
+    @counted_call("amocrm", rest_route)
     def _once(self, method: str, path: str, params: Mapping[str, Any] | None,
-              json: Any) -> Any:
+              json: Any, idempotent: bool = True) -> Any:
         token = self._token()
         self.limiter.acquire()
         self.calls += 1
@@ -114,9 +129,18 @@ class AmoCRMClient:
                 method, f"{self.base}{path}", params=params, json=json,
                 headers={"Authorization": f"Bearer {token}"},
                 timeout=self.settings.timeout_seconds)
-        except (requests.ConnectionError, requests.Timeout) as exc:
+        except requests.ConnectionError as exc:  # also ConnectTimeout: never sent
+            if not idempotent and not never_sent(exc):
+                raise FatalCRMError(f"amocrm {method} {path}: connection lost; not repeated "
+                                    "(it may have run)", code="CONNECTION") from None
             raise RetriableCRMError(f"amocrm {method} {path}: {type(exc).__name__}",
                                     code="CONNECTION") from None
+        except requests.Timeout as exc:  # a read timeout: the request went out
+            if not idempotent:
+                raise FatalCRMError(f"amocrm {method} {path}: timed out; not repeated "
+                                    "(it may have run)", code="TIMEOUT") from None
+            raise RetriableCRMError(f"amocrm {method} {path}: {type(exc).__name__}",
+                                    code="TIMEOUT") from None
         body: Any = None
         if response.content and "json" in response.headers.get("Content-Type", ""):
             try:
@@ -127,7 +151,7 @@ class AmoCRMClient:
         if decision.action == "ok":
             return body
         message = f"amocrm {method} {path}: {decision.detail}"
-        if decision.action == "retry":
+        if decision.action == "retry" and (idempotent or not decision.executed):
             if response.status_code == 429:
                 self.limiter.pause(decision.wait or BACKOFF_429_S)
             log.warning("%s; will retry", message)
@@ -137,6 +161,8 @@ class AmoCRMClient:
             raise _Unauthorized(decision.detail, token)
         if decision.action == "auth":
             raise CRMAuthError(message, status=response.status_code)
+        if decision.action == "retry":
+            message += "; not repeated (it may have run)"
         raise FatalCRMError(message, status=response.status_code)
 
     def _token(self) -> str:
@@ -159,6 +185,7 @@ class AmoCRMClient:
     def _refresh_grant(self, refresh_token: str) -> Tokens:
         return self._grant({"grant_type": "refresh_token", "refresh_token": refresh_token})
 
+    @counted_call("amocrm", lambda *_: "POST /oauth2/access_token")
     def _grant(self, grant: dict[str, str]) -> Tokens:
         secret = self.settings.client_secret
         if not self.settings.client_id or secret is None:
@@ -187,6 +214,8 @@ class AmoCRMClient:
 
 
 class _Unauthorized(Exception):
+    call_result = "token_expired"
+
     def __init__(self, detail: str, token: str) -> None:
         self.detail = detail
         self.token = token

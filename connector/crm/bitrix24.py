@@ -21,6 +21,7 @@ from connector.crm.credentials import CredentialStore, Tokens
 from connector.crm.limiter import LeakyBucket
 from connector.crm.retry import retrying
 from connector.errors import CRMAuthError, FatalCRMError, RetriableCRMError
+from connector.metrics import Metrics, counted_call
 from mappings.phpquery import encode
 
 log = logging.getLogger(__name__)
@@ -107,11 +108,13 @@ class Bitrix24Client:
     def __init__(self, settings: Bitrix24Settings, *, credentials: CredentialStore | None = None,
                  limiter: LeakyBucket | None = None, session: requests.Session | None = None,
                  sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.credentials = credentials
-        self.limiter = limiter or LeakyBucket(settings.requests_per_second,
-                                              max(settings.burst - 1, 1), sleep=sleep)
+        self.metrics = metrics
+        self.limiter = limiter or LeakyBucket(
+            settings.requests_per_second, max(settings.burst - 1, 1), sleep=sleep,
+            on_wait=metrics.limiter_waited("bitrix24") if metrics else None)
         self.session = session or requests.Session()
         self.sleep = sleep
         self.clock = clock
@@ -184,6 +187,7 @@ class Bitrix24Client:
                     return self._once(method, url, {**params, **auth}, idempotent=idempotent)
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
+    @counted_call("bitrix24", lambda method, *_: method)
     def _once(self, method: str, url: str, payload: dict[str, Any], *,
               idempotent: bool) -> dict[str, Any]:
         self.limiter.acquire()
@@ -249,6 +253,7 @@ class Bitrix24Client:
         assert self.credentials is not None
         self.credentials.refresh(failed_token, self._refresh_grant)
 
+    @counted_call("bitrix24", lambda *_: "oauth/token")
     def _refresh_grant(self, refresh_token: str) -> Tokens:
         """GET oauth/token/?grant_type=refresh_token; the answer carries a new pair."""
         secret = self.settings.client_secret
@@ -279,6 +284,8 @@ class Bitrix24Client:
 
 class _ExpiredToken(Exception):
     """Internal signal: refresh the OAuth token and repeat once."""
+
+    call_result = "token_expired"
 
 
 def tokens_from(data: Mapping[str, Any]) -> Tokens:

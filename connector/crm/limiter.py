@@ -19,7 +19,8 @@ class LeakyBucket:
 
     def __init__(self, rate: float, burst: int, *,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 on_wait: Callable[[float], None] | None = None) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be positive and burst at least 1")
         self.rate = rate
@@ -31,6 +32,7 @@ class LeakyBucket:
         self._paused_until = 0.0
         self._lock = threading.Lock()
         self.waited_seconds = 0.0
+        self.on_wait = on_wait  # told the seconds of every request that had to wait (metrics)
 
     def _drain(self, now: float) -> None:
         self._level = max(0.0, self._level - (now - self._at) * self.rate)
@@ -48,12 +50,15 @@ class LeakyBucket:
                 if wait <= 0:
                     self._level += 1
                     self.waited_seconds += waited
-                    return waited
+                    break
             # Float residue (a level of 7.0000001) must neither let a request through early
             # nor become a sleep too short for the clock to notice, which would spin forever.
             wait = max(wait, MIN_SLEEP_S)
             self.sleep(wait)
             waited += wait
+        if waited and self.on_wait is not None:
+            self.on_wait(waited)
+        return waited
 
     def pause(self, seconds: float) -> None:
         """The CRM said "too many": nobody sends for `seconds`, and the bucket counts as full."""

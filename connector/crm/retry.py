@@ -1,7 +1,8 @@
 """The one retry policy for CRM calls: tenacity acts, the clients' classify() decides.
 
 A retriable error that says how long to wait (Retry-After, a reset time) is honoured first;
-otherwise exponential backoff with jitter, capped.
+otherwise exponential backoff with jitter, capped. A call that creates something (a note, a bot
+run) is repeated only when it surely never reached the CRM: see never_sent().
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
@@ -34,3 +36,13 @@ def retrying(max_retries: int, *, sleep: Callable[[float], None] = time.sleep) -
         sleep=sleep,
         reraise=True,
     )
+
+
+def never_sent(exc: requests.ConnectionError) -> bool:
+    """True when the connection was never established (refused, unresolvable, connect
+    timeout), so the CRM cannot have run the request. A reset or a read timeout after the
+    request went out proves nothing: the CRM may have run it."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return type(reason).__name__ in {"NewConnectionError", "NameResolutionError"}

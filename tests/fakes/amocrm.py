@@ -5,6 +5,11 @@ list or a missing entity is 204 with no body, errors are `application/problem+js
 limits answer as the real gateway does: 429 and 403 with an nginx HTML page and no
 Retry-After. OAuth refresh tokens are single-use. Webhook bodies it sends are form-encoded
 with API v2 keys.
+
+Faults: fail_next (an answer), reset_next (no answer), delay_next (a slow answer; the call
+still runs), down()/up() (connections refused), `chaos` (tests.fakes.faults.Chaos, random
+faults from a seed) and `gate` (hold requests at the door). `request_log` has the arrival
+time of every request, for rate assertions.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +29,7 @@ from werkzeug.wrappers import Request, Response
 
 from tests.fakes.bitrix24_php import build_query, parse_query
 from tests.fakes.bitrix24_state import Clock, RealClock
+from tests.fakes.faults import Chaos, Gate, RequestLog, drop_connection
 
 NUMBER = re.compile(r"/\d+")
 HTML_429 = "<html><head><title>429 Too Many Requests</title></head><body></body></html>"
@@ -57,14 +64,22 @@ class FakeAmoCRM:
         self.refresh_tokens: set[str] = set()
         self.codes: set[str] = set()
         self.blocked = False
+        self.subdomain, self.account_id = "example", 28805383
         self._faults: list[tuple[int, str, str]] = []
+        self._resets = 0
+        self._delays: list[tuple[float, str | None]] = []  # seconds, only for this path
+        self.chaos: Chaos | None = None
+        self.request_log = RequestLog()
+        self.gate = Gate()
+        self.is_down = False
         self._level = 0.0
         self._at = self.clock.monotonic()
         self._lock = threading.RLock()
         self._clock_ts = 1_790_000_000
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True)
-        self.base_url = f"http://127.0.0.1:{self._server.server_port}"
+        self.port = self._server.server_port
+        self.base_url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def __enter__(self) -> FakeAmoCRM:
@@ -72,15 +87,50 @@ class FakeAmoCRM:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
+        self.gate.release()
+        if not self.is_down:
+            self._server.shutdown()
+            self._server.server_close()
 
     # -- test controls ---------------------------------------------------------------------
     def fail_next(self, count: int, status: int = 500) -> None:
+        self._faults += [self._fault_answer(status)] * count
+
+    @staticmethod
+    def _fault_answer(status: int) -> tuple[int, str, str]:
         kind = "text/html" if status in (403, 429) else "application/problem+json"
         body = HTML_429 if status == 429 else HTML_403 if status == 403 else json.dumps(
             {"title": "Internal Server Error", "type": "https://httpstatus.es/500",
              "status": status, "detail": "Internal Server Error"})
-        self._faults += [(status, kind, body)] * count
+        return status, kind, body
+
+    def reset_next(self, count: int = 1) -> None:
+        """Drop the next `count` connections without an answer (nothing runs)."""
+        with self._lock:
+            self._resets += count
+
+    def delay_next(self, count: int, seconds: float, *, path: str | None = None) -> None:
+        """Hold the next `count` answers (to `path`, when given) for `seconds` of real time,
+        beyond the client's timeout; the call still runs afterwards, as a slow account's."""
+        with self._lock:
+            self._delays += [(seconds, path)] * count
+
+    def down(self) -> None:
+        """Stop listening: new connections are refused until up()."""
+        with self._lock:
+            self.is_down = True
+        self._server.shutdown()
+        self._thread.join(timeout=5)
+        self._server.server_close()
+
+    def up(self) -> None:
+        if not self.is_down:
+            return
+        self._server = make_server("127.0.0.1", self.port, self._wsgi, threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        with self._lock:
+            self.is_down = False
+        self._thread.start()
 
     def tick(self) -> int:
         self._clock_ts += 60
@@ -125,10 +175,44 @@ class FakeAmoCRM:
     # -- HTTP ------------------------------------------------------------------------------
     def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         request = Request(environ)
-        status, kind, body = self._handle(request)
+        self.gate.enter()
+        drop, delay, answer = self._misfortune(request.path)
+        if drop:
+            drop_connection(environ)
+        if delay:
+            time.sleep(delay)  # real time: the point is the client's socket timeout
+        if self.is_down:  # accepted just before the account went down
+            drop_connection(environ)
+        status, kind, body = answer or self._handle(request)
         response = Response(body, status=status, content_type=kind) if status != 204 \
             else Response(status=204)
         return response(environ, start_response)
+
+    def _misfortune(self, path: str) -> tuple[bool, float, tuple[int, str, str] | None]:
+        """What the fault knobs do to this request: (drop it, seconds to hold it, an answer
+        instead of the API's). Queued faults come first; chaos draws only when none is."""
+        with self._lock:
+            self.request_log.add(self.clock.monotonic())
+            delay = 0.0
+            for n, (seconds, only) in enumerate(self._delays):
+                if only is None or only == path:
+                    delay = seconds
+                    del self._delays[n]
+                    break
+            if self._resets:
+                self._resets -= 1
+                self.state.http_requests += 1
+                return True, 0.0, None
+            if delay or self._faults or self.chaos is None:
+                return False, delay, None
+            verdict, status = self.chaos.draw(self.clock.time())
+            if verdict in ("down", "reset"):
+                self.state.http_requests += 1
+                return True, 0.0, None
+            if verdict == "error":
+                self.state.http_requests += 1
+                return False, 0.0, self._fault_answer(status)
+            return False, self.chaos.slow_seconds if verdict == "slow" else 0.0, None
 
     def _problem(self, status: int, title: str, detail: str) -> tuple[int, str, str]:
         return status, "application/problem+json", json.dumps(
@@ -321,6 +405,15 @@ class FakeAmoCRM:
         return (204, None) if len(self.state.webhooks) < before else (
             404, {"title": "Not Found", "status": 404, "detail": "webhook not found"})
 
+    def account_get(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
+        # crm/platform/account-info: the account model without any `with`
+        return 200, {"id": self.account_id, "name": self.subdomain, "subdomain": self.subdomain,
+                     "current_user_id": 581651, "country": "RU", "customers_mode": "disabled",
+                     "is_unsorted_on": True, "is_loss_reason_enabled": True,
+                     "is_helpbot_enabled": False, "is_technical_account": False,
+                     "contact_name_display_order": 1,
+                     "_links": {"self": {"href": f"{self.base_url}/api/v4/account"}}}
+
     def notes_add(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
         self.state.notes += body
         return 200, {"_embedded": {"notes": [{"id": 76787983 + n, "request_id": str(n)}
@@ -328,6 +421,7 @@ class FakeAmoCRM:
 
 
 ROUTES: dict[str, Callable[..., tuple[int, Any]]] = {
+    "GET /api/v4/account": FakeAmoCRM.account_get,
     "GET /api/v4/leads": FakeAmoCRM.leads_list,
     "GET /api/v4/leads/{id}": FakeAmoCRM.lead_get,
     "PATCH /api/v4/contacts": FakeAmoCRM.contacts_patch,

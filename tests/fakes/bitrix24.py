@@ -52,6 +52,7 @@ from tests.fakes.bitrix24_state import (
     Records,
     ScaledClock,
 )
+from tests.fakes.faults import Chaos, Gate, RequestLog
 
 __all__ = ["Call", "FakeBitrix24Portal", "ManualClock", "OutgoingEvent", "RealClock",
            "ScaledClock", "event_body", "robot_body"]
@@ -115,6 +116,11 @@ class FakeBitrix24Portal:
         self.event_tokens: dict[str, dict[str, Any]] = {}
         self.faults: deque[Fault] = deque()
         self.delays: deque[list[float]] = deque()  # [remaining, seconds]
+        # Random faults on top of the queued ones (tests.fakes.faults.Chaos), the arrival
+        # time of every /rest/ request, and a gate that can hold requests at the door.
+        self.chaos: Chaos | None = None
+        self.request_log = RequestLog()
+        self.gate = Gate()
         self.lock = threading.RLock()
         self._handler_ids = 200
         self._app = PortalApp(self)
@@ -165,6 +171,7 @@ class FakeBitrix24Portal:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        self.gate.release()  # a request held at the door must not outlive the portal
         self.stop()
 
     def down(self) -> None:
@@ -220,6 +227,22 @@ class FakeBitrix24Portal:
         the call still runs afterwards, as a slow portal would."""
         with self.lock:
             self.delays.append([count, seconds])
+
+    def chaos_draw(self) -> tuple[Fault | None, float]:
+        """What `chaos` does to a request arriving now: a fault, or seconds to hold it.
+        A down window resets the connection; a 503 is QUERY_LIMIT_EXCEEDED, a 429
+        OPERATION_TIME_LIMIT, a 500 INTERNAL_SERVER_ERROR, as the portal answers them."""
+        if self.chaos is None:
+            return None, 0.0
+        verdict, status = self.chaos.draw(self.clock.time())
+        if verdict in ("down", "reset"):
+            return Fault("reset", 1), 0.0
+        if verdict == "error":
+            code, text = DEFAULT_ERRORS.get(status, ("", f"HTTP {status}"))
+            return Fault("error", 1, status, code, text), 0.0
+        if verdict == "slow":
+            return None, self.chaos.slow_seconds
+        return None, 0.0
 
     # -- OAuth -----------------------------------------------------------------------------
     def issue_tokens(self, user_id: int = 1) -> dict[str, Any]:

@@ -66,12 +66,16 @@ class PortalApp:
         method = (parts[-1] if parts else "").lower()
         if method.endswith(".json"):  # ".json — response format. This suffix can be omitted"
             method = method[:-5]
+        portal.gate.enter()
         params = self._params(request)
         auth_token = params.pop("auth", None)
         with portal.lock:
             portal.http_requests += 1
+            portal.request_log.add(portal.clock.monotonic())
             fault = self._take_fault(None)
             delay = self._take_delay()
+            if fault is None and not delay:
+                fault, delay = portal.chaos_draw()
         if delay:
             time.sleep(delay)  # real time: the point is the client's socket timeout
         if portal.is_down:

@@ -1,0 +1,216 @@
+"""GET /dashboard: a read-only page of the program's figures and the service's health.
+
+Signed in with HTTP Basic (any user name, server.admin_token as the password: what a browser
+asks for) or `Authorization: Bearer <server.admin_token>` (what a script sends). Without an
+admin token configured it answers 403, as /api/v1 does. Refusals are JSON
+(`{"error", "detail"}`) like every other route's. Charts are inline SVG drawn here, so
+the page needs no JavaScript and nothing from the internet.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from flask import Blueprint, Response, current_app, render_template, request
+
+from connector import dashboard
+from connector.dashboard import Bucket, Dashboard
+from connector.services import Services
+from webhooks.errors import ApiError
+from webhooks.validation import query_int
+
+bp = Blueprint("dashboard", __name__)
+PERIODS = (7, 30, 90, 365)
+# No script may run and nothing may load: the page is markup and inline styles only.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                               "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+THIN_SPACE = "\u202f"  # narrow no-break space: groups digits the Russian way, never wraps
+CHART_WIDTH, CHART_HEIGHT = 1100, 300
+PLOT_LEFT, PLOT_RIGHT, PLOT_TOP, PLOT_BOTTOM = 70, 10, 12, 30
+MAX_X_LABELS = 12
+KIND_NAMES = {"accrual": "accrued", "bonus": "bonuses", "redemption": "redeemed",
+              "expiry": "expired"}
+
+
+@bp.before_request
+def require_admin_token() -> None:
+    services: Services = current_app.extensions["loyalty"]
+    configured = services.settings.server.admin_token
+    expected = configured.get_secret_value() if configured is not None else ""
+    if not expected:
+        raise ApiError(403, "dashboard_disabled", "set server.admin_token "
+                       "(or LOYALTY_SERVER__ADMIN_TOKEN) to enable /dashboard")
+    auth = request.authorization
+    given = ""
+    if auth is not None and auth.type == "basic":
+        given = auth.password or ""
+    elif auth is not None and auth.type == "bearer":
+        given = auth.token or ""
+    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+        # Basic, so that a browser asks for the password instead of showing this refusal.
+        raise ApiError(401, "unauthorized", "sign in with any user name and "
+                       "server.admin_token as the password",
+                       headers={"WWW-Authenticate": 'Basic realm="loyalty"'})
+
+
+@bp.after_request
+def protect(response: Response) -> Response:
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+@bp.get("/dashboard")
+def show() -> str:
+    services: Services = current_app.extensions["loyalty"]
+    days = query_int("days", minimum=1, maximum=dashboard.MAX_DAYS) or dashboard.DEFAULT_DAYS
+    board = dashboard.build(services, now=services.ledger.clock(), days=days)
+    return render_template(
+        "dashboard.html", d=board, periods=PERIODS, currency=services.settings.program.currency,
+        segment_labels=[(code, label) for code, label in services.settings.rfm.labels.items()
+                        if code in board.segments],
+        chart=points_chart(board.series, board.step),
+        tiers=bars(list(board.stats.tiers.items())),
+        segments=bars([(code or "not scored", size) for code, size in board.segments.items()]),
+        number=number, percent=percent, local=lambda moment: local(moment, board),
+        age=age, kind_names=KIND_NAMES)
+
+
+# -- formatting ------------------------------------------------------------------------------
+def number(value: Decimal | int | None) -> str:
+    """1 234 567 or 1 234.50: whole values without decimals, digits grouped by thin spaces."""
+    if value is None:
+        return "—"
+    if isinstance(value, Decimal) and value != value.to_integral_value():
+        return format(value, ",.2f").replace(",", THIN_SPACE)
+    return format(int(value), ",").replace(",", THIN_SPACE)
+
+
+def percent(rate: Decimal | None) -> str:
+    return "—" if rate is None else f"{rate * 100:.1f}%"
+
+
+def local(moment: datetime | None, board: Dashboard) -> str:
+    return "—" if moment is None else moment.astimezone(board.zone).strftime("%Y-%m-%d %H:%M")
+
+
+def age(delta: timedelta | None) -> str:
+    if delta is None:
+        return "—"
+    seconds = max(int(delta.total_seconds()), 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
+# -- charts ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rect:
+    x: float
+    y: float
+    width: float
+    height: float
+    kind: str
+    title: str
+
+
+@dataclass(frozen=True)
+class Tick:
+    at: float
+    label: str
+
+
+@dataclass(frozen=True)
+class ColumnChart:
+    width: int
+    height: int
+    left: float
+    right: float
+    zero: float
+    rects: list[Rect]
+    y_ticks: list[Tick]
+    x_labels: list[Tick]
+    empty: bool
+
+
+def nice_step(span: Decimal, ticks: int = 5) -> Decimal:
+    """A round step (1, 2 or 5 times a power of ten) giving about `ticks` steps over `span`."""
+    if span <= 0:
+        return Decimal(1)
+    raw = span / ticks
+    power = Decimal(10) ** math.floor(math.log10(raw))
+    return next(factor * power for factor in (1, 2, 5, 10) if factor * power >= raw)
+
+
+def _bucket_label(start: date, step: str) -> str:
+    return start.strftime("%m.%Y" if step == "month" else "%d.%m")
+
+
+def points_chart(series: list[Bucket], step: str) -> ColumnChart:
+    """Stacked columns per bucket: accrued and bonus points up, redeemed and expired down."""
+    credits = [b.points["accrual"] + b.points["bonus"] for b in series]
+    debits = [-(b.points["redemption"] + b.points["expiry"]) for b in series]
+    top_value, bottom_value = max(credits, default=Decimal(0)), max(debits, default=Decimal(0))
+    unit = nice_step(top_value + bottom_value)
+    top = math.ceil(top_value / unit) * unit
+    bottom = math.ceil(bottom_value / unit) * unit
+    if top + bottom == 0:
+        top = unit
+    plot_height = CHART_HEIGHT - PLOT_TOP - PLOT_BOTTOM
+    scale = plot_height / float(top + bottom)
+
+    def y(value: Decimal) -> float:
+        return PLOT_TOP + float(top - value) * scale
+
+    band = (CHART_WIDTH - PLOT_LEFT - PLOT_RIGHT) / max(len(series), 1)
+    rects: list[Rect] = []
+    for index, bucket in enumerate(series):
+        x = PLOT_LEFT + index * band + band * 0.15
+        label = _bucket_label(bucket.start, step)
+        # Each kind stacks on the ones before it, away from the zero line.
+        up = down = Decimal(0)
+        for kind in dashboard.SERIES_KINDS:
+            value = bucket.points[kind]
+            if value == 0:
+                continue
+            start = up if value > 0 else down
+            end = start + value
+            up, down = (end, down) if value > 0 else (up, end)
+            rects.append(Rect(x, y(max(start, end)), band * 0.7, abs(float(value)) * scale,
+                              kind, f"{label}: {KIND_NAMES[kind]} {number(abs(value))}"))
+    y_ticks = [Tick(y(value), number(value))
+               for value in _range(-bottom, top, unit)]
+    every = math.ceil(len(series) / MAX_X_LABELS) or 1
+    x_labels = [Tick(PLOT_LEFT + (index + 0.5) * band, _bucket_label(bucket.start, step))
+                for index, bucket in enumerate(series) if index % every == 0]
+    return ColumnChart(CHART_WIDTH, CHART_HEIGHT, PLOT_LEFT, CHART_WIDTH - PLOT_RIGHT,
+                       y(Decimal(0)), rects, y_ticks, x_labels,
+                       empty=not any(credits) and not any(debits))
+
+
+def _range(start: Decimal, stop: Decimal, step: Decimal) -> list[Decimal]:
+    return [start + step * index for index in range(int((stop - start) / step) + 1)]
+
+
+@dataclass(frozen=True)
+class Bar:
+    label: str
+    value: int
+    share: float  # of the largest value, for the bar's length
+    of_total: Decimal | None  # of all values, for the text
+
+
+def bars(items: list[tuple[str, int]]) -> list[Bar]:
+    largest = max((value for _, value in items), default=0)
+    total = sum(value for _, value in items)
+    return [Bar(label, value, value / largest if largest else 0.0,
+                Decimal(value) / total if total else None) for label, value in items]

@@ -1,0 +1,297 @@
+"""The OpenAPI 3.1 description of /api/v1, served at GET /api/v1/openapi.json.
+
+It is public: it holds no secret, and a POS integrator needs it before holding the token.
+The limits come from webhooks.validation, so the description cannot drift from the checks.
+Responses list their core fields and allow more, so a new field is not a breaking change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
+
+from connector.money import MAX_AMOUNT
+from webhooks.api import HISTORY_PAGE, HISTORY_PAGE_MAX
+from webhooks.validation import AMOUNT_TEXT, BONUS_NAME, COMMENT_MAX, CONTACT_MAX, CRM, TEXT_MAX
+
+bp = Blueprint("openapi", __name__)
+PATH = "/api/v1/openapi.json"
+
+Schema = dict[str, Any]
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _text(max_length: int = TEXT_MAX, *, nullable: bool = False, **extra: Any) -> Schema:
+    """A text field (null, where allowed, counts as absent). Beyond what a schema can say,
+    the server also refuses blank text, NUL and unpaired surrogates."""
+    return {"type": ["string", "null"] if nullable else "string", "minLength": 1,
+            "maxLength": max_length, **extra}
+
+
+def _amount(description: str, *, signed: bool = False, nullable: bool = False) -> Schema:
+    limit = int(MAX_AMOUNT)
+    number: Schema = {"type": "number", "maximum": limit}
+    text: Schema = {"type": "string", "pattern": AMOUNT_TEXT.pattern}
+    if signed:
+        number.update(minimum=-limit, **{"not": {"const": 0}})
+    else:
+        number["exclusiveMinimum"] = 0
+        text["pattern"] = AMOUNT_TEXT.pattern.replace("-?", "")
+    sign = "not zero" if signed else "positive"
+    return {
+        "description": f"{description}: {sign}, at most two decimal places and at most "
+                       f"{limit}; a JSON number or a string of digits such as \"10.50\". "
+                       "Never read as a float.",
+        "anyOf": [text, number, *([{"type": "null"}] if nullable else [])],
+    }
+
+
+ACCOUNT_FIELDS: Schema = {
+    "crm": _text(16, pattern=CRM.pattern),
+    "portal": _text(),
+    "contact_id": _text(CONTACT_MAX),
+}
+KEY = _text(description="idempotency key; or the Idempotency-Key header (both: equal)",
+            nullable=True)
+COMMENT = _text(COMMENT_MAX, nullable=True)
+NULLABLE_STRING: Schema = {"type": ["string", "null"]}
+DECIMAL_STRING: Schema = {"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2}$"}
+NULLABLE_DECIMAL: Schema = {**DECIMAL_STRING, "type": ["string", "null"]}
+
+
+def _body(properties: Schema, required: list[str]) -> Schema:
+    return {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "properties": properties, "required": required,
+        "additionalProperties": False}}}}
+
+
+def _error(description: str) -> Schema:
+    return {"description": description,
+            "content": {"application/json": {"schema": _ref("Error")}}}
+
+
+def _ok(description: str, schema: Schema) -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+READ_ERRORS = {
+    "400": _error("a path or query parameter is invalid; `detail` names it"),
+    "401": _error("no or wrong bearer token"),
+    "403": _error("the API is disabled: server.admin_token is not set"),
+    "404": _error("no such account or card"),
+}
+BODY_ERRORS = {
+    **READ_ERRORS,
+    "400": _error("the body is not a JSON object, or a field is invalid; `detail` names it"),
+    "413": _error("the body exceeds server.max_body_bytes"),
+    "415": _error("the body is not application/json"),
+}
+CHANGE_ERRORS = {
+    **BODY_ERRORS,
+    "404": _error("no account for that contact"),
+    "409": _error("the idempotency key was used for another request, or too few points"),
+    "422": _error("refused by the program's rules, e.g. the redemption cap; the body "
+                  "says what would succeed"),
+}
+ACCOUNT_PARAMETERS = [
+    {"name": "crm", "in": "path", "required": True, "schema": _text(16, pattern=CRM.pattern)},
+    {"name": "portal", "in": "path", "required": True,
+     "schema": _text(pattern="^[^/]+$")},
+    {"name": "contact_id", "in": "path", "required": True,
+     "schema": _text(CONTACT_MAX, pattern="^[^/]+$")},
+]
+IDEMPOTENCY_HEADER = {
+    "name": "Idempotency-Key", "in": "header", "required": False, "schema": _text(),
+    "description": "the change's idempotency key, instead of (or equal to) the body's `key`"}
+
+
+def _change(summary: str, properties: Schema, required: list[str]) -> Schema:
+    return {"post": {
+        "summary": summary,
+        "parameters": [IDEMPOTENCY_HEADER],
+        "requestBody": _body({**ACCOUNT_FIELDS, **properties, "key": KEY},
+                             ["crm", "portal", "contact_id", *required]),
+        "responses": {
+            "201": _ok("done: the new entry", _ref("Result")),
+            "200": _ok("a repeat of an earlier request with the same key: its entry, "
+                       "`duplicate` true; or nothing to do (`entry_id` null)", _ref("Result")),
+            **CHANGE_ERRORS,
+        },
+    }}
+
+
+def spec() -> Schema:
+    """The description as a JSON-ready dict."""
+    timestamp = {"type": "string", "format": "date-time"}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "loyalty-connector admin API",
+            "version": "1",
+            "description": "Balances, cards, purchase previews and balance changes. Every "
+                           "change takes an idempotency key: the first call answers 201, a "
+                           "repeat 200 with the same entry and `duplicate` true. Amounts are "
+                           "exact decimals, written as strings.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/v1/accounts/{crm}/{portal}/{contact_id}": {"get": {
+                "summary": "An account: balance, tier, spend, next expiry",
+                "parameters": [*ACCOUNT_PARAMETERS, {
+                    "name": "history", "in": "query", "required": False,
+                    "description": "1 or true: add the latest entries",
+                    "schema": {"type": "string",
+                               "pattern": "^([01]|[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])$"}}],
+                "responses": {"200": _ok("the account", _ref("Account")), **READ_ERRORS},
+            }},
+            "/api/v1/accounts/{crm}/{portal}/{contact_id}/history": {"get": {
+                "summary": "An account's entries, newest first, paged backwards",
+                "parameters": [
+                    *ACCOUNT_PARAMETERS,
+                    {"name": "limit", "in": "query", "required": False,
+                     "description": f"entries per page (default {HISTORY_PAGE})",
+                     "schema": {"type": "integer", "minimum": 1,
+                                "maximum": HISTORY_PAGE_MAX}},
+                    {"name": "before", "in": "query", "required": False,
+                     "description": "only entries older than this entry id (`next_before`)",
+                     "schema": {"type": "integer", "minimum": 1,
+                                "maximum": 999_999_999_999_999_999}}],
+                "responses": {"200": _ok("a page of entries", {
+                    "type": "object", "required": ["entries", "next_before"],
+                    "properties": {"entries": {"type": "array", "items": _ref("Entry")},
+                                   "next_before": {"type": ["integer", "null"]}}}),
+                    **READ_ERRORS},
+            }},
+            "/api/v1/cards/{card_number}": {"get": {
+                "summary": "The account behind a loyalty card",
+                "parameters": [{"name": "card_number", "in": "path", "required": True,
+                                "schema": _text(32, pattern="^[^/]+$")}],
+                "responses": {"200": _ok("the account", _ref("Account")), **READ_ERRORS},
+            }},
+            "/api/v1/preview": {"post": {
+                "summary": "What a purchase would earn and how much of it may be paid with "
+                           "points; writes nothing",
+                "requestBody": _body({
+                    **{name: {**schema, "type": ["string", "null"]}
+                       for name, schema in ACCOUNT_FIELDS.items()},
+                    "amount": _amount("the purchase amount"),
+                    "category": _text(nullable=True),
+                }, ["amount"]),
+                "responses": {"200": _ok("the preview", _ref("Preview")), **BODY_ERRORS},
+            }},
+            "/api/v1/accrue": _change("Points for a purchase", {
+                "amount": _amount("the purchase amount"),
+                "source": _text(nullable=True, description="the purchase, for /reverse; "
+                                                           "default: the key"),
+                "category": _text(nullable=True),
+                "comment": COMMENT,
+            }, ["amount"]),
+            "/api/v1/redeem": _change("Pay part of a purchase with points", {
+                "points": _amount("points to redeem"),
+                "purchase_amount": _amount("the purchase, for the program's cap",
+                                           nullable=True),
+                "partial": {"type": ["boolean", "null"],
+                            "description": "redeem what the balance and the cap allow"},
+                "source": _text(nullable=True),
+                "comment": COMMENT,
+            }, ["points"]),
+            "/api/v1/adjust": _change("Add (positive) or remove (negative) points by hand", {
+                "points": _amount("points to add or (negative) remove", signed=True),
+                "reason": _text(COMMENT_MAX),
+            }, ["points", "reason"]),
+            "/api/v1/bonus": _change("Grant a named bonus", {
+                "name": _text(64, pattern=BONUS_NAME.pattern),
+                "points": _amount("points instead of the configured amount", nullable=True),
+                "comment": COMMENT,
+            }, ["name"]),
+            "/api/v1/reverse": _change("Undo what a purchase earned or spent", {
+                "source": _text(description="the purchase's source (or its accrual key)"),
+                "comment": COMMENT,
+            }, ["source"]),
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "server.admin_token"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {
+                    "error": {"type": "string"}, "detail": {"type": "string"}}},
+                "AccountRef": {"type": "object", "required": ["crm", "portal", "contact_id"],
+                               "properties": {name: {"type": "string"}
+                                              for name in ACCOUNT_FIELDS}},
+                "Account": {"type": "object", "required": [
+                    "id", "ref", "card_number", "balance", "available", "pending", "tier",
+                    "discount_percent", "qualifying_spend", "next_expiry_points",
+                    "purchase_count", "purchase_total", "created_at"], "properties": {
+                    "id": {"type": "integer"},
+                    "ref": _ref("AccountRef"),
+                    "card_number": NULLABLE_STRING,
+                    "balance": DECIMAL_STRING,
+                    "available": DECIMAL_STRING,
+                    "pending": DECIMAL_STRING,
+                    "tier": {"type": "string"},
+                    "discount_percent": {"type": "string"},
+                    "qualifying_spend": DECIMAL_STRING,
+                    "next_tier": NULLABLE_STRING,
+                    "spend_to_next_tier": NULLABLE_DECIMAL,
+                    "next_expiry_points": DECIMAL_STRING,
+                    "next_expiry_at": {**timestamp, "type": ["string", "null"]},
+                    "purchase_count": {"type": "integer", "minimum": 0},
+                    "purchase_total": DECIMAL_STRING,
+                    "first_purchase_at": {**timestamp, "type": ["string", "null"]},
+                    "last_purchase_at": {**timestamp, "type": ["string", "null"]},
+                    "birthday": {"type": ["string", "null"], "format": "date"},
+                    "created_at": timestamp,
+                    "history": {"type": "array", "items": _ref("Entry")},
+                }},
+                "Entry": {"type": "object", "required": [
+                    "id", "kind", "points", "balance_after", "key", "occurred_at"],
+                    "properties": {
+                    "id": {"type": "integer"},
+                    "kind": {"type": "string"},
+                    "points": DECIMAL_STRING,
+                    "balance_after": DECIMAL_STRING,
+                    "key": {"type": "string"},
+                    "source": NULLABLE_STRING,
+                    "purchase_amount": NULLABLE_DECIMAL,
+                    "comment": NULLABLE_STRING,
+                    "actor": NULLABLE_STRING,
+                    "details": {"type": ["object", "null"]},
+                    "occurred_at": timestamp,
+                }},
+                "Result": {"type": "object", "required": [
+                    "kind", "account_id", "entry_id", "points", "balance", "duplicate"],
+                    "properties": {
+                    "kind": {"type": "string"},
+                    "account_id": {"type": "integer"},
+                    "entry_id": {"type": ["integer", "null"]},
+                    "points": DECIMAL_STRING,
+                    "balance": DECIMAL_STRING,
+                    "duplicate": {"type": "boolean"},
+                    "shortfall": DECIMAL_STRING,
+                    "details": {"type": "object"},
+                }},
+                "Preview": {"type": "object", "required": [
+                    "purchase_amount", "tier", "points_earned", "max_redeem_points",
+                    "max_redeem_amount"], "properties": {
+                    "purchase_amount": DECIMAL_STRING,
+                    "tier": {"type": "string"},
+                    "discount_percent": {"type": "string"},
+                    "points_earned": DECIMAL_STRING,
+                    "max_redeem_points": DECIMAL_STRING,
+                    "max_redeem_amount": DECIMAL_STRING,
+                    "campaigns": {"type": "array", "items": {"type": "string"}},
+                }},
+            },
+        },
+    }
+
+
+@bp.get(PATH)
+def openapi() -> ResponseReturnValue:
+    return jsonify(spec())
