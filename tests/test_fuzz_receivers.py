@@ -379,8 +379,15 @@ def amocrm_oauth() -> Iterator[responses.RequestsMock]:
     ("?code=" + "c" * 4000, (400, {"hint": "Authorization code is malformed"})),
     ("?code=abc", (500, {"detail": "busy"})),
     ("?code=abc", (200, "<html>nginx</html>")),
+    ("?code=abc", (200, {"access_token": "a" * 40})),
+    ("?code=abc", (200, ["access_token"])),
+    ("?code=abc", (200, {"access_token": "a" * 40, "refresh_token": "r" * 40,
+                         "expires_in": "soon"})),
+    ("?code=abc", (200, {"access_token": "a" * 40, "refresh_token": "r" * 40,
+                         "expires_in": 10 ** 30})),
 ], ids=["no-code", "empty-code", "no-code-with-state", "revoked", "injection", "bad-bytes",
-        "long", "amocrm-down", "html-answer"])
+        "long", "amocrm-down", "html-answer", "no-refresh-token", "a-list",
+        "word-lifetime", "huge-lifetime"])
 def test_amocrm_oauth_callback_refusals_store_no_tokens(
         edge: Edge, amocrm_oauth: responses.RequestsMock, query: str,
         answer: tuple[int, Any] | None) -> None:

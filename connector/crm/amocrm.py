@@ -203,13 +203,19 @@ class AmoCRMClient:
             raise RetriableCRMError(f"amocrm oauth: {type(exc).__name__}") from None
         if response.status_code >= 500:
             raise RetriableCRMError(f"amocrm oauth: server error ({response.status_code})")
-        if response.status_code != 200 or "access_token" not in body:
+        if response.status_code != 200 or not isinstance(body, dict) \
+                or "access_token" not in body:
             hint = body.get("hint") or body.get("detail") if isinstance(body, dict) else ""
             raise CRMAuthError(f"amocrm oauth refused ({response.status_code}): {hint}; "
                                "re-authorize the integration")
-        return Tokens(access_token=body["access_token"], refresh_token=body["refresh_token"],
-                      expires_at=datetime.now(UTC) + timedelta(
-                          seconds=int(body.get("expires_in", 86400))),
+        access, refresh, lifetime = (body.get("access_token"), body.get("refresh_token"),
+                                     str(body.get("expires_in", 86400)))
+        if not (isinstance(access, str) and access and isinstance(refresh, str) and refresh
+                and lifetime.isdigit() and len(lifetime) <= 9):
+            raise CRMAuthError("amocrm oauth: the answer holds no usable token pair; "
+                               "re-authorize the integration")
+        return Tokens(access_token=access, refresh_token=refresh,
+                      expires_at=datetime.now(UTC) + timedelta(seconds=int(lifetime)),
                       endpoint=self.base)
 
 

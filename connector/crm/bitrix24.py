@@ -19,7 +19,7 @@ import requests
 from connector.config import Bitrix24Settings
 from connector.crm.credentials import CredentialStore, Tokens
 from connector.crm.limiter import LeakyBucket
-from connector.crm.retry import retrying
+from connector.crm.retry import never_sent, retrying
 from connector.errors import CRMAuthError, FatalCRMError, RetriableCRMError
 from connector.metrics import Metrics, counted_call
 from mappings.phpquery import encode
@@ -298,14 +298,6 @@ def tokens_from(data: Mapping[str, Any]) -> Tokens:
                   endpoint=str(endpoint) if endpoint else None,
                   member_id=data.get("member_id"),
                   application_token=data.get("application_token"))
-
-
-def never_sent(exc: requests.ConnectionError) -> bool:
-    """True when the connection was never established, so the portal cannot have run it."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return True
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    return type(reason).__name__ in {"NewConnectionError", "NameResolutionError"}
 
 
 def portal_of(webhook_url: str | None) -> str | None:
