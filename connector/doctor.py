@@ -209,14 +209,7 @@ def quick(settings: CRMSettings) -> CRMSettings:
 
 
 def _userfields(client: Bitrix24Client) -> set[str]:
-    # The list is paged by 50 like every list method (START); a portal may have many fields.
-    names: set[str] = set()
-    start: int | None = 0
-    while start is not None:
-        page = client.call("crm.contact.userfield.list", {"start": start} if start else {})
-        names |= {str(item.get("FIELD_NAME")) for item in page.result or []}
-        start = page.next
-    return names
+    return {str(item.get("FIELD_NAME")) for item in client.pages("crm.contact.userfield.list")}
 
 
 def _bitrix24_failure(exc: CRMError, settings: Bitrix24Settings, *, webhook: bool,

@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from connector.bitrix24.connector import Bitrix24Connector
+from connector.bitrix24.install import FIELD_TYPES
 from connector.config import Settings
 from connector.crm.bitrix24 import Bitrix24Client
 from connector.crm.limiter import LeakyBucket
@@ -392,3 +393,17 @@ def test_webhook_setup_prints_the_manual_steps(h: Harness) -> None:
     report = h.connector.installer.install()
     assert any("Outgoing webhook" in line for line in report.lines())
     assert h.portal.calls_of("event.bind") == []
+
+
+def test_install_finds_its_fields_beyond_the_first_page_of_user_fields(h: Harness) -> None:
+    h.connector.installer.uninstall()  # the harness installed; start from a busy portal
+    for n in range(60):  # a portal with many fields of its own: ours land on page two
+        h.portal.add_userfield(f"SHOP_{n}")
+    first = h.connector.installer.install()
+    again = h.connector.installer.install()
+    assert sum("created contact field" in line for line in first.lines()) == len(FIELD_TYPES)
+    assert sum(line.startswith("contact field") and line.endswith("exists")
+               for line in again.lines()) == len(FIELD_TYPES)
+    h.connector.installer.uninstall()
+    names = [f["FIELD_NAME"] for f in h.portal.store.userfields.values()]
+    assert len(names) == 60 and not any("LOYALTY" in name for name in names)

@@ -72,7 +72,7 @@ class Bitrix24Installer:
                 if self._try("event.unbind", {"event": event, "handler": self.events_url}):
                     report.done.append(f"unbound {event}")
         names = set(self.settings.fields.values())
-        for existing in self.client.call("crm.contact.userfield.list", {}).result or []:
+        for existing in list(self.client.pages("crm.contact.userfield.list")):
             if existing.get("FIELD_NAME") in names:
                 self.client.call("crm.contact.userfield.delete", {"id": existing["ID"]})
                 report.done.append(f"removed contact field {existing['FIELD_NAME']}")
@@ -86,8 +86,8 @@ class Bitrix24Installer:
         return True
 
     def _fields(self, report: InstallReport) -> None:
-        listed = self.client.call("crm.contact.userfield.list", {}).result or []
-        existing = {item.get("FIELD_NAME") for item in listed}
+        existing = {item.get("FIELD_NAME")
+                    for item in self.client.pages("crm.contact.userfield.list")}
         for key, name in self.settings.fields.items():
             if name in existing:
                 report.done.append(f"contact field {name} exists")

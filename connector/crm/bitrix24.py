@@ -153,6 +153,16 @@ class Bitrix24Client:
             totals={k: int(v) for k, v in _as_map(inner.get("result_total")).items()},
         )
 
+    def pages(self, method: str, params: Mapping[str, Any] | None = None
+              ) -> Iterator[dict[str, Any]]:
+        """Every item of a list method paged by START/next, 50 a call (for lists without the
+        ID filter list_all needs, such as user fields)."""
+        start: int | None = 0
+        while start is not None:
+            page = self.call(method, {**(params or {}), **({"start": start} if start else {})})
+            yield from page.result or []
+            start = page.next
+
     def list_all(self, method: str, *, filter: Mapping[str, Any] | None = None,
                  select: list[str] | None = None) -> Iterator[dict[str, Any]]:
         """Every item, by the documented fast method: order by ID, filter >ID, start=-1."""

@@ -253,7 +253,15 @@ def _userfield_list(ctx: Context, params: dict[str, Any], owner: str) -> ListPag
                 value = row.get(key)
                 shown[key] = value.get(lang) if isinstance(value, Mapping) else value
         out.append(shown)
-    return ListPage(out, len(out), None)
+    # Paged like every list method (START, 50 a page; crm-contact-userfield-list.md).
+    try:
+        start = max(int(str(ci_get(params, "start", 0) or 0).strip()), 0)
+    except ValueError:
+        start = 0
+    offset = start // PAGE_SIZE * PAGE_SIZE
+    following = offset + PAGE_SIZE
+    return ListPage(out[offset:following], len(out),
+                    following if following < len(out) else None)
 
 
 def _userfield_delete(ctx: Context, params: dict[str, Any], owner: str) -> bool:
