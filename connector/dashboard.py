@@ -18,6 +18,7 @@ from sqlalchemy import ColumnElement, case, func, literal, select
 from sqlalchemy.orm import Session
 
 from connector.config import SEGMENTS
+from connector.health import CRMStatus, crm_statuses
 from connector.job_runs import RunRecord, all_runs
 from connector.ledger.models import Account, Entry
 from connector.money import from_minor
@@ -45,13 +46,6 @@ class InboxHealth:
     processing: int
     dead: int
     oldest_pending_age: timedelta | None
-
-
-@dataclass(frozen=True)
-class CRMStatus:
-    crm: str
-    ok: bool
-    detail: str
 
 
 @dataclass(frozen=True)
@@ -155,24 +149,3 @@ def inbox_health(services: Services, now: datetime) -> InboxHealth:
     return InboxHealth(pending=depth["pending"], processing=depth["processing"],
                        dead=depth["dead"],
                        oldest_pending_age=None if received is None else now - received)
-
-
-def crm_statuses(services: Services) -> list[CRMStatus]:
-    """Each enabled CRM's stored credentials, judged as GET /healthz judges them."""
-    b24, amo = services.settings.bitrix24, services.settings.amocrm
-    found = []
-    for crm, enabled, uses_oauth, store in (
-            ("bitrix24", b24.enabled, b24.webhook_url is None, services.bitrix24_credentials),
-            ("amocrm", amo.enabled, amo.long_lived_token is None, services.amocrm_credentials)):
-        if not enabled:
-            continue
-        state = store.status()
-        if state and state[0] == "revoked":
-            found.append(CRMStatus(crm, False, f"revoked: {state[1] or 'no reason given'}"))
-        elif uses_oauth and state is None:
-            found.append(CRMStatus(crm, False, "not authorized yet: install the app / open "
-                                               "the authorization link"))
-        else:
-            found.append(CRMStatus(crm, True, "OAuth tokens active" if uses_oauth
-                                   else "static credentials (no OAuth)"))
-    return found
