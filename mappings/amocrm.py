@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from mappings.domain import PurchaseState, loyalty_values, number_text
+from mappings.domain import PurchaseState, entity_id, loyalty_values, number_text
 
 WON = 142  # "Успешно реализовано": the same id in every pipeline
 LEAD_ACTIONS = ("add", "update", "status", "restore", "responsible")
@@ -48,9 +48,7 @@ def _items(block: Any) -> list[Any]:
 
 
 def _id(item: Any) -> str | None:
-    value = item.get("id") if isinstance(item, Mapping) else item
-    text = str(value or "").strip()
-    return text if text.isdigit() else None
+    return entity_id(item.get("id") if isinstance(item, Mapping) else item)
 
 
 def parse_webhook(form: Mapping[str, Any]) -> Webhook:

@@ -14,7 +14,7 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from mappings.domain import PurchaseState, loyalty_values, number_text
+from mappings.domain import PurchaseState, entity_id, loyalty_values, number_text
 
 DEAL_EVENTS = ("ONCRMDEALADD", "ONCRMDEALUPDATE", "ONCRMDEALDELETE")
 CONTACT_EVENTS = ("ONCRMCONTACTADD", "ONCRMCONTACTUPDATE", "ONCRMCONTACTDELETE")
@@ -64,7 +64,7 @@ class RobotCall:
     @property
     def deal_id(self) -> str | None:
         kind, _, number = self.document.partition("_")
-        return number if kind == "DEAL" and number.isdigit() else None
+        return entity_id(number) if kind == "DEAL" else None
 
 
 def _text(data: Mapping[str, Any], key: str, *, required: bool = True) -> str | None:
@@ -104,14 +104,14 @@ def parse_event(form: Mapping[str, Any]) -> Event:
     name = (_text(form, "event") or "").upper()
     if name not in EVENTS:
         raise PayloadError(f"event: {name[:64]!r} is not handled")
-    entity_id = None
+    event_entity = None
     if name not in APP_EVENTS:
         data = form.get("data")
         fields = data.get("FIELDS") if isinstance(data, Mapping) else None
-        entity_id = _text(fields, "ID") if isinstance(fields, Mapping) else None
-        if entity_id is None or not entity_id.isdigit():
-            raise PayloadError("data[FIELDS][ID]: missing or not a number")
-    return Event(name, entity_id, _text(form, "ts", required=False), parse_auth(form))
+        event_entity = entity_id(_text(fields, "ID") if isinstance(fields, Mapping) else None)
+        if event_entity is None:
+            raise PayloadError("data[FIELDS][ID]: missing or not an id")
+    return Event(name, event_entity, _text(form, "ts", required=False), parse_auth(form))
 
 
 def parse_robot(form: Mapping[str, Any]) -> RobotCall:
@@ -166,8 +166,7 @@ def purchase_state(deal: Mapping[str, Any], *, portal: str,
     OPPORTUNITY by its contact; anything else holds no purchase."""
     deal_id = str(deal.get("ID", ""))
     source = deal_source(portal, deal_id)
-    contact = str(deal.get("CONTACT_ID") or "").strip()
-    contact_id = contact if contact.isdigit() and contact != "0" else None
+    contact_id = entity_id(deal.get("CONTACT_ID"))
     category = str(deal.get("CATEGORY_ID") or "0")
     amount = parse_amount(deal.get("OPPORTUNITY"))
     occurred = parse_datetime(deal.get("CLOSEDATE")) or parse_datetime(deal.get("DATE_MODIFY"))

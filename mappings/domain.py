@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+
+# CRM entity ids are positive integers: ASCII digits (str.isdigit also takes "²" and other
+# scripts' digits) that fit a 64-bit column.
+_ENTITY_ID = re.compile(r"[1-9][0-9]{0,17}")
+
+
+def entity_id(value: object) -> str | None:
+    """A CRM entity id as text, or None when `value` is not one (empty, 0, garbage)."""
+    text = str(value if value is not None else "").strip()
+    return text if _ENTITY_ID.fullmatch(text) else None
 
 
 @dataclass(frozen=True)

@@ -117,3 +117,11 @@ def test_a_body_of_bare_numeric_keys_is_a_payload_error() -> None:
     for parse in (b24.parse_event, b24.parse_robot):
         with pytest.raises(b24.PayloadError, match="named form fields"):
             parse(decode(b"0"))
+
+
+@pytest.mark.parametrize("given", ["٣", "²", "0", "-5", "1" * 19, " ", "1e3", "12a"])
+def test_an_event_id_must_be_ascii_digits_of_a_64_bit_id(given: str) -> None:
+    body = encode({"event": "ONCRMDEALUPDATE", "data": {"FIELDS": {"ID": given}},
+                   "auth": {"domain": "acme.bitrix24.ru", "application_token": "t"}})
+    with pytest.raises(b24.PayloadError, match=r"ID\]?: missing"):
+        b24.parse_event(decode(body.encode()))

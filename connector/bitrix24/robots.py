@@ -20,6 +20,7 @@ from connector.services import Services
 from connector.triggers import from_results, record
 from connector.worker import Outcome
 from mappings import bitrix24 as b24
+from mappings.domain import entity_id
 
 ACCRUE, REDEEM, BALANCE = "loyalty_accrue", "loyalty_redeem", "loyalty_balance"
 _MESSAGE = {"Name": {"ru": "Сообщение", "en": "Message"}, "Type": "string"}
@@ -90,8 +91,8 @@ class RobotRunner:
             return {"message": f"unknown robot {call.code!r}"}
         if deal is None:
             return {"message": f"{call.document} is not a deal or no longer exists"}
-        contact = str(deal.get("CONTACT_ID") or "")
-        if not contact.isdigit() or contact == "0":
+        contact = entity_id(deal.get("CONTACT_ID"))
+        if contact is None:
             return {"message": "the deal has no contact: add one to use loyalty points"}
         ref = AccountRef("bitrix24", self.portal, contact)
         key = b24.robot_key(self.portal, call.event_token)
