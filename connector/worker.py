@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from connector.errors import CRMAuthError, CRMError
+from connector.errors import CRMAuthError, CRMError, RetriableCRMError
 from connector.inbox import Inbox, InboxItem
 from connector.logs import log_context
 
@@ -50,6 +50,9 @@ class Worker:
         self.inbox = inbox
         self.processors = processors
         self.metrics = metrics
+        # Set when a CRM stayed unreachable through the client's own retries: the rest of the
+        # pass would spend the same minutes on every group, so it waits for the next pass.
+        self.crm_unreachable = False
 
     def drain_once(self, limit: int | None = None) -> dict[str, int]:
         """Claim one group of due items and process it; returns counts by outcome."""
@@ -77,12 +80,16 @@ class Worker:
     def drain(self, *, max_rounds: int = 1000, limit: int | None = None) -> dict[str, int]:
         """Process until nothing is due (or `max_rounds` groups)."""
         total: dict[str, int] = defaultdict(int)
+        self.crm_unreachable = False
         for _ in range(max_rounds):
             counts = self.drain_once(limit)
             if not counts:
                 break
             for key, value in counts.items():
                 total[key] += value
+            if self.crm_unreachable:
+                log.warning("a CRM is unreachable: the inbox waits for the next pass")
+                break
         return dict(total)
 
     def _run(self, processor: Processor, items: list[InboxItem]) -> dict[int, Outcome]:
@@ -90,6 +97,9 @@ class Worker:
             return processor.process(items)
         except CRMAuthError as exc:
             return {i.id: Outcome("defer", exc.detail) for i in items}
+        except RetriableCRMError as exc:
+            self.crm_unreachable = True
+            return {i.id: Outcome.retry(exc.detail) for i in items}
         except CRMError as exc:
             return {i.id: Outcome.retry(exc.detail) for i in items}
         except Exception as exc:  # one bad group must not stop the worker; it is retried

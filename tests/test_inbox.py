@@ -6,7 +6,9 @@ from datetime import timedelta
 
 from connector.config import InboxSettings
 from connector.db import Database
-from connector.inbox import Inbox
+from connector.errors import RetriableCRMError
+from connector.inbox import Inbox, InboxItem
+from connector.worker import Outcome, Worker
 from tests.conftest import Clock
 from tests.test_concurrency import in_parallel
 
@@ -86,3 +88,27 @@ def test_parallel_workers_never_share_an_item(db: Database, clock: Clock) -> Non
     seen = [item.id for batch in batches if isinstance(batch, list) for item in batch]
     assert all(isinstance(batch, list) for batch in batches), batches
     assert sorted(seen) == sorted(ids)  # each item exactly once
+
+
+class Unreachable:
+    """A CRM that stays down through the client's retries (each group costs minutes)."""
+
+    def __init__(self) -> None:
+        self.groups = 0
+
+    def process(self, items: list[InboxItem]) -> dict[int, Outcome]:
+        self.groups += 1
+        raise RetriableCRMError("batch: cannot reach the portal (ConnectionError)",
+                                code="CONNECTION")
+
+
+def test_a_pass_stops_at_the_first_group_the_crm_could_not_take(db: Database,
+                                                                  clock: Clock) -> None:
+    inbox = make_inbox(db, clock, batch_size=5)
+    for n in range(20):
+        put(inbox, n)
+    crm = Unreachable()
+    worker = Worker(inbox, {"bitrix24": crm})
+    assert worker.drain() == {"failed": 5}
+    assert crm.groups == 1 and worker.crm_unreachable
+    assert inbox.depth()["pending"] == 20  # nothing lost: the five come back with backoff
