@@ -8,9 +8,7 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -31,24 +29,12 @@ from connector.ledger.views import AccountRef
 from connector.services import Services
 from tests.conftest import fresh_services, make_settings
 from tests.fakes import FakeBitrix24Portal
+from tests.test_scheduler import command, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PORTAL = "acme.bitrix24.ru"
 BATCH = 8  # inbox.batch_size: small groups, so the kill lands between groups
 RATE = D("0.03")  # Bronze; no contact reaches Silver's 30000 below
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def command() -> list[str]:
-    script = Path(sys.executable).with_name("loyalty-connector")
-    if script.is_file():
-        return [str(script)]
-    return [sys.executable, "-c", "from connector.cli import main; main()"]
 
 
 def wait_for(what: str, condition: Callable[[], bool], timeout_s: float = 90.0) -> None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import struct
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -25,6 +23,7 @@ from tests.fakes import bitrix24_automation  # noqa: F401  (registers the app-co
 from tests.fakes.bitrix24_methods import METHODS, Context, ListPage, RestError
 from tests.fakes.bitrix24_php import ci_get, from_pairs, parse_query, php_json, scalar
 from tests.fakes.bitrix24_state import AppToken, Call, Fault
+from tests.fakes.faults import drop_connection
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -79,7 +78,7 @@ class PortalApp:
         if delay:
             time.sleep(delay)  # real time: the point is the client's socket timeout
         if portal.is_down:
-            self._drop(environ)
+            drop_connection(environ)
         if fault is not None:
             return self._fault(fault, method, params, environ)
         with portal.lock:
@@ -252,26 +251,12 @@ class PortalApp:
                environ: dict[str, Any]) -> Response:
         if fault.kind == "reset":
             self._record(method, params, 0)
-            self._drop(environ)
+            drop_connection(environ)
         if fault.kind == "malformed":
             self._record(method, params, fault.status)
             return Response(fault.body, status=fault.status, content_type=fault.content_type)
         return self._error(RestError(fault.status, fault.error, fault.description), method,
                            params)
-
-    @staticmethod
-    def _drop(environ: dict[str, Any]) -> None:
-        """Close the connection with no answer: SO_LINGER 0 makes the close a TCP reset, and
-        the shutdown lets the client see it at once. The raised ConnectionError is how
-        werkzeug is told to write nothing."""
-        sock = environ.get("werkzeug.socket")
-        if isinstance(sock, socket.socket):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        raise ConnectionAbortedError("fake portal dropped the connection")
 
     # -- responses -------------------------------------------------------------------------
     def _record(self, method: str, params: dict[str, Any], status: int) -> None:
