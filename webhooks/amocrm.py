@@ -8,7 +8,6 @@ nothing stored). amoCRM waits at most 2 seconds and disables a hook after 100 fa
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import re
 import uuid
@@ -20,6 +19,7 @@ from connector.errors import CRMError
 from connector.services import Services
 from mappings import amocrm as amo
 from mappings.phpquery import QueryError, decode
+from webhooks.auth import same_secret
 from webhooks.errors import error_response
 from webhooks.validation import request_body
 
@@ -39,7 +39,7 @@ def _secret_ok(given: str) -> bool:
     configured = _services().settings.amocrm.webhook_secret
     if configured is None or not _services().settings.amocrm.enabled:
         return False
-    return hmac.compare_digest(given.encode(), configured.get_secret_value().encode())
+    return same_secret(given, configured.get_secret_value())
 
 
 def _not_found() -> ResponseReturnValue:

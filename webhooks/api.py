@@ -9,7 +9,6 @@ idempotency key: the first request answers 201, a repeat answers 200 with the sa
 from __future__ import annotations
 
 import hashlib
-import hmac
 from dataclasses import asdict
 
 from flask import Blueprint, current_app, jsonify, request
@@ -18,7 +17,7 @@ from flask.typing import ResponseReturnValue
 from connector.ledger.engine import Ledger
 from connector.ledger.views import Result
 from connector.services import Services
-from webhooks.errors import ApiError
+from webhooks.auth import configured, require
 from webhooks.validation import (
     BONUS_NAME,
     COMMENT_MAX,
@@ -50,18 +49,10 @@ def _ledger() -> Ledger:
 def require_admin_token() -> None:
     """Refuse the whole API unless the bearer token is the configured admin token."""
     services: Services = current_app.extensions["loyalty"]
-    configured = services.settings.server.admin_token
-    expected = configured.get_secret_value() if configured is not None else ""
-    if not expected:
-        raise ApiError(403, "api_disabled", "set server.admin_token "
-                       "(or LOYALTY_SERVER__ADMIN_TOKEN) to enable /api/v1")
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not given.strip():
-        raise ApiError(401, "unauthorized", "send Authorization: Bearer <server.admin_token>",
-                       headers={"WWW-Authenticate": "Bearer"})
-    if not hmac.compare_digest(given.strip().encode(), expected.encode()):
-        raise ApiError(401, "unauthorized", "the bearer token is not server.admin_token",
-                       headers={"WWW-Authenticate": "Bearer"})
+    require(configured(services.settings.server.admin_token),
+            disabled=("api_disabled", "set server.admin_token (or LOYALTY_SERVER__ADMIN_TOKEN) "
+                                      "to enable /api/v1"),
+            refused="send Authorization: Bearer <server.admin_token>")
 
 
 def ledger_key(key: str) -> str:

@@ -8,7 +8,6 @@ an event, so the inbox write is what makes "nothing lost" true.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import uuid
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from connector.crm.credentials import CredentialStore
 from connector.services import Services
 from mappings import bitrix24 as b24
 from mappings.phpquery import QueryError, decode
+from webhooks.auth import same_secret
 from webhooks.errors import ApiError, error_response
 from webhooks.validation import request_body, storable
 
@@ -41,17 +41,13 @@ def _refused(status: int, code: str, detail: str) -> ApiError:
     return ApiError(status, code, detail)
 
 
-def _same(given: str, expected: str) -> bool:
-    return hmac.compare_digest(given.encode(), expected.encode())
-
-
 def authenticate(auth: b24.Auth, *, event: str, settings: Bitrix24Settings,
                  credentials: CredentialStore) -> str | None:
     """None when the request is genuine, else why not (without echoing any token)."""
     # The stored token is a database read: only for an app setup that has no configured one.
     expected = settings.application_token.get_secret_value() if settings.application_token \
         else credentials.application_token()
-    if settings.member_id and not _same(auth.member_id, settings.member_id):
+    if settings.member_id and not same_secret(auth.member_id, settings.member_id):
         return "auth[member_id] is not this portal's"
     if expected is None:
         # An app learns its token from ONAPPINSTALL (docs: safe-event-handlers); before that
@@ -59,7 +55,7 @@ def authenticate(auth: b24.Auth, *, event: str, settings: Bitrix24Settings,
         if event == "ONAPPINSTALL" and settings.client_id:
             return None
         return "no application token known yet: set bitrix24.application_token"
-    if not auth.application_token or not _same(auth.application_token, expected):
+    if not auth.application_token or not same_secret(auth.application_token, expected):
         return "auth[application_token] does not match"
     return None
 

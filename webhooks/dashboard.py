@@ -9,18 +9,17 @@ the page needs no JavaScript and nothing from the internet.
 
 from __future__ import annotations
 
-import hmac
 import math
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from flask import Blueprint, Response, current_app, render_template, request
+from flask import Blueprint, Response, current_app, render_template
 
 from connector import dashboard
 from connector.dashboard import Bucket, Dashboard
 from connector.services import Services
-from webhooks.errors import ApiError
+from webhooks.auth import configured, require
 from webhooks.validation import query_int
 
 bp = Blueprint("dashboard", __name__)
@@ -44,22 +43,12 @@ KIND_NAMES = {"accrual": "accrued", "bonus": "bonuses", "redemption": "redeemed"
 @bp.before_request
 def require_admin_token() -> None:
     services: Services = current_app.extensions["loyalty"]
-    configured = services.settings.server.admin_token
-    expected = configured.get_secret_value() if configured is not None else ""
-    if not expected:
-        raise ApiError(403, "dashboard_disabled", "set server.admin_token "
-                       "(or LOYALTY_SERVER__ADMIN_TOKEN) to enable /dashboard")
-    auth = request.authorization
-    given = ""
-    if auth is not None and auth.type == "basic":
-        given = auth.password or ""
-    elif auth is not None and auth.type == "bearer":
-        given = auth.token or ""
-    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
-        # Basic, so that a browser asks for the password instead of showing this refusal.
-        raise ApiError(401, "unauthorized", "sign in with any user name and "
-                       "server.admin_token as the password",
-                       headers={"WWW-Authenticate": 'Basic realm="loyalty"'})
+    # Basic, so that a browser asks for the password instead of showing the refusal.
+    require(configured(services.settings.server.admin_token), basic=True,
+            disabled=("dashboard_disabled", "set server.admin_token (or "
+                                            "LOYALTY_SERVER__ADMIN_TOKEN) to enable /dashboard"),
+            refused="sign in with any user name and server.admin_token as the password",
+            challenge='Basic realm="loyalty"')
 
 
 @bp.after_request

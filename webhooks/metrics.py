@@ -8,38 +8,25 @@ from 127.0.0.1" would not be a safe default.
 
 from __future__ import annotations
 
-import hmac
 import time
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 
-from connector.config import ServerSettings
 from connector.services import Services
-from webhooks.errors import ApiError
+from webhooks.auth import configured, require
 
 bp = Blueprint("metrics", __name__)
-
-
-def scrape_tokens(server: ServerSettings) -> list[str]:
-    configured = (server.metrics_token, server.admin_token)
-    return [secret.get_secret_value() for secret in configured
-            if secret is not None and secret.get_secret_value()]
 
 
 @bp.get("/metrics")
 def metrics() -> Response:
     services: Services = current_app.extensions["loyalty"]
-    tokens = scrape_tokens(services.settings.server)
-    if not tokens:
-        raise ApiError(403, "metrics_disabled", "set server.metrics_token "
-                       "(or LOYALTY_SERVER__METRICS_TOKEN) to enable /metrics")
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    # Every token is compared, so the time taken does not tell which one nearly matched.
-    matches = [hmac.compare_digest(given.strip().encode(), token.encode()) for token in tokens]
-    if scheme.lower() != "bearer" or not any(matches):
-        raise ApiError(401, "unauthorized", "send Authorization: Bearer <server.metrics_token>",
-                       headers={"WWW-Authenticate": "Bearer"})
+    server = services.settings.server
+    require(configured(server.metrics_token, server.admin_token),
+            disabled=("metrics_disabled", "set server.metrics_token "
+                                          "(or LOYALTY_SERVER__METRICS_TOKEN) to enable /metrics"),
+            refused="send Authorization: Bearer <server.metrics_token>")
     return Response(services.metrics.exposition(), content_type=CONTENT_TYPE_PLAIN_0_0_4)
 
 
