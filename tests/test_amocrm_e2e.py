@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal as D
 from pathlib import Path
+from time import monotonic, sleep
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -426,3 +427,20 @@ def test_a_salesbot_run_is_never_repeated_when_the_note_after_it_fails(
     assert tier_up is not None and tier_up.status == "failed"
     assert (tier_up.last_error or "").startswith("partly sent, not repeated: ")
     services.close()
+
+
+def test_a_pipeline_action_whose_note_timed_out_is_not_written_twice(h: Harness) -> None:
+    h.account.put_contact(10971465)
+    h.account.put_lead(5, contact=10971465, price=1000, status=20067736)
+    body = webhook_body("leads", "status", [status(5, 20067736)])
+    h.web.post(f"/amocrm/actions/{SECRET}/bonus/welcome", data=body, content_type=FORM)
+    # The note is written but answered after the client gave up (timeout_seconds = 2).
+    h.account.delay_next(1, 3.0, path="/api/v4/leads/notes")
+    counts = h.process()
+    assert counts.get("done") == 1 and h.balance() == D("100.00")
+    h.process()
+    deadline = monotonic() + 10
+    while not h.account.state.notes and monotonic() < deadline:
+        sleep(0.1)  # the slow answer's work finishes in the fake after the client gave up
+    assert len(h.account.state.notes) == 1
+    assert all(item.status == "done" for item in h.services.inbox.list())

@@ -14,7 +14,7 @@ from typing import Any
 
 from connector import mirror
 from connector.crm.amocrm import PAGE_LIMIT, AmoCRMClient
-from connector.errors import CRMAuthError, CRMError, LedgerError
+from connector.errors import CRMAuthError, CRMError, FatalCRMError, LedgerError
 from connector.inbox import InboxItem
 from connector.ledger.views import AccountRef
 from connector.services import Services
@@ -170,7 +170,12 @@ class AmoCRMProcessor:
                 text = f"loyalty: {getattr(exc, 'detail', exc)}"
             notes.append((lead_id, text))
         if notes:
-            self.client.request("POST", "/api/v4/leads/notes", json=[
-                {"entity_id": int(lead_id), "note_type": "common", "params": {"text": text}}
-                for lead_id, text in notes])
+            try:
+                self.client.request("POST", "/api/v4/leads/notes", json=[
+                    {"entity_id": int(lead_id), "note_type": "common", "params": {"text": text}}
+                    for lead_id, text in notes])
+            except FatalCRMError as exc:
+                # The ledger part is done; the note may have been written (a timeout) or was
+                # refused. Retrying the item would post it again, so it ends here.
+                log.warning("lead notes of inbox item %d not written: %s", item.id, exc.detail)
         return Outcome.done()
