@@ -40,6 +40,7 @@ def _logging() -> None:
     # The jobs log their own line when they did something; APScheduler's per-run lines
     # would drown it.
     logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.WARNING)
 
 
 @contextmanager
