@@ -103,6 +103,7 @@ class Inbox:
         self.db = db
         self.settings = settings
         self.clock = clock
+        self._insert_one = insert(InboxEvent.__table__).returning(InboxEvent.__table__.c.id)
         self._queue: list[_Pending] = []
         self._queue_lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -173,8 +174,10 @@ class Inbox:
     def _insert(self, rows: list[dict[str, Any]]) -> list[int]:
         # Core, not the ORM unit of work: on this path its bookkeeping cost more than SQL.
         table = InboxEvent.__table__
-        with self.db.transaction() as session:
-            result = session.execute(
+        with self.db.write_connection() as connection:
+            if len(rows) == 1:
+                return [connection.execute(self._insert_one, rows[0]).scalar_one()]
+            result = connection.execute(
                 insert(table).returning(table.c.id, sort_by_parameter_order=True), rows)
             return list(result.scalars())
 
