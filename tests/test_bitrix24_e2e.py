@@ -407,3 +407,23 @@ def test_install_finds_its_fields_beyond_the_first_page_of_user_fields(h: Harnes
     h.connector.installer.uninstall()
     names = [f["FIELD_NAME"] for f in h.portal.store.userfields.values()]
     assert len(names) == 60 and not any("LOYALTY" in name for name in names)
+
+
+def test_a_burst_of_edits_to_one_deal_is_settled_once_per_group(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    ledger = h.services.ledger
+    settles: list[str] = []
+    real = ledger.settle_purchase
+
+    def counted(ref: Any, source: str, *args: Any, **kwargs: Any) -> Any:
+        settles.append(source)
+        return real(ref, source, *args, **kwargs)
+
+    monkeypatch.setattr(ledger, "settle_purchase", counted)
+    anna = h.portal.add_contact(NAME="Anna")
+    deal = h.won(anna, "10000.00")
+    for _ in range(4):
+        h.send("ONCRMDEALUPDATE", deal)
+    counts = h.process()
+    assert counts["done"] >= 5 and len(settles) == 1  # the deal's events, one settle
+    assert h.balance(anna) == D("400.00")

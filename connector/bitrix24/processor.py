@@ -58,8 +58,17 @@ class Bitrix24Processor:
         pending = [(item, event) for item, event in events if event.name not in b24.APP_EVENTS]
         try:
             fetched = self._fetch(pending, robots)
+            # Every event of one deal in this group sees the same fetched state: settle it
+            # once (edits come in bursts; each settle is several transactions).
+            settled: dict[tuple[str, bool], Outcome] = {}
             for item, event in pending:
-                outcomes[item.id] = self.event(event, fetched)
+                if event.name not in b24.DEAL_EVENTS:
+                    outcomes[item.id] = self.event(event, fetched)
+                    continue
+                deal = (event.entity_id or "", event.name == "ONCRMDEALDELETE")
+                if deal not in settled:
+                    settled[deal] = self.event(event, fetched)
+                outcomes[item.id] = settled[deal]
             outcomes.update(self.robots.run(robots, fetched))
         except CRMAuthError as exc:
             for item in [i for i, _ in pending] + [i for i, _ in robots]:
