@@ -444,3 +444,23 @@ def test_a_pipeline_action_whose_note_timed_out_is_not_written_twice(h: Harness)
         sleep(0.1)  # the slow answer's work finishes in the fake after the client gave up
     assert len(h.account.state.notes) == 1
     assert all(item.status == "done" for item in h.services.inbox.list())
+
+
+def test_hooks_naming_one_lead_in_a_group_settle_it_once(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    ledger = h.services.ledger
+    settles: list[str] = []
+    real = ledger.settle_purchase
+
+    def counted(ref: Any, source: str, *args: Any, **kwargs: Any) -> Any:
+        settles.append(source)
+        return real(ref, source, *args, **kwargs)
+
+    monkeypatch.setattr(ledger, "settle_purchase", counted)
+    h.account.put_contact(10971465)
+    h.account.put_lead(1, contact=10971465, price=10000)
+    for action in ("status", "update", "update"):
+        h.hook("leads", action, status(1))
+    counts = h.process()
+    assert counts["done"] == 3 and len(settles) == 1
+    assert h.balance() == D("300.00")

@@ -48,8 +48,10 @@ class AmoCRMProcessor:
                 outcomes[item.id] = Outcome.skipped(f"unreadable: {exc}")
         try:
             leads = self.fetch_leads(lead_id for _, hook in hooks for lead_id in hook.leads_changed)
+            # Every hook naming a lead sees the same fetched lead: settle each lead once.
+            settled: dict[str, str | None] = {}
             for item, hook in hooks:
-                outcomes[item.id] = self.apply(item, hook, leads)
+                outcomes[item.id] = self.apply(item, hook, leads, settled)
         except CRMAuthError as exc:
             for item, _ in hooks:
                 outcomes.setdefault(item.id, Outcome("defer", exc.detail))
@@ -76,14 +78,16 @@ class AmoCRMProcessor:
         return found
 
     def apply(self, item: InboxItem, hook: amo.Webhook,
-              leads: dict[str, dict[str, Any] | None]) -> Outcome:
+              leads: dict[str, dict[str, Any] | None],
+              settled: dict[str, str | None]) -> Outcome:
         skipped = []
         for lead_id in hook.leads_deleted:
             self.ledger.settle_purchase(None, amo.lead_source(self.portal, lead_id), None,
                                         actor=ACTOR, comment="lead deleted")
         for lead_id in hook.leads_changed:
-            _, reason = self.settle(lead_id, leads.get(lead_id))
-            if reason:
+            if lead_id not in settled:
+                settled[lead_id] = self.settle(lead_id, leads.get(lead_id))[1]
+            if reason := settled[lead_id]:
                 skipped.append(reason)
         for contact in hook.contacts_added:
             self.welcome(contact)
