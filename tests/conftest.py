@@ -108,3 +108,16 @@ def db(settings: Settings) -> Iterator[Database]:
 @pytest.fixture
 def ledger(db: Database, settings: Settings, clock: Clock) -> Ledger:
     return Ledger(db, Program(settings.program), clock=clock)
+
+
+def count_settles(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The sources `ledger.settle_purchase` is called with, in order (it still runs)."""
+    calls: list[str] = []
+    real = ledger.settle_purchase
+
+    def counted(ref: Any, source: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(source)
+        return real(ref, source, *args, **kwargs)
+
+    monkeypatch.setattr(ledger, "settle_purchase", counted)
+    return calls

@@ -30,7 +30,7 @@ from connector.lifecycle import birthday_bonuses
 from connector.services import Services
 from connector.triggers import TIER_UP, WELCOME
 from connector.worker import Worker
-from tests.conftest import Clock, fresh_services, make_settings
+from tests.conftest import Clock, count_settles, fresh_services, make_settings
 from tests.fakes import ManualClock
 from tests.fakes.amocrm import FakeAmoCRM, webhook_body
 from webhooks import create_app
@@ -448,15 +448,7 @@ def test_a_pipeline_action_whose_note_timed_out_is_not_written_twice(h: Harness)
 
 def test_hooks_naming_one_lead_in_a_group_settle_it_once(
         h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    ledger = h.services.ledger
-    settles: list[str] = []
-    real = ledger.settle_purchase
-
-    def counted(ref: Any, source: str, *args: Any, **kwargs: Any) -> Any:
-        settles.append(source)
-        return real(ref, source, *args, **kwargs)
-
-    monkeypatch.setattr(ledger, "settle_purchase", counted)
+    settles = count_settles(h.services.ledger, monkeypatch)
     h.account.put_contact(10971465)
     h.account.put_lead(1, contact=10971465, price=10000)
     for action in ("status", "update", "update"):

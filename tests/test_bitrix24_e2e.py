@@ -24,7 +24,7 @@ from connector.services import Services
 from connector.triggers import CODES, WELCOME
 from connector.worker import Worker
 from mappings.bitrix24 import EVENTS
-from tests.conftest import Clock, fresh_services, make_settings
+from tests.conftest import Clock, count_settles, fresh_services, make_settings
 from tests.fakes import FakeBitrix24Portal, ManualClock
 
 PORTAL = "acme.bitrix24.ru"
@@ -411,15 +411,7 @@ def test_install_finds_its_fields_beyond_the_first_page_of_user_fields(h: Harnes
 
 def test_a_burst_of_edits_to_one_deal_is_settled_once_per_group(
         h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    ledger = h.services.ledger
-    settles: list[str] = []
-    real = ledger.settle_purchase
-
-    def counted(ref: Any, source: str, *args: Any, **kwargs: Any) -> Any:
-        settles.append(source)
-        return real(ref, source, *args, **kwargs)
-
-    monkeypatch.setattr(ledger, "settle_purchase", counted)
+    settles = count_settles(h.services.ledger, monkeypatch)
     anna = h.portal.add_contact(NAME="Anna")
     deal = h.won(anna, "10000.00")
     for _ in range(4):
