@@ -73,6 +73,8 @@ class InboxSettings(_Section):
     max_attempts: int = Field(8, ge=1)
     retry_base_seconds: float = Field(5.0, gt=0)
     retry_max_seconds: float = Field(3600.0, gt=0)
+    lease_seconds: float = Field(
+        900.0, ge=30, description="a claimed item whose worker died is offered again after this")
 
 
 class SchedulerSettings(_Section):

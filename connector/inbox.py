@@ -96,13 +96,13 @@ class _Pending:
 
 
 class Inbox:
-    # A claimed item whose worker died is offered again after this long.
-    LEASE = timedelta(minutes=5)
 
     def __init__(self, db: Database, settings: InboxSettings, clock=utcnow) -> None:
         self.db = db
         self.settings = settings
         self.clock = clock
+        # A claimed item whose worker died is offered again after this long.
+        self.lease = timedelta(seconds=settings.lease_seconds)
         self._insert_one = insert(InboxEvent.__table__).returning(InboxEvent.__table__.c.id)
         self._queue: list[_Pending] = []
         self._queue_lock = threading.Lock()
@@ -203,7 +203,7 @@ class Inbox:
             for row in rows:
                 row.status = "processing"
                 row.attempts += 1
-                row.locked_until = now + self.LEASE
+                row.locked_until = now + self.lease
             return [InboxItem.of(row) for row in rows]
 
     def complete(self, item_id: int, *, skipped_reason: str | None = None) -> None:

@@ -243,7 +243,7 @@ def test_kill_9_mid_burst_then_restart_processes_every_acknowledged_event_once(
         wait_for("the inbox drained up to the dead process's claim", lambda: (
             services.inbox.depth()["pending"] == 0
             and inbox_ids(services, "processing") == claimed))
-        # A live worker's lease is respected; once it runs out (Inbox.LEASE, five minutes,
+        # A live worker's lease is respected; once it runs out (inbox.lease_seconds,
         # stood in for here by moving it back) the group is taken up again.
         with services.db.transaction() as session:
             session.execute(update(InboxEvent).where(InboxEvent.id.in_(claimed))
