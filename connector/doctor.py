@@ -30,6 +30,7 @@ from connector.crm.bitrix24 import Bitrix24Client
 from connector.db import Database
 from connector.errors import CRMAuthError, CRMError, FatalCRMError, RetriableCRMError
 from connector.inbox import Inbox
+from connector.reports import age_text
 from connector.services import Services
 
 Status = Literal["ok", "warn", "fail"]
@@ -392,7 +393,7 @@ def _amocrm_token(services: Services, now: datetime) -> Check:
         return failed("amocrm token", f"long-lived token expired {_when(expires)}", renew)
     if expires - now < TOKEN_WARNING:
         return warn("amocrm token", f"long-lived token expires {_when(expires)} "
-                                    f"(in {_age(expires - now)})", renew + " before then")
+                                    f"(in {age_text(expires - now)})", renew + " before then")
     return ok("amocrm token", f"long-lived token valid until {_when(expires)}")
 
 
@@ -468,10 +469,12 @@ def inbox(box: Inbox, now: datetime) -> Iterator[Check]:
     depth = box.depth()
     received, due = box.oldest_pending()
     pending = depth["pending"]
-    summary = f"{pending} pending" + (f", oldest {_age(now - received)} old" if received else "")
+    summary = f"{pending} pending"
+    if received:
+        summary += f", oldest {age_text(now - received)} old"
     summary += f", {depth['processing']} processing"
     if due is not None and now - due > STALLED:
-        yield warn("inbox", f"{summary}; due for {_age(now - due)} and not taken",
+        yield warn("inbox", f"{summary}; due for {age_text(now - due)} and not taken",
                    "no worker is draining it: make sure `loyalty-connector serve` (or "
                    "`worker`) runs, and read its log")
     elif received is not None and now - received > STALE:
@@ -525,11 +528,3 @@ def redact(check: Check, secrets: list[str]) -> Check:
 
 def _when(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _age(delta: timedelta) -> str:
-    seconds = max(int(delta.total_seconds()), 0)
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit}"
-    return f"{seconds} s"

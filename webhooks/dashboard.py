@@ -18,6 +18,7 @@ from flask import Blueprint, Response, current_app, render_template
 
 from connector import dashboard
 from connector.dashboard import Bucket, Dashboard
+from connector.reports import age_text
 from connector.services import Services
 from webhooks.auth import configured, require
 from webhooks.validation import query_int
@@ -92,13 +93,7 @@ def local(moment: datetime | None, board: Dashboard) -> str:
 
 
 def age(delta: timedelta | None) -> str:
-    if delta is None:
-        return "—"
-    seconds = max(int(delta.total_seconds()), 0)
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit}"
-    return f"{seconds} s"
+    return "—" if delta is None else age_text(delta)
 
 
 # -- charts ----------------------------------------------------------------------------------
