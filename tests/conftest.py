@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from connector.config import Settings, load_settings
@@ -20,6 +22,7 @@ from connector.ledger.engine import Ledger
 from connector.program import Program
 from connector.services import Services
 from connector.tables import Base
+from webhooks import create_app
 
 POSTGRES_URL = os.environ.get("LOYALTY_TEST_DATABASE_URL")
 BACKENDS = ["sqlite", *(["postgresql"] if POSTGRES_URL else [])]
@@ -121,3 +124,16 @@ def count_settles(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(ledger, "settle_purchase", counted)
     return calls
+
+
+# The Flask tutorial's chain: a module provides `services`, these give the app and its client.
+@pytest.fixture
+def app(services: Services) -> Flask:
+    app = create_app(services=services)
+    app.testing = True
+    return app
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()

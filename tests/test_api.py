@@ -49,18 +49,6 @@ def services(settings: Settings, db: Database, clock: Clock) -> Iterator[Service
     services.close()
 
 
-@pytest.fixture
-def app(services: Services) -> Flask:
-    app = create_app(services=services)
-    app.testing = True
-    return app
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
 class Api:
     """An admin client: the bearer token on every call, JSON bodies, an idempotency key."""
 

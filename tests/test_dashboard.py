@@ -112,18 +112,6 @@ def _health(services: Services) -> None:
                       runner="host:1", error="bitrix24: expired_token")
 
 
-@pytest.fixture
-def app(services: Services) -> Flask:
-    app = create_app(services=services)
-    app.testing = True
-    return app
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
 def basic(password: str, user: str = "admin") -> dict[str, str]:
     pair = base64.b64encode(f"{user}:{password}".encode()).decode()
     return {"Authorization": f"Basic {pair}"}
