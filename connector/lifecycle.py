@@ -13,7 +13,7 @@ import logging
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from connector.ledger.models import Account, Lot
 from connector.ledger.views import AccountRef, Result
@@ -103,11 +103,6 @@ def release_pending(services: Services, *, lookback_days: int = 7) -> int:
                 Lot.available_at > now - timedelta(days=lookback_days), Lot.remaining > 0)))
     fresh = [Transition(account_id, POINTS_AVAILABLE, f"lot:{lot_id}")
              for lot_id, account_id in lots]
-    added = record(services.db, fresh)
-    if added:
-        with services.db.transaction() as session:
-            session.execute(update(Account).where(
-                Account.id.in_({t.account_id for t in fresh})).values(
-                version=Account.version + 1).execution_options(synchronize_session=False))
+    added = record(services.db, fresh, touch=True)
     log.info("release_pending: %d lot(s) became available", added)
     return added

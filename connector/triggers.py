@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from connector.crm.models import TriggerEvent
@@ -114,8 +114,11 @@ def mark(db: Database, trigger_id: int, status: str, error: str | None,
                 row.sent_at = now
 
 
-def record(db: Database, transitions: Iterable[Transition]) -> int:
-    """Store each transition once; a repeated one is ignored. Returns how many were new."""
+def record(db: Database, transitions: Iterable[Transition], *, touch: bool = False) -> int:
+    """Store each transition once; a repeated one is ignored. Returns how many were new.
+    `touch`: the transition changes what the contact's fields show, so a new one also bumps
+    the account's version (write-back), in the same transaction: a crash leaves both or
+    neither."""
     added = 0
     for transition in transitions:
         try:
@@ -129,6 +132,11 @@ def record(db: Database, transitions: Iterable[Transition]) -> int:
                         account_id=transition.account_id, code=transition.code,
                         transition=transition.transition, deal_id=transition.deal_id,
                         status="pending", attempts=0, created_at=utcnow()))
+                    if touch:
+                        session.execute(update(Account).where(
+                            Account.id == transition.account_id).values(
+                            version=Account.version + 1).execution_options(
+                            synchronize_session=False))
                     added += 1
         except IntegrityError:
             continue  # recorded concurrently by another worker

@@ -124,8 +124,10 @@ def test_pending_points_become_available_with_one_trigger_per_lot(tmp_path: Path
     assert release_pending(services) == 0
     clock.advance(days=14)
     assert release_pending(services) == 1
+    released = ledger.account(ANNA).version
     assert release_pending(services) == 0  # once per lot
     view = ledger.account(ANNA)
+    assert view.version == released  # a repeat touches nothing
     assert (view.available, view.pending) == (D(30), D(0))
     assert view.version > version  # write-back shows the new "available" value
     assert _codes(services).count(POINTS_AVAILABLE) == 1
