@@ -11,7 +11,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -69,7 +69,6 @@ class Database:
             self.engine = create_engine(self.url, echo=settings.echo, pool_pre_ping=True,
                                         pool_size=settings.pool_size, max_overflow=10)
             writer = self.engine
-        self._writer_engine = writer
         self._writer = sessionmaker(bind=writer, expire_on_commit=False)
         self._reader = sessionmaker(bind=self.engine, expire_on_commit=False)
 
@@ -89,13 +88,6 @@ class Database:
             raise
         finally:
             session.close()
-
-    @contextmanager
-    def write_connection(self) -> Iterator[Connection]:
-        """A Core connection in a write transaction, for hot paths where the ORM session's
-        bookkeeping costs more than the SQL (the inbox insert of every received event)."""
-        with self._writer_engine.begin() as connection:
-            yield connection
 
     def dispose(self) -> None:
         self.engine.dispose()

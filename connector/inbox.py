@@ -20,7 +20,6 @@ from sqlalchemy import (
     String,
     Text,
     func,
-    insert,
     or_,
     select,
     update,
@@ -30,9 +29,13 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from connector.config import InboxSettings
 from connector.db import Database, utcnow
+from connector.inbox_writer import InboxWriter
 from connector.schema import Base, BigId, UTCDateTime
 
 STATUSES = ("pending", "processing", "done", "skipped", "dead")
+# What `put` writes; the rest of a row is filled in by processing.
+RECEIVED_COLUMNS = ("source", "kind", "portal", "dedup_key", "content_type", "body",
+                    "received_at", "status", "attempts", "next_attempt_at")
 
 
 class InboxEvent(Base):
@@ -103,7 +106,8 @@ class Inbox:
         self.clock = clock
         # A claimed item whose worker died is offered again after this long.
         self.lease = timedelta(seconds=settings.lease_seconds)
-        self._insert_one = insert(InboxEvent.__table__).returning(InboxEvent.__table__.c.id)
+        self._writer = InboxWriter(db.engine, InboxEvent.__table__, RECEIVED_COLUMNS,
+                                   key="dedup_key")
         self._queue: list[_Pending] = []
         self._queue_lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -172,14 +176,10 @@ class Inbox:
             return Stored(existing, duplicate=True)
 
     def _insert(self, rows: list[dict[str, Any]]) -> list[int]:
-        # Core, not the ORM unit of work: on this path its bookkeeping cost more than SQL.
-        table = InboxEvent.__table__
-        with self.db.write_connection() as connection:
-            if len(rows) == 1:
-                return [connection.execute(self._insert_one, rows[0]).scalar_one()]
-            result = connection.execute(
-                insert(table).returning(table.c.id, sort_by_parameter_order=True), rows)
-            return list(result.scalars())
+        return self._writer.insert(rows)
+
+    def close(self) -> None:
+        self._writer.close()
 
     def claim(self, limit: int | None = None, *, source: str | None = None) -> list[InboxItem]:
         """Lease due items to this worker; concurrent workers never get the same item."""

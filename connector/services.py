@@ -88,4 +88,5 @@ class Services:
         return counts
 
     def close(self) -> None:
+        self.inbox.close()
         self.db.dispose()

@@ -1,0 +1,157 @@
+"""The inbox's insert: one held driver connection and a statement compiled once.
+
+Every event the web tier acknowledges is inserted here while the CRM waits for the answer.
+Through a pooled SQLAlchemy connection each insert also paid a pool checkout (and a pre-ping
+on PostgreSQL), the transaction events, a compiled-cache lookup and a result object: together
+more than the insert itself, and each a point where the request thread gives up the GIL. This
+keeps one DBAPI connection taken from the engine (so it carries the engine's connect-time
+settings: WAL, busy timeout) and binds values through the columns' own types, so a row is
+stored exactly as the ORM would store it. Errors come out as SQLAlchemy's exceptions, like
+anywhere else.
+
+Not thread-safe by itself: the inbox calls it under its write lock (group commit).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Engine, Table, bindparam, insert
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import PoolProxiedConnection, SingletonThreadPool
+
+log = logging.getLogger(__name__)
+
+
+# Rows per statement: groups are as large as the web tier has threads, and a bounded set
+# of statement shapes keeps the compile cache small.
+CHUNK = 32
+
+
+class InboxWriter:
+
+    def __init__(self, engine: Engine, table: Table, columns: Sequence[str], *,
+                 key: str) -> None:
+        dialect = engine.dialect
+        self._engine = engine
+        self._table = table
+        self._columns = tuple(columns)
+        self._key = key
+        self._processors: list[tuple[str, Callable[[Any], Any] | None]] = [
+            (name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+            for name in columns]
+        self._statements: dict[int, tuple[str, Sequence[str] | None]] = {}
+        self._sqlite = dialect.name == "sqlite"
+        # An in-memory SQLite database is one per thread: nothing to hold across threads.
+        self._hold = not isinstance(engine.pool, SingletonThreadPool)
+        self._connection: PoolProxiedConnection | None = None
+
+    def insert(self, rows: Sequence[dict[str, Any]]) -> list[int]:
+        """Insert the rows in one transaction; their new ids, in order. A repeated unique
+        key raises sqlalchemy's IntegrityError and stores none of them."""
+        chunks = [self._bind(rows[start:start + CHUNK]) for start in range(0, len(rows), CHUNK)]
+        try:
+            by_key = self._run(chunks)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            # The held connection had died (a database restart): once more on a fresh one.
+            # Safe even if the lost commit went through, as every row has a unique key.
+            log.warning("inbox insert: database connection lost, reconnecting")
+            by_key = self._run(chunks)
+        return [by_key[row[self._key]] for row in rows]
+
+    def close(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            connection.close()
+
+    def _statement(self, rows: int) -> tuple[str, Sequence[str] | None]:
+        """INSERT of `rows` rows RETURNING (id, key): the driver SQL and, for a positional
+        paramstyle, the order of the parameter names."""
+        if rows not in self._statements:
+            values = [{name: bindparam(f"{name}_{n}") for name in self._columns}
+                      for n in range(rows)]
+            # Ids come back beside their unique key: a multi-row RETURNING promises no order.
+            compiled = (insert(self._table).values(values)
+                        .returning(self._table.c.id, self._table.c[self._key])
+                        .compile(dialect=self._engine.dialect))
+            order = compiled.positiontup if compiled.positional else None
+            self._statements[rows] = (str(compiled), order)
+        return self._statements[rows]
+
+    def _bind(self, rows: Sequence[dict[str, Any]]) -> tuple[str, Any]:
+        sql, order = self._statement(len(rows))
+        values = {f"{name}_{n}": process(row[name]) if process else row[name]
+                  for n, row in enumerate(rows) for name, process in self._processors}
+        return sql, [values[name] for name in order] if order is not None else values
+
+    def _run(self, chunks: list[tuple[str, Any]]) -> dict[Any, int]:
+        connection = self._connection or self._engine.raw_connection()
+        self._connection = None
+        dbapi = self._engine.dialect.loaded_dbapi
+        cursor = None
+        try:
+            cursor = connection.cursor()
+            by_key = self._execute(connection, cursor, chunks)
+        except dbapi.Error as exc:
+            lost = self._engine.dialect.is_disconnect(exc, connection.driver_connection, cursor)
+            self._abandon(connection, cursor, keep=isinstance(exc, dbapi.IntegrityError),
+                          lost=lost)
+            # No parameters in the error: the bodies carry the CRMs' tokens.
+            raise DBAPIError.instance(chunks[0][0], None, exc, dbapi.Error,
+                                      connection_invalidated=lost,
+                                      dialect=self._engine.dialect) from exc
+        except BaseException:
+            self._abandon(connection, cursor, keep=False, lost=False)
+            raise
+        cursor.close()
+        self._release(connection)
+        return by_key
+
+    def _release(self, connection: PoolProxiedConnection) -> None:
+        if self._hold:
+            self._connection = connection
+        else:
+            connection.close()
+
+    def _execute(self, connection: Any, cursor: Any,
+                 chunks: list[tuple[str, Any]]) -> dict[Any, int]:
+        if self._sqlite:
+            # The engine's connections run in autocommit mode (see connector.db): the
+            # transaction is ours to open, and IMMEDIATE takes the write lock up front.
+            cursor.execute("BEGIN IMMEDIATE")
+        by_key: dict[Any, int] = {}
+        for sql, params in chunks:
+            cursor.execute(sql, params)
+            by_key.update((key, new_id) for new_id, key in cursor.fetchall())
+        if self._sqlite:
+            cursor.execute("COMMIT")
+        else:
+            connection.commit()
+        return by_key
+
+    def _abandon(self, connection: PoolProxiedConnection, cursor: Any | None, *, keep: bool,
+                 lost: bool) -> None:
+        """Roll back; the connection stays only after a plain refusal (a duplicate key)."""
+        if lost:
+            connection.invalidate()
+            return
+        try:
+            if cursor is not None:
+                cursor.close()
+            if self._sqlite:
+                driver = connection.driver_connection
+                if driver is not None and driver.in_transaction:
+                    driver.execute("ROLLBACK")
+            else:
+                connection.rollback()
+        except Exception:
+            connection.invalidate()
+            return
+        if keep:
+            self._release(connection)
+        else:
+            connection.close()
