@@ -14,8 +14,10 @@ import json
 import logging
 import re
 import sys
+import threading
+import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
@@ -109,6 +111,32 @@ class RedactingFilter(logging.Filter):
         for key, value in extra_fields(record).items():
             if isinstance(value, str):
                 setattr(record, key, redact(value))
+        return True
+
+
+class Throttle(logging.Filter):
+    """At most one record per `seconds` from the logger it is added to; the next one that
+    passes tells how many were held back. For loggers that fire per request under load
+    (waitress's "Task queue depth is N"): one line a minute says as much as a thousand."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.clock = clock
+        self._next = float("-inf")
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = self.clock()
+        with self._lock:
+            if now < self._next:
+                self._held += 1
+                return False
+            self._next = now + self.seconds
+            held, self._held = self._held, 0
+        if held:
+            record.msg = f"{record.msg} (and {held} like it in the last {self.seconds:g} s)"
         return True
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from connector.inbox import InboxItem
-from connector.logs import configure_logging, log_context
+from connector.logs import Throttle, configure_logging, log_context
 from connector.services import Services
 from connector.worker import Outcome, Worker
 from tests.conftest import Clock, fresh_services
@@ -152,3 +152,21 @@ def test_the_worker_logs_with_the_inbox_ids(services: Services, out: io.StringIO
     assert group["inbox_ids"] == ids and "inbox_id" not in group
     assert [(r["inbox_id"], r["message"].startswith(f"inbox item {r['inbox_id']} failed"))
             for r in failed] == [(ids[0], True), (ids[1], True)]
+
+
+def test_throttle_passes_one_record_per_interval_and_counts_the_rest(
+        out: io.StringIO) -> None:
+    now = [100.0]
+    noisy = logging.getLogger("tests.logs.noisy")
+    throttle = Throttle(60, clock=lambda: now[0])
+    noisy.addFilter(throttle)
+    try:
+        for depth in range(5):
+            noisy.warning("Task queue depth is %d", depth)
+        now[0] += 61
+        noisy.warning("Task queue depth is %d", 9)
+    finally:
+        noisy.removeFilter(throttle)
+    messages = [json.loads(line)["message"] for line in out.getvalue().splitlines()]
+    assert messages == ["Task queue depth is 0",
+                        "Task queue depth is 9 (and 4 like it in the last 60 s)"]

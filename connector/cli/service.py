@@ -18,7 +18,7 @@ import click
 from connector import job_runs
 from connector.cli.base import Runtime, cli, echo_json, fail, json_option, pass_runtime
 from connector.cli.output import local
-from connector.logs import configure_logging
+from connector.logs import Throttle, configure_logging
 from connector.scheduler import LeaderScheduler, WorkerLoop, find_job, jobs, run_job
 from connector.services import Services
 
@@ -41,6 +41,9 @@ def _logging() -> None:
     # would drown it.
     logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
     logging.getLogger("apscheduler.scheduler").setLevel(logging.WARNING)
+    # waitress warns on every request that waits for a free thread: under load, a line per
+    # request (and the formatting of each) where one a minute says the same.
+    logging.getLogger("waitress.queue").addFilter(Throttle(60))
 
 
 @contextmanager
