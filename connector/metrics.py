@@ -278,6 +278,7 @@ class Metrics:
             "loyalty_inbox_items_processed", "Inbox items this process settled, by outcome "
             "(done, skipped, deferred, failed, dead)",
             ["source", "outcome"], registry=self.registry)
+        self._request_series: dict[tuple[str | None, int], tuple[Any, Any]] = {}
         self.database: DatabaseCollector | None = None
         if db is not None:
             self.database = DatabaseCollector(
@@ -286,9 +287,16 @@ class Metrics:
             self.registry.register(self.database)
 
     def observe_request(self, endpoint: str | None, status: int, seconds: float) -> None:
-        endpoint = endpoint or UNMATCHED
-        self.http_requests.labels(endpoint, str(status)).inc()
-        self.http_seconds.labels(endpoint).observe(seconds)
+        # Once per request: the labelled series are looked up once per (rule, status), a
+        # finite set, rather than through labels() and its lock every time.
+        series = self._request_series.get((endpoint, status))
+        if series is None:
+            label = endpoint or UNMATCHED
+            series = (self.http_requests.labels(label, str(status)),
+                      self.http_seconds.labels(label))
+            self._request_series[(endpoint, status)] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
     def crm_call(self, crm: str, method: str, result: str) -> None:
         self.crm_calls.labels(crm, method, result).inc()

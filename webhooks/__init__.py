@@ -35,9 +35,11 @@ def _request_ids(app: Flask) -> None:
     """Every request gets an id (the caller's X-Request-Id when sane), echoed in the answer
     and carried by every log record written while it is served."""
 
+    fresh = logs.request_ids()
+
     @app.before_request
     def bind_request_id() -> None:
-        g.request_id = logs.request_id(request.headers.get("X-Request-Id"))
+        g.request_id = logs.request_id(request.headers.get("X-Request-Id"), fresh)
         g.request_log_context = logs.bind(request_id=g.request_id)
 
     @app.after_request
