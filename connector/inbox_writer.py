@@ -66,7 +66,7 @@ class InboxWriter:
     def close(self) -> None:
         if self._connection is not None:
             connection, self._connection = self._connection, None
-            connection.close()
+            self._give_back(connection)
 
     def _statement(self, rows: int) -> tuple[str, Sequence[str] | None]:
         """INSERT of `rows` rows RETURNING (id, key): the driver SQL and, for a positional
@@ -89,13 +89,12 @@ class InboxWriter:
         return sql, [values[name] for name in order] if order is not None else values
 
     def _run(self, chunks: list[tuple[str, Any]]) -> dict[Any, int]:
-        connection = self._connection or self._engine.raw_connection()
-        self._connection = None
+        connection = self._take()
         dbapi = self._engine.dialect.loaded_dbapi
         cursor = None
         try:
             cursor = connection.cursor()
-            by_key = self._execute(connection, cursor, chunks)
+            by_key = self._execute(cursor, chunks)
         except dbapi.Error as exc:
             lost = self._engine.dialect.is_disconnect(exc, connection.driver_connection, cursor)
             self._abandon(connection, cursor, keep=isinstance(exc, dbapi.IntegrityError),
@@ -111,27 +110,51 @@ class InboxWriter:
         self._release(connection)
         return by_key
 
-    def _release(self, connection: PoolProxiedConnection) -> None:
-        if self._hold:
-            self._connection = connection
-        else:
-            connection.close()
-
-    def _execute(self, connection: Any, cursor: Any,
-                 chunks: list[tuple[str, Any]]) -> dict[Any, int]:
-        if self._sqlite:
-            # The engine's connections run in autocommit mode (see connector.db): the
-            # transaction is ours to open, and IMMEDIATE takes the write lock up front.
-            cursor.execute("BEGIN IMMEDIATE")
+    def _execute(self, cursor: Any, chunks: list[tuple[str, Any]]) -> dict[Any, int]:
+        # The connection is in autocommit mode (SQLite's always are here, see connector.db;
+        # PostgreSQL's is set so in _take): one statement is its own transaction, and an
+        # explicit one is only needed when a group takes several statements. Each extra
+        # statement is another release of the GIL for the waiting request threads.
+        several = len(chunks) > 1
+        if several:
+            # IMMEDIATE: SQLite's write lock up front, so the inserts cannot meet a busy lock.
+            cursor.execute("BEGIN IMMEDIATE" if self._sqlite else "BEGIN")
         by_key: dict[Any, int] = {}
         for sql, params in chunks:
             cursor.execute(sql, params)
             by_key.update((key, new_id) for new_id, key in cursor.fetchall())
-        if self._sqlite:
+        if several:
             cursor.execute("COMMIT")
-        else:
-            connection.commit()
         return by_key
+
+    def _take(self) -> PoolProxiedConnection:
+        connection = self._connection or self._engine.raw_connection()
+        self._connection = None
+        driver = connection.driver_connection
+        if not self._sqlite and driver is not None and not driver.autocommit:
+            driver.autocommit = True
+        return connection
+
+    def _release(self, connection: PoolProxiedConnection) -> None:
+        if self._hold:
+            self._connection = connection
+        else:
+            self._give_back(connection)
+
+    def _give_back(self, connection: PoolProxiedConnection) -> None:
+        if self._sqlite:
+            connection.close()
+        else:
+            # Switched to autocommit: not a connection for the pool's other users.
+            connection.invalidate()
+
+    def _in_transaction(self, connection: PoolProxiedConnection) -> bool:
+        driver: Any = connection.driver_connection
+        if self._sqlite:
+            return bool(driver.in_transaction)
+        from psycopg.pq import TransactionStatus
+
+        return bool(driver.info.transaction_status != TransactionStatus.IDLE)
 
     def _abandon(self, connection: PoolProxiedConnection, cursor: Any | None, *, keep: bool,
                  lost: bool) -> None:
@@ -142,16 +165,12 @@ class InboxWriter:
         try:
             if cursor is not None:
                 cursor.close()
-            if self._sqlite:
-                driver = connection.driver_connection
-                if driver is not None and driver.in_transaction:
-                    driver.execute("ROLLBACK")
-            else:
-                connection.rollback()
+            if self._in_transaction(connection):
+                connection.driver_connection.execute("ROLLBACK")  # type: ignore[union-attr]
         except Exception:
             connection.invalidate()
             return
         if keep:
             self._release(connection)
         else:
-            connection.close()
+            self._give_back(connection)

@@ -4,6 +4,7 @@ its errors."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 
 import pytest
@@ -106,3 +107,17 @@ def test_rows_match_the_mapped_table(db: Database, inbox: Inbox, clock: Clock) -
         assert loaded is not None
         assert (loaded.locked_until, loaded.last_error, loaded.processed_at) == (None,) * 3
         assert loaded.received_at == clock()
+
+
+def test_a_put_is_committed_and_leaves_no_lock_behind(db: Database, inbox: Inbox) -> None:
+    inbox.put(source="amocrm", kind="webhook", dedup_key="visible", body=b"x")
+    # Seen from another connection: committed, not waiting in an open transaction.
+    assert stored_keys(db) == {"visible"}
+    if not db.is_postgres:
+        other = sqlite3.connect(db.engine.url.database or "", timeout=0,
+                                isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # fails at once if the write lock were held
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
