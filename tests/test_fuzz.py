@@ -167,12 +167,17 @@ def assert_nothing_stored(edge: Edge, before: dict[str, int]) -> None:
 
 
 # -- authentication on every route -------------------------------------------------------
-def _url(app: Flask, rule: Rule, method: str) -> str:
+def _url(rule: Rule, method: str) -> str:
     # Forged values for whatever the rule takes: a secret that is not the secret, an action
     # that exists, "1" for anything a future rule adds.
     values = {name: {"secret": "Forged0secret0000000", "action": "bonus/review",
                      "filename": "x.js"}.get(name, "1") for name in rule.arguments}
-    return app.url_map.bind("localhost").build(rule.endpoint, values, method=method)
+    return rule.map.bind("localhost").build(rule.endpoint, values, method=method)
+
+
+def all_rules(app: Flask) -> list[Rule]:
+    """Flask's routes and those the intake answers below Flask (webhooks.intake)."""
+    return [*app.url_map.iter_rules(), *app.extensions["intake"].url_map.iter_rules()]
 
 
 # Each is well-formed for one kind of receiver, with credentials that are wrong: a route
@@ -208,9 +213,9 @@ def unguarded_writes(edge: Edge) -> tuple[list[str], set[str]]:
     must be a refusal for want of credentials."""
     problems: list[str] = []
     checked: set[str] = set()
-    for rule in edge.app.url_map.iter_rules():
+    for rule in all_rules(edge.app):
         for method in sorted((rule.methods or set()) & STATE_CHANGING):
-            url = _url(edge.app, rule, method)
+            url = _url(rule, method)
             statuses = set()
             before = edge.rows()
             for name, request in FORGED_REQUESTS.items():
@@ -236,10 +241,10 @@ def unguarded_reads(edge: Edge) -> tuple[list[str], set[str]]:
     """Every GET route that is not public, without a valid token: (problems, rules)."""
     problems: list[str] = []
     checked: set[str] = set()
-    for rule in edge.app.url_map.iter_rules():
+    for rule in all_rules(edge.app):
         if "GET" not in (rule.methods or set()) or rule.rule in PUBLIC_READS:
             continue
-        url = _url(edge.app, rule, "GET")
+        url = _url(rule, "GET")
         for headers in FORGED_AUTH:
             response = edge.client.get(url, headers=headers)
             if problem := _refusal_problem(response, REFUSED_FOR_CREDENTIALS):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import Flask, Response, g, request
 
 from connector import logs
@@ -16,11 +18,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.extensions["loyalty"] = services or Services.build(settings)
 
     from webhooks import amocrm, api, bitrix24, dashboard, errors, health, metrics, openapi
+    from webhooks.intake import Intake
     from webhooks.validation import JSONProvider
 
     app.json = JSONProvider(app)
     errors.init_app(app)
-    _request_ids(app)
+    request_ids = logs.request_ids()
+    _request_ids(app, request_ids)
     metrics.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
@@ -28,14 +32,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(bitrix24.bp)
     app.register_blueprint(amocrm.bp)
+    intake = Intake(app.wsgi_app, app.extensions["loyalty"],
+                    max_body=settings.server.max_body_bytes, request_ids=request_ids)
+    app.extensions["intake"] = intake
+    app.wsgi_app = intake  # type: ignore[method-assign]
     return app
 
 
-def _request_ids(app: Flask) -> None:
+def _request_ids(app: Flask, fresh: Callable[[], str]) -> None:
     """Every request gets an id (the caller's X-Request-Id when sane), echoed in the answer
     and carried by every log record written while it is served."""
-
-    fresh = logs.request_ids()
 
     @app.before_request
     def bind_request_id() -> None:

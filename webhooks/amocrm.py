@@ -1,5 +1,8 @@
 """amoCRM receivers: account webhooks, digital-pipeline actions, the OAuth callback.
 
+Account webhooks arrive through webhooks.intake (below Flask, for speed: `accept`), the
+rest through this blueprint.
+
 Account webhooks are not signed, so the secret in the URL is the check (wrong secret: 404,
 nothing stored). amoCRM waits at most 2 seconds and disables a hook after 100 failures in
 2 hours: bodies are stored in the inbox and answered 200 at once.
@@ -16,11 +19,12 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from connector.errors import CRMError
+from connector.inbox import Stored
 from connector.services import Services
 from mappings import amocrm as amo
 from mappings.phpquery import QueryError, decode
 from webhooks.auth import same_secret
-from webhooks.errors import error_response
+from webhooks.errors import ApiError, error_response
 from webhooks.validation import request_body
 
 log = logging.getLogger(__name__)
@@ -35,61 +39,57 @@ def _services() -> Services:
     return current_app.extensions["loyalty"]
 
 
-def _secret_ok(given: str) -> bool:
-    configured = _services().settings.amocrm.webhook_secret
-    if configured is None or not _services().settings.amocrm.enabled:
+def secret_ok(services: Services, given: str) -> bool:
+    configured = services.settings.amocrm.webhook_secret
+    if configured is None or not services.settings.amocrm.enabled:
         return False
     return same_secret(given, configured.get_secret_value())
 
 
-def _not_found() -> ResponseReturnValue:
+def not_found() -> ApiError:
     # The same answer as for any unknown URL: a wrong secret reveals nothing.
-    return error_response(404, "not_found", "The requested URL was not found on the server.")
+    return ApiError(404, "not_found", "The requested URL was not found on the server.")
 
 
-def _store(kind: str) -> ResponseReturnValue:
-    if request.mimetype != FORM:
-        return error_response(415, "unsupported_media_type", f"expected {FORM}")
-    body = request_body()
+def accept(services: Services, kind: str, content_type: str, body: bytes,
+           request_id: str | None) -> Stored:
+    """A webhook or pipeline action body (secret already checked), stored; ApiError when
+    refused. `request_id` is amoCRM's X-Amocrm-Requestid header."""
+    if content_type != FORM:
+        raise ApiError(415, "unsupported_media_type", f"expected {FORM}")
     try:
         hook = amo.parse_webhook(decode(body))
     except (QueryError, amo.PayloadError) as exc:
         log.warning("amocrm webhook refused: 400 (%s)", exc)
-        return error_response(400, "invalid_webhook", str(exc))
-    settings = _services().settings.amocrm
-    portal = settings.portal_key
+        raise ApiError(400, "invalid_webhook", str(exc)) from None
+    settings = services.settings.amocrm
     if hook.subdomain and hook.subdomain != settings.account_subdomain:
         log.warning("amocrm webhook refused: 400 (account %s)", hook.subdomain)
-        return error_response(400, "invalid_webhook", "account[subdomain] is not this account")
+        raise ApiError(400, "invalid_webhook", "account[subdomain] is not this account")
     # amoCRM re-sends a hook it thinks failed with the same request id.
-    request_id = request.headers.get("X-Amocrm-Requestid", "")[:64]
+    request_id = (request_id or "")[:64]
     if not request_id.isprintable():
         request_id = ""  # amoCRM's ids are UUIDs: anything else is not one of its re-sends
     key = (f"amocrm:request:{request_id}:{kind}" if request_id else
            f"amocrm:body:{hashlib.sha256(body).hexdigest()[:32]}:{uuid.uuid4().hex}")
-    stored = _services().inbox.put(source="amocrm", kind=kind, dedup_key=key, body=body,
-                                   content_type=request.mimetype, portal=portal)
-    return jsonify(status="accepted", id=stored.id, duplicate=stored.duplicate)
-
-
-@bp.post("/webhooks/<secret>")
-def webhooks(secret: str) -> ResponseReturnValue:
-    if not _secret_ok(secret):
-        return _not_found()
-    return _store("webhook")
+    return services.inbox.put(source="amocrm", kind=kind, dedup_key=key, body=body,
+                              content_type=content_type, portal=settings.portal_key)
 
 
 @bp.post("/actions/<secret>/<path:action>")
 def actions(secret: str, action: str) -> ResponseReturnValue:
     """A digital-pipeline "send webhook" action: bonus/<name> or redeem/<points|max>."""
-    if not _secret_ok(secret):
-        return _not_found()
+    services = _services()
+    if not secret_ok(services, secret):
+        raise not_found()
     if not ACTION.fullmatch(action):
         return error_response(404, "unknown_action",
                               "use /amocrm/actions/<secret>/bonus/<name> (at most 51 letters, "
                               "digits, _ or -) or /redeem/<points|max>")
     verb, _, argument = action.partition("/")
-    return _store(f"action:{verb}:{argument}")
+    stored = accept(services, f"action:{verb}:{argument}", request.mimetype, request_body(),
+                    request.headers.get("X-Amocrm-Requestid"))
+    return jsonify(status="accepted", id=stored.id, duplicate=stored.duplicate)
 
 
 @bp.get("/oauth/callback")

@@ -2,7 +2,8 @@
 
 Each request is authenticated (auth[application_token], and auth[member_id] when known),
 stored in the inbox, and answered at once: no CRM call happens here. Bitrix24 never re-sends
-an event, so the inbox write is what makes "nothing lost" true.
+an event, so the inbox write is what makes "nothing lost" true. Events arrive through
+webhooks.intake (below Flask, for speed: `accept_event`), robot calls through this blueprint.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from flask.typing import ResponseReturnValue
 
 from connector.config import Bitrix24Settings
 from connector.crm.credentials import CredentialStore
+from connector.inbox import Stored
 from connector.services import Services
 from mappings import bitrix24 as b24
 from mappings.phpquery import QueryError, decode
 from webhooks.auth import same_secret
-from webhooks.errors import ApiError, error_response
+from webhooks.errors import ApiError
 from webhooks.validation import request_body, storable
 
 log = logging.getLogger(__name__)
@@ -61,11 +63,8 @@ def authenticate(auth: b24.Auth, *, event: str, settings: Bitrix24Settings,
 
 
 @bp.before_request
-def _only_when_enabled() -> ResponseReturnValue | None:
-    services: Services = current_app.extensions["loyalty"]
-    if not services.settings.bitrix24.enabled:
-        return error_response(404, "not_found", "bitrix24 is not enabled on this service")
-    return None
+def _only_when_enabled() -> None:
+    require_enabled(current_app.extensions["loyalty"])
 
 
 def _check_storable(item: b24.Event | b24.RobotCall) -> None:
@@ -78,13 +77,13 @@ def _check_storable(item: b24.Event | b24.RobotCall) -> None:
             raise b24.PayloadError(f"{field}: at most {limit} characters and no NUL")
 
 
-def _accepted(parse: Callable[[dict[str, Any]], T], invalid: str) -> tuple[Services, T]:
+def _accepted(services: Services, content_type: str, body: bytes,
+              parse: Callable[[dict[str, Any]], T], invalid: str) -> T:
     """The parsed, authenticated call, or an ApiError (415/400/401) with nothing stored."""
-    services: Services = current_app.extensions["loyalty"]
-    if request.mimetype != FORM:
+    if content_type != FORM:
         raise _refused(415, "unsupported_media_type", f"expected {FORM}")
     try:
-        item = parse(decode(request_body()))
+        item = parse(decode(body))
         _check_storable(item)
     except QueryError as exc:
         raise _refused(400, "malformed_body", str(exc)) from None
@@ -95,27 +94,33 @@ def _accepted(parse: Callable[[dict[str, Any]], T], invalid: str) -> tuple[Servi
                        credentials=services.bitrix24_credentials)
     if why:
         raise _refused(401, "unauthorized", why)
-    return services, item
+    return item
 
 
-@bp.post("/events")
-def events() -> ResponseReturnValue:
-    services, event = _accepted(b24.parse_event, "invalid_event")
-    body = request.get_data(cache=True)
+def require_enabled(services: Services) -> None:
+    if not services.settings.bitrix24.enabled:
+        raise ApiError(404, "not_found", "bitrix24 is not enabled on this service")
+
+
+def accept_event(services: Services, content_type: str, body: bytes) -> Stored:
+    """POST /bitrix24/events (Bitrix24 enabled): an outgoing event, stored; ApiError when
+    refused."""
+    event = _accepted(services, content_type, body, b24.parse_event, "invalid_event")
     # Events carry no id and are never re-sent; processing is by current state, so every
     # delivery is kept (a repeated one costs one fetch, a dropped one would lose a change).
     key = f"bitrix24:event:{hashlib.sha256(body).hexdigest()[:32]}:{uuid.uuid4().hex}"
-    stored = services.inbox.put(source="bitrix24", kind=event.name, dedup_key=key, body=body,
-                                content_type=request.mimetype, portal=event.auth.domain)
-    return jsonify(status="accepted", id=stored.id)
+    return services.inbox.put(source="bitrix24", kind=event.name, dedup_key=key, body=body,
+                              content_type=content_type, portal=event.auth.domain)
 
 
 @bp.post("/robots")
 def robots() -> ResponseReturnValue:
-    services, call = _accepted(b24.parse_robot, "invalid_robot_call")
+    services: Services = current_app.extensions["loyalty"]
+    body = request_body()
+    call = _accepted(services, request.mimetype, body, b24.parse_robot, "invalid_robot_call")
     # One robot run has one event_token: a repeated delivery must not redeem twice.
     key = b24.robot_key(services.settings.bitrix24.portal_key, call.event_token)
     stored = services.inbox.put(source="bitrix24", kind=ROBOT_KIND + call.code, dedup_key=key,
-                                body=request.get_data(cache=True),
-                                content_type=request.mimetype, portal=call.auth.domain)
+                                body=body, content_type=request.mimetype,
+                                portal=call.auth.domain)
     return jsonify(status="accepted", id=stored.id, duplicate=stored.duplicate)

@@ -51,13 +51,22 @@ class ApiError(Exception):
         super().__init__(detail)
 
 
-def error_response(status: int, code: str, detail: str | None = None, *,
-                   headers: Mapping[str, str] | None = None,
-                   extra: Mapping[str, object] | None = None) -> Response:
+def error_payload(code: str, detail: str | None = None, *,
+                  extra: Mapping[str, object] | None = None) -> dict[str, object]:
     body: dict[str, object] = {**(extra or {}), "error": code}
     if detail is not None:
         body["detail"] = detail
-    response = jsonify(body)
+    return body
+
+
+def too_large_detail(limit: int | None) -> str:
+    return f"the body exceeds server.max_body_bytes ({limit})"
+
+
+def error_response(status: int, code: str, detail: str | None = None, *,
+                   headers: Mapping[str, str] | None = None,
+                   extra: Mapping[str, object] | None = None) -> Response:
+    response = jsonify(error_payload(code, detail, extra=extra))
     response.status_code = status
     response.headers.update(headers or {})
     return response
@@ -79,17 +88,19 @@ def handle_http_exception(exc: HTTPException) -> HTTPException | Response:
         return exc  # a redirect (e.g. to add a trailing slash) must stay a redirect
     code, detail = exc.name.lower().replace(" ", "_"), exc.description
     if isinstance(exc, RequestEntityTooLarge):
-        limit = current_app.config["MAX_CONTENT_LENGTH"]
-        code, detail = "body_too_large", f"the body exceeds server.max_body_bytes ({limit})"
+        code, detail = "body_too_large", too_large_detail(current_app.config["MAX_CONTENT_LENGTH"])
     headers = {name: value for name, value in exc.get_headers()
                if name.lower() != "content-type"}  # keeps Allow on 405
     return error_response(exc.code, code, detail, headers=headers)
 
 
-def handle_unexpected(exc: Exception) -> Response:
+def log_unexpected(exc: Exception, method: str, path: str) -> None:
     # Method and path only: headers and body may carry the admin token or customer data.
-    log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.path,
-              exc_info=exc)
+    log.error("unhandled %s on %s %s", type(exc).__name__, method, path, exc_info=exc)
+
+
+def handle_unexpected(exc: Exception) -> Response:
+    log_unexpected(exc, request.method, request.path)
     return error_response(500, "internal_error")
 
 

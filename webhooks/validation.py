@@ -15,6 +15,7 @@ from typing import Any
 from flask import current_app, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wrappers import Request
 
 from connector.ledger.views import AccountRef
 from connector.money import MAX_AMOUNT, parse_amount
@@ -183,14 +184,18 @@ class Fields:
 
 
 def request_body() -> bytes:
-    """The raw body; 413 past server.max_body_bytes. Werkzeug refuses a Content-Length over
-    the limit, but a body streamed without one (chunked, behind a server that sets
-    wsgi.input_terminated) it cuts at the limit without a word: a cut body must not pass
-    for the whole one."""
-    body = request.get_data(cache=True)
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
-    if request.content_length is None and limit is not None and len(body) >= limit \
-            and request.environ["wsgi.input"].read(1):
+    """The raw body of Flask's current request; 413 past server.max_body_bytes."""
+    return read_body(request, current_app.config["MAX_CONTENT_LENGTH"])
+
+
+def read_body(incoming: Request, limit: int | None) -> bytes:
+    """The raw body; 413 past `limit`. Werkzeug refuses a Content-Length over the limit, but
+    a body streamed without one (chunked, behind a server that sets wsgi.input_terminated)
+    it cuts at the limit without a word: a cut body must not pass for the whole one. The
+    request's own max_content_length must be `limit`."""
+    body = incoming.get_data(cache=True)
+    if incoming.content_length is None and limit is not None and len(body) >= limit \
+            and incoming.environ["wsgi.input"].read(1):
         raise RequestEntityTooLarge()
     return body
 
