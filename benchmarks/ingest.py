@@ -227,11 +227,10 @@ def generate(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- the bare app (its own process) ----------------------------------------------------------
-def serve_bare(port: int, threads: int) -> None:
-    """The floor: the same WSGI server and thread count, Flask routing and a JSON answer,
-    and nothing else (no parsing, no authentication, no storage)."""
+def bare_app() -> Any:
+    """The floor: Flask routing and a JSON answer, and nothing else (no parsing, no
+    authentication, no storage)."""
     from flask import Flask, jsonify, request
-    from waitress import create_server
 
     app = Flask("bare")
 
@@ -244,6 +243,14 @@ def serve_bare(port: int, threads: int) -> None:
         request.get_data()
         return jsonify(status="accepted", id=0)
 
+    return app
+
+
+def serve_bare(port: int, threads: int) -> None:
+    """The bare app on the same WSGI server and thread count as `serve`."""
+    from waitress import create_server
+
+    app = bare_app()
     server = create_server(app, host="127.0.0.1", port=port, threads=threads)
 
     def stop(_signum: int, _frame: object) -> None:
@@ -510,6 +517,62 @@ def ingestion(url: str, scratch: Path, options: argparse.Namespace,
     return figures
 
 
+# -- part 1b: the same requests without a server --------------------------------------------
+def environ_for(template: dict[str, str], n: int) -> dict[str, Any]:
+    """The WSGI environ waitress would hand the app for one request of build_request's."""
+    import io
+
+    body = template["body"].replace(SLOT, str(n)).encode()
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": template["path"], "SCRIPT_NAME": "",
+               "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80",
+               "SERVER_PROTOCOL": "HTTP/1.1", "CONTENT_TYPE": FORM,
+               "CONTENT_LENGTH": str(len(body)), "HTTP_HOST": "127.0.0.1",
+               "REMOTE_ADDR": "127.0.0.1", "wsgi.input": io.BytesIO(body),
+               "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr, "wsgi.multithread": True,
+               "wsgi.multiprocess": False, "wsgi.run_once": False}
+    for line in filter(None, template["headers"].replace(SLOT, str(n)).split("\r\n")):
+        name, _, value = line.partition(": ")
+        environ["HTTP_" + name.upper().replace("-", "_")] = value
+    return environ
+
+
+def in_process(url: str, scratch: Path, options: argparse.Namespace) -> dict[str, Any]:
+    """CPU per request of each app called directly: one thread, no HTTP server, nothing
+    competing for the GIL. The gap to part 1's server figures is what serving costs."""
+    from connector.config import load_settings
+    from connector.services import Services
+    from webhooks import create_app
+
+    wipe(url)
+    config = scratch / "in-process.toml"
+    write_config(config, port=8080, threads=1, database_url=url)  # not listened on
+    services = Services.build(load_settings(config))
+    services.db.upgrade()
+    kinds = templates()
+    statuses: Counter[str] = Counter()
+
+    def start_response(status: str, _headers: Any, _exc_info: Any = None) -> None:
+        statuses[status.split()[0]] += 1
+
+    def cpu_us(app: Any, first: int) -> float:
+        numbers = range(first, first + options.in_process_requests)
+        for n in range(first - 300, first):  # warm-up, as in part 1
+            b"".join(app(environ_for(kinds[n % 2], n), start_response))
+        started = time.process_time()
+        for n in numbers:
+            b"".join(app(environ_for(kinds[n % 2], n), start_response))
+        return (time.process_time() - started) * 1e6 / len(numbers)
+
+    try:
+        with quiet_logs():
+            figures = {"serve_us": cpu_us(create_app(services=services), 1_000_000),
+                       "bare_us": cpu_us(bare_app(), 2_000_000)}
+    finally:
+        services.close()
+    figures["not_200"] = sum(v for k, v in statuses.items() if k != "200")
+    return figures
+
+
 # -- part 2: processing ----------------------------------------------------------------------
 @contextmanager
 def quiet_logs() -> Iterator[None]:
@@ -698,6 +761,10 @@ def print_ingestion(figures: dict[str, Any], options: argparse.Namespace) -> Non
     print(f"\nacknowledged (200) by serve: {figures['acknowledged']:,}; rows in the inbox: "
           f"{figures['stored']:,}; **lost: {figures['lost']}** (stored without a 200: "
           f"{figures['unacknowledged_but_stored']})")
+    own = figures["in_process"]
+    print(f"\nthe same requests in-process (the app called directly, one thread, no server): "
+          f"serve {own['serve_us']:.0f} µs, bare {own['bare_us']:.0f} µs CPU per request "
+          f"(non-200: {own['not_200']})")
     verdict = "met" if figures["ratio"] >= 0.8 and serve["fixed_p99_ms"] < 50 \
         and figures["lost"] == 0 else "MISSED"
     print(f"target (ratio >= 0.8, p99 < 50 ms at {options.rate:g}/s, 0 lost): {verdict}")
@@ -732,6 +799,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rate-duration", type=float, default=15.0)
     parser.add_argument("--open-connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=8, help="waitress threads (both apps)")
+    parser.add_argument("--in-process-requests", type=int, default=5000)
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--deals", type=int, default=500)
     parser.add_argument("--contacts", type=int, default=250)
@@ -743,6 +811,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if options.quick:
         options.rounds, options.duration, options.warmup = 1, 3.0, 1.0
         options.rate_duration = 4.0
+        options.in_process_requests = 500
         options.events, options.deals, options.contacts = 300, 100, 50
     return options
 
@@ -772,6 +841,8 @@ def main(argv: list[str]) -> None:
             if not options.skip_ingestion:
                 progress(f"{result['database']}: ingestion")
                 result["ingestion"] = ingestion(url, scratch, options, progress)
+                progress(f"{result['database']}: the same requests in-process")
+                result["ingestion"]["in_process"] = in_process(url, scratch, options)
             if not options.skip_processing:
                 rows = []
                 for run, bucket in itertools.product(

@@ -47,3 +47,15 @@ def test_every_acknowledged_event_is_in_the_inbox(tmp_path: Path) -> None:
     assert fixed["acked"] == 50
     assert ingest.count_rows(url, "inbox_events") == server.acked == \
         closed["acked"] + fixed["acked"]
+
+
+def test_the_in_process_figures_come_from_stored_events(tmp_path: Path) -> None:
+    ingest = load_benchmark()
+    url = f"sqlite:///{tmp_path}/in-process.db"
+    options = ingest.parse_args(["--quick"])
+    options.in_process_requests = 50
+    figures = ingest.in_process(url, tmp_path, options)
+    assert figures["not_200"] == 0
+    assert figures["serve_us"] > 0 and figures["bare_us"] > 0
+    # Every request the serve app answered (warm-up included) is an event in the inbox.
+    assert ingest.count_rows(url, "inbox_events") == 300 + 50
