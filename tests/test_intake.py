@@ -77,6 +77,14 @@ def test_near_misses_are_flask_404s(client: FlaskClient, app: Flask, path: str) 
     assert stored(app) == 0
 
 
+def test_a_doubled_slash_is_redirected_as_flask_redirects_it(client: FlaskClient,
+                                                             app: Flask) -> None:
+    response = client.post("/amocrm/webhooks//x", data=AMO_BODY, content_type=FORM)
+    assert response.status_code == 308
+    assert response.headers["Location"].endswith("/amocrm/webhooks/x")
+    assert stored(app) == 0
+
+
 def test_other_routes_pass_through_to_flask(client: FlaskClient) -> None:
     response = client.get("/healthz")
     assert response.status_code in (200, 503) and "X-Request-Id" in response.headers

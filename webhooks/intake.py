@@ -23,7 +23,7 @@ from http import HTTPStatus
 from typing import Any
 
 from werkzeug.exceptions import MethodNotAllowed, NotFound, RequestEntityTooLarge
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import Map, RequestRedirect, Rule
 from werkzeug.wrappers import Request
 
 from connector import logs
@@ -72,6 +72,8 @@ class Intake:
             return self.app(environ, start_response)  # answered as any unknown URL
         except MethodNotAllowed as exc:
             return self._answer(environ, start_response, exc.valid_methods or [])
+        except RequestRedirect as exc:  # `//` merged, as Flask's routing answers it
+            return exc(environ, start_response)
         return self._answer(environ, start_response, rule, arguments)
 
     def _bitrix24(self, incoming: Request, _arguments: dict[str, Any]) -> dict[str, Any]:
