@@ -48,7 +48,7 @@ def run(leads: int, contacts: int, rate: float, write_batch: int,
             "burst": int(rate), "write_batch": write_batch})
         services = Services.build(settings)
         services.db.upgrade()
-        client = AmoCRMClient(settings.amocrm, limiter=LeakyBucket(
+        client = AmoCRMClient(settings.amocrm, limiter=LeakyBucket.under(
             rate, int(rate), clock=clock.monotonic, sleep=clock.sleep), sleep=clock.sleep)
         connector = AmoCRMConnector(services, client=client)
         connector.installer.install()

@@ -46,8 +46,8 @@ def run(deals: int, contacts: int, rate: float, burst: int, database_url: str) -
         services = Services.build(settings)
         services.db.upgrade()
         client = Bitrix24Client(
-            settings.bitrix24, limiter=LeakyBucket(rate, burst - 1, clock=clock.monotonic,
-                                                   sleep=clock.sleep), sleep=clock.sleep)
+            settings.bitrix24, limiter=LeakyBucket.under(rate, burst, clock=clock.monotonic,
+                                                         sleep=clock.sleep), sleep=clock.sleep)
         connector = Bitrix24Connector(services, client=client)
         connector.installer.install()  # the contact fields
         setup_calls, setup_time = portal.http_requests, clock.monotonic()

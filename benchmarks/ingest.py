@@ -646,8 +646,8 @@ def bitrix24_processing(url: str, *, events: int, deals: int, contacts: int, ful
             # The install's calls must not eat the burst being measured: both buckets start
             # empty, or full for a portal that has been busy (every call waits its turn).
             b24 = settings.bitrix24
-            limiter = connector.client.limiter = LeakyBucket(b24.requests_per_second,
-                                                             max(b24.burst - 1, 1))
+            limiter = connector.client.limiter = LeakyBucket.under(b24.requests_per_second,
+                                                                   b24.burst)
             portal.bucket.reset()
             if full_bucket:
                 portal.bucket.level = float(portal.bucket.burst)
@@ -706,7 +706,8 @@ def amocrm_processing(url: str, *, events: int, deals: int, contacts: int, full_
                                    dedup_key=f"bench:{rng.getrandbits(64):016x}", body=body,
                                    content_type=FORM, portal=settings.amocrm.portal_key)
             amo = settings.amocrm
-            limiter = connector.client.limiter = LeakyBucket(amo.requests_per_second, amo.burst)
+            limiter = connector.client.limiter = LeakyBucket.under(amo.requests_per_second,
+                                                                   amo.burst)
             # The fake keeps its bucket to itself; set as the Bitrix24 run does (see there).
             with account._lock:
                 account._level = float(account.burst) if full_bucket else 0.0

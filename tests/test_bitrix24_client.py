@@ -170,3 +170,22 @@ def test_leaky_bucket_never_spins_on_float_residue_of_a_large_clock() -> None:
     for _ in range(200):
         bucket.acquire()
     assert 200 / 7 - 2 < now[0] - 1_795_417_200.0 < 200 / 7
+
+
+def test_both_clients_keep_one_request_under_the_crms_bucket() -> None:
+    """Requests that left on time can arrive closer together: amoCRM's bucket (7, burst 7)
+    must still hold the first 7 that arrive at once, so the clients send at most 6 at once."""
+    from connector.config import AmoCRMSettings, Bitrix24Settings
+    from connector.crm.amocrm import AmoCRMClient
+
+    now = [0.0]
+    amo = AmoCRMClient(AmoCRMSettings(base_url="https://acme.amocrm.ru"))
+    b24 = Bitrix24Client(Bitrix24Settings(webhook_url="https://acme.bitrix24.ru/rest/1/x/"))
+    for client, crm_burst in ((amo, 7), (b24, 50)):
+        bucket = LeakyBucket.under(client.limiter.rate, crm_burst, clock=lambda: now[0],
+                                   sleep=lambda s: now.__setitem__(0, now[0] + s))
+        assert client.limiter.burst == bucket.burst == crm_burst - 1
+        unwaited = 0
+        while bucket.acquire() == 0:
+            unwaited += 1
+        assert unwaited == crm_burst - 1

@@ -72,7 +72,7 @@ class AmoCRMClient:
         self.settings = settings
         self.credentials = credentials
         self.metrics = metrics
-        self.limiter = limiter or LeakyBucket(
+        self.limiter = limiter or LeakyBucket.under(
             settings.requests_per_second, settings.burst, sleep=sleep,
             on_wait=metrics.limiter_waited("amocrm") if metrics else None)
         self.session = session or requests.Session()

@@ -112,8 +112,8 @@ class Bitrix24Client:
         self.settings = settings
         self.credentials = credentials
         self.metrics = metrics
-        self.limiter = limiter or LeakyBucket(
-            settings.requests_per_second, max(settings.burst - 1, 1), sleep=sleep,
+        self.limiter = limiter or LeakyBucket.under(
+            settings.requests_per_second, settings.burst, sleep=sleep,
             on_wait=metrics.limiter_waited("bitrix24") if metrics else None)
         self.session = session or requests.Session()
         self.sleep = sleep

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 MIN_SLEEP_S = 0.001
 
@@ -33,6 +34,14 @@ class LeakyBucket:
         self._lock = threading.Lock()
         self.waited_seconds = 0.0
         self.on_wait = on_wait  # told the seconds of every request that had to wait (metrics)
+
+    @classmethod
+    def under(cls, rate: float, burst: int, **options: Any) -> LeakyBucket:
+        """A bucket one request under the CRM's own (`rate`, `burst`): requests leave here on
+        time but arrive with network jitter, and two that arrive closer than they left must
+        still fit the CRM's bucket. amoCRM blocks an account that passes its limit again and
+        again; Bitrix24 answers QUERY_LIMIT_EXCEEDED."""
+        return cls(rate, max(burst - 1, 1), **options)
 
     def _drain(self, now: float) -> None:
         self._level = max(0.0, self._level - (now - self._at) * self.rate)
