@@ -24,7 +24,7 @@ waits its turn at the limit), it reports events per second, ledger entries and C
 
     .venv/bin/python benchmarks/ingest.py [--quick] [--database-url URL] [--json]
         [--rounds 3 --duration 10 --rate 500 --rate-duration 15 --connections 16]
-        [--threads 8 --events 2000 --deals 500 --contacts 250] [--skip-processing]
+        [--threads 16 --events 2000 --deals 500 --contacts 250] [--skip-processing]
 
 SQLite always runs (a file in a temporary directory); PostgreSQL too when --database-url is
 given. That database is emptied first (every table dropped): its name must contain "bench"
@@ -799,7 +799,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=500.0, help="open-loop requests/s")
     parser.add_argument("--rate-duration", type=float, default=15.0)
     parser.add_argument("--open-connections", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=8, help="waitress threads (both apps)")
+    parser.add_argument("--threads", type=int, default=16,
+                        help="waitress threads (both apps; serve's default)")
     parser.add_argument("--in-process-requests", type=int, default=5000)
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--deals", type=int, default=500)

@@ -50,7 +50,9 @@ class ServerSettings(_Section):
     admin_token: SecretStr | None = Field(None, description="bearer token for /api/v1")
     metrics_token: SecretStr | None = Field(
         None, description="bearer token for GET /metrics (the admin token works too)")
-    threads: int = Field(8, ge=1, le=256)
+    # A receiver's thread mostly waits for the inbox commit, and the threads waiting together
+    # share one (group commit): 16 took 15% less CPU per event than 8 under a burst.
+    threads: int = Field(16, ge=1, le=256)
 
     @field_validator("admin_token", "metrics_token")
     @classmethod
