@@ -96,7 +96,7 @@ class InboxWriter:
             cursor = connection.cursor()
             by_key = self._execute(cursor, chunks)
         except dbapi.Error as exc:
-            lost = self._engine.dialect.is_disconnect(exc, connection.driver_connection, cursor)
+            lost = self._engine.dialect.is_disconnect(exc, connection.dbapi_connection, cursor)
             self._abandon(connection, cursor, keep=isinstance(exc, dbapi.IntegrityError),
                           lost=lost)
             # No parameters in the error: the bodies carry the CRMs' tokens.
@@ -128,11 +128,15 @@ class InboxWriter:
         return by_key
 
     def _take(self) -> PoolProxiedConnection:
-        connection = self._connection or self._engine.raw_connection()
-        self._connection = None
-        driver = connection.driver_connection
-        if not self._sqlite and driver is not None and not driver.autocommit:
-            driver.autocommit = True
+        connection, self._connection = self._connection, None
+        if connection is None:
+            connection = self._engine.raw_connection()
+            if self._hold:
+                # Ours from now on, never the pool's: not counted against its size, and not
+                # handed to a session after us in autocommit mode (closing really closes it).
+                connection.detach()
+                if not self._sqlite:
+                    connection.dbapi_connection.autocommit = True  # type: ignore[union-attr]
         return connection
 
     def _release(self, connection: PoolProxiedConnection) -> None:
@@ -142,14 +146,10 @@ class InboxWriter:
             self._give_back(connection)
 
     def _give_back(self, connection: PoolProxiedConnection) -> None:
-        if self._sqlite:
-            connection.close()
-        else:
-            # Switched to autocommit: not a connection for the pool's other users.
-            connection.invalidate()
+        connection.close()  # detached when held: closed; else back to its pool
 
     def _in_transaction(self, connection: PoolProxiedConnection) -> bool:
-        driver: Any = connection.driver_connection
+        driver: Any = connection.dbapi_connection
         if self._sqlite:
             return bool(driver.in_transaction)
         from psycopg.pq import TransactionStatus
@@ -166,7 +166,7 @@ class InboxWriter:
             if cursor is not None:
                 cursor.close()
             if self._in_transaction(connection):
-                connection.driver_connection.execute("ROLLBACK")  # type: ignore[union-attr]
+                connection.dbapi_connection.execute("ROLLBACK")  # type: ignore[union-attr]
         except Exception:
             connection.invalidate()
             return

@@ -4,6 +4,7 @@ its errors."""
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 from collections.abc import Iterator
 
@@ -89,11 +90,11 @@ def test_a_lost_connection_is_replaced_once(db: Database, inbox: Inbox, clock: C
     held = inbox._writer._connection
     assert held is not None
     if db.is_postgres:
-        pid = held.driver_connection.info.backend_pid  # type: ignore[union-attr]
+        pid = held.dbapi_connection.info.backend_pid  # type: ignore[union-attr]
         with db.engine.begin() as connection:
             connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
     else:
-        held.driver_connection.close()  # type: ignore[union-attr]
+        held.dbapi_connection.close()  # type: ignore[union-attr]
     taken = checkouts(db)
     stored = inbox.put(source="amocrm", kind="webhook", dedup_key="after", body=b"x")
     assert len(taken) == 1  # one fresh connection, and the event stored on it
@@ -121,3 +122,20 @@ def test_a_put_is_committed_and_leaves_no_lock_behind(db: Database, inbox: Inbox
             other.execute("ROLLBACK")
         finally:
             other.close()
+
+
+def test_the_writers_connection_never_goes_back_to_the_pool(db: Database, clock: Clock) -> None:
+    """Held apart from the pool (and in autocommit on PostgreSQL): a session after it must
+    never be handed that connection, not even when an inbox is dropped without close()."""
+    inbox = Inbox(db, InboxSettings(), clock=clock)
+    inbox.put(source="amocrm", kind="webhook", dedup_key="held", body=b"x")
+    assert db.engine.pool.checkedout() == 0  # not counted as the pool's
+    held = inbox._writer._connection
+    assert held is not None
+    writer_connection = held.dbapi_connection
+    del inbox, held
+    gc.collect()
+    with db.engine.connect() as connection:
+        assert connection.connection.dbapi_connection is not writer_connection
+        if db.is_postgres:
+            assert connection.connection.dbapi_connection.autocommit is False  # type: ignore[union-attr]
