@@ -14,6 +14,7 @@ import hashlib
 import logging
 import re
 import uuid
+from collections.abc import Callable
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
@@ -51,12 +52,14 @@ def not_found() -> ApiError:
     return ApiError(404, "not_found", "The requested URL was not found on the server.")
 
 
-def accept(services: Services, kind: str, content_type: str, body: bytes,
-           request_id: str | None) -> Stored:
-    """A webhook or pipeline action body (secret already checked), stored; ApiError when
-    refused. `request_id` is amoCRM's X-Amocrm-Requestid header."""
+def accept(services: Services, kind: str, content_type: str,
+           read_body: Callable[[], bytes], request_id: str | None) -> Stored:
+    """A webhook or pipeline action (secret already checked), stored; ApiError when refused.
+    The body is read only once the content type is right; `request_id` is amoCRM's
+    X-Amocrm-Requestid header."""
     if content_type != FORM:
         raise ApiError(415, "unsupported_media_type", f"expected {FORM}")
+    body = read_body()
     try:
         hook = amo.parse_webhook(decode(body))
     except (QueryError, amo.PayloadError) as exc:
@@ -87,7 +90,7 @@ def actions(secret: str, action: str) -> ResponseReturnValue:
                               "use /amocrm/actions/<secret>/bonus/<name> (at most 51 letters, "
                               "digits, _ or -) or /redeem/<points|max>")
     verb, _, argument = action.partition("/")
-    stored = accept(services, f"action:{verb}:{argument}", request.mimetype, request_body(),
+    stored = accept(services, f"action:{verb}:{argument}", request.mimetype, request_body,
                     request.headers.get("X-Amocrm-Requestid"))
     return jsonify(status="accepted", id=stored.id, duplicate=stored.duplicate)
 

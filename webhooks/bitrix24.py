@@ -77,11 +77,13 @@ def _check_storable(item: b24.Event | b24.RobotCall) -> None:
             raise b24.PayloadError(f"{field}: at most {limit} characters and no NUL")
 
 
-def _accepted(services: Services, content_type: str, body: bytes,
-              parse: Callable[[dict[str, Any]], T], invalid: str) -> T:
-    """The parsed, authenticated call, or an ApiError (415/400/401) with nothing stored."""
+def _accepted(services: Services, content_type: str, read_body: Callable[[], bytes],
+              parse: Callable[[dict[str, Any]], T], invalid: str) -> tuple[T, bytes]:
+    """The parsed, authenticated call and its body, or an ApiError (415/400/401) with
+    nothing stored. The body is read only once the content type is right."""
     if content_type != FORM:
         raise _refused(415, "unsupported_media_type", f"expected {FORM}")
+    body = read_body()
     try:
         item = parse(decode(body))
         _check_storable(item)
@@ -94,7 +96,7 @@ def _accepted(services: Services, content_type: str, body: bytes,
                        credentials=services.bitrix24_credentials)
     if why:
         raise _refused(401, "unauthorized", why)
-    return item
+    return item, body
 
 
 def require_enabled(services: Services) -> None:
@@ -102,10 +104,12 @@ def require_enabled(services: Services) -> None:
         raise ApiError(404, "not_found", "bitrix24 is not enabled on this service")
 
 
-def accept_event(services: Services, content_type: str, body: bytes) -> Stored:
+def accept_event(services: Services, content_type: str,
+                 read_body: Callable[[], bytes]) -> Stored:
     """POST /bitrix24/events (Bitrix24 enabled): an outgoing event, stored; ApiError when
     refused."""
-    event = _accepted(services, content_type, body, b24.parse_event, "invalid_event")
+    event, body = _accepted(services, content_type, read_body, b24.parse_event,
+                            "invalid_event")
     # Events carry no id and are never re-sent; processing is by current state, so every
     # delivery is kept (a repeated one costs one fetch, a dropped one would lose a change).
     key = f"bitrix24:event:{hashlib.sha256(body).hexdigest()[:32]}:{uuid.uuid4().hex}"
@@ -116,8 +120,8 @@ def accept_event(services: Services, content_type: str, body: bytes) -> Stored:
 @bp.post("/robots")
 def robots() -> ResponseReturnValue:
     services: Services = current_app.extensions["loyalty"]
-    body = request_body()
-    call = _accepted(services, request.mimetype, body, b24.parse_robot, "invalid_robot_call")
+    call, body = _accepted(services, request.mimetype, request_body, b24.parse_robot,
+                           "invalid_robot_call")
     # One robot run has one event_token: a repeated delivery must not redeem twice.
     key = b24.robot_key(services.settings.bitrix24.portal_key, call.event_token)
     stored = services.inbox.put(source="bitrix24", kind=ROBOT_KIND + call.code, dedup_key=key,

@@ -83,15 +83,23 @@ def handle_ledger_error(exc: LedgerError) -> Response:
     return error_response(status, exc.code, exc.detail, extra=exc.context)
 
 
+def http_error(exc: HTTPException, max_body: int | None
+               ) -> tuple[int, str, str | None, dict[str, str]]:
+    """werkzeug's error (404, 405, 413, a client that went away, ...) as status, code,
+    detail and headers of the JSON answer."""
+    code, detail = exc.name.lower().replace(" ", "_"), exc.description
+    if isinstance(exc, RequestEntityTooLarge):
+        code, detail = "body_too_large", too_large_detail(max_body)
+    headers = {name: value for name, value in exc.get_headers()
+               if name.lower() != "content-type"}  # keeps Allow on 405
+    return exc.code or 500, code, detail, headers
+
+
 def handle_http_exception(exc: HTTPException) -> HTTPException | Response:
     if exc.code is None or isinstance(exc, RoutingException):
         return exc  # a redirect (e.g. to add a trailing slash) must stay a redirect
-    code, detail = exc.name.lower().replace(" ", "_"), exc.description
-    if isinstance(exc, RequestEntityTooLarge):
-        code, detail = "body_too_large", too_large_detail(current_app.config["MAX_CONTENT_LENGTH"])
-    headers = {name: value for name, value in exc.get_headers()
-               if name.lower() != "content-type"}  # keeps Allow on 405
-    return error_response(exc.code, code, detail, headers=headers)
+    status, code, detail, headers = http_error(exc, current_app.config["MAX_CONTENT_LENGTH"])
+    return error_response(status, code, detail, headers=headers)
 
 
 def log_unexpected(exc: Exception, method: str, path: str) -> None:

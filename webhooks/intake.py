@@ -17,12 +17,14 @@ under the route's own label.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from http import HTTPStatus
+from dataclasses import dataclass, field
 from typing import Any
 
-from werkzeug.exceptions import MethodNotAllowed, NotFound, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import Map, RequestRedirect, Rule
 from werkzeug.wrappers import Request
 
@@ -30,12 +32,23 @@ from connector import logs
 from connector.inbox import Stored
 from connector.services import Services
 from webhooks import amocrm, bitrix24
-from webhooks.errors import ApiError, error_payload, log_unexpected, too_large_detail
+from webhooks.errors import ApiError, error_payload, http_error, log_unexpected
 from webhooks.validation import read_body
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 # Only requests under these prefixes are matched here; every other passes straight to Flask.
 PREFIXES = ("/bitrix24/events", "/amocrm/webhooks/")
+SLASHES = re.compile("/{2,}")
+# What Flask answered on these routes: OPTIONS by itself, 405 for the rest.
+ALLOW = "OPTIONS, POST"
+Route = tuple[Rule, dict[str, Any]] | MethodNotAllowed | RequestRedirect
+
+
+@dataclass
+class Answer:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class Intake:
@@ -51,10 +64,14 @@ class Intake:
         self.max_body = max_body
         self.request_ids = request_ids
         self.url_map = Map([
-            Rule("/bitrix24/events", endpoint="bitrix24_events", methods=["POST"]),
-            Rule("/amocrm/webhooks/<secret>", endpoint="amocrm_webhooks", methods=["POST"]),
+            Rule("/bitrix24/events", endpoint="bitrix24_events", methods=["POST", "OPTIONS"]),
+            Rule("/amocrm/webhooks/<secret>", endpoint="amocrm_webhooks",
+                 methods=["POST", "OPTIONS"]),
         ])
-        self._handlers: dict[str, Callable[[Request, dict[str, Any]], dict[str, Any]]] = {
+        # Each answers a POST with its JSON, and an OPTIONS with None once the route is
+        # available (Bitrix24's while it is enabled, as the Flask blueprint had it).
+        self._handlers: dict[str, Callable[[Request, dict[str, Any]],
+                                           dict[str, Any] | None]] = {
             "bitrix24_events": self._bitrix24, "amocrm_webhooks": self._amocrm}
         # The rules name no host, so one adapter serves every request (binding one per
         # request, as bind_to_environ does, was a tenth of this layer's time).
@@ -63,29 +80,43 @@ class Intake:
     def __call__(self, environ: dict[str, Any],
                  start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
-        if not path.startswith(PREFIXES):
+        if not path.startswith(PREFIXES) and not (
+                "//" in path and SLASHES.sub("/", path).startswith(PREFIXES)):
             return self.app(environ, start_response)
+        route: Route
         try:
-            rule, arguments = self._routes.match(_wsgi_text(path), environ["REQUEST_METHOD"],
-                                                 return_rule=True)
+            route = self._routes.match(_wsgi_text(path), environ["REQUEST_METHOD"],
+                                       return_rule=True)
         except NotFound:
             return self.app(environ, start_response)  # answered as any unknown URL
         except MethodNotAllowed as exc:
-            return self._answer(environ, start_response, exc.valid_methods or [])
-        except RequestRedirect as exc:  # `//` merged, as Flask's routing answers it
-            return exc(environ, start_response)
-        return self._answer(environ, start_response, rule, arguments)
+            route = exc
+        except RequestRedirect:
+            # `//` merged, as Flask's routing answered it: the URL with this request's
+            # scheme, host, mount point and query, which the shared adapter does not know.
+            try:
+                self.url_map.bind_to_environ(environ).match()
+            except RequestRedirect as exact:
+                route = exact
+            else:  # cannot happen: the same map; answered as an unknown URL if it did
+                return self.app(environ, start_response)
+        return self._answer(environ, start_response, route)
 
-    def _bitrix24(self, incoming: Request, _arguments: dict[str, Any]) -> dict[str, Any]:
+    def _bitrix24(self, incoming: Request, _arguments: dict[str, Any]) -> dict[str, Any] | None:
         bitrix24.require_enabled(self.services)
-        stored = bitrix24.accept_event(self.services, incoming.mimetype, self._body(incoming))
+        if incoming.method == "OPTIONS":
+            return None
+        stored = bitrix24.accept_event(self.services, incoming.mimetype,
+                                       lambda: self._body(incoming))
         return {"status": "accepted", "id": stored.id}
 
-    def _amocrm(self, incoming: Request, arguments: dict[str, Any]) -> dict[str, Any]:
+    def _amocrm(self, incoming: Request, arguments: dict[str, Any]) -> dict[str, Any] | None:
+        if incoming.method == "OPTIONS":
+            return None
         if not amocrm.secret_ok(self.services, arguments["secret"]):
             raise amocrm.not_found()
         stored: Stored = amocrm.accept(self.services, "webhook", incoming.mimetype,
-                                       self._body(incoming),
+                                       lambda: self._body(incoming),
                                        incoming.headers.get("X-Amocrm-Requestid"))
         return {"status": "accepted", "id": stored.id, "duplicate": stored.duplicate}
 
@@ -94,41 +125,55 @@ class Intake:
         return read_body(incoming, self.max_body)
 
     def _answer(self, environ: dict[str, Any], start_response: Callable[..., Any],
-                rule: Rule | list[str], arguments: dict[str, Any] | None = None,
-                ) -> Iterable[bytes]:
+                route: Route) -> Iterable[bytes]:
         started = time.perf_counter()
         request_id = logs.request_id(environ.get("HTTP_X_REQUEST_ID"), self.request_ids)
         token = logs.bind(request_id=request_id)
-        headers = {"X-Request-Id": request_id}
         try:
-            status, payload = self._outcome(environ, rule, arguments or {}, headers)
+            answer = self._outcome(environ, route)
         finally:
             logs.unbind(token)
-        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
-        start_response(f"{status} {HTTPStatus(status).phrase}", [
-            ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-            *headers.items()])
-        label = rule.rule if isinstance(rule, Rule) else None
-        self.services.metrics.observe_request(label, status, time.perf_counter() - started)
-        return [body]
+        answer.headers["X-Request-Id"] = request_id
+        answer.headers.setdefault("Content-Type", "application/json")
+        answer.headers["Content-Length"] = str(len(answer.body))
+        start_response(f"{answer.status} {HTTP_STATUS_CODES[answer.status].upper()}",
+                       list(answer.headers.items()))
+        label = route[0].rule if isinstance(route, tuple) else None
+        self.services.metrics.observe_request(label, answer.status,
+                                              time.perf_counter() - started)
+        # HEAD: the headers of the answer without its body, as werkzeug answers it.
+        return [] if environ["REQUEST_METHOD"] == "HEAD" else [answer.body]
 
-    def _outcome(self, environ: dict[str, Any], rule: Rule | list[str],
-                 arguments: dict[str, Any],
-                 headers: dict[str, str]) -> tuple[int, Mapping[str, object]]:
+    def _outcome(self, environ: dict[str, Any], route: Route) -> Answer:
+        if isinstance(route, RequestRedirect):
+            redirect = route.get_response(environ)
+            return Answer(redirect.status_code, redirect.get_data(), dict(redirect.headers))
+        if isinstance(route, MethodNotAllowed):
+            return _json(405, error_payload("method_not_allowed", route.description),
+                         {"Allow": ALLOW})
         incoming = Request(environ)
-        if not isinstance(rule, Rule):  # another method: the ones allowed
-            headers["Allow"] = ", ".join(sorted(rule))
-            return 405, error_payload("method_not_allowed", MethodNotAllowed.description)
+        rule, arguments = route
         try:
-            return 200, self._handlers[str(rule.endpoint)](incoming, arguments)
+            payload = self._handlers[str(rule.endpoint)](incoming, arguments)
         except ApiError as exc:
-            headers.update(exc.headers)
-            return exc.status, error_payload(exc.code, exc.detail)
-        except RequestEntityTooLarge:
-            return 413, error_payload("body_too_large", too_large_detail(self.max_body))
+            return _json(exc.status, error_payload(exc.code, exc.detail), exc.headers)
+        except HTTPException as exc:  # 413, a client gone mid-body (400), ...
+            status, code, detail, headers = http_error(exc, self.max_body)
+            return _json(status, error_payload(code, detail), headers)
         except Exception as exc:
             log_unexpected(exc, incoming.method, incoming.path)
-            return 500, error_payload("internal_error")
+            return _json(500, error_payload("internal_error"))
+        if payload is None:  # OPTIONS: Flask's default answer
+            return Answer(200, headers={"Allow": ALLOW,
+                                        "Content-Type": "text/html; charset=utf-8"})
+        return _json(200, payload)
+
+
+def _json(status: int, payload: Mapping[str, object],
+          headers: Mapping[str, str] | None = None) -> Answer:
+    # As Flask's JSON provider writes it: sorted keys, ASCII, a closing newline.
+    body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode() + b"\n"
+    return Answer(status, body, dict(headers or {}))
 
 
 def _wsgi_text(path: str) -> str:
