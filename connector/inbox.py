@@ -179,7 +179,9 @@ class Inbox:
         return self._writer.insert(rows)
 
     def close(self) -> None:
-        self._writer.close()
+        # After a write in progress (a request still answering at shutdown), never under it.
+        with self._write_lock:
+            self._writer.close()
 
     def claim(self, limit: int | None = None, *, source: str | None = None) -> list[InboxItem]:
         """Lease due items to this worker; concurrent workers never get the same item."""

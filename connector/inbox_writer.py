@@ -148,6 +148,16 @@ class InboxWriter:
     def _give_back(self, connection: PoolProxiedConnection) -> None:
         connection.close()  # detached when held: closed; else back to its pool
 
+    def _discard(self, connection: PoolProxiedConnection) -> None:
+        """Never to be used again. invalidate() alone leaves a detached connection open."""
+        driver = connection.dbapi_connection
+        connection.invalidate()
+        if driver is not None:
+            try:
+                driver.close()
+            except Exception:  # already broken: nothing more to release
+                log.debug("inbox writer: closing a discarded connection failed", exc_info=True)
+
     def _in_transaction(self, connection: PoolProxiedConnection) -> bool:
         driver: Any = connection.dbapi_connection
         if self._sqlite:
@@ -160,7 +170,7 @@ class InboxWriter:
                  lost: bool) -> None:
         """Roll back; the connection stays only after a plain refusal (a duplicate key)."""
         if lost:
-            connection.invalidate()
+            self._discard(connection)
             return
         try:
             if cursor is not None:
@@ -168,7 +178,7 @@ class InboxWriter:
             if self._in_transaction(connection):
                 connection.dbapi_connection.execute("ROLLBACK")  # type: ignore[union-attr]
         except Exception:
-            connection.invalidate()
+            self._discard(connection)
             return
         if keep:
             self._release(connection)

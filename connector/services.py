@@ -88,5 +88,7 @@ class Services:
         return counts
 
     def close(self) -> None:
-        self.inbox.close()
-        self.db.dispose()
+        try:
+            self.inbox.close()
+        finally:
+            self.db.dispose()

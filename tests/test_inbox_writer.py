@@ -139,3 +139,21 @@ def test_the_writers_connection_never_goes_back_to_the_pool(db: Database, clock:
         assert connection.connection.dbapi_connection is not writer_connection
         if db.is_postgres:
             assert connection.connection.dbapi_connection.autocommit is False  # type: ignore[union-attr]
+
+
+def test_a_connection_that_cannot_be_cleaned_is_closed_not_left_open(
+        inbox: Inbox, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    inbox._insert([row(clock, "dup")])
+    held = inbox._writer._connection
+    assert held is not None
+    driver = held.dbapi_connection
+
+    def broken(_connection: object) -> bool:
+        raise OSError("connection reset while rolling back")
+
+    monkeypatch.setattr(inbox._writer, "_in_transaction", broken)
+    with pytest.raises(IntegrityError):
+        inbox._insert([row(clock, "dup")])
+    assert inbox._writer._connection is None
+    with pytest.raises(Exception, match="closed"):  # psycopg and sqlite3 both say so
+        driver.execute("SELECT 1")  # type: ignore[union-attr]
