@@ -76,13 +76,13 @@ def log_context(**fields: Any) -> Iterator[None]:
         unbind(token)
 
 
-def request_id(given: str | None, fresh: Callable[[], str] | None = None) -> str:
-    """The caller's X-Request-Id when it is a plain token, else a new one (from `fresh`, see
+def request_id(given: str | None, fresh: Callable[[], str]) -> str:
+    """The caller's X-Request-Id when it is a plain token, else a new one from `fresh` (see
     request_ids): a header is attacker-controlled and must not put newlines or markup into
     the logs."""
     if given and _REQUEST_ID.fullmatch(given):
         return given
-    return fresh() if fresh else uuid.uuid4().hex
+    return fresh()
 
 
 def request_ids() -> Callable[[], str]:

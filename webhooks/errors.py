@@ -59,10 +59,6 @@ def error_payload(code: str, detail: str | None = None, *,
     return body
 
 
-def too_large_detail(limit: int | None) -> str:
-    return f"the body exceeds server.max_body_bytes ({limit})"
-
-
 def error_response(status: int, code: str, detail: str | None = None, *,
                    headers: Mapping[str, str] | None = None,
                    extra: Mapping[str, object] | None = None) -> Response:
@@ -89,7 +85,7 @@ def http_error(exc: HTTPException, max_body: int | None
     detail and headers of the JSON answer."""
     code, detail = exc.name.lower().replace(" ", "_"), exc.description
     if isinstance(exc, RequestEntityTooLarge):
-        code, detail = "body_too_large", too_large_detail(max_body)
+        code, detail = "body_too_large", f"the body exceeds server.max_body_bytes ({max_body})"
     headers = {name: value for name, value in exc.get_headers()
                if name.lower() != "content-type"}  # keeps Allow on 405
     return exc.code or 500, code, detail, headers

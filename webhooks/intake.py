@@ -107,7 +107,7 @@ class Intake:
         if incoming.method == "OPTIONS":
             return None
         stored = bitrix24.accept_event(self.services, incoming.mimetype,
-                                       lambda: self._body(incoming))
+                                       lambda: read_body(incoming))
         return {"status": "accepted", "id": stored.id}
 
     def _amocrm(self, incoming: Request, arguments: dict[str, Any]) -> dict[str, Any] | None:
@@ -116,13 +116,9 @@ class Intake:
         if not amocrm.secret_ok(self.services, arguments["secret"]):
             raise amocrm.not_found()
         stored: Stored = amocrm.accept(self.services, "webhook", incoming.mimetype,
-                                       lambda: self._body(incoming),
+                                       lambda: read_body(incoming),
                                        incoming.headers.get("X-Amocrm-Requestid"))
         return {"status": "accepted", "id": stored.id, "duplicate": stored.duplicate}
-
-    def _body(self, incoming: Request) -> bytes:
-        incoming.max_content_length = self.max_body
-        return read_body(incoming, self.max_body)
 
     def _answer(self, environ: dict[str, Any], start_response: Callable[..., Any],
                 route: Route) -> Iterable[bytes]:
@@ -152,6 +148,7 @@ class Intake:
             return _json(405, error_payload("method_not_allowed", route.description),
                          {"Allow": ALLOW})
         incoming = Request(environ)
+        incoming.max_content_length = self.max_body
         rule, arguments = route
         try:
             payload = self._handlers[str(rule.endpoint)](incoming, arguments)

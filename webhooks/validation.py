@@ -185,15 +185,16 @@ class Fields:
 
 def request_body() -> bytes:
     """The raw body of Flask's current request; 413 past server.max_body_bytes."""
-    return read_body(request, current_app.config["MAX_CONTENT_LENGTH"])
+    return read_body(request)
 
 
-def read_body(incoming: Request, limit: int | None) -> bytes:
-    """The raw body; 413 past `limit`. Werkzeug refuses a Content-Length over the limit, but
-    a body streamed without one (chunked, behind a server that sets wsgi.input_terminated)
-    it cuts at the limit without a word: a cut body must not pass for the whole one. The
-    request's own max_content_length must be `limit`."""
+def read_body(incoming: Request) -> bytes:
+    """The raw body; 413 past the request's max_content_length. Werkzeug refuses a
+    Content-Length over the limit, but a body streamed without one (chunked, behind a server
+    that sets wsgi.input_terminated) it cuts at the limit without a word: a cut body must not
+    pass for the whole one."""
     body = incoming.get_data(cache=True)
+    limit = incoming.max_content_length
     if incoming.content_length is None and limit is not None and len(body) >= limit \
             and incoming.environ["wsgi.input"].read(1):
         raise RequestEntityTooLarge()
