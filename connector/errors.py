@@ -8,7 +8,8 @@
      │    ├── InsufficientPointsError
      │    ├── RedemptionCapError
      │    ├── UnknownBonusError
-     │    └── IdempotencyConflictError   same key, different operation
+     │    ├── NothingToReverseError      the source has nothing on the account (yet)
+     │    └── IdempotencyConflictError   same key, different request
      ├── StorageError              the database is not usable (unreachable, not migrated)
      └── CRMError                  a call to the CRM failed
           ├── RetriableCRMError    try again later (rate limit, 5xx, timeout); may carry a wait
@@ -30,6 +31,7 @@ __all__ = [
     "InsufficientPointsError",
     "InvalidAmountError",
     "LedgerError",
+    "NothingToReverseError",
     "RedemptionCapError",
     "RetriableCRMError",
     "SkippableRecordError",
@@ -95,8 +97,14 @@ class UnknownBonusError(LedgerError):
     code = "unknown_bonus"
 
 
+class NothingToReverseError(LedgerError):
+    """A reversal names a source with nothing recorded on the account, or already reversed."""
+
+    code = "nothing_to_reverse"
+
+
 class IdempotencyConflictError(LedgerError):
-    """The idempotency key was already used for a different operation or account."""
+    """The idempotency key was already used for a different operation, account or request."""
 
     code = "idempotency_conflict"
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import text
 from werkzeug.test import TestResponse
 
 from connector.config import Settings
@@ -252,6 +253,40 @@ def test_key_reused_for_another_request_is_a_conflict(api: Api, path: str,
     assert api.balance() == "50.00"
 
 
+def test_same_key_with_other_parameters_is_a_conflict(api: Api) -> None:
+    api.accrue("1000", key="order-1")
+    first = api.post("/api/v1/redeem", {**ANNA, "points": "10"}, key="pay-1")
+    assert first.status_code == 201
+    response = api.post("/api/v1/redeem", {**ANNA, "points": "20"}, key="pay-1")
+    assert response.status_code == 409
+    assert response.json["error"] == "idempotency_conflict"
+    assert "other parameters" in response.json["detail"]
+    partial = api.post("/api/v1/redeem", {**ANNA, "points": "10", "partial": True}, key="pay-1")
+    assert partial.status_code == 409
+    assert api.balance() == "40.00"
+
+
+@pytest.mark.parametrize("points", [10, "10", "10.00", "10.0"])
+def test_the_same_request_written_another_way_replays(api: Api, points: Any) -> None:
+    api.accrue("1000", key="order-1")
+    first = api.post("/api/v1/redeem", {**ANNA, "points": "10", "partial": False,
+                                        "comment": None}, key="pay-1")
+    again = api.post("/api/v1/redeem", {**ANNA, "points": points}, key="pay-1")
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json == {**first.json, "duplicate": True}
+    assert api.balance() == "40.00"
+
+
+def test_entries_without_a_fingerprint_still_replay(api: Api, services: Services) -> None:
+    """Keys used before fingerprints were kept (request_hash NULL) answer as they did."""
+    first = api.post("/api/v1/accrue", {**ANNA, "amount": "1000"}, key="order-1")
+    with services.db.transaction() as session:
+        session.execute(text("UPDATE entries SET request_hash = NULL"))
+    again = api.post("/api/v1/accrue", {**ANNA, "amount": "2000"}, key="order-1")
+    assert again.status_code == 200 and again.json["entry_id"] == first.json["entry_id"]
+    assert api.balance() == "50.00"
+
+
 def test_redeem_within_the_cap(api: Api) -> None:
     api.accrue("1000", key="order-1")
     response = api.post("/api/v1/redeem", {**ANNA, "points": "20", "purchase_amount": "100"},
@@ -336,6 +371,29 @@ def test_reverse_undoes_a_purchase(api: Api, source: dict[str, str]) -> None:
     assert (response.json["kind"], response.json["points"], response.json["balance"]) == \
         ("reversal", "-50.00", "10.00")
     assert api.account()["purchase_total"] == "200.00"
+
+
+def test_reverse_of_nothing_is_refused_and_writes_nothing(api: Api) -> None:
+    api.accrue("1000", key="order-1")
+    before = api.get(account_path(ANNA) + "/history").json["entries"]
+    response = api.post("/api/v1/reverse", {**ANNA, "source": "order-7"}, key="return-7")
+    assert response.status_code == 409
+    assert (response.json["error"], response.json["source"]) == ("nothing_to_reverse",
+                                                                 "order-7")
+    assert api.get(account_path(ANNA) + "/history").json["entries"] == before
+    # The purchase arrives late: the same reversal, same key, now undoes it.
+    api.accrue("1000", key="order-7")
+    late = api.post("/api/v1/reverse", {**ANNA, "source": "order-7"}, key="return-7")
+    assert late.status_code == 201 and late.json["points"] == "-50.00"
+    # Done once: a second reversal under another key has nothing left.
+    twice = api.post("/api/v1/reverse", {**ANNA, "source": "order-7"}, key="return-7b")
+    assert (twice.status_code, twice.json["error"]) == (409, "nothing_to_reverse")
+    assert api.balance() == "50.00"
+
+
+def test_reverse_on_an_unknown_account_is_404(api: Api) -> None:
+    response = api.post("/api/v1/reverse", {**BORIS, "source": "order-7"}, key="return-7")
+    assert (response.status_code, response.json["error"]) == (404, "account_not_found")
 
 
 # -- bad input -----------------------------------------------------------------------------

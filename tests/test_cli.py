@@ -100,8 +100,12 @@ def test_unmigrated_database_says_to_run_db_upgrade(fresh: Run) -> None:
 def test_accrue_and_its_duplicate(run: Run) -> None:
     assert ok(run("accrue", *ANNA, "1000", "--key", "deal:1", "--comment", "shop")) == \
         f"accrual +30.00 points for {ANNA_REF}, balance 30.00\n"
-    assert ok(run("accrue", *ANNA, "1000", "--key", "deal:1")) == \
+    assert ok(run("accrue", *ANNA, "1000.00", "--key", "deal:1", "--comment", "shop")) == \
         f"accrual +30.00 points for {ANNA_REF}, balance 30.00 (already recorded)\n"
+    other = run("accrue", *ANNA, "2000", "--key", "deal:1", "--comment", "shop")
+    assert other.exit_code == 1
+    assert other.output == ("error: key 'cli:deal:1' was already used by an earlier accrual "
+                            "request with other parameters; send a new key for a new request\n")
     history = json.loads(ok(run("account", "history", *ANNA, "--json")))
     assert [(e["kind"], e["points"], e["key"], e["actor"], e["comment"]) for e in history] == [
         ("accrual", "30.00", "cli:deal:1", "cli", "shop")]

@@ -3,7 +3,7 @@ balances for a POS, a web shop or an admin tool.
 
 Every request carries `Authorization: Bearer <server.admin_token>`. Every change carries an
 idempotency key: the first request answers 201, a repeat answers 200 with the same entry and
-`"duplicate": true`, and writes nothing.
+`"duplicate": true`, and writes nothing; the same key with other fields is a 409.
 """
 
 from __future__ import annotations
@@ -126,7 +126,8 @@ def accrue() -> ResponseReturnValue:
     fields.finish()
     # Without a source the purchase is named by the client's key, so /reverse can find it.
     return _outcome(_ledger().accrue(ref, amount, key=ledger_key(key), source=source or key,
-                                     category=category, comment=comment, actor=ACTOR))
+                                     category=category, comment=comment, actor=ACTOR,
+                                     fingerprint=fields.fingerprint("accrue")))
 
 
 @bp.post("/redeem")
@@ -141,7 +142,8 @@ def redeem() -> ResponseReturnValue:
     fields.finish()
     return _outcome(_ledger().redeem(ref, points, key=ledger_key(key),
                                      purchase_amount=purchase_amount, source=source or key,
-                                     partial=partial, comment=comment, actor=ACTOR))
+                                     partial=partial, comment=comment, actor=ACTOR,
+                                     fingerprint=fields.fingerprint("redeem")))
 
 
 @bp.post("/adjust")
@@ -152,7 +154,7 @@ def adjust() -> ResponseReturnValue:
     reason = fields.text("reason", max_length=COMMENT_MAX)
     fields.finish()
     return _outcome(_ledger().adjust(ref, points, key=ledger_key(key), reason=reason,
-                                     actor=ACTOR))
+                                     actor=ACTOR, fingerprint=fields.fingerprint("adjust")))
 
 
 @bp.post("/bonus")
@@ -164,7 +166,8 @@ def bonus() -> ResponseReturnValue:
     comment = fields.optional_text("comment", max_length=COMMENT_MAX)
     fields.finish()
     return _outcome(_ledger().grant_bonus(ref, name, key=ledger_key(key), points=points,
-                                          comment=comment, actor=ACTOR))
+                                          comment=comment, actor=ACTOR,
+                                          fingerprint=fields.fingerprint("bonus")))
 
 
 @bp.post("/reverse")
@@ -175,4 +178,4 @@ def reverse() -> ResponseReturnValue:
     comment = fields.optional_text("comment", max_length=COMMENT_MAX)
     fields.finish()
     return _outcome(_ledger().reverse(ref, source, key=ledger_key(key), comment=comment,
-                                      actor=ACTOR))
+                                      actor=ACTOR, fingerprint=fields.fingerprint("reverse")))

@@ -21,6 +21,7 @@ from connector.errors import (
     InsufficientPointsError,
     InvalidAmountError,
     LedgerError,
+    NothingToReverseError,
     RedemptionCapError,
     UnknownBonusError,
 )
@@ -32,6 +33,7 @@ LEDGER_STATUS: tuple[tuple[type[LedgerError], int], ...] = (
     (AccountNotFoundError, 404),
     (InsufficientPointsError, 409),
     (IdempotencyConflictError, 409),
+    (NothingToReverseError, 409),
     (RedemptionCapError, 422),
     (InvalidAmountError, 400),
     (UnknownBonusError, 400),

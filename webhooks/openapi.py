@@ -94,7 +94,8 @@ BODY_ERRORS = {
 CHANGE_ERRORS = {
     **BODY_ERRORS,
     "404": _error("no account for that contact"),
-    "409": _error("the idempotency key was used for another request, or too few points"),
+    "409": _error("the idempotency key was used for another request (another operation, "
+                  "account or parameters), too few points, or nothing to reverse"),
     "422": _error("refused by the program's rules, e.g. the redemption cap; the body "
                   "says what would succeed"),
 }

@@ -10,16 +10,19 @@ import json
 import re
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import current_app, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Request
 
+from connector.ledger.fingerprint import request_fingerprint
 from connector.ledger.views import AccountRef
 from connector.money import MAX_AMOUNT, parse_amount
 from webhooks.errors import ApiError
+
+T = TypeVar("T")
 
 CRM = re.compile(r"^[a-z0-9_]{1,16}$")
 # The one written form of an amount in a string. Decimal() alone would also take " 5",
@@ -112,16 +115,21 @@ class Fields:
     def __init__(self, data: Mapping[str, Any]) -> None:
         self._data = data
         self._read: set[str] = set()
+        self._parsed: dict[str, object] = {}  # what each field meant, for the fingerprint
 
     def _get(self, field: str) -> Any:
         self._read.add(field)
         return self._data.get(field)  # null counts as absent
 
+    def _keep(self, field: str, value: T) -> T:
+        self._parsed[field] = value
+        return value
+
     def optional_text(self, field: str, *, max_length: int = TEXT_MAX,
                       pattern: re.Pattern[str] | None = None) -> str | None:
         value = self._get(field)
-        return None if value is None else check_text(field, value, max_length=max_length,
-                                                     pattern=pattern)
+        return self._keep(field, None if value is None else check_text(
+            field, value, max_length=max_length, pattern=pattern))
 
     def text(self, field: str, *, max_length: int = TEXT_MAX,
              pattern: re.Pattern[str] | None = None) -> str:
@@ -132,7 +140,8 @@ class Fields:
 
     def optional_amount(self, field: str, *, signed: bool = False) -> Decimal | None:
         value = self._get(field)
-        return None if value is None else check_amount(field, value, signed=signed)
+        return self._keep(field, None if value is None
+                          else check_amount(field, value, signed=signed))
 
     def amount(self, field: str, *, signed: bool = False) -> Decimal:
         value = self.optional_amount(field, signed=signed)
@@ -143,10 +152,10 @@ class Fields:
     def flag(self, field: str, *, default: bool = False) -> bool:
         value = self._get(field)
         if value is None:
-            return default
+            return self._keep(field, default)
         if not isinstance(value, bool):
             raise invalid(field, "must be true or false")
-        return value
+        return self._keep(field, value)
 
     def optional_ref(self) -> AccountRef | None:
         """crm, portal and contact_id: all three or none."""
@@ -157,7 +166,9 @@ class Fields:
         for name, value in zip(names, given, strict=True):
             if value is None:
                 raise invalid(name, "required with the other account fields")
-        return account_ref(*given)
+        ref = account_ref(*given)
+        self._parsed.update(crm=ref.crm, portal=ref.portal, contact_id=ref.contact_id)
+        return ref
 
     def ref(self) -> AccountRef:
         ref = self.optional_ref()
@@ -168,6 +179,7 @@ class Fields:
     def idempotency_key(self, header: str | None) -> str:
         """The Idempotency-Key header or the body's "key"; both given must agree."""
         body = self.optional_text("key")
+        self._parsed.pop("key")  # the key names the request; it is not part of it
         if header is not None:
             header = check_text("Idempotency-Key", header)
             if body is not None and body != header:
@@ -181,6 +193,10 @@ class Fields:
         unknown = sorted(set(self._data) - self._read)
         if unknown:
             raise invalid(unknown[0], "unknown field")
+
+    def fingerprint(self, operation: str) -> str:
+        """The request as read (after `finish`), to keep with its idempotency key."""
+        return request_fingerprint(operation, self._parsed)
 
 
 def request_body() -> bytes:

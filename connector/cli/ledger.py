@@ -21,6 +21,7 @@ from connector.cli.base import (
 )
 from connector.cli.output import local, report, show_account, signed
 from connector.config import Settings
+from connector.ledger.fingerprint import request_fingerprint
 from connector.ledger.views import AccountRef
 from connector.stats import format_stats, program_stats
 
@@ -66,6 +67,13 @@ def account_history(runtime: Runtime, ref: AccountRef, limit: int, as_json: bool
 NUMBERS = {"ignore_unknown_options": True}
 
 
+def fingerprint(operation: str, ref: AccountRef, **fields: object) -> str:
+    """The request as the API would see it (same field names), so one key means one request
+    whichever way it came in."""
+    return request_fingerprint(operation, {"crm": ref.crm, "portal": ref.portal,
+                                           "contact_id": ref.contact_id, **fields})
+
+
 @cli.command(context_settings=NUMBERS)
 @account_arguments
 @click.argument("amount", type=AMOUNT)
@@ -76,8 +84,10 @@ NUMBERS = {"ignore_unknown_options": True}
 def accrue(runtime: Runtime, ref: AccountRef, amount: Decimal, key: str,
            category: str | None, comment: str | None) -> None:
     """Record a completed purchase of AMOUNT and earn points; `reverse` finds it as KEY."""
-    result = runtime.services().ledger.accrue(ref, amount, key=ledger_key(key), source=key,
-                                              category=category, comment=comment, actor=ACTOR)
+    result = runtime.services().ledger.accrue(
+        ref, amount, key=ledger_key(key), source=key, category=category, comment=comment,
+        actor=ACTOR, fingerprint=fingerprint("accrue", ref, amount=amount, category=category,
+                                             comment=comment))
     report(result, ref)
 
 
@@ -91,9 +101,11 @@ def accrue(runtime: Runtime, ref: AccountRef, amount: Decimal, key: str,
 def redeem(runtime: Runtime, ref: AccountRef, points: Decimal, key: str,
            purchase_amount: Decimal | None, partial: bool) -> None:
     """Pay with POINTS."""
-    result = runtime.services().ledger.redeem(ref, points, key=ledger_key(key), source=key,
-                                              purchase_amount=purchase_amount,
-                                              partial=partial, actor=ACTOR)
+    result = runtime.services().ledger.redeem(
+        ref, points, key=ledger_key(key), source=key, purchase_amount=purchase_amount,
+        partial=partial, actor=ACTOR,
+        fingerprint=fingerprint("redeem", ref, points=points, purchase_amount=purchase_amount,
+                                partial=partial))
     report(result, ref)
 
 
@@ -105,8 +117,9 @@ def redeem(runtime: Runtime, ref: AccountRef, points: Decimal, key: str,
 @pass_runtime
 def adjust(runtime: Runtime, ref: AccountRef, points: Decimal, reason: str, key: str) -> None:
     """Correct the balance by POINTS, e.g. 100 or -50 (or `-- -50`)."""
-    result = runtime.services().ledger.adjust(ref, points, key=ledger_key(key), reason=reason,
-                                              actor=ACTOR)
+    result = runtime.services().ledger.adjust(
+        ref, points, key=ledger_key(key), reason=reason, actor=ACTOR,
+        fingerprint=fingerprint("adjust", ref, points=points, reason=reason))
     report(result, ref)
 
 
@@ -119,8 +132,9 @@ def adjust(runtime: Runtime, ref: AccountRef, points: Decimal, reason: str, key:
 def bonus(runtime: Runtime, ref: AccountRef, name: str, key: str,
           points: Decimal | None) -> None:
     """Grant the bonus NAME (welcome, birthday, ... or one of [program.bonuses])."""
-    result = runtime.services().ledger.grant_bonus(ref, name, key=ledger_key(key),
-                                                   points=points, actor=ACTOR)
+    result = runtime.services().ledger.grant_bonus(
+        ref, name, key=ledger_key(key), points=points, actor=ACTOR,
+        fingerprint=fingerprint("bonus", ref, name=name, points=points))
     report(result, ref)
 
 
@@ -131,7 +145,9 @@ def bonus(runtime: Runtime, ref: AccountRef, name: str, key: str,
 @pass_runtime
 def reverse(runtime: Runtime, ref: AccountRef, source: str, key: str) -> None:
     """Undo everything SOURCE (a deal, an order) earned or spent on the account."""
-    result = runtime.services().ledger.reverse(ref, source, key=ledger_key(key), actor=ACTOR)
+    result = runtime.services().ledger.reverse(
+        ref, source, key=ledger_key(key), actor=ACTOR,
+        fingerprint=fingerprint("reverse", ref, source=source))
     report(result, ref)
 
 

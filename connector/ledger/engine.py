@@ -21,11 +21,12 @@ from connector.errors import (
     InsufficientPointsError,
     InvalidAmountError,
     LedgerError,
+    NothingToReverseError,
     RedemptionCapError,
 )
 from connector.ledger import lots, queries
 from connector.ledger.models import Account, Entry, Lot
-from connector.ledger.postings import Postings, card_number
+from connector.ledger.postings import Postings, card_number, settled_to_nothing
 from connector.ledger.views import AccountRef, AccountView, EntryView, Result
 from connector.money import from_minor, to_minor
 from connector.program import Preview
@@ -81,7 +82,8 @@ class Ledger(Postings):
     def accrue(self, ref: AccountRef, purchase_amount: Decimal, *, key: str,
                source: str | None = None, category: str | None = None,
                occurred_at: datetime | None = None, comment: str | None = None,
-               actor: str | None = None, source_data: dict[str, Any] | None = None) -> Result:
+               actor: str | None = None, source_data: dict[str, Any] | None = None,
+               fingerprint: str | None = None) -> Result:
         """Record a completed purchase and earn points by the program."""
         if purchase_amount <= 0:
             raise InvalidAmountError("purchase amount must be positive",
@@ -95,7 +97,7 @@ class Ledger(Postings):
                                     actor=actor, source_data=source_data)
             return Result.of(entry, duplicate=False)
 
-        return self._run(key, "accrual", ref, operation)
+        return self._run(key, "accrual", ref, operation, fingerprint)
 
     def settle_purchase(self, ref: AccountRef | None, source: str, amount: Decimal | None, *,
                         category: str | None = None, occurred_at: datetime | None = None,
@@ -139,11 +141,10 @@ class Ledger(Postings):
             net_count = sum(e.purchase_count for e in entries)
             net_spend = sum(e.purchase_amount or 0 for e in entries)
             if amount is None:
-                net_points = sum(e.amount for e in entries) - sum(e.shortfall for e in entries)
-                if net_points == 0 and net_spend == 0 and net_count == 0:
+                if settled_to_nothing(entries):
                     return None
                 entry = self._reverse_in(session, account, source, key=key, comment=comment,
-                                         actor=actor, source_data=source_data)
+                                         actor=actor, source_data=source_data, entries=entries)
             elif net_count <= 0:
                 entry = self._accrue_in(session, account, amount, key=key, source=source,
                                         category=category, at=occurred_at or self.clock(),
@@ -159,7 +160,8 @@ class Ledger(Postings):
     def redeem(self, ref: AccountRef, points: Decimal, *, key: str,
                purchase_amount: Decimal | None = None, source: str | None = None,
                partial: bool = False, comment: str | None = None, actor: str | None = None,
-               source_data: dict[str, Any] | None = None) -> Result:
+               source_data: dict[str, Any] | None = None,
+               fingerprint: str | None = None) -> Result:
         """Pay with points. Never exceeds the spendable balance nor the program's share of
         `purchase_amount`; with `partial`, redeems as much of the request as allowed."""
         if points <= 0:
@@ -197,22 +199,30 @@ class Ledger(Postings):
             lots.debit(session, account, entry, to_minor(granted), spendable_at=now)
             return Result.of(entry, duplicate=False)
 
-        return self._run(key, "redemption", ref, operation)
+        return self._run(key, "redemption", ref, operation, fingerprint)
 
     def reverse(self, ref: AccountRef, source: str, *, key: str, comment: str | None = None,
-                actor: str | None = None) -> Result:
-        """Undo everything `source` earned or spent on this account (a return, a lost deal)."""
+                actor: str | None = None, fingerprint: str | None = None) -> Result:
+        """Undo everything `source` earned or spent on this account (a return, a lost deal).
+        A source with nothing on the account is refused and writes nothing, so a reversal
+        that arrives before its purchase can be sent again under the same key."""
 
         def operation(session: Session) -> Result:
             account = self._account(session, ref, create=False)
+            entries = self._source_entries(session, account, source)
+            if settled_to_nothing(entries):
+                raise NothingToReverseError(
+                    f"{source!r} has nothing to reverse on {ref}: no purchase, redemption or "
+                    f"credit of it is recorded there, or it was already reversed",
+                    source=source)
             entry = self._reverse_in(session, account, source, key=key, comment=comment,
-                                     actor=actor)
+                                     actor=actor, entries=entries)
             return Result.of(entry, duplicate=False)
 
-        return self._run(key, "reversal", ref, operation)
+        return self._run(key, "reversal", ref, operation, fingerprint)
 
     def adjust(self, ref: AccountRef, points: Decimal, *, key: str, reason: str,
-               actor: str | None = None) -> Result:
+               actor: str | None = None, fingerprint: str | None = None) -> Result:
         """An admin correction, positive or negative, always with a reason."""
         if points == 0:
             raise InvalidAmountError("adjustment must not be zero")
@@ -237,12 +247,13 @@ class Ledger(Postings):
                 account.overdraft += -minor - taken
             return Result.of(entry, duplicate=False)
 
-        return self._run(key, "adjustment", ref, operation)
+        return self._run(key, "adjustment", ref, operation, fingerprint)
 
     def grant_bonus(self, ref: AccountRef, name: str, *, key: str,
                     points: Decimal | None = None, comment: str | None = None,
                     actor: str | None = None, occurred_at: datetime | None = None,
-                    source_data: dict[str, Any] | None = None) -> Result:
+                    source_data: dict[str, Any] | None = None,
+                    fingerprint: str | None = None) -> Result:
         """Grant a named bonus (welcome, birthday, review, ...) or, with `points`, any amount
         under that name. A bonus configured as 0 grants nothing and writes nothing."""
         amount = self.program.bonus_points(name) if points is None else points
@@ -260,7 +271,7 @@ class Ledger(Postings):
                                 source_data=source_data)
             return Result.of(entry, duplicate=False)
 
-        return self._run(key, "bonus", ref, operation)
+        return self._run(key, "bonus", ref, operation, fingerprint)
 
     def expire_account(self, account_id: int, *, as_of: datetime | None = None) -> list[Result]:
         """Expire this account's lots whose date has passed, oldest first."""

@@ -102,6 +102,9 @@ class Entry(Base):
     actor: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     source_data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The fingerprint of the client request that chose the key (API, CLI): the same key with
+    # another request is a conflict, not a replay. NULL for keys the connector derives itself.
+    request_hash: Mapped[str | None] = mapped_column(String(64))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

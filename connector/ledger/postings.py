@@ -36,6 +36,13 @@ def card_number(account_id: int) -> str:
     return body + str((10 - total % 10) % 10)
 
 
+def settled_to_nothing(entries: list[Entry]) -> bool:
+    """True when a source's entries cancel out: no points, spend or purchase left to undo."""
+    return (sum(e.amount - e.shortfall for e in entries) == 0
+            and sum(e.purchase_amount or 0 for e in entries) == 0
+            and sum(e.purchase_count for e in entries) == 0)
+
+
 class Postings:
     def __init__(self, db: Database, program: Program,
                  clock: Callable[[], datetime] = utcnow) -> None:
@@ -76,24 +83,33 @@ class Postings:
         return account
 
     # -- internals -------------------------------------------------------------------------
-    def _run(self, key: str, kind: str, ref: AccountRef, operation: Operation) -> Result:
+    def _run(self, key: str, kind: str, ref: AccountRef, operation: Operation,
+             fingerprint: str | None = None) -> Result:
+        """The operation once per key. `fingerprint` (a client's request, see
+        ledger.fingerprint) is kept with the entry; a repeat under the key must match it."""
         if not key or len(key) > 255:
             raise InvalidAmountError("an idempotency key of 1 to 255 characters is required")
         try:
             with self.db.transaction() as session:
                 existing = session.scalar(select(Entry).where(Entry.idempotency_key == key))
                 if existing is not None:
-                    return self._replay(session, existing, kind, ref)
-                return operation(session)
+                    return self._replay(session, existing, kind, ref, fingerprint)
+                result = operation(session)
+                if fingerprint is not None and result.entry_id is not None:
+                    entry = session.get(Entry, result.entry_id)
+                    assert entry is not None
+                    entry.request_hash = fingerprint
+                return result
         except IntegrityError:
             # A concurrent request with the same key committed first; its outcome stands.
             with self.db.transaction(write=False) as session:
                 existing = session.scalar(select(Entry).where(Entry.idempotency_key == key))
                 if existing is None:
                     raise
-                return self._replay(session, existing, kind, ref)
+                return self._replay(session, existing, kind, ref, fingerprint)
 
-    def _replay(self, session: Session, entry: Entry, kind: str, ref: AccountRef) -> Result:
+    def _replay(self, session: Session, entry: Entry, kind: str, ref: AccountRef,
+                fingerprint: str | None) -> Result:
         account = session.get(Account, entry.account_id)
         assert account is not None
         if entry.kind != kind or AccountRef(account.crm, account.portal,
@@ -101,6 +117,13 @@ class Postings:
             raise IdempotencyConflictError(
                 f"key {entry.idempotency_key!r} was already used for a {entry.kind} "
                 f"on another request", key=entry.idempotency_key)
+        # Entries from before fingerprints (NULL) cannot be compared; they replay as before.
+        if fingerprint is not None and entry.request_hash is not None \
+                and entry.request_hash != fingerprint:
+            raise IdempotencyConflictError(
+                f"key {entry.idempotency_key!r} was already used by an earlier {entry.kind} "
+                f"request with other parameters; send a new key for a new request",
+                key=entry.idempotency_key)
         return Result.of(entry, duplicate=True)
 
     def _post(self, session: Session, account: Account, kind: str, amount: int, *, key: str,
@@ -212,10 +235,12 @@ class Postings:
 
     def _reverse_in(self, session: Session, account: Account, source: str, *, key: str,
                     comment: str | None, actor: str | None,
-                    source_data: dict[str, Any] | None = None) -> Entry:
-        """Undo everything `source` earned or spent here. Nothing left to undo still records
-        a zero entry, so the key keeps its outcome."""
-        entries = self._source_entries(session, account, source)
+                    source_data: dict[str, Any] | None = None,
+                    entries: list[Entry] | None = None) -> Entry:
+        """Undo everything `source` earned or spent here (`entries`: its entries, when the
+        caller already read them)."""
+        if entries is None:
+            entries = self._source_entries(session, account, source)
         net = sum(e.amount for e in entries) - sum(e.shortfall for e in entries)
         net_spend = sum(e.purchase_amount or 0 for e in entries)
         net_count = sum(e.purchase_count for e in entries)
