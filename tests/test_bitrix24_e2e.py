@@ -511,3 +511,18 @@ def test_reinstall_after_uninstall_brings_a_new_application_token(
     h.process()
     assert h.balance(anna) == D("100.00")
     h.services.close()
+
+
+def test_an_install_stored_before_the_domain_check_is_ignored_by_the_worker(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal,
+        attacker: FakeBitrix24Portal, time: ManualClock, clock: Clock) -> None:
+    h = app_harness(tmp_path, database_url, portal, time, clock, install=False)
+    body, content_type = attacker.install_body()  # evil.example, straight into the inbox
+    h.services.inbox.put(source="bitrix24", kind="ONAPPINSTALL", dedup_key="old-forged",
+                         body=body, content_type=content_type, portal=attacker.domain)
+    assert h.process()["skipped"] == 1
+    [item] = h.services.inbox.list()
+    assert "not the configured portal" in (item.last_error or "")
+    assert h.services.bitrix24_credentials.status() is None
+    assert portal.calls_of("app.info") == [] and attacker.http_requests == 0
+    h.services.close()
