@@ -3,8 +3,8 @@
 Each request is authenticated (auth[domain] must be the configured portal; then
 auth[application_token], and auth[member_id] when known), stored in the inbox, and answered
 at once: no CRM call happens here. Bitrix24 never re-sends an event, so the inbox write is
-what makes "nothing lost" true. Events arrive through
-webhooks.intake (below Flask, for speed: `accept_event`), robot calls through this blueprint.
+what makes "nothing lost" true. Events arrive through webhooks.intake (below Flask, for speed:
+`accept_event`), robot calls through this blueprint.
 """
 
 from __future__ import annotations

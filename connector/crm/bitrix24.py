@@ -181,18 +181,16 @@ class Bitrix24Client:
                 return
             last_id = int(items[-1]["ID"])
 
-    def confirm(self, access_token: str) -> dict[str, Any]:
+    def confirm(self, access_token: str) -> None:
         """app.info with a token just received, on the configured portal: a token the portal
         does not know raises CRMAuthError (safe-event-handlers: check ONAPPINSTALL's token
         before keeping its application_token)."""
         try:
-            body = self._once("app.info", f"{self.settings.rest_url}app.info.json",
-                              {"auth": access_token}, idempotent=True)
+            self._once("app.info", f"{self.settings.rest_url}app.info.json",
+                       {"auth": access_token}, idempotent=True)
         except _ExpiredToken:
             raise CRMAuthError("app.info: the install's access token has expired",
                                code="EXPIRED_TOKEN") from None
-        result = body.get("result")
-        return result if isinstance(result, dict) else {}
 
     # -- transport -------------------------------------------------------------------------
     def _send(self, method: str, params: dict[str, Any], *, idempotent: bool) -> dict[str, Any]:
