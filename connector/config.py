@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from connector.bitrix24.portal import split, url_domain
 from connector.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = Path("config.toml")
@@ -136,7 +137,9 @@ class Bitrix24Settings(_Section):
     client_id: str | None = Field(None, description="OAuth app (local or marketplace)")
     client_secret: SecretStr | None = None
     oauth_url: str = "https://oauth.bitrix.info/oauth/token/"
-    portal: str | None = Field(None, description="portal domain; from webhook_url if unset")
+    portal: str | None = Field(
+        None, description="portal domain (acme.bitrix24.ru); from webhook_url if unset; an app "
+                          "is bound to it: installs and events from another domain are refused")
     member_id: str | None = Field(None, description="checked on every event when set")
     application_token: SecretStr | None = Field(
         None, description="outgoing-webhook token; an app stores the one from ONAPPINSTALL")
@@ -160,6 +163,18 @@ class Bitrix24Settings(_Section):
                 raise ValueError(f"{key}: {name!r} must be UF_CRM_ + A-Z, 0-9, _ (<= 50)")
         return fields
 
+    @field_validator("portal")
+    @classmethod
+    def _portal(cls, portal: str | None) -> str | None:
+        """Kept as its domain; an on-premise portal served over plain http keeps http://."""
+        if portal is None or not portal.strip():
+            return None
+        found = split(portal)
+        if found is None:
+            raise ValueError("a domain such as acme.bitrix24.ru (no path, user or query)")
+        scheme, domain = found
+        return domain if scheme == "https" else f"{scheme}://{domain}"
+
     @model_validator(mode="after")
     def _credentials(self) -> Bitrix24Settings:
         if self.enabled and self.webhook_url is None and not (
@@ -169,7 +184,8 @@ class Bitrix24Settings(_Section):
             url = self.webhook_url.get_secret_value()
             if "/rest/" not in url or "://" not in url:
                 raise ValueError("webhook_url must look like https://PORTAL/rest/USER_ID/SECRET/")
-        elif self.enabled and not self.portal:
+        if self.enabled and not self.portal and (self.webhook_url is None or self.client_id):
+            # The app trusts only this portal: its installs, its events, its REST endpoint.
             raise ValueError("portal is required with an app setup (e.g. acme.bitrix24.ru)")
         return self
 
@@ -177,10 +193,17 @@ class Bitrix24Settings(_Section):
     def portal_key(self) -> str:
         """How accounts and credentials name this portal: its domain."""
         if self.portal:
-            return self.portal
+            return self.portal.partition("://")[2] or self.portal
         if self.webhook_url is not None:
-            return urlsplit(self.webhook_url.get_secret_value()).hostname or ""
+            return url_domain(self.webhook_url.get_secret_value()) or ""
         return ""
+
+    @property
+    def rest_url(self) -> str:
+        """Where an app's calls go: the configured portal's REST root, whatever a request or
+        an OAuth answer names as client_endpoint."""
+        scheme = "http" if self.portal and self.portal.startswith("http://") else "https"
+        return f"{scheme}://{self.portal_key}/rest/"
 
 
 def _default_amocrm_fields() -> dict[str, str]:

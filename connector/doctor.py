@@ -24,9 +24,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from connector.amocrm.install import HOOK_EVENTS, AmoCRMInstaller
 from connector.bitrix24.install import CODES, EVENTS, ROBOTS, Bitrix24Installer
+from connector.bitrix24.portal import url_domain
 from connector.config import AmoCRMSettings, Bitrix24Settings, Settings
 from connector.crm.amocrm import AmoCRMClient
 from connector.crm.bitrix24 import Bitrix24Client
+from connector.crm.credentials import Tokens
 from connector.db import Database
 from connector.errors import CRMAuthError, CRMError, FatalCRMError, RetriableCRMError
 from connector.inbox import Inbox
@@ -180,6 +182,7 @@ def bitrix24(services: Services, *, database_usable: bool) -> Iterator[Check]:
         if state[0] == "revoked":
             yield failed("bitrix24", f"app credentials revoked ({state[1]})", reinstall)
             return
+        yield _bound(settings, services.bitrix24_credentials.load(), reinstall)
     try:
         fields = _userfields(client)
     except CRMError as exc:
@@ -202,6 +205,24 @@ def bitrix24(services: Services, *, database_usable: bool) -> Iterator[Check]:
         yield ok("bitrix24 token", f"access token valid until {_when(tokens.expires_at)}, "
                                    "renewed on use (the refresh token lapses after 180 days "
                                    "unused)")
+
+
+def _bound(settings: Bitrix24Settings, tokens: Tokens | None, reinstall: str) -> Check:
+    """The stored app credentials belong to the configured portal: an install accepted
+    before the connector was bound to its portal may have named another endpoint."""
+    portal = settings.portal_key
+    stored = tokens.endpoint if tokens else None
+    if stored and url_domain(stored) != portal:
+        return failed("bitrix24 binding", f"the stored app credentials name the endpoint "
+                                          f"{stored[:100]!r}, not the configured portal "
+                                          f"{portal} (a forged or foreign install?)",
+                      f"{reinstall}; calls go only to {settings.rest_url} meanwhile")
+    if tokens and tokens.member_id and settings.member_id and \
+            tokens.member_id != settings.member_id:
+        return failed("bitrix24 binding", "the stored app credentials carry another "
+                                          "member_id than bitrix24.member_id", reinstall)
+    return ok("bitrix24 binding", f"app credentials bound to {portal}; installs and events "
+                                  "from other domains are refused")
 
 
 def quick(settings: CRMSettings) -> CRMSettings:
@@ -415,8 +436,12 @@ def public_url(settings: Settings, *, session: requests.Session | None = None) -
     url = settings.server.public_url.rstrip("/") + "/healthz"
     start = "start the service (loyalty-connector serve) and make sure server.public_url " \
             "leads to it (DNS, TLS, reverse proxy)"
+    # /healthz shows its checks only to the metrics or admin token: send one when set.
+    token = settings.server.metrics_token or settings.server.admin_token
+    headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
     try:
-        response = (session or requests.Session()).get(url, timeout=HEALTHZ_TIMEOUT_S)
+        response = (session or requests.Session()).get(url, timeout=HEALTHZ_TIMEOUT_S,
+                                                       headers=headers)
     except requests.exceptions.SSLError:
         return failed("public url", f"GET {url}: TLS certificate refused",
                       "install a valid certificate: the CRMs refuse invalid ones")
@@ -426,14 +451,16 @@ def public_url(settings: Settings, *, session: requests.Session | None = None) -
         body = response.json()
     except ValueError:
         body = None
-    if not isinstance(body, dict) or "checks" not in body:
+    if not isinstance(body, dict) or body.get("status") not in ("ok", "unhealthy"):
         return failed("public url", f"GET {url} answered HTTP {response.status_code}, not "
                                     "this service's /healthz",
                       f"point server.public_url (or the proxy behind it) at the service "
                       f"({settings.server.host}:{settings.server.port})")
     if response.status_code != 200:
-        problems = "; ".join(f"{key}: {value}" for key, value in body["checks"].items()
-                             if value != "ok")
+        checks = body.get("checks")
+        problems = "; ".join(f"{key}: {value}" for key, value in checks.items()
+                             if value != "ok") if isinstance(checks, dict) else \
+            "details need server.metrics_token or server.admin_token"
         return warn("public url", f"reachable, but the service there is unhealthy ({problems})",
                     "see the lines above; if they are ok, the service behind public_url runs "
                     "with another configuration")
@@ -496,7 +523,8 @@ def inbox(box: Inbox, now: datetime) -> Iterator[Check]:
 def secret_values(settings: Settings) -> list[str]:
     """Every configured secret, longest first, so no message can print one."""
     values: list[str] = []
-    for secret in (settings.server.admin_token, settings.bitrix24.client_secret,
+    for secret in (settings.server.admin_token, settings.server.metrics_token,
+                   settings.bitrix24.client_secret,
                    settings.bitrix24.application_token, settings.amocrm.client_secret,
                    settings.amocrm.long_lived_token, settings.amocrm.webhook_secret,
                    settings.bitrix24.webhook_url):

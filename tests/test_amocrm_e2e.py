@@ -47,7 +47,8 @@ def amo_settings(tmp_path: Path, database_url: str, account: FakeAmoCRM,
               "webhook_secret": SECRET,
               "long_lived_token": "long-lived-token", "timeout_seconds": 2, **extra}
     return make_settings(tmp_path, database_url, amocrm=amocrm,
-                         program={"welcome_bonus": "100"})
+                         program={"welcome_bonus": "100"},
+                         server={"metrics_token": "metrics-token-0123456789"})
 
 
 class Harness:
@@ -233,6 +234,9 @@ def test_pipeline_action_grants_a_bonus_and_redeems_with_a_note(h: Harness) -> N
                      "loyalty: redeemed 100.00, balance 0.00"]
 
 
+METRICS = {"Authorization": "Bearer metrics-token-0123456789"}  # /healthz shows its checks
+
+
 def oauth(tmp_path: Path, database_url: str, account: FakeAmoCRM, clock: Clock) -> Services:
     settings = amo_settings(tmp_path, database_url, account, long_lived_token=None,
                             client_id=account.client_id, client_secret=account.client_secret,
@@ -362,12 +366,14 @@ def test_healthz_reports_revoked_credentials(tmp_path: Path, database_url: str,
                                             clock: Clock) -> None:
     services = oauth(tmp_path, database_url, account, clock)
     h = Harness(account, services, time, clock)
-    assert h.web.get("/healthz").json["checks"]["amocrm"].startswith("not authorized yet")
+    checks = h.web.get("/healthz", headers=METRICS).json["checks"]
+    assert checks["amocrm"].startswith("not authorized yet")
     account.codes.add("auth-code-3")
     h.web.get("/amocrm/oauth/callback?code=auth-code-3")
-    assert h.web.get("/healthz").json["checks"] == {"database": "ok", "amocrm": "ok"}
+    checks = h.web.get("/healthz", headers=METRICS).json["checks"]
+    assert checks == {"database": "ok", "amocrm": "ok"}
     services.amocrm_credentials.revoke("amocrm oauth refused (401): Token has been revoked")
-    response = h.web.get("/healthz")
+    response = h.web.get("/healthz", headers=METRICS)
     assert response.status_code == 503
     assert response.json["checks"]["amocrm"].startswith("revoked: amocrm oauth refused")
     services.close()

@@ -27,7 +27,6 @@ from mappings.bitrix24 import EVENTS
 from tests.conftest import Clock, count_settles, fresh_services, make_settings
 from tests.fakes import FakeBitrix24Portal, ManualClock
 
-PORTAL = "acme.bitrix24.ru"
 EVENTS_URL = "http://127.0.0.1:8080/bitrix24/events"
 
 
@@ -69,7 +68,8 @@ class Harness:
         return {**counts, **self.connector.flush()}
 
     def ref(self, contact_id: int) -> AccountRef:
-        return AccountRef("bitrix24", PORTAL, str(contact_id))
+        return AccountRef("bitrix24", self.services.settings.bitrix24.portal_key,
+                          str(contact_id))
 
     def balance(self, contact_id: int) -> D:
         return self.services.ledger.account(self.ref(contact_id)).balance
@@ -93,7 +93,8 @@ def create_app_client(services: Services) -> FlaskClient:
 
 def b24_settings(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal,
                  **extra: Any) -> Settings:
-    bitrix24 = {"enabled": True, "webhook_url": portal.webhook_url, "portal": PORTAL,
+    # The fake portal is served at http://127.0.0.1:PORT, its events name that domain.
+    bitrix24 = {"enabled": True, "webhook_url": portal.webhook_url, "portal": portal.url,
                 "application_token": portal.application_token, "member_id": portal.member_id,
                 "timeout_seconds": 2, **extra}
     return make_settings(tmp_path, database_url, bitrix24=bitrix24,
@@ -276,12 +277,14 @@ def test_write_back_is_coalesced_and_its_echo_causes_no_loop(h: Harness) -> None
 
 
 def app_harness(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal,
-                time: ManualClock, clock: Clock) -> Harness:
+                time: ManualClock, clock: Clock, *, install: bool = True) -> Harness:
     """An OAuth app setup: installed by ONAPPINSTALL, its tokens kept in the database."""
     settings = b24_settings(tmp_path, database_url, portal, webhook_url=None,
                             application_token=None, client_id=portal.client_id,
                             client_secret=portal.client_secret, oauth_url=portal.oauth_url)
     h = Harness(portal, fresh_services(settings, clock=clock), time, clock)
+    if not install:
+        return h
     body, content_type = portal.install_body()
     assert h.post("/bitrix24/events", body, content_type) == 200
     h.process()
@@ -419,3 +422,107 @@ def test_a_burst_of_edits_to_one_deal_is_settled_once_per_group(
     counts = h.process()
     assert counts["done"] >= 5 and len(settles) == 1  # the deal's events, one settle
     assert h.balance(anna) == D("400.00")
+
+
+@pytest.fixture
+def attacker(time: ManualClock) -> Iterator[FakeBitrix24Portal]:
+    """Another portal: its own tokens, application token and REST endpoint."""
+    with FakeBitrix24Portal(clock=time, domain="evil.example",
+                            application_token="e" * 32) as fake:
+        yield fake
+
+
+def test_a_forged_install_is_refused_and_the_genuine_one_still_works(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal,
+        attacker: FakeBitrix24Portal, time: ManualClock, clock: Clock) -> None:
+    h = app_harness(tmp_path, database_url, portal, time, clock, install=False)
+    credentials = h.services.bitrix24_credentials
+    # From another domain: refused at the door like a wrong token, nothing stored.
+    body, content_type = attacker.install_body()
+    assert h.post("/bitrix24/events", body, content_type) == 401
+    assert h.services.inbox.list() == []
+    # Naming our portal, with the attacker's tokens and endpoint: stored, but the portal
+    # itself does not know the token, so nothing is kept and the attacker is never called.
+    body, content_type = attacker.install_body(domain=portal.domain)
+    assert h.post("/bitrix24/events", body, content_type) == 200
+    assert h.process()["skipped"] == 1
+    [forged] = h.services.inbox.list()
+    assert "does not accept its access token" in (forged.last_error or "")
+    assert credentials.status() is None
+    assert [c.status for c in portal.calls_of("app.info")] == [401]
+    # The genuine install is accepted and confirmed with the portal.
+    body, content_type = portal.install_body()
+    assert h.post("/bitrix24/events", body, content_type) == 200
+    h.process()
+    assert credentials.status() == ("active", None)
+    assert [c.status for c in portal.calls_of("app.info")] == [401, 200]
+    # The attacker's deal events are refused whatever domain they name; no points moved.
+    anna = portal.add_contact(NAME="Anna")
+    h.process()
+    fake_deal = attacker.add_deal(contact_ids=[anna], STAGE_ID="WON", OPPORTUNITY="299990")
+    for domain in (attacker.domain, portal.domain):
+        body, content_type = attacker.event_body("ONCRMDEALUPDATE", fake_deal, domain=domain)
+        assert h.post("/bitrix24/events", body, content_type) == 401
+    h.process()
+    assert h.balance(anna) == D("100.00")  # the welcome bonus alone
+    assert (attacker.http_requests, attacker.oauth_requests) == (0, 0)
+    h.services.close()
+
+
+def test_calls_go_to_the_configured_portal_never_to_a_named_endpoint(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal,
+        attacker: FakeBitrix24Portal, time: ManualClock, clock: Clock) -> None:
+    h = app_harness(tmp_path, database_url, portal, time, clock, install=False)
+    # A genuine install whose client_endpoint was changed on the way: the tokens are kept
+    # (the portal confirms them), the endpoint is not.
+    body, content_type = portal.install_body(client_endpoint=attacker.rest_url)
+    assert h.post("/bitrix24/events", body, content_type) == 200
+    h.process()
+    tokens = h.services.bitrix24_credentials.load()
+    assert tokens is not None and tokens.endpoint == portal.rest_url
+    anna = portal.add_contact(NAME="Anna")
+    h.won(anna, "1000.00")
+    portal.expire_tokens()  # the refresh goes to oauth_url, the calls after it to the portal
+    h.process()
+    assert h.balance(anna) == D("130.00")  # the welcome bonus and 3% at Bronze
+    assert portal.oauth_requests == 1
+    assert (attacker.http_requests, attacker.oauth_requests) == (0, 0)
+    h.services.close()
+
+
+def test_reinstall_after_uninstall_brings_a_new_application_token(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
+        clock: Clock) -> None:
+    h = app_harness(tmp_path, database_url, portal, time, clock)
+    credentials = h.services.bitrix24_credentials
+    body, content_type = portal.uninstall_body()
+    assert h.post("/bitrix24/events", body, content_type) == 200
+    h.process()
+    assert credentials.status() == ("revoked", "the application was uninstalled from the portal")
+    old_token, portal.application_token = portal.application_token, "b" * 32
+    body, content_type = portal.install_body()
+    assert h.post("/bitrix24/events", body, content_type) == 200
+    h.process()
+    assert credentials.status() == ("active", None)
+    assert credentials.application_token() == "b" * 32
+    anna = portal.add_contact(NAME="Anna")
+    assert h.send("ONCRMCONTACTADD", anna) == 200  # the new token
+    assert h.send("ONCRMCONTACTADD", anna, application_token=old_token) == 401
+    h.process()
+    assert h.balance(anna) == D("100.00")
+    h.services.close()
+
+
+def test_an_install_stored_before_the_domain_check_is_ignored_by_the_worker(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal,
+        attacker: FakeBitrix24Portal, time: ManualClock, clock: Clock) -> None:
+    h = app_harness(tmp_path, database_url, portal, time, clock, install=False)
+    body, content_type = attacker.install_body()  # evil.example, straight into the inbox
+    h.services.inbox.put(source="bitrix24", kind="ONAPPINSTALL", dedup_key="old-forged",
+                         body=body, content_type=content_type, portal=attacker.domain)
+    assert h.process()["skipped"] == 1
+    [item] = h.services.inbox.list()
+    assert "not the configured portal" in (item.last_error or "")
+    assert h.services.bitrix24_credentials.status() is None
+    assert portal.calls_of("app.info") == [] and attacker.http_requests == 0
+    h.services.close()

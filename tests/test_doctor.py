@@ -86,7 +86,7 @@ def webhook_b24(portal: FakeBitrix24Portal, **extra: Any) -> dict[str, Any]:
 
 def app_b24(portal: FakeBitrix24Portal) -> dict[str, Any]:
     return {"enabled": True, "client_id": portal.client_id, "client_secret": portal.client_secret,
-            "oauth_url": portal.oauth_url, "portal": portal.domain, "timeout_seconds": 2}
+            "oauth_url": portal.oauth_url, "portal": portal.url, "timeout_seconds": 2}
 
 
 def long_lived_amo(account: FakeAmoCRM, **extra: Any) -> dict[str, Any]:
@@ -118,7 +118,8 @@ def statuses(checks: dict[str, Check]) -> dict[str, str]:
 def install_app(portal: FakeBitrix24Portal, services: Services) -> None:
     """What ONAPPINSTALL leaves behind, then `install bitrix24` in app mode."""
     services.bitrix24_credentials.save(tokens_from(
-        {**portal.issue_tokens(), "application_token": portal.application_token}))
+        {**portal.issue_tokens(), "application_token": portal.application_token},
+        endpoint=services.settings.bitrix24.rest_url))
     assert services.bitrix24 is not None
     services.bitrix24.installer.install()
 
@@ -144,8 +145,8 @@ def test_healthy_webhook_setup_and_amocrm_are_all_ok(
         name: "ok" for name in ("config", "database", "bitrix24", "bitrix24 fields",
                                 "bitrix24 events", "amocrm", "amocrm fields", "amocrm webhook",
                                 "amocrm token", "public url", "inbox", "dead letters")}
-    assert checks["bitrix24"].line() == "ok   bitrix24: 127.0.0.1 answers, inbound webhook " \
-                                        "accepted"
+    assert checks["bitrix24"].line() == f"ok   bitrix24: 127.0.0.1:{portal.port} answers, " \
+                                        "inbound webhook accepted"
     fields = len(services.settings.bitrix24.fields)
     assert checks["bitrix24 fields"].detail == f"all {fields} present"
     assert checks["amocrm"].detail == "account example (id 28805383) answers, long-lived " \
@@ -219,6 +220,26 @@ def test_revoked_app_token(tmp_path: Path, database_url: str, live: Live, clock:
     services.close()
 
 
+def test_stored_credentials_naming_another_portal(tmp_path: Path, database_url: str,
+                                                  live: Live, clock: Clock,
+                                                  portal: FakeBitrix24Portal) -> None:
+    services = build(tmp_path, database_url, live, clock, bitrix24=app_b24(portal))
+    install_app(portal, services)
+    assert examine(services)["bitrix24 binding"].line() == (
+        f"ok   bitrix24 binding: app credentials bound to {portal.domain}; installs and "
+        "events from other domains are refused")
+    # What an install forged before the connector checked domains left behind.
+    services.bitrix24_credentials.save(tokens_from(
+        {**portal.issue_tokens(), "application_token": portal.application_token},
+        endpoint="https://evil.example/rest/"))
+    assert examine(services)["bitrix24 binding"].line() == (
+        "FAIL bitrix24 binding: the stored app credentials name the endpoint "
+        f"'https://evil.example/rest/', not the configured portal {portal.domain} (a forged "
+        "or foreign install?) — reinstall the app in Bitrix24: its ONAPPINSTALL brings new "
+        f"tokens to {live.url}/bitrix24/events; calls go only to {portal.rest_url} meanwhile")
+    services.close()
+
+
 def test_app_not_installed_yet(tmp_path: Path, database_url: str, live: Live, clock: Clock,
                                portal: FakeBitrix24Portal) -> None:
     services = build(tmp_path, database_url, live, clock, bitrix24=app_b24(portal))
@@ -242,8 +263,8 @@ def test_unreachable_portal_and_rejected_webhook_never_show_the_secret(
     down = examine(services)
     assert down["bitrix24"].line() == (
         "FAIL bitrix24: unreachable: crm.contact.userfield.list: cannot reach the portal "
-        "(ConnectionError) — check that 127.0.0.1 is up and reachable from this host (DNS, "
-        "firewall, proxy)")
+        f"(ConnectionError) — check that 127.0.0.1:{portal.port} is up and reachable from "
+        "this host (DNS, firewall, proxy)")
     assert "bitrix24 fields" not in down and down["inbox"].status == "ok"
     for check in [*rejected.values(), *down.values()]:
         assert B24_SECRET not in check.line()
@@ -352,8 +373,9 @@ def test_jwt_expiry_is_read_without_verifying() -> None:
 # -- database --------------------------------------------------------------------------------
 def test_unmigrated_database_still_checks_the_crm(tmp_path: Path, live: Live,
                                                   portal: FakeBitrix24Portal) -> None:
-    settings = make_settings(tmp_path, f"sqlite:///{tmp_path}/new.db",
-                             server={"public_url": live.url}, bitrix24=webhook_b24(portal))
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path}/new.db", server={
+        "public_url": live.url, "metrics_token": "metrics-token-0123456789"},
+        bitrix24=webhook_b24(portal))
     services = Services.build(settings)
     live.serve(services)
     checks = examine(services)
@@ -365,6 +387,12 @@ def test_unmigrated_database_still_checks_the_crm(tmp_path: Path, live: Live,
     assert checks["public url"].line().startswith("WARN public url: reachable, but the service "
                                                   "there is unhealthy (database: database "
                                                   "schema is at nothing")
+    # Without the metrics or admin token /healthz tells only that it is unhealthy.
+    anonymous = settings.model_copy(update={"server": settings.server.model_copy(
+        update={"metrics_token": None})})
+    assert doctor.public_url(anonymous).detail == (
+        "reachable, but the service there is unhealthy (details need "
+        "server.metrics_token or server.admin_token)")
     services.close()
 
 
@@ -498,6 +526,18 @@ def test_command_on_an_unusable_database_url(tmp_path: Path) -> None:
                                              "(NoSuchModuleError) — fix database.url "
                                              "(LOYALTY_DATABASE__URL)")
     assert "hunter2secret" not in result.output
+
+
+def test_command_on_an_app_without_its_portal_exits_2(tmp_path: Path) -> None:
+    config = write_config(tmp_path, '[bitrix24]\nenabled = true\nclient_id = "local.1"\n'
+                                    'client_secret = "app-secret-value"\n')
+    result = CliRunner().invoke(cli, ["--config", str(config), "doctor"])
+    assert result.exit_code == 2
+    assert result.stdout.splitlines()[0] == (
+        "FAIL config: bitrix24: portal is required with an app setup (e.g. "
+        "acme.bitrix24.ru) — fix it in the config file or the LOYALTY_* environment (see "
+        "config.example.toml)")
+    assert "app-secret-value" not in result.stdout
 
 
 def test_command_on_a_bad_config_exits_2(tmp_path: Path) -> None:

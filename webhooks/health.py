@@ -1,4 +1,11 @@
-"""GET /healthz: is the database reachable and migrated, and can each CRM be called."""
+"""GET /healthz: is the database reachable and migrated, and can each CRM be called.
+
+Anyone may ask (a load balancer or uptime probe sends no token) and gets the status alone:
+200 {"status": "ok"} or 503 {"status": "unhealthy"}. The checks behind it (database error
+texts, each CRM's credential state and why it failed) tell an outsider how the service is
+set up, so they are shown only with `Authorization: Bearer <server.metrics_token or
+server.admin_token>`, the tokens /metrics takes.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ from flask.typing import ResponseReturnValue
 from connector.errors import StorageError
 from connector.health import crm_statuses
 from connector.services import Services
+from webhooks.auth import configured, matches_any, presented
 
 bp = Blueprint("health", __name__)
 
@@ -20,9 +28,13 @@ def healthz() -> ResponseReturnValue:
         services.db.check()
         checks["database"] = "ok"
     except StorageError as exc:
-        return jsonify(status="unhealthy", checks={"database": str(exc)}), 503
-    for status in crm_statuses(services):
-        checks[status.crm] = "ok" if status.ok else status.detail
+        checks["database"] = str(exc)
+    else:
+        for status in crm_statuses(services):
+            checks[status.crm] = "ok" if status.ok else status.detail
     healthy = all(value == "ok" for value in checks.values())
-    return jsonify(status="ok" if healthy else "unhealthy", checks=checks), \
-        200 if healthy else 503
+    answer: dict[str, object] = {"status": "ok" if healthy else "unhealthy"}
+    server = services.settings.server
+    if matches_any(presented(), configured(server.metrics_token, server.admin_token)):
+        answer["checks"] = checks
+    return jsonify(answer), 200 if healthy else 503

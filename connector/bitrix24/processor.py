@@ -11,9 +11,10 @@ import logging
 
 from connector import mirror
 from connector.bitrix24.fetch import Fetched, fetch
+from connector.bitrix24.portal import same_portal
 from connector.bitrix24.robots import RobotRunner
 from connector.crm.bitrix24 import Bitrix24Client, tokens_from
-from connector.errors import CRMAuthError, CRMError
+from connector.errors import CRMAuthError, CRMError, RetriableCRMError
 from connector.inbox import InboxItem
 from connector.ledger.views import AccountRef
 from connector.services import Services
@@ -146,16 +147,36 @@ class Bitrix24Processor:
         return Outcome.done()
 
     def app_event(self, event: b24.Event) -> Outcome:
-        credentials = self.services.bitrix24_credentials
+        # The receiver checked auth[domain]; checked again for events stored before it did.
+        if not same_portal(event.auth.domain, self.portal):
+            return Outcome.skipped(f"{event.name} from {event.auth.domain[:255]!r}, not the "
+                                   f"configured portal {self.portal}: ignored")
         if event.name == "ONAPPUNINSTALL":
-            credentials.revoke("the application was uninstalled from the portal")
+            self.services.bitrix24_credentials.revoke(
+                "the application was uninstalled from the portal")
             return Outcome.done()
-        auth = event.auth
+        return self.install(event.auth)
+
+    def install(self, auth: b24.Auth) -> Outcome:
+        """Keep an install's tokens once the configured portal accepts its access token.
+
+        The confirmation goes to the configured portal, never to the install's
+        client_endpoint: a forged install's token is unknown there, and nothing is kept.
+        """
         if not auth.access_token:
             return Outcome.skipped("ONAPPINSTALL without tokens")
-        credentials.save(tokens_from({
+        try:
+            self.client.confirm(auth.access_token)
+        except RetriableCRMError as exc:
+            return Outcome.retry(exc.detail)
+        except CRMError as exc:
+            log.warning("bitrix24 install refused: %s does not accept its token (%s)",
+                        self.portal, exc.code)
+            return Outcome.skipped(f"ONAPPINSTALL refused: {self.portal} does not accept "
+                                   f"its access token ({exc.code}); nothing stored")
+        self.services.bitrix24_credentials.save(tokens_from({
             "access_token": auth.access_token, "refresh_token": auth.refresh_token,
-            "expires_in": auth.expires_in, "client_endpoint": auth.client_endpoint,
-            "member_id": auth.member_id, "application_token": auth.application_token}))
-        log.info("bitrix24 app installed on %s", auth.domain)
+            "expires_in": auth.expires_in, "member_id": auth.member_id,
+            "application_token": auth.application_token}, endpoint=self.settings.rest_url))
+        log.info("bitrix24 app installed on %s", self.portal)
         return Outcome.done()
