@@ -10,6 +10,7 @@
      │    ├── UnknownBonusError
      │    └── IdempotencyConflictError   same key, different operation
      ├── StorageError              the database is not usable (unreachable, not migrated)
+     │    └── DatabaseUnavailableError  it does not answer now: give work back, retry later
      └── CRMError                  a call to the CRM failed
           ├── RetriableCRMError    try again later (rate limit, 5xx, timeout); may carry a wait
           ├── CRMAuthError         credentials are invalid or revoked: stop calling, tell the admin
@@ -25,6 +26,7 @@ __all__ = [
     "CRMError",
     "ConfigError",
     "ConnectorError",
+    "DatabaseUnavailableError",
     "FatalCRMError",
     "IdempotencyConflictError",
     "InsufficientPointsError",
@@ -52,6 +54,11 @@ class ConfigError(ConnectorError):
 
 class StorageError(ConnectorError):
     """The database cannot be used as configured."""
+
+
+class DatabaseUnavailableError(StorageError):
+    """The database does not answer (down, restarting, the network between): nothing is
+    wrong with the work at hand, which waits until it answers again."""
 
 
 class LedgerError(ConnectorError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
-from connector.errors import StorageError
+from connector.errors import DatabaseUnavailableError, StorageError
 from connector.health import crm_statuses
 from connector.services import Services
 
@@ -19,6 +19,11 @@ def healthz() -> ResponseReturnValue:
     try:
         services.db.check()
         checks["database"] = "ok"
+    except DatabaseUnavailableError as exc:
+        # Unauthenticated: the kind of failure only, never the database's address.
+        cause = type(exc.__cause__ or exc).__name__
+        return jsonify(status="unhealthy", checks={"database": f"database unreachable: "
+                                                               f"{cause}"}), 503
     except StorageError as exc:
         return jsonify(status="unhealthy", checks={"database": str(exc)}), 503
     for status in crm_statuses(services):
