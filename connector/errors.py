@@ -109,12 +109,15 @@ class IdempotencyConflictError(LedgerError):
 
 
 class CRMError(ConnectorError):
-    """A CRM call failed. `code` is the CRM's own error code when it gave one."""
+    """A CRM call failed. `code` is the CRM's own error code when it gave one; `body` its
+    decoded answer, where the caller needs the details (amoCRM's validation-errors)."""
 
-    def __init__(self, detail: str, *, code: str = "", status: int | None = None) -> None:
+    def __init__(self, detail: str, *, code: str = "", status: int | None = None,
+                 body: object = None) -> None:
         self.detail = detail
         self.code = code
         self.status = status
+        self.body = body
         super().__init__(detail)
 
 
