@@ -317,6 +317,13 @@ class Inbox:
                 .where(InboxEvent.status == "pending")).one()
             return received, due
 
+    def lapsed_claims(self, now: datetime) -> int:
+        """Items still `processing` after their lease ended: their worker went away."""
+        with self.db.transaction(write=False) as session:
+            return session.scalar(
+                select(func.count()).select_from(InboxEvent)
+                .where(InboxEvent.status == "processing", InboxEvent.locked_until < now)) or 0
+
     def depth(self) -> dict[str, int]:
         with self.db.transaction(write=False) as session:
             rows = session.execute(

@@ -3,14 +3,18 @@ once and left alone, not retried every pass, until the contact changes in the CR
 
 from __future__ import annotations
 
+import json
 import logging
+from datetime import UTC, datetime
 from decimal import Decimal as D
+from pathlib import Path
 
 import pytest
 
 from connector import mirror
 from connector.amocrm.writeback import refused_ids
 from connector.bitrix24.writeback import refused_for_good
+from connector.config import load_settings
 from connector.ledger.views import AccountRef
 from connector.services import Services
 from tests import test_amocrm_e2e as amo
@@ -135,3 +139,49 @@ def test_amocrm_missing_contact_is_left_out_and_the_rest_written(
     assert len([m for m in caplog.messages if REFUSED_LINE in m]) == 1
     [refusal] = mirror.refusals(h.services.db)
     assert (refusal.contact_id, refusal.error) == ("102", "NotSupportedChoice: not found")
+
+
+# -- what an admin sees --------------------------------------------------------------------
+def test_account_views_show_the_refusal_and_retry_clears_it(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from connector.cli import cli
+    from tests.test_cli import write_config
+
+    config = write_config(tmp_path)
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        result = runner.invoke(cli, ["--config", str(config), *args])
+        assert result.exit_code == 0, (result.output, result.exception)
+        return result.stdout
+
+    run("db", "upgrade")
+    assert run("account", "refused") == "no contact refused by a CRM\n"
+    services = Services.build(load_settings(str(config)))
+    ref = AccountRef("bitrix24", "acme.bitrix24.ru", "42")
+    account_id = services.ledger.open_account(ref)
+    mirror.refuse(services.db, mirror.Dirty(account_id, "42", 1, {}), "Contact is not found",
+                  datetime(2026, 3, 10, 9, 0, tzinfo=UTC))
+    services.close()
+    shown = run("account", "show", "bitrix24", "acme.bitrix24.ru", "42")
+    # shown in the program's time zone (UTC+3 by default), kept in UTC
+    assert ("write-back   refused for good by the CRM since 2026-03-10 12:00: Contact is not "
+            "found (after restoring the contact: loyalty-connector account retry-writeback "
+            "bitrix24 acme.bitrix24.ru 42)") in shown
+    as_json = json.loads(run("account", "show", "bitrix24", "acme.bitrix24.ru", "42", "--json"))
+    assert as_json["writeback_refused"] == {"at": "2026-03-10T09:00:00+00:00",
+                                            "error": "Contact is not found"}
+    assert run("account", "refused") == (
+        "2026-03-10 12:00  bitrix24:acme.bitrix24.ru:contact:42  Contact is not found\n")
+    [listed] = json.loads(run("account", "refused", "--json"))
+    assert listed["contact_id"] == "42" and listed["error"] == "Contact is not found"
+    assert run("account", "retry-writeback", "bitrix24", "acme.bitrix24.ru", "42") == (
+        "bitrix24:acme.bitrix24.ru:contact:42: write-back pending again\n")
+    assert run("account", "refused") == "no contact refused by a CRM\n"
+    assert "write-back" not in run("account", "show", "bitrix24", "acme.bitrix24.ru", "42")
+    again = runner.invoke(cli, ["--config", str(config), "account", "retry-writeback",
+                                "bitrix24", "acme.bitrix24.ru", "42"])
+    assert again.exit_code == 1
+    assert again.stderr == ("error: write-back to bitrix24:acme.bitrix24.ru:contact:42 was "
+                            "not refused\n")
