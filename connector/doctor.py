@@ -22,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from connector import mirror
 from connector.amocrm.install import HOOK_EVENTS, AmoCRMInstaller
 from connector.bitrix24.install import CODES, EVENTS, ROBOTS, Bitrix24Installer
 from connector.bitrix24.portal import url_domain
@@ -112,6 +113,7 @@ def _run(settings: Settings, build: Callable[[], Services], config_file: Path | 
     yield public_url(settings, session=session)
     if usable:
         yield from _guarded("inbox", inbox(services.inbox, now))
+        yield from _guarded("write-back", writeback(services.db))
 
 
 def _guarded(name: str, checks: Iterator[Check]) -> Iterator[Check]:
@@ -509,6 +511,11 @@ def inbox(box: Inbox, now: datetime) -> Iterator[Check]:
                    f"see why: {CLI} inbox list --status pending")
     else:
         yield ok("inbox", summary)
+    lapsed = box.lapsed_claims(now)
+    if lapsed:
+        yield warn("inbox claims", f"{lapsed} item(s) still claimed after their lease ended",
+                   "a worker stopped (killed, or lost its database) while processing them; "
+                   "any running worker takes them again now: make sure one runs")
     dead = depth["dead"]
     if dead:
         yield warn("dead letters", f"{dead} event(s) gave up after "
@@ -517,6 +524,22 @@ def inbox(box: Inbox, now: datetime) -> Iterator[Check]:
                    f"{CLI} inbox retry --all-dead")
     else:
         yield ok("dead letters", "none")
+
+
+# -- write-back ------------------------------------------------------------------------------
+def writeback(db: Database) -> Iterator[Check]:
+    refused = mirror.count_refused(db)
+    if not refused:
+        yield ok("write-back refusals", "no contact refused by a CRM")
+        return
+    [latest] = mirror.refusals(db, limit=1)
+    yield warn("write-back refusals",
+               f"{refused} contact(s) refused for good by the CRM and no longer written to "
+               f"(deleted, or not in the CRM); latest {latest.crm} contact "
+               f"{latest.contact_id}: {latest.error}",
+               f"see: {CLI} account refused; a contact that changes in the CRM is written "
+               f"again, or after restoring one: {CLI} account retry-writeback CRM PORTAL "
+               "CONTACT_ID")
 
 
 # -- secrets and formatting ------------------------------------------------------------------

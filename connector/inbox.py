@@ -19,6 +19,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    case,
     func,
     or_,
     select,
@@ -247,6 +248,23 @@ class Inbox:
             row.last_error = error[:4000]
             row.next_attempt_at = self.clock() + delay
 
+    def release(self, item_ids: list[int], error: str) -> int:
+        """Give claimed items back at once, without spending an attempt: their processing
+        failed because the database was away, not because of them. Only items still under a
+        lease (ours: nobody else can hold a leased item) are touched. Returns how many."""
+        now = self.clock()
+        with self.db.transaction() as session:
+            result = session.execute(
+                update(InboxEvent)
+                .where(InboxEvent.id.in_(item_ids), InboxEvent.status == "processing",
+                       InboxEvent.locked_until > now)
+                .values(status="pending", locked_until=None, next_attempt_at=now,
+                        attempts=case((InboxEvent.attempts > 0, InboxEvent.attempts - 1),
+                                      else_=0),
+                        last_error=error[:4000])
+                .execution_options(synchronize_session=False))
+            return result.rowcount
+
     def retry(self, item_id: int) -> None:
         """Offer a dead or failed item again now (after its cause was fixed)."""
         self._set(item_id, status="pending", next_attempt_at=self.clock(), attempts=0)
@@ -298,6 +316,13 @@ class Inbox:
                 select(func.min(InboxEvent.received_at), func.min(InboxEvent.next_attempt_at))
                 .where(InboxEvent.status == "pending")).one()
             return received, due
+
+    def lapsed_claims(self, now: datetime) -> int:
+        """Items still `processing` after their lease ended: their worker went away."""
+        with self.db.transaction(write=False) as session:
+            return session.scalar(
+                select(func.count()).select_from(InboxEvent)
+                .where(InboxEvent.status == "processing", InboxEvent.locked_until < now)) or 0
 
     def depth(self) -> dict[str, int]:
         with self.db.transaction(write=False) as session:

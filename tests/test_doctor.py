@@ -144,7 +144,8 @@ def test_healthy_webhook_setup_and_amocrm_are_all_ok(
     assert statuses(checks) == {
         name: "ok" for name in ("config", "database", "bitrix24", "bitrix24 fields",
                                 "bitrix24 events", "amocrm", "amocrm fields", "amocrm webhook",
-                                "amocrm token", "public url", "inbox", "dead letters")}
+                                "amocrm token", "public url", "inbox", "dead letters",
+                                "write-back refusals")}
     assert checks["bitrix24"].line() == f"ok   bitrix24: 127.0.0.1:{portal.port} answers, " \
                                         "inbound webhook accepted"
     fields = len(services.settings.bitrix24.fields)
@@ -501,7 +502,7 @@ def test_command_lines_json_and_exit_codes(tmp_path: Path, live: Live,
                         "bitrix24.enabled or amocrm.enabled = true with its credentials (see "
                         "config.example.toml)")
     assert lines[1].startswith("ok   database: at revision ")
-    assert lines[-1] == "5 check(s): 0 failed, 1 warning(s)"
+    assert lines[-1] == "6 check(s): 0 failed, 1 warning(s)"
 
     config.write_text(config.read_text() + "[bitrix24]\nenabled = true\nmax_retries = 0\n"
                       f'webhook_url = "{portal.url}/rest/1/{B24_SECRET}/"\n', encoding="utf-8")
@@ -512,7 +513,7 @@ def test_command_lines_json_and_exit_codes(tmp_path: Path, live: Live,
     assert report["status"] == "fail"
     assert [(c["name"], c["status"]) for c in report["checks"]] == [
         ("config", "ok"), ("database", "ok"), ("bitrix24", "fail"), ("public url", "ok"),
-        ("inbox", "ok"), ("dead letters", "ok")]
+        ("inbox", "ok"), ("dead letters", "ok"), ("write-back refusals", "ok")]
     assert B24_SECRET not in result.output
 
 
@@ -548,3 +549,38 @@ def test_command_on_a_bad_config_exits_2(tmp_path: Path) -> None:
         "FAIL config: program.redeem_share: Input should be less than or equal to 1 (got 1.5) "
         "— fix it in the config file or the LOYALTY_* environment (see config.example.toml)",
         "1 check(s): 1 failed, 0 warning(s)"]
+
+
+def test_claims_left_after_their_lease(tmp_path: Path, database_url: str, live: Live,
+                                       clock: Clock) -> None:
+    services = build(tmp_path, database_url, live, clock, inbox={"lease_seconds": 60})
+    put(services, 1)
+    services.inbox.claim()  # and the worker holding it went away
+    assert "inbox claims" not in examine(services)
+    clock.advance(seconds=61)
+    assert examine(services)["inbox claims"].line() == (
+        "WARN inbox claims: 1 item(s) still claimed after their lease ended — a worker "
+        "stopped (killed, or lost its database) while processing them; any running worker "
+        "takes them again now: make sure one runs")
+    services.close()
+
+
+def test_contacts_refused_for_good_by_the_crm(tmp_path: Path, database_url: str, live: Live,
+                                               clock: Clock) -> None:
+    from connector import mirror
+    from connector.ledger.views import AccountRef
+
+    services = build(tmp_path, database_url, live, clock)
+    assert examine(services)["write-back refusals"].line() == (
+        "ok   write-back refusals: no contact refused by a CRM")
+    for contact in ("7", "8"):
+        account_id = services.ledger.open_account(AccountRef("bitrix24", "acme", contact))
+        mirror.refuse(services.db, mirror.Dirty(account_id, contact, 1, {}),
+                      "Contact is not found", clock.advance(minutes=1))
+    assert examine(services)["write-back refusals"].line() == (
+        "WARN write-back refusals: 2 contact(s) refused for good by the CRM and no longer "
+        "written to (deleted, or not in the CRM); latest bitrix24 contact 8: Contact is not "
+        "found — see: loyalty-connector account refused; a contact that changes in the CRM "
+        "is written again, or after restoring one: loyalty-connector account "
+        "retry-writeback CRM PORTAL CONTACT_ID")
+    services.close()

@@ -33,7 +33,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(bitrix24.bp)
     app.register_blueprint(amocrm.bp)
     intake = Intake(app.wsgi_app, app.extensions["loyalty"],
-                    max_body=settings.server.max_body_bytes, request_ids=request_ids)
+                    max_body=settings.server.max_body_bytes, request_ids=request_ids,
+                    outages=app.extensions["outage"])
     app.extensions["intake"] = intake
     app.wsgi_app = intake  # type: ignore[method-assign]
     return app

@@ -12,7 +12,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
-from connector.errors import StorageError
+from connector.errors import DatabaseUnavailableError, StorageError
 from connector.health import crm_statuses
 from connector.services import Services
 from webhooks.auth import configured, matches_any, presented
@@ -27,6 +27,11 @@ def healthz() -> ResponseReturnValue:
     try:
         services.db.check()
         checks["database"] = "ok"
+    except DatabaseUnavailableError as exc:
+        # Unauthenticated: the kind of failure only, never the database's address.
+        cause = type(exc.__cause__ or exc).__name__
+        return jsonify(status="unhealthy", checks={"database": f"database unreachable: "
+                                                               f"{cause}"}), 503
     except StorageError as exc:
         checks["database"] = str(exc)
     else:

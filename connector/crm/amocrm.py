@@ -163,7 +163,7 @@ class AmoCRMClient:
             raise CRMAuthError(message, status=response.status_code)
         if decision.action == "retry":
             message += "; not repeated (it may have run)"
-        raise FatalCRMError(message, status=response.status_code)
+        raise FatalCRMError(message, status=response.status_code, body=body)
 
     def _token(self) -> str:
         if self.settings.long_lived_token is not None:

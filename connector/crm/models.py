@@ -61,7 +61,10 @@ class SyncCursor(Base):
 
 class ContactMirror(Base):
     """The field values last written to a CRM contact, and the account version they showed.
-    Write-back sends only what differs; a contact-update event echoing these values is ours."""
+    Write-back sends only what differs; a contact-update event echoing these values is ours.
+
+    `refused_at`/`refused_error`: the CRM refused a write for good (the contact was deleted,
+    or never existed there); write-back leaves it alone until the contact changes."""
 
     __tablename__ = "contact_mirror"
 
@@ -70,6 +73,8 @@ class ContactMirror(Base):
     values: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     latest_deal_id: Mapped[str | None] = mapped_column(String(64))
     written_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    refused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    refused_error: Mapped[str | None] = mapped_column(Text)
 
 
 class TriggerEvent(Base):
