@@ -24,7 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from connector.amocrm.authorization import authorize_hint
+from connector.amocrm.authorization import authorize_hint, needs_authorization
 from connector.amocrm.install import HOOK_EVENTS, AmoCRMInstaller
 from connector.bitrix24.install import CODES, EVENTS, ROBOTS, Bitrix24Installer
 from connector.config import AmoCRMSettings, Bitrix24Settings, Settings
@@ -316,9 +316,14 @@ def amocrm(services: Services, *, database_usable: bool, now: datetime) -> Itera
     try:
         account = client.request("GET", "/api/v4/account") or {}
     except CRMError as exc:
-        reauthorize = f"re-authorize: {authorize_hint(services)}" if oauth and \
-            isinstance(exc, CRMAuthError) and exc.status == 401 else ""
-        yield _amocrm_failure(exc, settings, oauth=oauth, reauthorize=reauthorize)
+        if needs_authorization(services):  # amoCRM refused the refresh token just now
+            yield failed("amocrm", f"credentials revoked ({exc.detail})",
+                         f"re-authorize: {authorize_hint(services)}")
+        else:
+            yield _amocrm_failure(exc, settings, oauth=oauth,
+                                  reauthorize=f"re-authorize: {authorize_hint(services)}"
+                                  if oauth and isinstance(exc, CRMAuthError)
+                                  and exc.status == 401 else "")
         return
     subdomain = str(account.get("subdomain") or "")
     if subdomain != settings.account_subdomain:

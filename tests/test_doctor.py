@@ -349,12 +349,15 @@ def test_amocrm_oauth_before_and_after_authorization(
         f"access token valid until {tokens.expires_at:%Y-%m-%d %H:%M} UTC, renewed on use (the "
         "refresh token lapses after 3 months unused)")
     assert tokens.access_token not in checks["amocrm token"].line()
-    services.amocrm_credentials.revoke("amocrm oauth refused (401): Token has been revoked")
-    revoked = examine(services)["amocrm"].line()
-    assert revoked.startswith("FAIL amocrm: credentials revoked (amocrm oauth refused (401): "
-                              "Token has been revoked) — re-authorize: open https://www.amocrm.ru"
-                              "/oauth?client_id=")
-    assert authorization_link(revoked) != authorization_link(line)  # a fresh state each time
+    account.expire_tokens()
+    account.refresh_tokens.clear()  # as after the integration's access was withdrawn
+    refused = examine(services)["amocrm"].line()
+    assert refused.startswith("FAIL amocrm: credentials revoked (amocrm oauth refused (401): "
+                              "Token has been revoked; re-authorize the integration) — "
+                              "re-authorize: open https://www.amocrm.ru/oauth?client_id=")
+    revoked = examine(services)["amocrm"].line()  # as stored: no call to amoCRM now
+    assert revoked.split(" — ")[0] == refused.split(" — ")[0]
+    assert authorization_link(revoked) != authorization_link(refused)  # a fresh state each run
     services.close()
 
 
