@@ -29,7 +29,7 @@ class OAuthStates:
         self.clock = clock
 
     def issue(self, crm: str, portal: str) -> str:
-        """A fresh state for one authorization of this portal; states long expired go."""
+        """A fresh state for one authorization of this portal; expired ones are removed."""
         state = secrets.token_urlsafe(32)
         now = self.clock()
         with self.db.transaction() as session:
