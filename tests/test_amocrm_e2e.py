@@ -78,10 +78,10 @@ class Harness:
         return self.web.post(f"/amocrm/webhooks/{secret}", data=webhook_body(
             entity, action, list(items)), content_type=FORM, headers=headers).status_code
 
-    def authorize(self, **change: str) -> Any:
+    def authorize(self) -> Any:
         """The administrator opens the link `install`/`doctor` prints and allows access; amoCRM
-        redirects to the callback (with `change` applied to its query)."""
-        query = {**self.account.consent(authorization_url(self.services)), **change}
+        redirects to the callback."""
+        query = self.account.consent(authorization_url(self.services))
         return self.web.get("/amocrm/oauth/callback", query_string=query)
 
     def process(self) -> dict[str, int]:
