@@ -1,8 +1,10 @@
 """`doctor`: one check per thing the connector needs, each saying what to do when it fails.
 
 Checks only read: they install, migrate and change nothing, except what any CRM call may do on
-its own (an expired OAuth access token is renewed, as on every call). CRM calls go through the
-CRM clients, with retries off and a short timeout: the doctor reports what it sees now.
+its own (an expired OAuth access token is renewed, as on every call) and the fresh OAuth state
+stored when amoCRM needs authorizing and the doctor prints the link that starts it. CRM calls
+go through the CRM clients, with retries off and a short timeout: the doctor reports what it
+sees now.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from connector import mirror
+from connector.amocrm.authorization import authorize_hint, needs_authorization
 from connector.amocrm.install import HOOK_EVENTS, AmoCRMInstaller
 from connector.bitrix24.install import CODES, EVENTS, ROBOTS, Bitrix24Installer
 from connector.bitrix24.portal import url_domain
@@ -49,6 +52,7 @@ TOKEN_WARNING = timedelta(days=14)
 UNREACHABLE = {"CONNECTION", "TIMEOUT"}
 B24_INSTALL = f"run: {CLI} install bitrix24"
 AMO_INSTALL = f"run: {CLI} install amocrm"
+CALLBACK = "/amocrm/oauth/callback"
 
 
 @dataclass(frozen=True)
@@ -318,25 +322,31 @@ def amocrm(services: Services, *, database_usable: bool, now: datetime) -> Itera
     client = AmoCRMClient(quick(settings), credentials=services.amocrm_credentials)
     installer = AmoCRMInstaller(services, client)
     oauth = settings.long_lived_token is None
-    authorize = "open the integration's authorization link (amoCRM sends the code to " \
-                f"{settings.redirect_uri})"
-    reauthorize = f"re-authorize: {authorize}"
     if oauth:
         if not database_usable:
             yield warn("amocrm", "not checked: the OAuth tokens are kept in the database",
                        "fix the database first")
             return
+        yield _amocrm_redirect_uri(settings, services.settings.server.public_url)
         state = services.amocrm_credentials.status()
         if state is None:
-            yield failed("amocrm", "not authorized yet", authorize)
+            yield failed("amocrm", "not authorized yet", authorize_hint(services))
             return
         if state[0] == "revoked":
-            yield failed("amocrm", f"credentials revoked ({state[1]})", reauthorize)
+            yield failed("amocrm", f"credentials revoked ({state[1]})",
+                         f"re-authorize: {authorize_hint(services)}")
             return
     try:
         account = client.request("GET", "/api/v4/account") or {}
     except CRMError as exc:
-        yield _amocrm_failure(exc, settings, oauth=oauth, reauthorize=reauthorize)
+        if needs_authorization(services):  # amoCRM refused the refresh token just now
+            yield failed("amocrm", f"credentials revoked ({exc.detail})",
+                         f"re-authorize: {authorize_hint(services)}")
+        else:
+            yield _amocrm_failure(exc, settings, oauth=oauth,
+                                  reauthorize=f"re-authorize: {authorize_hint(services)}"
+                                  if oauth and isinstance(exc, CRMAuthError)
+                                  and exc.status == 401 else "")
         return
     subdomain = str(account.get("subdomain") or "")
     if subdomain != settings.account_subdomain:
@@ -372,6 +382,18 @@ def _amocrm_failure(exc: CRMError, settings: AmoCRMSettings, *, oauth: bool,
                       "reach it")
     return failed("amocrm", f"not answering normally: {exc.detail}",
                   "try again in a minute; if it persists, check amoCRM's status")
+
+
+def _amocrm_redirect_uri(settings: AmoCRMSettings, public: str) -> Check:
+    # amoCRM sends the code to the redirect URI registered with the integration; the
+    # connector answers it at /amocrm/oauth/callback only.
+    expected = f"{public.rstrip('/')}{CALLBACK}"
+    if settings.redirect_uri != expected:
+        return warn("amocrm redirect uri", f"{settings.redirect_uri} is not {expected}",
+                    "unless a proxy maps it there, set amocrm.redirect_uri (and the "
+                    "integration's redirect URI in amoCRM) to it")
+    return ok("amocrm redirect uri", f"{expected}; only authorizations started by install "
+                                     "or doctor are taken")
 
 
 def _amocrm_fields(settings: AmoCRMSettings, installer: AmoCRMInstaller) -> Check:

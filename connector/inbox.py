@@ -2,6 +2,8 @@
 
 Statuses: pending -> processing -> done | skipped, or back to pending with a later
 `next_attempt_at` after a failure, and `dead` after `max_attempts`; never deleted silently.
+An item deferred on its CRM's credentials (revoked, not authorized) waits without spending an
+attempt, and is woken as soon as the credentials are valid again (`wake_deferred`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     Index,
     Integer,
@@ -20,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     case,
+    false,
     func,
     or_,
     select,
@@ -61,6 +65,8 @@ class InboxEvent(Base):
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set by `defer`, cleared by the next claim: what `wake_deferred` may make due early.
+    deferred: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
 
 @dataclass(frozen=True)
@@ -205,6 +211,7 @@ class Inbox:
             rows = list(session.scalars(query))
             for row in rows:
                 row.status = "processing"
+                row.deferred = False
                 row.attempts += 1
                 row.locked_until = now + self.lease
             return [InboxItem.of(row) for row in rows]
@@ -247,6 +254,18 @@ class Inbox:
             row.locked_until = None
             row.last_error = error[:4000]
             row.next_attempt_at = self.clock() + delay
+            row.deferred = True
+
+    def wake_deferred(self, source: str, portal: str | None) -> int:
+        """Make the items deferred on this CRM portal's credentials due now: call it once the
+        credentials are valid again, or they wait out their delay. Returns how many woke."""
+        with self.db.transaction() as session:
+            result = session.execute(
+                update(InboxEvent)
+                .where(InboxEvent.status == "pending", InboxEvent.deferred.is_(True),
+                       InboxEvent.source == source, InboxEvent.portal == portal)
+                .values(next_attempt_at=self.clock()))
+            return result.rowcount
 
     def release(self, item_ids: list[int], error: str) -> int:
         """Give claimed items back at once, without spending an attempt: their processing

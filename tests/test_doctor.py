@@ -7,13 +7,15 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from click.testing import CliRunner
 from werkzeug.serving import make_server
 
@@ -22,7 +24,6 @@ from connector.bitrix24.install import CODES, EVENTS, ROBOTS
 from connector.cli import cli
 from connector.config import Settings
 from connector.crm.bitrix24 import tokens_from
-from connector.crm.credentials import Tokens
 from connector.doctor import Check
 from connector.services import Services
 from tests.conftest import Clock, fresh_services, make_settings
@@ -347,21 +348,57 @@ def test_amocrm_oauth_before_and_after_authorization(
     services = build(tmp_path, database_url, live, clock, amocrm=long_lived_amo(
         account, long_lived_token=None, client_id=account.client_id,
         client_secret=account.client_secret, redirect_uri="https://loyalty.example.com/cb"))
-    assert examine(services)["amocrm"].line() == (
-        "FAIL amocrm: not authorized yet — open the integration's authorization link (amoCRM "
-        "sends the code to https://loyalty.example.com/cb)")
-    issued = account.issue_tokens()
-    expires = datetime.now(UTC) + timedelta(seconds=issued["expires_in"])
-    services.amocrm_credentials.save(Tokens(issued["access_token"], issued["refresh_token"],
-                                            expires, endpoint=account.base_url))
+    checks = examine(services)
+    assert checks["amocrm redirect uri"].line() == (
+        f"WARN amocrm redirect uri: https://loyalty.example.com/cb is not {live.url}/amocrm/"
+        "oauth/callback — unless a proxy maps it there, set amocrm.redirect_uri (and the "
+        "integration's redirect URI in amoCRM) to it")
+    line = checks["amocrm"].line()
+    assert line.startswith("FAIL amocrm: not authorized yet — open https://www.amocrm.ru/oauth"
+                           f"?client_id={account.client_id}&state=")
+    assert line.endswith("&mode=post_message as an account administrator and allow access "
+                         "(the link works once, within 30 minutes)")
+    # The link the doctor printed is the one amoCRM's callback takes.
+    callback = requests.get(f"{live.url}/amocrm/oauth/callback", timeout=10,
+                            params=account.consent(authorization_link(line)))
+    assert callback.status_code == 200 and callback.json()["status"] == "authorized"
+    tokens = services.amocrm_credentials.load()
+    assert tokens is not None and tokens.expires_at is not None
     checks = examine(services)
     assert checks["amocrm"].detail == "account example (id 28805383) answers, OAuth token " \
                                       "accepted"
     assert checks["amocrm token"].detail == (
-        f"access token valid until {expires:%Y-%m-%d %H:%M} UTC, renewed on use (the refresh "
-        "token lapses after 3 months unused)")
-    assert issued["access_token"] not in checks["amocrm token"].line()
+        f"access token valid until {tokens.expires_at:%Y-%m-%d %H:%M} UTC, renewed on use (the "
+        "refresh token lapses after 3 months unused)")
+    assert tokens.access_token not in checks["amocrm token"].line()
+    account.expire_tokens()
+    account.refresh_tokens.clear()  # as after the integration's access was withdrawn
+    refused = examine(services)["amocrm"].line()
+    assert refused.startswith("FAIL amocrm: credentials revoked (amocrm oauth refused (401): "
+                              "Token has been revoked; re-authorize the integration) — "
+                              "re-authorize: open https://www.amocrm.ru/oauth?client_id=")
+    revoked = examine(services)["amocrm"].line()  # as stored: no call to amoCRM now
+    assert revoked.split(" — ")[0] == refused.split(" — ")[0]
+    assert authorization_link(revoked) != authorization_link(refused)  # a fresh state each run
     services.close()
+
+
+def test_amocrm_redirect_uri_at_the_callback_is_ok(
+        tmp_path: Path, database_url: str, live: Live, clock: Clock,
+        account: FakeAmoCRM) -> None:
+    services = build(tmp_path, database_url, live, clock, amocrm=long_lived_amo(
+        account, long_lived_token=None, client_id=account.client_id,
+        client_secret=account.client_secret, redirect_uri=f"{live.url}/amocrm/oauth/callback"))
+    assert examine(services)["amocrm redirect uri"].line() == (
+        f"ok   amocrm redirect uri: {live.url}/amocrm/oauth/callback; only authorizations "
+        "started by install or doctor are taken")
+    services.close()
+
+
+def authorization_link(line: str) -> str:
+    found = re.search(r"https://www\.amocrm\.ru/oauth\?\S+", line)
+    assert found is not None, line
+    return found.group()
 
 
 def test_jwt_expiry_is_read_without_verifying() -> None:

@@ -41,7 +41,7 @@ JSON = "application/json"
 BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 # Reads anyone may make: the liveness probe, the API's description, and the OAuth redirect
-# (authenticated by the code it carries, which only amoCRM can issue).
+# (taken only with a state the connector issued; see connector.amocrm.authorization).
 PUBLIC_READS = {"/healthz", "/api/v1/openapi.json", "/amocrm/oauth/callback"}
 REFUSED_FOR_CREDENTIALS = {401, 403, 404}
 

@@ -60,7 +60,7 @@ def test_bitrix24_deleted_or_invalid_contact_is_recorded_once_and_not_retried(
     h.process()
     written_before = update_commands(h.portal, str(bob))  # the welcome bonus
     h.portal.delete_contact(bob)
-    bad = AccountRef("bitrix24", h.services.settings.bitrix24.portal_key, "0")  # an id no portal can take
+    bad = AccountRef("bitrix24", h.services.settings.bitrix24.portal_key, "0")  # no such id
     h.services.ledger.open_account(bad)
     with caplog.at_level(logging.WARNING):
         for n in range(5):  # five passes, each with changes owed to all three

@@ -1,5 +1,5 @@
-"""What the connector remembers about each CRM: credentials, sync cursors, what it last
-wrote to each contact, and the automation triggers it owes."""
+"""What the connector remembers about each CRM: credentials, the authorizations it started,
+sync cursors, what it last wrote to each contact, and the automation triggers it owes."""
 
 from __future__ import annotations
 
@@ -43,6 +43,21 @@ class Credential(Base):
     status: Mapped[str] = mapped_column(String(16), default="active")
     last_error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class OAuthState(Base):
+    """An authorization the connector started and has not seen come back: only the hash of
+    the `state` it sent, so a database read gives nobody a state to replay."""
+
+    __tablename__ = "oauth_states"
+    __table_args__ = (UniqueConstraint("state_hash", name="uq_oauth_states_state_hash"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    crm: Mapped[str] = mapped_column(String(16))
+    portal: Mapped[str] = mapped_column(String(255))
+    state_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class SyncCursor(Base):
