@@ -21,7 +21,7 @@ from connector.crm.limiter import LeakyBucket
 from connector.crm.models import TriggerEvent
 from connector.ledger.views import AccountRef
 from connector.services import Services
-from connector.triggers import CODES, WELCOME
+from connector.triggers import CODES, POINTS_ACCRUED, TIER_UP, WELCOME
 from connector.worker import Worker
 from mappings.bitrix24 import EVENTS
 from tests.conftest import Clock, count_settles, fresh_services, make_settings
@@ -313,11 +313,52 @@ def test_welcome_bonus_once_and_triggers_fire_on_deals_once(
     h.services.close()
 
 
-def test_triggers_need_an_app_and_are_skipped_with_a_webhook(h: Harness) -> None:
+def test_a_webhook_setup_fires_the_portal_triggers_by_their_codes_once(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
+        clock: Clock) -> None:
+    # The admin put two "Track incoming webhook" triggers on the won stage and pasted their
+    # codes; the welcome transition has none.
+    portal.add_webhook_trigger("c5u4m", "WON")
+    portal.add_webhook_trigger("nwly5", "WON")
+    settings = b24_settings(tmp_path, database_url, portal, triggers={
+        POINTS_ACCRUED: {"code": "c5u4m"}, TIER_UP: {"code": "nwly5"}})
+    h = Harness(portal, fresh_services(settings, clock=clock), time, clock)
     anna = h.portal.add_contact(NAME="Anna")
-    h.won(anna, "1000.00")
-    assert h.process()["triggers_skipped"] == 2  # welcome, points accrued
+    deal = h.won(anna, "40000.00")
+    report = h.process()
+    assert (report["triggers_sent"], report["triggers_skipped"]) == (2, 1)
     assert h.portal.calls_of("crm.automation.trigger.execute") == []
+    assert sorted((t["code"], t["target"], t["auth"]) for t in h.portal.fired_webhook_triggers) \
+        == [("c5u4m", f"DEAL_{deal}", "webhook"), ("nwly5", f"DEAL_{deal}", "webhook")]
+    h.send("ONCRMDEALUPDATE", deal)
+    h.process()
+    assert len(h.portal.fired_webhook_triggers) == 2  # once per transition
+    with h.services.db.transaction(write=False) as session:
+        welcome = session.scalar(select(TriggerEvent).where(TriggerEvent.code == WELCOME))
+    assert welcome is not None and (welcome.status, welcome.last_error) == (
+        "skipped", "no portal trigger code for loyalty_welcome: set "
+                   "[bitrix24.triggers.loyalty_welcome] code")
+    h.services.close()
+
+
+def test_a_code_no_portal_trigger_has_is_recorded_as_failed_with_what_to_check(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
+        clock: Clock) -> None:
+    portal.add_webhook_trigger("c5u4m", "WON", category_id=7)  # on another funnel's stage
+    settings = b24_settings(tmp_path, database_url, portal,
+                            triggers={POINTS_ACCRUED: {"code": "c5u4m"}})
+    h = Harness(portal, fresh_services(settings, clock=clock), time, clock)
+    anna = h.portal.add_contact(NAME="Anna")
+    deal = h.won(anna, "1000.00")
+    assert h.process()["triggers_failed"] == 1
+    assert h.portal.fired_webhook_triggers == []
+    with h.services.db.transaction(write=False) as session:
+        accrued = session.scalar(select(TriggerEvent).where(
+            TriggerEvent.code == POINTS_ACCRUED))
+    assert accrued is not None and accrued.status == "failed"
+    assert accrued.last_error is not None and accrued.last_error.startswith(
+        f"the portal ran no trigger with code c5u4m on deal {deal}")
+    h.services.close()
 
 
 def test_reconcile_converges_when_every_event_was_lost(h: Harness) -> None:
