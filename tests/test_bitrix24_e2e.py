@@ -21,7 +21,7 @@ from connector.crm.limiter import LeakyBucket
 from connector.crm.models import TriggerEvent
 from connector.ledger.views import AccountRef
 from connector.services import Services
-from connector.triggers import CODES, POINTS_ACCRUED, TIER_UP, WELCOME
+from connector.triggers import CODES, NAMES, POINTS_ACCRUED, TIER_UP, WELCOME
 from connector.worker import Worker
 from mappings.bitrix24 import EVENTS
 from tests.conftest import Clock, count_settles, fresh_services, make_settings
@@ -29,6 +29,7 @@ from tests.fakes import FakeBitrix24Portal, ManualClock
 
 PORTAL = "acme.bitrix24.ru"
 EVENTS_URL = "http://127.0.0.1:8080/bitrix24/events"
+ACTIONS_SECRET = "Act10nsSecret0123456789"
 
 
 class Harness:
@@ -434,6 +435,29 @@ def test_webhook_setup_prints_the_manual_steps(h: Harness) -> None:
     report = h.connector.installer.install()
     assert any("Outgoing webhook" in line for line in report.lines())
     assert h.portal.calls_of("event.bind") == []
+    # Every transition without a code: where to click, and the key its code goes to.
+    assert any("under Triggers click + and choose \"Track incoming webhook\"" in step
+               for step in report.manual)
+    assert [step for step in report.manual if "[bitrix24.triggers." in step] == [
+        f"{NAMES[code]}: [bitrix24.triggers.{code}] code = \"...\"" for code in CODES]
+    assert any("set bitrix24.actions_secret" in step for step in report.manual)
+
+
+def test_webhook_setup_with_codes_and_an_actions_secret_prints_what_is_left(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
+        clock: Clock) -> None:
+    settings = b24_settings(tmp_path, database_url, portal, actions_secret=ACTIONS_SECRET,
+                            triggers={code: {"code": "c5u4m"} for code in CODES
+                                      if code != WELCOME})
+    h = Harness(portal, fresh_services(settings, clock=clock), time, clock)
+    report = h.connector.installer.install()
+    assert f"trigger {TIER_UP} fires the portal trigger with code c5u4m" in report.done
+    assert [step for step in report.manual if "[bitrix24.triggers." in step] == [
+        f"{NAMES[WELCOME]}: [bitrix24.triggers.{WELCOME}] code = \"...\""]
+    [robot] = [step for step in report.manual if "\"Webhook\"" in step]
+    assert "http://127.0.0.1:8080/bitrix24/actions/<actions_secret>/accrue" in robot
+    assert "?deal_id={{ID}}" in robot and ACTIONS_SECRET not in "\n".join(report.lines())
+    h.services.close()
 
 
 def test_install_finds_its_fields_beyond_the_first_page_of_user_fields(h: Harness) -> None:
