@@ -277,11 +277,12 @@ def test_write_back_is_coalesced_and_its_echo_causes_no_loop(h: Harness) -> None
 
 
 def app_harness(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal,
-                time: ManualClock, clock: Clock) -> Harness:
+                time: ManualClock, clock: Clock, **extra: Any) -> Harness:
     """An OAuth app setup: installed by ONAPPINSTALL, its tokens kept in the database."""
     settings = b24_settings(tmp_path, database_url, portal, webhook_url=None,
                             application_token=None, client_id=portal.client_id,
-                            client_secret=portal.client_secret, oauth_url=portal.oauth_url)
+                            client_secret=portal.client_secret, oauth_url=portal.oauth_url,
+                            **extra)
     h = Harness(portal, fresh_services(settings, clock=clock), time, clock)
     body, content_type = portal.install_body()
     assert h.post("/bitrix24/events", body, content_type) == 200
@@ -339,6 +340,22 @@ def test_a_webhook_setup_fires_the_portal_triggers_by_their_codes_once(
     assert welcome is not None and (welcome.status, welcome.last_error) == (
         "skipped", "no portal trigger code for loyalty_welcome: set "
                    "[bitrix24.triggers.loyalty_welcome] code")
+    h.services.close()
+
+
+def test_an_app_fires_a_transition_with_a_code_by_the_portal_trigger_and_the_rest_its_own(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
+        clock: Clock) -> None:
+    portal.add_webhook_trigger("nwly5", "WON")
+    h = app_harness(tmp_path, database_url, portal, time, clock,
+                    triggers={TIER_UP: {"code": "nwly5"}})
+    h.connector.installer.install()
+    anna = h.portal.add_contact(NAME="Anna")
+    deal = h.won(anna, "40000.00")
+    h.process()
+    assert [(t["code"], t["target"], t["auth"]) for t in h.portal.fired_webhook_triggers] == [
+        ("nwly5", f"DEAL_{deal}", "oauth")]
+    assert sorted(t["code"] for t in h.portal.fired_triggers) == [POINTS_ACCRUED, WELCOME]
     h.services.close()
 
 
