@@ -117,6 +117,14 @@ class RFMSettings(_Section):
         return "" if segment is None else self.labels.get(segment, segment)
 
 
+def _url_secret(value: SecretStr | None) -> SecretStr | None:
+    """A secret that is a URL path segment: too long to guess, nothing to escape."""
+    if value is not None and (len(value.get_secret_value()) < 16
+                              or not value.get_secret_value().isalnum()):
+        raise ValueError("use at least 16 letters and digits")
+    return value
+
+
 def _default_bitrix24_fields() -> dict[str, str]:
     return {
         "balance": "UF_CRM_LOYALTY_BALANCE",
@@ -128,6 +136,24 @@ def _default_bitrix24_fields() -> dict[str, str]:
         "segment": "UF_CRM_LOYALTY_SEGMENT",
         "card": "UF_CRM_LOYALTY_CARD",
     }
+
+
+class Bitrix24Trigger(_Section):
+    """A portal's own "Track incoming webhook" trigger that a transition fires
+    (crm.automation.trigger): the code shown in the trigger's settings."""
+
+    code: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$",
+                      description="the trigger's code, from its settings in the portal")
+
+
+def _transition_names(names: list[str]) -> None:
+    # The transitions are defined with the triggers they cause; imported here, not at the
+    # top, because that module depends (through the program) on this one.
+    from connector.triggers import CODES
+
+    for name in names:
+        if name not in CODES:
+            raise ValueError(f"unknown transition {name!r} (one of {', '.join(CODES)})")
 
 
 class Bitrix24Settings(_Section):
@@ -153,6 +179,22 @@ class Bitrix24Settings(_Section):
     comment_when_no_deal: bool = Field(
         False, description="timeline comment on a contact whose trigger had no deal to run on")
     fields: dict[str, str] = Field(default_factory=_default_bitrix24_fields)
+    triggers: dict[str, Bitrix24Trigger] = Field(
+        default_factory=dict, description="transition -> the portal trigger it fires")
+    actions_secret: SecretStr | None = Field(
+        None, description="secret path segment of /bitrix24/actions/<secret>/... (>= 16 chars)")
+
+    @field_validator("triggers")
+    @classmethod
+    def _trigger_names(cls, triggers: dict[str, Bitrix24Trigger]
+                       ) -> dict[str, Bitrix24Trigger]:
+        _transition_names(list(triggers))
+        return triggers
+
+    @field_validator("actions_secret")
+    @classmethod
+    def _actions_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        return _url_secret(value)
 
     @field_validator("fields")
     @classmethod
@@ -261,10 +303,7 @@ class AmoCRMSettings(_Section):
     @field_validator("webhook_secret")
     @classmethod
     def _secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and (len(value.get_secret_value()) < 16
-                                  or not value.get_secret_value().isalnum()):
-            raise ValueError("use at least 16 letters and digits")
-        return value
+        return _url_secret(value)
 
     @model_validator(mode="after")
     def _credentials(self) -> AmoCRMSettings:

@@ -201,11 +201,12 @@ def bitrix24(services: Services, *, database_usable: bool) -> Iterator[Check]:
                    B24_INSTALL)
     if webhook:
         yield _outgoing_webhook(services, database_usable)
+        yield _trigger_codes(settings)
         return
     scopes = "give the app the crm and bizproc scopes and reinstall it"
     yield _attempt("bitrix24 events", lambda: _events(client, installer), refused=scopes)
     yield _attempt("bitrix24 robots", lambda: _robots(client), refused=scopes)
-    yield _attempt("bitrix24 triggers", lambda: _triggers(client), refused=scopes)
+    yield _attempt("bitrix24 triggers", lambda: _triggers(client, settings), refused=scopes)
     tokens = services.bitrix24_credentials.load()
     if tokens is not None and tokens.expires_at is not None:
         yield ok("bitrix24 token", f"access token valid until {_when(tokens.expires_at)}, "
@@ -292,11 +293,30 @@ def _robots(client: Bitrix24Client) -> Check:
                     [code for code in ROBOTS if code not in robots], len(ROBOTS), B24_INSTALL)
 
 
-def _triggers(client: Bitrix24Client) -> Check:
+def _triggers(client: Bitrix24Client, settings: Bitrix24Settings) -> Check:
+    """A transition fires the app's trigger, or the portal trigger whose code is set."""
     triggers = {item.get("CODE") for item in
                 client.call("crm.automation.trigger.list", {}).result or []}
     return _missing("bitrix24 triggers", "trigger(s) missing",
-                    [code for code in CODES if code not in triggers], len(CODES), B24_INSTALL)
+                    [code for code in CODES if code not in triggers
+                     and code not in settings.triggers], len(CODES), B24_INSTALL)
+
+
+def _trigger_codes(settings: Bitrix24Settings) -> Check:
+    """With an inbound webhook a transition fires only the portal trigger whose code is
+    configured; the API cannot list those triggers, so the configuration is what is read."""
+    name = "bitrix24 triggers"
+    missing = [code for code in CODES if code not in settings.triggers]
+    fix = (f"add a \"Track incoming webhook\" trigger per transition in the portal and set "
+           f"its code in [bitrix24.triggers.<transition>] ({B24_INSTALL} prints the steps)")
+    if len(missing) == len(CODES):
+        return failed(name, "no transition has a trigger code: no automation trigger ever "
+                            "fires (mailings on loyalty events never start)", fix)
+    if missing:
+        return warn(name, f"{len(missing)} of {len(CODES)} transition(s) fire nothing: "
+                          f"{', '.join(missing)}", fix)
+    return ok(name, f"all {len(CODES)} transitions have a portal trigger code (that the "
+                    "codes exist is shown only in the portal)")
 
 
 def _attempt(name: str, check: Callable[[], Check], *, refused: str) -> Check:

@@ -21,13 +21,14 @@ from connector.crm.limiter import LeakyBucket
 from connector.crm.models import TriggerEvent
 from connector.ledger.views import AccountRef
 from connector.services import Services
-from connector.triggers import CODES, WELCOME
+from connector.triggers import CODES, NAMES, POINTS_ACCRUED, TIER_UP, WELCOME
 from connector.worker import Worker
 from mappings.bitrix24 import EVENTS
 from tests.conftest import Clock, count_settles, fresh_services, make_settings
 from tests.fakes import FakeBitrix24Portal, ManualClock
 
 EVENTS_URL = "http://127.0.0.1:8080/bitrix24/events"
+ACTIONS_SECRET = "Act10nsSecret0123456789"
 
 
 class Harness:
@@ -277,11 +278,13 @@ def test_write_back_is_coalesced_and_its_echo_causes_no_loop(h: Harness) -> None
 
 
 def app_harness(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal,
-                time: ManualClock, clock: Clock, *, install: bool = True) -> Harness:
+                time: ManualClock, clock: Clock, *, install: bool = True,
+                **extra: Any) -> Harness:
     """An OAuth app setup: installed by ONAPPINSTALL, its tokens kept in the database."""
     settings = b24_settings(tmp_path, database_url, portal, webhook_url=None,
                             application_token=None, client_id=portal.client_id,
-                            client_secret=portal.client_secret, oauth_url=portal.oauth_url)
+                            client_secret=portal.client_secret, oauth_url=portal.oauth_url,
+                            **extra)
     h = Harness(portal, fresh_services(settings, clock=clock), time, clock)
     if not install:
         return h
@@ -316,11 +319,68 @@ def test_welcome_bonus_once_and_triggers_fire_on_deals_once(
     h.services.close()
 
 
-def test_triggers_need_an_app_and_are_skipped_with_a_webhook(h: Harness) -> None:
+def test_a_webhook_setup_fires_the_portal_triggers_by_their_codes_once(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
+        clock: Clock) -> None:
+    # The admin put two "Track incoming webhook" triggers on the won stage and pasted their
+    # codes; the welcome transition has none.
+    portal.add_webhook_trigger("c5u4m", "WON")
+    portal.add_webhook_trigger("nwly5", "WON")
+    settings = b24_settings(tmp_path, database_url, portal, triggers={
+        POINTS_ACCRUED: {"code": "c5u4m"}, TIER_UP: {"code": "nwly5"}})
+    h = Harness(portal, fresh_services(settings, clock=clock), time, clock)
     anna = h.portal.add_contact(NAME="Anna")
-    h.won(anna, "1000.00")
-    assert h.process()["triggers_skipped"] == 2  # welcome, points accrued
+    deal = h.won(anna, "40000.00")
+    report = h.process()
+    assert (report["triggers_sent"], report["triggers_skipped"]) == (2, 1)
     assert h.portal.calls_of("crm.automation.trigger.execute") == []
+    assert sorted((t["code"], t["target"], t["auth"]) for t in h.portal.fired_webhook_triggers) \
+        == [("c5u4m", f"DEAL_{deal}", "webhook"), ("nwly5", f"DEAL_{deal}", "webhook")]
+    h.send("ONCRMDEALUPDATE", deal)
+    h.process()
+    assert len(h.portal.fired_webhook_triggers) == 2  # once per transition
+    with h.services.db.transaction(write=False) as session:
+        welcome = session.scalar(select(TriggerEvent).where(TriggerEvent.code == WELCOME))
+    assert welcome is not None and (welcome.status, welcome.last_error) == (
+        "skipped", "no portal trigger code for loyalty_welcome: set "
+                   "[bitrix24.triggers.loyalty_welcome] code")
+    h.services.close()
+
+
+def test_an_app_fires_a_transition_with_a_code_by_the_portal_trigger_and_the_rest_its_own(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
+        clock: Clock) -> None:
+    portal.add_webhook_trigger("nwly5", "WON")
+    h = app_harness(tmp_path, database_url, portal, time, clock,
+                    triggers={TIER_UP: {"code": "nwly5"}})
+    h.connector.installer.install()
+    anna = h.portal.add_contact(NAME="Anna")
+    deal = h.won(anna, "40000.00")
+    h.process()
+    assert [(t["code"], t["target"], t["auth"]) for t in h.portal.fired_webhook_triggers] == [
+        ("nwly5", f"DEAL_{deal}", "oauth")]
+    assert sorted(t["code"] for t in h.portal.fired_triggers) == [POINTS_ACCRUED, WELCOME]
+    h.services.close()
+
+
+def test_a_code_no_portal_trigger_has_is_recorded_as_failed_with_what_to_check(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
+        clock: Clock) -> None:
+    portal.add_webhook_trigger("c5u4m", "WON", category_id=7)  # on another funnel's stage
+    settings = b24_settings(tmp_path, database_url, portal,
+                            triggers={POINTS_ACCRUED: {"code": "c5u4m"}})
+    h = Harness(portal, fresh_services(settings, clock=clock), time, clock)
+    anna = h.portal.add_contact(NAME="Anna")
+    deal = h.won(anna, "1000.00")
+    assert h.process()["triggers_failed"] == 1
+    assert h.portal.fired_webhook_triggers == []
+    with h.services.db.transaction(write=False) as session:
+        accrued = session.scalar(select(TriggerEvent).where(
+            TriggerEvent.code == POINTS_ACCRUED))
+    assert accrued is not None and accrued.status == "failed"
+    assert accrued.last_error is not None and accrued.last_error.startswith(
+        f"the portal ran no trigger with code c5u4m on deal {deal}")
+    h.services.close()
 
 
 def test_reconcile_converges_when_every_event_was_lost(h: Harness) -> None:
@@ -396,6 +456,29 @@ def test_webhook_setup_prints_the_manual_steps(h: Harness) -> None:
     report = h.connector.installer.install()
     assert any("Outgoing webhook" in line for line in report.lines())
     assert h.portal.calls_of("event.bind") == []
+    # Every transition without a code: where to click, and the key its code goes to.
+    assert any("under Triggers click + and choose \"Track incoming webhook\"" in step
+               for step in report.manual)
+    assert [step for step in report.manual if "[bitrix24.triggers." in step] == [
+        f"{NAMES[code]}: [bitrix24.triggers.{code}] code = \"...\"" for code in CODES]
+    assert any("set bitrix24.actions_secret" in step for step in report.manual)
+
+
+def test_webhook_setup_with_codes_and_an_actions_secret_prints_what_is_left(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
+        clock: Clock) -> None:
+    settings = b24_settings(tmp_path, database_url, portal, actions_secret=ACTIONS_SECRET,
+                            triggers={code: {"code": "c5u4m"} for code in CODES
+                                      if code != WELCOME})
+    h = Harness(portal, fresh_services(settings, clock=clock), time, clock)
+    report = h.connector.installer.install()
+    assert f"trigger {TIER_UP} fires the portal trigger with code c5u4m" in report.done
+    assert [step for step in report.manual if "[bitrix24.triggers." in step] == [
+        f"{NAMES[WELCOME]}: [bitrix24.triggers.{WELCOME}] code = \"...\""]
+    [robot] = [step for step in report.manual if "\"Webhook\"" in step]
+    assert "http://127.0.0.1:8080/bitrix24/actions/<actions_secret>/accrue" in robot
+    assert "?deal_id={{ID}}" in robot and ACTIONS_SECRET not in "\n".join(report.lines())
+    h.services.close()
 
 
 def test_install_finds_its_fields_beyond_the_first_page_of_user_fields(h: Harness) -> None:

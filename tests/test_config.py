@@ -149,3 +149,22 @@ def test_the_portal_is_kept_as_its_domain(tmp_path: Path, portal: str, key: str,
         portal = "{portal}"
     """))
     assert (settings.bitrix24.portal_key, settings.bitrix24.rest_url) == (key, rest)
+
+
+def test_bitrix24_trigger_codes_and_the_actions_secret_are_checked(tmp_path: Path) -> None:
+    assert problems(tmp_path, """
+        [bitrix24]
+        actions_secret = "short-1"
+        [bitrix24.triggers.loyalty_tier_upp]
+        code = "nwly5"
+    """) == [
+        "bitrix24.triggers: unknown transition 'loyalty_tier_upp' (one of loyalty_tier_up, "
+        "loyalty_tier_down, loyalty_points_expiring, loyalty_birthday, loyalty_welcome, "
+        "loyalty_points_accrued, loyalty_anniversary, loyalty_points_available)",
+        "bitrix24.actions_secret: use at least 16 letters and digits"]
+    assert problems(tmp_path, '[bitrix24.triggers.loyalty_welcome]\ncode = "a&b"\n') == [
+        "bitrix24.triggers.loyalty_welcome.code: String should match pattern "
+        "'^[A-Za-z0-9._-]{1,64}$' (got 'a&b')"]
+    settings = load_settings(write(tmp_path, '[bitrix24.triggers.loyalty_welcome]\n'
+                                             'code = "c5u4m"\n'))
+    assert settings.bitrix24.triggers["loyalty_welcome"].code == "c5u4m"

@@ -26,6 +26,7 @@ from connector.config import Settings
 from connector.crm.bitrix24 import tokens_from
 from connector.doctor import Check
 from connector.services import Services
+from connector.triggers import TIER_DOWN, TIER_UP
 from tests.conftest import Clock, fresh_services, make_settings
 from tests.fakes import FakeBitrix24Portal
 from tests.fakes.amocrm import FakeAmoCRM
@@ -81,8 +82,10 @@ def account() -> Iterator[FakeAmoCRM]:
 
 
 def webhook_b24(portal: FakeBitrix24Portal, **extra: Any) -> dict[str, Any]:
+    """A complete webhook setup: every transition has its portal trigger's code."""
     return {"enabled": True, "webhook_url": portal.webhook_url,
-            "application_token": portal.application_token, "timeout_seconds": 2, **extra}
+            "application_token": portal.application_token, "timeout_seconds": 2,
+            "triggers": {code: {"code": f"c{n}x"} for n, code in enumerate(CODES)}, **extra}
 
 
 def app_b24(portal: FakeBitrix24Portal) -> dict[str, Any]:
@@ -144,9 +147,9 @@ def test_healthy_webhook_setup_and_amocrm_are_all_ok(
     checks = examine(services)
     assert statuses(checks) == {
         name: "ok" for name in ("config", "database", "bitrix24", "bitrix24 fields",
-                                "bitrix24 events", "amocrm", "amocrm fields", "amocrm webhook",
-                                "amocrm token", "public url", "inbox", "dead letters",
-                                "write-back refusals")}
+                                "bitrix24 events", "bitrix24 triggers", "amocrm", "amocrm fields",
+                                "amocrm webhook", "amocrm token", "public url", "inbox",
+                                "dead letters", "write-back refusals")}
     assert checks["bitrix24"].line() == f"ok   bitrix24: 127.0.0.1:{portal.port} answers, " \
                                         "inbound webhook accepted"
     fields = len(services.settings.bitrix24.fields)
@@ -281,6 +284,40 @@ def test_webhook_setup_without_the_outgoing_webhook_token(
     assert examine(services)["bitrix24 events"].line() == (
         "FAIL bitrix24 events: no application token: every event is refused (401) — copy the "
         "outgoing webhook's application token into LOYALTY_BITRIX24__APPLICATION_TOKEN")
+    services.close()
+
+
+def test_webhook_setup_transitions_without_a_trigger_code(
+        tmp_path: Path, database_url: str, live: Live, clock: Clock,
+        portal: FakeBitrix24Portal) -> None:
+    fix = (" — add a \"Track incoming webhook\" trigger per transition in the portal and set "
+           "its code in [bitrix24.triggers.<transition>] (run: loyalty-connector install "
+           "bitrix24 prints the steps)")
+    none = build(tmp_path, database_url, live, clock, bitrix24=webhook_b24(portal, triggers={}))
+    assert examine(none)["bitrix24 triggers"].line() == (
+        "FAIL bitrix24 triggers: no transition has a trigger code: no automation trigger ever "
+        "fires (mailings on loyalty events never start)" + fix)
+    none.close()
+    some = build(tmp_path, database_url, live, clock, bitrix24=webhook_b24(
+        portal, triggers={code: {"code": "c5u4m"} for code in CODES if code != TIER_DOWN}))
+    assert examine(some)["bitrix24 triggers"].line() == (
+        f"WARN bitrix24 triggers: 1 of {len(CODES)} transition(s) fire nothing: "
+        "loyalty_tier_down" + fix)
+    some.close()
+
+
+def test_an_app_transition_with_a_portal_trigger_code_needs_no_app_trigger(
+        tmp_path: Path, database_url: str, live: Live, clock: Clock,
+        portal: FakeBitrix24Portal) -> None:
+    settings = {**app_b24(portal), "triggers": {TIER_DOWN: {"code": "nwly5"}}}
+    services = build(tmp_path, database_url, live, clock, bitrix24=settings)
+    install_app(portal, services)
+    del portal.records.triggers[TIER_DOWN]
+    assert examine(services)["bitrix24 triggers"].status == "ok"
+    del portal.records.triggers[TIER_UP]
+    assert examine(services)["bitrix24 triggers"].line() == (
+        f"FAIL bitrix24 triggers: 1 of {len(CODES)} trigger(s) missing: loyalty_tier_up — "
+        "run: loyalty-connector install bitrix24")
     services.close()
 
 

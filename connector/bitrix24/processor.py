@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from connector import mirror
+from connector.bitrix24 import actions
 from connector.bitrix24.fetch import Fetched, fetch
 from connector.bitrix24.portal import same_portal
 from connector.bitrix24.robots import RobotRunner
@@ -35,6 +36,7 @@ class Bitrix24Processor:
         self.portal = self.settings.portal_key
         self.ledger = services.ledger
         self.robots = RobotRunner(services, client)
+        self.rules = actions.ActionRunner(services, client)  # the "Webhook" automation rule
 
     def ref(self, contact_id: str) -> AccountRef:
         return AccountRef("bitrix24", self.portal, contact_id)
@@ -43,8 +45,12 @@ class Bitrix24Processor:
         outcomes: dict[int, Outcome] = {}
         events: list[tuple[InboxItem, b24.Event]] = []
         robots: list[tuple[InboxItem, b24.RobotCall]] = []
+        rules: list[tuple[InboxItem, actions.Action]] = []
         for item in items:
             try:
+                if item.kind.startswith(actions.KIND):
+                    rules.append((item, actions.parse(item)))
+                    continue
                 form = decode(item.body)
                 if item.kind.startswith("robot:"):
                     robots.append((item, b24.parse_robot(form)))
@@ -58,7 +64,7 @@ class Bitrix24Processor:
                 outcomes[item.id] = self.app_event(event)
         pending = [(item, event) for item, event in events if event.name not in b24.APP_EVENTS]
         try:
-            fetched = self._fetch(pending, robots)
+            fetched = self._fetch(pending, robots, [rule.deal_id for _, rule in rules])
             # Every event of one deal in this group sees the same fetched state: settle it
             # once (edits come in bursts; each settle is several transactions).
             settled: dict[tuple[str, bool], Outcome] = {}
@@ -71,16 +77,17 @@ class Bitrix24Processor:
                     settled[deal] = self.event(event, fetched)
                 outcomes[item.id] = settled[deal]
             outcomes.update(self.robots.run(robots, fetched))
+            outcomes.update(self.rules.run(rules, fetched))
         except CRMAuthError as exc:
-            for item in [i for i, _ in pending] + [i for i, _ in robots]:
+            for item in [i for i, _ in pending] + [i for i, _ in robots] + [i for i, _ in rules]:
                 outcomes.setdefault(item.id, Outcome("defer", exc.detail))
         except CRMError as exc:
-            for item in [i for i, _ in pending] + [i for i, _ in robots]:
+            for item in [i for i, _ in pending] + [i for i, _ in robots] + [i for i, _ in rules]:
                 outcomes.setdefault(item.id, Outcome.retry(exc.detail))
         return outcomes
 
     def _fetch(self, events: list[tuple[InboxItem, b24.Event]],
-               robots: list[tuple[InboxItem, b24.RobotCall]]) -> Fetched:
+               robots: list[tuple[InboxItem, b24.RobotCall]], deals: list[str]) -> Fetched:
         wanted: list[tuple[str, str]] = []
         for _, event in events:
             if event.entity_id and event.name in ("ONCRMDEALADD", "ONCRMDEALUPDATE"):
@@ -88,6 +95,7 @@ class Bitrix24Processor:
             elif event.entity_id and event.name in ("ONCRMCONTACTADD", "ONCRMCONTACTUPDATE"):
                 wanted.append(("contact", event.entity_id))
         wanted += [("deal", call.deal_id) for _, call in robots if call.deal_id]
+        wanted += [("deal", deal_id) for deal_id in deals]
         return fetch(self.client, wanted) if wanted else Fetched()
 
     def event(self, event: b24.Event, fetched: Fetched) -> Outcome:
