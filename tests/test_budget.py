@@ -1,0 +1,224 @@
+"""The request budget every process shares (connector.crm.budget): on the database (SQLite,
+PostgreSQL) and on Redis, GCRA slots, pauses, and several processes' worth of clients."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from connector.config import load_settings
+from connector.crm.budget import Budget, Budgets, DatabaseBudget, RedisBudget, SharedBucket
+from connector.crm.limiter import LeakyBucket
+from connector.errors import ConfigError, RetriableCRMError
+from connector.services import Services
+from tests.conftest import fresh_services, make_settings
+from tests.fakes.faults import RequestLog
+
+REDIS_URL = os.environ.get("LOYALTY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+PREFIX = "loyalty-test-budget:"
+RATE, BURST = 20.0, 4  # a slot every 50 ms after four at once
+INTERVAL = 1 / RATE
+TOLERANCE = 0.015  # seconds the store's clock moves between two statements
+
+
+def _redis_or_skip() -> redis.Redis:
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError:
+        pytest.skip(f"no Redis at {REDIS_URL}")
+    return client
+
+
+@pytest.fixture(params=["database", "redis"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def processes(tmp_path: Path, database_url: str, backend: str) -> Iterator[list[Services]]:
+    """Three Services on one database, as three processes would build them."""
+    limits = {"backend": backend}
+    if backend == "redis":
+        client = _redis_or_skip()
+        prefix = f"{PREFIX}{uuid.uuid4().hex[:8]}:"
+        limits |= {"redis_url": REDIS_URL, "redis_prefix": prefix}
+    settings = make_settings(tmp_path, database_url, limits=limits)
+    built = [fresh_services(settings), Services.build(settings), Services.build(settings)]
+    yield built
+    for services in built:
+        services.close()
+    if backend == "redis":
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
+        client.close()
+
+
+def _bucket(services: Services, portal: str = "acme.bitrix24.ru") -> SharedBucket:
+    limiter = services.budgets.limiter("bitrix24", portal, rate=RATE, burst=BURST + 1)
+    assert isinstance(limiter, SharedBucket)  # one under the CRM's own: BURST
+    return limiter
+
+
+def _slot(budget: Budget) -> float:
+    """When the reserved slot is, on this machine's clock (the store's is the same here)."""
+    return time.monotonic() + budget.reserve()
+
+
+@pytest.mark.storage
+def test_slots_follow_the_bucket_burst_then_rate(processes: list[Services]) -> None:
+    budget = _bucket(processes[0]).budget
+    budget.reserve()  # the portal's row is made on its first request
+    time.sleep(BURST * INTERVAL)  # drained again
+    start = time.monotonic()
+    slots = [_slot(budget) - start for _ in range(BURST + 4)]
+    assert slots[:BURST] == pytest.approx([0.0] * BURST, abs=TOLERANCE)
+    # Then one interval apart, counted from the first request.
+    assert slots[BURST:] == pytest.approx([n * INTERVAL for n in range(1, 5)], abs=TOLERANCE)
+
+
+@pytest.mark.storage
+def test_processes_share_one_budget_per_portal(processes: list[Services]) -> None:
+    first, second, third = (_bucket(s).budget for s in processes)
+    first.reserve()
+    time.sleep(BURST * INTERVAL)
+    start = time.monotonic()
+    assert [_slot(first) - start for _ in range(BURST)] == pytest.approx([0.0] * BURST,
+                                                                        abs=TOLERANCE)
+    # The other processes find the burst spent: their first requests queue behind it.
+    assert _slot(second) - start == pytest.approx(INTERVAL, abs=TOLERANCE)
+    assert _slot(third) - start == pytest.approx(2 * INTERVAL, abs=TOLERANCE)
+    # Another portal has a budget of its own.
+    assert _bucket(processes[1], "other.bitrix24.ru").budget.reserve() == 0.0
+
+
+@pytest.mark.storage
+def test_a_pause_is_shared_and_the_bucket_refills_after_it(processes: list[Services]) -> None:
+    first, second = _bucket(processes[0]).budget, _bucket(processes[1]).budget
+    first.reserve()
+    second.reserve()
+    time.sleep(BURST * INTERVAL)
+    start = time.monotonic()
+    first.pause(0.4)
+    # Drained by 0.4 s x 20/s at the pause's end: a full burst there, then the rate; not
+    # more (requests reserved during a pause must not all land at its end).
+    slots = [_slot(second) - start for _ in range(BURST + 2)]
+    assert slots == pytest.approx([0.4] * BURST + [0.4 + INTERVAL, 0.4 + 2 * INTERVAL],
+                                  abs=TOLERANCE)
+
+
+@pytest.mark.storage
+def test_threads_of_three_processes_never_pass_the_limit(processes: list[Services]) -> None:
+    """Real time: 3 x 3 threads, each its own bucket's acquire(), 60 requests in all."""
+    sent = RequestLog()
+    buckets = [_bucket(s) for s in processes]
+
+    def client(bucket: SharedBucket) -> None:
+        for _ in range(60 // 9 + 1):
+            bucket.acquire()
+            sent.add(time.monotonic())
+
+    threads = [threading.Thread(target=client, args=(b,)) for b in buckets for _ in range(3)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    elapsed = time.monotonic() - started
+    assert len(sent) == 63
+    # Never more than the burst at once, nor more than the rate allows over any window...
+    assert sent.max_in_window(INTERVAL * 0.9) <= BURST
+    for window in (0.25, 0.5, 1.0, 2.0):
+        assert sent.max_in_window(window) <= BURST + RATE * window
+    # ...and the budget is used, not wasted: 63 requests take about (63 - 4) intervals.
+    assert elapsed < (63 - BURST) * INTERVAL + 1.0
+
+
+def test_the_local_bucket_is_a_fast_path_only() -> None:
+    """A bucket that makes its own process wait asks the shared budget only afterwards."""
+    asked: list[float] = []
+    now = [0.0]
+
+    class Remote:
+        def reserve(self) -> float:
+            asked.append(now[0])
+            return 0.0
+
+        def pause(self, seconds: float) -> None:
+            asked.append(-seconds)
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    local = LeakyBucket(2.0, 1, clock=lambda: now[0], sleep=sleep)
+    bucket = SharedBucket(Remote(), local, sleep=sleep)
+    bucket.acquire()
+    bucket.acquire()
+    assert asked == [0.0, 0.5]  # the second waited locally first, then reserved
+    bucket.pause(3.0)
+    bucket.acquire()
+    assert asked[2:] == [-3.0, 3.5]
+
+
+@pytest.mark.storage
+def test_an_unreachable_budget_is_a_retriable_crm_error(processes: list[Services],
+                                                        backend: str) -> None:
+    budget = _bucket(processes[0]).budget
+    if backend == "redis":
+        assert isinstance(budget, RedisBudget)
+        broken = RedisBudget(redis.Redis(port=1, socket_connect_timeout=0.2), PREFIX,
+                             "bitrix24", "acme", rate=RATE, burst=BURST)
+    else:
+        assert isinstance(budget, DatabaseBudget)
+        settings = make_settings(Path("/nonexistent-dir-for-budget"),
+                                 "postgresql+psycopg://nobody@127.0.0.1:1/none")
+        services = Services.build(settings)
+        broken = services.budgets.limiter("bitrix24", "acme", rate=RATE, burst=BURST).budget
+    with pytest.raises(RetriableCRMError) as caught:
+        broken.reserve()
+    assert caught.value.code == "BUDGET"
+    assert "nobody" not in caught.value.detail  # no connection details in the message
+
+
+def test_process_backend_keeps_the_in_process_bucket(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, limits={"backend": "process"})
+    services = Services.build(settings)
+    try:
+        limiter = services.budgets.limiter("amocrm", "x", rate=7, burst=7)
+        assert isinstance(limiter, LeakyBucket) and limiter.burst == 6
+    finally:
+        services.close()
+
+
+def test_redis_backend_needs_a_url(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, limits={"backend": "redis"})
+    assert caught.value.problems == [
+        "limits: backend 'redis' needs redis_url (redis://host:6379/0)"]
+
+
+def test_database_is_the_default_backend() -> None:
+    assert load_settings().limits.backend == "database"
+
+
+def test_budgets_use_the_settings_of_each_crm(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, bitrix24={"enabled": True, "portal": "acme.bitrix24.ru",
+                                                 "webhook_url": "https://acme.bitrix24.ru/rest/1/x/",
+                                                 "requests_per_second": 5, "burst": 250})
+    services = fresh_services(settings)
+    try:
+        assert services.bitrix24 is not None
+        limiter = services.bitrix24.client.limiter
+        assert isinstance(limiter, SharedBucket) and isinstance(limiter.budget, DatabaseBudget)
+        assert (limiter.rate, limiter.burst) == (5, 249)
+        assert limiter.budget.key == {"crm": "bitrix24", "portal": "acme.bitrix24.ru"}
+        assert isinstance(services.budgets, Budgets)
+    finally:
+        services.close()
