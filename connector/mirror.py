@@ -67,15 +67,16 @@ def claimer() -> str:
 
 
 def claim(db: Database, crm: str, portal: str, limit: int, *, owner: str, now: datetime,
-          hold: timedelta) -> list[Dirty]:
-    """Up to `limit` dirty accounts that no other write-back holds, claimed for `owner` until
-    `now + hold` (a claim whose worker died runs out then). One short transaction: on SQLite
-    its BEGIN IMMEDIATE orders claimers; on PostgreSQL the conditional UPDATE skips rows a
-    concurrent claimer took first, and the next candidates are looked at instead."""
+          hold: timedelta, after: int = 0) -> list[Dirty]:
+    """Up to `limit` dirty accounts (ids above `after`) that no other write-back holds,
+    claimed for `owner` until `now + hold` (a claim whose worker died runs out then). One
+    short transaction: on SQLite its BEGIN IMMEDIATE orders claimers; on PostgreSQL the
+    conditional UPDATE skips rows a concurrent claimer took first, and the next candidates
+    are looked at instead."""
     free = or_(ContactMirror.claimed_until.is_(None), ContactMirror.claimed_until < now)
     candidates = (
         select(Account.id).outerjoin(ContactMirror, ContactMirror.account_id == Account.id)
-        .where(Account.crm == crm, Account.portal == portal,
+        .where(Account.crm == crm, Account.portal == portal, Account.id > after,
                Account.version > func.coalesce(ContactMirror.written_version, 0),
                or_(ContactMirror.account_id.is_(None), free))
         .order_by(Account.id).limit(limit))
@@ -128,16 +129,18 @@ def claimed_batches(db: Database, crm: str, portal: str, *, size: int, limit: in
     `limit` accounts looked at; `changes` settles the unchanged ones itself. Claims are taken
     just before their batch is filled, and what a batch did not mark written is released
     when the caller comes back for the next one (or stops: close the iterator)."""
-    owner, seen = claimer(), 0
+    owner, seen, after = claimer(), 0, 0
     batch: list[tuple[Dirty, dict[str, str]]] = []
     held: list[Dirty] = []
     try:
         while seen < limit:
+            # Onwards from the last claim: each query skips what this flush already wrote.
             dirty = claim(db, crm, portal, min(size - len(batch), limit - seen), owner=owner,
-                          now=clock(), hold=hold)
+                          now=clock(), hold=hold, after=after)
             if not dirty:
                 break
             seen += len(dirty)
+            after = max(d.account_id for d in dirty)
             held += dirty
             batch += changes(dirty)
             if len(batch) >= size:

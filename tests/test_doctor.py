@@ -508,3 +508,25 @@ def test_command_on_a_bad_config_exits_2(tmp_path: Path) -> None:
         "FAIL config: program.redeem_share: Input should be less than or equal to 1 (got 1.5) "
         "— fix it in the config file or the LOYALTY_* environment (see config.example.toml)",
         "1 check(s): 1 failed, 0 warning(s)"]
+
+
+# -- the CRM budget ---------------------------------------------------------------------------
+def test_crm_budget_per_process_is_a_warning_and_redis_is_pinged(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, limits={"backend": "process"})
+    services = fresh_services(settings)
+    try:
+        checks = examine(services)
+        assert checks["crm budget"].status == "warn"
+        assert "limits.backend" in (checks["crm budget"].fix or "")
+        down = make_settings(tmp_path, limits={
+            "backend": "redis", "redis_url": "redis://:hunter2-secret@127.0.0.1:1/0"})
+        checks = examine(services, down)
+        assert checks["crm budget"].line().startswith("FAIL crm budget: Redis unreachable")
+        assert "hunter2" not in json.dumps([c.as_json() for c in checks.values()])
+    finally:
+        services.close()
+    services = fresh_services(make_settings(tmp_path))
+    try:
+        assert "crm budget" not in examine(services)  # the database check covers it
+    finally:
+        services.close()
