@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,12 @@ import redis
 
 from connector.config import load_settings
 from connector.crm.budget import Budget, Budgets, DatabaseBudget, RedisBudget, SharedBucket
+from connector.crm.credentials import Tokens
 from connector.crm.limiter import LeakyBucket
 from connector.errors import ConfigError, RetriableCRMError
 from connector.services import Services
 from tests.conftest import fresh_services, make_settings
+from tests.fakes.amocrm import FakeAmoCRM
 from tests.fakes.faults import RequestLog
 
 REDIS_URL = os.environ.get("LOYALTY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -222,3 +225,29 @@ def test_budgets_use_the_settings_of_each_crm(tmp_path: Path) -> None:
         assert isinstance(services.budgets, Budgets)
     finally:
         services.close()
+
+
+@pytest.mark.storage
+def test_an_oauth_refresh_under_the_credential_lock_does_not_wait_for_the_budget(
+        tmp_path: Path, database_url: str) -> None:
+    """The refresh holds the credential row's lock (SQLite: the write lock) while it calls
+    the token endpoint; that call must not need the database's budget statement."""
+    with FakeAmoCRM() as account:
+        settings = make_settings(tmp_path, database_url, amocrm={
+            "enabled": True, "base_url": account.base_url, "client_id": account.client_id,
+            "client_secret": account.client_secret, "webhook_secret": "BudgetSecret012345678",
+            "redirect_uri": "https://loyalty.example/amocrm/oauth/callback"})
+        services = fresh_services(settings)
+        try:
+            issued = account.issue_tokens()
+            services.amocrm_credentials.save(Tokens(
+                access_token=issued["access_token"], refresh_token=issued["refresh_token"],
+                expires_at=datetime.now(UTC) + timedelta(days=1), endpoint=account.base_url))
+            account.expire_tokens()
+            assert services.amocrm is not None
+            started = time.monotonic()
+            assert services.amocrm.client.request("GET", "/api/v4/account")["id"]
+            assert time.monotonic() - started < 5  # not SQLite's 30 s busy timeout
+            assert account.state.refreshes == 2  # issued, then refreshed once
+        finally:
+            services.close()

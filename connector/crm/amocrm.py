@@ -193,7 +193,7 @@ class AmoCRMClient:
         payload = {"client_id": self.settings.client_id,
                    "client_secret": secret.get_secret_value(),
                    "redirect_uri": self.settings.redirect_uri, **grant}
-        self.limiter.acquire()
+        self.limiter.acquire_local()  # under the credential row's lock: see acquire_local
         self.calls += 1
         try:
             response = self.session.post(f"{self.base}/oauth2/access_token", json=payload,

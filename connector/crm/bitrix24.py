@@ -270,7 +270,7 @@ class Bitrix24Client:
         if not self.settings.client_id or secret is None:
             raise CRMAuthError("bitrix24: client_id/client_secret needed to refresh tokens",
                                code="NO_CLIENT")
-        self.limiter.acquire()
+        self.limiter.acquire_local()  # under the credential row's lock: see acquire_local
         self.calls += 1
         try:
             response = self.session.get(

@@ -73,6 +73,13 @@ class SharedBucket:
                 self.on_wait(waited)
         return waited
 
+    def acquire_local(self) -> float:
+        """This process's bucket alone, for the OAuth token call: it is made under the
+        credential row's lock, which on SQLite is the database's write lock, so the budget's
+        statement would wait for it until the busy timeout. Token calls are rare (hourly or
+        daily) and the bucket is one request under the CRM's, which leaves them room."""
+        return self.local.acquire()
+
     def pause(self, seconds: float) -> None:
         self.local.pause(seconds)
         self.budget.pause(seconds)

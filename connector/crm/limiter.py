@@ -20,6 +20,9 @@ class Limiter(Protocol):
     def acquire(self) -> float:
         """Block until one request may be sent; returns the seconds waited."""
 
+    def acquire_local(self) -> float:
+        """As acquire, on this process's bucket alone (see SharedBucket.acquire_local)."""
+
     def pause(self, seconds: float) -> None:
         """The CRM said "too many": nobody sends for `seconds`."""
 
@@ -82,6 +85,9 @@ class LeakyBucket:
         if waited and self.on_wait is not None:
             self.on_wait(waited)
         return waited
+
+    def acquire_local(self) -> float:
+        return self.acquire()
 
     def pause(self, seconds: float) -> None:
         """The CRM said "too many": nobody sends for `seconds`, and the bucket counts as full."""
