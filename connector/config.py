@@ -80,6 +80,23 @@ class InboxSettings(_Section):
         900.0, ge=30, description="a claimed item whose worker died is offered again after this")
 
 
+class LimitsSettings(_Section):
+    """Where each portal's request budget lives. Every process of a deployment (web, workers,
+    scheduler, a CLI sync) must draw on the same budget, or together they pass the CRM's
+    limit: "database" (a row per portal in the connector's database) or "redis" share it;
+    "process" gives each process its own, right only for a single process."""
+
+    backend: Literal["database", "redis", "process"] = "database"
+    redis_url: SecretStr | None = Field(None, description="redis://host:6379/0 for 'redis'")
+    redis_prefix: str = Field("loyalty:", min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _redis(self) -> LimitsSettings:
+        if self.backend == "redis" and self.redis_url is None:
+            raise ValueError("backend 'redis' needs redis_url (redis://host:6379/0)")
+        return self
+
+
 class SchedulerSettings(_Section):
     enabled: bool = True
     expiry_interval_minutes: int = Field(60, ge=1)
@@ -439,6 +456,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     database: DatabaseSettings = DatabaseSettings()
     inbox: InboxSettings = InboxSettings()
+    limits: LimitsSettings = LimitsSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     program: ProgramSettings = ProgramSettings()
     rfm: RFMSettings = RFMSettings()

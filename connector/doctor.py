@@ -29,7 +29,7 @@ from connector.amocrm.authorization import authorize_hint, needs_authorization
 from connector.amocrm.install import HOOK_EVENTS, AmoCRMInstaller
 from connector.bitrix24.install import CODES, EVENTS, ROBOTS, Bitrix24Installer
 from connector.bitrix24.portal import url_domain
-from connector.config import AmoCRMSettings, Bitrix24Settings, Settings
+from connector.config import AmoCRMSettings, Bitrix24Settings, LimitsSettings, Settings
 from connector.crm.amocrm import AmoCRMClient
 from connector.crm.bitrix24 import Bitrix24Client
 from connector.crm.credentials import Tokens
@@ -115,6 +115,8 @@ def _run(settings: Settings, build: Callable[[], Services], config_file: Path | 
     if settings.amocrm.enabled:
         yield from _guarded("amocrm", amocrm(services, database_usable=usable, now=now))
     yield public_url(settings, session=session)
+    if settings.limits.backend != "database":  # the database check covers its own
+        yield crm_budget(settings.limits)
     if usable:
         yield from _guarded("inbox", inbox(services.inbox, now))
         yield from _guarded("write-back", writeback(services.db))
@@ -585,6 +587,27 @@ def writeback(db: Database) -> Iterator[Check]:
 
 
 # -- secrets and formatting ------------------------------------------------------------------
+def crm_budget(limits: LimitsSettings) -> Check:
+    """Where the CRM request budget every process shares lives (database: see there)."""
+    if limits.backend == "process":
+        return warn("crm budget", "each process keeps its own CRM request budget",
+                    "with more than one process (web, worker, scheduler, a CLI sync) set "
+                    "limits.backend = \"database\" or \"redis\", or together they pass the "
+                    "CRM's limit")
+    import redis
+
+    assert limits.redis_url is not None  # the settings' validator saw to it
+    try:
+        client = redis.Redis.from_url(limits.redis_url.get_secret_value(),
+                                      socket_connect_timeout=3, socket_timeout=3)
+        client.ping()
+        client.close()
+    except (redis.RedisError, ValueError) as exc:
+        return failed("crm budget", f"Redis unreachable ({type(exc).__name__})",
+                      "check limits.redis_url (LOYALTY_LIMITS__REDIS_URL) and that Redis is up")
+    return ok("crm budget", "shared in Redis, which answers")
+
+
 def secret_values(settings: Settings) -> list[str]:
     """Every configured secret, longest first, so no message can print one."""
     values: list[str] = []
@@ -592,7 +615,7 @@ def secret_values(settings: Settings) -> list[str]:
                    settings.bitrix24.client_secret,
                    settings.bitrix24.application_token, settings.amocrm.client_secret,
                    settings.amocrm.long_lived_token, settings.amocrm.webhook_secret,
-                   settings.bitrix24.webhook_url):
+                   settings.bitrix24.webhook_url, settings.limits.redis_url):
         if secret is not None:
             values.append(secret.get_secret_value())
     if settings.bitrix24.webhook_url is not None:

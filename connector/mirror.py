@@ -4,16 +4,23 @@ per contact) and recognises the contact-update events its own writes cause.
 Shared by every CRM: which accounts are dirty, what they should show, marking them written,
 and the contacts the CRM refused for good (deleted, or never there): those are left alone,
 not retried every pass, until the contact changes in the CRM or an admin asks again.
+A write-back claims the dirty contacts it takes (claimed_by/claimed_until on the mirror row),
+so however many workers flush at once, each change is written once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from connector.crm.models import ContactMirror
@@ -46,6 +53,7 @@ class Dirty:
     contact_id: str
     version: int
     written: dict[str, Any]
+    claimed_by: str | None = None
 
 
 def _row(session: Session, account_id: int) -> ContactMirror:
@@ -66,6 +74,99 @@ def dirty(db: Database, crm: str, portal: str, limit: int) -> list[Dirty]:
                    ContactMirror.refused_at.is_(None))
             .order_by(Account.id).limit(limit))
         return [Dirty(a, c, v, dict(w or {})) for a, c, v, w in rows]
+
+
+def claimer() -> str:
+    """Who claims: host, process and thread, so two flushes never share a claim."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{threading.get_ident() % 10**9}"
+
+
+def claim(db: Database, crm: str, portal: str, limit: int, *, owner: str, now: datetime,
+          hold: timedelta, after: int = 0) -> list[Dirty]:
+    """Up to `limit` dirty accounts (ids above `after`) that no other write-back holds,
+    claimed for `owner` until `now + hold` (a claim whose worker died runs out then). One
+    short transaction: on SQLite its BEGIN IMMEDIATE orders claimers; on PostgreSQL the
+    conditional UPDATE skips rows a concurrent claimer took first, and the next candidates
+    are looked at instead."""
+    free = or_(ContactMirror.claimed_until.is_(None), ContactMirror.claimed_until < now)
+    candidates = (
+        select(Account.id).outerjoin(ContactMirror, ContactMirror.account_id == Account.id)
+        .where(Account.crm == crm, Account.portal == portal, Account.id > after,
+               Account.version > func.coalesce(ContactMirror.written_version, 0),
+               ContactMirror.refused_at.is_(None),
+               or_(ContactMirror.account_id.is_(None), free))
+        .order_by(Account.id).limit(limit))
+    insert = pg_insert if db.is_postgres else sqlite_insert
+    with db.transaction() as session:
+        for _ in range(10):  # each round some other claimer committed first; a few suffice
+            ids = list(session.scalars(candidates))
+            if not ids:
+                return []
+            session.execute(insert(ContactMirror).values(
+                [{"account_id": i, "written_version": 0, "values": {}} for i in ids])
+                .on_conflict_do_nothing(index_elements=["account_id"]))
+            claimed = list(session.scalars(
+                update(ContactMirror)
+                .where(ContactMirror.account_id.in_(ids), free)
+                .values(claimed_by=owner, claimed_until=now + hold)
+                .returning(ContactMirror.account_id)
+                .execution_options(synchronize_session=False)))
+            if claimed:
+                rows = session.execute(
+                    select(Account.id, Account.contact_id, Account.version,
+                           ContactMirror.values)
+                    .join(ContactMirror, ContactMirror.account_id == Account.id)
+                    .where(Account.id.in_(claimed)).order_by(Account.id))
+                return [Dirty(a, c, v, dict(w or {}), owner) for a, c, v, w in rows]
+    return []
+
+
+def release(db: Database, items: Iterable[Dirty]) -> None:
+    """Give back claims not written (a failed call): the next flush tries them again."""
+    held = [item for item in items if item.claimed_by]
+    if not held:
+        return
+    ids, owners = [i.account_id for i in held], {i.claimed_by for i in held}
+    with db.transaction() as session:
+        session.execute(update(ContactMirror)
+                        .where(ContactMirror.account_id.in_(ids),
+                               ContactMirror.claimed_by.in_(owners))
+                        .values(claimed_by=None, claimed_until=None)
+                        .execution_options(synchronize_session=False))
+
+
+Changes = Callable[[list[Dirty]], list[tuple[Dirty, dict[str, str]]]]
+
+
+def claimed_batches(db: Database, crm: str, portal: str, *, size: int, limit: int,
+                    clock: Callable[[], datetime], hold: timedelta, changes: Changes,
+                    ) -> Iterator[list[tuple[Dirty, dict[str, str]]]]:
+    """Full batches of (claimed account, its changes) to write, `size` at a time, up to
+    `limit` accounts looked at; `changes` settles the unchanged ones itself. Claims are taken
+    just before their batch is filled, and what a batch did not mark written is released
+    when the caller comes back for the next one (or stops: close the iterator)."""
+    owner, seen, after = claimer(), 0, 0
+    batch: list[tuple[Dirty, dict[str, str]]] = []
+    held: list[Dirty] = []
+    try:
+        while seen < limit:
+            # Onwards from the last claim: each query skips what this flush already wrote.
+            dirty = claim(db, crm, portal, min(size - len(batch), limit - seen), owner=owner,
+                          now=clock(), hold=hold, after=after)
+            if not dirty:
+                break
+            seen += len(dirty)
+            after = max(d.account_id for d in dirty)
+            held += dirty
+            batch += changes(dirty)
+            if len(batch) >= size:
+                yield batch
+                release(db, held)
+                batch, held = [], []
+        if batch:
+            yield batch
+    finally:
+        release(db, held)
 
 
 def views(db: Database, program: Program, account_ids: list[int],
@@ -96,6 +197,8 @@ def mark_written(db: Database, item: Dirty, changes: Mapping[str, str], now: dat
         row.values = {**(row.values or {}), **changes}
         row.written_version = max(row.written_version or 0, item.version)
         row.written_at = now
+        if item.claimed_by is not None and row.claimed_by == item.claimed_by:
+            row.claimed_by = row.claimed_until = None
 
 
 def refuse(db: Database, item: Dirty, error: str, now: datetime) -> None:
@@ -104,6 +207,8 @@ def refuse(db: Database, item: Dirty, error: str, now: datetime) -> None:
         row = _row(session, item.account_id)
         row.refused_at = now
         row.refused_error = error[:1000]
+        if item.claimed_by is not None and row.claimed_by == item.claimed_by:
+            row.claimed_by = row.claimed_until = None
 
 
 def clear_refusal(db: Database, account_id: int) -> bool:

@@ -9,6 +9,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from connector.config import Settings
+from connector.crm.budget import Budgets
 from connector.crm.credentials import CredentialStore
 from connector.crm.oauth_states import OAuthStates
 from connector.db import Database, utcnow
@@ -32,6 +33,7 @@ class Services:
     inbox: Inbox
     bitrix24_credentials: CredentialStore
     amocrm_credentials: CredentialStore
+    budgets: Budgets
 
     @classmethod
     def build(cls, settings: Settings,
@@ -44,7 +46,8 @@ class Services:
                    bitrix24_credentials=CredentialStore(
                        db, "bitrix24", settings.bitrix24.portal_key, clock=clock),
                    amocrm_credentials=CredentialStore(
-                       db, "amocrm", settings.amocrm.portal_key, clock=clock))
+                       db, "amocrm", settings.amocrm.portal_key, clock=clock),
+                   budgets=Budgets(settings.limits, db))
 
     @cached_property
     def metrics(self) -> Metrics:
@@ -60,7 +63,8 @@ class Services:
 
     @cached_property
     def bitrix24(self) -> Bitrix24Connector | None:
-        """The Bitrix24 connection when enabled: one client (and rate limiter) per process."""
+        """The Bitrix24 connection when enabled: one client per process, its limiter drawing
+        on the portal's budget shared by every process ([limits])."""
         if not self.settings.bitrix24.enabled:
             return None
         from connector.bitrix24.connector import Bitrix24Connector
@@ -69,7 +73,8 @@ class Services:
 
     @cached_property
     def amocrm(self) -> AmoCRMConnector | None:
-        """The amoCRM connection when enabled: one client (and rate limiter) per process."""
+        """The amoCRM connection when enabled: one client per process, its limiter drawing
+        on the account's budget shared by every process ([limits])."""
         if not self.settings.amocrm.enabled:
             return None
         from connector.amocrm.connector import AmoCRMConnector
@@ -97,4 +102,7 @@ class Services:
         try:
             self.inbox.close()
         finally:
-            self.db.dispose()
+            try:
+                self.budgets.close()
+            finally:
+                self.db.dispose()

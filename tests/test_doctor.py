@@ -658,3 +658,25 @@ def test_contacts_refused_for_good_by_the_crm(tmp_path: Path, database_url: str,
         "is written again, or after restoring one: loyalty-connector account "
         "retry-writeback CRM PORTAL CONTACT_ID")
     services.close()
+
+
+# -- the CRM budget ---------------------------------------------------------------------------
+def test_crm_budget_per_process_is_a_warning_and_redis_is_pinged(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, limits={"backend": "process"})
+    services = fresh_services(settings)
+    try:
+        checks = examine(services)
+        assert checks["crm budget"].status == "warn"
+        assert "limits.backend" in (checks["crm budget"].fix or "")
+        down = make_settings(tmp_path, limits={
+            "backend": "redis", "redis_url": "redis://:hunter2-secret@127.0.0.1:1/0"})
+        checks = examine(services, down)
+        assert checks["crm budget"].line().startswith("FAIL crm budget: Redis unreachable")
+        assert "hunter2" not in json.dumps([c.as_json() for c in checks.values()])
+    finally:
+        services.close()
+    services = fresh_services(make_settings(tmp_path))
+    try:
+        assert "crm budget" not in examine(services)  # the database check covers it
+    finally:
+        services.close()

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import func, select
 
 from connector import job_runs
-from connector.config import Settings
+from connector.config import Settings, load_settings
 from connector.inbox import InboxEvent, InboxItem
 from connector.leader import LeaderLock
 from connector.ledger.models import Entry
@@ -28,10 +28,16 @@ from connector.scheduler import LeaderScheduler
 from connector.services import Services
 from connector.worker import Outcome, Worker
 from tests.conftest import fresh_services, make_settings
+from tests.fakes import FakeBitrix24Portal
+from tests.fakes.amocrm import FakeAmoCRM, webhook_body
+from tests.fakes.faults import RequestLog
 from tests.test_scheduler import REPO, command
 
 pytestmark = pytest.mark.storage
 EVENTS = 300
+PORTAL = "acme.bitrix24.ru"
+FORM = "application/x-www-form-urlencoded"
+REDIS_URL = os.environ.get("LOYALTY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 class CountingProcessor:
@@ -192,3 +198,118 @@ def test_two_scheduler_processes_one_runs_jobs_and_the_other_takes_over(
                     process.kill()
     assert second is not None and second.returncode == 0
 
+
+
+# -- one CRM budget for every process ------------------------------------------------------
+B24_RATE, B24_BURST = 2.0, 4  # a small portal and account, so a few seconds show any
+AMO_RATE, AMO_BURST = 2.0, 3  # excess
+RUN_SECONDS = 8.0  # of requests at the limits' pace, after the processes' first request
+MAX_SECONDS = 90.0
+
+
+def _crm_config(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal,
+                account: FakeAmoCRM, limits: str) -> Path:
+    path = tmp_path / "crm.toml"
+    path.write_text(
+        f'[database]\nurl = "{database_url}"\n'
+        "[inbox]\nbatch_size = 1\npoll_seconds = 0.2\n"  # a call per event: many calls
+        f"[limits]\n{limits}\n"
+        f'[bitrix24]\nenabled = true\nwebhook_url = "{portal.webhook_url}"\n'
+        f'portal = "{PORTAL}"\napplication_token = "{portal.application_token}"\n'
+        f"requests_per_second = {B24_RATE}\nburst = {B24_BURST}\n"
+        f'[amocrm]\nenabled = true\nbase_url = "{account.base_url}"\n'
+        'long_lived_token = "long-lived-token"\nwebhook_secret = "ScaleOutSecret0123456789"\n'
+        "write_batch = 1\n"
+        f"requests_per_second = {account.rate}\nburst = {account.burst}\n",
+        encoding="utf-8")
+    return path
+
+
+def _over_the_limit(log: RequestLog, rate: float, burst: int) -> dict[float, int]:
+    """Windows (1, 10, 60 s) holding more requests than the CRM's bucket lets through."""
+    allowed = {w: burst + int(rate * w) for w in (1.0, 10.0, 60.0)}
+    return {w: log.max_in_window(w) for w in allowed if log.max_in_window(w) > allowed[w]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["database", "redis"])
+def test_two_workers_and_a_sync_keep_to_one_budget(tmp_path: Path, database_url: str,
+                                                   backend: str) -> None:
+    """Real processes: two `worker`s draining Bitrix24 and amoCRM events and a
+    `sync amocrm --full`, for a bounded time, against one fake portal and one fake account
+    that enforce their limits: no window over either limit, no 429 or 503."""
+    limits = 'backend = "database"'
+    if backend == "redis":
+        prefix = _redis_prefix_or_skip()
+        limits = f'backend = "redis"\nredis_url = "{REDIS_URL}"\nredis_prefix = "{prefix}"'
+    with FakeBitrix24Portal(requests_per_second=B24_RATE, burst=B24_BURST) as portal, \
+            FakeAmoCRM(rate=AMO_RATE, burst=AMO_BURST) as account:
+        config = _crm_config(tmp_path, database_url, portal, account, limits)
+        settings = load_settings(config)
+        services = fresh_services(settings)
+        try:
+            contacts = [portal.add_contact(NAME=f"Client {n}") for n in range(20)]
+            for lead in range(1, 601):  # the sync reads them all, page by page
+                account.put_contact(lead)
+                account.put_lead(lead, contact=lead, price=1000 + lead)
+            for n in range(1, 61):  # the two CRMs' events in turn
+                deal = portal.add_deal(contact_ids=[contacts[n % 20]], STAGE_ID="WON",
+                                       OPPORTUNITY=f"{1000 + n}.00")
+                body, kind = portal.event_body("ONCRMDEALUPDATE", deal)
+                services.inbox.put(source="bitrix24", kind="ONCRMDEALUPDATE",
+                                   dedup_key=f"b{n}", body=body, content_type=kind,
+                                   portal=portal.domain)
+                services.inbox.put(source="amocrm", kind="webhook", dedup_key=f"a{n}",
+                                   body=webhook_body("leads", "status", [{
+                                       "id": str(n), "status_id": "142",
+                                       "old_status_id": "20067736", "pipeline_id": "3104455",
+                                       "price": "0"}]),
+                                   content_type=FORM, portal=settings.amocrm.portal_key)
+        finally:
+            services.close()
+        processes = [_run(config, tmp_path, "worker"), _run(config, tmp_path, "worker"),
+                     _run(config, tmp_path, "sync", "amocrm", "--full")]
+        # Enough requests that the budget surely held some back (the processes start slowly
+        # on a busy machine, so the clock starts at the fakes' first request).
+        wanted = (B24_BURST + B24_RATE * RUN_SECONDS, AMO_BURST + AMO_RATE * RUN_SECONDS)
+        deadline = time.monotonic() + MAX_SECONDS
+        try:
+            while time.monotonic() < deadline and (len(portal.request_log) < wanted[0]
+                                                   or len(account.request_log) < wanted[1]):
+                time.sleep(0.2)
+        finally:
+            errors = [_stop(process) for process in processes]
+        assert all("Traceback" not in e for e in errors), errors
+        assert len(portal.request_log) >= wanted[0] and len(account.request_log) >= wanted[1]
+        assert (portal.limit_errors, account.state.too_many) == (0, 0)
+        assert _over_the_limit(portal.request_log, B24_RATE, B24_BURST) == {}
+        assert _over_the_limit(account.request_log, account.rate, account.burst) == {}
+
+
+def _redis_prefix_or_skip() -> str:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        pytest.skip(f"no Redis at {REDIS_URL}")
+    return f"loyalty-test-budget:{os.getpid()}:{time.monotonic_ns()}:"
+
+
+def _run(config: Path, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    return subprocess.Popen([*command(), "--config", str(config), *args], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=env)
+
+
+def _stop(process: subprocess.Popen[str]) -> str:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        _, errors = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, errors = process.communicate()
+    return errors

@@ -1,4 +1,5 @@
-"""One amoCRM connection per process: the client (and its limiter) and the flows on it."""
+"""One amoCRM connection per process: the client (its limiter on the account's shared budget)
+and the flows on it."""
 
 from __future__ import annotations
 
@@ -18,9 +19,14 @@ from connector.services import Services
 class AmoCRMConnector:
     def __init__(self, services: Services, client: AmoCRMClient | None = None) -> None:
         self.services = services
-        self.client = client or AmoCRMClient(services.settings.amocrm,
-                                             credentials=services.amocrm_credentials,
-                                             metrics=services.metrics)
+        if client is None:
+            settings = services.settings.amocrm
+            limiter = services.budgets.limiter(
+                "amocrm", settings.portal_key, rate=settings.requests_per_second,
+                burst=settings.burst, on_wait=services.metrics.limiter_waited("amocrm"))
+            client = AmoCRMClient(settings, credentials=services.amocrm_credentials,
+                                  limiter=limiter, metrics=services.metrics)
+        self.client = client
 
     @cached_property
     def processor(self) -> AmoCRMProcessor:

@@ -4,7 +4,8 @@ changed, coalesced per contact, `write_batch` contacts per PATCH /api/v4/contact
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from contextlib import closing
+from datetime import datetime, timedelta
 from typing import Any
 
 from connector import mirror
@@ -55,11 +56,25 @@ class AmoCRMWriteback:
                 zone=self.services.program.zone))
 
     def flush(self, *, limit: int = 5000) -> WritebackReport:
+        """Write the dirty contacts a PATCH at a time; each PATCH's contacts are claimed, so
+        other workers flushing at once write other contacts (mirror.claimed_batches)."""
         report = WritebackReport()
         calls_before = self.client.calls
         now = self.services.ledger.clock()
-        dirty = mirror.dirty(self.services.db, "amocrm", self.portal, limit)
-        report.accounts = len(dirty)
+        batches = mirror.claimed_batches(
+            self.services.db, "amocrm", self.portal, size=self.settings.write_batch,
+            limit=limit, clock=self.services.ledger.clock,
+            changes=lambda dirty: self._changes(dirty, now, report),
+            hold=timedelta(seconds=self.services.settings.inbox.lease_seconds))
+        with closing(batches):
+            for batch in batches:
+                self._send(batch, now, report)
+        report.calls = self.client.calls - calls_before
+        return report
+
+    def _changes(self, dirty: list[Dirty], now: datetime, report: WritebackReport
+                 ) -> list[tuple[Dirty, dict[str, str]]]:
+        report.accounts += len(dirty)
         wanted = self.wanted([d.account_id for d in dirty], now)
         to_send = []
         for item in dirty:
@@ -69,13 +84,9 @@ class AmoCRMWriteback:
             else:
                 mirror.mark_written(self.services.db, item, {}, now)
                 report.unchanged += 1
-        size = self.settings.write_batch
-        for start in range(0, len(to_send), size):
-            self._send(to_send[start:start + size], report, now)
-        report.calls = self.client.calls - calls_before
-        return report
+        return to_send
 
-    def _send(self, chunk: Chunk, report: WritebackReport, now: datetime) -> None:
+    def _send(self, chunk: Chunk, now: datetime, report: WritebackReport) -> None:
         while chunk:
             try:
                 self.client.request("PATCH", "/api/v4/contacts", json=[

@@ -1,4 +1,5 @@
-"""One Bitrix24 connection per process: the client (and its limiter) and the flows on it."""
+"""One Bitrix24 connection per process: the client (its limiter on the portal's shared budget)
+and the flows on it."""
 
 from __future__ import annotations
 
@@ -18,9 +19,14 @@ from connector.services import Services
 class Bitrix24Connector:
     def __init__(self, services: Services, client: Bitrix24Client | None = None) -> None:
         self.services = services
-        self.client = client or Bitrix24Client(services.settings.bitrix24,
-                                               credentials=services.bitrix24_credentials,
-                                               metrics=services.metrics)
+        if client is None:
+            settings = services.settings.bitrix24
+            limiter = services.budgets.limiter(
+                "bitrix24", settings.portal_key, rate=settings.requests_per_second,
+                burst=settings.burst, on_wait=services.metrics.limiter_waited("bitrix24"))
+            client = Bitrix24Client(settings, credentials=services.bitrix24_credentials,
+                                    limiter=limiter, metrics=services.metrics)
+        self.client = client
 
     @cached_property
     def processor(self) -> Bitrix24Processor:

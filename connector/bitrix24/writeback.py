@@ -4,7 +4,8 @@ contact (a thousand accruals are one write), 50 `crm.contact.update` per `batch`
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from contextlib import closing
+from datetime import datetime, timedelta
 
 from connector import mirror
 from connector.crm.bitrix24 import BATCH_LIMIT, Bitrix24Client
@@ -43,10 +44,23 @@ class Bitrix24Writeback:
                 segment=self.services.settings.rfm.label(view.segment), card=view.card_number))
 
     def flush(self, *, limit: int = 5000) -> WritebackReport:
+        """Write the dirty contacts a batch at a time; each batch's contacts are claimed, so
+        other workers flushing at once write other contacts (mirror.claimed_batches)."""
         report = WritebackReport()
         calls_before = self.client.calls
-        dirty = mirror.dirty(self.services.db, "bitrix24", self.portal, limit)
-        report.accounts = len(dirty)
+        batches = mirror.claimed_batches(
+            self.services.db, "bitrix24", self.portal, size=BATCH_LIMIT, limit=limit,
+            clock=self.services.ledger.clock, changes=lambda dirty: self._changes(dirty, report),
+            hold=timedelta(seconds=self.services.settings.inbox.lease_seconds))
+        with closing(batches):
+            for batch in batches:
+                self._send(batch, report)
+        report.calls = self.client.calls - calls_before
+        return report
+
+    def _changes(self, dirty: list[Dirty], report: WritebackReport
+                 ) -> list[tuple[Dirty, dict[str, str]]]:
+        report.accounts += len(dirty)
         wanted = self.wanted([d.account_id for d in dirty], self.services.ledger.clock())
         to_send: list[tuple[Dirty, dict[str, str]]] = []
         for item in dirty:
@@ -56,31 +70,29 @@ class Bitrix24Writeback:
             else:
                 self._written(item, {})
                 report.unchanged += 1
-        for start in range(0, len(to_send), BATCH_LIMIT):
-            chunk = to_send[start:start + BATCH_LIMIT]
-            result = self.client.batch({
-                f"c{item.account_id}": ("crm.contact.update", {
-                    "id": item.contact_id, "fields": changes,
-                    "params": {"REGISTER_SONET_EVENT": "N"}})
-                for item, changes in chunk})
-            for item, changes in chunk:
-                error = result.errors.get(f"c{item.account_id}")
-                if error is None:
-                    self._written(item, changes)
-                    report.contacts_written += 1
-                elif refused_for_good(error):
-                    # Once: it stays refused, and unsent, until the contact changes.
-                    detail = f"{error.get('error_description')}"
-                    log.warning("crm.contact.update %s refused for good: %s; not sent again "
-                                "until the contact changes", item.contact_id, detail)
-                    mirror.refuse(self.services.db, item, detail,
-                                  self.services.ledger.clock())
-                    report.refused += 1
-                else:
-                    log.warning("crm.contact.update %s failed: %s", item.contact_id, error)
-                    report.failed += 1
-        report.calls = self.client.calls - calls_before
-        return report
+        return to_send
+
+    def _send(self, batch: list[tuple[Dirty, dict[str, str]]], report: WritebackReport) -> None:
+        result = self.client.batch({
+            f"c{item.account_id}": ("crm.contact.update", {
+                "id": item.contact_id, "fields": changes,
+                "params": {"REGISTER_SONET_EVENT": "N"}})
+            for item, changes in batch})
+        for item, changes in batch:
+            error = result.errors.get(f"c{item.account_id}")
+            if error is None:
+                self._written(item, changes)
+                report.contacts_written += 1
+            elif refused_for_good(error):
+                # Once: it stays refused, and unsent, until the contact changes.
+                detail = f"{error.get('error_description')}"
+                log.warning("crm.contact.update %s refused for good: %s; not sent again "
+                            "until the contact changes", item.contact_id, detail)
+                mirror.refuse(self.services.db, item, detail, self.services.ledger.clock())
+                report.refused += 1
+            else:
+                log.warning("crm.contact.update %s failed: %s", item.contact_id, error)
+                report.failed += 1
 
     def _written(self, item: Dirty, changes: dict[str, str]) -> None:
         mirror.mark_written(self.services.db, item, changes, self.services.ledger.clock())

@@ -22,7 +22,7 @@ import requests
 
 from connector.config import AmoCRMSettings
 from connector.crm.credentials import CredentialStore, Tokens
-from connector.crm.limiter import LeakyBucket
+from connector.crm.limiter import LeakyBucket, Limiter
 from connector.crm.retry import never_sent, retrying
 from connector.errors import CRMAuthError, FatalCRMError, RetriableCRMError
 from connector.metrics import Metrics, counted_call, rest_route
@@ -66,13 +66,13 @@ def classify(status: int, body: Any) -> Decision:
 
 class AmoCRMClient:
     def __init__(self, settings: AmoCRMSettings, *, credentials: CredentialStore | None = None,
-                 limiter: LeakyBucket | None = None, session: requests.Session | None = None,
+                 limiter: Limiter | None = None, session: requests.Session | None = None,
                  sleep: Callable[[float], None] = time.sleep,
                  metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.credentials = credentials
         self.metrics = metrics
-        self.limiter = limiter or LeakyBucket.under(
+        self.limiter: Limiter = limiter or LeakyBucket.under(
             settings.requests_per_second, settings.burst, sleep=sleep,
             on_wait=metrics.limiter_waited("amocrm") if metrics else None)
         self.session = session or requests.Session()
@@ -193,7 +193,7 @@ class AmoCRMClient:
         payload = {"client_id": self.settings.client_id,
                    "client_secret": secret.get_secret_value(),
                    "redirect_uri": self.settings.redirect_uri, **grant}
-        self.limiter.acquire()
+        self.limiter.acquire_local()  # under the credential row's lock: see acquire_local
         self.calls += 1
         try:
             response = self.session.post(f"{self.base}/oauth2/access_token", json=payload,

@@ -20,7 +20,7 @@ import requests
 
 from connector.config import Bitrix24Settings
 from connector.crm.credentials import CredentialStore, Tokens
-from connector.crm.limiter import LeakyBucket
+from connector.crm.limiter import LeakyBucket, Limiter
 from connector.crm.retry import never_sent, retrying
 from connector.errors import CRMAuthError, FatalCRMError, RetriableCRMError
 from connector.metrics import Metrics, counted_call
@@ -108,13 +108,13 @@ def _as_map(value: Any) -> dict[str, Any]:
 
 class Bitrix24Client:
     def __init__(self, settings: Bitrix24Settings, *, credentials: CredentialStore | None = None,
-                 limiter: LeakyBucket | None = None, session: requests.Session | None = None,
+                 limiter: Limiter | None = None, session: requests.Session | None = None,
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.time, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.credentials = credentials
         self.metrics = metrics
-        self.limiter = limiter or LeakyBucket.under(
+        self.limiter: Limiter = limiter or LeakyBucket.under(
             settings.requests_per_second, settings.burst, sleep=sleep,
             on_wait=metrics.limiter_waited("bitrix24") if metrics else None)
         self.session = session or requests.Session()
@@ -282,7 +282,7 @@ class Bitrix24Client:
         if not self.settings.client_id or secret is None:
             raise CRMAuthError("bitrix24: client_id/client_secret needed to refresh tokens",
                                code="NO_CLIENT")
-        self.limiter.acquire()
+        self.limiter.acquire_local()  # under the credential row's lock: see acquire_local
         self.calls += 1
         try:
             response = self.session.get(

@@ -1,13 +1,30 @@
-"""Client-side leaky bucket, mirroring the CRM's own, so normal work never trips its limit."""
+"""Client-side leaky bucket, mirroring the CRM's own, so normal work never trips its limit.
+
+This one bucket is one process's; connector.crm.budget shares a bucket between processes."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 MIN_SLEEP_S = 0.001
+
+
+class Limiter(Protocol):
+    """What a CRM client needs of its rate limiter (LeakyBucket, budget.SharedBucket)."""
+
+    waited_seconds: float
+
+    def acquire(self) -> float:
+        """Block until one request may be sent; returns the seconds waited."""
+
+    def acquire_local(self) -> float:
+        """As acquire, on this process's bucket alone (see SharedBucket.acquire_local)."""
+
+    def pause(self, seconds: float) -> None:
+        """The CRM said "too many": nobody sends for `seconds`."""
 
 
 class LeakyBucket:
@@ -68,6 +85,9 @@ class LeakyBucket:
         if waited and self.on_wait is not None:
             self.on_wait(waited)
         return waited
+
+    def acquire_local(self) -> float:
+        return self.acquire()
 
     def pause(self, seconds: float) -> None:
         """The CRM said "too many": nobody sends for `seconds`, and the bucket counts as full."""

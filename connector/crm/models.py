@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     CheckConstraint,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -90,6 +91,23 @@ class ContactMirror(Base):
     written_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     refused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     refused_error: Mapped[str | None] = mapped_column(Text)
+    # A write-back taking this contact: other workers leave it alone until the claim ends
+    # (written, released, or expired because its worker died).
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class CRMBudget(Base):
+    """One portal's request budget, shared by every process (connector.crm.budget): the
+    theoretical arrival time of the next request and the end of a pause the CRM asked for,
+    both in the database clock's epoch seconds."""
+
+    __tablename__ = "crm_budgets"
+
+    crm: Mapped[str] = mapped_column(String(16), primary_key=True)
+    portal: Mapped[str] = mapped_column(String(255), primary_key=True)
+    tat: Mapped[float] = mapped_column(Float, default=0.0)
+    paused_until: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class TriggerEvent(Base):
