@@ -192,9 +192,10 @@ def test_others_read_only_unless_listed_as_editors(
                             tab_editors=[manager])
     h = Harness(portal, fresh_services(settings, clock=clock), time, clock)
     try:
-        anna = portal.add_contact(NAME="Anna")
+        anna = portal.add_contact(NAME="<script>alert(1)</script>")  # CRM text is escaped
         read_only = open_tab(h, CONTACT_TAB, anna, user_id=clerk).get_data(as_text=True)
         assert "Olga Sidorova" in read_only and 'id="read-only"' in read_only
+        assert "<script" not in read_only and "&lt;script&gt;alert(1)" in read_only
         assert 'name="form"' not in read_only
         editor = open_tab(h, CONTACT_TAB, anna, user_id=manager).get_data(as_text=True)
         assert send(h, form_token(editor, "grant"), "20", "referral call").status_code == 200
