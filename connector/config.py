@@ -195,6 +195,9 @@ class Bitrix24Settings(_Section):
     sync_interval_minutes: int = Field(15, ge=1)
     comment_when_no_deal: bool = Field(
         False, description="timeline comment on a contact whose trigger had no deal to run on")
+    tab_editors: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=list, description="user ids who may change balances in the CRM tab "
+                                          "(portal admins always may)")
     fields: dict[str, str] = Field(default_factory=_default_bitrix24_fields)
     triggers: dict[str, Bitrix24Trigger] = Field(
         default_factory=dict, description="transition -> the portal trigger it fires")

@@ -29,6 +29,7 @@ from connector.amocrm.authorization import authorize_hint, needs_authorization
 from connector.amocrm.install import HOOK_EVENTS, AmoCRMInstaller
 from connector.bitrix24.install import CODES, EVENTS, ROBOTS, Bitrix24Installer
 from connector.bitrix24.portal import url_domain
+from connector.bitrix24.tab import PLACEMENTS
 from connector.config import AmoCRMSettings, Bitrix24Settings, LimitsSettings, Settings
 from connector.crm.amocrm import AmoCRMClient
 from connector.crm.bitrix24 import Bitrix24Client
@@ -209,6 +210,8 @@ def bitrix24(services: Services, *, database_usable: bool) -> Iterator[Check]:
     yield _attempt("bitrix24 events", lambda: _events(client, installer), refused=scopes)
     yield _attempt("bitrix24 robots", lambda: _robots(client), refused=scopes)
     yield _attempt("bitrix24 triggers", lambda: _triggers(client, settings), refused=scopes)
+    yield _attempt("bitrix24 tab", lambda: _tab(client, installer),
+                   refused="give the app the placement scope and reinstall it")
     tokens = services.bitrix24_credentials.load()
     if tokens is not None and tokens.expires_at is not None:
         yield ok("bitrix24 token", f"access token valid until {_when(tokens.expires_at)}, "
@@ -319,6 +322,17 @@ def _trigger_codes(settings: Bitrix24Settings) -> Check:
                           f"{', '.join(missing)}", fix)
     return ok(name, f"all {len(CODES)} transitions have a portal trigger code (that the "
                     "codes exist is shown only in the portal)")
+
+
+def _tab(client: Bitrix24Client, installer: Bitrix24Installer) -> Check:
+    bound = {(item.get("placement"), item.get("handler"))
+             for item in client.call("placement.get", {}).result or []}
+    missing = [code for code in PLACEMENTS if (code, installer.tab_url) not in bound]
+    if missing:  # the program works without it: managers only miss the card tab
+        return warn("bitrix24 tab", f"{len(missing)} of {len(PLACEMENTS)} card tab(s) not "
+                                    f"registered at {installer.tab_url}: {', '.join(missing)}",
+                    B24_INSTALL)
+    return ok("bitrix24 tab", f"contact and deal cards open {installer.tab_url}")
 
 
 def _attempt(name: str, check: Callable[[], Check], *, refused: str) -> Check:

@@ -174,6 +174,8 @@ def test_healthy_app_setup_checks_events_robots_triggers_and_the_token(
     assert (checks["bitrix24 events"].detail, checks["bitrix24 robots"].detail,
             checks["bitrix24 triggers"].detail) == (
         f"all {len(EVENTS)} present", f"all {len(ROBOTS)} present", f"all {len(CODES)} present")
+    assert checks["bitrix24 tab"].detail == \
+        f"contact and deal cards open {live.url}/bitrix24/tab"
     assert checks["bitrix24 token"].detail.startswith("access token valid until ")
     services.close()
 
@@ -192,6 +194,8 @@ def test_missing_field_unbound_event_moved_handler_and_missing_robot(
     moved = next(b for b in bound if b["event"] == "ONCRMDEALUPDATE")
     moved["handler"] = "https://old.example.com/bitrix24/events"
     del portal.records.robots["loyalty_redeem"]
+    portal.placements[:] = [p for p in portal.placements
+                            if p["placement"] != "CRM_DEAL_DETAIL_TAB"]
     checks = examine(services)
     install = " — run: loyalty-connector install bitrix24"
     fields = len(services.settings.bitrix24.fields)
@@ -205,6 +209,9 @@ def test_missing_field_unbound_event_moved_handler_and_missing_robot(
     assert checks["bitrix24 robots"].line() == \
         f"FAIL bitrix24 robots: 1 of {len(ROBOTS)} robot(s) missing: loyalty_redeem" + install
     assert checks["bitrix24 triggers"].status == "ok"
+    assert checks["bitrix24 tab"].line() == (
+        f"WARN bitrix24 tab: 1 of 2 card tab(s) not registered at {live.url}/bitrix24/tab: "
+        "CRM_DEAL_DETAIL_TAB" + install)
     services.close()
 
 

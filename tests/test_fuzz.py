@@ -28,6 +28,7 @@ from connector.services import Services
 from connector.tables import Base
 from mappings.phpquery import encode
 from tests.conftest import BACKENDS, POSTGRES_URL, fresh_services, make_settings
+from tests.fakes import FakeBitrix24Portal
 from webhooks import create_app
 
 ADMIN_TOKEN = "fuzz-admin-token-0123456789"
@@ -84,6 +85,14 @@ def b24_robot(*, code: str = "loyalty_redeem", token: str = B24_TOKEN,
         "auth": {"domain": domain, "member_id": B24_MEMBER, "application_token": token}})
 
 
+def b24_placement(*, domain: str = "acme.bitrix24.ru", member: str = B24_MEMBER,
+                  auth_id: str = "f" * 64) -> str:
+    """The CRM tab's placement call (DOMAIN in the form here; Bitrix24 puts it in the query)."""
+    return encode({"DOMAIN": domain, "PROTOCOL": "1", "LANG": "ru", "AUTH_ID": auth_id,
+                   "AUTH_EXPIRES": "3600", "member_id": member, "status": "L",
+                   "PLACEMENT": "CRM_CONTACT_DETAIL_TAB", "PLACEMENT_OPTIONS": '{"ID":"1"}'})
+
+
 def amo_webhook(lead_id: str = "1", *, subdomain: str = "example",
                 action: str = "status") -> str:
     return encode({"leads": {action: {"0": {"id": lead_id, "status_id": "142",
@@ -115,11 +124,13 @@ class Edge:
     client: FlaskClient
 
     def rows(self) -> dict[str, int]:
-        """Rows in every table: what "nothing stored" is measured by."""
+        """Rows in every table: what "nothing stored" is measured by. The CRM budget is left
+        out: a refused request that had to ask the portal (the tab's forged AUTH_ID) spends
+        a request of its budget, which stores nothing of the request."""
         with self.services.db.engine.connect() as connection:
             return {table.name: connection.execute(
                 select(func.count()).select_from(table)).scalar_one()
-                for table in Base.metadata.sorted_tables}
+                for table in Base.metadata.sorted_tables if table.name != "crm_budgets"}
 
     def wsgi(self, environ: dict[str, Any]) -> tuple[int, bytes]:
         """Call the app with a hand-made environ (the test client would add Content-Length)."""
@@ -189,6 +200,9 @@ FORGED_REQUESTS: dict[str, dict[str, Any]] = {
     "b24-event": {"data": b24_event(token="f" * 32, member="m" * 32), "content_type": FORM},
     "b24-robot": {"data": b24_robot(token="f" * 32), "content_type": FORM},
     "amo-webhook": {"data": amo_webhook(), "content_type": FORM},
+    "b24-placement": {"data": b24_placement(), "content_type": FORM},
+    "b24-tab-form": {"data": encode({"form": "v1.e30.Zm9yZ2Vk", "points": "100",
+                                     "reason": "forged"}), "content_type": FORM},
     "api-json": {"json": {"crm": "bitrix24", "portal": "acme", "contact_id": "1",
                           "amount": "100", "key": "forged-1", "name": "review",
                           "points": "10", "reason": "x", "source": "s"}},
@@ -209,10 +223,12 @@ def _refusal_problem(response: TestResponse, statuses: set[int] | None = None) -
     return None
 
 
-def unguarded_writes(edge: Edge) -> tuple[list[str], set[str]]:
+def unguarded_writes(edge: Edge, forged: dict[str, dict[str, Any]] | None = None
+                     ) -> tuple[list[str], set[str]]:
     """Every state-changing route, sent every forged request: (what went wrong, the rules
     checked). Each answer must be a JSON 4xx, none may store anything, and at least one
     must be a refusal for want of credentials."""
+    forged = FORGED_REQUESTS if forged is None else forged
     problems: list[str] = []
     checked: set[str] = set()
     for rule in all_rules(edge.app):
@@ -220,7 +236,7 @@ def unguarded_writes(edge: Edge) -> tuple[list[str], set[str]]:
             url = _url(rule, method)
             statuses = set()
             before = edge.rows()
-            for name, request in FORGED_REQUESTS.items():
+            for name, request in forged.items():
                 for headers in FORGED_AUTH:
                     response = edge.client.open(url, method=method, headers=headers, **request)
                     statuses.add(response.status_code)
@@ -261,7 +277,34 @@ def test_every_state_changing_route_refuses_requests_without_credentials(edge: E
     assert {"/bitrix24/events", "/bitrix24/robots", "/amocrm/webhooks/<secret>",
             "/amocrm/actions/<secret>/<path:action>", "/bitrix24/actions/<secret>/<path:action>",
             "/api/v1/accrue", "/api/v1/redeem",
-            "/api/v1/adjust", "/api/v1/bonus", "/api/v1/reverse", "/api/v1/preview"} <= checked
+            "/api/v1/adjust", "/api/v1/bonus", "/api/v1/reverse", "/api/v1/preview",
+            "/bitrix24/tab", "/bitrix24/tab/change"} <= checked
+
+
+def test_the_crm_tab_refuses_forgeries_in_an_app_setup(tmp_path: Path,
+                                                       database_url: str) -> None:
+    """The shared edge has no Bitrix24 app, so its tab routes refuse everything as
+    unavailable; here an app is set up and a forged AUTH_ID of the right portal goes to that
+    portal (a fake one) and is refused there."""
+    with FakeBitrix24Portal() as portal:
+        settings = make_settings(tmp_path, database_url, bitrix24={
+            "enabled": True, "portal": portal.url, "client_id": portal.client_id,
+            "client_secret": portal.client_secret, "member_id": portal.member_id,
+            "timeout_seconds": 2})
+        services = fresh_services(settings)
+        try:
+            app = create_app(services=services)
+            edge = Edge(app, services, app.test_client())
+            forged = {**FORGED_REQUESTS, "b24-placement": {
+                "data": b24_placement(domain=portal.domain, member=portal.member_id),
+                "content_type": FORM}}
+            problems, checked = unguarded_writes(edge, forged)
+        finally:
+            services.close()
+        refused = [call.status for call in portal.calls_of("profile")]
+    assert problems == []
+    assert {"/bitrix24/tab", "/bitrix24/tab/change"} <= checked
+    assert refused and set(refused) == {401}  # the forged AUTH_IDs reached the portal alone
 
 
 def test_every_read_that_is_not_public_refuses_requests_without_the_token(edge: Edge) -> None:

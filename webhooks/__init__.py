@@ -22,6 +22,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         api,
         bitrix24,
         bitrix24_actions,
+        bitrix24_tab,
         dashboard,
         errors,
         health,
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(bitrix24.bp)
     app.register_blueprint(bitrix24_actions.bp)
+    app.register_blueprint(bitrix24_tab.bp)
     app.register_blueprint(amocrm.bp)
     intake = Intake(app.wsgi_app, app.extensions["loyalty"],
                     max_body=settings.server.max_body_bytes, request_ids=request_ids,

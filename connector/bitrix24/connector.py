@@ -10,6 +10,7 @@ from connector.bitrix24.automation import Bitrix24Automation
 from connector.bitrix24.install import Bitrix24Installer
 from connector.bitrix24.processor import Bitrix24Processor
 from connector.bitrix24.reconcile import reconcile
+from connector.bitrix24.tab import Bitrix24Tab
 from connector.bitrix24.writeback import Bitrix24Writeback
 from connector.crm.bitrix24 import Bitrix24Client
 from connector.reports import ReconcileReport
@@ -43,6 +44,11 @@ class Bitrix24Connector:
     @cached_property
     def installer(self) -> Bitrix24Installer:
         return Bitrix24Installer(self.services, self.client)
+
+    @cached_property
+    def tab(self) -> Bitrix24Tab:
+        """The CRM card tab (app setup only: TabRefused 404 otherwise)."""
+        return Bitrix24Tab(self.services, self.client)
 
     def reconcile(self, *, full: bool = False,
                   progress: Callable[[int], None] | None = None) -> ReconcileReport:

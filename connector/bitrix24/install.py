@@ -1,9 +1,11 @@
-"""`loyalty-connector install bitrix24`: contact fields, event handlers, robots, triggers.
+"""`loyalty-connector install bitrix24`: contact fields, event handlers, robots, triggers,
+the "Loyalty" tab in contact and deal cards.
 
-Safe to run again: what exists is recognised, not duplicated. Event binding, robots and
-triggers need an application context; with an inbound webhook those steps are printed as
-manual instructions instead: the outgoing webhook, a "Track incoming webhook" trigger per
-transition (its code goes to bitrix24.triggers), and the "Webhook" automation rule's URL.
+Safe to run again: what exists is recognised, not duplicated. Event binding, robots,
+triggers and the tab's placements need an application context; with an inbound webhook
+those steps are printed as manual instructions instead: the outgoing webhook, a "Track
+incoming webhook" trigger per transition (its code goes to bitrix24.triggers), and the
+"Webhook" automation rule's URL.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from connector.bitrix24.robots import ROBOTS
+from connector.bitrix24.tab import PLACEMENTS, TAB_PATH, TITLES
 from connector.crm.bitrix24 import Bitrix24Client
 from connector.errors import FatalCRMError
 from connector.reports import InstallReport
@@ -43,6 +46,7 @@ class Bitrix24Installer:
         self.robots_url = f"{base}/bitrix24/robots"
         # The secret is the admin's to paste: install never prints it.
         self.actions_url = f"{base}/bitrix24/actions/<actions_secret>"
+        self.tab_url = f"{base}{TAB_PATH}"
         self.webhook_mode = self.settings.webhook_url is not None
 
     def install(self) -> InstallReport:
@@ -55,6 +59,7 @@ class Bitrix24Installer:
             self._events(report)
             self._robots(report)
             self._triggers(report)
+            self._placements(report)
         except FatalCRMError as exc:
             if exc.code.upper() not in APP_ONLY:
                 raise
@@ -74,6 +79,9 @@ class Bitrix24Installer:
             for event in EVENTS:
                 if self._try("event.unbind", {"event": event, "handler": self.events_url}):
                     report.done.append(f"unbound {event}")
+            for placement in PLACEMENTS:
+                if self._unbind_tab(placement):
+                    report.done.append(f"removed tab {placement}")
         names = set(self.settings.fields.values())
         for existing in list(self.client.pages("crm.contact.userfield.list")):
             if existing.get("FIELD_NAME") in names:
@@ -87,6 +95,14 @@ class Bitrix24Installer:
         except FatalCRMError:
             return False  # already gone
         return True
+
+    def _unbind_tab(self, placement: str) -> bool:
+        try:
+            found = self.client.call("placement.unbind", {"PLACEMENT": placement,
+                                                          "HANDLER": self.tab_url}).result
+        except FatalCRMError:
+            return False
+        return isinstance(found, dict) and bool(found.get("count"))
 
     def _fields(self, report: InstallReport) -> None:
         existing = {item.get("FIELD_NAME")
@@ -135,6 +151,20 @@ class Bitrix24Installer:
             self.client.call("crm.automation.trigger.add", {"CODE": code, "NAME": NAMES[code]})
             report.done.append(f"registered trigger {code}")
 
+    def _placements(self, report: InstallReport) -> None:
+        bound = {(item.get("placement"), item.get("handler"))
+                 for item in self.client.call("placement.get", {}).result or []}
+        for placement in PLACEMENTS:
+            if (placement, self.tab_url) in bound:
+                report.done.append(f"tab {placement} exists")
+                continue
+            # A repeat after a lost answer would be refused as "already binded": sent once.
+            self.client.call("placement.bind", {
+                "PLACEMENT": placement, "HANDLER": self.tab_url, "TITLE": TITLES["en"],
+                "LANG_ALL": {lang: {"TITLE": title} for lang, title in TITLES.items()}},
+                idempotent=False)
+            report.done.append(f"registered tab {placement} -> {self.tab_url}")
+
     def _manual_steps(self, report: InstallReport) -> None:
         events = ", ".join(e for e in EVENTS if not e.startswith("ONAPP"))
         report.manual += [
@@ -142,6 +172,9 @@ class Bitrix24Installer:
             f"{self.events_url}, events {events}.",
             "Copy the webhook's application token into LOYALTY_BITRIX24__APPLICATION_TOKEN "
             "(bitrix24.application_token) and restart the service.",
+            "The Loyalty tab in contact and deal cards needs an application: create a "
+            "local app (client_id, client_secret) with the crm and placement scopes and "
+            "run install again with it.",
         ]
         self._trigger_codes(report)
         self._webhook_robot(report)

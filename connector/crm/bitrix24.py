@@ -192,6 +192,20 @@ class Bitrix24Client:
             raise CRMAuthError("app.info: the install's access token has expired",
                                code="EXPIRED_TOKEN") from None
 
+    def call_as_user(self, method: str, access_token: str,
+                     params: Mapping[str, Any] | None = None) -> Any:
+        """One call with a user's own token (a widget's AUTH_ID) on the configured portal,
+        never at a domain the request names. Not retried and never refreshed: the token is
+        the user's, and the user waits for the answer. CRMAuthError when the portal does not
+        know the token or it has expired."""
+        try:
+            body = self._once(method, f"{self.settings.rest_url}{method}.json",
+                              {**(params or {}), "auth": access_token}, idempotent=True)
+        except _ExpiredToken:
+            raise CRMAuthError(f"{method}: the user's access token has expired",
+                               code="EXPIRED_TOKEN") from None
+        return body["result"]
+
     # -- transport -------------------------------------------------------------------------
     def _send(self, method: str, params: dict[str, Any], *, idempotent: bool) -> dict[str, Any]:
         refreshed = False

@@ -35,6 +35,7 @@ from tests.fakes.bitrix24_payloads import (
     event_body,
     new_event_token,
     new_workflow_id,
+    placement_call,
     robot_body,
 )
 from tests.fakes.bitrix24_payloads import document_id as as_document_id
@@ -110,6 +111,10 @@ class FakeBitrix24Portal:
         # docs: NO_AUTH_FOUND covers a bad access token too; real portals are also seen
         # answering ("invalid_token", "Unable to get application by token"): set that here.
         self.invalid_token_error = ("NO_AUTH_FOUND", "Wrong authorization data")
+        # Portal users by id (profile, user.current, user.admin); tokens name one of them.
+        self.users: dict[int, dict[str, Any]] = {1: {  # user 1 installs the app
+            "NAME": "Admin", "LAST_NAME": "Portal", "ADMIN": True, "EMAIL": "",
+            "WORK_POSITION": ""}}
         self.tokens: dict[str, AppToken] = {}
         self.refresh_tokens: dict[str, AppToken] = {}
         self.auth_codes: dict[str, tuple[int, float]] = {}
@@ -284,6 +289,34 @@ class FakeBitrix24Portal:
         """Refresh answers invalid_grant, as after 180 days or an uninstall."""
         with self.lock:
             self.refresh_tokens.clear()
+
+    # -- users and widgets -----------------------------------------------------------------
+    def add_user(self, name: str, last_name: str = "", *, admin: bool = False,
+                 email: str = "", position: str = "") -> int:
+        """A portal user (an employee); returns the id."""
+        with self.lock:
+            user_id = max(self.users, default=0) + 1
+            self.users[user_id] = {"NAME": name, "LAST_NAME": last_name, "ADMIN": admin,
+                                   "EMAIL": email, "WORK_POSITION": position}
+            return user_id
+
+    def placement_call(self, placement: str, entity_id: int | str, *, user_id: int = 1,
+                       **overrides: Any) -> tuple[str, bytes, str]:
+        """What Bitrix24 POSTs to a widget's handler when `user_id` opens it: (query string,
+        body, content type), with a live token pair of that user."""
+        tokens = self.issue_tokens(user_id)
+        values: dict[str, Any] = {
+            "domain": self.domain, "member_id": self.member_id,
+            "application_token": self.application_token,
+            "access_token": tokens["access_token"], "refresh_token": tokens["refresh_token"],
+            "expires_in": self.token_lifetime, "status": self.app_status}
+        values.update(overrides)
+        return placement_call(placement, entity_id, **values)
+
+    @property
+    def placements(self) -> list[dict[str, Any]]:
+        """Registered widget handlers, as placement.get shows them."""
+        return self.records.placements
 
     # -- CRM data helpers (DATE_MODIFY comes from the portal clock) ------------------------
     def add_deal(self, *, contact_ids: list[int] | None = None, **fields: Any) -> int:

@@ -107,13 +107,6 @@ def server_time(ctx: Context, params: dict[str, Any]) -> str:
     return ctx.portal.now().isoformat()  # server-time.md: YYYY-MM-DDThh:mm:ss±hh:mm
 
 
-@method("profile")
-def profile(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    # api-reference/common/users/profile.md
-    return {"ID": str(ctx.user_id), "ADMIN": True, "NAME": "Admin", "LAST_NAME": "Portal",
-            "PERSONAL_GENDER": "", "TIME_ZONE": ""}
-
-
 @method("app.info")
 def app_info(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     require_app(ctx)  # app-info.md

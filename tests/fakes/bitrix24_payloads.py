@@ -8,6 +8,7 @@ format" (api-reference/events/index.md). So `{"data": {"FIELDS": {"ID": "759"}}}
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -147,3 +148,27 @@ def robot_body(code: str, document: str | Sequence[str], properties: Mapping[str
                 user_id=str(user_id))
     body["auth"] = auth
     return build_query(body).encode(), FORM
+
+
+def placement_call(placement: str, entity_id: int | str, *, domain: str, member_id: str,
+                   application_token: str, access_token: str, refresh_token: str,
+                   protocol: int = 1, lang: str = "ru", expires_in: int = 3600,
+                   scope: str = "crm,placement", status: str = "L",
+                   server_endpoint: str = OAUTH_SERVER_ENDPOINT,
+                   options: Mapping[str, Any] | None = None) -> tuple[str, bytes, str]:
+    """What a widget handler receives when a user opens it (api-reference/widgets/crm/
+    detail-tab.md, widgets/_includes/widget_data.md): DOMAIN, PROTOCOL, LANG and APP_SID in
+    the handler URL's query string, the rest form-encoded in the POST body, PLACEMENT_OPTIONS
+    a JSON string with the entity's ID. Returns (query string, body, content type)."""
+    query = build_query({"DOMAIN": domain, "PROTOCOL": str(protocol), "LANG": lang,
+                         "APP_SID": secrets.token_hex(16)})
+    uri = f"/crm/{placement.split('_')[1].lower()}/details/{entity_id}/?IFRAME=Y"
+    context = dict(options or {"ID": str(entity_id), "URI": uri})
+    body = build_query({
+        "AUTH_ID": access_token, "AUTH_EXPIRES": str(expires_in), "REFRESH_ID": refresh_token,
+        "SERVER_ENDPOINT": server_endpoint, "APPLICATION_TOKEN": application_token,
+        "APPLICATION_SCOPE": scope, "member_id": member_id, "status": status,
+        "PLACEMENT": placement,
+        # PHP's json_encode escapes slashes, as the docs' example shows
+        "PLACEMENT_OPTIONS": json.dumps(context).replace("/", "\\/")})
+    return query, body.encode(), FORM

@@ -19,7 +19,10 @@ from typing import TYPE_CHECKING, Any
 from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes import bitrix24_automation  # noqa: F401  (registers the app-context methods)
+from tests.fakes import (
+    bitrix24_automation,  # noqa: F401  (registers the app-context methods)
+    bitrix24_widgets,  # noqa: F401  (users and placements)
+)
 from tests.fakes.bitrix24_methods import METHODS, Context, ListPage, RestError
 from tests.fakes.bitrix24_php import ci_get, from_pairs, parse_query, php_json, scalar
 from tests.fakes.bitrix24_state import AppToken, Call, Fault

@@ -212,3 +212,4 @@ class Records:
     timeline_comments: list[dict[str, Any]] = field(default_factory=list)
     contact_updates: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     outbox: list[OutgoingEvent] = field(default_factory=list)
+    placements: list[dict[str, Any]] = field(default_factory=list)  # as placement.get shows
