@@ -54,6 +54,9 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 class Database:
+    """Bound parameters carry OAuth tokens and raw CRM bodies: neither `database.echo` nor
+    an error message ever shows them (hide_parameters)."""
+
     def __init__(self, settings: DatabaseSettings) -> None:
         self.url = normalise_url(settings.url)
         parsed = make_url(self.url)
@@ -61,13 +64,14 @@ class Database:
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            self.engine = create_engine(self.url, echo=settings.echo,
+            self.engine = create_engine(self.url, echo=settings.echo, hide_parameters=True,
                                         connect_args={"timeout": 30})
             _configure_sqlite(self.engine)
             writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         else:
-            self.engine = create_engine(self.url, echo=settings.echo, pool_pre_ping=True,
-                                        pool_size=settings.pool_size, max_overflow=10)
+            self.engine = create_engine(self.url, echo=settings.echo, hide_parameters=True,
+                                        pool_pre_ping=True, pool_size=settings.pool_size,
+                                        max_overflow=10)
             writer = self.engine
         self._writer = sessionmaker(bind=writer, expire_on_commit=False)
         self._reader = sessionmaker(bind=self.engine, expire_on_commit=False)
