@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -18,6 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from connector.config import DatabaseSettings
 from connector.errors import StorageError
+
+if TYPE_CHECKING:
+    from connector.sealing import Sealer
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -103,11 +107,21 @@ class Database:
         config.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
         return config
 
-    def upgrade(self, revision: str = "head") -> None:
+    def upgrade(self, revision: str = "head", *, sealer: Sealer | None = None) -> None:
+        """Migrate; `sealer` (connector.sealing.Sealer) seals or opens stored tokens where a
+        migration changes how they are kept, and is needed only when there are some."""
+        self._migrate(command.upgrade, revision, sealer)
+
+    def downgrade(self, revision: str, *, sealer: Sealer | None = None) -> None:
+        self._migrate(command.downgrade, revision, sealer)
+
+    def _migrate(self, step: Callable[[AlembicConfig, str], None], revision: str,
+                 sealer: Sealer | None) -> None:
         config = self._alembic_config()
         with self.engine.begin() as connection:
             config.attributes["connection"] = connection
-            command.upgrade(config, revision)
+            config.attributes["sealer"] = sealer
+            step(config, revision)
 
     def head_revision(self) -> str | None:
         return ScriptDirectory.from_config(self._alembic_config()).get_current_head()

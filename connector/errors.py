@@ -10,6 +10,7 @@
      │    ├── UnknownBonusError
      │    └── IdempotencyConflictError   same key, different operation
      ├── StorageError              the database is not usable (unreachable, not migrated)
+     │    └── SealError            a stored secret does not open with the configured key
      └── CRMError                  a call to the CRM failed
           ├── RetriableCRMError    try again later (rate limit, 5xx, timeout); may carry a wait
           ├── CRMAuthError         credentials are invalid or revoked: stop calling, tell the admin
@@ -32,6 +33,7 @@ __all__ = [
     "LedgerError",
     "RedemptionCapError",
     "RetriableCRMError",
+    "SealError",
     "SkippableRecordError",
     "StorageError",
     "UnknownBonusError",
@@ -52,6 +54,11 @@ class ConfigError(ConnectorError):
 
 class StorageError(ConnectorError):
     """The database cannot be used as configured."""
+
+
+class SealError(StorageError):
+    """A stored secret cannot be sealed or opened: the key is missing or not the one it was
+    sealed with. The text names where the key comes from, never a key or a value."""
 
 
 class LedgerError(ConnectorError):
