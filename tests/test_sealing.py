@@ -82,6 +82,8 @@ def test_another_key_cannot_read_them_and_says_what_to_do(settings: Settings) ->
             "LOYALTY_SECRET_KEY; restore the key (see README, Security)") in caught.value.detail
     assert stranger not in caught.value.detail and ACCESS not in caught.value.detail
     with pytest.raises(CRMAuthError):
+        other.amocrm_credentials.application_token()
+    with pytest.raises(CRMAuthError):
         other.amocrm_credentials.refresh(ACCESS, lambda _: some_tokens())
     assert other.amocrm_credentials.status() == ("active", None)  # not taken for revoked
     other.close()

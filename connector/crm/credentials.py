@@ -80,7 +80,8 @@ class CredentialStore:
     def application_token(self) -> str | None:
         with self.db.transaction(write=False) as session:
             row = self._row(session)
-            return self._opened(row).application_token if row else None
+            # Asked per received event when no token is configured: open this one alone.
+            return self._open(row.application_token) if row else None
 
     def refresh(self, failed_access_token: str | None, refresher: Refresher) -> Tokens:
         """Refresh once across all processes; returns the tokens to use now."""
@@ -121,12 +122,14 @@ class CredentialStore:
             row = self._row(session)
             return (row.status, row.last_error) if row else None
 
-
     def _opened(self, row: Credential) -> Opened:
-        """The row's tokens in clear; CRMAuthError when the key at hand cannot open them (the
-        CRM calls stop and received events wait, as with revoked credentials)."""
+        return Opened(*(self._open(getattr(row, column)) for column in Opened._fields))
+
+    def _open(self, sealed: str | None) -> str | None:
+        """A token in clear; CRMAuthError when the key at hand cannot open it (the CRM calls
+        stop and received events wait, as with revoked credentials)."""
         try:
-            return Opened(*(self.sealer.open(getattr(row, column)) for column in Opened._fields))
+            return self.sealer.open(sealed)
         except SealError as exc:
             raise CRMAuthError(f"{self.crm} {self.portal}: stored tokens cannot be read: {exc}; "
                                "restore the key (see README, Security), or re-authorize the "
