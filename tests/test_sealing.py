@@ -19,7 +19,7 @@ from connector.crm.credentials import Tokens
 from connector.crm.models import Credential
 from connector.errors import ConfigError, CRMAuthError, SealError
 from connector.sealing import Sealer, key_source
-from connector.sealing.keys import KeySource
+from connector.sealing.keys import KeySource, write_key_file
 from connector.sealing.rotation import rotate_key
 from connector.services import Services
 from tests.conftest import fresh_services, make_settings
@@ -259,3 +259,26 @@ def test_new_key_prints_a_fresh_key_each_time() -> None:
     assert first.exit_code == second.exit_code == 0
     assert first.output != second.output
     Fernet(first.output.strip().encode())
+
+
+def test_an_altered_value_is_refused_not_used(settings: Settings) -> None:
+    services = fresh_services(settings)
+    store = services.bitrix24_credentials
+    store.save(some_tokens())
+    with services.db.transaction() as session:
+        row = session.scalar(select(Credential))
+        assert row is not None and row.access_token is not None
+        flipped = "A" if row.access_token[40] != "A" else "B"
+        row.access_token = row.access_token[:40] + flipped + row.access_token[41:]
+    with pytest.raises(CRMAuthError, match="stored tokens cannot be read"):
+        store.load()
+    services.close()
+
+
+def test_two_processes_making_the_key_file_at_once_agree(tmp_path: Path) -> None:
+    path = tmp_path / "loyalty.db.key"
+    first, second = Fernet.generate_key(), Fernet.generate_key()
+    assert write_key_file(path, [first], replace=False) is True
+    assert write_key_file(path, [second], replace=False) is False  # the first one stays
+    assert Sealer(KeySource(path=path, may_create=True)).keys == [first]
+    assert [p.name for p in tmp_path.iterdir()] == ["loyalty.db.key"]  # no temporary left
