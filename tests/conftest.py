@@ -27,7 +27,8 @@ from webhooks import create_app
 
 POSTGRES_URL = os.environ.get("LOYALTY_TEST_DATABASE_URL")
 BACKENDS = ["sqlite", *(["postgresql"] if POSTGRES_URL else [])]
-# PostgreSQL wants the key given (SQLite tests use the key file made beside the database).
+# PostgreSQL wants the key given (SQLite tests use the key file made beside the database);
+# commands started as processes take it from the environment.
 TEST_SECRET_KEY = "0f3HUz0BGtF7kSE2l1oVh0sZ9oFUQ5yHMBbd9U-8A4s="
 
 
@@ -45,10 +46,12 @@ class Clock:
         return self.now
 
 
-def make_settings(tmp_path: Path, database_url: str | None = None,
-                  **sections: dict[str, Any]) -> Settings:
+def make_settings(tmp_path: Path, database_url: str | None = None, **sections: Any) -> Settings:
     sections.setdefault("database", {})
     sections["database"].setdefault("url", database_url or f"sqlite:///{tmp_path}/test.db")
+    if POSTGRES_URL and sections["database"]["url"] == POSTGRES_URL:
+        # Also for fixtures built before the environment below is set (module scope).
+        sections.setdefault("secret_key", TEST_SECRET_KEY)
     return load_settings(None, **sections)
 
 
