@@ -47,7 +47,7 @@ def run(leads: int, contacts: int, rate: float, write_batch: int,
             "webhook_secret": "BenchSecret0123456789", "requests_per_second": rate,
             "burst": int(rate), "write_batch": write_batch})
         services = Services.build(settings)
-        services.db.upgrade()
+        services.migrate()
         client = AmoCRMClient(settings.amocrm, limiter=LeakyBucket.under(
             rate, int(rate), clock=clock.monotonic, sleep=clock.sleep), sleep=clock.sleep)
         connector = AmoCRMConnector(services, client=client)

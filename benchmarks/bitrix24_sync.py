@@ -44,7 +44,7 @@ def run(deals: int, contacts: int, rate: float, burst: int, database_url: str) -
             "application_token": portal.application_token, "requests_per_second": rate,
             "burst": burst})
         services = Services.build(settings)
-        services.db.upgrade()
+        services.migrate()
         client = Bitrix24Client(
             settings.bitrix24, limiter=LeakyBucket.under(rate, burst, clock=clock.monotonic,
                                                          sleep=clock.sleep), sleep=clock.sleep)

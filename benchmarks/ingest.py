@@ -547,7 +547,7 @@ def in_process(url: str, scratch: Path, options: argparse.Namespace) -> dict[str
     config = scratch / "in-process.toml"
     write_config(config, port=8080, threads=1, database_url=url)  # not listened on
     services = Services.build(load_settings(config))
-    services.db.upgrade()
+    services.migrate()
     kinds = templates()
     statuses: Counter[str] = Counter()
 
@@ -634,7 +634,7 @@ def bitrix24_processing(url: str, *, events: int, deals: int, contacts: int, ful
                                            "application_token": portal.application_token})
         services = Services.build(settings)
         try:
-            services.db.upgrade()
+            services.migrate()
             connector = services.bitrix24
             connector.installer.install()  # the contact fields write-back fills
             chosen = fill_events(rng, events, deal_ids)
@@ -694,7 +694,7 @@ def amocrm_processing(url: str, *, events: int, deals: int, contacts: int, full_
                                          "webhook_secret": AMO_SECRET})
         services = Services.build(settings)
         try:
-            services.db.upgrade()
+            services.migrate()
             connector = services.amocrm
             connector.installer.install()
             chosen = fill_events(rng, events, lead_ids)

@@ -29,6 +29,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from connector.bitrix24.portal import split, url_domain
 from connector.errors import ConfigError
+from connector.sealing.keys import parse_keys
 
 DEFAULT_CONFIG_FILE = Path("config.toml")
 CONFIG_ENV = "LOYALTY_CONFIG"
@@ -465,6 +466,19 @@ class Settings(BaseSettings):
     rfm: RFMSettings = RFMSettings()
     bitrix24: Bitrix24Settings = Bitrix24Settings()
     amocrm: AmoCRMSettings = AmoCRMSettings()
+    secret_key: SecretStr | None = Field(
+        None, description="LOYALTY_SECRET_KEY: the key(s) sealing stored CRM tokens, newest "
+                          "first")
+    secret_key_file: str | None = Field(
+        None, description="the key file when LOYALTY_SECRET_KEY is unset (default: beside a "
+                          "SQLite database)")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_keys(value.get_secret_value())
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -502,7 +516,10 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([f"config file {config_path}: invalid TOML: {exc}"]) from exc
     for section, values in overrides.items():
-        data.setdefault(section, {}).update(values)
+        if isinstance(values, dict):
+            data.setdefault(section, {}).update(values)
+        else:
+            data[section] = values  # a top-level setting (secret_key)
     try:
         return Settings(**data)
     except ValidationError as exc:

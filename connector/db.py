@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -20,6 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from connector.config import DatabaseSettings
 from connector.errors import DatabaseUnavailableError, StorageError
 from connector.logs import redact
+
+if TYPE_CHECKING:
+    from connector.sealing import Sealer
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # What the database not answering looks like: a refused or dropped connection, a server
@@ -91,6 +95,9 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 class Database:
+    """Bound parameters carry OAuth tokens and raw CRM bodies: neither `database.echo` nor
+    an error message ever shows them (hide_parameters)."""
+
     def __init__(self, settings: DatabaseSettings) -> None:
         self.url = normalise_url(settings.url)
         parsed = make_url(self.url)
@@ -98,13 +105,14 @@ class Database:
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            self.engine = create_engine(self.url, echo=settings.echo,
+            self.engine = create_engine(self.url, echo=settings.echo, hide_parameters=True,
                                         connect_args={"timeout": 30})
             _configure_sqlite(self.engine)
             writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         else:
-            self.engine = create_engine(self.url, echo=settings.echo, pool_pre_ping=True,
-                                        pool_size=settings.pool_size, max_overflow=10)
+            self.engine = create_engine(self.url, echo=settings.echo, hide_parameters=True,
+                                        pool_pre_ping=True, pool_size=settings.pool_size,
+                                        max_overflow=10)
             writer = self.engine
         self._writer = sessionmaker(bind=writer, expire_on_commit=False)
         self._reader = sessionmaker(bind=self.engine, expire_on_commit=False)
@@ -136,7 +144,16 @@ class Database:
         config.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
         return config
 
-    def upgrade(self, revision: str = "head") -> None:
+    def upgrade(self, revision: str = "head", *, sealer: Sealer | None = None) -> None:
+        """Migrate; `sealer` (connector.sealing.Sealer) seals or opens stored tokens where a
+        migration changes how they are kept, and is needed only when there are some."""
+        self._migrate(command.upgrade, revision, sealer)
+
+    def downgrade(self, revision: str, *, sealer: Sealer | None = None) -> None:
+        self._migrate(command.downgrade, revision, sealer)
+
+    def _migrate(self, step: Callable[[AlembicConfig, str], None], revision: str,
+                 sealer: Sealer | None) -> None:
         config = self._alembic_config()
         try:
             connection = self.engine.connect()
@@ -144,7 +161,8 @@ class Database:
             raise unavailable(self.url, exc) from exc
         with connection, connection.begin():
             config.attributes["connection"] = connection
-            command.upgrade(config, revision)
+            config.attributes["sealer"] = sealer
+            step(config, revision)
 
     def head_revision(self) -> str | None:
         return ScriptDirectory.from_config(self._alembic_config()).get_current_head()

@@ -35,9 +35,20 @@ from connector.crm.amocrm import AmoCRMClient
 from connector.crm.bitrix24 import Bitrix24Client
 from connector.crm.credentials import Tokens
 from connector.db import Database
-from connector.errors import CRMAuthError, CRMError, FatalCRMError, RetriableCRMError
+from connector.errors import (
+    ConfigError,
+    CRMAuthError,
+    CRMError,
+    FatalCRMError,
+    RetriableCRMError,
+    SealError,
+)
 from connector.inbox import Inbox
 from connector.reports import age_text
+from connector.sealing import Sealer
+from connector.sealing.keys import ENV as KEY_ENV
+from connector.sealing.keys import too_open
+from connector.sealing.rotation import unreadable
 from connector.services import Services
 
 Status = Literal["ok", "warn", "fail"]
@@ -107,9 +118,17 @@ def _run(settings: Settings, build: Callable[[], Services], config_file: Path | 
                      "fix database.url (LOYALTY_DATABASE__URL)")
         yield public_url(settings, session=session)
         return
+    except ConfigError as exc:  # PostgreSQL without a key: the service would not start
+        yield from (failed("secret key", problem, "the service refuses to start without it "
+                                                  "(README, Security)") for problem in exc.problems)
+        yield public_url(settings, session=session)
+        return
     db_check = database(services.db)
     yield db_check
     usable = db_check.status == "ok"
+    yield secret_key(services.sealer)
+    if usable:
+        yield stored_tokens(services)
     now = services.inbox.clock()
     if settings.bitrix24.enabled:
         yield from _guarded("bitrix24", bitrix24(services, database_usable=usable))
@@ -167,6 +186,39 @@ def database(db: Database) -> Check:
         return failed("database", f"at revision {current or 'nothing'}, head is {head}",
                       f"run: {CLI} db upgrade")
     return ok("database", f"at revision {head} (head), {db.dialect}")
+
+
+# -- the secret key --------------------------------------------------------------------------
+def secret_key(sealer: Sealer) -> Check:
+    """Where the key sealing stored tokens comes from, and whether it is safe there."""
+    source = sealer.source
+    path = None if source.from_env else source.path
+    if path is not None and not path.exists() and source.may_create:
+        return warn("secret key", f"no key file yet ({path})",
+                    f"it is made on first start: run {CLI} db upgrade (or serve)")
+    try:
+        keys = sealer.keys
+    except SealError as exc:
+        return failed("secret key", str(exc), "restore the key file from the backup of this "
+                                              f"database, or set {KEY_ENV}")
+    detail = f"{source.describe()}, {len(keys)} key(s)"
+    if path is not None:
+        mode = too_open(path)
+        if mode is not None:
+            return warn("secret key", f"{detail}; mode {mode}: other users of this host may "
+                                      "read it", f"run: chmod 600 {path}")
+    return ok("secret key", detail)
+
+
+def stored_tokens(services: Services) -> Check:
+    rows, bad = unreadable(services.db, services.sealer)
+    if bad:
+        return failed("stored tokens", f"{len(bad)} of {rows} CRM credential(s) do not open "
+                                       f"with {services.sealer.describe()}: {', '.join(bad)}",
+                      f"give the key they were sealed with ({KEY_ENV}, or the key file from "
+                      "the backup), or authorize the integration again")
+    return ok("stored tokens", f"{rows} CRM credential(s), sealed, open with the current key"
+              if rows else "none stored yet")
 
 
 # -- Bitrix24 --------------------------------------------------------------------------------
@@ -625,13 +677,16 @@ def crm_budget(limits: LimitsSettings) -> Check:
 def secret_values(settings: Settings) -> list[str]:
     """Every configured secret, longest first, so no message can print one."""
     values: list[str] = []
-    for secret in (settings.server.admin_token, settings.server.metrics_token,
+    for secret in (settings.secret_key, settings.server.admin_token,
+                   settings.server.metrics_token,
                    settings.bitrix24.client_secret,
                    settings.bitrix24.application_token, settings.amocrm.client_secret,
                    settings.amocrm.long_lived_token, settings.amocrm.webhook_secret,
                    settings.bitrix24.webhook_url, settings.limits.redis_url):
         if secret is not None:
             values.append(secret.get_secret_value())
+    if settings.secret_key is not None:  # each of several keys alone, too
+        values += settings.secret_key.get_secret_value().replace(",", " ").split()
     if settings.bitrix24.webhook_url is not None:
         # https://PORTAL/rest/USER_ID/SECRET/: the secret alone must not show either.
         path = urlsplit(settings.bitrix24.webhook_url.get_secret_value()).path

@@ -11,7 +11,8 @@
      │    ├── NothingToReverseError      the source has nothing on the account (yet)
      │    └── IdempotencyConflictError   same key, different request
      ├── StorageError              the database is not usable (unreachable, not migrated)
-     │    └── DatabaseUnavailableError  it does not answer now: give work back, retry later
+     │    ├── DatabaseUnavailableError  it does not answer now: give work back, retry later
+     │    └── SealError            a stored secret does not open with the configured key
      └── CRMError                  a call to the CRM failed
           ├── RetriableCRMError    try again later (rate limit, 5xx, timeout); may carry a wait
           ├── CRMAuthError         credentials are invalid or revoked: stop calling, tell the admin
@@ -36,6 +37,7 @@ __all__ = [
     "NothingToReverseError",
     "RedemptionCapError",
     "RetriableCRMError",
+    "SealError",
     "SkippableRecordError",
     "StorageError",
     "UnknownBonusError",
@@ -61,6 +63,11 @@ class StorageError(ConnectorError):
 class DatabaseUnavailableError(StorageError):
     """The database does not answer (down, restarting, the network between): nothing is
     wrong with the work at hand, which waits until it answers again."""
+
+
+class SealError(StorageError):
+    """A stored secret cannot be sealed or opened: the key is missing or not the one it was
+    sealed with. The text names where the key comes from, never a key or a value."""
 
 
 class LedgerError(ConnectorError):

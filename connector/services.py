@@ -16,6 +16,7 @@ from connector.db import Database, utcnow
 from connector.inbox import Inbox
 from connector.ledger.engine import Ledger
 from connector.program import Program
+from connector.sealing import Sealer, key_source
 
 if TYPE_CHECKING:
     from connector.amocrm.connector import AmoCRMConnector
@@ -31,6 +32,7 @@ class Services:
     program: Program
     ledger: Ledger
     inbox: Inbox
+    sealer: Sealer
     bitrix24_credentials: CredentialStore
     amocrm_credentials: CredentialStore
     budgets: Budgets
@@ -39,15 +41,22 @@ class Services:
     def build(cls, settings: Settings,
               clock: Callable[[], datetime] = utcnow) -> Services:
         db = Database(settings.database)
+        sealer = Sealer(key_source(settings))  # refuses PostgreSQL without a key
         program = Program(settings.program)
         return cls(settings=settings, db=db, program=program,
                    ledger=Ledger(db, program, clock=clock),
-                   inbox=Inbox(db, settings.inbox, clock=clock),
+                   inbox=Inbox(db, settings.inbox, clock=clock), sealer=sealer,
                    bitrix24_credentials=CredentialStore(
-                       db, "bitrix24", settings.bitrix24.portal_key, clock=clock),
+                       db, "bitrix24", settings.bitrix24.portal_key, sealer, clock=clock),
                    amocrm_credentials=CredentialStore(
-                       db, "amocrm", settings.amocrm.portal_key, clock=clock),
+                       db, "amocrm", settings.amocrm.portal_key, sealer, clock=clock),
                    budgets=Budgets(settings.limits, db))
+
+    def migrate(self) -> None:
+        """Make the key on first start (SQLite), then apply the migrations, which seal any
+        token still stored in clear."""
+        self.sealer.ensure_key()
+        self.db.upgrade(sealer=self.sealer)
 
     @cached_property
     def metrics(self) -> Metrics:

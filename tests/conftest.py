@@ -20,12 +20,16 @@ from connector.config import Settings, load_settings
 from connector.db import Database
 from connector.ledger.engine import Ledger
 from connector.program import Program
+from connector.sealing import Sealer, key_source
 from connector.services import Services
 from connector.tables import Base
 from webhooks import create_app
 
 POSTGRES_URL = os.environ.get("LOYALTY_TEST_DATABASE_URL")
 BACKENDS = ["sqlite", *(["postgresql"] if POSTGRES_URL else [])]
+# PostgreSQL wants the key given (SQLite tests use the key file made beside the database);
+# commands started as processes take it from the environment.
+TEST_SECRET_KEY = "0f3HUz0BGtF7kSE2l1oVh0sZ9oFUQ5yHMBbd9U-8A4s="
 
 
 class Clock:
@@ -42,10 +46,12 @@ class Clock:
         return self.now
 
 
-def make_settings(tmp_path: Path, database_url: str | None = None,
-                  **sections: dict[str, Any]) -> Settings:
+def make_settings(tmp_path: Path, database_url: str | None = None, **sections: Any) -> Settings:
     sections.setdefault("database", {})
     sections["database"].setdefault("url", database_url or f"sqlite:///{tmp_path}/test.db")
+    if POSTGRES_URL and sections["database"]["url"] == POSTGRES_URL:
+        # Also for fixtures built before the environment below is set (module scope).
+        sections.setdefault("secret_key", TEST_SECRET_KEY)
     return load_settings(None, **sections)
 
 
@@ -55,6 +61,8 @@ def _no_ambient_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in list(os.environ):
         if name.startswith("LOYALTY_") and name != "LOYALTY_TEST_DATABASE_URL":
             monkeypatch.delenv(name)
+    if POSTGRES_URL:
+        monkeypatch.setenv("LOYALTY_SECRET_KEY", TEST_SECRET_KEY)
     monkeypatch.chdir(tmp_path)
 
 
@@ -92,7 +100,7 @@ def settings(tmp_path: Path, database_url: str, program_settings: dict[str, Any]
 def fresh_services(settings: Settings, **kwargs: Any) -> Services:
     """Services on a migrated, empty database (PostgreSQL tables are truncated)."""
     services = Services.build(settings, **kwargs)
-    services.db.upgrade()
+    services.migrate()
     if services.db.is_postgres:
         _reset_postgres(services.db)
     return services
@@ -101,7 +109,7 @@ def fresh_services(settings: Settings, **kwargs: Any) -> Services:
 @pytest.fixture
 def db(settings: Settings) -> Iterator[Database]:
     database = Database(settings.database)
-    database.upgrade()
+    database.upgrade(sealer=Sealer(key_source(settings)))
     if database.is_postgres:
         _reset_postgres(database)
     yield database

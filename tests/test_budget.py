@@ -20,7 +20,7 @@ from connector.crm.credentials import Tokens
 from connector.crm.limiter import LeakyBucket
 from connector.errors import ConfigError, RetriableCRMError
 from connector.services import Services
-from tests.conftest import fresh_services, make_settings
+from tests.conftest import TEST_SECRET_KEY, fresh_services, make_settings
 from tests.fakes.amocrm import FakeAmoCRM
 from tests.fakes.faults import RequestLog
 
@@ -217,7 +217,8 @@ def test_an_unreachable_budget_is_a_retriable_crm_error(processes: list[Services
     else:
         assert isinstance(budget, DatabaseBudget)
         settings = make_settings(Path("/nonexistent-dir-for-budget"),
-                                 "postgresql+psycopg://nobody@127.0.0.1:1/none")
+                                 "postgresql+psycopg://nobody@127.0.0.1:1/none",
+                                 secret_key=TEST_SECRET_KEY)
         services = Services.build(settings)
         broken = services.budgets.limiter("bitrix24", "acme", rate=RATE, burst=BURST).budget
     with pytest.raises(RetriableCRMError) as caught:

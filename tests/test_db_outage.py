@@ -8,6 +8,7 @@ server itself is never stopped."""
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from connector.config import InboxSettings, Settings
 from connector.db import Database
 from connector.inbox import Inbox, InboxItem
 from connector.worker import Outcome, Worker
-from tests.conftest import POSTGRES_URL, Clock, fresh_services, make_settings
+from tests.conftest import POSTGRES_URL, TEST_SECRET_KEY, Clock, fresh_services, make_settings
 from tests.outage import Proxy, free_port, proxy_for
 from tests.test_bitrix24_receiver import FORM, MEMBER, TOKEN, event_body
 from tests.test_inbox import make_inbox, put
@@ -201,6 +202,7 @@ def test_requests_get_503_with_retry_after_and_one_log_line(
     monkeypatch.setattr(services.inbox, "put", down)
     monkeypatch.setattr(services.ledger, "account", down)
     answers = []
+    caplog.clear()  # what the setting up logged (a new key file) is not the outage's
     with caplog.at_level(logging.WARNING):
         for n in range(60):
             answers.append(client.post("/bitrix24/events", data=event_body(entity=str(n + 1)),
@@ -290,7 +292,8 @@ def test_an_unreachable_database_is_one_line_without_the_password(
     done = subprocess.run(
         [sys.executable, "-c", "from connector.cli import main; main()",
          "--config", str(config), *command],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={**os.environ, "LOYALTY_SECRET_KEY": TEST_SECRET_KEY})  # PostgreSQL needs one
     assert done.returncode == 1, done.stderr
     assert done.stdout == ""
     [line] = done.stderr.splitlines()
@@ -308,6 +311,7 @@ def test_a_job_stopped_by_an_outage_logs_one_line_without_a_traceback(
         raise gone()
 
     services = fresh_services(make_settings(tmp_path))
+    caplog.clear()  # the new key file's line
     with caplog.at_level(logging.WARNING), pytest.raises(OperationalError):
         run_job(services, Job("process_inbox", needs_the_database, 2.0, "worker"))
     [record] = caplog.records

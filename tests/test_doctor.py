@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import requests
 from click.testing import CliRunner
+from cryptography.fernet import Fernet
 from werkzeug.serving import make_server
 
 from connector import doctor
@@ -24,12 +25,14 @@ from connector.bitrix24.install import CODES, EVENTS, ROBOTS
 from connector.cli import cli
 from connector.config import Settings
 from connector.crm.bitrix24 import tokens_from
-from connector.doctor import Check
+from connector.doctor import Check, secret_key, stored_tokens
+from connector.sealing.keys import too_open
 from connector.services import Services
 from connector.triggers import TIER_DOWN, TIER_UP
 from tests.conftest import Clock, fresh_services, make_settings
 from tests.fakes import FakeBitrix24Portal
 from tests.fakes.amocrm import FakeAmoCRM
+from tests.test_sealing import PG_URL, file_settings, some_tokens
 from webhooks import create_app
 
 AMO_SECRET = "Wh00kSecret0123456789"
@@ -146,8 +149,9 @@ def test_healthy_webhook_setup_and_amocrm_are_all_ok(
     services.amocrm.installer.install()
     checks = examine(services)
     assert statuses(checks) == {
-        name: "ok" for name in ("config", "database", "bitrix24", "bitrix24 fields",
-                                "bitrix24 events", "bitrix24 triggers", "amocrm", "amocrm fields",
+        name: "ok" for name in ("config", "database", "secret key", "stored tokens",
+                                "bitrix24", "bitrix24 fields", "bitrix24 events",
+                                "bitrix24 triggers", "amocrm", "amocrm fields",
                                 "amocrm webhook", "amocrm token", "public url", "inbox",
                                 "dead letters", "write-back refusals")}
     assert checks["bitrix24"].line() == f"ok   bitrix24: 127.0.0.1:{portal.port} answers, " \
@@ -571,7 +575,9 @@ def write_config(tmp_path: Path, body: str) -> Path:
 
 
 def test_command_lines_json_and_exit_codes(tmp_path: Path, live: Live,
-                                           portal: FakeBitrix24Portal) -> None:
+                                           portal: FakeBitrix24Portal,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LOYALTY_SECRET_KEY", raising=False)  # the key file beside SQLite
     config = write_config(tmp_path, f'[server]\npublic_url = "{live.url}"\n')
     runner = CliRunner()
     assert runner.invoke(cli, ["--config", str(config), "db", "upgrade"]).exit_code == 0
@@ -583,7 +589,9 @@ def test_command_lines_json_and_exit_codes(tmp_path: Path, live: Live,
                         "bitrix24.enabled or amocrm.enabled = true with its credentials (see "
                         "config.example.toml)")
     assert lines[1].startswith("ok   database: at revision ")
-    assert lines[-1] == "6 check(s): 0 failed, 1 warning(s)"
+    assert lines[2] == f"ok   secret key: key file {tmp_path}/cli.db.key, 1 key(s)"
+    assert lines[3] == "ok   stored tokens: none stored yet"
+    assert lines[-1] == "8 check(s): 0 failed, 1 warning(s)"
 
     config.write_text(config.read_text() + "[bitrix24]\nenabled = true\nmax_retries = 0\n"
                       f'webhook_url = "{portal.url}/rest/1/{B24_SECRET}/"\n', encoding="utf-8")
@@ -593,7 +601,8 @@ def test_command_lines_json_and_exit_codes(tmp_path: Path, live: Live,
     report = json.loads(result.stdout)
     assert report["status"] == "fail"
     assert [(c["name"], c["status"]) for c in report["checks"]] == [
-        ("config", "ok"), ("database", "ok"), ("bitrix24", "fail"), ("public url", "ok"),
+        ("config", "ok"), ("database", "ok"), ("secret key", "ok"), ("stored tokens", "ok"),
+        ("bitrix24", "fail"), ("public url", "ok"),
         ("inbox", "ok"), ("dead letters", "ok"), ("write-back refusals", "ok")]
     assert B24_SECRET not in result.output
 
@@ -687,3 +696,56 @@ def test_crm_budget_per_process_is_a_warning_and_redis_is_pinged(tmp_path: Path)
         assert "crm budget" not in examine(services)  # the database check covers it
     finally:
         services.close()
+
+
+# -- the secret key ----------------------------------------------------------------------
+def test_doctor_checks_the_key_its_file_and_the_stored_tokens(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = file_settings(tmp_path, monkeypatch)
+    path = tmp_path / "loyalty.db.key"
+    services = Services.build(settings)
+    assert secret_key(services.sealer).line() == (
+        f"WARN secret key: no key file yet ({path}) — it is made on first start: run "
+        "loyalty-connector db upgrade (or serve)")
+    services.migrate()
+    assert secret_key(services.sealer).line() == f"ok   secret key: key file {path}, 1 key(s)"
+    assert stored_tokens(services).line() == "ok   stored tokens: none stored yet"
+    services.bitrix24_credentials.save(some_tokens())
+    assert stored_tokens(services).line() == (
+        "ok   stored tokens: 1 CRM credential(s), sealed, open with the current key")
+    path.chmod(0o644)
+    assert too_open(path) == "0644"
+    assert secret_key(services.sealer).line() == (
+        f"WARN secret key: key file {path}, 1 key(s); mode 0644: other users of this host may "
+        f"read it — run: chmod 600 {path}")
+    services.close()
+
+    path.write_text(Fernet.generate_key().decode() + "\n")  # the wrong key restored
+    other = Services.build(settings)
+    assert stored_tokens(other).line() == (
+        f"FAIL stored tokens: 1 of 1 CRM credential(s) do not open with key file {path}: "
+        "bitrix24 — give the key they were sealed with (LOYALTY_SECRET_KEY, or the "
+        "key file from the backup), or authorize the integration again")
+    path.unlink()
+    assert secret_key(other.sealer).status == "warn"  # SQLite: would be made again...
+    assert stored_tokens(other).status == "fail"      # ...but the tokens need the old one
+    path.write_text("garbage\n")
+    assert secret_key(other.sealer).line() == (
+        f"FAIL secret key: key file {path}: key 1 of 1 is not a Fernet key (44 characters of "
+        "url-safe base64; make one: loyalty-connector secrets new-key) — restore the key file "
+        "from the backup of this database, or set LOYALTY_SECRET_KEY")
+    other.close()
+
+
+def test_doctor_on_postgresql_without_a_key(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LOYALTY_SECRET_KEY", raising=False)
+    config = tmp_path / "pg.toml"
+    config.write_text(f'[database]\nurl = "{PG_URL}"\n[server]\n'
+                      'public_url = "http://127.0.0.1:9"\n', encoding="utf-8")
+    result = CliRunner().invoke(cli, ["--config", str(config), "doctor"])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[1] == (
+        "FAIL secret key: secret_key: postgresql needs the key that encrypts stored CRM "
+        "tokens: set LOYALTY_SECRET_KEY (make one: loyalty-connector secrets new-key) or "
+        "secret_key_file — the service refuses to start without it (README, Security)")

@@ -7,15 +7,20 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
+from connector.crm.credentials import Tokens
+from connector.crm.models import Credential
 from connector.inbox import InboxItem
 from connector.logs import Throttle, configure_logging, log_context
 from connector.services import Services
 from connector.worker import Outcome, Worker
-from tests.conftest import Clock, fresh_services
+from tests.conftest import Clock, fresh_services, make_settings
 from webhooks import create_app
 
 log = logging.getLogger("tests.logs")
@@ -173,3 +178,45 @@ def test_throttle_passes_one_record_per_interval_and_counts_the_rest(
     messages = [json.loads(line)["message"] for line in out.getvalue().splitlines()]
     assert messages == ["Task queue depth is 0",
                         "Task queue depth is 9 (and 4 like it in the last 60 s)"]
+
+
+# -- database.echo ---------------------------------------------------------------------------
+ECHO_SECRETS = ("echo-access-4f1c9a", "echo-refresh-8b2d77", "echo-app-token-c3e5",
+                "echo-access-2-d9a1", "echo-refresh-2-e6f0")
+
+
+@pytest.fixture
+def echo_stdout() -> Iterator[None]:
+    """SQLAlchemy's echo adds its own handler (to stdout, as it was then) on first use: take it
+    off afterwards, so no later test writes to a stream that is gone."""
+    engine_log = logging.getLogger("sqlalchemy.engine.Engine")
+    before = list(engine_log.handlers)
+    yield
+    engine_log.handlers[:] = before
+
+
+def test_database_echo_never_shows_a_bound_parameter(
+        tmp_path: Any, database_url: str, out: io.StringIO, echo_stdout: None,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    settings = make_settings(tmp_path, database_url, database={"echo": True})
+    services = fresh_services(settings)
+    access, refresh, application, access2, refresh2 = ECHO_SECRETS
+    store = services.bitrix24_credentials
+    store.save(Tokens(access_token=access, refresh_token=refresh, expires_at=None,
+                      application_token=application))
+    store.refresh(access, lambda _refresh: Tokens(access_token=access2, refresh_token=refresh2,
+                                                  expires_at=None))
+    assert store.load() is not None and store.application_token() is not None
+    with services.db.transaction() as session:  # any statement that binds a secret
+        session.execute(text("SELECT :token"), {"token": application})
+    with pytest.raises(IntegrityError) as caught, services.db.transaction() as session:
+        session.add(Credential(crm="bitrix24", portal=settings.bitrix24.portal_key,
+                               access_token=access, updated_at=datetime.now(UTC)))
+    services.close()
+    lines = (capsys.readouterr().out.splitlines() + out.getvalue().splitlines()
+             + str(caught.value).splitlines())
+    assert any("INSERT INTO crm_credentials" in line for line in lines)  # echo was on
+    assert any("parameters hidden" in line for line in lines)
+    for line in lines:
+        for secret in ECHO_SECRETS:
+            assert secret not in line, line

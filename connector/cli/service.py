@@ -73,7 +73,7 @@ def serve(runtime: Runtime) -> None:
     """Migrate the database, then run web + inbox worker + scheduler until SIGINT/SIGTERM."""
     _logging()
     services = runtime.services(migrated=False)
-    services.db.upgrade()
+    services.migrate()
     worker = WorkerLoop(services).start()
     leader = LeaderScheduler(services).start() if runtime.settings.scheduler.enabled else None
     _on_signals()
@@ -221,8 +221,9 @@ def db() -> None:
 @pass_runtime
 def db_upgrade(runtime: Runtime) -> None:
     """Apply every pending migration."""
-    database = runtime.services(migrated=False).db
-    database.upgrade()
+    services = runtime.services(migrated=False)
+    services.migrate()
+    database = services.db
     click.echo(f"database at revision {database.current_revision()} (head)")
 
 

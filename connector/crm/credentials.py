@@ -11,14 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from connector.crm.models import Credential
 from connector.db import Database, utcnow
-from connector.errors import CRMAuthError
+from connector.errors import CRMAuthError, SealError
+from connector.sealing import Sealer
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,12 @@ Refresher = Callable[[str], Tokens]
 
 
 class CredentialStore:
-    def __init__(self, db: Database, crm: str, portal: str,
+    def __init__(self, db: Database, crm: str, portal: str, sealer: Sealer,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.db = db
         self.crm = crm
         self.portal = portal
+        self.sealer = sealer
         self.clock = clock
 
     def _row(self, session: Session, *, lock: bool = False) -> Credential | None:
@@ -63,7 +65,7 @@ class CredentialStore:
                 raise CRMAuthError(f"{self.crm} {self.portal}: {row.last_error or 'revoked'}; "
                                    f"reinstall or re-authorize the integration",
                                    code="revoked")
-            return _tokens(row)
+            return _tokens(row, self._opened(row))
 
     def save(self, tokens: Tokens, **extra: Any) -> None:
         with self.db.transaction() as session:
@@ -71,14 +73,15 @@ class CredentialStore:
             if row is None:
                 row = Credential(crm=self.crm, portal=self.portal)
                 session.add(row)
-            _apply(row, tokens, self.clock())
+            _apply(row, tokens, self.clock(), self.sealer)
             for name, value in extra.items():
                 setattr(row, name, value)
 
     def application_token(self) -> str | None:
         with self.db.transaction(write=False) as session:
             row = self._row(session)
-            return row.application_token if row else None
+            # Asked per received event when no token is configured: open this one alone.
+            return self._open(row.application_token) if row else None
 
     def refresh(self, failed_access_token: str | None, refresher: Refresher) -> Tokens:
         """Refresh once across all processes; returns the tokens to use now."""
@@ -89,18 +92,20 @@ class CredentialStore:
                                    "install or authorize the integration", code="no_token")
             if row.status == "revoked":
                 raise CRMAuthError(f"{self.crm} {self.portal}: {row.last_error}", code="revoked")
-            current = _tokens(row)
-            if row.access_token != failed_access_token and not current.expiring(self.clock()):
+            opened = self._opened(row)
+            current = _tokens(row, opened)
+            if current.access_token != failed_access_token \
+                    and not current.expiring(self.clock()):
                 return current  # another process refreshed while we waited for the lock
             try:
-                fresh = refresher(row.refresh_token)
+                fresh = refresher(opened.refresh_token or "")
             except CRMAuthError as exc:
                 row.status = "revoked"
                 row.last_error = exc.detail
                 row.updated_at = self.clock()
                 session.commit()
                 raise
-            _apply(row, fresh, self.clock())
+            _apply(row, fresh, self.clock(), self.sealer)
             return fresh
 
     def revoke(self, reason: str) -> None:
@@ -117,20 +122,42 @@ class CredentialStore:
             row = self._row(session)
             return (row.status, row.last_error) if row else None
 
+    def _opened(self, row: Credential) -> Opened:
+        return Opened(*(self._open(getattr(row, column)) for column in Opened._fields))
 
-def _tokens(row: Credential) -> Tokens:
-    return Tokens(access_token=row.access_token or "", refresh_token=row.refresh_token,
+    def _open(self, sealed: str | None) -> str | None:
+        """A token in clear; CRMAuthError when the key at hand cannot open it (the CRM calls
+        stop and received events wait, as with revoked credentials)."""
+        try:
+            return self.sealer.open(sealed)
+        except SealError as exc:
+            raise CRMAuthError(f"{self.crm} {self.portal}: stored tokens cannot be read: {exc}; "
+                               "restore the key (see README, Security), or re-authorize the "
+                               "integration", code="unreadable") from None
+
+
+class Opened(NamedTuple):
+    """The sealed columns of a Credential row, opened."""
+
+    access_token: str | None
+    refresh_token: str | None
+    application_token: str | None
+
+
+def _tokens(row: Credential, opened: Opened) -> Tokens:
+    return Tokens(access_token=opened.access_token or "", refresh_token=opened.refresh_token,
                   expires_at=row.expires_at, endpoint=row.endpoint, member_id=row.member_id,
-                  application_token=row.application_token)
+                  application_token=opened.application_token)
 
 
-def _apply(row: Credential, tokens: Tokens, now: datetime) -> None:
-    row.access_token = tokens.access_token
-    row.refresh_token = tokens.refresh_token or row.refresh_token
+def _apply(row: Credential, tokens: Tokens, now: datetime, sealer: Sealer) -> None:
+    # A token left as it was stays sealed as it was: it is not opened to be written back.
+    row.access_token = sealer.seal(tokens.access_token)
+    row.refresh_token = sealer.seal(tokens.refresh_token) or row.refresh_token
     row.expires_at = tokens.expires_at
     row.endpoint = tokens.endpoint or row.endpoint
     row.member_id = tokens.member_id or row.member_id
-    row.application_token = tokens.application_token or row.application_token
+    row.application_token = sealer.seal(tokens.application_token) or row.application_token
     row.status = "active"
     row.last_error = None
     row.updated_at = now

@@ -22,11 +22,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 from connector.schema import Base, BigId, UTCDateTime
 
 TRIGGER_STATUSES = ("pending", "sent", "skipped", "failed")
+# Stored sealed (connector.sealing): Fernet text, never the token itself.
+SEALED_COLUMNS = ("access_token", "refresh_token", "application_token")
 
 
 class Credential(Base):
-    """OAuth tokens of one portal/account. Refresh tokens are single-use on amoCRM, so the
-    row is locked while refreshing and the new pair committed before it is used."""
+    """OAuth tokens of one portal/account, sealed (SEALED_COLUMNS). Refresh tokens are
+    single-use on amoCRM, so the row is locked while refreshing and the new pair committed
+    before it is used."""
 
     __tablename__ = "crm_credentials"
     __table_args__ = (UniqueConstraint("crm", "portal", name="uq_crm_credentials_portal"),
@@ -40,7 +43,7 @@ class Credential(Base):
     access_token: Mapped[str | None] = mapped_column(Text)
     refresh_token: Mapped[str | None] = mapped_column(Text)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    application_token: Mapped[str | None] = mapped_column(String(255))
+    application_token: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="active")
     last_error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
