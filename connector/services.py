@@ -18,6 +18,7 @@ from connector.program import Program
 if TYPE_CHECKING:
     from connector.amocrm.connector import AmoCRMConnector
     from connector.bitrix24.connector import Bitrix24Connector
+    from connector.card.links import CardLinks
     from connector.metrics import Metrics
     from connector.worker import Processor
 
@@ -51,6 +52,13 @@ class Services:
         from connector.metrics import Metrics
 
         return Metrics(self.db, clock=self.inbox.clock)
+
+    @cached_property
+    def cards(self) -> CardLinks:
+        """Each account's card page link: issued, rotated, found again from a token."""
+        from connector.card.links import CardLinks
+
+        return CardLinks(self.db, self.settings, clock=self.inbox.clock)
 
     @cached_property
     def bitrix24(self) -> Bitrix24Connector | None:
