@@ -18,6 +18,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.extensions["loyalty"] = services or Services.build(settings)
 
     from webhooks import amocrm, api, bitrix24, dashboard, errors, health, metrics, openapi
+    from webhooks.card import init_app as init_card_page
     from webhooks.intake import Intake
     from webhooks.validation import JSONProvider
 
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(bitrix24.bp)
     app.register_blueprint(amocrm.bp)
+    init_card_page(app, app.extensions["loyalty"])
     intake = Intake(app.wsgi_app, app.extensions["loyalty"],
                     max_body=settings.server.max_body_bytes, request_ids=request_ids)
     app.extensions["intake"] = intake
