@@ -127,6 +127,13 @@ def test_the_page_loads_nothing_runs_nothing_and_shows_no_personal_data(
     assert "noindex" in headers["X-Robots-Tag"]
 
 
+def test_card_links_are_masked_in_logs(url: str) -> None:
+    from connector.logs import redact
+
+    line = redact(f"unhandled KeyError on GET {url}; wrote https://loyalty.example.com{url}")
+    assert url.rsplit("/", 1)[1] not in line and line.count("/card/***") == 2
+
+
 def test_unknown_and_replaced_links_are_404(client: FlaskClient, url: str,
                                             services: Services) -> None:
     for bad in ("/card/" + "A" * 32, "/card/short", url[:-1] + ("x" if url[-1] != "x" else "y")):

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import logging
+from functools import cache
 from html import escape
+from typing import Any
 
 import segno
-from barcode import Code128
 
 QUIET_MODULES = 10  # Code 128 wants a quiet zone of at least ten modules on each side
 BAR_HEIGHT = 40
@@ -20,8 +22,22 @@ def qr_svg(text: str, title: str) -> str:
                            title=title, dark="#111", light="#fff")
 
 
+@cache
+def _code128() -> Any:
+    # python-barcode notes at import, at INFO, that Pillow (for its PNG writer) is missing;
+    # only its encoder is used here, so the note would be noise in the service's log.
+    note = logging.getLogger("pyBarcode")
+    level = note.level
+    note.setLevel(logging.WARNING)
+    try:
+        from barcode import Code128
+    finally:
+        note.setLevel(level)
+    return Code128
+
+
 def barcode_svg(text: str, title: str) -> str:
-    modules = Code128(text).build()[0]
+    modules = _code128()(text).build()[0]
     width = len(modules) + 2 * QUIET_MODULES
     bars = []
     x = 0
