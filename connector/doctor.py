@@ -108,6 +108,8 @@ def _run(settings: Settings, build: Callable[[], Services], config_file: Path | 
     if settings.amocrm.enabled:
         yield from _guarded("amocrm", amocrm(services, database_usable=usable, now=now))
     yield public_url(settings, session=session)
+    if settings.card.enabled:
+        yield card_pages(settings)
     if usable:
         yield from _guarded("inbox", inbox(services.inbox, now))
 
@@ -445,6 +447,16 @@ def public_url(settings: Settings, *, session: requests.Session | None = None) -
     return ok("public url", f"GET {url} answered 200")
 
 
+def card_pages(settings: Settings) -> Check:
+    """Card page links go out in mailings: over plain HTTP anyone on the way could read
+    them, and a link read is a page opened."""
+    base = settings.server.public_url.rstrip("/") + "/card/<token>"
+    if urlsplit(base).scheme != "https" and not _local(urlsplit(base).hostname or ""):
+        return warn("card pages", f"links go out as {base}",
+                    "set server.public_url to the service's https:// address")
+    return ok("card pages", f"on: {base}")
+
+
 def _crm_hosts(settings: Settings) -> list[str]:
     hosts = []
     if settings.bitrix24.enabled:
@@ -499,7 +511,7 @@ def secret_values(settings: Settings) -> list[str]:
     for secret in (settings.server.admin_token, settings.bitrix24.client_secret,
                    settings.bitrix24.application_token, settings.amocrm.client_secret,
                    settings.amocrm.long_lived_token, settings.amocrm.webhook_secret,
-                   settings.bitrix24.webhook_url):
+                   settings.bitrix24.webhook_url, settings.card.secret):
         if secret is not None:
             values.append(secret.get_secret_value())
     if settings.bitrix24.webhook_url is not None:

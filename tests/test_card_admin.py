@@ -98,3 +98,19 @@ def test_the_commands(tmp_path: Path) -> None:
     off = cli_run(tmp_path, "card", "link", *anna, secret=None)
     assert off.exit_code == 2
     assert off.stderr.startswith("config: card.secret: not set")
+
+
+# -- doctor ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(("public_url", "status"), [
+    ("https://loyalty.example.com", "ok"), ("http://loyalty.example.com", "warn"),
+    ("http://127.0.0.1:8080", "ok"),  # a local trial: nothing goes out
+])
+def test_doctor_wants_card_links_over_https(tmp_path: Path, public_url: str,
+                                            status: str) -> None:
+    from connector import doctor
+
+    settings = make_settings(tmp_path, server={"public_url": public_url},
+                             card={"secret": SECRET})
+    check = doctor.card_pages(settings)
+    assert check.status == status, check
+    assert SECRET in doctor.secret_values(settings)  # never printed by any check

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from flask import Flask
@@ -26,6 +27,7 @@ from connector.ledger.views import AccountRef
 from connector.services import Services
 from tests.conftest import Clock, fresh_services, make_settings
 from tests.test_dashboard import CHROMIUM, chromium, png_colours
+from tests.test_fuzz import INJECTION
 from webhooks import create_app
 
 pytestmark = pytest.mark.storage
@@ -148,6 +150,17 @@ def test_unknown_and_replaced_links_are_404(client: FlaskClient, url: str,
     page_404 = client.get(url, headers=HTML)
     assert page_404.status_code == 404 and page_404.mimetype == "text/html"
     assert "Карта не найдена" in page_404.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("token", [*INJECTION, "A" * 5000, "%00", "..", "é" * 32])
+def test_hostile_tokens_are_404_and_change_nothing(client: FlaskClient, url: str,
+                                                   services: Services, token: str) -> None:
+    before = services.ledger.account(ANNA)
+    response = client.get("/card/" + quote(token, safe=""))
+    assert response.status_code == 404 and response.get_json()["error"] in (
+        "card_not_found", "not_found")
+    assert services.ledger.account(ANNA) == before
+    assert client.get(url).status_code == 200  # the real link still works
 
 
 def test_no_card_pages_without_a_secret(tmp_path: Path, database_url: str) -> None:
