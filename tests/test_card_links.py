@@ -159,6 +159,23 @@ def test_write_back_urls_issue_missing_links_without_a_version_bump(
     assert services.cards.link(ANNA).url == urls[ids[0]]
 
 
+def test_a_link_another_worker_issued_first_is_read_not_replaced(
+        services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = services.cards.link(ANNA)
+    real = services.cards._rows
+    missed: list[bool] = []
+
+    def read_before_the_other_commit(session: Any, ids: list[int]) -> dict[int, CardLink]:
+        if not missed:  # the first read misses the row the other worker was inserting
+            missed.append(True)
+            return {}
+        return real(session, ids)
+
+    monkeypatch.setattr(services.cards, "_rows", read_before_the_other_commit)
+    assert services.cards.urls([first.account_id]) == {first.account_id: first.url}
+    assert missed and services.cards.find(token_of(first.url)) == first.account_id
+
+
 def test_everything_is_off_without_a_secret(tmp_path: Path, database_url: str) -> None:
     services = fresh_services(make_settings(tmp_path, database_url))
     try:

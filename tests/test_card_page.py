@@ -209,6 +209,10 @@ def test_the_limiter_counts_per_client_and_says_how_long_to_wait() -> None:
     ("10.0.0.1", "6.6.6.6, 203.0.113.7, 10.0.0.5", 2, "203.0.113.7"),
     ("10.0.0.1", "203.0.113.7", 2, "10.0.0.1"),          # fewer hops than proxies
     (None, None, 0, "unknown"),
+    ("2001:db8:1:2:aaaa::1", None, 0, "2001:db8:1:2::/64"),   # a /64 is one subscriber
+    ("2001:db8:1:2:bbbb::9", None, 0, "2001:db8:1:2::/64"),
+    ("::ffff:203.0.113.7", None, 0, "203.0.113.7"),
+    ("10.0.0.1", "not-an-address", 1, "not-an-address"),
 ])
 def test_client_address(remote: str | None, forwarded: str | None, trusted: int,
                         client: str) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from connector.card import tokens
@@ -107,11 +108,13 @@ class CardLinks:
             row = session.get(CardLink, account.id, with_for_update=True)
             return self._link(self._issue(session, account.id, row, announce=True))
 
+    def _rows(self, session: Session, account_ids: list[int]) -> dict[int, CardLink]:
+        return {row.account_id: row for row in session.scalars(
+            select(CardLink).where(CardLink.account_id.in_(account_ids)).with_for_update())}
+
     def _chunk(self, session: Session, account_ids: list[int], *,
                announce: bool) -> tuple[dict[int, CardLink], int]:
-        rows = {row.account_id: row for row in session.scalars(
-            select(CardLink).where(CardLink.account_id.in_(account_ids))
-            .with_for_update())}
+        rows = self._rows(session, account_ids)
         issued = 0
         for account_id in account_ids:
             if not self._live(rows.get(account_id)):
@@ -128,11 +131,18 @@ class CardLinks:
             return {}
         found: dict[int, str] = {}
         for start in range(0, len(ids), CHUNK):
-            with self.db.transaction() as session:
-                rows, _ = self._chunk(session, ids[start:start + CHUNK], announce=False)
-                found.update({account_id: self._link(row).url
-                              for account_id, row in rows.items()})
+            chunk = ids[start:start + CHUNK]
+            try:
+                found.update(self._urls(chunk))
+            except IntegrityError:
+                # Another worker issued one of these links first: read it, do not replace it.
+                found.update(self._urls(chunk))
         return found
+
+    def _urls(self, account_ids: list[int]) -> dict[int, str]:
+        with self.db.transaction() as session:
+            rows, _ = self._chunk(session, account_ids, announce=False)
+            return {account_id: self._link(row).url for account_id, row in rows.items()}
 
     def publish(self, crm: str, portal: str) -> int:
         """Issue the links the portal's accounts lack (or lost to a new secret), so that

@@ -7,6 +7,7 @@ memory storage; one process's count), keyed by the client's address.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections.abc import Callable
@@ -37,9 +38,20 @@ class ClientLimiter:
 def client_address(remote_addr: str | None, forwarded_for: str | None, trusted: int) -> str:
     """The client's address: the connection's peer, or with `trusted` reverse proxies in
     front, the address the outermost of them saw (X-Forwarded-For, counted from the right,
-    as werkzeug's ProxyFix does). Entries further left are whatever the client wrote."""
+    as werkzeug's ProxyFix does). Entries further left are whatever the client wrote.
+    An IPv6 client is counted by its /64: one subscriber holds a whole /64, and would
+    otherwise get a fresh allowance with every address in it."""
+    address = remote_addr or "unknown"
     if trusted and forwarded_for:
         hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
         if len(hops) >= trusted:
-            return hops[-trusted]
-    return remote_addr or "unknown"
+            address = hops[-trusted]
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
