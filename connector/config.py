@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from connector.bitrix24.portal import split, url_domain
 from connector.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = Path("config.toml")
@@ -116,6 +117,14 @@ class RFMSettings(_Section):
         return "" if segment is None else self.labels.get(segment, segment)
 
 
+def _url_secret(value: SecretStr | None) -> SecretStr | None:
+    """A secret that is a URL path segment: too long to guess, nothing to escape."""
+    if value is not None and (len(value.get_secret_value()) < 16
+                              or not value.get_secret_value().isalnum()):
+        raise ValueError("use at least 16 letters and digits")
+    return value
+
+
 def _default_bitrix24_fields() -> dict[str, str]:
     return {
         "balance": "UF_CRM_LOYALTY_BALANCE",
@@ -130,6 +139,24 @@ def _default_bitrix24_fields() -> dict[str, str]:
     }
 
 
+class Bitrix24Trigger(_Section):
+    """A portal's own "Track incoming webhook" trigger that a transition fires
+    (crm.automation.trigger): the code shown in the trigger's settings."""
+
+    code: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$",
+                      description="the trigger's code, from its settings in the portal")
+
+
+def _transition_names(names: list[str]) -> None:
+    # The transitions are defined with the triggers they cause; imported here, not at the
+    # top, because that module depends (through the program) on this one.
+    from connector.triggers import CODES
+
+    for name in names:
+        if name not in CODES:
+            raise ValueError(f"unknown transition {name!r} (one of {', '.join(CODES)})")
+
+
 class Bitrix24Settings(_Section):
     enabled: bool = False
     webhook_url: SecretStr | None = Field(
@@ -137,7 +164,9 @@ class Bitrix24Settings(_Section):
     client_id: str | None = Field(None, description="OAuth app (local or marketplace)")
     client_secret: SecretStr | None = None
     oauth_url: str = "https://oauth.bitrix.info/oauth/token/"
-    portal: str | None = Field(None, description="portal domain; from webhook_url if unset")
+    portal: str | None = Field(
+        None, description="portal domain (acme.bitrix24.ru); from webhook_url if unset; an app "
+                          "is bound to it: installs and events from another domain are refused")
     member_id: str | None = Field(None, description="checked on every event when set")
     application_token: SecretStr | None = Field(
         None, description="outgoing-webhook token; an app stores the one from ONAPPINSTALL")
@@ -151,6 +180,22 @@ class Bitrix24Settings(_Section):
     comment_when_no_deal: bool = Field(
         False, description="timeline comment on a contact whose trigger had no deal to run on")
     fields: dict[str, str] = Field(default_factory=_default_bitrix24_fields)
+    triggers: dict[str, Bitrix24Trigger] = Field(
+        default_factory=dict, description="transition -> the portal trigger it fires")
+    actions_secret: SecretStr | None = Field(
+        None, description="secret path segment of /bitrix24/actions/<secret>/... (>= 16 chars)")
+
+    @field_validator("triggers")
+    @classmethod
+    def _trigger_names(cls, triggers: dict[str, Bitrix24Trigger]
+                       ) -> dict[str, Bitrix24Trigger]:
+        _transition_names(list(triggers))
+        return triggers
+
+    @field_validator("actions_secret")
+    @classmethod
+    def _actions_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        return _url_secret(value)
 
     @field_validator("fields")
     @classmethod
@@ -161,6 +206,18 @@ class Bitrix24Settings(_Section):
                 raise ValueError(f"{key}: {name!r} must be UF_CRM_ + A-Z, 0-9, _ (<= 50)")
         return fields
 
+    @field_validator("portal")
+    @classmethod
+    def _portal(cls, portal: str | None) -> str | None:
+        """Kept as its domain; an on-premise portal served over plain http keeps http://."""
+        if portal is None or not portal.strip():
+            return None
+        found = split(portal)
+        if found is None:
+            raise ValueError("a domain such as acme.bitrix24.ru (no path, user or query)")
+        scheme, domain = found
+        return domain if scheme == "https" else f"{scheme}://{domain}"
+
     @model_validator(mode="after")
     def _credentials(self) -> Bitrix24Settings:
         if self.enabled and self.webhook_url is None and not (
@@ -170,7 +227,8 @@ class Bitrix24Settings(_Section):
             url = self.webhook_url.get_secret_value()
             if "/rest/" not in url or "://" not in url:
                 raise ValueError("webhook_url must look like https://PORTAL/rest/USER_ID/SECRET/")
-        elif self.enabled and not self.portal:
+        if self.enabled and not self.portal and (self.webhook_url is None or self.client_id):
+            # The app trusts only this portal: its installs, its events, its REST endpoint.
             raise ValueError("portal is required with an app setup (e.g. acme.bitrix24.ru)")
         return self
 
@@ -178,10 +236,17 @@ class Bitrix24Settings(_Section):
     def portal_key(self) -> str:
         """How accounts and credentials name this portal: its domain."""
         if self.portal:
-            return self.portal
+            return self.portal.partition("://")[2] or self.portal
         if self.webhook_url is not None:
-            return urlsplit(self.webhook_url.get_secret_value()).hostname or ""
+            return url_domain(self.webhook_url.get_secret_value()) or ""
         return ""
+
+    @property
+    def rest_url(self) -> str:
+        """Where an app's calls go: the configured portal's REST root, whatever a request or
+        an OAuth answer names as client_endpoint."""
+        scheme = "http" if self.portal and self.portal.startswith("http://") else "https"
+        return f"{scheme}://{self.portal_key}/rest/"
 
 
 def _default_amocrm_fields() -> dict[str, str]:
@@ -240,10 +305,7 @@ class AmoCRMSettings(_Section):
     @field_validator("webhook_secret")
     @classmethod
     def _secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and (len(value.get_secret_value()) < 16
-                                  or not value.get_secret_value().isalnum()):
-            raise ValueError("use at least 16 letters and digits")
-        return value
+        return _url_secret(value)
 
     @model_validator(mode="after")
     def _credentials(self) -> AmoCRMSettings:

@@ -13,13 +13,20 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 from connector.config import DatabaseSettings
-from connector.errors import StorageError
+from connector.errors import DatabaseUnavailableError, StorageError
+from connector.logs import redact
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# What the database not answering looks like: a refused or dropped connection, a server
+# shutting down or restarting, a pool that found no connection in time.
+OUTAGES = (OperationalError, InterfaceError, PoolTimeoutError, DatabaseUnavailableError)
+# The same from the driver itself (PEP 249 names), where a raw connection is used unwrapped.
+DRIVER_OUTAGES = frozenset({"OperationalError", "InterfaceError"})
 
 
 def utcnow() -> datetime:
@@ -31,6 +38,36 @@ def normalise_url(url: str) -> str:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The database was away, rather than the work or the query at fault."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OUTAGES) or (isinstance(seen, DBAPIError)
+                                         and seen.connection_invalidated):
+            return True
+        if any(cls.__name__ in DRIVER_OUTAGES for cls in type(seen).__mro__):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def masked_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def outage_reason(exc: BaseException) -> str:
+    """The driver's own first line ("connection refused", "server closed the connection
+    unexpectedly"), not SQLAlchemy's wrapping with its SQL and documentation link."""
+    original = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(original).splitlines() if line.strip()]
+    return redact(lines[0] if lines else type(original).__name__)
+
+
+def unavailable(url: str, exc: BaseException) -> DatabaseUnavailableError:
+    return DatabaseUnavailableError(
+        f"database {masked_url(url)} unreachable: {outage_reason(exc)}")
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -101,7 +138,11 @@ class Database:
 
     def upgrade(self, revision: str = "head") -> None:
         config = self._alembic_config()
-        with self.engine.begin() as connection:
+        try:
+            connection = self.engine.connect()
+        except SQLAlchemyError as exc:
+            raise unavailable(self.url, exc) from exc
+        with connection, connection.begin():
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
 
@@ -119,7 +160,7 @@ class Database:
                 connection.execute(text("SELECT 1"))
             current, head = self.current_revision(), self.head_revision()
         except SQLAlchemyError as exc:
-            raise StorageError(f"database unreachable: {type(exc).__name__}") from exc
+            raise unavailable(self.url, exc) from exc
         if current != head:
             raise StorageError(
                 f"database schema is at {current or 'nothing'}, expected {head}: "

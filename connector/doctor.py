@@ -1,8 +1,10 @@
 """`doctor`: one check per thing the connector needs, each saying what to do when it fails.
 
 Checks only read: they install, migrate and change nothing, except what any CRM call may do on
-its own (an expired OAuth access token is renewed, as on every call). CRM calls go through the
-CRM clients, with retries off and a short timeout: the doctor reports what it sees now.
+its own (an expired OAuth access token is renewed, as on every call) and the fresh OAuth state
+stored when amoCRM needs authorizing and the doctor prints the link that starts it. CRM calls
+go through the CRM clients, with retries off and a short timeout: the doctor reports what it
+sees now.
 """
 
 from __future__ import annotations
@@ -22,11 +24,15 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from connector import mirror
+from connector.amocrm.authorization import authorize_hint, needs_authorization
 from connector.amocrm.install import HOOK_EVENTS, AmoCRMInstaller
 from connector.bitrix24.install import CODES, EVENTS, ROBOTS, Bitrix24Installer
+from connector.bitrix24.portal import url_domain
 from connector.config import AmoCRMSettings, Bitrix24Settings, Settings
 from connector.crm.amocrm import AmoCRMClient
 from connector.crm.bitrix24 import Bitrix24Client
+from connector.crm.credentials import Tokens
 from connector.db import Database
 from connector.errors import CRMAuthError, CRMError, FatalCRMError, RetriableCRMError
 from connector.inbox import Inbox
@@ -46,6 +52,7 @@ TOKEN_WARNING = timedelta(days=14)
 UNREACHABLE = {"CONNECTION", "TIMEOUT"}
 B24_INSTALL = f"run: {CLI} install bitrix24"
 AMO_INSTALL = f"run: {CLI} install amocrm"
+CALLBACK = "/amocrm/oauth/callback"
 
 
 @dataclass(frozen=True)
@@ -112,6 +119,7 @@ def _run(settings: Settings, build: Callable[[], Services], config_file: Path | 
         yield card_pages(settings)
     if usable:
         yield from _guarded("inbox", inbox(services.inbox, now))
+        yield from _guarded("write-back", writeback(services.db))
 
 
 def _guarded(name: str, checks: Iterator[Check]) -> Iterator[Check]:
@@ -182,6 +190,7 @@ def bitrix24(services: Services, *, database_usable: bool) -> Iterator[Check]:
         if state[0] == "revoked":
             yield failed("bitrix24", f"app credentials revoked ({state[1]})", reinstall)
             return
+        yield _bound(settings, services.bitrix24_credentials.load(), reinstall)
     try:
         fields = _userfields(client)
     except CRMError as exc:
@@ -194,16 +203,35 @@ def bitrix24(services: Services, *, database_usable: bool) -> Iterator[Check]:
                    B24_INSTALL)
     if webhook:
         yield _outgoing_webhook(services, database_usable)
+        yield _trigger_codes(settings)
         return
     scopes = "give the app the crm and bizproc scopes and reinstall it"
     yield _attempt("bitrix24 events", lambda: _events(client, installer), refused=scopes)
     yield _attempt("bitrix24 robots", lambda: _robots(client), refused=scopes)
-    yield _attempt("bitrix24 triggers", lambda: _triggers(client), refused=scopes)
+    yield _attempt("bitrix24 triggers", lambda: _triggers(client, settings), refused=scopes)
     tokens = services.bitrix24_credentials.load()
     if tokens is not None and tokens.expires_at is not None:
         yield ok("bitrix24 token", f"access token valid until {_when(tokens.expires_at)}, "
                                    "renewed on use (the refresh token lapses after 180 days "
                                    "unused)")
+
+
+def _bound(settings: Bitrix24Settings, tokens: Tokens | None, reinstall: str) -> Check:
+    """The stored app credentials belong to the configured portal: an install accepted
+    before the connector was bound to its portal may have named another endpoint."""
+    portal = settings.portal_key
+    stored = tokens.endpoint if tokens else None
+    if stored and url_domain(stored) != portal:
+        return failed("bitrix24 binding", f"the stored app credentials name the endpoint "
+                                          f"{stored[:100]!r}, not the configured portal "
+                                          f"{portal} (a forged or foreign install?)",
+                      f"{reinstall}; calls go only to {settings.rest_url} meanwhile")
+    if tokens and tokens.member_id and settings.member_id and \
+            tokens.member_id != settings.member_id:
+        return failed("bitrix24 binding", "the stored app credentials carry another "
+                                          "member_id than bitrix24.member_id", reinstall)
+    return ok("bitrix24 binding", f"app credentials bound to {portal}; installs and events "
+                                  "from other domains are refused")
 
 
 def quick(settings: CRMSettings) -> CRMSettings:
@@ -267,11 +295,30 @@ def _robots(client: Bitrix24Client) -> Check:
                     [code for code in ROBOTS if code not in robots], len(ROBOTS), B24_INSTALL)
 
 
-def _triggers(client: Bitrix24Client) -> Check:
+def _triggers(client: Bitrix24Client, settings: Bitrix24Settings) -> Check:
+    """A transition fires the app's trigger, or the portal trigger whose code is set."""
     triggers = {item.get("CODE") for item in
                 client.call("crm.automation.trigger.list", {}).result or []}
     return _missing("bitrix24 triggers", "trigger(s) missing",
-                    [code for code in CODES if code not in triggers], len(CODES), B24_INSTALL)
+                    [code for code in CODES if code not in triggers
+                     and code not in settings.triggers], len(CODES), B24_INSTALL)
+
+
+def _trigger_codes(settings: Bitrix24Settings) -> Check:
+    """With an inbound webhook a transition fires only the portal trigger whose code is
+    configured; the API cannot list those triggers, so the configuration is what is read."""
+    name = "bitrix24 triggers"
+    missing = [code for code in CODES if code not in settings.triggers]
+    fix = (f"add a \"Track incoming webhook\" trigger per transition in the portal and set "
+           f"its code in [bitrix24.triggers.<transition>] ({B24_INSTALL} prints the steps)")
+    if len(missing) == len(CODES):
+        return failed(name, "no transition has a trigger code: no automation trigger ever "
+                            "fires (mailings on loyalty events never start)", fix)
+    if missing:
+        return warn(name, f"{len(missing)} of {len(CODES)} transition(s) fire nothing: "
+                          f"{', '.join(missing)}", fix)
+    return ok(name, f"all {len(CODES)} transitions have a portal trigger code (that the "
+                    "codes exist is shown only in the portal)")
 
 
 def _attempt(name: str, check: Callable[[], Check], *, refused: str) -> Check:
@@ -297,25 +344,31 @@ def amocrm(services: Services, *, database_usable: bool, now: datetime) -> Itera
     client = AmoCRMClient(quick(settings), credentials=services.amocrm_credentials)
     installer = AmoCRMInstaller(services, client)
     oauth = settings.long_lived_token is None
-    authorize = "open the integration's authorization link (amoCRM sends the code to " \
-                f"{settings.redirect_uri})"
-    reauthorize = f"re-authorize: {authorize}"
     if oauth:
         if not database_usable:
             yield warn("amocrm", "not checked: the OAuth tokens are kept in the database",
                        "fix the database first")
             return
+        yield _amocrm_redirect_uri(settings, services.settings.server.public_url)
         state = services.amocrm_credentials.status()
         if state is None:
-            yield failed("amocrm", "not authorized yet", authorize)
+            yield failed("amocrm", "not authorized yet", authorize_hint(services))
             return
         if state[0] == "revoked":
-            yield failed("amocrm", f"credentials revoked ({state[1]})", reauthorize)
+            yield failed("amocrm", f"credentials revoked ({state[1]})",
+                         f"re-authorize: {authorize_hint(services)}")
             return
     try:
         account = client.request("GET", "/api/v4/account") or {}
     except CRMError as exc:
-        yield _amocrm_failure(exc, settings, oauth=oauth, reauthorize=reauthorize)
+        if needs_authorization(services):  # amoCRM refused the refresh token just now
+            yield failed("amocrm", f"credentials revoked ({exc.detail})",
+                         f"re-authorize: {authorize_hint(services)}")
+        else:
+            yield _amocrm_failure(exc, settings, oauth=oauth,
+                                  reauthorize=f"re-authorize: {authorize_hint(services)}"
+                                  if oauth and isinstance(exc, CRMAuthError)
+                                  and exc.status == 401 else "")
         return
     subdomain = str(account.get("subdomain") or "")
     if subdomain != settings.account_subdomain:
@@ -351,6 +404,18 @@ def _amocrm_failure(exc: CRMError, settings: AmoCRMSettings, *, oauth: bool,
                       "reach it")
     return failed("amocrm", f"not answering normally: {exc.detail}",
                   "try again in a minute; if it persists, check amoCRM's status")
+
+
+def _amocrm_redirect_uri(settings: AmoCRMSettings, public: str) -> Check:
+    # amoCRM sends the code to the redirect URI registered with the integration; the
+    # connector answers it at /amocrm/oauth/callback only.
+    expected = f"{public.rstrip('/')}{CALLBACK}"
+    if settings.redirect_uri != expected:
+        return warn("amocrm redirect uri", f"{settings.redirect_uri} is not {expected}",
+                    "unless a proxy maps it there, set amocrm.redirect_uri (and the "
+                    "integration's redirect URI in amoCRM) to it")
+    return ok("amocrm redirect uri", f"{expected}; only authorizations started by install "
+                                     "or doctor are taken")
 
 
 def _amocrm_fields(settings: AmoCRMSettings, installer: AmoCRMInstaller) -> Check:
@@ -417,8 +482,12 @@ def public_url(settings: Settings, *, session: requests.Session | None = None) -
     url = settings.server.public_url.rstrip("/") + "/healthz"
     start = "start the service (loyalty-connector serve) and make sure server.public_url " \
             "leads to it (DNS, TLS, reverse proxy)"
+    # /healthz shows its checks only to the metrics or admin token: send one when set.
+    token = settings.server.metrics_token or settings.server.admin_token
+    headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
     try:
-        response = (session or requests.Session()).get(url, timeout=HEALTHZ_TIMEOUT_S)
+        response = (session or requests.Session()).get(url, timeout=HEALTHZ_TIMEOUT_S,
+                                                       headers=headers)
     except requests.exceptions.SSLError:
         return failed("public url", f"GET {url}: TLS certificate refused",
                       "install a valid certificate: the CRMs refuse invalid ones")
@@ -428,14 +497,16 @@ def public_url(settings: Settings, *, session: requests.Session | None = None) -
         body = response.json()
     except ValueError:
         body = None
-    if not isinstance(body, dict) or "checks" not in body:
+    if not isinstance(body, dict) or body.get("status") not in ("ok", "unhealthy"):
         return failed("public url", f"GET {url} answered HTTP {response.status_code}, not "
                                     "this service's /healthz",
                       f"point server.public_url (or the proxy behind it) at the service "
                       f"({settings.server.host}:{settings.server.port})")
     if response.status_code != 200:
-        problems = "; ".join(f"{key}: {value}" for key, value in body["checks"].items()
-                             if value != "ok")
+        checks = body.get("checks")
+        problems = "; ".join(f"{key}: {value}" for key, value in checks.items()
+                             if value != "ok") if isinstance(checks, dict) else \
+            "details need server.metrics_token or server.admin_token"
         return warn("public url", f"reachable, but the service there is unhealthy ({problems})",
                     "see the lines above; if they are ok, the service behind public_url runs "
                     "with another configuration")
@@ -494,6 +565,11 @@ def inbox(box: Inbox, now: datetime) -> Iterator[Check]:
                    f"see why: {CLI} inbox list --status pending")
     else:
         yield ok("inbox", summary)
+    lapsed = box.lapsed_claims(now)
+    if lapsed:
+        yield warn("inbox claims", f"{lapsed} item(s) still claimed after their lease ended",
+                   "a worker stopped (killed, or lost its database) while processing them; "
+                   "any running worker takes them again now: make sure one runs")
     dead = depth["dead"]
     if dead:
         yield warn("dead letters", f"{dead} event(s) gave up after "
@@ -504,11 +580,28 @@ def inbox(box: Inbox, now: datetime) -> Iterator[Check]:
         yield ok("dead letters", "none")
 
 
+# -- write-back ------------------------------------------------------------------------------
+def writeback(db: Database) -> Iterator[Check]:
+    refused = mirror.count_refused(db)
+    if not refused:
+        yield ok("write-back refusals", "no contact refused by a CRM")
+        return
+    [latest] = mirror.refusals(db, limit=1)
+    yield warn("write-back refusals",
+               f"{refused} contact(s) refused for good by the CRM and no longer written to "
+               f"(deleted, or not in the CRM); latest {latest.crm} contact "
+               f"{latest.contact_id}: {latest.error}",
+               f"see: {CLI} account refused; a contact that changes in the CRM is written "
+               f"again, or after restoring one: {CLI} account retry-writeback CRM PORTAL "
+               "CONTACT_ID")
+
+
 # -- secrets and formatting ------------------------------------------------------------------
 def secret_values(settings: Settings) -> list[str]:
     """Every configured secret, longest first, so no message can print one."""
     values: list[str] = []
-    for secret in (settings.server.admin_token, settings.bitrix24.client_secret,
+    for secret in (settings.server.admin_token, settings.server.metrics_token,
+                   settings.bitrix24.client_secret,
                    settings.bitrix24.application_token, settings.amocrm.client_secret,
                    settings.amocrm.long_lived_token, settings.amocrm.webhook_secret,
                    settings.bitrix24.webhook_url, settings.card.secret):

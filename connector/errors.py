@@ -11,6 +11,7 @@
      │    ├── NothingToReverseError      the source has nothing on the account (yet)
      │    └── IdempotencyConflictError   same key, different request
      ├── StorageError              the database is not usable (unreachable, not migrated)
+     │    └── DatabaseUnavailableError  it does not answer now: give work back, retry later
      └── CRMError                  a call to the CRM failed
           ├── RetriableCRMError    try again later (rate limit, 5xx, timeout); may carry a wait
           ├── CRMAuthError         credentials are invalid or revoked: stop calling, tell the admin
@@ -26,6 +27,7 @@ __all__ = [
     "CRMError",
     "ConfigError",
     "ConnectorError",
+    "DatabaseUnavailableError",
     "FatalCRMError",
     "IdempotencyConflictError",
     "InsufficientPointsError",
@@ -54,6 +56,11 @@ class ConfigError(ConnectorError):
 
 class StorageError(ConnectorError):
     """The database cannot be used as configured."""
+
+
+class DatabaseUnavailableError(StorageError):
+    """The database does not answer (down, restarting, the network between): nothing is
+    wrong with the work at hand, which waits until it answers again."""
 
 
 class LedgerError(ConnectorError):
@@ -110,12 +117,15 @@ class IdempotencyConflictError(LedgerError):
 
 
 class CRMError(ConnectorError):
-    """A CRM call failed. `code` is the CRM's own error code when it gave one."""
+    """A CRM call failed. `code` is the CRM's own error code when it gave one; `body` its
+    decoded answer, where the caller needs the details (amoCRM's validation-errors)."""
 
-    def __init__(self, detail: str, *, code: str = "", status: int | None = None) -> None:
+    def __init__(self, detail: str, *, code: str = "", status: int | None = None,
+                 body: object = None) -> None:
         self.detail = detail
         self.code = code
         self.status = status
+        self.body = body
         super().__init__(detail)
 
 

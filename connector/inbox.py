@@ -2,6 +2,8 @@
 
 Statuses: pending -> processing -> done | skipped, or back to pending with a later
 `next_attempt_at` after a failure, and `dead` after `max_attempts`; never deleted silently.
+An item deferred on its CRM's credentials (revoked, not authorized) waits without spending an
+attempt, and is woken as soon as the credentials are valid again (`wake_deferred`).
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     Index,
     Integer,
     LargeBinary,
     String,
     Text,
+    case,
+    false,
     func,
     or_,
     select,
@@ -60,6 +65,8 @@ class InboxEvent(Base):
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set by `defer`, cleared by the next claim: what `wake_deferred` may make due early.
+    deferred: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
 
 @dataclass(frozen=True)
@@ -204,6 +211,7 @@ class Inbox:
             rows = list(session.scalars(query))
             for row in rows:
                 row.status = "processing"
+                row.deferred = False
                 row.attempts += 1
                 row.locked_until = now + self.lease
             return [InboxItem.of(row) for row in rows]
@@ -246,6 +254,35 @@ class Inbox:
             row.locked_until = None
             row.last_error = error[:4000]
             row.next_attempt_at = self.clock() + delay
+            row.deferred = True
+
+    def wake_deferred(self, source: str, portal: str | None) -> int:
+        """Make the items deferred on this CRM portal's credentials due now: call it once the
+        credentials are valid again, or they wait out their delay. Returns how many woke."""
+        with self.db.transaction() as session:
+            result = session.execute(
+                update(InboxEvent)
+                .where(InboxEvent.status == "pending", InboxEvent.deferred.is_(True),
+                       InboxEvent.source == source, InboxEvent.portal == portal)
+                .values(next_attempt_at=self.clock()))
+            return result.rowcount
+
+    def release(self, item_ids: list[int], error: str) -> int:
+        """Give claimed items back at once, without spending an attempt: their processing
+        failed because the database was away, not because of them. Only items still under a
+        lease (ours: nobody else can hold a leased item) are touched. Returns how many."""
+        now = self.clock()
+        with self.db.transaction() as session:
+            result = session.execute(
+                update(InboxEvent)
+                .where(InboxEvent.id.in_(item_ids), InboxEvent.status == "processing",
+                       InboxEvent.locked_until > now)
+                .values(status="pending", locked_until=None, next_attempt_at=now,
+                        attempts=case((InboxEvent.attempts > 0, InboxEvent.attempts - 1),
+                                      else_=0),
+                        last_error=error[:4000])
+                .execution_options(synchronize_session=False))
+            return result.rowcount
 
     def retry(self, item_id: int) -> None:
         """Offer a dead or failed item again now (after its cause was fixed)."""
@@ -298,6 +335,13 @@ class Inbox:
                 select(func.min(InboxEvent.received_at), func.min(InboxEvent.next_attempt_at))
                 .where(InboxEvent.status == "pending")).one()
             return received, due
+
+    def lapsed_claims(self, now: datetime) -> int:
+        """Items still `processing` after their lease ended: their worker went away."""
+        with self.db.transaction(write=False) as session:
+            return session.scalar(
+                select(func.count()).select_from(InboxEvent)
+                .where(InboxEvent.status == "processing", InboxEvent.locked_until < now)) or 0
 
     def depth(self) -> dict[str, int]:
         with self.db.transaction(write=False) as session:

@@ -38,14 +38,16 @@ MASK = "***"
 SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # A Bitrix24 inbound webhook is https://PORTAL/rest/<user>/<secret>/<method>
     (re.compile(r"(/rest/\d+/)[^/\s\"'?&]+"), rf"\g<1>{MASK}"),
-    # amoCRM webhooks and pipeline actions carry their secret as a path segment
-    (re.compile(r"(/amocrm/(?:webhooks|actions)/)[^/\s\"'?&]+"), rf"\g<1>{MASK}"),
+    # amoCRM webhooks and pipeline actions, and Bitrix24 "Webhook" rule actions, carry their
+    # secret as a path segment
+    (re.compile(r"(/(?:amocrm/(?:webhooks|actions)|bitrix24/actions)/)[^/\s\"'?&]+"),
+     rf"\g<1>{MASK}"),
     # a customer's card page link is as good as a password to that page
     (re.compile(r"(/card/)[^/\s\"'?&]+"), rf"\g<1>{MASK}"),
     (re.compile(r"\b(Bearer|Basic)\s+[^\s\"',;]+", re.IGNORECASE), rf"\g<1> {MASK}"),
     # auth[application_token]=..., "access_token": "...", 'refresh_token': '...', auth=...
     (re.compile(r"((?:\b|(?<=%5B))(?:auth|application_token|access_token|refresh_token|"
-                r"client_secret|webhook_secret|admin_token|metrics_token|password)"
+                r"client_secret|webhook_secret|actions_secret|admin_token|metrics_token|password)"
                 r"(?:\]|%5D)?[\"']?\s*[:=]\s*[\"']?)[^\"'&\s,;}\]]+", re.IGNORECASE),
      rf"\g<1>{MASK}"),
     # JSON Web Tokens (amoCRM long-lived tokens), wherever they appear

@@ -1,7 +1,9 @@
 """What the connector last wrote to each CRM contact, so it writes only changes (coalesced
 per contact) and recognises the contact-update events its own writes cause.
 
-Shared by every CRM: which accounts are dirty, what they should show, marking them written.
+Shared by every CRM: which accounts are dirty, what they should show, marking them written,
+and the contacts the CRM refused for good (deleted, or never there): those are left alone,
+not retried every pass, until the contact changes in the CRM or an admin asks again.
 """
 
 from __future__ import annotations
@@ -22,6 +24,18 @@ from connector.ledger.views import AccountView
 from connector.program import Program
 
 Compare = Callable[[Mapping[str, str], Mapping[str, Any]], dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A contact the CRM refused to update for good, and what it said."""
+
+    account_id: int
+    crm: str
+    portal: str
+    contact_id: str
+    refused_at: datetime
+    error: str
 
 
 @dataclass(frozen=True)
@@ -48,7 +62,8 @@ def dirty(db: Database, crm: str, portal: str, limit: int) -> list[Dirty]:
             select(Account.id, Account.contact_id, Account.version, ContactMirror.values)
             .outerjoin(ContactMirror, ContactMirror.account_id == Account.id)
             .where(Account.crm == crm, Account.portal == portal,
-                   Account.version > func.coalesce(ContactMirror.written_version, 0))
+                   Account.version > func.coalesce(ContactMirror.written_version, 0),
+                   ContactMirror.refused_at.is_(None))
             .order_by(Account.id).limit(limit))
         return [Dirty(a, c, v, dict(w or {})) for a, c, v, w in rows]
 
@@ -83,6 +98,45 @@ def mark_written(db: Database, item: Dirty, changes: Mapping[str, str], now: dat
         row.written_at = now
 
 
+def refuse(db: Database, item: Dirty, error: str, now: datetime) -> None:
+    """The CRM refused this contact for good: write-back skips it until it changes."""
+    with db.transaction() as session:
+        row = _row(session, item.account_id)
+        row.refused_at = now
+        row.refused_error = error[:1000]
+
+
+def clear_refusal(db: Database, account_id: int) -> bool:
+    """Write to the contact again (it was restored, or the cause was fixed in the CRM).
+    Returns whether there was a refusal to clear."""
+    with db.transaction() as session:
+        row = session.get(ContactMirror, account_id, with_for_update=True)
+        if row is None or row.refused_at is None:
+            return False
+        row.refused_at = row.refused_error = None
+        return True
+
+
+def refusals(db: Database, *, account_id: int | None = None,
+             limit: int = 1000) -> list[Refusal]:
+    """Contacts refused for good, the most recent first."""
+    with db.transaction(write=False) as session:
+        query = (select(Account.id, Account.crm, Account.portal, Account.contact_id,
+                        ContactMirror.refused_at, ContactMirror.refused_error)
+                 .join(ContactMirror, ContactMirror.account_id == Account.id)
+                 .where(ContactMirror.refused_at.is_not(None))
+                 .order_by(ContactMirror.refused_at.desc(), Account.id).limit(limit))
+        if account_id is not None:
+            query = query.where(Account.id == account_id)
+        return [Refusal(*row[:5], error=row[5] or "") for row in session.execute(query)]
+
+
+def count_refused(db: Database) -> int:
+    with db.transaction(write=False) as session:
+        return session.scalar(select(func.count()).select_from(ContactMirror)
+                              .where(ContactMirror.refused_at.is_not(None))) or 0
+
+
 def remember_deal(db: Database, account_id: int, deal_id: str) -> None:
     """Keep the contact's most recent deal or lead: automation runs on deals."""
     with db.transaction() as session:
@@ -107,6 +161,8 @@ def note_crm_values(db: Database, account_id: int, in_crm: Mapping[str, Any],
     shown = {name: in_crm.get(name) for name in field_names}
     with db.transaction() as session:
         row = _row(session, account_id)
+        # The contact is there and changed: a refusal of writes to it no longer holds.
+        row.refused_at = row.refused_error = None
         if not changed({k: str(v or "") for k, v in (row.values or {}).items()}, shown):
             return False
         row.values = {**(row.values or {}), **{

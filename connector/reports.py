@@ -40,6 +40,7 @@ class WritebackReport:
     contacts_written: int = 0
     unchanged: int = 0
     failed: int = 0
+    refused: int = 0  # refused for good by the CRM: recorded, not retried
     calls: int = 0
 
 

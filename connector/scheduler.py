@@ -26,7 +26,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 from connector import job_runs, triggers
 from connector.config import Settings
-from connector.db import utcnow
+from connector.db import is_unavailable, outage_reason, utcnow
 from connector.leader import LeaderLock
 from connector.lifecycle import (
     anniversary_bonuses,
@@ -156,6 +156,11 @@ def run_job(services: Services, job: Job) -> dict[str, Any]:
             result = _as_counts(job.func(services))
     except Exception as exc:
         seconds = time.monotonic() - started
+        if is_unavailable(exc):
+            # Nowhere to record the run, and a traceback per pass would say nothing more.
+            log.warning("job %s stopped after %.1f s: the database was unavailable (%s)",
+                        job.id, seconds, outage_reason(exc), extra={"job": job.id})
+            raise
         log.exception("job %s failed after %.1f s", job.id, seconds, extra={"job": job.id})
         job_runs.finished(services.db, job.id, started_at=started_at, at=utcnow(),
                           seconds=seconds, runner=runner,

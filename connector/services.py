@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from connector.config import Settings
 from connector.crm.credentials import CredentialStore
+from connector.crm.oauth_states import OAuthStates
 from connector.db import Database, utcnow
 from connector.inbox import Inbox
 from connector.ledger.engine import Ledger
@@ -52,6 +53,11 @@ class Services:
         from connector.metrics import Metrics
 
         return Metrics(self.db, clock=self.inbox.clock)
+
+    @cached_property
+    def oauth_states(self) -> OAuthStates:
+        """The OAuth authorizations this deployment started (their `state`)."""
+        return OAuthStates(self.db, clock=self.inbox.clock)
 
     @cached_property
     def cards(self) -> CardLinks:

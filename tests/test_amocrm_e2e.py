@@ -3,6 +3,7 @@ local HTTP server) speaking API v4, HAL lists, 204s, HTML 429s and single-use re
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -16,13 +17,14 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from connector.amocrm.authorization import authorization_url, same_account
 from connector.amocrm.connector import AmoCRMConnector
 from connector.amocrm.install import FIELD_TYPES
-from connector.config import Settings
+from connector.config import AmoCRMSettings, Settings
 from connector.crm.amocrm import AmoCRMClient
 from connector.crm.credentials import Tokens
 from connector.crm.limiter import LeakyBucket
-from connector.crm.models import TriggerEvent
+from connector.crm.models import OAuthState, TriggerEvent
 from connector.db import utcnow
 from connector.errors import CRMAuthError, RetriableCRMError
 from connector.ledger.views import AccountRef
@@ -33,6 +35,7 @@ from connector.worker import Worker
 from tests.conftest import Clock, count_settles, fresh_services, make_settings
 from tests.fakes import ManualClock
 from tests.fakes.amocrm import FakeAmoCRM, webhook_body
+from tests.test_concurrency import in_parallel
 from webhooks import create_app
 
 SECRET = "Wh00kSecret0123456789"
@@ -47,7 +50,8 @@ def amo_settings(tmp_path: Path, database_url: str, account: FakeAmoCRM,
               "webhook_secret": SECRET,
               "long_lived_token": "long-lived-token", "timeout_seconds": 2, **extra}
     return make_settings(tmp_path, database_url, amocrm=amocrm,
-                         program={"welcome_bonus": "100"})
+                         program={"welcome_bonus": "100"},
+                         server={"metrics_token": "metrics-token-0123456789"})
 
 
 class Harness:
@@ -74,6 +78,12 @@ class Harness:
              secret: str = SECRET, headers: dict[str, str] | None = None) -> int:
         return self.web.post(f"/amocrm/webhooks/{secret}", data=webhook_body(
             entity, action, list(items)), content_type=FORM, headers=headers).status_code
+
+    def authorize(self) -> Any:
+        """The administrator opens the link `install`/`doctor` prints and allows access; amoCRM
+        redirects to the callback."""
+        query = self.account.consent(authorization_url(self.services))
+        return self.web.get("/amocrm/oauth/callback", query_string=query)
 
     def process(self) -> dict[str, int]:
         counts = Worker(self.services.inbox, self.services.processors()).drain()
@@ -233,6 +243,9 @@ def test_pipeline_action_grants_a_bonus_and_redeems_with_a_note(h: Harness) -> N
                      "loyalty: redeemed 100.00, balance 0.00"]
 
 
+METRICS = {"Authorization": "Bearer metrics-token-0123456789"}  # /healthz shows its checks
+
+
 def oauth(tmp_path: Path, database_url: str, account: FakeAmoCRM, clock: Clock) -> Services:
     settings = amo_settings(tmp_path, database_url, account, long_lived_token=None,
                             client_id=account.client_id, client_secret=account.client_secret,
@@ -245,8 +258,7 @@ def test_two_workers_refresh_once_and_both_continue(tmp_path: Path, database_url
                                                     clock: Clock) -> None:
     services = oauth(tmp_path, database_url, account, clock)
     h = Harness(account, services, time, clock)
-    account.codes.add("auth-code-1")
-    callback = h.web.get("/amocrm/oauth/callback?code=auth-code-1&referer=example.amocrm.ru")
+    callback = h.authorize()
     assert callback.status_code == 200 and account.state.refreshes == 1
     account.put_lead(1, contact=None, price=10)
     account.expire_tokens()
@@ -288,12 +300,109 @@ def test_revoked_refresh_token_stops_calls_and_keeps_events(tmp_path: Path, data
     calls = account.state.http_requests
     h.process()
     assert account.state.http_requests == calls  # no retry storm while revoked
-    account.codes.add("auth-code-2")
-    assert h.web.get("/amocrm/oauth/callback?code=auth-code-2").status_code == 200
-    clock.advance(minutes=6)
-    h.process()
+    callback = h.authorize()
+    assert callback.status_code == 200 and callback.json["events_resumed"] == 1
+    [item] = services.inbox.list()
+    assert item.next_attempt_at <= clock.now  # due now, not after the 5-minute auth delay
+    assert h.process().get("done") == 1  # the clock has not moved
     assert h.balance() == D("300.00")
     services.close()
+
+
+@pytest.fixture
+def ho(tmp_path: Path, database_url: str, account: FakeAmoCRM, time: ManualClock,
+       clock: Clock) -> Iterator[Harness]:
+    """The harness with OAuth configured and nothing authorized yet."""
+    services = oauth(tmp_path, database_url, account, clock)
+    yield Harness(account, services, time, clock)
+    services.close()
+
+
+def stored_tokens(h: Harness) -> Tokens | None:
+    return h.services.amocrm_credentials.load()
+
+
+@pytest.mark.parametrize(("change", "status", "error"), [
+    ({"state": None}, 403, "invalid_state"),
+    ({"state": None, "from_widget": "1"}, 403, "invalid_state"),
+    ({"state": "a-state-never-issued"}, 403, "invalid_state"),
+    ({"referer": "another.amocrm.ru"}, 403, "wrong_account"),
+    ({"client_id": "another-integration"}, 403, "wrong_integration"),
+    ({"code": None}, 400, "invalid_request"),
+    ({"error": "access_denied", "code": None}, 400, "access_denied"),
+], ids=["no-state", "from-widget-without-state", "unknown-state", "other-account",
+        "other-integration", "no-code", "access-denied"])
+def test_oauth_callback_refused_changes_nothing(ho: Harness, change: dict[str, str | None],
+                                                status: int, error: str) -> None:
+    query = ho.account.consent(authorization_url(ho.services))
+    for key, value in change.items():
+        if value is None:
+            query.pop(key, None)
+        else:
+            query[key] = value
+    refused = ho.web.get("/amocrm/oauth/callback", query_string=query)
+    assert (refused.status_code, refused.json["error"]) == (status, error)
+    assert refused.json["detail"]
+    assert stored_tokens(ho) is None and ho.account.state.refreshes == 0  # no code traded
+    assert "code" not in query or query["code"] not in refused.get_data(as_text=True)
+
+
+def test_oauth_state_is_single_use_and_expires(ho: Harness) -> None:
+    first = ho.account.consent(authorization_url(ho.services))
+    assert ho.web.get("/amocrm/oauth/callback", query_string=first).status_code == 200
+    tokens = stored_tokens(ho)
+    assert tokens is not None
+    ho.account.codes.add("code-replayed")  # a valid code, the used state
+    replay = ho.web.get("/amocrm/oauth/callback", query_string={**first,
+                                                                "code": "code-replayed"})
+    assert (replay.status_code, replay.json["error"]) == (403, "invalid_state")
+    assert stored_tokens(ho) == tokens and "code-replayed" in ho.account.codes
+    late = ho.account.consent(authorization_url(ho.services))
+    ho.clock.advance(minutes=31)
+    expired = ho.web.get("/amocrm/oauth/callback", query_string=late)
+    assert (expired.status_code, expired.json["error"]) == (403, "invalid_state")
+    assert stored_tokens(ho) == tokens
+
+
+def test_oauth_refused_referer_leaves_the_state_usable(ho: Harness) -> None:
+    query = ho.account.consent(authorization_url(ho.services))
+    wrong = ho.web.get("/amocrm/oauth/callback",
+                       query_string={**query, "referer": "example.kommo.com.evil.ru"})
+    assert wrong.status_code == 403 and stored_tokens(ho) is None
+    assert ho.web.get("/amocrm/oauth/callback", query_string=query).status_code == 200
+
+
+def test_oauth_state_is_stored_only_as_a_hash(ho: Harness) -> None:
+    url = authorization_url(ho.services)
+    state = ho.account.consent(url)["state"]
+    assert len(state) >= 40  # 256 random bits
+    with ho.services.db.transaction(write=False) as session:
+        rows = session.execute(select(OAuthState.crm, OAuthState.portal,
+                                      OAuthState.state_hash)).all()
+    assert rows == [("amocrm", PORTAL, hashlib.sha256(state.encode()).hexdigest())]
+    assert "mode=post_message" in url and f"client_id={ho.account.client_id}" in url
+
+
+def test_two_callbacks_with_one_state_pass_once(ho: Harness) -> None:
+    states = ho.services.oauth_states
+    for _ in range(5):
+        state = states.issue("amocrm", PORTAL)
+        passed = in_parallel(2, lambda _, state=state: states.consume("amocrm", PORTAL, state))
+        assert sorted(passed, key=str) == [False, True]
+    assert not states.consume("amocrm", "other.amocrm.ru", states.issue("amocrm", PORTAL))
+
+
+def test_referer_must_be_the_configured_account_host() -> None:
+    settings = AmoCRMSettings(base_url="https://example.amocrm.ru")
+    assert same_account("example.amocrm.ru", settings)
+    assert same_account("Example.AmoCRM.ru", settings)
+    for other in ("example.kommo.com", "evil.amocrm.ru", "example.amocrm.ru.evil.ru", "",
+                  "example"):
+        assert not same_account(other, settings), other
+    proxied = AmoCRMSettings(base_url="https://amo-proxy.internal", subdomain="example")
+    assert same_account("example.amocrm.ru", proxied)
+    for other in ("another.amocrm.ru", "example", "example.evil.ru", "example.kommo.com"):
+        assert not same_account(other, proxied), other
 
 
 def test_install_is_idempotent_and_uninstall_removes_it(h: Harness) -> None:
@@ -362,12 +471,13 @@ def test_healthz_reports_revoked_credentials(tmp_path: Path, database_url: str,
                                             clock: Clock) -> None:
     services = oauth(tmp_path, database_url, account, clock)
     h = Harness(account, services, time, clock)
-    assert h.web.get("/healthz").json["checks"]["amocrm"].startswith("not authorized yet")
-    account.codes.add("auth-code-3")
-    h.web.get("/amocrm/oauth/callback?code=auth-code-3")
-    assert h.web.get("/healthz").json["checks"] == {"database": "ok", "amocrm": "ok"}
+    checks = h.web.get("/healthz", headers=METRICS).json["checks"]
+    assert checks["amocrm"].startswith("not authorized yet")
+    assert h.authorize().status_code == 200
+    checks = h.web.get("/healthz", headers=METRICS).json["checks"]
+    assert checks == {"database": "ok", "amocrm": "ok"}
     services.amocrm_credentials.revoke("amocrm oauth refused (401): Token has been revoked")
-    response = h.web.get("/healthz")
+    response = h.web.get("/healthz", headers=METRICS)
     assert response.status_code == 503
     assert response.json["checks"]["amocrm"].startswith("revoked: amocrm oauth refused")
     services.close()

@@ -21,14 +21,14 @@ from connector.crm.limiter import LeakyBucket
 from connector.crm.models import TriggerEvent
 from connector.ledger.views import AccountRef
 from connector.services import Services
-from connector.triggers import CODES, WELCOME
+from connector.triggers import CODES, NAMES, POINTS_ACCRUED, TIER_UP, WELCOME
 from connector.worker import Worker
 from mappings.bitrix24 import EVENTS
 from tests.conftest import Clock, count_settles, fresh_services, make_settings
 from tests.fakes import FakeBitrix24Portal, ManualClock
 
-PORTAL = "acme.bitrix24.ru"
 EVENTS_URL = "http://127.0.0.1:8080/bitrix24/events"
+ACTIONS_SECRET = "Act10nsSecret0123456789"
 
 
 class Harness:
@@ -69,7 +69,8 @@ class Harness:
         return {**counts, **self.connector.flush()}
 
     def ref(self, contact_id: int) -> AccountRef:
-        return AccountRef("bitrix24", PORTAL, str(contact_id))
+        return AccountRef("bitrix24", self.services.settings.bitrix24.portal_key,
+                          str(contact_id))
 
     def balance(self, contact_id: int) -> D:
         return self.services.ledger.account(self.ref(contact_id)).balance
@@ -93,7 +94,8 @@ def create_app_client(services: Services) -> FlaskClient:
 
 def b24_settings(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal,
                  **extra: Any) -> Settings:
-    bitrix24 = {"enabled": True, "webhook_url": portal.webhook_url, "portal": PORTAL,
+    # The fake portal is served at http://127.0.0.1:PORT, its events name that domain.
+    bitrix24 = {"enabled": True, "webhook_url": portal.webhook_url, "portal": portal.url,
                 "application_token": portal.application_token, "member_id": portal.member_id,
                 "timeout_seconds": 2, **extra}
     return make_settings(tmp_path, database_url, bitrix24=bitrix24,
@@ -276,12 +278,16 @@ def test_write_back_is_coalesced_and_its_echo_causes_no_loop(h: Harness) -> None
 
 
 def app_harness(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal,
-                time: ManualClock, clock: Clock) -> Harness:
+                time: ManualClock, clock: Clock, *, install: bool = True,
+                **extra: Any) -> Harness:
     """An OAuth app setup: installed by ONAPPINSTALL, its tokens kept in the database."""
     settings = b24_settings(tmp_path, database_url, portal, webhook_url=None,
                             application_token=None, client_id=portal.client_id,
-                            client_secret=portal.client_secret, oauth_url=portal.oauth_url)
+                            client_secret=portal.client_secret, oauth_url=portal.oauth_url,
+                            **extra)
     h = Harness(portal, fresh_services(settings, clock=clock), time, clock)
+    if not install:
+        return h
     body, content_type = portal.install_body()
     assert h.post("/bitrix24/events", body, content_type) == 200
     h.process()
@@ -313,11 +319,68 @@ def test_welcome_bonus_once_and_triggers_fire_on_deals_once(
     h.services.close()
 
 
-def test_triggers_need_an_app_and_are_skipped_with_a_webhook(h: Harness) -> None:
+def test_a_webhook_setup_fires_the_portal_triggers_by_their_codes_once(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
+        clock: Clock) -> None:
+    # The admin put two "Track incoming webhook" triggers on the won stage and pasted their
+    # codes; the welcome transition has none.
+    portal.add_webhook_trigger("c5u4m", "WON")
+    portal.add_webhook_trigger("nwly5", "WON")
+    settings = b24_settings(tmp_path, database_url, portal, triggers={
+        POINTS_ACCRUED: {"code": "c5u4m"}, TIER_UP: {"code": "nwly5"}})
+    h = Harness(portal, fresh_services(settings, clock=clock), time, clock)
     anna = h.portal.add_contact(NAME="Anna")
-    h.won(anna, "1000.00")
-    assert h.process()["triggers_skipped"] == 2  # welcome, points accrued
+    deal = h.won(anna, "40000.00")
+    report = h.process()
+    assert (report["triggers_sent"], report["triggers_skipped"]) == (2, 1)
     assert h.portal.calls_of("crm.automation.trigger.execute") == []
+    assert sorted((t["code"], t["target"], t["auth"]) for t in h.portal.fired_webhook_triggers) \
+        == [("c5u4m", f"DEAL_{deal}", "webhook"), ("nwly5", f"DEAL_{deal}", "webhook")]
+    h.send("ONCRMDEALUPDATE", deal)
+    h.process()
+    assert len(h.portal.fired_webhook_triggers) == 2  # once per transition
+    with h.services.db.transaction(write=False) as session:
+        welcome = session.scalar(select(TriggerEvent).where(TriggerEvent.code == WELCOME))
+    assert welcome is not None and (welcome.status, welcome.last_error) == (
+        "skipped", "no portal trigger code for loyalty_welcome: set "
+                   "[bitrix24.triggers.loyalty_welcome] code")
+    h.services.close()
+
+
+def test_an_app_fires_a_transition_with_a_code_by_the_portal_trigger_and_the_rest_its_own(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
+        clock: Clock) -> None:
+    portal.add_webhook_trigger("nwly5", "WON")
+    h = app_harness(tmp_path, database_url, portal, time, clock,
+                    triggers={TIER_UP: {"code": "nwly5"}})
+    h.connector.installer.install()
+    anna = h.portal.add_contact(NAME="Anna")
+    deal = h.won(anna, "40000.00")
+    h.process()
+    assert [(t["code"], t["target"], t["auth"]) for t in h.portal.fired_webhook_triggers] == [
+        ("nwly5", f"DEAL_{deal}", "oauth")]
+    assert sorted(t["code"] for t in h.portal.fired_triggers) == [POINTS_ACCRUED, WELCOME]
+    h.services.close()
+
+
+def test_a_code_no_portal_trigger_has_is_recorded_as_failed_with_what_to_check(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
+        clock: Clock) -> None:
+    portal.add_webhook_trigger("c5u4m", "WON", category_id=7)  # on another funnel's stage
+    settings = b24_settings(tmp_path, database_url, portal,
+                            triggers={POINTS_ACCRUED: {"code": "c5u4m"}})
+    h = Harness(portal, fresh_services(settings, clock=clock), time, clock)
+    anna = h.portal.add_contact(NAME="Anna")
+    deal = h.won(anna, "1000.00")
+    assert h.process()["triggers_failed"] == 1
+    assert h.portal.fired_webhook_triggers == []
+    with h.services.db.transaction(write=False) as session:
+        accrued = session.scalar(select(TriggerEvent).where(
+            TriggerEvent.code == POINTS_ACCRUED))
+    assert accrued is not None and accrued.status == "failed"
+    assert accrued.last_error is not None and accrued.last_error.startswith(
+        f"the portal ran no trigger with code c5u4m on deal {deal}")
+    h.services.close()
 
 
 def test_reconcile_converges_when_every_event_was_lost(h: Harness) -> None:
@@ -393,6 +456,29 @@ def test_webhook_setup_prints_the_manual_steps(h: Harness) -> None:
     report = h.connector.installer.install()
     assert any("Outgoing webhook" in line for line in report.lines())
     assert h.portal.calls_of("event.bind") == []
+    # Every transition without a code: where to click, and the key its code goes to.
+    assert any("under Triggers click + and choose \"Track incoming webhook\"" in step
+               for step in report.manual)
+    assert [step for step in report.manual if "[bitrix24.triggers." in step] == [
+        f"{NAMES[code]}: [bitrix24.triggers.{code}] code = \"...\"" for code in CODES]
+    assert any("set bitrix24.actions_secret" in step for step in report.manual)
+
+
+def test_webhook_setup_with_codes_and_an_actions_secret_prints_what_is_left(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
+        clock: Clock) -> None:
+    settings = b24_settings(tmp_path, database_url, portal, actions_secret=ACTIONS_SECRET,
+                            triggers={code: {"code": "c5u4m"} for code in CODES
+                                      if code != WELCOME})
+    h = Harness(portal, fresh_services(settings, clock=clock), time, clock)
+    report = h.connector.installer.install()
+    assert f"trigger {TIER_UP} fires the portal trigger with code c5u4m" in report.done
+    assert [step for step in report.manual if "[bitrix24.triggers." in step] == [
+        f"{NAMES[WELCOME]}: [bitrix24.triggers.{WELCOME}] code = \"...\""]
+    [robot] = [step for step in report.manual if "\"Webhook\"" in step]
+    assert "http://127.0.0.1:8080/bitrix24/actions/<actions_secret>/accrue" in robot
+    assert "?deal_id={{ID}}" in robot and ACTIONS_SECRET not in "\n".join(report.lines())
+    h.services.close()
 
 
 def test_install_finds_its_fields_beyond_the_first_page_of_user_fields(h: Harness) -> None:
@@ -419,3 +505,107 @@ def test_a_burst_of_edits_to_one_deal_is_settled_once_per_group(
     counts = h.process()
     assert counts["done"] >= 5 and len(settles) == 1  # the deal's events, one settle
     assert h.balance(anna) == D("400.00")
+
+
+@pytest.fixture
+def attacker(time: ManualClock) -> Iterator[FakeBitrix24Portal]:
+    """Another portal: its own tokens, application token and REST endpoint."""
+    with FakeBitrix24Portal(clock=time, domain="evil.example",
+                            application_token="e" * 32) as fake:
+        yield fake
+
+
+def test_a_forged_install_is_refused_and_the_genuine_one_still_works(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal,
+        attacker: FakeBitrix24Portal, time: ManualClock, clock: Clock) -> None:
+    h = app_harness(tmp_path, database_url, portal, time, clock, install=False)
+    credentials = h.services.bitrix24_credentials
+    # From another domain: refused at the door like a wrong token, nothing stored.
+    body, content_type = attacker.install_body()
+    assert h.post("/bitrix24/events", body, content_type) == 401
+    assert h.services.inbox.list() == []
+    # Naming our portal, with the attacker's tokens and endpoint: stored, but the portal
+    # itself does not know the token, so nothing is kept and the attacker is never called.
+    body, content_type = attacker.install_body(domain=portal.domain)
+    assert h.post("/bitrix24/events", body, content_type) == 200
+    assert h.process()["skipped"] == 1
+    [forged] = h.services.inbox.list()
+    assert "does not accept its access token" in (forged.last_error or "")
+    assert credentials.status() is None
+    assert [c.status for c in portal.calls_of("app.info")] == [401]
+    # The genuine install is accepted and confirmed with the portal.
+    body, content_type = portal.install_body()
+    assert h.post("/bitrix24/events", body, content_type) == 200
+    h.process()
+    assert credentials.status() == ("active", None)
+    assert [c.status for c in portal.calls_of("app.info")] == [401, 200]
+    # The attacker's deal events are refused whatever domain they name; no points moved.
+    anna = portal.add_contact(NAME="Anna")
+    h.process()
+    fake_deal = attacker.add_deal(contact_ids=[anna], STAGE_ID="WON", OPPORTUNITY="299990")
+    for domain in (attacker.domain, portal.domain):
+        body, content_type = attacker.event_body("ONCRMDEALUPDATE", fake_deal, domain=domain)
+        assert h.post("/bitrix24/events", body, content_type) == 401
+    h.process()
+    assert h.balance(anna) == D("100.00")  # the welcome bonus alone
+    assert (attacker.http_requests, attacker.oauth_requests) == (0, 0)
+    h.services.close()
+
+
+def test_calls_go_to_the_configured_portal_never_to_a_named_endpoint(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal,
+        attacker: FakeBitrix24Portal, time: ManualClock, clock: Clock) -> None:
+    h = app_harness(tmp_path, database_url, portal, time, clock, install=False)
+    # A genuine install whose client_endpoint was changed on the way: the tokens are kept
+    # (the portal confirms them), the endpoint is not.
+    body, content_type = portal.install_body(client_endpoint=attacker.rest_url)
+    assert h.post("/bitrix24/events", body, content_type) == 200
+    h.process()
+    tokens = h.services.bitrix24_credentials.load()
+    assert tokens is not None and tokens.endpoint == portal.rest_url
+    anna = portal.add_contact(NAME="Anna")
+    h.won(anna, "1000.00")
+    portal.expire_tokens()  # the refresh goes to oauth_url, the calls after it to the portal
+    h.process()
+    assert h.balance(anna) == D("130.00")  # the welcome bonus and 3% at Bronze
+    assert portal.oauth_requests == 1
+    assert (attacker.http_requests, attacker.oauth_requests) == (0, 0)
+    h.services.close()
+
+
+def test_reinstall_after_uninstall_brings_a_new_application_token(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
+        clock: Clock) -> None:
+    h = app_harness(tmp_path, database_url, portal, time, clock)
+    credentials = h.services.bitrix24_credentials
+    body, content_type = portal.uninstall_body()
+    assert h.post("/bitrix24/events", body, content_type) == 200
+    h.process()
+    assert credentials.status() == ("revoked", "the application was uninstalled from the portal")
+    old_token, portal.application_token = portal.application_token, "b" * 32
+    body, content_type = portal.install_body()
+    assert h.post("/bitrix24/events", body, content_type) == 200
+    h.process()
+    assert credentials.status() == ("active", None)
+    assert credentials.application_token() == "b" * 32
+    anna = portal.add_contact(NAME="Anna")
+    assert h.send("ONCRMCONTACTADD", anna) == 200  # the new token
+    assert h.send("ONCRMCONTACTADD", anna, application_token=old_token) == 401
+    h.process()
+    assert h.balance(anna) == D("100.00")
+    h.services.close()
+
+
+def test_an_install_stored_before_the_domain_check_is_ignored_by_the_worker(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal,
+        attacker: FakeBitrix24Portal, time: ManualClock, clock: Clock) -> None:
+    h = app_harness(tmp_path, database_url, portal, time, clock, install=False)
+    body, content_type = attacker.install_body()  # evil.example, straight into the inbox
+    h.services.inbox.put(source="bitrix24", kind="ONAPPINSTALL", dedup_key="old-forged",
+                         body=body, content_type=content_type, portal=attacker.domain)
+    assert h.process()["skipped"] == 1
+    [item] = h.services.inbox.list()
+    assert "not the configured portal" in (item.last_error or "")
+    assert h.services.bitrix24_credentials.status() is None
+    assert portal.calls_of("app.info") == [] and attacker.http_requests == 0
+    h.services.close()

@@ -37,10 +37,11 @@ def client(app: Flask) -> FlaskClient:
 
 
 def event_body(event: str = "ONCRMDEALUPDATE", entity: str = "759", *,
-               token: str = TOKEN, member: str = MEMBER) -> str:
+               token: str = TOKEN, member: str = MEMBER,
+               domain: str = "acme.bitrix24.ru") -> str:
     return encode({"event": event, "event_handler_id": "201",
                    "data": {"FIELDS": {"ID": entity}}, "ts": "1736405807",
-                   "auth": {"domain": "acme.bitrix24.ru", "member_id": member,
+                   "auth": {"domain": domain, "member_id": member,
                             "application_token": token}})
 
 
@@ -68,12 +69,18 @@ def test_repeated_deliveries_are_all_kept(client: FlaskClient, app: Flask) -> No
     (event_body(token="forged0000000000000000000000000"), 401, "unauthorized"),
     (event_body(member="someone-else"), 401, "unauthorized"),
     (event_body(token=""), 401, "unauthorized"),
+    (event_body(domain="evil.example"), 401, "unauthorized"),
+    (event_body(domain="acme.bitrix24.ru.evil.example"), 401, "unauthorized"),
+    (event_body(domain="acme.bitrix24.ru@evil.example"), 401, "unauthorized"),
+    (event_body(domain="evil.example/acme.bitrix24.ru"), 401, "unauthorized"),
+    (event_body(domain="acme.bitrix24.ru:8443"), 401, "unauthorized"),
     ("event=ONCRMDEALUPDATE&data[FIELDS][ID]=x", 400, "invalid_event"),
     ("a" + "[b]" * 30 + "=1", 400, "malformed_body"),
     ("event=ONCRMDEALUPDATE&data[FIELDS]=1&data[FIELDS][ID]=5", 400, "invalid_event"),
     (b"event=\xff\xfe", 400, "malformed_body"),
     ("event=%FF%FE", 400, "malformed_body"),
-], ids=["forged-token", "other-portal", "no-token", "bad-id", "deep-nesting",
+], ids=["forged-token", "other-portal", "no-token", "other-domain", "domain-suffix",
+        "domain-user-part", "domain-path", "domain-port", "bad-id", "deep-nesting",
         "mixed-keys", "invalid-utf8", "invalid-utf8-escaped"])
 def test_bad_requests_are_refused_logged_and_stored_nowhere(
         client: FlaskClient, app: Flask, body: Any, status: int, code: str,
@@ -85,6 +92,14 @@ def test_bad_requests_are_refused_logged_and_stored_nowhere(
     [logged] = [r for r in caplog.records if r.name == "webhooks.bitrix24"]
     assert f"refused: {status} {code}" in logged.getMessage()
     assert TOKEN not in logged.getMessage()
+
+
+@pytest.mark.parametrize("domain", ["ACME.Bitrix24.RU", "https://acme.bitrix24.ru/",
+                                    "acme.bitrix24.ru:443", "acme.bitrix24.ru."])
+def test_the_portal_domain_is_compared_normalised(client: FlaskClient, domain: str) -> None:
+    response = client.post("/bitrix24/events", data=event_body(domain=domain),
+                           content_type=FORM)
+    assert response.status_code == 200
 
 
 def test_json_is_not_what_bitrix24_sends(client: FlaskClient, app: Flask) -> None:
@@ -119,19 +134,29 @@ def test_a_robot_call_is_stored_once_per_event_token(client: FlaskClient, app: F
     assert forged.status_code == 401 and len(inbox(app)) == 1
 
 
-def test_app_install_is_accepted_before_a_token_is_known(tmp_path: Path,
-                                                         database_url: str) -> None:
+def install_body(domain: str = "acme.bitrix24.ru") -> str:
+    return encode({"event": "ONAPPINSTALL", "data": {"VERSION": "1"}, "ts": "1",
+                   "auth": {"domain": domain, "member_id": MEMBER, "application_token": TOKEN,
+                            "access_token": "at", "refresh_token": "rt", "expires_in": "3600",
+                            "client_endpoint": f"https://{domain}/rest/"}})
+
+
+def test_app_install_is_accepted_before_a_token_is_known_from_the_portal_only(
+        tmp_path: Path, database_url: str) -> None:
     settings = make_settings(tmp_path, database_url, bitrix24={
         "enabled": True, "client_id": "local.1", "client_secret": "app-secret-value",
         "portal": "acme.bitrix24.ru"})
-    client = create_app(services=fresh_services(settings)).test_client()
-    install = encode({"event": "ONAPPINSTALL", "data": {"VERSION": "1"}, "ts": "1",
-                      "auth": {"domain": "acme.bitrix24.ru", "member_id": MEMBER,
-                               "application_token": TOKEN, "access_token": "at",
-                               "refresh_token": "rt", "expires_in": "3600"}})
+    app = create_app(services=fresh_services(settings))
+    client = app.test_client()
     assert client.post("/bitrix24/events", data=event_body(),
                        content_type=FORM).status_code == 401
-    assert client.post("/bitrix24/events", data=install, content_type=FORM).status_code == 200
+    forged = client.post("/bitrix24/events", data=install_body("evil.example"),
+                         content_type=FORM)
+    assert (forged.status_code, forged.json["detail"]) == (
+        401, "auth[domain] is not the configured portal")
+    assert inbox(app) == []
+    assert client.post("/bitrix24/events", data=install_body(),
+                       content_type=FORM).status_code == 200
 
 
 def test_receivers_are_absent_while_bitrix24_is_disabled(tmp_path: Path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -11,8 +12,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from connector.cli import cli
-from connector.config import DatabaseSettings
+from connector.config import DatabaseSettings, load_settings
 from connector.db import Database
+from connector.services import Services
+from tests.fakes.amocrm import FakeAmoCRM
+from webhooks import create_app
 
 Run = Callable[..., Result]
 ANNA = ("bitrix24", "acme.bitrix24.ru", "101")
@@ -264,3 +268,34 @@ def test_run_job_with_an_unknown_name_is_one_line(run: Run) -> None:
     result = run("run-job", "expire")
     assert result.exit_code == 1
     assert result.stderr.startswith("error: no job named 'expire' (known: process_inbox, ")
+
+
+# -- amoCRM authorization ------------------------------------------------------------------
+def test_install_amocrm_prints_the_authorization_link_until_authorized(tmp_path: Path) -> None:
+    with FakeAmoCRM() as account:
+        config = write_config(tmp_path, (
+            f'\n[amocrm]\nenabled = true\nbase_url = "{account.base_url}"\n'
+            f'subdomain = "example"\nclient_id = "{account.client_id}"\n'
+            f'client_secret = "{account.client_secret}"\n'
+            'redirect_uri = "https://loyalty.example/amocrm/oauth/callback"\n'
+            'webhook_secret = "Wh00kSecret0123456789"\ntimeout_seconds = 2\n'))
+
+        def run(*args: str) -> Result:
+            return CliRunner().invoke(cli, ["--config", str(config), *args])
+
+        ok(run("db", "upgrade"))
+        refused = run("install", "amocrm")
+        assert refused.exit_code == 1 and refused.stdout == ""
+        link = re.fullmatch(
+            r"error: amocrm: not authorized: open (https://www\.amocrm\.ru/oauth\?\S+) as an "
+            r"account administrator and allow access \(the link works once, within 30 "
+            r"minutes\), then run install again\n", refused.stderr)
+        assert link is not None, refused.stderr
+        assert account.state.http_requests == 0  # nothing tried with no tokens
+        services = Services.build(load_settings(config))
+        web = create_app(services=services).test_client()
+        callback = web.get("/amocrm/oauth/callback", query_string=account.consent(link[1]))
+        assert callback.status_code == 200, callback.json
+        installed = run("install", "amocrm")
+        assert "created contact field LOYALTY_BALANCE (numeric)" in ok(installed)
+        services.close()

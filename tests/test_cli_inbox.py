@@ -215,6 +215,6 @@ def test_an_event_that_died_while_the_portal_was_down_is_replayed(
         portal.up()
         ok(env.run("inbox", "retry", "--all-dead"))
         assert "done: 1" in ok(env.run("worker", "--once"))
-        account = env.services.ledger.account(AccountRef("bitrix24", "127.0.0.1", str(anna)))
+        account = env.services.ledger.account(AccountRef("bitrix24", portal.domain, str(anna)))
         assert account.balance == Decimal("30.00")
         env.services.close()

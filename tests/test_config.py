@@ -117,3 +117,54 @@ def test_secrets_are_not_echoed(tmp_path: Path) -> None:
     lines = problems(tmp_path, '[bitrix24]\nclient_secret = 98765432\n'
                                '[database]\nurl = 5\n')
     assert lines and all("98765432" not in line for line in lines)
+
+
+def test_an_app_is_bound_to_its_configured_portal(tmp_path: Path) -> None:
+    app = '[bitrix24]\nenabled = true\nclient_id = "local.1"\nclient_secret = "app-secret"\n'
+    [line] = problems(tmp_path, app)
+    assert line.startswith("bitrix24: ") and "portal is required with an app setup" in line
+    # A webhook URL names a portal, but an app still needs it said: it is what installs
+    # and events are checked against.
+    [line] = problems(tmp_path, app + 'webhook_url = "https://acme.bitrix24.ru/rest/1/x/"\n')
+    assert "portal is required with an app setup" in line
+    [line] = problems(tmp_path, app + 'portal = "acme.bitrix24.ru/rest/"\n')
+    assert line.startswith("bitrix24.portal: ") and "a domain such as" in line
+    [line] = problems(tmp_path, app + 'portal = "acme.bitrix24.ru@evil.example"\n')
+    assert line.startswith("bitrix24.portal: ")
+
+
+@pytest.mark.parametrize(("portal", "key", "rest"), [
+    ("acme.bitrix24.ru", "acme.bitrix24.ru", "https://acme.bitrix24.ru/rest/"),
+    ("https://ACME.bitrix24.ru:443/", "acme.bitrix24.ru", "https://acme.bitrix24.ru/rest/"),
+    ("crm.example.local:8443", "crm.example.local:8443", "https://crm.example.local:8443/rest/"),
+    ("http://crm.example.local", "crm.example.local", "http://crm.example.local/rest/"),
+])
+def test_the_portal_is_kept_as_its_domain(tmp_path: Path, portal: str, key: str,
+                                          rest: str) -> None:
+    settings = load_settings(write(tmp_path, f"""
+        [bitrix24]
+        enabled = true
+        client_id = "local.1"
+        client_secret = "app-secret"
+        portal = "{portal}"
+    """))
+    assert (settings.bitrix24.portal_key, settings.bitrix24.rest_url) == (key, rest)
+
+
+def test_bitrix24_trigger_codes_and_the_actions_secret_are_checked(tmp_path: Path) -> None:
+    assert problems(tmp_path, """
+        [bitrix24]
+        actions_secret = "short-1"
+        [bitrix24.triggers.loyalty_tier_upp]
+        code = "nwly5"
+    """) == [
+        "bitrix24.triggers: unknown transition 'loyalty_tier_upp' (one of loyalty_tier_up, "
+        "loyalty_tier_down, loyalty_points_expiring, loyalty_birthday, loyalty_welcome, "
+        "loyalty_points_accrued, loyalty_anniversary, loyalty_points_available)",
+        "bitrix24.actions_secret: use at least 16 letters and digits"]
+    assert problems(tmp_path, '[bitrix24.triggers.loyalty_welcome]\ncode = "a&b"\n') == [
+        "bitrix24.triggers.loyalty_welcome.code: String should match pattern "
+        "'^[A-Za-z0-9._-]{1,64}$' (got 'a&b')"]
+    settings = load_settings(write(tmp_path, '[bitrix24.triggers.loyalty_welcome]\n'
+                                             'code = "c5u4m"\n'))
+    assert settings.bitrix24.triggers["loyalty_welcome"].code == "c5u4m"

@@ -7,13 +7,15 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from click.testing import CliRunner
 from werkzeug.serving import make_server
 
@@ -22,9 +24,9 @@ from connector.bitrix24.install import CODES, EVENTS, ROBOTS
 from connector.cli import cli
 from connector.config import Settings
 from connector.crm.bitrix24 import tokens_from
-from connector.crm.credentials import Tokens
 from connector.doctor import Check
 from connector.services import Services
+from connector.triggers import TIER_DOWN, TIER_UP
 from tests.conftest import Clock, fresh_services, make_settings
 from tests.fakes import FakeBitrix24Portal
 from tests.fakes.amocrm import FakeAmoCRM
@@ -80,13 +82,15 @@ def account() -> Iterator[FakeAmoCRM]:
 
 
 def webhook_b24(portal: FakeBitrix24Portal, **extra: Any) -> dict[str, Any]:
+    """A complete webhook setup: every transition has its portal trigger's code."""
     return {"enabled": True, "webhook_url": portal.webhook_url,
-            "application_token": portal.application_token, "timeout_seconds": 2, **extra}
+            "application_token": portal.application_token, "timeout_seconds": 2,
+            "triggers": {code: {"code": f"c{n}x"} for n, code in enumerate(CODES)}, **extra}
 
 
 def app_b24(portal: FakeBitrix24Portal) -> dict[str, Any]:
     return {"enabled": True, "client_id": portal.client_id, "client_secret": portal.client_secret,
-            "oauth_url": portal.oauth_url, "portal": portal.domain, "timeout_seconds": 2}
+            "oauth_url": portal.oauth_url, "portal": portal.url, "timeout_seconds": 2}
 
 
 def long_lived_amo(account: FakeAmoCRM, **extra: Any) -> dict[str, Any]:
@@ -118,7 +122,8 @@ def statuses(checks: dict[str, Check]) -> dict[str, str]:
 def install_app(portal: FakeBitrix24Portal, services: Services) -> None:
     """What ONAPPINSTALL leaves behind, then `install bitrix24` in app mode."""
     services.bitrix24_credentials.save(tokens_from(
-        {**portal.issue_tokens(), "application_token": portal.application_token}))
+        {**portal.issue_tokens(), "application_token": portal.application_token},
+        endpoint=services.settings.bitrix24.rest_url))
     assert services.bitrix24 is not None
     services.bitrix24.installer.install()
 
@@ -142,10 +147,11 @@ def test_healthy_webhook_setup_and_amocrm_are_all_ok(
     checks = examine(services)
     assert statuses(checks) == {
         name: "ok" for name in ("config", "database", "bitrix24", "bitrix24 fields",
-                                "bitrix24 events", "amocrm", "amocrm fields", "amocrm webhook",
-                                "amocrm token", "public url", "inbox", "dead letters")}
-    assert checks["bitrix24"].line() == "ok   bitrix24: 127.0.0.1 answers, inbound webhook " \
-                                        "accepted"
+                                "bitrix24 events", "bitrix24 triggers", "amocrm", "amocrm fields",
+                                "amocrm webhook", "amocrm token", "public url", "inbox",
+                                "dead letters", "write-back refusals")}
+    assert checks["bitrix24"].line() == f"ok   bitrix24: 127.0.0.1:{portal.port} answers, " \
+                                        "inbound webhook accepted"
     fields = len(services.settings.bitrix24.fields)
     assert checks["bitrix24 fields"].detail == f"all {fields} present"
     assert checks["amocrm"].detail == "account example (id 28805383) answers, long-lived " \
@@ -219,6 +225,26 @@ def test_revoked_app_token(tmp_path: Path, database_url: str, live: Live, clock:
     services.close()
 
 
+def test_stored_credentials_naming_another_portal(tmp_path: Path, database_url: str,
+                                                  live: Live, clock: Clock,
+                                                  portal: FakeBitrix24Portal) -> None:
+    services = build(tmp_path, database_url, live, clock, bitrix24=app_b24(portal))
+    install_app(portal, services)
+    assert examine(services)["bitrix24 binding"].line() == (
+        f"ok   bitrix24 binding: app credentials bound to {portal.domain}; installs and "
+        "events from other domains are refused")
+    # What an install forged before the connector checked domains left behind.
+    services.bitrix24_credentials.save(tokens_from(
+        {**portal.issue_tokens(), "application_token": portal.application_token},
+        endpoint="https://evil.example/rest/"))
+    assert examine(services)["bitrix24 binding"].line() == (
+        "FAIL bitrix24 binding: the stored app credentials name the endpoint "
+        f"'https://evil.example/rest/', not the configured portal {portal.domain} (a forged "
+        "or foreign install?) — reinstall the app in Bitrix24: its ONAPPINSTALL brings new "
+        f"tokens to {live.url}/bitrix24/events; calls go only to {portal.rest_url} meanwhile")
+    services.close()
+
+
 def test_app_not_installed_yet(tmp_path: Path, database_url: str, live: Live, clock: Clock,
                                portal: FakeBitrix24Portal) -> None:
     services = build(tmp_path, database_url, live, clock, bitrix24=app_b24(portal))
@@ -242,8 +268,8 @@ def test_unreachable_portal_and_rejected_webhook_never_show_the_secret(
     down = examine(services)
     assert down["bitrix24"].line() == (
         "FAIL bitrix24: unreachable: crm.contact.userfield.list: cannot reach the portal "
-        "(ConnectionError) — check that 127.0.0.1 is up and reachable from this host (DNS, "
-        "firewall, proxy)")
+        f"(ConnectionError) — check that 127.0.0.1:{portal.port} is up and reachable from "
+        "this host (DNS, firewall, proxy)")
     assert "bitrix24 fields" not in down and down["inbox"].status == "ok"
     for check in [*rejected.values(), *down.values()]:
         assert B24_SECRET not in check.line()
@@ -258,6 +284,40 @@ def test_webhook_setup_without_the_outgoing_webhook_token(
     assert examine(services)["bitrix24 events"].line() == (
         "FAIL bitrix24 events: no application token: every event is refused (401) — copy the "
         "outgoing webhook's application token into LOYALTY_BITRIX24__APPLICATION_TOKEN")
+    services.close()
+
+
+def test_webhook_setup_transitions_without_a_trigger_code(
+        tmp_path: Path, database_url: str, live: Live, clock: Clock,
+        portal: FakeBitrix24Portal) -> None:
+    fix = (" — add a \"Track incoming webhook\" trigger per transition in the portal and set "
+           "its code in [bitrix24.triggers.<transition>] (run: loyalty-connector install "
+           "bitrix24 prints the steps)")
+    none = build(tmp_path, database_url, live, clock, bitrix24=webhook_b24(portal, triggers={}))
+    assert examine(none)["bitrix24 triggers"].line() == (
+        "FAIL bitrix24 triggers: no transition has a trigger code: no automation trigger ever "
+        "fires (mailings on loyalty events never start)" + fix)
+    none.close()
+    some = build(tmp_path, database_url, live, clock, bitrix24=webhook_b24(
+        portal, triggers={code: {"code": "c5u4m"} for code in CODES if code != TIER_DOWN}))
+    assert examine(some)["bitrix24 triggers"].line() == (
+        f"WARN bitrix24 triggers: 1 of {len(CODES)} transition(s) fire nothing: "
+        "loyalty_tier_down" + fix)
+    some.close()
+
+
+def test_an_app_transition_with_a_portal_trigger_code_needs_no_app_trigger(
+        tmp_path: Path, database_url: str, live: Live, clock: Clock,
+        portal: FakeBitrix24Portal) -> None:
+    settings = {**app_b24(portal), "triggers": {TIER_DOWN: {"code": "nwly5"}}}
+    services = build(tmp_path, database_url, live, clock, bitrix24=settings)
+    install_app(portal, services)
+    del portal.records.triggers[TIER_DOWN]
+    assert examine(services)["bitrix24 triggers"].status == "ok"
+    del portal.records.triggers[TIER_UP]
+    assert examine(services)["bitrix24 triggers"].line() == (
+        f"FAIL bitrix24 triggers: 1 of {len(CODES)} trigger(s) missing: loyalty_tier_up — "
+        "run: loyalty-connector install bitrix24")
     services.close()
 
 
@@ -325,21 +385,57 @@ def test_amocrm_oauth_before_and_after_authorization(
     services = build(tmp_path, database_url, live, clock, amocrm=long_lived_amo(
         account, long_lived_token=None, client_id=account.client_id,
         client_secret=account.client_secret, redirect_uri="https://loyalty.example.com/cb"))
-    assert examine(services)["amocrm"].line() == (
-        "FAIL amocrm: not authorized yet — open the integration's authorization link (amoCRM "
-        "sends the code to https://loyalty.example.com/cb)")
-    issued = account.issue_tokens()
-    expires = datetime.now(UTC) + timedelta(seconds=issued["expires_in"])
-    services.amocrm_credentials.save(Tokens(issued["access_token"], issued["refresh_token"],
-                                            expires, endpoint=account.base_url))
+    checks = examine(services)
+    assert checks["amocrm redirect uri"].line() == (
+        f"WARN amocrm redirect uri: https://loyalty.example.com/cb is not {live.url}/amocrm/"
+        "oauth/callback — unless a proxy maps it there, set amocrm.redirect_uri (and the "
+        "integration's redirect URI in amoCRM) to it")
+    line = checks["amocrm"].line()
+    assert line.startswith("FAIL amocrm: not authorized yet — open https://www.amocrm.ru/oauth"
+                           f"?client_id={account.client_id}&state=")
+    assert line.endswith("&mode=post_message as an account administrator and allow access "
+                         "(the link works once, within 30 minutes)")
+    # The link the doctor printed is the one amoCRM's callback takes.
+    callback = requests.get(f"{live.url}/amocrm/oauth/callback", timeout=10,
+                            params=account.consent(authorization_link(line)))
+    assert callback.status_code == 200 and callback.json()["status"] == "authorized"
+    tokens = services.amocrm_credentials.load()
+    assert tokens is not None and tokens.expires_at is not None
     checks = examine(services)
     assert checks["amocrm"].detail == "account example (id 28805383) answers, OAuth token " \
                                       "accepted"
     assert checks["amocrm token"].detail == (
-        f"access token valid until {expires:%Y-%m-%d %H:%M} UTC, renewed on use (the refresh "
-        "token lapses after 3 months unused)")
-    assert issued["access_token"] not in checks["amocrm token"].line()
+        f"access token valid until {tokens.expires_at:%Y-%m-%d %H:%M} UTC, renewed on use (the "
+        "refresh token lapses after 3 months unused)")
+    assert tokens.access_token not in checks["amocrm token"].line()
+    account.expire_tokens()
+    account.refresh_tokens.clear()  # as after the integration's access was withdrawn
+    refused = examine(services)["amocrm"].line()
+    assert refused.startswith("FAIL amocrm: credentials revoked (amocrm oauth refused (401): "
+                              "Token has been revoked; re-authorize the integration) — "
+                              "re-authorize: open https://www.amocrm.ru/oauth?client_id=")
+    revoked = examine(services)["amocrm"].line()  # as stored: no call to amoCRM now
+    assert revoked.split(" — ")[0] == refused.split(" — ")[0]
+    assert authorization_link(revoked) != authorization_link(refused)  # a fresh state each run
     services.close()
+
+
+def test_amocrm_redirect_uri_at_the_callback_is_ok(
+        tmp_path: Path, database_url: str, live: Live, clock: Clock,
+        account: FakeAmoCRM) -> None:
+    services = build(tmp_path, database_url, live, clock, amocrm=long_lived_amo(
+        account, long_lived_token=None, client_id=account.client_id,
+        client_secret=account.client_secret, redirect_uri=f"{live.url}/amocrm/oauth/callback"))
+    assert examine(services)["amocrm redirect uri"].line() == (
+        f"ok   amocrm redirect uri: {live.url}/amocrm/oauth/callback; only authorizations "
+        "started by install or doctor are taken")
+    services.close()
+
+
+def authorization_link(line: str) -> str:
+    found = re.search(r"https://www\.amocrm\.ru/oauth\?\S+", line)
+    assert found is not None, line
+    return found.group()
 
 
 def test_jwt_expiry_is_read_without_verifying() -> None:
@@ -352,8 +448,9 @@ def test_jwt_expiry_is_read_without_verifying() -> None:
 # -- database --------------------------------------------------------------------------------
 def test_unmigrated_database_still_checks_the_crm(tmp_path: Path, live: Live,
                                                   portal: FakeBitrix24Portal) -> None:
-    settings = make_settings(tmp_path, f"sqlite:///{tmp_path}/new.db",
-                             server={"public_url": live.url}, bitrix24=webhook_b24(portal))
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path}/new.db", server={
+        "public_url": live.url, "metrics_token": "metrics-token-0123456789"},
+        bitrix24=webhook_b24(portal))
     services = Services.build(settings)
     live.serve(services)
     checks = examine(services)
@@ -365,6 +462,12 @@ def test_unmigrated_database_still_checks_the_crm(tmp_path: Path, live: Live,
     assert checks["public url"].line().startswith("WARN public url: reachable, but the service "
                                                   "there is unhealthy (database: database "
                                                   "schema is at nothing")
+    # Without the metrics or admin token /healthz tells only that it is unhealthy.
+    anonymous = settings.model_copy(update={"server": settings.server.model_copy(
+        update={"metrics_token": None})})
+    assert doctor.public_url(anonymous).detail == (
+        "reachable, but the service there is unhealthy (details need "
+        "server.metrics_token or server.admin_token)")
     services.close()
 
 
@@ -473,7 +576,7 @@ def test_command_lines_json_and_exit_codes(tmp_path: Path, live: Live,
                         "bitrix24.enabled or amocrm.enabled = true with its credentials (see "
                         "config.example.toml)")
     assert lines[1].startswith("ok   database: at revision ")
-    assert lines[-1] == "5 check(s): 0 failed, 1 warning(s)"
+    assert lines[-1] == "6 check(s): 0 failed, 1 warning(s)"
 
     config.write_text(config.read_text() + "[bitrix24]\nenabled = true\nmax_retries = 0\n"
                       f'webhook_url = "{portal.url}/rest/1/{B24_SECRET}/"\n', encoding="utf-8")
@@ -484,7 +587,7 @@ def test_command_lines_json_and_exit_codes(tmp_path: Path, live: Live,
     assert report["status"] == "fail"
     assert [(c["name"], c["status"]) for c in report["checks"]] == [
         ("config", "ok"), ("database", "ok"), ("bitrix24", "fail"), ("public url", "ok"),
-        ("inbox", "ok"), ("dead letters", "ok")]
+        ("inbox", "ok"), ("dead letters", "ok"), ("write-back refusals", "ok")]
     assert B24_SECRET not in result.output
 
 
@@ -500,6 +603,18 @@ def test_command_on_an_unusable_database_url(tmp_path: Path) -> None:
     assert "hunter2secret" not in result.output
 
 
+def test_command_on_an_app_without_its_portal_exits_2(tmp_path: Path) -> None:
+    config = write_config(tmp_path, '[bitrix24]\nenabled = true\nclient_id = "local.1"\n'
+                                    'client_secret = "app-secret-value"\n')
+    result = CliRunner().invoke(cli, ["--config", str(config), "doctor"])
+    assert result.exit_code == 2
+    assert result.stdout.splitlines()[0] == (
+        "FAIL config: bitrix24: portal is required with an app setup (e.g. "
+        "acme.bitrix24.ru) — fix it in the config file or the LOYALTY_* environment (see "
+        "config.example.toml)")
+    assert "app-secret-value" not in result.stdout
+
+
 def test_command_on_a_bad_config_exits_2(tmp_path: Path) -> None:
     config = write_config(tmp_path, "[program]\nredeem_share = 1.5\n")
     result = CliRunner().invoke(cli, ["--config", str(config), "doctor"])
@@ -508,3 +623,38 @@ def test_command_on_a_bad_config_exits_2(tmp_path: Path) -> None:
         "FAIL config: program.redeem_share: Input should be less than or equal to 1 (got 1.5) "
         "— fix it in the config file or the LOYALTY_* environment (see config.example.toml)",
         "1 check(s): 1 failed, 0 warning(s)"]
+
+
+def test_claims_left_after_their_lease(tmp_path: Path, database_url: str, live: Live,
+                                       clock: Clock) -> None:
+    services = build(tmp_path, database_url, live, clock, inbox={"lease_seconds": 60})
+    put(services, 1)
+    services.inbox.claim()  # and the worker holding it went away
+    assert "inbox claims" not in examine(services)
+    clock.advance(seconds=61)
+    assert examine(services)["inbox claims"].line() == (
+        "WARN inbox claims: 1 item(s) still claimed after their lease ended — a worker "
+        "stopped (killed, or lost its database) while processing them; any running worker "
+        "takes them again now: make sure one runs")
+    services.close()
+
+
+def test_contacts_refused_for_good_by_the_crm(tmp_path: Path, database_url: str, live: Live,
+                                               clock: Clock) -> None:
+    from connector import mirror
+    from connector.ledger.views import AccountRef
+
+    services = build(tmp_path, database_url, live, clock)
+    assert examine(services)["write-back refusals"].line() == (
+        "ok   write-back refusals: no contact refused by a CRM")
+    for contact in ("7", "8"):
+        account_id = services.ledger.open_account(AccountRef("bitrix24", "acme", contact))
+        mirror.refuse(services.db, mirror.Dirty(account_id, contact, 1, {}),
+                      "Contact is not found", clock.advance(minutes=1))
+    assert examine(services)["write-back refusals"].line() == (
+        "WARN write-back refusals: 2 contact(s) refused for good by the CRM and no longer "
+        "written to (deleted, or not in the CRM); latest bitrix24 contact 8: Contact is not "
+        "found — see: loyalty-connector account refused; a contact that changes in the CRM "
+        "is written again, or after restoring one: loyalty-connector account "
+        "retry-writeback CRM PORTAL CONTACT_ID")
+    services.close()

@@ -198,6 +198,31 @@ def test_timeline_comment_and_deal_contacts(b24: FakeBitrix24Portal) -> None:
     assert upper.status_code == 400  # only lowercase `fields` since crm 23.100.0
 
 
+def test_webhook_trigger_fires_by_target_and_code_as_documented(
+        b24: FakeBitrix24Portal) -> None:
+    b24.add_webhook_trigger("c5u4m", "PREPARATION")
+    deal = b24.add_deal(OPPORTUNITY="100")
+    b24.bind_event("ONCRMDEALUPDATE", "https://loyalty.example/bitrix24/events")
+    fired = call(b24, "crm.automation.trigger", target=f"DEAL_{deal}", code="c5u4m")
+    assert fired.json()["result"] is True
+    assert [(t["code"], t["target"]) for t in b24.fired_webhook_triggers] == [
+        ("c5u4m", f"DEAL_{deal}")]
+    assert b24.deal(deal)["STAGE_ID"] == "PREPARATION"  # the trigger moved the deal
+    assert [e.event for e in b24.drain_outbox()] == ["ONCRMDEALUPDATE"]
+    unknown = call(b24, "crm.automation.trigger", target=f"DEAL_{deal}", code="other")
+    assert unknown.json()["result"] is False
+    errors = {target: call(b24, "crm.automation.trigger", target=target, code="c5u4m")
+              for target in ("", "DEAL57", "WIDGET_5", "DEAL_999999")}
+    assert {target: (r.status_code, r.json()["error"], r.json()["error_description"])
+            for target, r in errors.items()} == {
+        "": (400, "", "Target is not set."),
+        "DEAL57": (400, "", "Incorrect target format."),
+        "WIDGET_5": (400, "", "Target is not found."),
+        "DEAL_999999": (400, "ACCESS_DENIED",
+                        "Access denied! There are no permissions to update the entity."),
+    }
+
+
 # -- rate limit and faults ---------------------------------------------------------------------
 def test_leaky_bucket_refuses_after_the_burst_and_drains(b24: FakeBitrix24Portal,
                                                          b24_clock: ManualClock) -> None:

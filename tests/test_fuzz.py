@@ -34,6 +34,7 @@ ADMIN_TOKEN = "fuzz-admin-token-0123456789"
 B24_TOKEN = "51856fefc120afa4b628cc82d3935cce"
 B24_MEMBER = "a223c6b3710f85df22e9377d6c4f7553"
 AMO_SECRET = "Wh00kSecret0123456789"
+B24_ACTIONS_SECRET = "B24Act10nsSecret0123"
 AMO_BASE = "https://example.amocrm.ru"
 MAX_BODY = 65_536  # room for keys thousands of levels deep
 FORM = "application/x-www-form-urlencoded"
@@ -41,7 +42,7 @@ JSON = "application/json"
 BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 # Reads anyone may make: the liveness probe, the API's description, and the OAuth redirect
-# (authenticated by the code it carries, which only amoCRM can issue).
+# (taken only with a state the connector issued; see connector.amocrm.authorization).
 PUBLIC_READS = {"/healthz", "/api/v1/openapi.json", "/amocrm/oauth/callback"}
 REFUSED_FOR_CREDENTIALS = {401, 403, 404}
 
@@ -91,13 +92,14 @@ def amo_webhook(lead_id: str = "1", *, subdomain: str = "example",
 
 
 def edge_settings(tmp_path: Path, database_url: str | None) -> Settings:
-    """Every receiver on: the admin API, Bitrix24 (token and member id), amoCRM (OAuth, so
-    the callback has work to do)."""
+    """Every receiver on: the admin API, Bitrix24 (token and member id, the "Webhook" rule's
+    actions), amoCRM (OAuth, so the callback has work to do)."""
     return make_settings(
         tmp_path, database_url,
         server={"admin_token": ADMIN_TOKEN, "max_body_bytes": MAX_BODY},
         bitrix24={"enabled": True, "webhook_url": "https://acme.bitrix24.ru/rest/1/hook0001/",
-                  "application_token": B24_TOKEN, "member_id": B24_MEMBER},
+                  "application_token": B24_TOKEN, "member_id": B24_MEMBER,
+                  "actions_secret": B24_ACTIONS_SECRET},
         amocrm={"enabled": True, "base_url": AMO_BASE, "subdomain": "example",
                 "webhook_secret": AMO_SECRET, "client_id": "integration-id",
                 "client_secret": "integration-secret", "redirect_uri": "https://x.test/cb",
@@ -257,7 +259,8 @@ def test_every_state_changing_route_refuses_requests_without_credentials(edge: E
     problems, checked = unguarded_writes(edge)
     assert problems == []
     assert {"/bitrix24/events", "/bitrix24/robots", "/amocrm/webhooks/<secret>",
-            "/amocrm/actions/<secret>/<path:action>", "/api/v1/accrue", "/api/v1/redeem",
+            "/amocrm/actions/<secret>/<path:action>", "/bitrix24/actions/<secret>/<path:action>",
+            "/api/v1/accrue", "/api/v1/redeem",
             "/api/v1/adjust", "/api/v1/bonus", "/api/v1/reverse", "/api/v1/preview"} <= checked
 
 
@@ -266,7 +269,8 @@ def test_every_read_that_is_not_public_refuses_requests_without_the_token(edge: 
     problems, checked = unguarded_reads(edge)
     assert problems == []
     assert {"/api/v1/accounts/<crm>/<portal>/<contact_id>", "/api/v1/cards/<card_number>",
-            "/api/v1/accounts/<crm>/<portal>/<contact_id>/history"} <= checked
+            "/api/v1/accounts/<crm>/<portal>/<contact_id>/history",
+            "/bitrix24/actions/<secret>/<path:action>"} <= checked
 
 
 def test_a_route_added_without_authentication_is_caught(tmp_path: Path,
@@ -329,6 +333,10 @@ def _amo_action(edge: Edge, forged: str) -> TestResponse:
                             content_type=FORM)
 
 
+def _b24_action(edge: Edge, forged: str) -> TestResponse:
+    return edge.client.get(f"/bitrix24/actions/{forged}/bonus/review?deal_id=123")
+
+
 def _metrics(edge: Edge, forged: str) -> TestResponse:
     if not any(rule.rule == "/metrics" for rule in edge.app.url_map.iter_rules()):
         pytest.skip("no /metrics route in this build")
@@ -343,10 +351,10 @@ def _dashboard(edge: Edge, forged: str) -> TestResponse:
 
 @pytest.mark.parametrize(("probe", "secret"), [
     (_api, ADMIN_TOKEN), (_b24_token, B24_TOKEN), (_b24_member, B24_MEMBER),
-    (_amo_webhook, AMO_SECRET), (_amo_action, AMO_SECRET), (_metrics, ADMIN_TOKEN),
-    (_dashboard, ADMIN_TOKEN),
+    (_amo_webhook, AMO_SECRET), (_amo_action, AMO_SECRET), (_b24_action, B24_ACTIONS_SECRET),
+    (_metrics, ADMIN_TOKEN), (_dashboard, ADMIN_TOKEN),
 ], ids=["api-bearer", "bitrix24-token", "bitrix24-member", "amocrm-webhook",
-        "amocrm-action", "metrics-bearer", "dashboard-password"])
+        "amocrm-action", "bitrix24-action", "metrics-bearer", "dashboard-password"])
 def test_secrets_are_compared_with_hmac_compare_digest(
         edge: Edge, monkeypatch: pytest.MonkeyPatch, probe: AuthProbe, secret: str) -> None:
     forged = "Forged0" + secret[7:]  # same length: only the content differs
@@ -378,6 +386,8 @@ def _over_the_limit(edge: Edge) -> list[tuple[str, dict[str, Any]]]:
          {"data": amo_webhook() + "&pad=" + padding, "content_type": FORM}),
         (f"/amocrm/actions/{AMO_SECRET}/redeem/max",
          {"data": amo_webhook() + "&pad=" + padding, "content_type": FORM}),
+        (f"/bitrix24/actions/{B24_ACTIONS_SECRET}/redeem/max?deal_id=123",
+         {"data": "pad=" + padding, "content_type": FORM}),
         *[(f"/api/v1/{op}", {"json": {"crm": "bitrix24", "portal": "acme", "contact_id": "1",
                                       "amount": "100", "key": "k", "comment": padding},
                              "headers": BEARER})

@@ -361,6 +361,7 @@ def test_amocrm_receivers_are_absent_while_amocrm_is_disabled(tmp_path: Path,
 
 # -- amoCRM OAuth callback ----------------------------------------------------------------
 TOKEN_URL = f"{AMO_BASE}/oauth2/access_token"
+ACCOUNT = "example.amocrm.ru"
 
 
 @pytest.fixture
@@ -369,10 +370,30 @@ def amocrm_oauth() -> Iterator[responses.RequestsMock]:
         yield mock
 
 
+def started(edge: Edge) -> str:
+    """The query parameters of an authorization the connector started, besides the code."""
+    state = edge.services.oauth_states.issue("amocrm", ACCOUNT)
+    return f"&state={state}&referer={ACCOUNT}"
+
+
+def assert_state_spent(edge: Edge, before: dict[str, int]) -> None:
+    """The state went with the callback that carried it; nothing else changed (no tokens)."""
+    assert edge.rows() == {**before, "oauth_states": before["oauth_states"] - 1}
+
+
+@pytest.mark.parametrize("query", ["", "?code=", "?state=x", "?code=abc", "?code=abc&state=",
+                                   "?code=abc&state=forged&referer=" + ACCOUNT],
+                         ids=["no-code", "empty-code", "no-code-with-state", "no-state",
+                              "empty-state", "forged-state"])
+def test_amocrm_oauth_callback_without_our_state_is_refused(
+        edge: Edge, amocrm_oauth: responses.RequestsMock, query: str) -> None:
+    before = edge.rows()
+    assert_refused(edge.client.get(f"/amocrm/oauth/callback{query}"), {400, 403})
+    assert_nothing_stored(edge, before)
+    assert len(amocrm_oauth.calls) == 0
+
+
 @pytest.mark.parametrize(("query", "answer"), [
-    ("", None),
-    ("?code=", None),
-    ("?state=x", None),
     ("?code=used-code", (400, {"hint": "Authorization code has been revoked"})),
     ("?code=" + quote("' OR 1=1 --"), (400, {"hint": "Authorization code is malformed"})),
     ("?code=%00%ff%fe", (400, {"hint": "Authorization code is malformed"})),
@@ -385,22 +406,21 @@ def amocrm_oauth() -> Iterator[responses.RequestsMock]:
                          "expires_in": "soon"})),
     ("?code=abc", (200, {"access_token": "a" * 40, "refresh_token": "r" * 40,
                          "expires_in": 10 ** 30})),
-], ids=["no-code", "empty-code", "no-code-with-state", "revoked", "injection", "bad-bytes",
-        "long", "amocrm-down", "html-answer", "no-refresh-token", "a-list",
-        "word-lifetime", "huge-lifetime"])
+], ids=["revoked", "injection", "bad-bytes", "long", "amocrm-down", "html-answer",
+        "no-refresh-token", "a-list", "word-lifetime", "huge-lifetime"])
 def test_amocrm_oauth_callback_refusals_store_no_tokens(
         edge: Edge, amocrm_oauth: responses.RequestsMock, query: str,
-        answer: tuple[int, Any] | None) -> None:
-    if answer is not None:
-        status, body = answer
-        if isinstance(body, str):
-            amocrm_oauth.add(responses.POST, TOKEN_URL, body=body, status=status)
-        else:
-            amocrm_oauth.add(responses.POST, TOKEN_URL, json=body, status=status)
+        answer: tuple[int, Any]) -> None:
+    status, body = answer
+    if isinstance(body, str):
+        amocrm_oauth.add(responses.POST, TOKEN_URL, body=body, status=status)
+    else:
+        amocrm_oauth.add(responses.POST, TOKEN_URL, json=body, status=status)
+    query += started(edge)
     before = edge.rows()
     assert_refused(edge.client.get(f"/amocrm/oauth/callback{query}"), {400})
-    assert_nothing_stored(edge, before)
-    assert len(amocrm_oauth.calls) == (answer is not None)
+    assert_state_spent(edge, before)
+    assert len(amocrm_oauth.calls) == 1
 
 
 def test_amocrm_oauth_callback_keeps_the_tokens_of_a_good_code(
@@ -408,7 +428,7 @@ def test_amocrm_oauth_callback_keeps_the_tokens_of_a_good_code(
     amocrm_oauth.add(responses.POST, TOKEN_URL, json={
         "token_type": "Bearer", "expires_in": 86400, "access_token": "a" * 40,
         "refresh_token": "r" * 40})
-    response = edge.client.get("/amocrm/oauth/callback?code=good-code")
+    response = edge.client.get(f"/amocrm/oauth/callback?code=good-code{started(edge)}")
     assert response.status_code == 200 and response.json["status"] == "authorized"
     stored = edge.services.amocrm_credentials.load()
     assert stored is not None and stored.access_token == "a" * 40
@@ -419,7 +439,24 @@ def test_amocrm_oauth_callback_keeps_the_tokens_of_a_good_code(
 def test_amocrm_oauth_callback_with_refused_codes(edge: Edge, code: str) -> None:
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         mock.add(responses.POST, TOKEN_URL, json={"hint": "bad code"}, status=400)
+        query = f"?code={quote(code, safe='')}{started(edge)}"
         before = edge.rows()
-        response = edge.client.get(f"/amocrm/oauth/callback?code={quote(code, safe='')}")
+        response = edge.client.get(f"/amocrm/oauth/callback{query}")
         assert_refused(response, {400})
+        if code:
+            assert_state_spent(edge, before)
+        else:
+            assert_nothing_stored(edge, before)
+
+
+@given(state=TEXT, referer=st.sampled_from([ACCOUNT, "another.amocrm.ru", ""]))
+@FUZZ
+def test_amocrm_oauth_callback_with_forged_states(edge: Edge, state: str,
+                                                  referer: str) -> None:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        before = edge.rows()
+        response = edge.client.get(f"/amocrm/oauth/callback?code=abc&referer={referer}"
+                                   f"&state={quote(state, safe='')}")
+        assert_refused(response, {403})
         assert_nothing_stored(edge, before)
+        assert len(mock.calls) == 0

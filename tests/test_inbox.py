@@ -114,3 +114,26 @@ def test_a_pass_stops_at_the_first_group_the_crm_could_not_take(db: Database,
     assert worker.drain() == {"failed": 5}
     assert crm.groups == 1 and worker.crm_unreachable
     assert inbox.depth()["pending"] == 20  # nothing lost: the five come back with backoff
+
+
+def test_wake_deferred_makes_only_items_waiting_on_credentials_due(db: Database,
+                                                                  clock: Clock) -> None:
+    inbox = make_inbox(db, clock)
+    ids = {name: inbox.put(source=source, kind="leads", dedup_key=name, body=b"x",
+                           portal=portal).id
+           for name, source, portal in [("revoked", "amocrm", "a.amocrm.ru"),
+                                        ("failing", "amocrm", "a.amocrm.ru"),
+                                        ("other-account", "amocrm", "b.amocrm.ru"),
+                                        ("other-crm", "bitrix24", "a.amocrm.ru")]}
+    assert len(inbox.claim(10)) == 4
+    for name in ("revoked", "other-account", "other-crm"):
+        inbox.defer(ids[name], "credentials revoked", timedelta(minutes=5))
+    inbox.fail(ids["failing"], "portal answered 503")
+    assert inbox.claim(10) == []
+    assert inbox.wake_deferred("amocrm", "a.amocrm.ru") == 1
+    [woken] = inbox.claim(10)
+    assert woken.id == ids["revoked"] and woken.attempts == 1  # the deferral cost no attempt
+    inbox.fail(woken.id, "portal answered 503")  # claimed again: no longer deferred
+    assert inbox.wake_deferred("amocrm", "a.amocrm.ru") == 0
+    clock.advance(minutes=5)  # the others wait out their own delay
+    assert {ids["other-account"], ids["other-crm"]} <= {item.id for item in inbox.claim(10)}

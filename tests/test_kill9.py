@@ -27,8 +27,9 @@ from connector.db import utcnow
 from connector.inbox import InboxEvent
 from connector.ledger.views import AccountRef
 from connector.services import Services
-from tests.conftest import fresh_services, make_settings
+from tests.conftest import POSTGRES_URL, fresh_services, make_settings
 from tests.fakes import FakeBitrix24Portal
+from tests.outage import proxy_for
 from tests.test_scheduler import command, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -295,3 +296,67 @@ def test_kill_9_mid_burst_then_restart_processes_every_acknowledged_event_once(
     verify = service.cli("verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert verify.stdout == f"checked {len(contacts)} accounts, 0 mismatches\n"
+
+
+@pytest.mark.skipif(POSTGRES_URL is None, reason="a PostgreSQL outage needs "
+                                                 "LOYALTY_TEST_DATABASE_URL")
+def test_a_postgres_outage_of_seconds_heals_at_once(tmp_path: Path,
+                                                     portal: FakeBitrix24Portal) -> None:
+    """PostgreSQL goes away for a few seconds (a proxy the test cuts: the shared server stays
+    up) while `serve` holds a claimed group: requests get 503 with Retry-After, never 200;
+    the group is given back as soon as the database answers, not after the 15-minute lease;
+    every event is applied once."""
+    assert POSTGRES_URL is not None
+    services = fresh_services(make_settings(tmp_path, POSTGRES_URL, bitrix24={
+        "enabled": True, "webhook_url": portal.webhook_url, "portal": PORTAL}))
+    Bitrix24Connector(services).installer.install()
+    contacts = [portal.add_contact(NAME=f"Client {n}") for n in range(4)]
+    deals = [Deal(portal.add_deal(contact_ids=[contacts[n % 4]], STAGE_ID="WON",
+                                  OPPORTUNITY=str(D(100 * (n + 1)))), contacts[n % 4],
+                  D(100 * (n + 1))) for n in range(16)]
+    portal.drain_outbox()
+    with proxy_for(POSTGRES_URL) as proxy:
+        service = Service(tmp_path, proxy.url_for(POSTGRES_URL), portal)
+        sender = Sender(service, portal)
+        try:
+            portal.gate.hold()
+            service.start()
+            for deal in deals[:BATCH]:
+                assert sender.post("ONCRMDEALADD", deal.id)
+            wait_for("the first group's fetch", lambda: portal.gate.waiting == 1)
+            claimed = inbox_ids(services, "processing")
+            assert claimed  # a group is inside its fetch
+            proxy.cut()  # PostgreSQL is away
+            for deal in deals[BATCH:]:
+                body, content_type = portal.event_body("ONCRMDEALADD", deal.id)
+                answer = requests.post(f"{service.url}/bitrix24/events", data=body,
+                                       headers={"Content-Type": content_type}, timeout=30)
+                assert answer.status_code == 503, answer.text
+                assert answer.headers["Retry-After"] == "5"
+                assert answer.json()["error"] == "database_unavailable"
+            portal.gate.release()  # the group's fetch returns; its ledger writes fail
+            time.sleep(3)
+            assert inbox_ids(services, "processing") == claimed  # still away: still held
+            proxy.restore()
+            wait_for("the claims given back and processed", lambda: not (
+                inbox_ids(services, "processing") & claimed), timeout_s=60)
+            for deal in deals[BATCH:]:  # the CRM delivers again after Retry-After
+                assert sender.post("ONCRMDEALADD", deal.id)
+            wait_for("the whole inbox processed", lambda: (
+                (depth := services.inbox.depth())["pending"] == depth["processing"] == 0
+                and depth["done"] == len(deals)), timeout_s=60)
+            assert service.stop() == 0
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- serve log ---\n{service.log()}") from exc
+        finally:
+            portal.gate.release()
+            service.stop()
+    log = service.log()
+    assert "Traceback" not in log, log
+    assert log.count("database unavailable (") == 1  # the 503s: one line, not one each
+    assert "given back" in log and "the database answers again" in log
+    for contact in contacts:
+        ref = AccountRef("bitrix24", PORTAL, str(contact))
+        assert services.ledger.account(ref).balance == sum(
+            d.cashback for d in deals if d.contact == contact)
+    services.close()

@@ -83,7 +83,8 @@ def test_an_unknown_level_is_refused() -> None:
 
 
 SECRETS = ("w3bh00kS3cr3t", "app-token-51856fef", "access-AT-9f8e7d", "refresh-RT-1a2b3c",
-           "client-secret-77", "Wh00kSecret0123456789", "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln")
+           "client-secret-77", "Wh00kSecret0123456789", "B24Act10nsSecret0123",
+           "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln")
 
 
 def test_secrets_are_masked_wherever_they_appear(out: io.StringIO) -> None:
@@ -96,6 +97,7 @@ def test_secrets_are_masked_wherever_they_appear(out: io.StringIO) -> None:
     log.warning('{"client_secret": "client-secret-77", "grant_type": "refresh_token"}')
     log.warning("headers: Authorization: Bearer access-AT-9f8e7d")
     log.warning("refused POST /amocrm/webhooks/Wh00kSecret0123456789")
+    log.warning("GET /bitrix24/actions/B24Act10nsSecret0123/bonus/review?deal_id=5 200")
     log.warning("token %s", SECRETS[-1])
     log.warning("request failed", extra={"url": webhook + "batch.json"})
     try:
@@ -103,12 +105,13 @@ def test_secrets_are_masked_wherever_they_appear(out: io.StringIO) -> None:
     except RuntimeError:
         log.exception("call failed")
     text = out.getvalue()
-    assert len(records(out)) == 9
+    assert len(records(out)) == 10
     for secret in SECRETS:
         assert secret not in text
     assert "/rest/1/***/crm.deal.get.json" in text and "Bearer ***" in text
     assert "auth[application_token]=***&auth[domain]=acme.bitrix24.ru" in text
     assert "/amocrm/webhooks/***" in text
+    assert "/bitrix24/actions/***/bonus/review?deal_id=5" in text
     assert "'access_token': '***', 'refresh_token': '***', 'expires_in': 3600" in text
 
 

@@ -250,7 +250,7 @@ def test_rest_routes_lose_their_ids() -> None:
 # -- Bitrix24 end to end -------------------------------------------------------------------
 @pytest.fixture
 def portal() -> Iterator[FakeBitrix24Portal]:
-    with FakeBitrix24Portal() as fake:
+    with FakeBitrix24Portal(domain=PORTAL) as fake:
         yield fake
 
 

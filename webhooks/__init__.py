@@ -17,7 +17,17 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
     app.extensions["loyalty"] = services or Services.build(settings)
 
-    from webhooks import amocrm, api, bitrix24, dashboard, errors, health, metrics, openapi
+    from webhooks import (
+        amocrm,
+        api,
+        bitrix24,
+        bitrix24_actions,
+        dashboard,
+        errors,
+        health,
+        metrics,
+        openapi,
+    )
     from webhooks.card import init_app as init_card_page
     from webhooks.intake import Intake
     from webhooks.validation import JSONProvider
@@ -32,10 +42,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(openapi.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(bitrix24.bp)
+    app.register_blueprint(bitrix24_actions.bp)
     app.register_blueprint(amocrm.bp)
     init_card_page(app, app.extensions["loyalty"])
     intake = Intake(app.wsgi_app, app.extensions["loyalty"],
-                    max_body=settings.server.max_body_bytes, request_ids=request_ids)
+                    max_body=settings.server.max_body_bytes, request_ids=request_ids,
+                    outages=app.extensions["outage"])
     app.extensions["intake"] = intake
     app.wsgi_app = intake  # type: ignore[method-assign]
     return app

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from connector.errors import CRMError
+from connector.amocrm.authorization import Refused, authorize
 from connector.inbox import Stored
 from connector.services import Services
 from mappings import amocrm as amo
@@ -97,14 +97,13 @@ def actions(secret: str, action: str) -> ResponseReturnValue:
 
 @bp.get("/oauth/callback")
 def oauth_callback() -> ResponseReturnValue:
-    """The integration's redirect URI: trade the code for tokens and keep them."""
+    """The integration's redirect URI: only for an authorization the connector started (see
+    connector.amocrm.authorization); then the tokens are kept and waiting events woken."""
     services = _services()
-    code = request.args.get("code", "")
-    if not code or services.amocrm is None:
-        return error_response(400, "invalid_request", "expected ?code=... for an enabled amocrm")
     try:
-        tokens = services.amocrm.client.exchange_code(code)
-    except CRMError as exc:
-        return error_response(400, "authorization_failed", exc.detail)
-    services.amocrm_credentials.save(tokens)
-    return jsonify(status="authorized", account=services.settings.amocrm.portal_key)
+        woken = authorize(services, request.args)
+    except Refused as exc:
+        log.warning("amocrm oauth callback refused: %d %s", exc.status, exc.code)
+        return error_response(exc.status, exc.code, exc.detail)
+    return jsonify(status="authorized", account=services.settings.amocrm.portal_key,
+                   events_resumed=woken)

@@ -1,9 +1,10 @@
 """Bitrix24 receivers: outgoing events and robot calls.
 
-Each request is authenticated (auth[application_token], and auth[member_id] when known),
-stored in the inbox, and answered at once: no CRM call happens here. Bitrix24 never re-sends
-an event, so the inbox write is what makes "nothing lost" true. Events arrive through
-webhooks.intake (below Flask, for speed: `accept_event`), robot calls through this blueprint.
+Each request is authenticated (auth[domain] must be the configured portal; then
+auth[application_token], and auth[member_id] when known), stored in the inbox, and answered
+at once: no CRM call happens here. Bitrix24 never re-sends an event, so the inbox write is
+what makes "nothing lost" true. Events arrive through webhooks.intake (below Flask, for speed:
+`accept_event`), robot calls through this blueprint.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from connector.bitrix24.portal import same_portal
 from connector.config import Bitrix24Settings
 from connector.crm.credentials import CredentialStore
 from connector.inbox import Stored
@@ -46,16 +48,19 @@ def _refused(status: int, code: str, detail: str) -> ApiError:
 def authenticate(auth: b24.Auth, *, event: str, settings: Bitrix24Settings,
                  credentials: CredentialStore) -> str | None:
     """None when the request is genuine, else why not (without echoing any token)."""
+    if not same_portal(auth.domain, settings.portal_key):
+        return "auth[domain] is not the configured portal"
+    if settings.member_id and not same_secret(auth.member_id, settings.member_id):
+        return "auth[member_id] is not this portal's"
+    if event == "ONAPPINSTALL" and settings.client_id:
+        # An app learns its token from ONAPPINSTALL (docs: safe-event-handlers), a reinstall
+        # brings a new one: kept only once the portal itself accepts the install's access
+        # token (Bitrix24Processor.app_event), so a forged install stores nothing.
+        return None
     # The stored token is a database read: only for an app setup that has no configured one.
     expected = settings.application_token.get_secret_value() if settings.application_token \
         else credentials.application_token()
-    if settings.member_id and not same_secret(auth.member_id, settings.member_id):
-        return "auth[member_id] is not this portal's"
     if expected is None:
-        # An app learns its token from ONAPPINSTALL (docs: safe-event-handlers); before that
-        # only the installation itself is accepted, and only for an app setup.
-        if event == "ONAPPINSTALL" and settings.client_id:
-            return None
         return "no application token known yet: set bitrix24.application_token"
     if not auth.application_token or not same_secret(auth.application_token, expected):
         return "auth[application_token] does not match"

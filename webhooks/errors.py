@@ -3,6 +3,7 @@
     ApiError                  refused by the web tier (auth, body, a field): its own status
     LedgerError               refused by the ledger: status by its class, code by its `.code`
     HTTPException             werkzeug's (404, 405, 413, ...): its status, code from its name
+    the database away         503 database_unavailable with Retry-After, logged once (outage.py)
     anything else             500 internal_error, logged with its traceback
 """
 
@@ -15,6 +16,7 @@ from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.routing import RoutingException
 
+from connector.db import is_unavailable
 from connector.errors import (
     AccountNotFoundError,
     IdempotencyConflictError,
@@ -25,6 +27,7 @@ from connector.errors import (
     RedemptionCapError,
     UnknownBonusError,
 )
+from webhooks import outage
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +109,17 @@ def log_unexpected(exc: Exception, method: str, path: str) -> None:
 
 
 def handle_unexpected(exc: Exception) -> Response:
+    if is_unavailable(exc):
+        current_app.extensions["outage"].refused(exc, request.method, request.path)
+        return error_response(503, outage.CODE, outage.DETAIL, headers=outage.HEADERS)
     log_unexpected(exc, request.method, request.path)
     return error_response(500, "internal_error")
+
+
+def note_answered(response: Response) -> Response:
+    if response.status_code < 500:
+        current_app.extensions["outage"].answered()
+    return response
 
 
 def init_app(app: Flask) -> None:
@@ -116,3 +128,5 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(LedgerError, handle_ledger_error)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(Exception, handle_unexpected)
+    app.extensions["outage"] = outage.OutageLog()
+    app.after_request(note_answered)

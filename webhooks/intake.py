@@ -29,9 +29,10 @@ from werkzeug.routing import Map, RequestRedirect, Rule
 from werkzeug.wrappers import Request
 
 from connector import logs
+from connector.db import is_unavailable
 from connector.inbox import Stored
 from connector.services import Services
-from webhooks import amocrm, bitrix24
+from webhooks import amocrm, bitrix24, outage
 from webhooks.errors import ApiError, error_payload, http_error, log_unexpected
 from webhooks.validation import read_body
 
@@ -58,8 +59,9 @@ class Intake:
     metrics labels), so route audits can list these routes beside the app's."""
 
     def __init__(self, app: WSGIApp, services: Services, *, max_body: int | None,
-                 request_ids: Callable[[], str]) -> None:
+                 request_ids: Callable[[], str], outages: outage.OutageLog) -> None:
         self.app = app
+        self.outages = outages
         self.services = services
         self.max_body = max_body
         self.request_ids = request_ids
@@ -158,8 +160,12 @@ class Intake:
             status, code, detail, headers = http_error(exc, self.max_body)
             return _json(status, error_payload(code, detail), headers)
         except Exception as exc:
+            if is_unavailable(exc):  # not stored: the CRM must send it again
+                self.outages.refused(exc, incoming.method, incoming.path)
+                return _json(503, error_payload(outage.CODE, outage.DETAIL), outage.HEADERS)
             log_unexpected(exc, incoming.method, incoming.path)
             return _json(500, error_payload("internal_error"))
+        self.outages.answered()
         if payload is None:  # OPTIONS: Flask's default answer
             return Answer(200, headers={"Allow": ALLOW,
                                         "Content-Type": "text/html; charset=utf-8"})

@@ -46,5 +46,7 @@ class AmoCRMConnector:
         """Write-back, then triggers: what the worker's ledger changes owe the account."""
         written = self.writeback.flush()
         fired = self.automation.flush()
+        refused = {"amocrm_contacts_refused": written.refused} if written.refused else {}
         return {"amocrm_contacts_written": written.contacts_written,
-                "amocrm_triggers_sent": fired.sent, "amocrm_triggers_failed": fired.failed}
+                "amocrm_triggers_sent": fired.sent, "amocrm_triggers_failed": fired.failed,
+                **refused}

@@ -5,15 +5,35 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Any
 
 from connector import mirror
 from connector.crm.amocrm import AmoCRMClient
 from connector.errors import FatalCRMError
+from connector.mirror import Dirty
 from connector.reports import WritebackReport
 from connector.services import Services
 from mappings import amocrm as amo
 
 log = logging.getLogger(__name__)
+Chunk = list[tuple[Dirty, dict[str, str]]]
+
+
+def refused_ids(body: Any) -> dict[int, str]:
+    """Which contacts of a refused PATCH amoCRM can never take, by their place in the sent
+    list: a 400 lists `validation-errors` per item (`request_id` is its index), and an error
+    on the item's `id` means no such contact (deleted, or never in this account)."""
+    found: dict[int, str] = {}
+    if not isinstance(body, dict) or not isinstance(body.get("validation-errors"), list):
+        return found
+    for entry in body["validation-errors"]:
+        if not isinstance(entry, dict) or not str(entry.get("request_id", "")).isdigit():
+            continue
+        for error in entry.get("errors") or []:
+            if isinstance(error, dict) and error.get("path") == "id":
+                found[int(entry["request_id"])] = (f"{error.get('code', '')}: "
+                                                   f"{error.get('detail', '')}".strip(": "))
+    return found
 
 
 class AmoCRMWriteback:
@@ -52,22 +72,40 @@ class AmoCRMWriteback:
                 report.unchanged += 1
         size = self.settings.write_batch
         for start in range(0, len(to_send), size):
-            chunk = to_send[start:start + size]
+            self._send(to_send[start:start + size], report, now)
+        report.calls = self.client.calls - calls_before
+        return report
+
+    def _send(self, chunk: Chunk, report: WritebackReport, now: datetime) -> None:
+        while chunk:
             try:
                 self.client.request("PATCH", "/api/v4/contacts", json=[
                     {"id": int(item.contact_id),
                      "custom_fields_values": amo.custom_fields_values(changes)}
                     for item, changes in chunk])
             except FatalCRMError as exc:
-                # A refused batch (a deleted contact, a missing field) is not sent again and
-                # again every few seconds: it waits for the account's next change.
-                log.warning("PATCH /api/v4/contacts refused %d contacts: %s", len(chunk), exc)
-                for item, _ in chunk:
-                    mirror.mark_written(self.services.db, item, {}, now)
-                report.failed += len(chunk)
+                refused = refused_ids(exc.body)
+                if not refused or not set(refused) <= set(range(len(chunk))):
+                    # A refused batch (a missing field) is not sent again and again every
+                    # few seconds: it waits for the account's next change.
+                    log.warning("PATCH /api/v4/contacts refused %d contacts: %s",
+                                len(chunk), exc)
+                    for item, _ in chunk:
+                        mirror.mark_written(self.services.db, item, {}, now)
+                    report.failed += len(chunk)
+                    return
+                # Contacts it can never take are recorded once and left out; the rest of
+                # the batch (refused with them, as a whole) goes again at once.
+                for index, error in refused.items():
+                    item = chunk[index][0]
+                    log.warning("PATCH /api/v4/contacts: contact %s refused for good: %s; "
+                                "not sent again until the contact changes",
+                                item.contact_id, error)
+                    mirror.refuse(self.services.db, item, error, now)
+                    report.refused += 1
+                chunk = [pair for index, pair in enumerate(chunk) if index not in refused]
                 continue
             for item, changes in chunk:
                 mirror.mark_written(self.services.db, item, changes, now)
             report.contacts_written += len(chunk)
-        report.calls = self.client.calls - calls_before
-        return report
+            return

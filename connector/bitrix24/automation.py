@@ -1,4 +1,6 @@
-"""Fire marketing's automation triggers (`crm.automation.trigger.execute`), once each.
+"""Fire marketing's automation triggers, once each: an app's own triggers
+(`crm.automation.trigger.execute`), or the portal's "Track incoming webhook" triggers by the
+codes in `bitrix24.triggers` (`crm.automation.trigger`, which an inbound webhook may call).
 
 Triggers exist on deals, not contacts, so a trigger runs on the deal that caused it, else on
 the contact's most recent deal. A contact with no deal cannot run a trigger: the event is
@@ -9,6 +11,7 @@ comment on the contact tells the manager what happened.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from connector import mirror, triggers
 from connector.crm.bitrix24 import BATCH_LIMIT, Bitrix24Client
@@ -33,14 +36,16 @@ class Bitrix24Automation:
         due = triggers.due(self.services.db, "bitrix24", self.portal, limit)
         if not due:
             return report
+        codes = {name: trigger.code for name, trigger in self.settings.triggers.items()}
         if self.settings.webhook_url is not None:
-            # crm.automation.trigger.execute needs an application context: an inbound
-            # webhook cannot run triggers, so they are recorded as skipped, not retried.
-            for item in due:
-                self._mark(item.id, "skipped", "automation triggers need an app setup "
-                                               "(bitrix24.client_id), not a webhook")
-            report.skipped += len(due)
-            return report
+            # An inbound webhook cannot run an app's triggers (crm.automation.trigger.execute
+            # needs an application context); it fires the portal's own "Track incoming
+            # webhook" triggers, by the codes the admin copied from them.
+            for item in (d for d in due if d.code not in codes):
+                self._mark(item.id, "skipped", f"no portal trigger code for {item.code}: set "
+                                               f"[bitrix24.triggers.{item.code}] code")
+                report.skipped += 1
+            due = [d for d in due if d.code in codes]
         known = mirror.latest_deals(self.services.db, [d.account_id for d in due])
         owners = {d.id: d.deal_id or known.get(d.account_id) for d in due}
         owners.update(self._latest_deals([d for d in due if owners[d.id] is None]))
@@ -53,9 +58,8 @@ class Bitrix24Automation:
         for start in range(0, len(ready), BATCH_LIMIT):
             chunk = ready[start:start + BATCH_LIMIT]
             try:
-                result = self.client.batch({f"t{d.id}": ("crm.automation.trigger.execute", {
-                    "CODE": d.code, "OWNER_TYPE_ID": DEAL, "OWNER_ID": owners[d.id]})
-                    for d in chunk})
+                result = self.client.batch({f"t{d.id}": fire(d, owners[d.id], codes)
+                                            for d in chunk})
             except FatalCRMError as exc:
                 # Maybe executed, maybe not: repeating could mail customers twice.
                 for item in chunk:
@@ -64,6 +68,8 @@ class Bitrix24Automation:
                 continue
             for item in chunk:
                 error = result.errors.get(f"t{item.id}")
+                if error is None and result.results.get(f"t{item.id}") is False:
+                    error = {"error_description": not_run(item, owners[item.id], codes)}
                 if error is None:
                     self._mark(item.id, "sent", None)
                     report.sent += 1
@@ -97,3 +103,20 @@ class Bitrix24Automation:
 
     def _mark(self, trigger_id: int, status: str, error: str | None) -> None:
         triggers.mark(self.services.db, trigger_id, status, error, self.services.ledger.clock())
+
+
+def fire(item: Due, deal_id: str, codes: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    """The call that fires one trigger on a deal: the portal's own trigger by its code when
+    one is configured (crm-automation-trigger.md: `target` TYPENAME_ID and `code`), else the
+    app's trigger registered under the transition's name."""
+    if item.code in codes:
+        return "crm.automation.trigger", {"target": f"DEAL_{deal_id}", "code": codes[item.code]}
+    return "crm.automation.trigger.execute", {"CODE": item.code, "OWNER_TYPE_ID": DEAL,
+                                              "OWNER_ID": deal_id}
+
+
+def not_run(item: Due, deal_id: str, codes: dict[str, str]) -> str:
+    code = codes.get(item.code, item.code)
+    return (f"the portal ran no trigger with code {code} on deal {deal_id}: is a \"Track "
+            "incoming webhook\" trigger with that code on a stage of the deal's funnel, and "
+            "are its conditions met?")

@@ -46,5 +46,6 @@ class Bitrix24Connector:
         """Write-back, then triggers: what the worker's ledger changes owe the CRM."""
         written = self.writeback.flush()
         fired = self.automation.flush()
+        refused = {"contacts_refused": written.refused} if written.refused else {}
         return {"contacts_written": written.contacts_written, "triggers_sent": fired.sent,
-                "triggers_skipped": fired.skipped, "triggers_failed": fired.failed}
+                "triggers_skipped": fired.skipped, "triggers_failed": fired.failed, **refused}

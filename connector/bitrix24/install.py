@@ -2,7 +2,8 @@
 
 Safe to run again: what exists is recognised, not duplicated. Event binding, robots and
 triggers need an application context; with an inbound webhook those steps are printed as
-manual instructions instead.
+manual instructions instead: the outgoing webhook, a "Track incoming webhook" trigger per
+transition (its code goes to bitrix24.triggers), and the "Webhook" automation rule's URL.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class Bitrix24Installer:
         base = services.settings.server.public_url.rstrip("/")
         self.events_url = f"{base}/bitrix24/events"
         self.robots_url = f"{base}/bitrix24/robots"
+        # The secret is the admin's to paste: install never prints it.
+        self.actions_url = f"{base}/bitrix24/actions/<actions_secret>"
         self.webhook_mode = self.settings.webhook_url is not None
 
     def install(self) -> InstallReport:
@@ -140,6 +143,39 @@ class Bitrix24Installer:
             f"{self.events_url}, events {events}.",
             "Copy the webhook's application token into LOYALTY_BITRIX24__APPLICATION_TOKEN "
             "(bitrix24.application_token) and restart the service.",
-            "Robots and automation triggers need an application: create a local app (client_id,"
-            " client_secret) with the crm and bizproc scopes and run install again with it.",
         ]
+        self._trigger_codes(report)
+        self._webhook_robot(report)
+
+    def _trigger_codes(self, report: InstallReport) -> None:
+        """A webhook cannot register triggers: each transition fires a trigger the admin adds
+        in the portal, by the code Bitrix24 generates for it (crm.automation.trigger)."""
+        configured = self.settings.triggers
+        for code in CODES:
+            if code in configured:
+                report.done.append(f"trigger {code} fires the portal trigger with code "
+                                   f"{configured[code].code}")
+        missing = [code for code in CODES if code not in configured]
+        if not missing:
+            return
+        report.manual.append(
+            "Triggers: CRM > Deals > Automation rules; on the stage a mailing starts from, "
+            "under Triggers click + and choose \"Track incoming webhook\"; the URL it shows "
+            "ends in code=...: paste that code into config.toml as below and restart the "
+            "service.")
+        report.manual += [f"{NAMES[code]}: [bitrix24.triggers.{code}] code = \"...\""
+                          for code in missing]
+
+    def _webhook_robot(self, report: InstallReport) -> None:
+        if self.settings.actions_secret is None:
+            report.manual.append(
+                "Robots without an app: set bitrix24.actions_secret (16+ letters and digits, "
+                "LOYALTY_BITRIX24__ACTIONS_SECRET) and run install again for the URL of the "
+                "\"Webhook\" automation rule.")
+            return
+        report.manual.append(
+            "Robots: CRM > Deals > Automation rules; on a stage click + (add automation rule) "
+            f"and choose \"Webhook\"; as its URL give {self.actions_url}/accrue, "
+            f"{self.actions_url}/bonus/<name> or {self.actions_url}/redeem/<points|max>, "
+            "followed by ?deal_id={{ID}} (insert the deal's ID field). The outcome is written "
+            "to the deal's timeline.")

@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 
 from connector import mirror
+from connector.bitrix24 import actions
 from connector.bitrix24.fetch import Fetched, fetch
+from connector.bitrix24.portal import same_portal
 from connector.bitrix24.robots import RobotRunner
 from connector.crm.bitrix24 import Bitrix24Client, tokens_from
-from connector.errors import CRMAuthError, CRMError
+from connector.errors import CRMAuthError, CRMError, RetriableCRMError
 from connector.inbox import InboxItem
 from connector.ledger.views import AccountRef
 from connector.services import Services
@@ -34,6 +36,7 @@ class Bitrix24Processor:
         self.portal = self.settings.portal_key
         self.ledger = services.ledger
         self.robots = RobotRunner(services, client)
+        self.rules = actions.ActionRunner(services, client)  # the "Webhook" automation rule
 
     def ref(self, contact_id: str) -> AccountRef:
         return AccountRef("bitrix24", self.portal, contact_id)
@@ -42,8 +45,12 @@ class Bitrix24Processor:
         outcomes: dict[int, Outcome] = {}
         events: list[tuple[InboxItem, b24.Event]] = []
         robots: list[tuple[InboxItem, b24.RobotCall]] = []
+        rules: list[tuple[InboxItem, actions.Action]] = []
         for item in items:
             try:
+                if item.kind.startswith(actions.KIND):
+                    rules.append((item, actions.parse(item)))
+                    continue
                 form = decode(item.body)
                 if item.kind.startswith("robot:"):
                     robots.append((item, b24.parse_robot(form)))
@@ -57,7 +64,7 @@ class Bitrix24Processor:
                 outcomes[item.id] = self.app_event(event)
         pending = [(item, event) for item, event in events if event.name not in b24.APP_EVENTS]
         try:
-            fetched = self._fetch(pending, robots)
+            fetched = self._fetch(pending, robots, [rule.deal_id for _, rule in rules])
             # Every event of one deal in this group sees the same fetched state: settle it
             # once (edits come in bursts; each settle is several transactions).
             settled: dict[tuple[str, bool], Outcome] = {}
@@ -70,16 +77,17 @@ class Bitrix24Processor:
                     settled[deal] = self.event(event, fetched)
                 outcomes[item.id] = settled[deal]
             outcomes.update(self.robots.run(robots, fetched))
+            outcomes.update(self.rules.run(rules, fetched))
         except CRMAuthError as exc:
-            for item in [i for i, _ in pending] + [i for i, _ in robots]:
+            for item in [i for i, _ in pending] + [i for i, _ in robots] + [i for i, _ in rules]:
                 outcomes.setdefault(item.id, Outcome("defer", exc.detail))
         except CRMError as exc:
-            for item in [i for i, _ in pending] + [i for i, _ in robots]:
+            for item in [i for i, _ in pending] + [i for i, _ in robots] + [i for i, _ in rules]:
                 outcomes.setdefault(item.id, Outcome.retry(exc.detail))
         return outcomes
 
     def _fetch(self, events: list[tuple[InboxItem, b24.Event]],
-               robots: list[tuple[InboxItem, b24.RobotCall]]) -> Fetched:
+               robots: list[tuple[InboxItem, b24.RobotCall]], deals: list[str]) -> Fetched:
         wanted: list[tuple[str, str]] = []
         for _, event in events:
             if event.entity_id and event.name in ("ONCRMDEALADD", "ONCRMDEALUPDATE"):
@@ -87,6 +95,7 @@ class Bitrix24Processor:
             elif event.entity_id and event.name in ("ONCRMCONTACTADD", "ONCRMCONTACTUPDATE"):
                 wanted.append(("contact", event.entity_id))
         wanted += [("deal", call.deal_id) for _, call in robots if call.deal_id]
+        wanted += [("deal", deal_id) for deal_id in deals]
         return fetch(self.client, wanted) if wanted else Fetched()
 
     def event(self, event: b24.Event, fetched: Fetched) -> Outcome:
@@ -146,16 +155,36 @@ class Bitrix24Processor:
         return Outcome.done()
 
     def app_event(self, event: b24.Event) -> Outcome:
-        credentials = self.services.bitrix24_credentials
+        # The receiver checked auth[domain]; checked again for events stored before it did.
+        if not same_portal(event.auth.domain, self.portal):
+            return Outcome.skipped(f"{event.name} from {event.auth.domain[:255]!r}, not the "
+                                   f"configured portal {self.portal}: ignored")
         if event.name == "ONAPPUNINSTALL":
-            credentials.revoke("the application was uninstalled from the portal")
+            self.services.bitrix24_credentials.revoke(
+                "the application was uninstalled from the portal")
             return Outcome.done()
-        auth = event.auth
+        return self.install(event.auth)
+
+    def install(self, auth: b24.Auth) -> Outcome:
+        """Keep an install's tokens once the configured portal accepts its access token.
+
+        The confirmation goes to the configured portal, never to the install's
+        client_endpoint: a forged install's token is unknown there, and nothing is kept.
+        """
         if not auth.access_token:
             return Outcome.skipped("ONAPPINSTALL without tokens")
-        credentials.save(tokens_from({
+        try:
+            self.client.confirm(auth.access_token)
+        except RetriableCRMError as exc:
+            return Outcome.retry(exc.detail)
+        except CRMError as exc:
+            log.warning("bitrix24 install refused: %s does not accept its token (%s)",
+                        self.portal, exc.code)
+            return Outcome.skipped(f"ONAPPINSTALL refused: {self.portal} does not accept "
+                                   f"its access token ({exc.code}); nothing stored")
+        self.services.bitrix24_credentials.save(tokens_from({
             "access_token": auth.access_token, "refresh_token": auth.refresh_token,
-            "expires_in": auth.expires_in, "client_endpoint": auth.client_endpoint,
-            "member_id": auth.member_id, "application_token": auth.application_token}))
-        log.info("bitrix24 app installed on %s", auth.domain)
+            "expires_in": auth.expires_in, "member_id": auth.member_id,
+            "application_token": auth.application_token}, endpoint=self.settings.rest_url))
+        log.info("bitrix24 app installed on %s", self.portal)
         return Outcome.done()

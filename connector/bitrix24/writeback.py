@@ -7,7 +7,6 @@ import logging
 from datetime import datetime
 
 from connector import mirror
-from connector.bitrix24.fetch import is_not_found
 from connector.crm.bitrix24 import BATCH_LIMIT, Bitrix24Client
 from connector.mirror import Dirty
 from connector.reports import WritebackReport
@@ -15,6 +14,15 @@ from connector.services import Services
 from mappings import bitrix24 as b24
 
 log = logging.getLogger(__name__)
+# What crm.contact.update answers, with an empty error code, for a contact it can never take
+# (crm-contact-update.md, crm-contact-get.md): "Contact is not found" / "Not found" for one
+# deleted or never there, "ID is not defined or invalid." for an id that is no CRM id.
+REFUSED_FOR_GOOD = ("not found", "id is not defined or invalid")
+
+
+def refused_for_good(error: dict[str, str]) -> bool:
+    description = str(error.get("error_description", "")).lower()
+    return not error.get("error") and any(text in description for text in REFUSED_FOR_GOOD)
 
 
 class Bitrix24Writeback:
@@ -62,9 +70,14 @@ class Bitrix24Writeback:
                 if error is None:
                     self._written(item, changes)
                     report.contacts_written += 1
-                elif is_not_found(error):
-                    self._written(item, {})  # the contact is gone; nothing to show
-                    report.failed += 1
+                elif refused_for_good(error):
+                    # Once: it stays refused, and unsent, until the contact changes.
+                    detail = f"{error.get('error_description')}"
+                    log.warning("crm.contact.update %s refused for good: %s; not sent again "
+                                "until the contact changes", item.contact_id, detail)
+                    mirror.refuse(self.services.db, item, detail,
+                                  self.services.ledger.clock())
+                    report.refused += 1
                 else:
                     log.warning("crm.contact.update %s failed: %s", item.contact_id, error)
                     report.failed += 1

@@ -5,7 +5,7 @@ Exit codes: 0 done; 1 refused (ledger error, database not migrated, verify found
 2 bad usage or bad configuration.
 """
 
-from connector.cli import card, crm, doctor, inbox, ledger, service
+from connector.cli import card, crm, doctor, inbox, ledger, service, writeback
 from connector.cli.base import cli, main
 
-__all__ = ["card", "cli", "crm", "doctor", "inbox", "ledger", "main", "service"]
+__all__ = ["card", "cli", "crm", "doctor", "inbox", "ledger", "main", "service", "writeback"]

@@ -12,8 +12,10 @@ from functools import cached_property, wraps
 from typing import Any, NoReturn
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from connector.config import Settings, load_settings
+from connector.db import is_unavailable, unavailable
 from connector.errors import ConfigError, LedgerError, StorageError
 from connector.ledger.views import AccountRef
 from connector.money import parse_amount
@@ -62,6 +64,12 @@ class _Group(click.Group):
             ctx.exit(2)
         except (LedgerError, StorageError) as exc:
             fail(str(exc))
+        except SQLAlchemyError as exc:
+            # The database went away during the command: one line with the driver's reason,
+            # not a traceback of the driver's internals.
+            if not is_unavailable(exc) or not isinstance(ctx.obj, Runtime):
+                raise
+            fail(str(unavailable(ctx.obj.settings.database.url, exc)))
 
 
 class Amount(click.ParamType):

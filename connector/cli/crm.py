@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from connector.amocrm.authorization import authorize_hint, needs_authorization
 from connector.amocrm.connector import AmoCRMConnector
 from connector.bitrix24.connector import Bitrix24Connector
 from connector.bitrix24.reconcile import changed_filter, count_changed
@@ -31,10 +32,17 @@ def connector_for(runtime: Runtime, crm: str) -> Bitrix24Connector | AmoCRMConne
 @click.argument("crm", type=CONNECTED)
 @pass_runtime
 def install(runtime: Runtime, crm: str) -> None:
-    """Create the CRM fields, event handlers, robots and triggers (safe to run again)."""
+    """Create the CRM fields, event handlers, robots and triggers (safe to run again).
+    amoCRM over OAuth without valid tokens: prints the authorization link instead."""
+    connector = connector_for(runtime, crm)
+    services = runtime.services()
+    if crm == "amocrm" and needs_authorization(services):
+        fail(f"amocrm: not authorized: {authorize_hint(services)}, then run install again")
     try:
-        report = connector_for(runtime, crm).installer.install()
+        report = connector.installer.install()
     except CRMError as exc:
+        if crm == "amocrm" and needs_authorization(services):  # revoked on the way
+            fail(f"amocrm: {exc.detail}: {authorize_hint(services)}")
         fail(f"{crm}: {exc.detail}")
     for line in report.lines():
         click.echo(line)

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import click
 
+from connector import mirror
 from connector.cli.base import (
     ACTOR,
     AMOUNT,
@@ -38,11 +39,20 @@ def account() -> None:
 @pass_runtime
 def account_show(runtime: Runtime, ref: AccountRef, as_json: bool) -> None:
     """Balance, tier, next tier and next expiry of one account."""
-    view = runtime.services().ledger.account(ref)
+    services = runtime.services()
+    view = services.ledger.account(ref)
+    refused = mirror.refusals(services.db, account_id=view.id)
     if as_json:
-        echo_json(view.as_json())
-    else:
-        show_account(view, runtime.settings)
+        extra = {"writeback_refused": {"at": refused[0].refused_at.isoformat(),
+                                       "error": refused[0].error}} if refused else {}
+        echo_json({**view.as_json(), **extra})
+        return
+    show_account(view, runtime.settings)
+    if refused:
+        click.echo(f"{'write-back':<12} refused for good by the CRM since "
+                   f"{local(refused[0].refused_at, runtime.settings)}: {refused[0].error} "
+                   f"(after restoring the contact: loyalty-connector account retry-writeback "
+                   f"{ref.crm} {ref.portal} {ref.contact_id})")
 
 
 @account.command("history")

@@ -163,7 +163,7 @@ class AmoCRMClient:
             raise CRMAuthError(message, status=response.status_code)
         if decision.action == "retry":
             message += "; not repeated (it may have run)"
-        raise FatalCRMError(message, status=response.status_code)
+        raise FatalCRMError(message, status=response.status_code, body=body)
 
     def _token(self) -> str:
         if self.settings.long_lived_token is not None:
@@ -172,8 +172,8 @@ class AmoCRMClient:
             raise CRMAuthError("amocrm: no long_lived_token and no OAuth credentials")
         tokens = self.credentials.load()
         if tokens is None:
-            raise CRMAuthError("amocrm: not authorized yet: open the integration's "
-                               "authorization link (GET /amocrm/oauth/callback receives it)")
+            raise CRMAuthError("amocrm: not authorized yet: `loyalty-connector doctor` prints "
+                               "the authorization link")
         if tokens.expiring(datetime.now(UTC)):
             tokens = self.credentials.refresh(tokens.access_token, self._refresh_grant)
         return tokens.access_token

@@ -2,6 +2,8 @@
 
 Two ways in: an inbound webhook URL (https://PORTAL/rest/USER_ID/SECRET/), or an OAuth app
 whose tokens (from ONAPPINSTALL) live in the database and are refreshed on `expired_token`.
+An app's calls go to the configured portal's REST root (settings.rest_url) and its refreshes
+to settings.oauth_url, never to the client_endpoint an install or an OAuth answer names.
 """
 
 from __future__ import annotations
@@ -179,6 +181,17 @@ class Bitrix24Client:
                 return
             last_id = int(items[-1]["ID"])
 
+    def confirm(self, access_token: str) -> None:
+        """app.info with a token just received, on the configured portal: a token the portal
+        does not know raises CRMAuthError (safe-event-handlers: check ONAPPINSTALL's token
+        before keeping its application_token)."""
+        try:
+            self._once("app.info", f"{self.settings.rest_url}app.info.json",
+                       {"auth": access_token}, idempotent=True)
+        except _ExpiredToken:
+            raise CRMAuthError("app.info: the install's access token has expired",
+                               code="EXPIRED_TOKEN") from None
+
     # -- transport -------------------------------------------------------------------------
     def _send(self, method: str, params: dict[str, Any], *, idempotent: bool) -> dict[str, Any]:
         refreshed = False
@@ -244,8 +257,7 @@ class Bitrix24Client:
         if self._webhook:
             return f"{self._webhook.rstrip('/')}/{method}.json", {}
         tokens = self._tokens()
-        endpoint = (tokens.endpoint or f"https://{self.portal}/rest/").rstrip("/")
-        return f"{endpoint}/{method}.json", {"auth": tokens.access_token}
+        return f"{self.settings.rest_url}{method}.json", {"auth": tokens.access_token}
 
     def _tokens(self) -> Tokens:
         if self.credentials is None:
@@ -289,7 +301,7 @@ class Bitrix24Client:
                                         code=code)
             raise CRMAuthError(f"oauth refresh refused: {code or response.status_code}; "
                                "reinstall the app", code=code or "OAUTH")
-        return tokens_from(body)
+        return tokens_from(body, endpoint=self.settings.rest_url)
 
 
 class _ExpiredToken(Exception):
@@ -298,14 +310,14 @@ class _ExpiredToken(Exception):
     call_result = "token_expired"
 
 
-def tokens_from(data: Mapping[str, Any]) -> Tokens:
-    """Tokens from an OAuth answer or an ONAPPINSTALL `auth[...]` block."""
+def tokens_from(data: Mapping[str, Any], *, endpoint: str) -> Tokens:
+    """Tokens from an OAuth answer or an ONAPPINSTALL `auth[...]` block, to be used at
+    `endpoint` (the configured portal's: the block's own client_endpoint is not trusted)."""
     expires_in = _int_or_none(data.get("expires_in")) or 3600
-    endpoint = data.get("client_endpoint")
     return Tokens(access_token=str(data["access_token"]),
                   refresh_token=data.get("refresh_token"),
                   expires_at=datetime.now(UTC) + timedelta(seconds=expires_in),
-                  endpoint=str(endpoint) if endpoint else None,
+                  endpoint=endpoint,
                   member_id=data.get("member_id"),
                   application_token=data.get("application_token"))
 

@@ -1,5 +1,5 @@
-"""What the connector remembers about each CRM: credentials, sync cursors, what it last
-wrote to each contact, and the automation triggers it owes."""
+"""What the connector remembers about each CRM: credentials, the authorizations it started,
+sync cursors, what it last wrote to each contact, and the automation triggers it owes."""
 
 from __future__ import annotations
 
@@ -45,6 +45,21 @@ class Credential(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class OAuthState(Base):
+    """An authorization the connector started and has not seen come back: only the hash of
+    the `state` it sent, so a database read gives nobody a state to replay."""
+
+    __tablename__ = "oauth_states"
+    __table_args__ = (UniqueConstraint("state_hash", name="uq_oauth_states_state_hash"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    crm: Mapped[str] = mapped_column(String(16))
+    portal: Mapped[str] = mapped_column(String(255))
+    state_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class SyncCursor(Base):
     """How far a reconcile got; never set past the moment that sync started."""
 
@@ -61,7 +76,10 @@ class SyncCursor(Base):
 
 class ContactMirror(Base):
     """The field values last written to a CRM contact, and the account version they showed.
-    Write-back sends only what differs; a contact-update event echoing these values is ours."""
+    Write-back sends only what differs; a contact-update event echoing these values is ours.
+
+    `refused_at`/`refused_error`: the CRM refused a write for good (the contact was deleted,
+    or never existed there); write-back leaves it alone until the contact changes."""
 
     __tablename__ = "contact_mirror"
 
@@ -70,6 +88,8 @@ class ContactMirror(Base):
     values: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     latest_deal_id: Mapped[str | None] = mapped_column(String(64))
     written_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    refused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    refused_error: Mapped[str | None] = mapped_column(Text)
 
 
 class TriggerEvent(Base):

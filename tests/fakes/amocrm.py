@@ -3,8 +3,9 @@
 Lists are HAL (`application/hal+json`, `_embedded`, `_links.next`, at most 250), an empty
 list or a missing entity is 204 with no body, errors are `application/problem+json`, and the
 limits answer as the real gateway does: 429 and 403 with an nginx HTML page and no
-Retry-After. OAuth refresh tokens are single-use. Webhook bodies it sends are form-encoded
-with API v2 keys.
+Retry-After. OAuth refresh tokens are single-use; `consent` plays the administrator allowing
+access on the authorization page (code, state, referer and platform back to the redirect
+URI). Webhook bodies it sends are form-encoded with API v2 keys.
 
 Faults: fail_next (an answer), reset_next (no answer), delay_next (a slow answer; the call
 still runs), down()/up() (connections refused), `chaos` (tests.fakes.faults.Chaos, random
@@ -17,12 +18,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
@@ -162,6 +165,19 @@ class FakeAmoCRM:
         self.refresh_tokens.add(refresh)
         return {"token_type": "Bearer", "expires_in": 86400, "access_token": access,
                 "refresh_token": refresh}
+
+    def consent(self, url: str, *, referer: str | None = None) -> dict[str, str]:
+        """An administrator opens the authorization link and allows access: the query amoCRM
+        then sends to the redirect URI. `referer` is the account's host (default this one's)."""
+        parts = urlsplit(url)
+        assert f"{parts.scheme}://{parts.netloc}{parts.path}" == "https://www.amocrm.ru/oauth"
+        query = parse_qs(parts.query)
+        assert query["client_id"] == [self.client_id], "not this integration's link"
+        assert query["mode"][0] in ("popup", "post_message")
+        code = f"code-{secrets.token_hex(8)}"  # valid 20 minutes, once
+        self.codes.add(code)
+        return {"code": code, "state": query["state"][0], "platform": "1",
+                "referer": referer or f"{self.subdomain}.amocrm.ru"}
 
     def expire_tokens(self) -> None:
         self.access = {token: token == "long-lived-token" for token in self.access}

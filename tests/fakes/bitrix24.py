@@ -444,6 +444,18 @@ class FakeBitrix24Portal:
         return self.records.fired_triggers
 
     @property
+    def fired_webhook_triggers(self) -> list[dict[str, Any]]:
+        return self.records.fired_webhook_triggers
+
+    def add_webhook_trigger(self, code: str, stage_id: str | None = None, *,
+                            category_id: int = 0) -> None:
+        """What an admin does in the portal: a "Track incoming webhook" trigger on a stage of
+        one deal funnel, with the code Bitrix24 generated for it."""
+        with self.lock:
+            self.records.webhook_triggers[code] = {"code": code, "stage_id": stage_id,
+                                                   "category_id": category_id}
+
+    @property
     def bizproc_events(self) -> list[dict[str, Any]]:
         return self.records.bizproc_events
 

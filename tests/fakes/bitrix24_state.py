@@ -204,6 +204,10 @@ class Records:
     robots: dict[str, dict[str, Any]] = field(default_factory=dict)
     triggers: dict[str, dict[str, Any]] = field(default_factory=dict)
     fired_triggers: list[dict[str, Any]] = field(default_factory=list)
+    # "Track incoming webhook" triggers an admin put on deal stages (code -> trigger), and
+    # their firings by crm.automation.trigger
+    webhook_triggers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fired_webhook_triggers: list[dict[str, Any]] = field(default_factory=list)
     bizproc_events: list[dict[str, Any]] = field(default_factory=list)
     timeline_comments: list[dict[str, Any]] = field(default_factory=list)
     contact_updates: dict[int, list[dict[str, Any]]] = field(default_factory=dict)

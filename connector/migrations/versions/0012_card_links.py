@@ -1,7 +1,7 @@
 """card_links: the salt and token hash of each account's card page link
 
 Revision ID: 0012
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-06
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import connector.schema
 
 revision = "0012"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

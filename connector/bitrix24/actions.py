@@ -1,0 +1,178 @@
+"""Actions for the portal's standard "Webhook" automation rule, which needs no app.
+
+The rule calls /bitrix24/actions/<secret>/accrue | bonus/<name> | redeem/<points|max> with the
+deal in the query (`deal_id={{ID}}`) and waits for no answer, like amoCRM's digital-pipeline
+actions: the receiver stores the call, and here it is applied once per deal and action (the
+same key in the inbox and in the ledger), its outcome written to the deal's timeline
+(`crm.timeline.comment.add`, since the rule has no way to read an answer).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from connector import mirror
+from connector.bitrix24.fetch import Fetched
+from connector.crm.bitrix24 import BATCH_LIMIT, Bitrix24Client
+from connector.errors import FatalCRMError, LedgerError
+from connector.inbox import InboxItem
+from connector.ledger.views import AccountRef
+from connector.services import Services
+from connector.triggers import from_results, record
+from connector.worker import Outcome
+from mappings import bitrix24 as b24
+from mappings.domain import entity_id
+from mappings.phpquery import decode
+
+log = logging.getLogger(__name__)
+KIND = "action:"
+ACTOR = "bitrix24-webhook-rule"
+# The inbox kind "action:bonus:<name>" fits inbox_events.kind (64) with names up to 51.
+# ASCII digits only: \d would also take other scripts' digits.
+ACTION = re.compile(r"accrue|bonus/[A-Za-z0-9_-]{1,51}|redeem/(max|[0-9]{1,9}(\.[0-9]{1,2})?)")
+# The deal's ID as the rule's field insert gives it, or as a document id (DEAL_<id>).
+DEAL = re.compile(r"(?:DEAL_)?([0-9]{1,18})")
+REDEEM_ALL = Decimal("1e12")
+
+
+@dataclass(frozen=True)
+class Action:
+    verb: str  # accrue, bonus, redeem
+    argument: str  # the bonus name, the points or "max"; "" for accrue
+    deal_id: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.verb}/{self.argument}" if self.argument else self.verb
+
+
+def kind(action: str) -> str:
+    """The inbox kind of a URL action: action:accrue, action:bonus:<name>, ..."""
+    return KIND + action.replace("/", ":", 1)
+
+
+def key(portal: str, action: str, deal_id: str) -> str:
+    """One key per deal and action, in the inbox and the ledger: applied once."""
+    return f"bitrix24:{portal}:action:{action}:deal:{deal_id}"
+
+
+def parse(item: InboxItem) -> Action:
+    """The stored action; PayloadError (or QueryError) when it cannot be read."""
+    verb, _, argument = item.kind.removeprefix(KIND).partition(":")
+    form = decode(item.body)
+    match = DEAL.fullmatch(str(form.get("deal_id") or ""))
+    action = Action(verb, argument, match.group(1) if match else "")
+    if match is None or not ACTION.fullmatch(action.path):
+        raise b24.PayloadError(f"not an action: {item.kind} {item.body[:80]!r}")
+    return action
+
+
+class ActionRunner:
+    def __init__(self, services: Services, client: Bitrix24Client) -> None:
+        self.services = services
+        self.client = client
+        self.settings = services.settings.bitrix24
+        self.portal = self.settings.portal_key
+        self.ledger = services.ledger
+
+    def run(self, actions: list[tuple[InboxItem, Action]],
+            fetched: Fetched) -> dict[int, Outcome]:
+        outcomes: dict[int, Outcome] = {}
+        comments: list[tuple[InboxItem, Action, str]] = []
+        for item, action in actions:
+            wanted = ("deal", action.deal_id)
+            if wanted in fetched.failed:
+                outcomes[item.id] = Outcome.retry(fetched.failed[wanted])
+                continue
+            deal = fetched.found.get(wanted)
+            if deal is None:
+                outcomes[item.id] = Outcome.skipped(f"deal {action.deal_id} no longer exists")
+                continue
+            applied, text = self.apply(action, deal)
+            comments.append((item, action, text))
+            outcomes[item.id] = Outcome.done() if applied else Outcome.skipped(text)
+        for start in range(0, len(comments), BATCH_LIMIT):
+            self._comment(comments[start:start + BATCH_LIMIT])
+        return outcomes
+
+    def apply(self, action: Action, deal: dict[str, Any]) -> tuple[bool, str]:
+        """(whether the ledger changed or had changed for it, the timeline text)."""
+        contact = entity_id(deal.get("CONTACT_ID"))
+        if contact is None:
+            return False, "Loyalty: the deal has no contact; add one to use loyalty points"
+        ref = AccountRef("bitrix24", self.portal, contact)
+        try:
+            if action.verb == "accrue":
+                return self._accrue(ref, action, deal)
+            if action.verb == "bonus":
+                return self._bonus(ref, action)
+            return self._redeem(ref, action, deal)
+        except (LedgerError, ArithmeticError, ValueError) as exc:
+            return False, f"Loyalty: {getattr(exc, 'detail', exc)}"
+
+    def _accrue(self, ref: AccountRef, action: Action,
+                deal: dict[str, Any]) -> tuple[bool, str]:
+        # The deal's purchase, settled now as its won event would settle it (the same source,
+        # so never twice): a rule cannot make a deal that is not won earn, or the next event
+        # on it would take the points back.
+        state = b24.purchase_state(deal, portal=self.portal,
+                                   categories=self.settings.deal_categories)
+        if state.amount is None:
+            return False, f"Loyalty: nothing accrued: {state.reason}"
+        results = self.ledger.settle_purchase(
+            ref, state.source, state.amount, category=state.category,
+            occurred_at=state.occurred_at, source_data=state.raw, actor=ACTOR,
+            comment=f"deal {action.deal_id}")
+        record(self.services.db, from_results(results, deal_id=action.deal_id))
+        if (account_id := self.ledger.account_id(ref)) is not None:
+            mirror.remember_deal(self.services.db, account_id, action.deal_id)
+        balance = self.ledger.account(ref).balance
+        earned = sum((r.points for r in results if r.entry_id and not r.duplicate), Decimal(0))
+        if earned:
+            return True, f"Loyalty: +{earned} points for this deal, balance {balance}"
+        return True, f"Loyalty: this deal's points were already accrued, balance {balance}"
+
+    def _bonus(self, ref: AccountRef, action: Action) -> tuple[bool, str]:
+        result = self.ledger.grant_bonus(ref, action.argument,
+                                         key=key(self.portal, action.path, action.deal_id),
+                                         actor=ACTOR, comment=f"deal {action.deal_id}")
+        record(self.services.db, from_results([result], deal_id=action.deal_id))
+        if result.entry_id is None:
+            return False, f"Loyalty: the bonus {action.argument} is 0 in the program"
+        return True, (f"Loyalty: bonus {action.argument} +{result.points} points, "
+                      f"balance {result.balance}")
+
+    def _redeem(self, ref: AccountRef, action: Action,
+                deal: dict[str, Any]) -> tuple[bool, str]:
+        wanted = REDEEM_ALL if action.argument == "max" else Decimal(action.argument)
+        purchase = b24.parse_amount(deal.get("OPPORTUNITY"))
+        result = self.ledger.redeem(
+            ref, wanted, key=key(self.portal, action.path, action.deal_id), partial=True,
+            purchase_amount=purchase if purchase else None, actor=ACTOR,
+            comment=f"deal {action.deal_id}",
+            source=f"{b24.deal_source(self.portal, action.deal_id)}:redeem")
+        redeemed = -result.points
+        capped = "" if action.argument == "max" or redeemed == wanted else \
+            f" (asked {wanted}: capped by the balance and the program's share of the deal)"
+        return True, f"Loyalty: redeemed {redeemed} points{capped}, balance {result.balance}"
+
+    def _comment(self, comments: list[tuple[InboxItem, Action, str]]) -> None:
+        """The outcomes on the deals' timelines. The ledger part is done: a comment that may
+        have been written (a timeout) or was refused is logged, never written again."""
+        commands = {f"a{item.id}": ("crm.timeline.comment.add", {"fields": {
+            "ENTITY_ID": action.deal_id, "ENTITY_TYPE": "deal", "COMMENT": text}})
+            for item, action, text in comments}
+        try:
+            result = self.client.batch(commands)
+        except FatalCRMError as exc:
+            log.warning("timeline comments on %d deal(s) not written: %s", len(comments),
+                        exc.detail)
+            return
+        for item, action, _ in comments:
+            if error := result.errors.get(f"a{item.id}"):
+                log.warning("timeline comment on deal %s not written: %s", action.deal_id,
+                            error.get("error_description") or error)
