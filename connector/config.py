@@ -153,6 +153,7 @@ def _default_bitrix24_fields() -> dict[str, str]:
         "expiring_date": "UF_CRM_LOYALTY_EXPIRING_DATE",
         "segment": "UF_CRM_LOYALTY_SEGMENT",
         "card": "UF_CRM_LOYALTY_CARD",
+        "card_url": "UF_CRM_LOYALTY_CARD_URL",
     }
 
 
@@ -279,6 +280,7 @@ def _default_amocrm_fields() -> dict[str, str]:
         "expiring_date": "LOYALTY_EXPIRING_DATE",
         "segment": "LOYALTY_SEGMENT",
         "card": "LOYALTY_CARD",
+        "card_url": "LOYALTY_CARD_URL",
     }
 
 
@@ -411,6 +413,7 @@ class ProgramSettings(_Section):
     points_lifetime_days: int = Field(365, ge=0, description="0: points never expire")
     pending_days: int = Field(0, ge=0, description="days before earned points can be spent")
     negative_balance: Literal["clamp", "allow"] = "clamp"
+    language: Literal["ru", "en"] = Field("ru", description="what customers read: card page")
 
     @field_validator("timezone")
     @classmethod
@@ -449,6 +452,40 @@ class ProgramSettings(_Section):
         return ZoneInfo(self.timezone)
 
 
+class CardSettings(_Section):
+    """The customer's own page, GET /card/<token>; off while `secret` is unset."""
+
+    secret: SecretStr | None = Field(
+        None, description="key the card links are derived with (>= 32 chars); unset: no pages")
+    rate_limit: str = Field(
+        "30/minute;300/hour", description="requests per client address, `limits` notation")
+    trusted_proxies: int = Field(
+        0, ge=0, le=5, description="reverse proxies in front whose X-Forwarded-For is believed")
+    history_entries: int = Field(5, ge=0, le=50, description="latest entries on the page")
+
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("use at least 32 characters (or leave it unset: no card pages)")
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _limits(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not like \"30/minute;300/hour\"") from exc
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        return self.secret is not None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LOYALTY_",
@@ -466,6 +503,7 @@ class Settings(BaseSettings):
     rfm: RFMSettings = RFMSettings()
     bitrix24: Bitrix24Settings = Bitrix24Settings()
     amocrm: AmoCRMSettings = AmoCRMSettings()
+    card: CardSettings = CardSettings()
     secret_key: SecretStr | None = Field(
         None, description="LOYALTY_SECRET_KEY: the key(s) sealing stored CRM tokens, newest "
                           "first")

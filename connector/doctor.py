@@ -137,6 +137,8 @@ def _run(settings: Settings, build: Callable[[], Services], config_file: Path | 
     yield public_url(settings, session=session)
     if settings.limits.backend != "database":  # the database check covers its own
         yield crm_budget(settings.limits)
+    if settings.card.enabled:
+        yield card_pages(settings)
     if usable:
         yield from _guarded("inbox", inbox(services.inbox, now))
         yield from _guarded("write-back", writeback(services.db))
@@ -584,6 +586,16 @@ def public_url(settings: Settings, *, session: requests.Session | None = None) -
     return ok("public url", f"GET {url} answered 200")
 
 
+def card_pages(settings: Settings) -> Check:
+    """Card page links go out in mailings: over plain HTTP anyone on the way could read
+    them, and a link read is a page opened."""
+    base = settings.server.public_url.rstrip("/") + "/card/<token>"
+    if urlsplit(base).scheme != "https" and not _local(urlsplit(base).hostname or ""):
+        return warn("card pages", f"links go out as {base}",
+                    "set server.public_url to the service's https:// address")
+    return ok("card pages", f"on: {base}")
+
+
 def _crm_hosts(settings: Settings) -> list[str]:
     hosts = []
     if settings.bitrix24.enabled:
@@ -682,7 +694,8 @@ def secret_values(settings: Settings) -> list[str]:
                    settings.bitrix24.client_secret,
                    settings.bitrix24.application_token, settings.amocrm.client_secret,
                    settings.amocrm.long_lived_token, settings.amocrm.webhook_secret,
-                   settings.bitrix24.webhook_url, settings.limits.redis_url):
+                   settings.bitrix24.webhook_url, settings.limits.redis_url,
+                   settings.card.secret):
         if secret is not None:
             values.append(secret.get_secret_value())
     if settings.secret_key is not None:  # each of several keys alone, too

@@ -42,6 +42,8 @@ SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # secret as a path segment
     (re.compile(r"(/(?:amocrm/(?:webhooks|actions)|bitrix24/actions)/)[^/\s\"'?&]+"),
      rf"\g<1>{MASK}"),
+    # a customer's card page link is as good as a password to that page
+    (re.compile(r"(/card/)[^/\s\"'?&]+"), rf"\g<1>{MASK}"),
     (re.compile(r"\b(Bearer|Basic)\s+[^\s\"',;]+", re.IGNORECASE), rf"\g<1> {MASK}"),
     # auth[application_token]=..., "access_token": "...", 'refresh_token': '...', auth=...
     (re.compile(r"((?:\b|(?<=%5B))(?:auth|application_token|access_token|refresh_token|"

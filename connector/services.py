@@ -21,6 +21,7 @@ from connector.sealing import Sealer, key_source
 if TYPE_CHECKING:
     from connector.amocrm.connector import AmoCRMConnector
     from connector.bitrix24.connector import Bitrix24Connector
+    from connector.card.links import CardLinks
     from connector.metrics import Metrics
     from connector.worker import Processor
 
@@ -69,6 +70,13 @@ class Services:
     def oauth_states(self) -> OAuthStates:
         """The OAuth authorizations this deployment started (their `state`)."""
         return OAuthStates(self.db, clock=self.inbox.clock)
+
+    @cached_property
+    def cards(self) -> CardLinks:
+        """Each account's card page link: issued, rotated, found again from a token."""
+        from connector.card.links import CardLinks
+
+        return CardLinks(self.db, self.settings, clock=self.inbox.clock)
 
     @cached_property
     def bitrix24(self) -> Bitrix24Connector | None:

@@ -1,9 +1,10 @@
 """Importing this registers every table on `Base.metadata` (migrations, tests, resets)."""
 
+from connector.card import models as card_models
 from connector.crm import models as crm_models
 from connector.inbox import InboxEvent
 from connector.job_runs import JobRun
 from connector.ledger import models as ledger_models
 from connector.schema import Base
 
-__all__ = ["Base", "InboxEvent", "JobRun", "crm_models", "ledger_models"]
+__all__ = ["Base", "InboxEvent", "JobRun", "card_models", "crm_models", "ledger_models"]

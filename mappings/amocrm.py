@@ -125,7 +125,8 @@ def purchase_state(lead: Mapping[str, Any], *, portal: str,
 def contact_values(fields: Mapping[str, str], *, balance: Decimal, available: Decimal,
                    tier: str,
                    discount: Decimal, expiring_points: Decimal, expiring_date: date | None,
-                   segment: str | None, card: str | None, zone: ZoneInfo) -> dict[str, str]:
+                   segment: str | None, card: str | None, zone: ZoneInfo,
+                   card_url: str | None = None) -> dict[str, str]:
     """Field code -> the value as amoCRM shows it (dates: a Unix timestamp of local midnight)."""
     stamp = ""
     if expiring_date is not None:
@@ -133,7 +134,7 @@ def contact_values(fields: Mapping[str, str], *, balance: Decimal, available: De
     return loyalty_values(fields, balance=balance, available=available, tier=tier,
                           discount=discount,
                           expiring_points=expiring_points, expiring_date=stamp,
-                          segment=segment, card=card)
+                          segment=segment, card=card, card_url=card_url)
 
 
 def custom_fields_values(values: Mapping[str, str]) -> list[dict[str, Any]]:

@@ -195,13 +195,14 @@ def birthday(contact: Mapping[str, Any]) -> date | None:
 def contact_values(fields: Mapping[str, str], *, balance: Decimal, available: Decimal,
                    tier: str,
                    discount: Decimal, expiring_points: Decimal, expiring_date: date | None,
-                   segment: str | None, card: str | None) -> dict[str, str]:
+                   segment: str | None, card: str | None,
+                   card_url: str | None = None) -> dict[str, str]:
     """The contact user-field values, as the strings the portal stores and returns."""
     return loyalty_values(fields, balance=balance, available=available, tier=tier,
                           discount=discount,
                           expiring_points=expiring_points,
                           expiring_date=expiring_date.isoformat() if expiring_date else "",
-                          segment=segment, card=card)
+                          segment=segment, card=card, card_url=card_url)
 
 
 def changed_values(wanted: Mapping[str, str], known: Mapping[str, Any]) -> dict[str, str]:

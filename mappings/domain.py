@@ -43,12 +43,14 @@ def number_text(value: Decimal) -> str:
 def loyalty_values(fields: Mapping[str, str], *, balance: Decimal, available: Decimal,
                    tier: str,
                    discount: Decimal, expiring_points: Decimal, expiring_date: str,
-                   segment: str | None, card: str | None) -> dict[str, str]:
+                   segment: str | None, card: str | None,
+                   card_url: str | None = None) -> dict[str, str]:
     """What a contact's loyalty fields show, keyed by the CRM's own field names;
-    `expiring_date` comes already in the CRM's date format ("" when none)."""
+    `expiring_date` comes already in the CRM's date format ("" when none); `card_url` is
+    the customer's card page ("" while card pages are off)."""
     values = {"balance": number_text(balance), "available": number_text(available),
               "tier": tier, "discount": number_text(discount),
               "expiring_points": number_text(expiring_points), "expiring_date": expiring_date,
-              "segment": segment or "", "card": card or ""}
+              "segment": segment or "", "card": card or "", "card_url": card_url or ""}
     return {fields[name]: value for name, value in values.items() if name in fields}
 

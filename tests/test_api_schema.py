@@ -34,7 +34,8 @@ CHECKS = [not_a_server_error, status_code_conformance,
 
 def _app(tmp_path: Path) -> tuple[Flask, Services]:
     services = fresh_services(make_settings(tmp_path, server={"admin_token": TOKEN},
-                                            program={"bonuses": {"review": "50"}}))
+                                            program={"bonuses": {"review": "50"}},
+                                            card={"secret": "schema-card-secret-" * 2}))
     return create_app(services=services), services
 
 

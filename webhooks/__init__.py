@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         metrics,
         openapi,
     )
+    from webhooks.card import init_app as init_card_page
     from webhooks.intake import Intake
     from webhooks.validation import JSONProvider
 
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(bitrix24_actions.bp)
     app.register_blueprint(bitrix24_tab.bp)
     app.register_blueprint(amocrm.bp)
+    init_card_page(app, app.extensions["loyalty"])
     intake = Intake(app.wsgi_app, app.extensions["loyalty"],
                     max_body=settings.server.max_body_bytes, request_ids=request_ids,
                     outages=app.extensions["outage"])

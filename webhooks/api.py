@@ -14,10 +14,12 @@ from dataclasses import asdict
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from connector.errors import ConfigError
 from connector.ledger.engine import Ledger
 from connector.ledger.views import Result
 from connector.services import Services
 from webhooks.auth import configured, require
+from webhooks.errors import ApiError
 from webhooks.validation import (
     BONUS_NAME,
     COMMENT_MAX,
@@ -179,3 +181,18 @@ def reverse() -> ResponseReturnValue:
     fields.finish()
     return _outcome(_ledger().reverse(ref, source, key=ledger_key(key), comment=comment,
                                       actor=ACTOR, fingerprint=fields.fingerprint("reverse")))
+
+
+# -- card pages ------------------------------------------------------------------------------
+@bp.post("/accounts/<crm>/<portal>/<contact_id>/card/rotate")
+def rotate_card(crm: str, portal: str, contact_id: str) -> ResponseReturnValue:
+    """A new card page link for the account: the old one answers 404 from now on, and
+    write-back puts the new URL into the contact's card_url field."""
+    ref = account_ref(crm, portal, contact_id)
+    services: Services = current_app.extensions["loyalty"]
+    try:
+        link = services.cards.rotate(ref)
+    except ConfigError:
+        raise ApiError(403, "card_disabled", "set card.secret (or LOYALTY_CARD__SECRET) to "
+                                             "enable card pages") from None
+    return jsonify(link.as_json())

@@ -175,6 +175,18 @@ def spec() -> Schema:
                                 "schema": _text(32, pattern="^[^/]+$")}],
                 "responses": {"200": _ok("the account", _ref("Account")), **READ_ERRORS},
             }},
+            "/api/v1/accounts/{crm}/{portal}/{contact_id}/card/rotate": {"post": {
+                "summary": "A new card page link for the account; the old one stops working",
+                "parameters": ACCOUNT_PARAMETERS,
+                "responses": {
+                    "200": _ok("the new link; write-back puts it into the contact's "
+                               "card_url field", _ref("CardLink")),
+                    **READ_ERRORS,
+                    "403": _error("the API is disabled (server.admin_token is not set), or "
+                                  "card pages are (card.secret is not set)"),
+                    "404": _error("no account for that contact"),
+                },
+            }},
             "/api/v1/preview": {"post": {
                 "summary": "What a purchase would earn and how much of it may be paid with "
                            "points; writes nothing",
@@ -276,6 +288,12 @@ def spec() -> Schema:
                     "duplicate": {"type": "boolean"},
                     "shortfall": DECIMAL_STRING,
                     "details": {"type": "object"},
+                }},
+                "CardLink": {"type": "object", "required": ["url", "rotations", "issued_at"],
+                             "properties": {
+                    "url": {"type": "string", "format": "uri"},
+                    "rotations": {"type": "integer", "minimum": 0},
+                    "issued_at": timestamp,
                 }},
                 "Preview": {"type": "object", "required": [
                     "purchase_amount", "tier", "points_earned", "max_redeem_points",

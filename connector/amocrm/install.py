@@ -22,6 +22,7 @@ FIELD_TYPES = {
     "expiring_date": ("date", "Дата сгорания баллов"),
     "segment": ("text", "RFM-сегмент"),
     "card": ("text", "Карта лояльности"),
+    "card_url": ("url", "Страница карты лояльности"),
 }
 HOOK_EVENTS = ["add_lead", "update_lead", "status_lead", "delete_lead", "restore_lead",
                "add_contact", "update_contact"]

@@ -45,6 +45,7 @@ class AmoCRMWriteback:
         self.portal = self.settings.portal_key
 
     def wanted(self, account_ids: list[int], now: datetime) -> dict[int, dict[str, str]]:
+        card_urls = self.services.cards.urls(account_ids)
         return mirror.wanted(
             self.services.db, self.services.program, account_ids, now,
             lambda view, expiring: amo.contact_values(
@@ -53,7 +54,7 @@ class AmoCRMWriteback:
                 discount=view.discount_percent, expiring_points=view.next_expiry_points,
                 expiring_date=expiring,
                 segment=self.services.settings.rfm.label(view.segment), card=view.card_number,
-                zone=self.services.program.zone))
+                card_url=card_urls.get(view.id), zone=self.services.program.zone))
 
     def flush(self, *, limit: int = 5000) -> WritebackReport:
         """Write the dirty contacts a PATCH at a time; each PATCH's contacts are claimed, so

@@ -31,6 +31,7 @@ FIELD_TYPES = {
     "expiring_date": ("date", "Дата сгорания баллов", "Points expire on"),
     "segment": ("string", "RFM-сегмент", "RFM segment"),
     "card": ("string", "Карта лояльности", "Loyalty card"),
+    "card_url": ("url", "Страница карты лояльности", "Loyalty card page"),
 }
 APP_ONLY = {"WRONG_AUTH_TYPE", "ACCESS_DENIED", "INVALID_CREDENTIALS"}
 UF_PREFIX = "UF_CRM_"

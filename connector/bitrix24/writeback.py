@@ -34,6 +34,7 @@ class Bitrix24Writeback:
         self.portal = self.settings.portal_key
 
     def wanted(self, account_ids: list[int], now: datetime) -> dict[int, dict[str, str]]:
+        card_urls = self.services.cards.urls(account_ids)
         return mirror.wanted(
             self.services.db, self.services.program, account_ids, now,
             lambda view, expiring: b24.contact_values(
@@ -41,7 +42,8 @@ class Bitrix24Writeback:
                 tier=view.tier,
                 discount=view.discount_percent, expiring_points=view.next_expiry_points,
                 expiring_date=expiring,
-                segment=self.services.settings.rfm.label(view.segment), card=view.card_number))
+                segment=self.services.settings.rfm.label(view.segment), card=view.card_number,
+                card_url=card_urls.get(view.id)))
 
     def flush(self, *, limit: int = 5000) -> WritebackReport:
         """Write the dirty contacts a batch at a time; each batch's contacts are claimed, so
