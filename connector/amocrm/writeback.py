@@ -52,7 +52,7 @@ class AmoCRMWriteback:
                 discount=view.discount_percent, expiring_points=view.next_expiry_points,
                 expiring_date=expiring,
                 segment=self.services.settings.rfm.label(view.segment), card=view.card_number,
-                zone=self.services.program.zone))
+                zone=self.services.program.zone, referral_code=view.referral_code))
 
     def flush(self, *, limit: int = 5000) -> WritebackReport:
         report = WritebackReport()

@@ -40,7 +40,8 @@ class Bitrix24Writeback:
                 tier=view.tier,
                 discount=view.discount_percent, expiring_points=view.next_expiry_points,
                 expiring_date=expiring,
-                segment=self.services.settings.rfm.label(view.segment), card=view.card_number))
+                segment=self.services.settings.rfm.label(view.segment), card=view.card_number,
+                referral_code=view.referral_code))
 
     def flush(self, *, limit: int = 5000) -> WritebackReport:
         report = WritebackReport()
