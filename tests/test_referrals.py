@@ -214,3 +214,22 @@ def test_migration_gives_existing_accounts_codes_and_keeps_their_cards(db: Datab
     assert all(codes.normalize(code) == code for _, code, _ in rows)
     assert {card for card, _, _ in rows} == {f"{n:09d}0" for n in range(1, 2502)}
     assert {version for _, _, version in rows} == {4}  # write-back sends the codes
+
+
+# -- reading the code from a contact ---------------------------------------------------------
+def test_referred_by_is_read_from_both_crms_contact_formats() -> None:
+    from mappings import amocrm as amo
+    from mappings import bitrix24 as b24
+
+    field = "UF_CRM_LOYALTY_REFERRED_BY"
+    assert b24.referred_by({field: " ab2c-d3ef "}, field) == "ab2c-d3ef"
+    assert b24.referred_by({field: ["", "X2345678"]}, field) == "X2345678"  # a multiple field
+    assert b24.referred_by({field: None}, field) is None
+    assert b24.referred_by({field: "CODE"}, None) is None  # the field is not configured
+    v2 = {"custom_fields": {"0": {"id": "700009", "code": "LOYALTY_REFERRED_BY",
+                                  "values": {"0": {"value": "abcd2345"}}}}}
+    v4 = {"custom_fields_values": [{"field_id": 700009, "field_code": "LOYALTY_REFERRED_BY",
+                                    "values": [{"value": "ABCD2345"}]}]}
+    assert amo.referred_by(v2, "LOYALTY_REFERRED_BY") == "abcd2345"
+    assert amo.referred_by(v4, "LOYALTY_REFERRED_BY") == "ABCD2345"
+    assert amo.referred_by({"custom_fields_values": None}, "LOYALTY_REFERRED_BY") is None

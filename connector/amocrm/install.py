@@ -22,7 +22,11 @@ FIELD_TYPES = {
     "expiring_date": ("date", "Дата сгорания баллов"),
     "segment": ("text", "RFM-сегмент"),
     "card": ("text", "Карта лояльности"),
+    "referral_code": ("text", "Код «Приведи друга»"),
+    "referred_by": ("text", "Пришёл по коду друга"),
 }
+# Fields managers (or forms, the Salesbot) fill in; the rest only the API writes.
+USER_EDITED = ("referred_by",)
 HOOK_EVENTS = ["add_lead", "update_lead", "status_lead", "delete_lead", "restore_lead",
                "add_contact", "update_contact"]
 
@@ -51,7 +55,8 @@ class AmoCRMInstaller:
                 report.done.append(f"contact field {code} exists")
                 continue
             kind, name = FIELD_TYPES[key]
-            missing.append({"name": name, "type": kind, "code": code, "is_api_only": True,
+            missing.append({"name": name, "type": kind, "code": code,
+                            "is_api_only": key not in USER_EDITED,
                             "sort": 500 + len(missing)})
         if missing:
             self.client.request("POST", "/api/v4/contacts/custom_fields", json=missing)

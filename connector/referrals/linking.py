@@ -68,21 +68,28 @@ class Linker:
             log.info("referral: %s linked to %s by code %s (%s)", ref, referrer, code, via)
         return Link("linked" if linked else "already", code)
 
-    def first_purchase_pending(self, refs: list[AccountRef]) -> list[AccountRef]:
-        """Those of `refs` a code could still link: no account yet, or one with no purchase
-        and no referrer. Their contact is worth reading before their purchase is settled."""
-        if not refs:
+    def awaiting_link(self, refs: list[AccountRef], *, unseen_only: bool = False
+                      ) -> list[AccountRef]:
+        """Those of `refs` a code could still link: no account yet, or (unless
+        `unseen_only`) one with no purchase and no referrer. Their contact is worth reading
+        before their purchase is settled. Nothing, when the program pays no referral bonus:
+        then the contact's own events still link it, but no extra CRM call is spent."""
+        settings = self.ledger.program.settings
+        if not refs or not (settings.referral_bonus or settings.referral_newcomer_bonus):
             return []
-        settled: set[AccountRef] = set()
+        known: set[AccountRef] = set()
         with self.db.transaction(write=False) as session:
             for crm, portal in {(ref.crm, ref.portal) for ref in refs}:
                 ids = [ref.contact_id for ref in refs if (ref.crm, ref.portal) == (crm, portal)]
-                rows = session.execute(select(Account.contact_id).where(
-                    Account.crm == crm, Account.portal == portal, Account.contact_id.in_(ids),
-                    or_(Account.referred_by_id.is_not(None), Account.purchase_count > 0,
-                        Account.first_purchase_at.is_not(None))))
-                settled |= {AccountRef(crm, portal, contact_id) for (contact_id,) in rows}
-        return [ref for ref in dict.fromkeys(refs) if ref not in settled]
+                query = select(Account.contact_id).where(
+                    Account.crm == crm, Account.portal == portal, Account.contact_id.in_(ids))
+                if not unseen_only:
+                    query = query.where(or_(Account.referred_by_id.is_not(None),
+                                            Account.purchase_count > 0,
+                                            Account.first_purchase_at.is_not(None)))
+                known |= {AccountRef(crm, portal, contact_id)
+                          for contact_id in session.scalars(query)}
+        return [ref for ref in dict.fromkeys(refs) if ref not in known]
 
     def check(self, ref: AccountRef | None, raw: str) -> Link:
         """What link() would do with `raw` for `ref`, as far as a read can tell; writes
