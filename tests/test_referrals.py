@@ -233,3 +233,21 @@ def test_referred_by_is_read_from_both_crms_contact_formats() -> None:
     assert amo.referred_by(v2, "LOYALTY_REFERRED_BY") == "abcd2345"
     assert amo.referred_by(v4, "LOYALTY_REFERRED_BY") == "ABCD2345"
     assert amo.referred_by({"custom_fields_values": None}, "LOYALTY_REFERRED_BY") is None
+
+
+def test_stats_show_the_period_referrals(
+        ledger: Ledger, linker: Linker, db: Database, clock: Clock) -> None:
+    from connector.stats import format_stats, program_stats
+
+    code = code_of(ledger, ANNA)
+    linker.link(BORIS, code, via="api")
+    linker.link(VERA, code, via="api")
+    ledger.settle_purchase(BORIS, "deal:1", D("1000"))
+    with db.transaction(write=False) as session:
+        figures = program_stats(session, ledger.program, since=clock() - timedelta(days=30),
+                                until=clock() + timedelta(seconds=1))
+    data = figures.as_json()
+    assert (data["referrals_invited"], data["referrals_converted"],
+            data["referral_points"]) == (2, 1, "400.00")
+    assert "referrals      2 invited, 1 converted, 400.00 points paid" in format_stats(
+        figures, ledger.program.zone)
