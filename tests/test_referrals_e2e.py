@@ -20,9 +20,9 @@ from connector.services import Services
 from connector.triggers import REFERRAL_REWARDED
 from tests.conftest import Clock, fresh_services
 from tests.fakes import FakeBitrix24Portal, ManualClock
-from tests.fakes.amocrm import FakeAmoCRM
+from tests.fakes.amocrm import FakeAmoCRM, webhook_body
+from tests.test_amocrm_e2e import FORM, SECRET, amo_settings, status
 from tests.test_amocrm_e2e import Harness as AmoHarness
-from tests.test_amocrm_e2e import amo_settings, status
 from tests.test_bitrix24_e2e import EVENTS_URL, b24_settings
 from tests.test_bitrix24_e2e import Harness as B24Harness
 
@@ -127,6 +127,24 @@ def test_bitrix24_bring_a_friend(b24: B24Harness) -> None:
     assert b24.services.ledger.verify()[1] == []
 
 
+def test_bitrix24_robot_links_the_deal_contact_before_its_deal_is_settled(
+        b24: B24Harness) -> None:
+    anna = b24.portal.add_contact(NAME="Anna")
+    b24.process()
+    code = b24.services.ledger.account(b24.ref(anna)).referral_code
+    assert code
+    boris = b24.portal.add_contact(NAME="Boris")
+    deal = b24.won(boris, "1000.00")  # won in the same group as the robot's call
+    b24.robot("loyalty_referral", deal, {"code": code.lower()})
+    b24.robot("loyalty_referral", deal, {"code": "2222 2222"})
+    b24.process()
+    linked, unknown = (e["return_values"] for e in b24.portal.bizproc_events)
+    assert linked == {"outcome": "already", "message": "ok"}  # linked before the deal
+    assert unknown["outcome"] == "unknown" and "no customer" in unknown["message"]
+    assert b24.balance(anna) == D("400.00") and b24.balance(boris) == D("230.00")
+    assert "loyalty_referral" in b24.portal.robots
+
+
 # -- amoCRM ------------------------------------------------------------------------------
 @pytest.fixture
 def account(time: ManualClock) -> Iterator[FakeAmoCRM]:
@@ -216,3 +234,24 @@ def test_amocrm_self_referral_is_recorded_and_the_purchase_still_counts(
     amo.process()
     assert amo.balance() == D("130.00")
     assert skipped(amo.services) == [("self", code)]
+
+
+def test_amocrm_pipeline_action_links_the_lead_contact_with_a_note(amo: AmoHarness) -> None:
+    anna, boris = 10971465, 10971466
+    amo.account.put_contact(anna)
+    amo.hook("contacts", "add", {"id": str(anna), "type": "contact"})
+    amo.process()
+    code = amo.services.ledger.account(AccountRef("amocrm", "127.0.0.1", str(anna))).referral_code
+    assert code
+    amo.account.put_contact(boris)
+    amo.account.put_lead(7, contact=boris, price=1000)  # already won when the action comes
+    body = webhook_body("leads", "status", [status(7)])
+    assert amo.web.post(f"/amocrm/actions/{SECRET}/referral/{code.lower()}", data=body,
+                        content_type=FORM).status_code == 200
+    assert amo.web.post(f"/amocrm/actions/{SECRET}/referral/bad_code!", data=body,
+                        content_type=FORM).status_code == 404
+    amo.process()
+    assert amo.balance() == D("400.00")  # 100 welcome + 300 referral
+    assert amo.balance(AccountRef("amocrm", "127.0.0.1", str(boris))) == D("130.00")
+    assert [n["params"]["text"] for n in amo.account.state.notes] == [
+        f"loyalty: referral code {code.lower()}: linked"]

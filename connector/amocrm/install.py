@@ -67,8 +67,9 @@ class AmoCRMInstaller:
                            f"{self.destination.rsplit('/', 1)[0]}/<webhook_secret>")
         actions = f"{self.destination.rsplit('/webhooks/', 1)[0]}/actions/<webhook_secret>"
         report.manual.append("Digital pipeline (optional): add the stage action "
-                             f"\"send webhook\" with {actions}/bonus/<name> or "
-                             f"{actions}/redeem/<points|max> (amocrm.webhook_secret).")
+                             f"\"send webhook\" with {actions}/bonus/<name>, "
+                             f"{actions}/redeem/<points|max> or {actions}/referral/<code> "
+                             "(amocrm.webhook_secret).")
         return report
 
     def uninstall(self) -> InstallReport:

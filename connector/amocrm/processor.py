@@ -52,7 +52,7 @@ class AmoCRMProcessor:
         try:
             leads = self.fetch_leads(lead_id for _, hook in hooks for lead_id in hook.leads_changed)
             # Before any lead is settled: a newcomer's first purchase pays the referral.
-            self.link_referrals([hook for _, hook in hooks], leads)
+            self.link_referrals(hooks, leads)
             # Every hook naming a lead sees the same fetched lead: settle each lead once.
             settled: dict[str, str | None] = {}
             for item, hook in hooks:
@@ -82,12 +82,16 @@ class AmoCRMProcessor:
                                                  params={"with": "contacts"})
         return found
 
-    def link_referrals(self, hooks: list[amo.Webhook],
+    def link_referrals(self, items: list[tuple[InboxItem, amo.Webhook]],
                        leads: dict[str, dict[str, Any] | None]) -> None:
         """Link every contact whose `referred_by` field holds a code: those the webhooks
         carry, and the main contacts of won leads still waiting for their first purchase
         with no referrer, read through API v4: a webhook of theirs may have been lost, and
         a v2 webhook may name a field by id alone."""
+        for item, hook in items:
+            if item.kind.startswith("action:referral:"):
+                self.refer_leads(hook, leads, item.kind.split(":", 2)[2])
+        hooks = [hook for _, hook in items]
         code = self.settings.fields.get("referred_by")
         if not code:
             return
@@ -103,6 +107,22 @@ class AmoCRMProcessor:
         for contact_id, contact in contacts.items():
             self.linker.link(self.ref(contact_id), amo.referred_by(contact, code),
                              via="amocrm:contact")
+
+    def refer_leads(self, hook: amo.Webhook, leads: dict[str, dict[str, Any] | None],
+                    code: str) -> dict[str, str]:
+        """The referral/<code> action: each lead's main contact came with `code`. Returns
+        the note for each lead."""
+        notes = {}
+        for lead_id in hook.leads_changed:
+            lead = leads.get(lead_id)
+            contact = amo.main_contact(lead) if lead else None
+            if contact is None:
+                notes[lead_id] = "loyalty: the lead has no contact"
+                continue
+            link = self.linker.link(self.ref(contact), code, via="amocrm:action")
+            notes[lead_id] = f"loyalty: referral code {code}: " + (
+                link.detail if link is not None and link.skipped else "linked")
+        return notes
 
     def fetch_contacts(self, wanted: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Contacts by id through API v4 (`custom_fields_values`), as fetch_leads reads
@@ -193,6 +213,10 @@ class AmoCRMProcessor:
         """A digital-pipeline stage action: /amocrm/actions/<secret>/bonus/<name> or
         /redeem/<points|max>. It waits for no answer, so the outcome goes into a lead note."""
         _, verb, argument = item.kind.split(":", 2)
+        if verb == "referral":
+            # Linked before the group's leads were settled; this writes what came of it.
+            self._notes(item, list(self.refer_leads(hook, leads, argument).items()))
+            return Outcome.done()
         notes = []
         for lead_id in hook.leads_changed:
             lead = leads.get(lead_id)
@@ -218,13 +242,17 @@ class AmoCRMProcessor:
             except (LedgerError, ArithmeticError, ValueError) as exc:
                 text = f"loyalty: {getattr(exc, 'detail', exc)}"
             notes.append((lead_id, text))
-        if notes:
-            try:
-                self.client.request("POST", "/api/v4/leads/notes", json=[
-                    {"entity_id": int(lead_id), "note_type": "common", "params": {"text": text}}
-                    for lead_id, text in notes])
-            except FatalCRMError as exc:
-                # The ledger part is done; the note may have been written (a timeout) or was
-                # refused. Retrying the item would post it again, so it ends here.
-                log.warning("lead notes of inbox item %d not written: %s", item.id, exc.detail)
+        self._notes(item, notes)
         return Outcome.done()
+
+    def _notes(self, item: InboxItem, notes: list[tuple[str, str]]) -> None:
+        if not notes:
+            return
+        try:
+            self.client.request("POST", "/api/v4/leads/notes", json=[
+                {"entity_id": int(lead_id), "note_type": "common", "params": {"text": text}}
+                for lead_id, text in notes])
+        except FatalCRMError as exc:
+            # The ledger part is done; the note may have been written (a timeout) or was
+            # refused. Retrying the item would post it again, so it ends here.
+            log.warning("lead notes of inbox item %d not written: %s", item.id, exc.detail)

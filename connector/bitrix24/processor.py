@@ -64,6 +64,7 @@ class Bitrix24Processor:
             fetched = self._fetch(pending, robots)
             # Before any purchase is settled: a newcomer's first purchase pays the referral.
             self._link_referrals(fetched)
+            self.robots.refer_first(robots, fetched)
             # Every event of one deal in this group sees the same fetched state: settle it
             # once (edits come in bursts; each settle is several transactions).
             settled: dict[tuple[str, bool], Outcome] = {}
