@@ -251,3 +251,42 @@ def test_stats_show_the_period_referrals(
             data["referral_points"]) == (2, 1, "400.00")
     assert "referrals      2 invited, 1 converted, 400.00 points paid" in format_stats(
         figures, ledger.program.zone)
+
+
+# -- concurrency ---------------------------------------------------------------------------
+def test_parallel_conversions_never_exceed_the_monthly_cap(ledger: Ledger,
+                                                          linker: Linker) -> None:
+    from tests.test_concurrency import in_parallel
+
+    code = code_of(ledger, ANNA)
+    newcomers = [AccountRef("bitrix24", "acme.bitrix24.ru", str(n)) for n in range(20, 28)]
+    for ref in newcomers:
+        linker.link(ref, code, via="api")
+    outcomes = in_parallel(len(newcomers), lambda i: ledger.settle_purchase(
+        newcomers[i], f"deal:{i}", D("1000")))
+    assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
+    assert ledger.account(ANNA).balance == D("600.00")  # 2 of 8: the cap
+    assert ledger.account(ANNA).referrals.converted == 8
+    assert ledger.verify()[1] == []
+
+
+def test_a_repeated_link_and_the_first_purchase_at_once_do_not_deadlock(
+        ledger: Ledger, linker: Linker) -> None:
+    """Contact updates repeat the code while the first purchase pays the referral: both
+    lock the newcomer's row, then the referrer's."""
+    from tests.test_concurrency import in_parallel
+
+    code = code_of(ledger, ANNA)
+    for round_ in range(20):
+        ref = AccountRef("bitrix24", "acme.bitrix24.ru", f"r{round_}")
+        linker.link(ref, code, via="api")
+
+        def either(i: int, ref: AccountRef = ref) -> Any:
+            if i == 0:
+                return linker.link(ref, code, via="api")
+            return ledger.settle_purchase(ref, f"deal:{ref.contact_id}", D("1000"))
+
+        outcomes = in_parallel(2, either)
+        assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
+    assert ledger.account(ANNA).balance == D("600.00")  # the monthly cap of 2
+    assert ledger.verify()[1] == []

@@ -72,8 +72,10 @@ class Ledger(Postings):
         if ref == referrer:
             raise ReferralRefusedError("a customer cannot refer themselves", reason="self")
         with self.db.transaction() as session:
-            upline = self._account(session, referrer, create=True)
+            # The newcomer's row first, then the referrer's: the order a first purchase
+            # takes them in (_pay_referral), so the two cannot deadlock.
             account = self._account(session, ref, create=True)
+            upline = self._account(session, referrer, create=True)
             if account.referred_by_id == upline.id:
                 return False
             if account.referred_by_id is not None:
