@@ -271,3 +271,23 @@ def test_run_job_with_an_unknown_name_is_one_line(run: Run) -> None:
     result = run("run-job", "expire")
     assert result.exit_code == 1
     assert result.stderr.startswith("error: no job named 'expire' (known: process_inbox, ")
+
+
+def test_account_show_lists_referral_codes_that_did_not_link(run: Run,
+                                                             tmp_path: Path) -> None:
+    from connector.config import ProgramSettings
+    from connector.ledger.engine import Ledger
+    from connector.ledger.views import AccountRef
+    from connector.program import Program
+    from connector.referrals.linking import Linker
+
+    db = Database(DatabaseSettings(url=f"sqlite:///{tmp_path}/cli.db"))
+    ledger = Ledger(db, Program(ProgramSettings()))
+    Linker(db, ledger).link(AccountRef(*ANNA), "2222-2222", via="api")
+    db.dispose()
+    lines = ok(run("account", "show", *ANNA)).splitlines()
+    assert lines[-1].startswith("code given   22222222 (api, ")
+    assert lines[-1].endswith("): unknown, no customer has this referral code")
+    view = json.loads(ok(run("account", "show", *ANNA, "--json")))
+    [skipped] = view["referral_skipped"]
+    assert (skipped["code"], skipped["outcome"], skipped["via"]) == ("22222222", "unknown", "api")

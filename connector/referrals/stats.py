@@ -65,3 +65,28 @@ def in_period(session: Session, since: datetime, until: datetime) -> Referrals:
         or_(Entry.source.like(REFERRER_REWARD), Entry.source.like(NEWCOMER_BONUS)),
         Entry.occurred_at >= since, Entry.occurred_at < until))
     return Referrals(int(invited), int(converted), from_minor(int(paid or 0)))
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A code given for this customer that did not link (or a reward the cap withheld)."""
+
+    code: str | None
+    outcome: str
+    detail: str | None
+    via: str | None
+    at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        return {"code": self.code, "outcome": self.outcome, "detail": self.detail,
+                "via": self.via, "at": self.at.isoformat()}
+
+
+def skipped(session: Session, account_id: int, *, limit: int = 5) -> list[Skipped]:
+    """The latest codes that did not link for this newcomer, newest first."""
+    rows = session.execute(
+        select(ReferralEvent.code, ReferralEvent.outcome, ReferralEvent.detail,
+               ReferralEvent.via, ReferralEvent.created_at)
+        .where(ReferralEvent.account_id == account_id, ReferralEvent.outcome != "linked")
+        .order_by(ReferralEvent.id.desc()).limit(limit))
+    return [Skipped(*row) for row in rows]
