@@ -46,10 +46,10 @@ from connector.config import load_settings  # noqa: E402
 from connector.db import Database, normalise_url  # noqa: E402
 from connector.ledger.engine import Ledger  # noqa: E402
 from connector.ledger.models import Account  # noqa: E402
-from connector.ledger.postings import card_number  # noqa: E402
 from connector.ledger.views import AccountRef  # noqa: E402
 from connector.money import from_minor, to_minor  # noqa: E402
 from connector.program import Program  # noqa: E402
+from connector.referrals.codes import luhn_digit  # noqa: E402
 from connector.schema import UTCDateTime  # noqa: E402
 from mappings.bitrix24 import deal_source  # noqa: E402
 
@@ -76,6 +76,12 @@ BONUSES = (("birthday", 300), ("review", 50), ("promo", 150))  # name, whole poi
 
 
 # -- seeding ------------------------------------------------------------------------------
+
+def card_number(account_id: int) -> str:
+    """A distinct Luhn-valid card per loaded account (live ones are drawn at random)."""
+    body = f"{account_id:09d}"
+    return body + luhn_digit(body)
+
 
 @dataclass(slots=True)
 class _Lot:

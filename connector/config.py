@@ -154,6 +154,8 @@ def _default_bitrix24_fields() -> dict[str, str]:
         "segment": "UF_CRM_LOYALTY_SEGMENT",
         "card": "UF_CRM_LOYALTY_CARD",
         "card_url": "UF_CRM_LOYALTY_CARD_URL",
+        "referral_code": "UF_CRM_LOYALTY_REFERRAL_CODE",
+        "referred_by": "UF_CRM_LOYALTY_REFERRED_BY",
     }
 
 
@@ -281,6 +283,8 @@ def _default_amocrm_fields() -> dict[str, str]:
         "segment": "LOYALTY_SEGMENT",
         "card": "LOYALTY_CARD",
         "card_url": "LOYALTY_CARD_URL",
+        "referral_code": "LOYALTY_REFERRAL_CODE",
+        "referred_by": "LOYALTY_REFERRED_BY",
     }
 
 
@@ -296,7 +300,7 @@ class AmoCRMTrigger(_Section):
 def _default_amocrm_triggers() -> dict[str, AmoCRMTrigger]:
     codes = ("loyalty_tier_up", "loyalty_tier_down", "loyalty_points_expiring",
              "loyalty_birthday", "loyalty_welcome", "loyalty_points_accrued",
-             "loyalty_anniversary", "loyalty_points_available")
+             "loyalty_anniversary", "loyalty_points_available", "loyalty_referral_rewarded")
     return {code: AmoCRMTrigger(tag=code) for code in codes}
 
 
@@ -407,6 +411,8 @@ class ProgramSettings(_Section):
     anniversary_bonus: Points = Decimal(0)
     referral_bonus: Points = Decimal(0)
     referral_newcomer_bonus: Points = Decimal(0)
+    referral_monthly_cap: int = Field(
+        0, ge=0, description="referral bonuses per referrer per calendar month; 0: no cap")
     bonuses: dict[str, Points] = Field(default_factory=dict)
     redeem_share: Share = Decimal("0.5")
     min_balance_to_redeem: Points = Decimal(0)

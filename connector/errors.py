@@ -9,6 +9,7 @@
      │    ├── RedemptionCapError
      │    ├── UnknownBonusError
      │    ├── NothingToReverseError      the source has nothing on the account (yet)
+     │    ├── ReferralRefusedError       a referral that cannot stand (self, cycle, late)
      │    └── IdempotencyConflictError   same key, different request
      ├── StorageError              the database is not usable (unreachable, not migrated)
      │    ├── DatabaseUnavailableError  it does not answer now: give work back, retry later
@@ -36,6 +37,7 @@ __all__ = [
     "LedgerError",
     "NothingToReverseError",
     "RedemptionCapError",
+    "ReferralRefusedError",
     "RetriableCRMError",
     "SealError",
     "SkippableRecordError",
@@ -115,6 +117,17 @@ class NothingToReverseError(LedgerError):
     """A reversal names a source with nothing recorded on the account, or already reversed."""
 
     code = "nothing_to_reverse"
+
+
+class ReferralRefusedError(LedgerError):
+    """A referral link that cannot stand; `reason` says why: "self", "cycle", "purchased"
+    (the newcomer already bought), "linked" (already referred by someone else)."""
+
+    code = "referral_refused"
+
+    def __init__(self, detail: str, *, reason: str, **context: object) -> None:
+        self.reason = reason
+        super().__init__(detail, reason=reason, **context)
 
 
 class IdempotencyConflictError(LedgerError):

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from connector.ledger.models import ENTRY_KINDS, Account, Entry
 from connector.money import from_minor
 from connector.program import Program
+from connector.referrals import stats as referrals
 
 RATE_QUANTUM = Decimal("0.0001")
 MONEY_QUANTUM = Decimal("0.01")
@@ -54,6 +55,11 @@ class ProgramStats:
     repeat_rate: Decimal | None
     previously_active: int
     retention: Decimal | None
+    # Bring a friend in the period: links made, newcomers' first purchases, bonuses paid to
+    # both sides.
+    referrals_invited: int = 0
+    referrals_converted: int = 0
+    referral_points: Decimal = Decimal("0.00")
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -84,6 +90,7 @@ def program_stats(session: Session, program: Program, *, since: datetime,
     accounts = _accounts(session, since, until)
     moved, purchase_minor, purchases = _movements(session, since, until)
     active, previous, retained = _activity(session, since, until)
+    friends = referrals.in_period(session, since, until)
     average = None
     if purchases > 0:
         average = (from_minor(purchase_minor) / purchases).quantize(MONEY_QUANTUM, ROUND_HALF_UP)
@@ -107,6 +114,9 @@ def program_stats(session: Session, program: Program, *, since: datetime,
         repeat_rate=ratio(accounts["repeat"], accounts["buyers"]),
         previously_active=previous,
         retention=ratio(retained, previous),
+        referrals_invited=friends.invited,
+        referrals_converted=friends.converted,
+        referral_points=friends.points_paid,
     )
 
 
@@ -203,5 +213,7 @@ def format_stats(stats: ProgramStats, zone: ZoneInfo) -> list[str]:
         ("retention", f"{percent(stats.retention)} of {stats.previously_active} active "
                       "in the previous period"),
         ("tiers", ", ".join(f"{name} {count}" for name, count in stats.tiers.items())),
+        ("referrals", f"{stats.referrals_invited} invited, {stats.referrals_converted} "
+                      f"converted, {stats.referral_points} points paid"),
     ]
     return [f"{label:<14} {value}" for label, value in rows]

@@ -27,8 +27,9 @@ WELCOME = "loyalty_welcome"
 POINTS_ACCRUED = "loyalty_points_accrued"
 ANNIVERSARY = "loyalty_anniversary"
 POINTS_AVAILABLE = "loyalty_points_available"
+REFERRAL_REWARDED = "loyalty_referral_rewarded"
 CODES = (TIER_UP, TIER_DOWN, POINTS_EXPIRING, BIRTHDAY, WELCOME, POINTS_ACCRUED, ANNIVERSARY,
-         POINTS_AVAILABLE)
+         POINTS_AVAILABLE, REFERRAL_REWARDED)
 NAMES = {
     TIER_UP: "Loyalty: tier upgraded",
     TIER_DOWN: "Loyalty: tier downgraded",
@@ -38,6 +39,7 @@ NAMES = {
     POINTS_ACCRUED: "Loyalty: points accrued",
     ANNIVERSARY: "Loyalty: first-purchase anniversary bonus granted",
     POINTS_AVAILABLE: "Loyalty: pending points became available",
+    REFERRAL_REWARDED: "Loyalty: referral bonus for a friend's first purchase",
 }
 
 YEARLY = {"birthday": BIRTHDAY, "anniversary": ANNIVERSARY}
@@ -69,6 +71,12 @@ def from_results(results: Iterable[Result], *, deal_id: str | None = None) -> li
         if result.kind == "bonus" and bonus in YEARLY:
             found.append(Transition(result.account_id, YEARLY[bonus],
                                     f"{bonus}:{result.entry_id}", deal_id))
+        referral = result.details.get("referral") or {}
+        if referral.get("rewarded") and referral.get("referrer_id"):
+            # The referrer's trigger: the deal is the newcomer's, so it runs on the
+            # referrer's own latest deal.
+            found.append(Transition(int(referral["referrer_id"]), REFERRAL_REWARDED,
+                                    f"referral:{result.account_id}"))
     return found
 
 

@@ -126,7 +126,8 @@ def contact_values(fields: Mapping[str, str], *, balance: Decimal, available: De
                    tier: str,
                    discount: Decimal, expiring_points: Decimal, expiring_date: date | None,
                    segment: str | None, card: str | None, zone: ZoneInfo,
-                   card_url: str | None = None) -> dict[str, str]:
+                   card_url: str | None = None,
+                   referral_code: str | None = None) -> dict[str, str]:
     """Field code -> the value as amoCRM shows it (dates: a Unix timestamp of local midnight)."""
     stamp = ""
     if expiring_date is not None:
@@ -134,7 +135,27 @@ def contact_values(fields: Mapping[str, str], *, balance: Decimal, available: De
     return loyalty_values(fields, balance=balance, available=available, tier=tier,
                           discount=discount,
                           expiring_points=expiring_points, expiring_date=stamp,
-                          segment=segment, card=card, card_url=card_url)
+                          segment=segment, card=card, card_url=card_url,
+                          referral_code=referral_code)
+
+
+def referred_by(contact: Mapping[str, Any], code: str | None) -> str | None:
+    """The referral code in the contact's `referred_by` field (by its field code): from a v2
+    webhook (`custom_fields[n][code]`, `values[0][value]`) or an API v4 contact
+    (`custom_fields_values[n][field_code]`, `values[0][value]`)."""
+    if not code:
+        return None
+    for item in [*_items(contact.get("custom_fields")),
+                 *_items(contact.get("custom_fields_values"))]:
+        if not isinstance(item, Mapping) or code not in (item.get("code"),
+                                                         item.get("field_code")):
+            continue
+        values = _items(item.get("values"))
+        first = values[0] if values else None
+        value = first.get("value") if isinstance(first, Mapping) else first
+        text = str(value).strip() if value is not None else ""
+        return text or None
+    return None
 
 
 def custom_fields_values(values: Mapping[str, str]) -> list[dict[str, Any]]:

@@ -196,13 +196,27 @@ def contact_values(fields: Mapping[str, str], *, balance: Decimal, available: De
                    tier: str,
                    discount: Decimal, expiring_points: Decimal, expiring_date: date | None,
                    segment: str | None, card: str | None,
-                   card_url: str | None = None) -> dict[str, str]:
+                   card_url: str | None = None,
+                   referral_code: str | None = None) -> dict[str, str]:
     """The contact user-field values, as the strings the portal stores and returns."""
     return loyalty_values(fields, balance=balance, available=available, tier=tier,
                           discount=discount,
                           expiring_points=expiring_points,
                           expiring_date=expiring_date.isoformat() if expiring_date else "",
-                          segment=segment, card=card, card_url=card_url)
+                          segment=segment, card=card, card_url=card_url,
+                          referral_code=referral_code)
+
+
+def referred_by(contact: Mapping[str, Any], field: str | None) -> str | None:
+    """The referral code in the contact's `referred_by` user field (crm.contact.get returns
+    every UF_CRM_ field: a string, or a list for a multiple field)."""
+    if not field:
+        return None
+    value = contact.get(field)
+    if isinstance(value, list):
+        value = next((item for item in value if item), None)
+    text = str(value).strip() if isinstance(value, str | int) else ""
+    return text or None
 
 
 def changed_values(wanted: Mapping[str, str], known: Mapping[str, Any]) -> dict[str, str]:

@@ -34,6 +34,16 @@ class PurchaseState:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
+# Fields the connector reads and never writes: the code a newcomer came with is the CRM's
+# (a manager, a web form or a robot sets it).
+READ_ONLY_FIELDS = ("referred_by",)
+
+
+def written_fields(fields: Mapping[str, str]) -> list[str]:
+    """The CRM names of the fields write-back keeps current."""
+    return [name for key, name in fields.items() if key not in READ_ONLY_FIELDS]
+
+
 def number_text(value: Decimal) -> str:
     """A number as CRMs show it: no trailing zeros, never "-0"."""
     text = format(value.normalize(), "f")
@@ -44,13 +54,15 @@ def loyalty_values(fields: Mapping[str, str], *, balance: Decimal, available: De
                    tier: str,
                    discount: Decimal, expiring_points: Decimal, expiring_date: str,
                    segment: str | None, card: str | None,
-                   card_url: str | None = None) -> dict[str, str]:
+                   card_url: str | None = None,
+                   referral_code: str | None = None) -> dict[str, str]:
     """What a contact's loyalty fields show, keyed by the CRM's own field names;
     `expiring_date` comes already in the CRM's date format ("" when none); `card_url` is
     the customer's card page ("" while card pages are off)."""
     values = {"balance": number_text(balance), "available": number_text(available),
               "tier": tier, "discount": number_text(discount),
               "expiring_points": number_text(expiring_points), "expiring_date": expiring_date,
-              "segment": segment or "", "card": card or "", "card_url": card_url or ""}
+              "segment": segment or "", "card": card or "", "card_url": card_url or "",
+              "referral_code": referral_code or ""}
     return {fields[name]: value for name, value in values.items() if name in fields}
 

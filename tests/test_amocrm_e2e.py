@@ -410,7 +410,9 @@ def test_install_is_idempotent_and_uninstall_removes_it(h: Harness) -> None:
     first = h.connector.installer.install()
     codes = {f["code"] for f in h.account.state.custom_fields}
     assert codes == set(h.services.settings.amocrm.fields.values())
-    assert all(f["is_api_only"] for f in h.account.state.custom_fields)
+    # Only the connector writes them; a referral code is typed in by people.
+    assert all(f["is_api_only"] is (f["code"] != "LOYALTY_REFERRED_BY")
+               for f in h.account.state.custom_fields)
     [hook] = h.account.state.webhooks
     assert hook["destination"].endswith(f"/amocrm/webhooks/{SECRET}")
     assert {"status_lead", "delete_lead", "update_contact"} <= set(hook["settings"])

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from connector.bitrix24.connector import Bitrix24Connector
 from connector.bitrix24.install import FIELD_TYPES
+from connector.bitrix24.robots import ROBOTS
 from connector.config import Settings
 from connector.crm.bitrix24 import Bitrix24Client
 from connector.crm.limiter import LeakyBucket
@@ -437,7 +438,7 @@ def test_app_install_refresh_and_uninstall(tmp_path: Path, database_url: str,
                                           clock: Clock) -> None:
     h = app_harness(tmp_path, database_url, portal, time, clock)
     first = h.connector.installer.install()
-    assert len(portal.robots) == 3 and len(portal.triggers) == len(CODES)
+    assert len(portal.robots) == len(ROBOTS) and len(portal.triggers) == len(CODES)
     ours = [b for b in portal.bound_events if b["handler"] == EVENTS_URL]
     assert len(ours) == len(EVENTS)
     again = h.connector.installer.install()

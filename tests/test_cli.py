@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 from connector.cli import cli
 from connector.config import DatabaseSettings, load_settings
 from connector.db import Database
+from connector.referrals.codes import luhn_valid
 from connector.services import Services
 from tests.fakes.amocrm import FakeAmoCRM
 from webhooks import create_app
@@ -180,8 +181,9 @@ def test_account_show_and_history(run: Run) -> None:
     ok(run("bonus", *ANNA, "welcome", "--key", "welcome"))
     lines = ok(run("account", "show", *ANNA)).splitlines()
     assert lines[0] == f"account      {ANNA_REF} (id 1)"
-    assert lines[1:9] == [
-        "card         0000000018",
+    card = lines[1].split()[1]
+    assert lines[1] == f"card         {card}" and len(card) == 10 and luhn_valid(card)
+    assert lines[2:9] == [
         "balance      130.00",
         "available    130.00",
         "pending      0.00",
@@ -192,9 +194,14 @@ def test_account_show_and_history(run: Run) -> None:
     ]
     assert lines[9].startswith("next expiry  130.00 on ")
     assert lines[10] == "purchases    1, total 1000.00"
+    code = lines[12].split()[1]
+    assert lines[12:15] == [f"referral     {code}", "referred by  -",
+                            "referrals    0 invited, 0 converted, 0.00 points paid"]
     view = json.loads(ok(run("account", "show", *ANNA, "--json")))
     assert (view["balance"], view["tier"], view["next_tier"], view["card_number"]) == (
-        "130.00", "Bronze", "Silver", "0000000018")
+        "130.00", "Bronze", "Silver", card)
+    assert (view["referral_code"], view["referred_by"], view["referrals"]) == (
+        code, None, {"invited": 0, "converted": 0, "points_paid": "0.00"})
     assert view["spend_to_next_tier"] == "29000.00" and view["next_expiry_points"] == "130.00"
     rows = ok(run("account", "history", *ANNA, "--limit", "1")).splitlines()
     assert len(rows) == 1 and rows[0].split()[3:] == ["bonus", "+100.00", "130.00", "cli:welcome"]
@@ -299,3 +306,23 @@ def test_install_amocrm_prints_the_authorization_link_until_authorized(tmp_path:
         installed = run("install", "amocrm")
         assert "created contact field LOYALTY_BALANCE (numeric)" in ok(installed)
         services.close()
+
+
+def test_account_show_lists_referral_codes_that_did_not_link(run: Run,
+                                                             tmp_path: Path) -> None:
+    from connector.config import ProgramSettings
+    from connector.ledger.engine import Ledger
+    from connector.ledger.views import AccountRef
+    from connector.program import Program
+    from connector.referrals.linking import Linker
+
+    db = Database(DatabaseSettings(url=f"sqlite:///{tmp_path}/cli.db"))
+    ledger = Ledger(db, Program(ProgramSettings()))
+    Linker(db, ledger).link(AccountRef(*ANNA), "2222-2222", via="api")
+    db.dispose()
+    lines = ok(run("account", "show", *ANNA)).splitlines()
+    assert lines[-1].startswith("code given   22222222 (api, ")
+    assert lines[-1].endswith("): unknown, no customer has this referral code")
+    view = json.loads(ok(run("account", "show", *ANNA, "--json")))
+    [skipped] = view["referral_skipped"]
+    assert (skipped["code"], skipped["outcome"], skipped["via"]) == ("22222222", "unknown", "api")

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict
+from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from connector import triggers
 from connector.errors import ConfigError
 from connector.ledger.engine import Ledger
 from connector.ledger.views import Result
+from connector.money import from_minor, to_minor
+from connector.referrals.linking import Linker
 from connector.services import Services
 from webhooks.auth import configured, require
 from webhooks.errors import ApiError
@@ -40,6 +44,8 @@ HISTORY_PAGE_MAX = 200
 # The ledger's keys are one space shared with keys it derives itself (expiry:lot:N,
 # referral:N, CRM events); a prefix keeps a client's key from ever taking one of those.
 KEY_PREFIX = "api:"
+# A referral code is 8 characters; more room for how people type it (spaces, dashes).
+REFERRAL_CODE_MAX = 32
 
 
 def _ledger() -> Ledger:
@@ -69,9 +75,14 @@ def _client_key(fields: Fields) -> str:
     return fields.idempotency_key(request.headers.get("Idempotency-Key"))
 
 
-def _outcome(result: Result) -> ResponseReturnValue:
+def _outcome(result: Result, body: dict[str, Any] | None = None) -> ResponseReturnValue:
     created = result.entry_id is not None and not result.duplicate
-    return jsonify(result.as_json()), 201 if created else 200
+    return jsonify(body if body is not None else result.as_json()), 201 if created else 200
+
+
+def _linker() -> Linker:
+    services: Services = current_app.extensions["loyalty"]
+    return Linker(services.db, services.ledger)
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -111,9 +122,17 @@ def preview() -> ResponseReturnValue:
     ref = fields.optional_ref()
     amount = fields.amount("amount")
     category = fields.optional_text("category")
+    code = fields.optional_text("referral_code", max_length=REFERRAL_CODE_MAX)
     fields.finish()
     # asdict keeps Decimals; the app's JSON provider writes each as a string.
-    return jsonify(asdict(_ledger().preview(amount, ref, category=category)))
+    body = asdict(_ledger().preview(amount, ref, category=category))
+    if code is not None:
+        check = _linker().check(ref, code)
+        body["referral"] = check.as_json()
+        if check.outcome == "valid":
+            body["referral"]["newcomer_bonus"] = from_minor(to_minor(
+                _ledger().program.bonus_points("referral_newcomer")))
+    return jsonify(body)
 
 
 # -- changing ------------------------------------------------------------------------------
@@ -125,11 +144,22 @@ def accrue() -> ResponseReturnValue:
     source = fields.optional_text("source")
     category = fields.optional_text("category")
     comment = fields.optional_text("comment", max_length=COMMENT_MAX)
+    code = fields.optional_text("referral_code", max_length=REFERRAL_CODE_MAX)
     fields.finish()
+    # The link comes first, so this purchase (the first one) pays the referral. A code
+    # that cannot link is recorded and answered, never a refusal of the purchase.
+    link = _linker().link(ref, code, via="api") if code is not None else None
     # Without a source the purchase is named by the client's key, so /reverse can find it.
-    return _outcome(_ledger().accrue(ref, amount, key=ledger_key(key), source=source or key,
-                                     category=category, comment=comment, actor=ACTOR,
-                                     fingerprint=fields.fingerprint("accrue")))
+    result = _ledger().accrue(ref, amount, key=ledger_key(key), source=source or key,
+                              category=category, comment=comment, actor=ACTOR,
+                              fingerprint=fields.fingerprint("accrue"))
+    services: Services = current_app.extensions["loyalty"]
+    triggers.record(services.db, [t for t in triggers.from_results([result])
+                                  if t.code == triggers.REFERRAL_REWARDED])
+    body = result.as_json()
+    if link is not None:
+        body["referral"] = link.as_json()
+    return _outcome(result, body)
 
 
 @bp.post("/redeem")

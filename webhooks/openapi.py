@@ -13,7 +13,7 @@ from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
 from connector.money import MAX_AMOUNT
-from webhooks.api import HISTORY_PAGE, HISTORY_PAGE_MAX
+from webhooks.api import HISTORY_PAGE, HISTORY_PAGE_MAX, REFERRAL_CODE_MAX
 from webhooks.validation import AMOUNT_TEXT, BONUS_NAME, COMMENT_MAX, CONTACT_MAX, CRM, TEXT_MAX
 
 bp = Blueprint("openapi", __name__)
@@ -62,6 +62,18 @@ COMMENT = _text(COMMENT_MAX, nullable=True)
 NULLABLE_STRING: Schema = {"type": ["string", "null"]}
 DECIMAL_STRING: Schema = {"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2}$"}
 NULLABLE_DECIMAL: Schema = {**DECIMAL_STRING, "type": ["string", "null"]}
+REFERRAL_CODE = _text(REFERRAL_CODE_MAX, nullable=True, description=(
+    "the code of the customer who referred this one, in any case; linked before the "
+    "purchase (the first purchase pays the referral). A code that cannot link is no error: "
+    "`referral.outcome` in the answer says why"))
+LINK: Schema = {"type": "object", "required": ["outcome", "code"], "properties": {
+    "outcome": {"type": "string", "enum": [
+        "linked", "already", "valid", "invalid", "unknown", "self", "cycle", "purchased",
+        "taken"]},
+    "code": {"type": "string"},
+    "detail": {"type": "string"},
+    "newcomer_bonus": DECIMAL_STRING,
+}}
 
 
 def _body(properties: Schema, required: list[str]) -> Schema:
@@ -195,6 +207,7 @@ def spec() -> Schema:
                        for name, schema in ACCOUNT_FIELDS.items()},
                     "amount": _amount("the purchase amount"),
                     "category": _text(nullable=True),
+                    "referral_code": REFERRAL_CODE,
                 }, ["amount"]),
                 "responses": {"200": _ok("the preview", _ref("Preview")), **BODY_ERRORS},
             }},
@@ -204,6 +217,7 @@ def spec() -> Schema:
                                                            "default: the key"),
                 "category": _text(nullable=True),
                 "comment": COMMENT,
+                "referral_code": REFERRAL_CODE,
             }, ["amount"]),
             "/api/v1/redeem": _change("Pay part of a purchase with points", {
                 "points": _amount("points to redeem"),
@@ -260,6 +274,14 @@ def spec() -> Schema:
                     "last_purchase_at": {**timestamp, "type": ["string", "null"]},
                     "birthday": {"type": ["string", "null"], "format": "date"},
                     "created_at": timestamp,
+                    "referral_code": NULLABLE_STRING,
+                    "referred_by": {**NULLABLE_STRING,
+                                    "description": "the referrer's referral code"},
+                    "referrals": {"type": "object", "required": [
+                        "invited", "converted", "points_paid"], "properties": {
+                        "invited": {"type": "integer", "minimum": 0},
+                        "converted": {"type": "integer", "minimum": 0},
+                        "points_paid": DECIMAL_STRING}},
                     "history": {"type": "array", "items": _ref("Entry")},
                 }},
                 "Entry": {"type": "object", "required": [
@@ -288,6 +310,7 @@ def spec() -> Schema:
                     "duplicate": {"type": "boolean"},
                     "shortfall": DECIMAL_STRING,
                     "details": {"type": "object"},
+                    "referral": LINK,
                 }},
                 "CardLink": {"type": "object", "required": ["url", "rotations", "issued_at"],
                              "properties": {
@@ -305,6 +328,7 @@ def spec() -> Schema:
                     "max_redeem_points": DECIMAL_STRING,
                     "max_redeem_amount": DECIMAL_STRING,
                     "campaigns": {"type": "array", "items": {"type": "string"}},
+                    "referral": LINK,
                 }},
             },
         },

@@ -23,7 +23,11 @@ FIELD_TYPES = {
     "segment": ("text", "RFM-сегмент"),
     "card": ("text", "Карта лояльности"),
     "card_url": ("url", "Страница карты лояльности"),
+    "referral_code": ("text", "Код «Приведи друга»"),
+    "referred_by": ("text", "Пришёл по коду друга"),
 }
+# Fields managers (or forms, the Salesbot) fill in; the rest only the API writes.
+USER_EDITED = ("referred_by",)
 HOOK_EVENTS = ["add_lead", "update_lead", "status_lead", "delete_lead", "restore_lead",
                "add_contact", "update_contact"]
 
@@ -52,7 +56,8 @@ class AmoCRMInstaller:
                 report.done.append(f"contact field {code} exists")
                 continue
             kind, name = FIELD_TYPES[key]
-            missing.append({"name": name, "type": kind, "code": code, "is_api_only": True,
+            missing.append({"name": name, "type": kind, "code": code,
+                            "is_api_only": key not in USER_EDITED,
                             "sort": 500 + len(missing)})
         if missing:
             self.client.request("POST", "/api/v4/contacts/custom_fields", json=missing)
@@ -63,8 +68,9 @@ class AmoCRMInstaller:
                            f"{self.destination.rsplit('/', 1)[0]}/<webhook_secret>")
         actions = f"{self.destination.rsplit('/webhooks/', 1)[0]}/actions/<webhook_secret>"
         report.manual.append("Digital pipeline (optional): add the stage action "
-                             f"\"send webhook\" with {actions}/bonus/<name> or "
-                             f"{actions}/redeem/<points|max> (amocrm.webhook_secret).")
+                             f"\"send webhook\" with {actions}/bonus/<name>, "
+                             f"{actions}/redeem/<points|max> or {actions}/referral/<code> "
+                             "(amocrm.webhook_secret).")
         return report
 
     def uninstall(self) -> InstallReport:

@@ -17,10 +17,12 @@ from connector.crm.amocrm import PAGE_LIMIT, AmoCRMClient
 from connector.errors import CRMAuthError, CRMError, FatalCRMError, LedgerError
 from connector.inbox import InboxItem
 from connector.ledger.views import AccountRef
+from connector.referrals.linking import Linker
 from connector.services import Services
 from connector.triggers import from_results, record
 from connector.worker import Outcome
 from mappings import amocrm as amo
+from mappings.domain import written_fields
 from mappings.phpquery import QueryError, decode
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,7 @@ class AmoCRMProcessor:
         self.settings = services.settings.amocrm
         self.portal = self.settings.portal_key
         self.ledger = services.ledger
+        self.linker = Linker(services.db, services.ledger)
 
     def ref(self, contact_id: str) -> AccountRef:
         return AccountRef("amocrm", self.portal, contact_id)
@@ -48,6 +51,8 @@ class AmoCRMProcessor:
                 outcomes[item.id] = Outcome.skipped(f"unreadable: {exc}")
         try:
             leads = self.fetch_leads(lead_id for _, hook in hooks for lead_id in hook.leads_changed)
+            # Before any lead is settled: a newcomer's first purchase pays the referral.
+            self.link_referrals(hooks, leads)
             # Every hook naming a lead sees the same fetched lead: settle each lead once.
             settled: dict[str, str | None] = {}
             for item, hook in hooks:
@@ -75,6 +80,66 @@ class AmoCRMProcessor:
         for lead_id in (i for i in ids if i not in found):
             found[lead_id] = self.client.request("GET", f"/api/v4/leads/{lead_id}",
                                                  params={"with": "contacts"})
+        return found
+
+    def link_referrals(self, items: list[tuple[InboxItem, amo.Webhook]],
+                       leads: dict[str, dict[str, Any] | None]) -> None:
+        """Link every contact whose `referred_by` field holds a code: those the webhooks
+        carry, and the main contacts of won leads still waiting for their first purchase
+        with no referrer, read through API v4: a webhook of theirs may have been lost, and
+        a v2 webhook may name a field by id alone."""
+        for item, hook in items:
+            if item.kind.startswith("action:referral:"):
+                self.refer_leads(hook, leads, item.kind.split(":", 2)[2])
+        hooks = [hook for _, hook in items]
+        code = self.settings.fields.get("referred_by")
+        if not code:
+            return
+        contacts = {str(c["id"]): c for hook in hooks
+                    for c in [*hook.contacts_added, *hook.contacts_updated]}
+        buyers = {state.contact_id for lead in leads.values() if lead is not None
+                  for state in [amo.purchase_state(lead, portal=self.portal,
+                                                   pipelines=self.settings.pipelines)]
+                  if state.amount is not None and state.contact_id}
+        waiting = self.linker.awaiting_link(
+            [self.ref(c) for c in buyers if amo.referred_by(contacts.get(c, {}), code) is None])
+        contacts.update(self.fetch_contacts(ref.contact_id for ref in waiting))
+        for contact_id, contact in contacts.items():
+            self.linker.link(self.ref(contact_id), amo.referred_by(contact, code),
+                             via="amocrm:contact")
+
+    def refer_leads(self, hook: amo.Webhook, leads: dict[str, dict[str, Any] | None],
+                    code: str) -> dict[str, str]:
+        """The referral/<code> action: each lead's main contact came with `code`. Returns
+        the note for each lead."""
+        notes = {}
+        for lead_id in hook.leads_changed:
+            lead = leads.get(lead_id)
+            contact = amo.main_contact(lead) if lead else None
+            if contact is None:
+                notes[lead_id] = "loyalty: the lead has no contact"
+                continue
+            link = self.linker.link(self.ref(contact), code, via="amocrm:action")
+            notes[lead_id] = f"loyalty: referral code {code}: " + (
+                link.detail if link is not None and link.skipped else "linked")
+        return notes
+
+    def fetch_contacts(self, wanted: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Contacts by id through API v4 (`custom_fields_values`), as fetch_leads reads
+        leads: one filtered call per 250, then one by one what the filter did not return."""
+        ids = list(dict.fromkeys(wanted))
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(ids), PAGE_LIMIT):
+            chunk = ids[start:start + PAGE_LIMIT]
+            body = self.client.request("GET", "/api/v4/contacts", params={
+                "filter[id][]": chunk, "limit": PAGE_LIMIT})
+            for contact in ((body or {}).get("_embedded") or {}).get("contacts") or []:
+                if str(contact.get("id")) in chunk:
+                    found[str(contact["id"])] = contact
+        for contact_id in (i for i in ids if i not in found):
+            contact = self.client.request("GET", f"/api/v4/contacts/{contact_id}")
+            if contact:
+                found[contact_id] = contact
         return found
 
     def apply(self, item: InboxItem, hook: amo.Webhook,
@@ -140,7 +205,7 @@ class AmoCRMProcessor:
             self.ledger.open_account(self.ref(str(contact["id"])), birthday=birthday)
         shown = amo.webhook_field_values(contact, {})
         # A webhook lists only fields that hold a value: compare those it shows.
-        codes = [code for code in self.settings.fields.values() if code in shown]
+        codes = [code for code in written_fields(self.settings.fields) if code in shown]
         mirror.note_crm_values(self.services.db, account_id, shown, codes, amo.changed_values)
 
     def action(self, item: InboxItem, hook: amo.Webhook,
@@ -148,6 +213,10 @@ class AmoCRMProcessor:
         """A digital-pipeline stage action: /amocrm/actions/<secret>/bonus/<name> or
         /redeem/<points|max>. It waits for no answer, so the outcome goes into a lead note."""
         _, verb, argument = item.kind.split(":", 2)
+        if verb == "referral":
+            # Linked before the group's leads were settled; this writes what came of it.
+            self._notes(item, list(self.refer_leads(hook, leads, argument).items()))
+            return Outcome.done()
         notes = []
         for lead_id in hook.leads_changed:
             lead = leads.get(lead_id)
@@ -173,13 +242,17 @@ class AmoCRMProcessor:
             except (LedgerError, ArithmeticError, ValueError) as exc:
                 text = f"loyalty: {getattr(exc, 'detail', exc)}"
             notes.append((lead_id, text))
-        if notes:
-            try:
-                self.client.request("POST", "/api/v4/leads/notes", json=[
-                    {"entity_id": int(lead_id), "note_type": "common", "params": {"text": text}}
-                    for lead_id, text in notes])
-            except FatalCRMError as exc:
-                # The ledger part is done; the note may have been written (a timeout) or was
-                # refused. Retrying the item would post it again, so it ends here.
-                log.warning("lead notes of inbox item %d not written: %s", item.id, exc.detail)
+        self._notes(item, notes)
         return Outcome.done()
+
+    def _notes(self, item: InboxItem, notes: list[tuple[str, str]]) -> None:
+        if not notes:
+            return
+        try:
+            self.client.request("POST", "/api/v4/leads/notes", json=[
+                {"entity_id": int(lead_id), "note_type": "common", "params": {"text": text}}
+                for lead_id, text in notes])
+        except FatalCRMError as exc:
+            # The ledger part is done; the note may have been written (a timeout) or was
+            # refused. Retrying the item would post it again, so it ends here.
+            log.warning("lead notes of inbox item %d not written: %s", item.id, exc.detail)

@@ -54,7 +54,8 @@ class AmoCRMWriteback:
                 discount=view.discount_percent, expiring_points=view.next_expiry_points,
                 expiring_date=expiring,
                 segment=self.services.settings.rfm.label(view.segment), card=view.card_number,
-                card_url=card_urls.get(view.id), zone=self.services.program.zone))
+                card_url=card_urls.get(view.id), zone=self.services.program.zone,
+                referral_code=view.referral_code))
 
     def flush(self, *, limit: int = 5000) -> WritebackReport:
         """Write the dirty contacts a PATCH at a time; each PATCH's contacts are claimed, so

@@ -32,7 +32,11 @@ FIELD_TYPES = {
     "segment": ("string", "RFM-сегмент", "RFM segment"),
     "card": ("string", "Карта лояльности", "Loyalty card"),
     "card_url": ("url", "Страница карты лояльности", "Loyalty card page"),
+    "referral_code": ("string", "Код «Приведи друга»", "Referral code"),
+    "referred_by": ("string", "Пришёл по коду друга", "Referred by code"),
 }
+# Fields people (or web forms, robots) fill in; the rest only the connector writes.
+USER_EDITED = ("referred_by",)
 APP_ONLY = {"WRONG_AUTH_TYPE", "ACCESS_DENIED", "INVALID_CREDENTIALS"}
 UF_PREFIX = "UF_CRM_"
 
@@ -118,7 +122,7 @@ class Bitrix24Installer:
                 "FIELD_NAME": name.removeprefix(UF_PREFIX), "USER_TYPE_ID": kind,
                 "XML_ID": f"LOYALTY_{key.upper()}", "EDIT_FORM_LABEL": label,
                 "LIST_COLUMN_LABEL": label, "LIST_FILTER_LABEL": label, "SHOW_FILTER": "Y",
-                "EDIT_IN_LIST": "N"}})
+                "EDIT_IN_LIST": "Y" if key in USER_EDITED else "N"}})
             report.done.append(f"created contact field {name} ({kind})")
 
     def _events(self, report: InstallReport) -> None:

@@ -18,10 +18,12 @@ from connector.crm.bitrix24 import Bitrix24Client, tokens_from
 from connector.errors import CRMAuthError, CRMError, RetriableCRMError
 from connector.inbox import InboxItem
 from connector.ledger.views import AccountRef
+from connector.referrals.linking import Linker
 from connector.services import Services
 from connector.triggers import from_results, record
 from connector.worker import Outcome
 from mappings import bitrix24 as b24
+from mappings.domain import written_fields
 from mappings.phpquery import QueryError, decode
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ class Bitrix24Processor:
         self.ledger = services.ledger
         self.robots = RobotRunner(services, client)
         self.rules = actions.ActionRunner(services, client)  # the "Webhook" automation rule
+        self.linker = Linker(services.db, services.ledger)
 
     def ref(self, contact_id: str) -> AccountRef:
         return AccountRef("bitrix24", self.portal, contact_id)
@@ -65,6 +68,9 @@ class Bitrix24Processor:
         pending = [(item, event) for item, event in events if event.name not in b24.APP_EVENTS]
         try:
             fetched = self._fetch(pending, robots, [rule.deal_id for _, rule in rules])
+            # Before any purchase is settled: a newcomer's first purchase pays the referral.
+            self._link_referrals(fetched)
+            self.robots.refer_first(robots, fetched)
             # Every event of one deal in this group sees the same fetched state: settle it
             # once (edits come in bursts; each settle is several transactions).
             settled: dict[tuple[str, bool], Outcome] = {}
@@ -97,6 +103,35 @@ class Bitrix24Processor:
         wanted += [("deal", call.deal_id) for _, call in robots if call.deal_id]
         wanted += [("deal", deal_id) for deal_id in deals]
         return fetch(self.client, wanted) if wanted else Fetched()
+
+    def _link_referrals(self, fetched: Fetched) -> None:
+        """Link every contact of the group whose `referred_by` field holds a code. The
+        contacts of won deals never seen before (their events lost) are read too, one more
+        batch call, so their first purchase finds the link."""
+        field = self.settings.fields.get("referred_by")
+        if not field:
+            return
+        buyers = []
+        for (kind, _), deal in fetched.found.items():
+            state = b24.purchase_state(deal, portal=self.portal,
+                                       categories=self.settings.deal_categories) \
+                if kind == "deal" else None
+            if state is not None and state.amount is not None and state.contact_id and \
+                    ("contact", state.contact_id) not in fetched.found:
+                buyers.append(self.ref(state.contact_id))
+        # Every contact event reads the whole contact: only one never seen needs reading.
+        unseen = [("contact", ref.contact_id)
+                  for ref in self.linker.awaiting_link(buyers, unseen_only=True)]
+        if unseen:
+            more = fetch(self.client, unseen)
+            if more.failed:
+                # Settling without the contact could pay a first purchase with no referral.
+                raise RetriableCRMError("; ".join(more.failed.values()))
+            fetched.found.update(more.found)
+        for (kind, contact_id), contact in list(fetched.found.items()):
+            if kind == "contact":
+                self.linker.link(self.ref(contact_id), b24.referred_by(contact, field),
+                                 via="bitrix24:contact")
 
     def event(self, event: b24.Event, fetched: Fetched) -> Outcome:
         if event.name in b24.DEAL_EVENTS:
@@ -151,7 +186,7 @@ class Bitrix24Processor:
             return Outcome.skipped(f"contact {contact_id} has no loyalty account yet")
         self.ledger.open_account(ref, birthday=birthday)
         mirror.note_crm_values(self.services.db, account_id, contact,
-                               list(self.settings.fields.values()), b24.changed_values)
+                               written_fields(self.settings.fields), b24.changed_values)
         return Outcome.done()
 
     def app_event(self, event: b24.Event) -> Outcome:

@@ -16,6 +16,7 @@ from connector.errors import AccountNotFoundError, LedgerError
 from connector.inbox import InboxItem
 from connector.ledger.views import AccountRef
 from connector.money import parse_amount
+from connector.referrals.linking import Linker
 from connector.services import Services
 from connector.triggers import from_results, record
 from connector.worker import Outcome
@@ -23,6 +24,7 @@ from mappings import bitrix24 as b24
 from mappings.domain import entity_id
 
 ACCRUE, REDEEM, BALANCE = "loyalty_accrue", "loyalty_redeem", "loyalty_balance"
+REFER = "loyalty_referral"
 _MESSAGE = {"Name": {"ru": "Сообщение", "en": "Message"}, "Type": "string"}
 _BALANCE = {"Name": {"ru": "Баланс баллов", "en": "Points balance"}, "Type": "double"}
 # bizproc.robot.add definitions (api-reference/bizproc/bizproc-robot/bizproc-robot-add.md)
@@ -63,6 +65,17 @@ ROBOTS: dict[str, dict[str, Any]] = {
                               "Type": "date"},
             "message": _MESSAGE},
     },
+    REFER: {
+        "NAME": {"ru": "Лояльность: клиент пришёл по коду друга",
+                 "en": "Loyalty: customer referred by a code"},
+        "PROPERTIES": {
+            "code": {"Name": {"ru": "Код друга", "en": "Referral code"}, "Type": "string",
+                     "Required": "Y"},
+        },
+        "RETURN_PROPERTIES": {
+            "outcome": {"Name": {"ru": "Результат", "en": "Outcome"}, "Type": "string"},
+            "message": _MESSAGE},
+    },
 }
 
 
@@ -71,6 +84,7 @@ class RobotRunner:
         self.services = services
         self.client = client
         self.portal = services.settings.bitrix24.portal_key
+        self.linker = Linker(services.db, services.ledger)
 
     def run(self, calls: list[tuple[InboxItem, b24.RobotCall]],
             fetched: Fetched) -> dict[int, Outcome]:
@@ -101,6 +115,8 @@ class RobotRunner:
                 return self._balance(ref)
             if call.code == REDEEM:
                 return self._redeem(ref, call, deal, key)
+            if call.code == REFER:
+                return self._refer(ref, call)
             return self._accrue(ref, call, key)
         except (LedgerError, ValueError) as exc:
             return {"message": getattr(exc, "detail", str(exc))}
@@ -144,6 +160,23 @@ class RobotRunner:
         granted = result.points if result.entry_id else Decimal(0)
         return {"accrued": str(granted), "balance": str(result.balance),
                 "message": "ok" if result.entry_id else "the bonus is 0 in the program"}
+
+    def refer_first(self, calls: list[tuple[InboxItem, b24.RobotCall]],
+                    fetched: Fetched) -> None:
+        """Link the contacts of referral robot calls before the group's deals are settled,
+        so a deal won in the same group is already the newcomer's first purchase."""
+        for _, call in calls:
+            deal = fetched.found.get(("deal", call.deal_id or ""))
+            contact = entity_id(deal.get("CONTACT_ID")) if deal else None
+            if call.code == REFER and contact is not None:
+                self.linker.link(AccountRef("bitrix24", self.portal, contact),
+                                 call.properties.get("code"), via="bitrix24:robot")
+
+    def _refer(self, ref: AccountRef, call: b24.RobotCall) -> dict[str, str]:
+        link = self.linker.link(ref, call.properties.get("code"), via="bitrix24:robot")
+        if link is None:
+            return {"outcome": "", "message": "set the referral code"}
+        return {"outcome": link.outcome, "message": link.detail if link.skipped else "ok"}
 
     def _send(self, answers: list[tuple[InboxItem, b24.RobotCall, dict[str, str]]]
               ) -> dict[int, Outcome]:

@@ -43,7 +43,7 @@ class Bitrix24Writeback:
                 discount=view.discount_percent, expiring_points=view.next_expiry_points,
                 expiring_date=expiring,
                 segment=self.services.settings.rfm.label(view.segment), card=view.card_number,
-                card_url=card_urls.get(view.id)))
+                card_url=card_urls.get(view.id), referral_code=view.referral_code))
 
     def flush(self, *, limit: int = 5000) -> WritebackReport:
         """Write the dirty contacts a batch at a time; each batch's contacts are claimed, so

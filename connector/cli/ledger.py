@@ -24,6 +24,7 @@ from connector.cli.output import local, report, show_account, signed
 from connector.config import Settings
 from connector.ledger.fingerprint import request_fingerprint
 from connector.ledger.views import AccountRef
+from connector.referrals import stats as referral_stats
 from connector.stats import format_stats, program_stats
 
 
@@ -42,12 +43,18 @@ def account_show(runtime: Runtime, ref: AccountRef, as_json: bool) -> None:
     services = runtime.services()
     view = services.ledger.account(ref)
     refused = mirror.refusals(services.db, account_id=view.id)
+    with services.db.transaction(write=False) as session:
+        codes = referral_stats.skipped(session, view.id)
     if as_json:
         extra = {"writeback_refused": {"at": refused[0].refused_at.isoformat(),
                                        "error": refused[0].error}} if refused else {}
-        echo_json({**view.as_json(), **extra})
+        echo_json({**view.as_json(), **extra,
+                   "referral_skipped": [code.as_json() for code in codes]})
         return
     show_account(view, runtime.settings)
+    for code in codes:
+        click.echo(f"{'code given':<12} {code.code} ({code.via}, "
+                   f"{local(code.at, runtime.settings)}): {code.outcome}, {code.detail}")
     if refused:
         click.echo(f"{'write-back':<12} refused for good by the CRM since "
                    f"{local(refused[0].refused_at, runtime.settings)}: {refused[0].error} "

@@ -54,6 +54,10 @@ def show_account(view: AccountView, settings: Settings) -> None:
         ("next expiry", expiry),
         ("purchases", f"{view.purchase_count}, total {view.purchase_total}"),
         ("segment", f"{view.segment} (RFM {view.rfm})" if view.rfm else view.segment or "-"),
+        ("referral", view.referral_code or "-"),
+        ("referred by", view.referred_by or "-"),
+        ("referrals", f"{view.referrals.invited} invited, {view.referrals.converted} "
+                      f"converted, {view.referrals.points_paid} points paid"),
     ]
     for label, value in rows:
         click.echo(f"{label:<12} {value}")

@@ -23,15 +23,17 @@ from connector.errors import (
     LedgerError,
     NothingToReverseError,
     RedemptionCapError,
+    ReferralRefusedError,
 )
 from connector.ledger import lots, queries
 from connector.ledger.models import Account, Entry, Lot
-from connector.ledger.postings import Postings, card_number, settled_to_nothing
+from connector.ledger.postings import Postings, settled_to_nothing
 from connector.ledger.views import AccountRef, AccountView, EntryView, Result
 from connector.money import from_minor, to_minor
 from connector.program import Preview
+from connector.referrals.models import ReferralEvent
 
-__all__ = ["Ledger", "TierChange", "card_number"]
+__all__ = ["Ledger", "TierChange"]
 
 
 @dataclass(frozen=True)
@@ -61,22 +63,47 @@ class Ledger(Postings):
                 self._touch(account)
             return account.id
 
-    def link_referral(self, ref: AccountRef, referrer: AccountRef) -> None:
-        """Record who brought this customer; the referral bonus follows their first purchase."""
+    def link_referral(self, ref: AccountRef, referrer: AccountRef, *,
+                      via: str | None = None) -> bool:
+        """Record who brought this customer; the referral bonus follows their first
+        purchase. True when linked now, False when it already was (to the same referrer).
+        Refused (ReferralRefusedError, nothing written) for oneself, a cycle, a customer
+        who already bought, or one already referred by someone else: a link is made once."""
         if ref == referrer:
-            raise LedgerError("a customer cannot refer themselves")
+            raise ReferralRefusedError("a customer cannot refer themselves", reason="self")
         with self.db.transaction() as session:
-            upline = self._account(session, referrer, create=True)
+            # The newcomer's row first, then the referrer's: the order a first purchase
+            # takes them in (_pay_referral), so the two cannot deadlock.
             account = self._account(session, ref, create=True)
+            upline = self._account(session, referrer, create=True)
+            if account.referred_by_id == upline.id:
+                return False
+            if account.referred_by_id is not None:
+                raise ReferralRefusedError(f"{ref} is already referred by another customer",
+                                           reason="taken")
             if account.purchase_count or account.first_purchase_at:
-                raise LedgerError(f"{ref} has already made a purchase; referral not linked")
+                raise ReferralRefusedError(
+                    f"{ref} has already made a purchase; referral not linked",
+                    reason="purchased")
             cursor: Account | None = upline
             while cursor is not None:  # refuse cycles, which could also deadlock row locks
                 if cursor.id == account.id:
-                    raise LedgerError(f"{referrer} is already referred by {ref}")
+                    raise ReferralRefusedError(f"{referrer} is already referred by {ref}",
+                                               reason="cycle")
                 cursor = session.get(Account, cursor.referred_by_id) if cursor.referred_by_id \
                     else None
             account.referred_by_id = upline.id
+            session.add(ReferralEvent(account_id=account.id, referrer_id=upline.id,
+                                      code=upline.referral_code, outcome="linked", via=via,
+                                      created_at=self.clock()))
+            return True
+
+    def referrer_by_code(self, code: str) -> AccountRef | None:
+        """The customer whose referral code this is (`code` as stored: normalised)."""
+        with self.db.transaction(write=False) as session:
+            row = session.execute(select(Account.crm, Account.portal, Account.contact_id)
+                                  .where(Account.referral_code == code)).one_or_none()
+            return AccountRef(*row) if row else None
 
     # -- the operations --------------------------------------------------------------------
     def accrue(self, ref: AccountRef, purchase_amount: Decimal, *, key: str,

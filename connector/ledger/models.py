@@ -35,6 +35,9 @@ class Account(Base):
         UniqueConstraint("crm", "portal", "contact_id", name="uq_accounts_contact"),
         CheckConstraint("overdraft >= 0", name="overdraft_non_negative"),
         CheckConstraint("purchase_count >= 0", name="purchase_count_non_negative"),
+        Index("ix_accounts_referral_code", "referral_code", unique=True),
+        # A referrer's invited and converted counts (account view, write-back).
+        Index("ix_accounts_referred_by_id", "referred_by_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -42,6 +45,8 @@ class Account(Base):
     portal: Mapped[str] = mapped_column(String(255))
     contact_id: Mapped[str] = mapped_column(String(64))
     card_number: Mapped[str | None] = mapped_column(String(32), unique=True)
+    # What a newcomer gives to be linked to this customer (connector.referrals.codes).
+    referral_code: Mapped[str | None] = mapped_column(String(16))
     balance: Mapped[int] = mapped_column(BigInteger, default=0)
     # Points taken beyond the lots (negative_balance = "allow"); new credits pay it first.
     overdraft: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -16,24 +16,24 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from connector.db import Database, utcnow
-from connector.errors import AccountNotFoundError, IdempotencyConflictError, InvalidAmountError
+from connector.errors import (
+    AccountNotFoundError,
+    IdempotencyConflictError,
+    InvalidAmountError,
+    LedgerError,
+)
 from connector.ledger import lots, queries
 from connector.ledger.models import Account, Entry
 from connector.ledger.views import AccountRef, Result
 from connector.money import from_minor, to_minor
 from connector.program import Program
+from connector.referrals import caps
+from connector.referrals.codes import new_card_number, new_code
 
 Operation = Callable[[Session], Result]
-
-
-def card_number(account_id: int) -> str:
-    """A 10-digit card number: the account id, zero-padded, plus a Luhn check digit."""
-    body = f"{account_id:09d}"
-    total = 0
-    for position, char in enumerate(reversed(body)):
-        digit = int(char) * (2 if position % 2 == 0 else 1)
-        total += digit - 9 if digit > 9 else digit
-    return body + str((10 - total % 10) % 10)
+# Draws of a random card number and referral code before giving up: with 9e8 numbers and
+# 31^8 codes, even a million accounts make a collision rare, and several in a row unheard of.
+NEW_ACCOUNT_ATTEMPTS = 5
 
 
 def settled_to_nothing(entries: list[Entry]) -> bool:
@@ -66,21 +66,24 @@ class Postings:
         if not create:
             raise AccountNotFoundError(f"no loyalty account for {ref}", ref=str(ref))
         now = self.clock()
-        account = Account(crm=ref.crm, portal=ref.portal, contact_id=ref.contact_id,
-                          balance=0, overdraft=0, tier=self.program.settings.tiers[0].name,
-                          purchase_count=0, purchase_total=0, version=1,
-                          created_at=now, updated_at=now)
-        try:
-            with session.begin_nested():
-                session.add(account)
-                session.flush()
-                account.card_number = card_number(account.id)
-        except IntegrityError:
-            # Another transaction created it between our read and insert (PostgreSQL).
-            account = self._find(session, ref, lock=True)
-            if account is None:
-                raise
-        return account
+        for _ in range(NEW_ACCOUNT_ATTEMPTS):
+            account = Account(crm=ref.crm, portal=ref.portal, contact_id=ref.contact_id,
+                              card_number=new_card_number(), referral_code=new_code(),
+                              balance=0, overdraft=0, tier=self.program.settings.tiers[0].name,
+                              purchase_count=0, purchase_total=0, version=1,
+                              created_at=now, updated_at=now)
+            try:
+                with session.begin_nested():
+                    session.add(account)
+                    session.flush()
+                return account
+            except IntegrityError:
+                # Another transaction created the contact's account between our read and
+                # insert (PostgreSQL), or the card or code drawn is taken: draw again.
+                existing = self._find(session, ref, lock=True)
+                if existing is not None:
+                    return existing
+        raise LedgerError(f"no free card number or referral code drawn for {ref}; try again")
 
     # -- internals -------------------------------------------------------------------------
     def _run(self, key: str, kind: str, ref: AccountRef, operation: Operation,
@@ -179,17 +182,27 @@ class Postings:
         self._credit(session, account, entry, points, pending=False)
         return entry
 
-    def _pay_referral(self, session: Session, account: Account, at: datetime) -> None:
-        """Once per referred customer, keyed by the newcomer's account."""
+    def _pay_referral(self, session: Session, account: Account, entry: Entry,
+                      at: datetime) -> None:
+        """Once per referred customer, keyed by the newcomer's account. The referrer's
+        reward counts against the monthly cap (the link stands either way); the newcomer's
+        bonus does not. What happened goes into the purchase entry's details."""
         referrer = session.get(Account, account.referred_by_id, with_for_update=True)
-        pairs = [(referrer, "referral", f"referral:{account.id}"),
-                 (account, "referral_newcomer", f"referral_newcomer:{account.id}")]
+        outcome: dict[str, Any] = {"referrer_id": account.referred_by_id, "rewarded": False}
+        pairs = [(account, "referral_newcomer", f"referral_newcomer:{account.id}")]
+        if referrer is not None and caps.allows(session, self.program, referrer.id, at):
+            pairs.append((referrer, "referral", f"referral:{account.id}"))
+        elif referrer is not None:
+            outcome["capped"] = True
+            caps.record_capped(session, account, referrer, self.program, now=self.clock())
         for target, name, key in pairs:
             points = self.program.bonus_points(name)
             already = session.scalar(select(Entry.id).where(Entry.idempotency_key == key))
-            if target is not None and points > 0 and already is None:
+            if points > 0 and already is None:
                 self._grant(session, target, name, points, key=key, actor="system", at=at,
                             comment=f"referral of account {account.id}")
+                outcome["rewarded"] = outcome["rewarded"] or target is referrer
+        entry.details = {**(entry.details or {}), "referral": outcome}
 
     def _upgrade_tier(self, session: Session, account: Account, *, extra_spend: Decimal,
                       now: datetime) -> str | None:
@@ -230,7 +243,7 @@ class Postings:
                            purchase_amount=to_minor(amount), purchase_count=1, purchase_at=at)
         self._credit(session, account, entry, earning.points, pending=True)
         if first_purchase and account.referred_by_id:
-            self._pay_referral(session, account, at)
+            self._pay_referral(session, account, entry, at)
         return entry
 
     def _reverse_in(self, session: Session, account: Account, source: str, *, key: str,

@@ -15,6 +15,7 @@ from connector.ledger.models import Account, Entry, Lot
 from connector.ledger.views import AccountRef, AccountView, EntryView
 from connector.money import from_minor
 from connector.program import Program
+from connector.referrals import stats as referrals
 
 
 def find_account(session: Session, ref: AccountRef) -> Account:
@@ -70,6 +71,8 @@ def account_view(session: Session, program: Program, account: Account,
         spend_to_next_tier=upcoming[1] if upcoming else None,
         next_expiry_points=expiring,
         next_expiry_at=expires_at,
+        referred_by=referrals.referrer_code(session, account),
+        referrals=referrals.of_referrer(session, account.id),
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from connector.ledger.models import Account, Entry
 from connector.money import from_minor
+from connector.referrals.stats import Referrals
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,10 @@ class AccountView:
     version: int
     rfm: str | None
     segment: str | None
+    referral_code: str | None
+    # The referrer's code, and what this customer's own referrals brought.
+    referred_by: str | None
+    referrals: Referrals
 
     @classmethod
     def build(cls, account: Account, **computed: Any) -> AccountView:
@@ -130,12 +135,14 @@ class AccountView:
             version=account.version,
             rfm=account.rfm,
             segment=account.segment,
+            referral_code=account.referral_code,
             **computed,
         )
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["ref"] = asdict(self.ref)
+        data["referrals"] = self.referrals.as_json()
         for key, value in data.items():
             if isinstance(value, Decimal):
                 data[key] = str(value)

@@ -320,6 +320,19 @@ class FakeAmoCRM:
             links["next"] = {"href": f"{self.base_url}{path}?page={page + 1}&limit={limit}"}
         return 200, {"_page": page, "_links": links, "_embedded": {key: chunk}}
 
+    def contacts_list(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
+        # contacts-api: GET /api/v4/contacts, filter[id][] (filters-api), HAL, 204 when empty.
+        contacts = sorted(self.state.contacts.values(), key=lambda contact: contact["id"])
+        ids = (params.get("filter") or {}).get("id")
+        if ids:
+            wanted = {int(v) for v in (ids.values() if isinstance(ids, dict) else [ids])}
+            contacts = [contact for contact in contacts if contact["id"] in wanted]
+        return self._page(path, params, "contacts", contacts)
+
+    def contact_get(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
+        contact = self.state.contacts.get(int(path.rsplit("/", 1)[1]))
+        return (200, contact) if contact else (204, None)
+
     def lead_get(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
         lead = self.state.leads.get(int(path.rsplit("/", 1)[1]))
         return (200, lead) if lead else (204, None)
@@ -440,6 +453,8 @@ ROUTES: dict[str, Callable[..., tuple[int, Any]]] = {
     "GET /api/v4/account": FakeAmoCRM.account_get,
     "GET /api/v4/leads": FakeAmoCRM.leads_list,
     "GET /api/v4/leads/{id}": FakeAmoCRM.lead_get,
+    "GET /api/v4/contacts": FakeAmoCRM.contacts_list,
+    "GET /api/v4/contacts/{id}": FakeAmoCRM.contact_get,
     "PATCH /api/v4/contacts": FakeAmoCRM.contacts_patch,
     "GET /api/v4/contacts/custom_fields": FakeAmoCRM.fields_list,
     "POST /api/v4/contacts/custom_fields": FakeAmoCRM.fields_add,

@@ -1,0 +1,92 @@
+"""Referral figures: per referrer (account view, API, CLI) and per period (`stats`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import case, func, or_, select
+from sqlalchemy.orm import Session, aliased
+
+from connector.ledger.models import Account, Entry
+from connector.money import from_minor
+from connector.referrals.models import ReferralEvent
+
+REFERRER_REWARD = "referral:%"               # the referrer's bonus (key and source)
+NEWCOMER_BONUS = "referral_newcomer:%"        # the newcomer's
+
+
+@dataclass(frozen=True)
+class Referrals:
+    """Customers a referrer brought: linked (invited), of them with a first purchase
+    (converted), and the referral bonus points the referrer earned by them."""
+
+    invited: int = 0
+    converted: int = 0
+    points_paid: Decimal = Decimal("0.00")
+
+    def as_json(self) -> dict[str, Any]:
+        return {"invited": self.invited, "converted": self.converted,
+                "points_paid": str(self.points_paid)}
+
+
+def of_referrer(session: Session, account_id: int) -> Referrals:
+    invited, converted = session.execute(select(
+        func.count(),
+        func.coalesce(func.sum(case((Account.first_purchase_at.is_not(None), 1), else_=0)), 0),
+    ).where(Account.referred_by_id == account_id)).one()
+    paid = session.scalar(select(func.coalesce(func.sum(Entry.amount), 0)).where(
+        Entry.account_id == account_id, Entry.kind == "bonus",
+        Entry.source.like(REFERRER_REWARD)))
+    return Referrals(int(invited), int(converted), from_minor(int(paid or 0)))
+
+
+def referrer_code(session: Session, account: Account) -> str | None:
+    if account.referred_by_id is None:
+        return None
+    return session.scalar(select(Account.referral_code)
+                          .where(Account.id == account.referred_by_id))
+
+
+def in_period(session: Session, since: datetime, until: datetime) -> Referrals:
+    """Links made, newcomers' first purchases and referral bonuses (both sides) in
+    [since, until)."""
+    invited = session.scalar(select(func.count()).select_from(ReferralEvent).where(
+        ReferralEvent.outcome == "linked", ReferralEvent.created_at >= since,
+        ReferralEvent.created_at < until)) or 0
+    newcomer = aliased(Account)
+    converted = session.scalar(select(func.count()).select_from(newcomer).where(
+        newcomer.referred_by_id.is_not(None), newcomer.first_purchase_at >= since,
+        newcomer.first_purchase_at < until)) or 0
+    paid = session.scalar(select(func.coalesce(func.sum(Entry.amount), 0)).where(
+        Entry.kind == "bonus",
+        or_(Entry.source.like(REFERRER_REWARD), Entry.source.like(NEWCOMER_BONUS)),
+        Entry.occurred_at >= since, Entry.occurred_at < until))
+    return Referrals(int(invited), int(converted), from_minor(int(paid or 0)))
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A code given for this customer that did not link (or a reward the cap withheld)."""
+
+    code: str | None
+    outcome: str
+    detail: str | None
+    via: str | None
+    at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        return {"code": self.code, "outcome": self.outcome, "detail": self.detail,
+                "via": self.via, "at": self.at.isoformat()}
+
+
+def skipped(session: Session, account_id: int, *, limit: int = 5) -> list[Skipped]:
+    """The latest codes that did not link for this newcomer, newest first."""
+    rows = session.execute(
+        select(ReferralEvent.code, ReferralEvent.outcome, ReferralEvent.detail,
+               ReferralEvent.via, ReferralEvent.created_at)
+        .where(ReferralEvent.account_id == account_id, ReferralEvent.outcome != "linked")
+        .order_by(ReferralEvent.id.desc()).limit(limit))
+    return [Skipped(*row) for row in rows]
