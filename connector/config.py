@@ -413,6 +413,9 @@ class ProgramSettings(_Section):
     referral_newcomer_bonus: Points = Decimal(0)
     referral_monthly_cap: int = Field(
         0, ge=0, description="referral bonuses per referrer per calendar month; 0: no cap")
+    referral_link: str | None = Field(
+        None, description="the share link the card page offers: {code} is the customer's "
+                          "referral code, e.g. https://shop.example/?ref={code}")
     bonuses: dict[str, Points] = Field(default_factory=dict)
     redeem_share: Share = Decimal("0.5")
     min_balance_to_redeem: Points = Decimal(0)
@@ -420,6 +423,15 @@ class ProgramSettings(_Section):
     pending_days: int = Field(0, ge=0, description="days before earned points can be spent")
     negative_balance: Literal["clamp", "allow"] = "clamp"
     language: Literal["ru", "en"] = Field("ru", description="what customers read: card page")
+
+    @field_validator("referral_link")
+    @classmethod
+    def _referral_link(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith(("https://", "http://"))
+                                  or "{code}" not in value):
+            raise ValueError("an http(s) address with {code} where the referral code goes, "
+                             "e.g. https://shop.example/?ref={code}")
+        return value
 
     @field_validator("timezone")
     @classmethod

@@ -20,9 +20,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from waitress.server import create_server
 
-from connector.card import page, texts
+from connector.card import texts
 from connector.card.ratelimit import ClientLimiter, client_address
 from connector.config import Settings
+from connector.errors import ConfigError
 from connector.ledger.views import AccountRef
 from connector.services import Services
 from tests.conftest import Clock, fresh_services, make_settings
@@ -230,13 +231,26 @@ def test_points_in_words(value: D, language: str, shown: str) -> None:
     assert texts.points(value, language) == figure + texts.NBSP + word
 
 
-def test_the_view_model_keeps_a_place_for_referral_codes(services: Services) -> None:
-    view = services.ledger.account(ANNA)
-    built = page.build(view, [], services.settings.program, datetime.now(UTC))
-    assert built.referral is None and built.first_name is None
-    shared = page.build(view, [], services.settings.program, datetime.now(UTC),
-                        referral=page.Referral("ANNA-7Q", "https://shop.example/r/ANNA-7Q"))
-    assert shared.referral is not None and shared.referral.code == "ANNA-7Q"
+def test_the_page_shows_the_referral_code_and_its_share_link(
+        client: FlaskClient, url: str, services: Services, settings: Settings) -> None:
+    code = services.ledger.account(ANNA).referral_code
+    assert code is not None
+    shown = text_of(client.get(url).get_data(as_text=True))
+    assert f"Приведите друга Ваш код: {code}" in shown
+    assert "Поделиться" not in shown  # no program.referral_link: the code alone
+    services.settings = settings.model_copy(update={"program": settings.program.model_copy(
+        update={"referral_link": "https://shop.example/?ref={code}"})})
+    html = client.get(url).get_data(as_text=True)
+    assert f'href="https://shop.example/?ref={code}"' in html
+
+
+def test_a_referral_link_needs_the_code_in_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as refused:
+        make_settings(tmp_path, program={"referral_link": "https://shop.example/"})
+    assert refused.value.problems == [
+        "program.referral_link: an http(s) address with {code} where the "
+        "referral code goes, e.g. https://shop.example/?ref={code} "
+        "(got 'https://shop.example/')"]
 
 
 # -- in a real browser, at a phone's size ----------------------------------------------------

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from urllib.parse import quote
 
 from connector.card import codes, texts
 from connector.config import ProgramSettings
@@ -16,12 +17,17 @@ from connector.ledger.views import AccountView, EntryView
 
 @dataclass(frozen=True)
 class Referral:
-    """The customer's referral code and the link to share it. Referral codes do not exist
-    yet (they come with the referral part of the program); until then `CardPage.referral`
-    is None and the page shows no referral block."""
+    """The customer's referral code and, with `program.referral_link`, the link to share."""
 
     code: str
-    share_url: str
+    share_url: str | None
+
+
+def referral(code: str | None, program: ProgramSettings) -> Referral | None:
+    if not code:
+        return None
+    link = program.referral_link
+    return Referral(code, link.replace("{code}", quote(code, safe="")) if link else None)
 
 
 @dataclass(frozen=True)
@@ -58,8 +64,7 @@ class CardPage:
 
 
 def build(view: AccountView, entries: list[EntryView], program: ProgramSettings,
-          now: datetime, *, first_name: str | None = None,
-          referral: Referral | None = None) -> CardPage:
+          now: datetime, *, first_name: str | None = None) -> CardPage:
     language = program.language
     t = texts.TEXTS[language]
     number = view.card_number
@@ -83,7 +88,7 @@ def build(view: AccountView, entries: list[EntryView], program: ProgramSettings,
         expiring=_expiring(view, program, t, language),
         has_expiring=view.next_expiry_at is not None and view.next_expiry_points > 0,
         entries=[_line(entry, program, t, language) for entry in entries],
-        referral=referral,
+        referral=referral(view.referral_code, program),
     )
 
 
