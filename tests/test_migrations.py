@@ -35,12 +35,12 @@ def credential_rows(db: Database) -> list[tuple[str, str | None, str | None, str
                 for row in session.scalars(select(Credential).order_by(Credential.id))]
 
 
-def test_tokens_stored_in_clear_are_sealed_by_0008_and_opened_by_its_downgrade(
+def test_tokens_stored_in_clear_are_sealed_by_0010_and_opened_by_its_downgrade(
         db: Database, settings: Settings) -> None:
     sealer = Sealer(key_source(settings))
     db.downgrade("0005", sealer=sealer)
     long_token = "a" * 200  # sealed, longer than the old String(255) column
-    with db.transaction() as session:  # as the code before 0008 wrote them: in clear
+    with db.transaction() as session:  # as the code before 0010 wrote them: in clear
         session.add_all([
             Credential(crm="bitrix24", portal="b24.example", access_token="at-1",
                        refresh_token="rt-1", application_token=long_token, status="active",

@@ -197,7 +197,7 @@ def test_migration_gives_existing_accounts_codes_and_keeps_their_cards(db: Datab
     with db.engine.begin() as connection:
         config = db._alembic_config()
         config.attributes["connection"] = connection
-        command.downgrade(config, "0010")
+        command.downgrade(config, "0011")  # the revision before the referral codes
     now = datetime(2026, 12, 1, tzinfo=UTC).replace(tzinfo=None)
     with db.engine.begin() as connection:
         for n in range(1, 2502):  # more than two chunks

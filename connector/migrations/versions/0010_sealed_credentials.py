@@ -4,7 +4,7 @@ Tokens stored in clear are sealed here (and opened again on downgrade) with the 
 `Database.upgrade(sealer=...)` hands over; application_token becomes Text, since a sealed
 value is longer than the token.
 
-Revision ID: 0008
+Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-06
 """
@@ -16,7 +16,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from alembic import context, op
 
-revision = "0008"
+revision = "0010"
 down_revision = "0009"
 branch_labels = None
 depends_on = None

@@ -5,8 +5,8 @@ before marketing mails it, and a lazy fill would need a write on a read path. Th
 is bumped, so the next write-back pass puts the code into every contact (coalesced, batched,
 at the CRM's rate). Card numbers are left as they are.
 
-Revision ID: 0014
-Revises: 0012
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-06
 """
 
@@ -18,8 +18,8 @@ from alembic import op
 import connector.schema
 from connector.referrals.codes import new_code
 
-revision = "0014"
-down_revision = "0012"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 CHUNK = 1000

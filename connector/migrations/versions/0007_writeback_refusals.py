@@ -1,6 +1,6 @@
 """contact_mirror.refused_at and refused_error: a contact the CRM refused for good
 
-Revision ID: 0010
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-06
 """
@@ -12,7 +12,7 @@ from alembic import op
 
 import connector.schema
 
-revision = "0010"
+revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
