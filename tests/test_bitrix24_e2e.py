@@ -531,7 +531,7 @@ def test_a_forged_install_is_refused_and_the_genuine_one_still_works(
     assert h.post("/bitrix24/events", body, content_type) == 200
     assert h.process()["skipped"] == 1
     [forged] = h.services.inbox.list()
-    assert "does not accept its access token" in (forged.last_error or "")
+    assert "does not confirm its access token" in (forged.last_error or "")
     assert credentials.status() is None
     assert [c.status for c in portal.calls_of("app.info")] == [401]
     # The genuine install is accepted and confirmed with the portal.
@@ -550,6 +550,43 @@ def test_a_forged_install_is_refused_and_the_genuine_one_still_works(
     h.process()
     assert h.balance(anna) == D("100.00")  # the welcome bonus alone
     assert (attacker.http_requests, attacker.oauth_requests) == (0, 0)
+    h.services.close()
+
+
+def test_an_employees_token_cannot_install_the_app_over_the_admins(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
+        clock: Clock) -> None:
+    """Any employee holds a token of this app (the card tab's AUTH_ID): an ONAPPINSTALL
+    carrying one, with an application token of the employee's choosing, keeps nothing."""
+    h = app_harness(tmp_path, database_url, portal, time, clock)
+    credentials = h.services.bitrix24_credentials
+    employee = portal.add_user("Ivan")
+    tab_token = portal.issue_tokens(employee)  # what the tab receives as AUTH_ID
+    body, content_type = portal.install_body(access_token=tab_token["access_token"],
+                                             refresh_token=tab_token["refresh_token"],
+                                             application_token="f" * 32)
+    assert h.post("/bitrix24/events", body, content_type) == 200
+    assert h.process()["skipped"] == 1
+    [refused, *_] = h.services.inbox.list()
+    assert "NOT_ADMIN" in (refused.last_error or "")
+    assert credentials.application_token() == portal.application_token
+    anna = portal.add_contact(NAME="Anna")
+    assert h.send("ONCRMCONTACTADD", anna, application_token="f" * 32) == 401
+    h.services.close()
+
+
+def test_an_install_with_another_apps_token_keeps_nothing(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
+        clock: Clock) -> None:
+    h = app_harness(tmp_path, database_url, portal, time, clock, install=False)
+    body, content_type = portal.install_body()  # an administrator's token...
+    assert h.post("/bitrix24/events", body, content_type) == 200
+    real_id, portal.client_id = portal.client_id, "local.0000000000other.00000000"
+    h.process()  # ...that app.info says is another app's
+    portal.client_id = real_id
+    assert h.services.bitrix24_credentials.status() is None
+    [refused] = h.services.inbox.list()
+    assert "WRONG_APP" in (refused.last_error or "")
     h.services.close()
 
 

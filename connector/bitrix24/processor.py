@@ -201,10 +201,12 @@ class Bitrix24Processor:
         return self.install(event.auth)
 
     def install(self, auth: b24.Auth) -> Outcome:
-        """Keep an install's tokens once the configured portal accepts its access token.
+        """Keep an install's tokens once the configured portal confirms its access token is
+        this app's and an administrator's (Bitrix24Client.confirm).
 
         The confirmation goes to the configured portal, never to the install's
-        client_endpoint: a forged install's token is unknown there, and nothing is kept.
+        client_endpoint: a forged install's token is unknown there, or an employee's, and
+        nothing is kept.
         """
         if not auth.access_token:
             return Outcome.skipped("ONAPPINSTALL without tokens")
@@ -213,10 +215,11 @@ class Bitrix24Processor:
         except RetriableCRMError as exc:
             return Outcome.retry(exc.detail)
         except CRMError as exc:
-            log.warning("bitrix24 install refused: %s does not accept its token (%s)",
+            log.warning("bitrix24 install refused: %s does not confirm its token (%s)",
                         self.portal, exc.code)
-            return Outcome.skipped(f"ONAPPINSTALL refused: {self.portal} does not accept "
-                                   f"its access token ({exc.code}); nothing stored")
+            return Outcome.skipped(f"ONAPPINSTALL refused: {self.portal} does not confirm "
+                                   f"its access token as this app's and an administrator's "
+                                   f"({exc.code}: {exc.detail}); nothing stored")
         self.services.bitrix24_credentials.save(tokens_from({
             "access_token": auth.access_token, "refresh_token": auth.refresh_token,
             "expires_in": auth.expires_in, "member_id": auth.member_id,

@@ -182,15 +182,21 @@ class Bitrix24Client:
             last_id = int(items[-1]["ID"])
 
     def confirm(self, access_token: str) -> None:
-        """app.info with a token just received, on the configured portal: a token the portal
-        does not know raises CRMAuthError (safe-event-handlers: check ONAPPINSTALL's token
-        before keeping its application_token)."""
-        try:
-            self._once("app.info", f"{self.settings.rest_url}app.info.json",
-                       {"auth": access_token}, idempotent=True)
-        except _ExpiredToken:
-            raise CRMAuthError("app.info: the install's access token has expired",
-                               code="EXPIRED_TOKEN") from None
+        """Whether an ONAPPINSTALL's token may become the app's credentials, asked of the
+        configured portal (safe-event-handlers: check the install before keeping its
+        application_token). It must be a token the portal knows, of this app (app.info's
+        CODE is the client_id of a local app), and an administrator's: only an administrator
+        installs an app, while any employee holds a token of this app (the AUTH_ID the card
+        tab receives). CRMAuthError says which check failed."""
+        info = self.call_as_user("app.info", access_token)
+        code = str(info.get("CODE") or "") if isinstance(info, dict) else ""
+        if code.startswith("local.") and code != self.settings.client_id:
+            raise CRMAuthError("app.info: the install's token belongs to another application",
+                               code="WRONG_APP")
+        if self.call_as_user("user.admin", access_token) is not True:
+            raise CRMAuthError("user.admin: the install's token is not a portal "
+                               "administrator's (only an administrator installs an app)",
+                               code="NOT_ADMIN")
 
     def call_as_user(self, method: str, access_token: str,
                      params: Mapping[str, Any] | None = None) -> Any:
