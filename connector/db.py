@@ -27,10 +27,14 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # What the database not answering looks like: a refused or dropped connection, a server
-# shutting down or restarting, a pool that found no connection in time.
-OUTAGES = (OperationalError, InterfaceError, PoolTimeoutError, DatabaseUnavailableError)
-# The same from the driver itself (PEP 249 names), where a raw connection is used unwrapped.
-DRIVER_OUTAGES = frozenset({"OperationalError", "InterfaceError"})
+# shutting down or restarting, a pool that found no connection in time. Not a deadlock, a
+# lock or statement timeout, a missing table: those are the work's, retried as its own.
+OUTAGES = (InterfaceError, PoolTimeoutError, DatabaseUnavailableError)
+# PostgreSQL's SQLSTATEs for it: class 08 (connection exception), and the server shutting
+# down or starting (57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now).
+SERVER_GONE = ("08", "57P01", "57P02", "57P03")
+# SQLite's: the file cannot be opened (a vanished volume, a directory in its place).
+SQLITE_GONE = ("unable to open database file",)
 
 
 def utcnow() -> datetime:
@@ -51,10 +55,31 @@ def is_unavailable(exc: BaseException) -> bool:
         if isinstance(seen, OUTAGES) or (isinstance(seen, DBAPIError)
                                          and seen.connection_invalidated):
             return True
-        if any(cls.__name__ in DRIVER_OUTAGES for cls in type(seen).__mro__):
-            return True
+        if isinstance(seen, OperationalError):
+            # SQLAlchemy's wrapper: the driver's own error says which kind it is.
+            return _driver_says_gone(seen.orig) is not False
+        if _driver_says_gone(seen):
+            return True  # a raw driver connection's error, unwrapped (the inbox writer's)
         seen = seen.__cause__
     return False
+
+
+def _driver_says_gone(exc: BaseException | None) -> bool | None:
+    """For a PEP 249 driver error: whether it means the database is away; None when `exc`
+    is no driver's OperationalError or InterfaceError."""
+    if exc is None:
+        return None
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if "InterfaceError" in names:
+        return True
+    if "OperationalError" not in names:
+        return None
+    sqlstate = getattr(exc, "sqlstate", None)  # psycopg: None when no server answered
+    if sqlstate is not None:
+        return str(sqlstate).startswith(SERVER_GONE)
+    if type(exc).__module__.startswith("sqlite3"):
+        return str(exc).startswith(SQLITE_GONE)
+    return True
 
 
 def masked_url(url: str) -> str:

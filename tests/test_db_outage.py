@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from flask import Flask
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from connector.config import InboxSettings, Settings
-from connector.db import Database
+from connector.db import Database, is_unavailable
 from connector.inbox import Inbox, InboxItem
 from connector.worker import Outcome, Worker
 from tests.conftest import POSTGRES_URL, TEST_SECRET_KEY, Clock, fresh_services, make_settings
@@ -146,6 +148,30 @@ def outage() -> Iterator[tuple[Proxy, str]]:
     assert POSTGRES_URL is not None
     with proxy_for(POSTGRES_URL) as proxy:
         yield proxy, proxy.url_for(POSTGRES_URL)
+
+
+def _wrapped(orig: Exception) -> OperationalError:
+    return OperationalError("UPDATE contact_mirror ...", None, orig)
+
+
+@pytest.mark.parametrize(("error", "away"), [
+    (_wrapped(psycopg.OperationalError("server closed the connection unexpectedly")), True),
+    (_wrapped(psycopg.errors.AdminShutdown("terminating connection")), True),
+    (_wrapped(psycopg.errors.ConnectionFailure("connection failure")), True),
+    (psycopg.OperationalError("connection refused"), True),  # a raw connection's, unwrapped
+    (_wrapped(sqlite3.OperationalError("unable to open database file")), True),
+    (_wrapped(psycopg.errors.DeadlockDetected("deadlock detected")), False),
+    (_wrapped(psycopg.errors.QueryCanceled("canceling statement due to timeout")), False),
+    (_wrapped(psycopg.errors.LockNotAvailable("could not obtain lock")), False),
+    (_wrapped(sqlite3.OperationalError("no such table: referral_events")), False),
+    (_wrapped(sqlite3.OperationalError("database is locked")), False),
+    (psycopg.errors.DeadlockDetected("deadlock detected"), False),
+], ids=["closed", "shutdown", "class-08", "raw-refused", "sqlite-file", "deadlock",
+        "statement-timeout", "lock-timeout", "no-table", "sqlite-locked", "raw-deadlock"])
+def test_only_a_database_that_is_away_counts_as_an_outage(error: Exception, away: bool) -> None:
+    """An outage gives claims back without spending an attempt; a deadlock or a missing table
+    is the work's own failure, retried with backoff until it is parked as dead."""
+    assert is_unavailable(error) is away
 
 
 @needs_postgres
