@@ -282,3 +282,30 @@ def test_two_processes_making_the_key_file_at_once_agree(tmp_path: Path) -> None
     assert write_key_file(path, [second], replace=False) is False  # the first one stays
     assert Sealer(KeySource(path=path, may_create=True)).keys == [first]
     assert [p.name for p in tmp_path.iterdir()] == ["loyalty.db.key"]  # no temporary left
+
+
+def test_an_app_whose_token_does_not_open_refuses_events_with_503(
+        settings: Settings, tmp_path: Path) -> None:
+    """A Bitrix24 event cannot be told genuine without the stored application token: it is
+    answered 503 and not stored (never a 500, never taken as genuine)."""
+    from tests.test_bitrix24_receiver import FORM, TOKEN, event_body
+    from webhooks import create_app
+
+    app_setup = settings.model_copy(update={"bitrix24": settings.bitrix24.model_copy(update={
+        "enabled": True, "client_id": "local.1", "client_secret": SecretStr("app-secret"),
+        "portal": "acme.bitrix24.ru"})})
+    services = fresh_services(app_setup)
+    services.bitrix24_credentials.save(Tokens(access_token=ACCESS, refresh_token=REFRESH,
+                                              expires_at=None, application_token=TOKEN))
+    client = create_app(services=services).test_client()
+    assert client.post("/bitrix24/events", data=event_body(), content_type=FORM).status_code \
+        == 200
+    services.close()
+    stranger = SecretStr(Fernet.generate_key().decode())
+    other = Services.build(app_setup.model_copy(update={"secret_key": stranger}))
+    client = create_app(services=other).test_client()
+    response = client.post("/bitrix24/events", data=event_body(entity="760"), content_type=FORM)
+    assert response.status_code == 503 and response.headers["Retry-After"] == "60"
+    assert response.json["error"] == "credentials_unreadable"
+    assert len(other.inbox.list()) == 1  # the first event alone
+    other.close()

@@ -21,6 +21,7 @@ from flask.typing import ResponseReturnValue
 from connector.bitrix24.portal import same_portal
 from connector.config import Bitrix24Settings
 from connector.crm.credentials import CredentialStore
+from connector.errors import CRMAuthError
 from connector.inbox import Stored
 from connector.services import Services
 from mappings import bitrix24 as b24
@@ -97,8 +98,16 @@ def _accepted(services: Services, content_type: str, read_body: Callable[[], byt
     except b24.PayloadError as exc:
         raise _refused(400, invalid, str(exc)) from None
     event = item.name if isinstance(item, b24.Event) else "robot"
-    why = authenticate(item.auth, event=event, settings=services.settings.bitrix24,
-                       credentials=services.bitrix24_credentials)
+    try:
+        why = authenticate(item.auth, event=event, settings=services.settings.bitrix24,
+                           credentials=services.bitrix24_credentials)
+    except CRMAuthError as exc:
+        # The stored application token does not open (another secret key): the request
+        # cannot be told genuine, so it is not stored; nor is it a client's mistake.
+        raise ApiError(503, "credentials_unreadable",
+                       f"the stored application token cannot be read ({exc.code}): "
+                       "see loyalty-connector doctor",
+                       headers={"Retry-After": "60"}) from None
     if why:
         raise _refused(401, "unauthorized", why)
     return item, body

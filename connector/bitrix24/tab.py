@@ -142,7 +142,12 @@ class Bitrix24Tab:
     def _check_portal(self, call: PlacementCall) -> None:
         if not same_portal(call.domain, self.settings.portal_key):
             raise TabRefused(401, "unauthorized", "DOMAIN is not the configured portal")
-        stored = self.credentials.load()
+        try:
+            stored = self.credentials.load()
+        except CRMAuthError as exc:  # revoked (uninstalled), or sealed with another key
+            raise TabRefused(503, "app_credentials_unusable",
+                             f"the app's stored credentials cannot be used ({exc.code}): "
+                             "see loyalty-connector doctor") from None
         member = self.settings.member_id or (stored.member_id if stored else None)
         if member and not _same(call.member_id, member):
             raise TabRefused(401, "unauthorized", "member_id is not this portal's")
