@@ -7,11 +7,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from connector.config import Settings
 from connector.crm.models import TriggerEvent
 from connector.db import Database
+from connector.ledger.views import AccountRef
 from connector.services import Services
 from connector.triggers import REFERRAL_REWARDED
 from tests.conftest import Clock
@@ -53,8 +54,23 @@ def test_accrue_with_a_code_links_first_and_pays_both_bonuses(
             TriggerEvent.code == REFERRAL_REWARDED))) == [api.account()["id"]]
     replay = api.post("/api/v1/accrue", {**BORIS, "amount": "1000",
                                          "referral_code": code.lower()}, key="boris-1")
-    assert replay.status_code == 200 and replay.json["referral"]["outcome"] == "already"
+    assert replay.status_code == 200 and replay.json["duplicate"] is True
+    assert "referral" not in replay.json  # a repeat links nothing
     assert api.balance() == "330.00"
+
+
+def test_a_refused_repeat_of_a_key_links_nobody(api: Api, services: Services) -> None:
+    api.accrue("1000", key="order-1")  # Anna's purchase under the key
+    api.accrue("1000", key="vera-1", ref=VERA)
+    code = api.account(VERA)["referral_code"]
+    # Boris, new, sends the same key with Vera's code: a conflict, and nothing of it stays.
+    other = api.post("/api/v1/accrue", {**BORIS, "amount": "900", "referral_code": code},
+                     key="order-1")
+    assert (other.status_code, other.json["error"]) == (409, "idempotency_conflict")
+    with services.db.engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM referral_events")).scalar() == 0
+    assert services.ledger.account_id(AccountRef(**BORIS)) is None
+    assert api.account(VERA)["referrals"]["invited"] == 0
 
 
 @pytest.mark.parametrize(("code", "outcome"), [

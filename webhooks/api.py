@@ -147,8 +147,10 @@ def accrue() -> ResponseReturnValue:
     code = fields.optional_text("referral_code", max_length=REFERRAL_CODE_MAX)
     fields.finish()
     # The link comes first, so this purchase (the first one) pays the referral. A code
-    # that cannot link is recorded and answered, never a refusal of the purchase.
-    link = _linker().link(ref, code, via="api") if code is not None else None
+    # that cannot link is recorded and answered, never a refusal of the purchase. A used
+    # key links nothing: its request is a repeat (answered as first) or a conflict (409).
+    link = _linker().link(ref, code, via="api") \
+        if code is not None and not _ledger().key_used(ledger_key(key)) else None
     # Without a source the purchase is named by the client's key, so /reverse can find it.
     result = _ledger().accrue(ref, amount, key=ledger_key(key), source=source or key,
                               category=category, comment=comment, actor=ACTOR,

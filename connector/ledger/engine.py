@@ -47,6 +47,12 @@ class TierChange:
 class Ledger(Postings):
     """The public operations; see Postings for how entries and lots are written."""
 
+    def key_used(self, key: str) -> bool:
+        """Whether an entry already answers to this idempotency key (a repeat, or a conflict)."""
+        with self.db.transaction(write=False) as session:
+            return session.scalar(select(Entry.id).where(Entry.idempotency_key == key)) \
+                is not None
+
     def account_id(self, ref: AccountRef) -> int | None:
         with self.db.transaction(write=False) as session:
             account = self._find(session, ref, lock=False)
