@@ -694,8 +694,8 @@ def secret_values(settings: Settings) -> list[str]:
                    settings.bitrix24.client_secret,
                    settings.bitrix24.application_token, settings.amocrm.client_secret,
                    settings.amocrm.long_lived_token, settings.amocrm.webhook_secret,
-                   settings.bitrix24.webhook_url, settings.limits.redis_url,
-                   settings.card.secret):
+                   settings.bitrix24.webhook_url, settings.bitrix24.actions_secret,
+                   settings.limits.redis_url, settings.card.secret):
         if secret is not None:
             values.append(secret.get_secret_value())
     if settings.secret_key is not None:  # each of several keys alone, too

@@ -12,6 +12,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from connector.errors import RetriableCRMError
 from connector.inbox import InboxEvent
 from tests.conftest import Clock, fresh_services
 from tests.fakes import FakeBitrix24Portal, ManualClock
@@ -133,6 +134,28 @@ def test_a_timeline_comment_that_failed_is_not_written_again(h: Harness) -> None
     h.process()
     h.process()
     assert h.balance(anna) == D("150.00") and comments(h, deal) == []
+
+
+def test_a_portal_too_busy_for_the_comment_still_settles_the_action_once(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    anna = customer(h)
+    deal = h.portal.add_deal(contact_ids=[anna], OPPORTUNITY="1000.00")
+    client = h.services.bitrix24.client
+    real = client.batch
+
+    def busy(commands: Any, **options: Any) -> Any:
+        if any(method == "crm.timeline.comment.add" for method, _ in commands.values()):
+            raise RetriableCRMError("portal busy", code="QUERY_LIMIT_EXCEEDED")
+        return real(commands, **options)
+
+    monkeypatch.setattr(client, "batch", busy)
+    rule(h, "bonus/review", deal)
+    assert h.process()["done"] >= 1
+    h.process()
+    assert h.balance(anna) == D("150.00") and comments(h, deal) == []
+    with h.services.db.transaction(write=False) as session:
+        item = session.scalar(select(InboxEvent).where(InboxEvent.kind == "action:bonus:review"))
+    assert item is not None and item.status == "done"
 
 
 @pytest.mark.parametrize(("path", "status", "error"), [

@@ -18,7 +18,7 @@ from typing import Any
 from connector import mirror
 from connector.bitrix24.fetch import Fetched
 from connector.crm.bitrix24 import BATCH_LIMIT, Bitrix24Client
-from connector.errors import FatalCRMError, LedgerError
+from connector.errors import CRMError, LedgerError
 from connector.inbox import InboxItem
 from connector.ledger.views import AccountRef
 from connector.services import Services
@@ -168,7 +168,7 @@ class ActionRunner:
             for item, action, text in comments}
         try:
             result = self.client.batch(commands)
-        except FatalCRMError as exc:
+        except CRMError as exc:  # also a portal still busy after the client's retries
             log.warning("timeline comments on %d deal(s) not written: %s", len(comments),
                         exc.detail)
             return
