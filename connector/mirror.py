@@ -85,9 +85,9 @@ def claim(db: Database, crm: str, portal: str, limit: int, *, owner: str, now: d
           hold: timedelta, after: int = 0) -> list[Dirty]:
     """Up to `limit` dirty accounts (ids above `after`) that no other write-back holds,
     claimed for `owner` until `now + hold` (a claim whose worker died runs out then). One
-    short transaction: on SQLite its BEGIN IMMEDIATE orders claimers; on PostgreSQL the
-    conditional UPDATE skips rows a concurrent claimer took first, and the next candidates
-    are looked at instead."""
+    short transaction: on SQLite its BEGIN IMMEDIATE orders claimers; on PostgreSQL rows
+    are locked in id order with SKIP LOCKED, so a row a concurrent claimer holds is left to
+    it, and the next candidates are looked at instead."""
     free = or_(ContactMirror.claimed_until.is_(None), ContactMirror.claimed_until < now)
     candidates = (
         select(Account.id).outerjoin(ContactMirror, ContactMirror.account_id == Account.id)
@@ -105,12 +105,20 @@ def claim(db: Database, crm: str, portal: str, limit: int, *, owner: str, now: d
             session.execute(insert(ContactMirror).values(
                 [{"account_id": i, "written_version": 0, "values": {}} for i in ids])
                 .on_conflict_do_nothing(index_elements=["account_id"]))
+            # Rows locked in id order, skipping those another claimer holds: two claimers
+            # with overlapping candidates never wait on each other in opposite orders
+            # (PostgreSQL; SQLite's BEGIN IMMEDIATE already orders them, and has no FOR UPDATE).
+            free_ids = list(session.scalars(
+                select(ContactMirror.account_id)
+                .where(ContactMirror.account_id.in_(ids), free)
+                .order_by(ContactMirror.account_id)
+                .with_for_update(skip_locked=True)))
             claimed = list(session.scalars(
                 update(ContactMirror)
-                .where(ContactMirror.account_id.in_(ids), free)
+                .where(ContactMirror.account_id.in_(free_ids))
                 .values(claimed_by=owner, claimed_until=now + hold)
                 .returning(ContactMirror.account_id)
-                .execution_options(synchronize_session=False)))
+                .execution_options(synchronize_session=False))) if free_ids else []
             if claimed:
                 rows = session.execute(
                     select(Account.id, Account.contact_id, Account.version,
