@@ -74,12 +74,17 @@ class Program:
         names = [tier.name for tier in self.settings.tiers]
         return names.index(name) if name in names else 0
 
-    def next_tier(self, qualifying_spend: Decimal) -> tuple[Tier, Decimal] | None:
-        """The next tier up and the spend still missing to reach it."""
-        for tier in self.settings.tiers:
-            if tier.min_spend > qualifying_spend:
-                return tier, tier.min_spend - qualifying_spend
-        return None
+    def next_tier(self, qualifying_spend: Decimal,
+                  current: str | None = None) -> tuple[Tier, Decimal] | None:
+        """The next tier up from `current` (else from the tier the spend earns) and the spend
+        still missing to reach it. A customer kept in a tier through its grace, with less
+        spend than it asks, still has the tier above it to reach."""
+        rank = self.tier_rank(current) if current is not None \
+            else self.tier_rank(self.tier_for(qualifying_spend).name)
+        above = self.settings.tiers[rank + 1:]
+        if not above:
+            return None
+        return above[0], max(above[0].min_spend - qualifying_spend, Decimal(0))
 
     def tier_window_start(self, now: datetime) -> datetime:
         return now - timedelta(days=self.settings.tier_period_days)

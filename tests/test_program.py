@@ -39,6 +39,9 @@ def test_tier_by_spend() -> None:
     assert PROGRAM.tier_for(D("10000000")) is GOLD
     assert PROGRAM.next_tier(D("25000")) == (SILVER, D("5000"))
     assert PROGRAM.next_tier(D("100000")) is None
+    # From the tier held: a Silver customer below Silver's spend (kept through grace).
+    assert PROGRAM.next_tier(D("25000"), "Silver") == (GOLD, D("75000"))
+    assert PROGRAM.next_tier(D("25000"), "Gold") is None
 
 
 def test_points_are_floored_to_whole_points() -> None:

@@ -38,6 +38,8 @@ def test_downgrade_after_the_period_and_not_within_grace(ledger: Ledger, clock: 
     ledger.accrue(ANNA, D("12000"), key="small")
     assert ledger.recalculate_tiers() == []  # 72,000 in the window: still Gold
     clock.advance(days=170)  # the big purchase left the window: 12,000 remain
+    kept = ledger.account(ANNA)  # Gold until the recalculation: nothing above it
+    assert (kept.tier, kept.next_tier, kept.spend_to_next_tier) == ("Gold", None, None)
     [change] = ledger.recalculate_tiers()
     assert (change.old, change.new) == ("Gold", "Silver") and tier(ledger) == "Silver"
     assert ledger.recalculate_tiers() == []  # run twice, same result
@@ -49,6 +51,9 @@ def test_downgrade_after_the_period_and_not_within_grace(ledger: Ledger, clock: 
     clock.advance(days=10)  # within 30 days of the last change: no further downgrade
     ledger.reverse(ANNA, "small", key="small:returned")
     assert ledger.recalculate_tiers() == [] and tier(ledger) == "Silver"
+    # Kept in Silver with no spend: Gold is still the next tier, not "the top tier".
+    view = ledger.account(ANNA)
+    assert (view.next_tier, view.spend_to_next_tier) == ("Gold", D("50000"))
     clock.advance(days=21)
     [change] = ledger.recalculate_tiers()
     assert (change.old, change.new) == ("Silver", "Bronze")

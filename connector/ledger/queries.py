@@ -56,10 +56,7 @@ def account_view(session: Session, program: Program, account: Account,
                  now: datetime) -> AccountView:
     spend = qualifying_spend(session, program, account.id, now)
     tier = program.tier_named(account.tier)
-    upcoming = program.next_tier(spend)
-    if upcoming is not None and program.tier_rank(upcoming[0].name) <= program.tier_rank(
-            tier.name):
-        upcoming = None  # kept a higher tier through its grace: nothing to reach yet
+    upcoming = program.next_tier(spend, tier.name)
     expiring, expires_at = next_expiry(session, program, account.id, now)
     return AccountView.build(
         account,
