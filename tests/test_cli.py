@@ -61,6 +61,17 @@ def head() -> str:
 
 
 # -- configuration and the schema ----------------------------------------------------------
+def test_config_may_come_after_the_command(tmp_path: Path) -> None:
+    config = str(write_config(tmp_path))
+    upgrade = CliRunner().invoke(cli, ["db", "upgrade", "--config", config])
+    assert ok(upgrade) == f"database at revision {head()} (head)\n"
+    assert ok(CliRunner().invoke(cli, ["db", f"--config={config}", "current"])) == \
+        f"database at revision {head()} (head)\n"
+    shown = CliRunner().invoke(cli, ["account", "show", *ANNA, "--config", config])
+    assert shown.exit_code == 1 and "no loyalty account" in shown.stderr
+    assert not (tmp_path / "loyalty.db").exists()  # the named config's database, not ./
+
+
 def test_config_errors_name_each_key_and_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('colour = "red"\n[program]\nredeem_share = 1.5\n', encoding="utf-8")

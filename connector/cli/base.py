@@ -52,8 +52,31 @@ class Runtime:
 pass_runtime = click.make_pass_decorator(Runtime)
 
 
+def config_first(args: list[str]) -> list[str]:
+    """`--config PATH` may stand anywhere before a `--`: it is the group's option, so it is
+    moved in front of the subcommand (`loyalty-connector doctor --config prod.toml`)."""
+    moved: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            rest.extend(args[index:])
+            break
+        if arg == "--config" and index + 1 < len(args):
+            moved += args[index:index + 2]
+            index += 2
+            continue
+        (moved if arg.startswith("--config=") else rest).append(arg)
+        index += 1
+    return moved + rest
+
+
 class _Group(click.Group):
     """Turns the errors a user can act on into one line each instead of a traceback."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, config_first(args) if ctx.parent is None else args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
