@@ -146,6 +146,13 @@ class Database:
     def is_postgres(self) -> bool:
         return self.dialect == "postgresql"
 
+    def missing_file(self) -> Path | None:
+        """An SQLite file that does not exist yet: connecting would create it empty."""
+        name = make_url(self.url).database if self.dialect == "sqlite" else None
+        if not name or name == ":memory:" or Path(name).exists():
+            return None
+        return Path(name)
+
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[Session]:
         """One unit of work: committed on success, rolled back on any error."""

@@ -176,6 +176,10 @@ def config_errors(problems: list[str]) -> list[Check]:
 
 
 def database(db: Database) -> Check:
+    missing = db.missing_file()
+    if missing is not None:  # looked at before connecting, which would make it empty
+        return failed("database", f"no database at {missing}",
+                      f"run: {CLI} db upgrade (or serve); or check database.url / --config")
     try:
         with db.engine.connect() as connection:
             connection.execute(text("SELECT 1"))

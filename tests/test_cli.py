@@ -100,7 +100,17 @@ def test_help_needs_no_valid_config(tmp_path: Path) -> None:
     assert "accrue" in ok(CliRunner().invoke(cli, ["--help"]))
 
 
-def test_unmigrated_database_says_to_run_db_upgrade(fresh: Run) -> None:
+def test_unmigrated_database_says_to_run_db_upgrade(fresh: Run, tmp_path: Path) -> None:
+    # No database yet: said, with the config it came from, and no empty file left behind.
+    result = fresh("account", "show", *ANNA)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"error: no database at {tmp_path}/cli.db (config: {tmp_path}/config.toml): run "
+        "`loyalty-connector db upgrade` (or serve) to make it, or name the config that holds "
+        "database.url with --config\n")
+    assert fresh("db", "current").exit_code == 1
+    assert not (tmp_path / "cli.db").exists()
+    sqlite3.connect(tmp_path / "cli.db").close()  # a file, but no schema in it
     result = fresh("account", "show", *ANNA)
     assert result.exit_code == 1
     assert result.stderr == (f"error: database schema is at nothing, expected {head()}: "

@@ -8,6 +8,7 @@ import base64
 import json
 import logging
 import re
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -23,8 +24,9 @@ from werkzeug.serving import make_server
 from connector import doctor
 from connector.bitrix24.install import CODES, EVENTS, ROBOTS
 from connector.cli import cli
-from connector.config import Settings
+from connector.config import DatabaseSettings, Settings
 from connector.crm.bitrix24 import tokens_from
+from connector.db import Database
 from connector.doctor import Check, secret_key, stored_tokens
 from connector.sealing.keys import too_open
 from connector.services import Services
@@ -457,11 +459,21 @@ def test_jwt_expiry_is_read_without_verifying() -> None:
 
 
 # -- database --------------------------------------------------------------------------------
+def test_no_database_file_is_said_and_not_made(tmp_path: Path) -> None:
+    db = Database(DatabaseSettings(url=f"sqlite:///{tmp_path}/none.db"))
+    assert doctor.database(db).line() == (
+        f"FAIL database: no database at {tmp_path}/none.db — run: loyalty-connector db "
+        "upgrade (or serve); or check database.url / --config")
+    assert not (tmp_path / "none.db").exists()
+    db.dispose()
+
+
 def test_unmigrated_database_still_checks_the_crm(tmp_path: Path, live: Live,
                                                   portal: FakeBitrix24Portal) -> None:
     settings = make_settings(tmp_path, f"sqlite:///{tmp_path}/new.db", server={
         "public_url": live.url, "metrics_token": "metrics-token-0123456789"},
         bitrix24=webhook_b24(portal))
+    sqlite3.connect(tmp_path / "new.db").close()  # a database file with no schema yet
     services = Services.build(settings)
     live.serve(services)
     checks = examine(services)

@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
-from connector.config import Settings, load_settings
+from connector.config import Settings, load_settings, resolve_config_path
 from connector.db import is_unavailable, unavailable
 from connector.errors import ConfigError, LedgerError, StorageError
 from connector.ledger.views import AccountRef
@@ -40,10 +40,19 @@ class Runtime:
     def settings(self) -> Settings:
         return load_settings(self.config_path)
 
-    def services(self, *, migrated: bool = True) -> Services:
+    def services(self, *, migrated: bool = True, create: bool = False) -> Services:
+        """`create`: this command may make the SQLite file (serve, db upgrade, doctor, which
+        looks before it connects); any other stops rather than leave an empty one behind."""
         if self._services is None:
             self._services = Services.build(self.settings)
             click.get_current_context().call_on_close(self._services.close)
+        missing = self._services.db.missing_file()
+        if missing is not None and not create:
+            config = resolve_config_path(self.config_path)
+            raise StorageError(
+                f"no database at {missing} (config: {config or 'none found, the defaults'}): "
+                "run `loyalty-connector db upgrade` (or serve) to make it, or name the "
+                "config that holds database.url with --config")
         if migrated:
             self._services.db.check()
         return self._services

@@ -24,7 +24,7 @@ def doctor(ctx: click.Context, runtime: Runtime, as_json: bool) -> None:
         report(checks.config_errors(exc.problems), as_json=as_json, streamed=False)
         ctx.exit(2)
     found: list[checks.Check] = []
-    for check in checks.run(settings, lambda: runtime.services(migrated=False),
+    for check in checks.run(settings, lambda: runtime.services(migrated=False, create=True),
                             config_file=resolve_config_path(runtime.config_path)):
         found.append(check)
         if not as_json:

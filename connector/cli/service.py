@@ -72,7 +72,7 @@ def _http(runtime: Runtime, services: Services) -> Iterator[Any]:
 def serve(runtime: Runtime) -> None:
     """Migrate the database, then run web + inbox worker + scheduler until SIGINT/SIGTERM."""
     _logging()
-    services = runtime.services(migrated=False)
+    services = runtime.services(migrated=False, create=True)
     services.migrate()
     worker = WorkerLoop(services).start()
     leader = LeaderScheduler(services).start() if runtime.settings.scheduler.enabled else None
@@ -221,7 +221,7 @@ def db() -> None:
 @pass_runtime
 def db_upgrade(runtime: Runtime) -> None:
     """Apply every pending migration."""
-    services = runtime.services(migrated=False)
+    services = runtime.services(migrated=False, create=True)
     services.migrate()
     database = services.db
     click.echo(f"database at revision {database.current_revision()} (head)")
