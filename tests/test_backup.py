@@ -187,6 +187,34 @@ def test_sqlite_backup_of_a_missing_database_is_one_error_line(tmp_path: Path) -
     assert not (tmp_path / "copy.db").exists()
 
 
+def test_backup_never_overwrites_the_live_database_or_its_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LOYALTY_SECRET_KEY", raising=False)
+    live = tmp_path / "loyalty.db"
+    settings = make_settings(tmp_path, f"sqlite:///{live}")
+    Database(settings.database).upgrade()
+    Sealer(key_source(settings)).seal("token")  # makes loyalty.db.key
+    before = live.read_bytes(), Path(f"{live}.key").read_bytes()
+    config = write_config(tmp_path, f"sqlite:///{live}")
+    for target in (live, tmp_path / "loyalty.db-wal", tmp_path / "loyalty"):
+        # "loyalty" would put its key copy at loyalty.key: not the live key, allowed.
+        result = run(config, "backup", str(target))
+        if target.name == "loyalty":
+            assert result.exit_code == 0, result.output
+            continue
+        assert result.exit_code == 1
+        assert result.stderr == (f"error: {target} would overwrite the live {target}: back up "
+                                 "to another path\n")
+    assert (live.read_bytes(), Path(f"{live}.key").read_bytes()) == before
+    own_key = write_config(tmp_path, f"sqlite:///{live}",
+                           f'secret_key_file = "{tmp_path}/copy.key"\n')
+    Path(tmp_path / "copy.key").write_bytes(before[1])
+    result = run(own_key, "backup", str(tmp_path / "copy"))
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: {tmp_path}/copy would overwrite the live "
+                             f"{tmp_path}/copy.key: back up to another path\n")
+
+
 # -- PostgreSQL: pg_dump, the password never on its command line ---------------------------
 FAKE_PG_DUMP = """#!/bin/sh
 printf '%s\\n' "$@" > "{log}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal as D
 from pathlib import Path
@@ -13,6 +14,7 @@ from click.testing import CliRunner, Result
 
 from connector.cli import cli
 from connector.config import Settings
+from connector.errors import DatabaseUnavailableError
 from connector.ledger.engine import Ledger
 from connector.ledger.views import AccountRef
 from connector.operations import export as exports
@@ -108,3 +110,27 @@ def test_bad_periods_are_usage_errors(book: Ledger, settings: Settings,
     assert backwards.exit_code == 2 and "--since must be before --until" in backwards.stderr
     bad_date = run(settings, tmp_path, "export", "entries", "--since", "12.03.2026")
     assert bad_date.exit_code == 2 and "--since" in bad_date.stderr
+
+
+def test_an_unwritable_output_is_one_error_line_and_no_file(book: Ledger, settings: Settings,
+                                                            tmp_path: Path) -> None:
+    target = tmp_path / "missing" / "entries.csv"
+    result = run(settings, tmp_path, "export", "entries", "--output", str(target))
+    assert result.exit_code == 1
+    assert result.stderr == f"error: cannot write {target}: No such file or directory\n"
+    assert not target.parent.exists()
+
+
+def test_a_failure_midway_leaves_no_half_file(book: Ledger, settings: Settings, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: object) -> Iterator[tuple[str, ...]]:
+        yield ("1",) * len(exports.ENTRY_COLUMNS)
+        raise DatabaseUnavailableError("database sqlite:///x unreachable: disk I/O error")
+
+    monkeypatch.setattr(exports, "entry_rows", broken)
+    target = tmp_path / "out" / "entries.csv"
+    target.parent.mkdir()
+    result = run(settings, tmp_path, "export", "entries", "--output", str(target))
+    assert result.exit_code == 1
+    assert result.stderr == "error: database sqlite:///x unreachable: disk I/O error\n"
+    assert list(target.parent.iterdir()) == []

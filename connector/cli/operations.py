@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
-from connector.cli.base import Runtime, cli, pass_runtime
+from connector.cli.base import Runtime, cli, fail, pass_runtime
 from connector.operations import export as exports
 from connector.operations.backup import backup as make_backup
 
@@ -67,8 +68,16 @@ def export(runtime: Runtime, what: str, since: datetime | None, until: datetime 
     if output is None:
         exports.write_csv(_Echo(), columns, rows)
         return
-    with output.open("w", encoding="utf-8", newline="") as file:
-        count = exports.write_csv(file, columns, rows)
+    # Written whole or not at all: a half file could pass for a complete period.
+    temporary = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    try:
+        with temporary.open("w", encoding="utf-8", newline="") as file:
+            count = exports.write_csv(file, columns, rows)
+        os.replace(temporary, output)
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}")
+    finally:
+        temporary.unlink(missing_ok=True)
     click.echo(f"export: wrote {count} {what} to {output}", err=True)
 
 

@@ -37,6 +37,7 @@ class BackupResult:
 
 def backup(settings: Settings, target: Path) -> BackupResult:
     url = make_url(normalise_url(settings.database.url))
+    _refuse_overwriting_live_files(settings, url, target)
     backend = url.get_backend_name()
     if backend == "sqlite":
         _sqlite(url, target)
@@ -46,6 +47,24 @@ def backup(settings: Settings, target: Path) -> BackupResult:
         raise BackupError(f"backup of a {backend} database is not supported")
     key_path, note = _copy_key(settings, target)
     return BackupResult(target, target.stat().st_size, key_path, note)
+
+
+def _refuse_overwriting_live_files(settings: Settings, url: URL, target: Path) -> None:
+    """A backup written over the live database or its key would destroy what it copies."""
+    live = []
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        live += [Path(url.database + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+    try:
+        source = key_source(settings)
+    except ConfigError:
+        source = None
+    if source is not None and source.path is not None:
+        live.append(source.path)
+    written = {target.resolve(), target.with_name(target.name + ".key").resolve()}
+    for path in live:
+        if path.resolve() in written:
+            raise BackupError(f"{target} would overwrite the live {path}: back up to "
+                              "another path")
 
 
 def _sqlite(url: URL, target: Path) -> None:
