@@ -5,8 +5,18 @@ Exit codes: 0 done; 1 refused (ledger error, database not migrated, verify found
 2 bad usage or bad configuration.
 """
 
-from connector.cli import card, crm, doctor, inbox, ledger, secrets, service, writeback
+from connector.cli import (
+    card,
+    crm,
+    doctor,
+    inbox,
+    ledger,
+    operations,
+    secrets,
+    service,
+    writeback,
+)
 from connector.cli.base import cli, main
 
-__all__ = ["card", "cli", "crm", "doctor", "inbox", "ledger", "main", "secrets", "service",
-           "writeback"]
+__all__ = ["card", "cli", "crm", "doctor", "inbox", "ledger", "main", "operations", "secrets",
+           "service", "writeback"]

@@ -1,0 +1,88 @@
+"""Backing up the database (and its key), and CSV exports for accounting."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from connector.cli.base import Runtime, cli, fail, pass_runtime
+from connector.operations import export as exports
+from connector.operations.backup import backup as make_backup
+
+
+def _size(size: int) -> str:
+    if size < 1024:
+        return f"{size} bytes"
+    scaled = float(size)  # for display only
+    for unit in ("KB", "MB", "GB"):
+        scaled /= 1024
+        if scaled < 1024 or unit == "GB":
+            break
+    return f"{scaled:.1f} {unit} ({size} bytes)"
+
+
+@cli.command()
+@click.argument("path", type=click.Path(dir_okay=False, writable=True, path_type=Path))
+@pass_runtime
+def backup(runtime: Runtime, path: Path) -> None:
+    """A consistent copy of the database at PATH (safe while `serve` runs), and its key file
+    as PATH.key. SQLite: online backup; PostgreSQL: pg_dump -Fc (restore with pg_restore)."""
+    result = make_backup(runtime.settings, path)
+    click.echo(f"backup: wrote {result.path} ({_size(result.size)})")
+    if result.key_path is not None:
+        click.echo(f"backup: wrote the secret key to {result.key_path} (mode 0600): keep it "
+                   "with the copy, the CRM tokens in it need it")
+    if result.key_note:
+        click.echo(f"backup: {result.key_note}")
+
+
+def _utc_day(value: datetime | None) -> datetime | None:
+    return None if value is None else value.replace(tzinfo=UTC)
+
+
+@cli.command("export")
+@click.argument("what", type=click.Choice(["accounts", "entries"]))
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]),
+              help="entries: first day, UTC midnight")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]),
+              help="entries: first day not included, UTC midnight")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              help="write to FILE (default: standard output)")
+@pass_runtime
+def export(runtime: Runtime, what: str, since: datetime | None, until: datetime | None,
+           output: Path | None) -> None:
+    """CSV for accounting: every account, or the entries that happened in a period."""
+    if what == "accounts" and (since or until):
+        raise click.UsageError("--since and --until apply to entries only")
+    if since and until and since >= until:
+        raise click.UsageError("--since must be before --until")
+    db = runtime.services().db
+    if what == "accounts":
+        columns, rows = exports.ACCOUNT_COLUMNS, exports.account_rows(db)
+    else:
+        columns = exports.ENTRY_COLUMNS
+        rows = exports.entry_rows(db, _utc_day(since), _utc_day(until))
+    if output is None:
+        exports.write_csv(_Echo(), columns, rows)
+        return
+    # Written whole or not at all: a half file could pass for a complete period.
+    temporary = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    try:
+        with temporary.open("w", encoding="utf-8", newline="") as file:
+            count = exports.write_csv(file, columns, rows)
+        os.replace(temporary, output)
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}")
+    finally:
+        temporary.unlink(missing_ok=True)
+    click.echo(f"export: wrote {count} {what} to {output}", err=True)
+
+
+class _Echo:
+    """Standard output as click sees it (so CliRunner captures it too)."""
+
+    def write(self, text: str) -> None:
+        click.echo(text, nl=False)

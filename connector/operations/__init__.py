@@ -1,0 +1,1 @@
+"""Operating the connector's data: backups, and exports for accounting."""
