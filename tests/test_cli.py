@@ -137,6 +137,28 @@ def test_accrue_and_its_duplicate(run: Run) -> None:
         ("accrual", "30.00", "cli:deal:1", "cli", "shop")]
 
 
+def test_portal_may_be_written_as_the_config_names_it_or_dash(tmp_path: Path) -> None:
+    config = write_config(tmp_path, (
+        '[bitrix24]\nenabled = true\n'
+        'webhook_url = "https://acme.bitrix24.ru:8443/rest/1/hook0000secret/"\n'
+        '[amocrm]\nenabled = true\nbase_url = "https://example.amocrm.ru"\n'
+        'long_lived_token = "t"\nwebhook_secret = "Wh00kSecret0123456789"\n'))
+
+    def run(*args: str) -> Result:
+        return CliRunner().invoke(cli, ["--config", str(config), *args])
+
+    ok(run("db", "upgrade"))
+    ok(run("accrue", "bitrix24", "acme.bitrix24.ru", "101", "1000", "--key", "k1"))
+    for spelling in ("-", "https://ACME.bitrix24.ru:8443/", "acme.bitrix24.ru:8443"):
+        shown = json.loads(ok(run("account", "show", "bitrix24", spelling, "101", "--json")))
+        assert shown["ref"]["portal"] == "acme.bitrix24.ru:8443"
+    ok(run("accrue", "amocrm", "example", "7", "500", "--key", "k2"))
+    shown = json.loads(ok(run("account", "show", "amocrm", "-", "7", "--json")))
+    assert shown["ref"]["portal"] == "example.amocrm.ru"
+    other = run("account", "show", "bitrix24", "other.bitrix24.ru", "101")
+    assert other.exit_code == 1 and "no loyalty account" in other.stderr
+
+
 def test_amounts_are_exact_or_refused(run: Run) -> None:
     result = run("accrue", *ANNA, "10.005", "--key", "k")
     assert result.exit_code == 2

@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
+from connector.bitrix24.portal import domain_of
 from connector.config import Settings, load_settings, resolve_config_path
 from connector.db import is_unavailable, unavailable
 from connector.errors import ConfigError, LedgerError, StorageError
@@ -122,11 +123,33 @@ class Amount(click.ParamType):
 AMOUNT = Amount()
 
 
+def configured_portal(settings: Settings, crm: str, given: str) -> str:
+    """PORTAL as accounts name it: `-`, or any spelling of the configured portal (with or
+    without scheme, port or case: `https://ACME.bitrix24.ru/`, `127.0.0.1` for
+    `127.0.0.1:18920`), is the configured one; anything else is taken as given."""
+    key = settings.bitrix24.portal_key if crm == "bitrix24" else settings.amocrm.portal_key
+    if given == "-":
+        if not key:
+            raise click.BadParameter(f"no {crm} portal is configured: name it", param_hint="PORTAL")
+        return key
+    if crm == "amocrm" and key and given == settings.amocrm.account_subdomain:
+        return key  # amoCRM's own name for the account: its subdomain
+    domain = domain_of(given)
+    if key and domain is not None and (domain == key or domain == key.rsplit(":", 1)[0]
+                                       or domain.rsplit(":", 1)[0] == key):
+        return key
+    return given
+
+
 def account_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Adds CRM PORTAL CONTACT_ID in front of the command's own arguments, passed as `ref`."""
+    """Adds CRM PORTAL CONTACT_ID in front of the command's own arguments, passed as `ref`
+    (PORTAL read by configured_portal)."""
 
     @wraps(func)
     def wrapper(*args: Any, crm: str, portal: str, contact_id: str, **kwargs: Any) -> Any:
+        runtime = click.get_current_context().find_object(Runtime)
+        if runtime is not None:
+            portal = configured_portal(runtime.settings, crm, portal)
         return func(*args, ref=AccountRef(crm, portal, contact_id), **kwargs)
 
     # Click lists parameters in reverse order of decoration.
