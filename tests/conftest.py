@@ -6,6 +6,7 @@ Storage tests run on SQLite always and on PostgreSQL too when LOYALTY_TEST_DATAB
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
+from waitress.server import create_server
 
 from connector.config import Settings, load_settings
 from connector.db import Database
@@ -145,3 +147,14 @@ def app(services: Services) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def served(app: Flask) -> Iterator[str]:
+    """The app on a real local server (for a browser), its base URL."""
+    server = create_server(app, host="127.0.0.1", port=0, threads=2)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.effective_port}"
+    server.close()
+    thread.join(timeout=5)

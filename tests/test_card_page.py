@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal as D
@@ -16,9 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
-from waitress.server import create_server
 
 from connector.card import texts
 from connector.card.ratelimit import ClientLimiter, client_address
@@ -254,16 +251,6 @@ def test_a_referral_link_needs_the_code_in_it(tmp_path: Path) -> None:
 
 
 # -- in a real browser, at a phone's size ----------------------------------------------------
-@pytest.fixture
-def served(app: Flask) -> Iterator[str]:
-    server = create_server(app, host="127.0.0.1", port=0, threads=2)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.effective_port}"
-    server.close()
-    thread.join(timeout=5)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium "

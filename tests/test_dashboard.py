@@ -7,7 +7,6 @@ import base64
 import shutil
 import struct
 import subprocess
-import threading
 import zlib
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -15,9 +14,7 @@ from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
-from waitress.server import create_server
 
 from connector import dashboard, job_runs
 from connector.config import Settings
@@ -248,16 +245,6 @@ def test_an_empty_program(tmp_path: Path, database_url: str) -> None:
 
 
 # -- in a real browser -----------------------------------------------------------------------
-@pytest.fixture
-def served(app: Flask) -> Iterator[str]:
-    server = create_server(app, host="127.0.0.1", port=0, threads=2)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.effective_port}"
-    server.close()
-    thread.join(timeout=5)
-
-
 def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
