@@ -23,7 +23,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from connector.schema import Base, BigId, UTCDateTime
 
-ENTRY_KINDS = ("accrual", "redemption", "reversal", "expiry", "adjustment", "bonus")
+# reward: points paid for a catalogue reward; opening: a balance brought in by an import.
+ENTRY_KINDS = ("accrual", "redemption", "reversal", "expiry", "adjustment", "bonus", "reward",
+               "opening")
 
 
 class Account(Base):
@@ -74,8 +76,8 @@ class Entry(Base):
     __table_args__ = (
         CheckConstraint(f"kind IN {ENTRY_KINDS!r}", name="kind_known"),
         CheckConstraint(
-            "(kind = 'accrual' AND amount >= 0) OR (kind = 'bonus' AND amount > 0)"
-            " OR (kind IN ('redemption', 'expiry') AND amount < 0)"
+            "(kind = 'accrual' AND amount >= 0) OR (kind IN ('bonus', 'opening') AND amount > 0)"
+            " OR (kind IN ('redemption', 'expiry', 'reward') AND amount < 0)"
             " OR (kind = 'adjustment' AND amount <> 0) OR kind = 'reversal'",
             name="amount_sign_by_kind",
         ),
