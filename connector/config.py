@@ -384,6 +384,35 @@ class Campaign(_Section):
         return self
 
 
+class ProductRule(_Section):
+    """What a purchase's rows earn by product: excluded, a rate of its own, or a multiplier
+    of the tier's rate. A rule matches a row when every criterion it names matches (within a
+    list, any value); the first matching rule in the file applies."""
+
+    name: str = Field(min_length=1)
+    products: list[str] = Field(default_factory=list, description="product ids")
+    sections: list[str] = Field(default_factory=list, description="section / category ids")
+    property: str | None = Field(None, description="a product property, e.g. PROPERTY_104")
+    values: list[str] = Field(default_factory=list, description="its values that match")
+    discounted: bool = Field(False, description="matches rows sold at a discount")
+    exclude: bool = False
+    rate: Share | None = None
+    multiplier: Annotated[Decimal, Field(ge=0, le=100)] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> ProductRule:
+        effects = [self.exclude, self.rate is not None, self.multiplier is not None]
+        if sum(effects) != 1:
+            raise ValueError(f"rule {self.name!r}: give exactly one of exclude = true, "
+                             f"rate or multiplier")
+        if not (self.products or self.sections or self.property or self.discounted):
+            raise ValueError(f"rule {self.name!r}: name what it matches: products, sections, "
+                             f"property (with values) or discounted = true")
+        if bool(self.property) != bool(self.values):
+            raise ValueError(f"rule {self.name!r}: property and values go together")
+        return self
+
+
 def _default_tiers() -> list[Tier]:
     return [
         Tier(name="Bronze", min_spend=Decimal(0), rate=Decimal("0.03")),
@@ -418,6 +447,9 @@ class ProgramSettings(_Section):
                           "referral code, e.g. https://shop.example/?ref={code}")
     bonuses: dict[str, Points] = Field(default_factory=dict)
     redeem_share: Share = Decimal("0.5")
+    redeem_eligible_only: bool = Field(
+        False, description="redeem_share of the rows that earn points only (product_rules)")
+    product_rules: list[ProductRule] = Field(default_factory=list)
     min_balance_to_redeem: Points = Decimal(0)
     points_lifetime_days: int = Field(365, ge=0, description="0: points never expire")
     pending_days: int = Field(0, ge=0, description="days before earned points can be spent")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
+from typing import Any
 
 from connector.config import Campaign, ProgramSettings, Tier
 from connector.errors import UnknownBonusError
 from connector.money import round_points
+from connector.products import rules as product_rules
+from connector.products.rows import Row, digest
 
 ZERO = Decimal("0.00")
 CENT = Decimal("0.01")
@@ -26,16 +30,21 @@ class Earning:
     multiplier: Decimal
     extra_points: Decimal
     campaigns: tuple[str, ...] = ()
+    rows: tuple[product_rules.RowRate, ...] = ()
 
     @property
-    def breakdown(self) -> dict[str, str | list[str]]:
-        return {
+    def breakdown(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
             "tier": self.tier.name,
             "rate": str(self.rate),
             "multiplier": str(self.multiplier),
             "extra_points": str(self.extra_points),
             "campaigns": list(self.campaigns),
         }
+        if self.rows:
+            out["rows"] = [rate.as_json() for rate in self.rows]
+            out["rows_digest"] = digest(rate.row for rate in self.rows)
+        return out
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,7 @@ class Preview:
     max_redeem_points: Decimal
     max_redeem_amount: Decimal
     campaigns: tuple[str, ...] = field(default=())
+    eligible_amount: Decimal | None = None
 
 
 class Program:
@@ -101,13 +111,17 @@ class Program:
         ]
 
     def earn(self, amount: Decimal, *, tier: Tier, at: datetime,
-             category: str | None = None) -> Earning:
+             category: str | None = None, rows: Sequence[Row] | None = None) -> Earning:
         """Points for a purchase. Campaign multipliers do not stack (the highest applies);
-        fixed extra points of every active campaign add up."""
+        fixed extra points of every active campaign add up. With `rows`, the points are the
+        sum over the rows, each at the rate its product rule gives (rounded once, on the
+        sum, so small rows lose nothing); without, the amount earns at the tier's rate."""
         campaigns = self.active_campaigns(at, category)
         multiplier = max((c.multiplier for c in campaigns), default=Decimal(1))
         extra = sum((c.extra_points for c in campaigns), ZERO)
-        points = self.points_for(amount, tier.rate, multiplier)
+        row_rates = tuple(self.row_rates(rows, tier.rate)) if rows else ()
+        points = self.points_for_rows(rows, tier.rate, multiplier) if rows \
+            else self.points_for(amount, tier.rate, multiplier)
         return Earning(
             points=points + extra,
             tier=tier,
@@ -115,30 +129,54 @@ class Program:
             multiplier=multiplier,
             extra_points=extra,
             campaigns=tuple(c.name for c in campaigns),
+            rows=row_rates,
         )
 
     def points_for(self, amount: Decimal, rate: Decimal, multiplier: Decimal) -> Decimal:
         raw = amount * rate * multiplier / self.settings.point_value
         return round_points(raw, self.settings.points_precision, self.settings.rounding)
 
+    def row_rates(self, rows: Sequence[Row], tier_rate: Decimal) -> list[product_rules.RowRate]:
+        return product_rules.rates(self.settings.product_rules, rows, tier_rate)
+
+    def points_for_rows(self, rows: Sequence[Row], tier_rate: Decimal,
+                        multiplier: Decimal) -> Decimal:
+        """The rows' points at `tier_rate` (the tier's, or the one a purchase was first
+        accrued at) and the campaign `multiplier`, by the product rules."""
+        raw = sum((r.row.amount * r.rate for r in self.row_rates(rows, tier_rate)), ZERO)
+        return round_points(raw * multiplier / self.settings.point_value,
+                            self.settings.points_precision, self.settings.rounding)
+
+    def redeem_base(self, purchase_amount: Decimal,
+                    rows: Sequence[Row] | None = None) -> Decimal:
+        """What the redemption cap is a share of: the purchase, or with
+        redeem_eligible_only and rows, the rows that earn points."""
+        if rows and self.settings.redeem_eligible_only:
+            return min(purchase_amount,
+                       product_rules.eligible_amount(self.settings.product_rules, rows))
+        return purchase_amount
+
     # -- redeeming -------------------------------------------------------------------------
-    def redeem_cap(self, purchase_amount: Decimal) -> Decimal:
+    def redeem_cap(self, purchase_amount: Decimal,
+                   rows: Sequence[Row] | None = None) -> Decimal:
         """Most points one purchase may be paid with, by the program's share alone."""
-        cap_money = purchase_amount * self.settings.redeem_share
+        cap_money = self.redeem_base(purchase_amount, rows) * self.settings.redeem_share
         return (cap_money / self.settings.point_value).quantize(CENT, rounding=ROUND_DOWN)
 
-    def max_redeemable(self, purchase_amount: Decimal, available: Decimal) -> Decimal:
+    def max_redeemable(self, purchase_amount: Decimal, available: Decimal,
+                       rows: Sequence[Row] | None = None) -> Decimal:
         if available <= 0 or available < self.settings.min_balance_to_redeem:
             return ZERO
-        return min(available, self.redeem_cap(purchase_amount))
+        return min(available, self.redeem_cap(purchase_amount, rows))
 
     def points_to_money(self, points: Decimal) -> Decimal:
         return (points * self.settings.point_value).quantize(CENT, rounding=ROUND_DOWN)
 
     def preview(self, purchase_amount: Decimal, *, tier: Tier, available: Decimal,
-                at: datetime, category: str | None = None) -> Preview:
-        earning = self.earn(purchase_amount, tier=tier, at=at, category=category)
-        max_points = self.max_redeemable(purchase_amount, available)
+                at: datetime, category: str | None = None,
+                rows: Sequence[Row] | None = None) -> Preview:
+        earning = self.earn(purchase_amount, tier=tier, at=at, category=category, rows=rows)
+        max_points = self.max_redeemable(purchase_amount, available, rows)
         return Preview(
             purchase_amount=purchase_amount,
             tier=tier.name,
@@ -147,6 +185,8 @@ class Program:
             max_redeem_points=max_points,
             max_redeem_amount=self.points_to_money(max_points),
             campaigns=earning.campaigns,
+            eligible_amount=product_rules.eligible_amount(self.settings.product_rules, rows)
+            if rows else None,
         )
 
     # -- bonuses and lots ------------------------------------------------------------------

@@ -8,6 +8,7 @@ original outcome and writes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -27,9 +28,10 @@ from connector.errors import (
 )
 from connector.ledger import lots, queries
 from connector.ledger.models import Account, Entry, Lot
-from connector.ledger.postings import Postings, settled_to_nothing
+from connector.ledger.postings import Postings, rows_settled, settled_to_nothing
 from connector.ledger.views import AccountRef, AccountView, EntryView, Result
 from connector.money import from_minor, to_minor
+from connector.products.rows import Row, digest
 from connector.program import Preview
 from connector.referrals.models import ReferralEvent
 
@@ -135,7 +137,8 @@ class Ledger(Postings):
     def settle_purchase(self, ref: AccountRef | None, source: str, amount: Decimal | None, *,
                         category: str | None = None, occurred_at: datetime | None = None,
                         comment: str | None = None, actor: str | None = None,
-                        source_data: dict[str, Any] | None = None) -> list[Result]:
+                        source_data: dict[str, Any] | None = None,
+                        rows: Sequence[Row] | None = None) -> list[Result]:
         """Bring the ledger in line with a purchase's current state in the CRM.
 
         `amount` None or not positive: the purchase does not count (lost, deleted, moved out
@@ -143,6 +146,8 @@ class Ledger(Postings):
         of `amount`: accrued once, re-priced by the difference when the amount changed, moved
         when the customer changed. Repeating the same state writes nothing, so duplicate and
         out-of-order events are harmless as long as the state given is the current one.
+        `rows` (the purchase's product rows, None or empty: none) earn by the product rules;
+        a changed row list re-prices the purchase as a changed amount does.
         """
         counts = amount is not None and amount > 0 and ref is not None
         with self.db.transaction(write=False) as session:
@@ -157,13 +162,14 @@ class Ledger(Postings):
             assert ref is not None and amount is not None
             results.append(self._settle(ref, source, amount, category=category,
                                         occurred_at=occurred_at, comment=comment, actor=actor,
-                                        source_data=source_data))
+                                        source_data=source_data, rows=rows or None))
         return [result for result in results if result is not None]
 
     def _settle(self, ref: AccountRef, source: str, amount: Decimal | None, *,
                 category: str | None = None, occurred_at: datetime | None = None,
                 comment: str | None = None, actor: str | None = None,
-                source_data: dict[str, Any] | None = None) -> Result | None:
+                source_data: dict[str, Any] | None = None,
+                rows: Sequence[Row] | None = None) -> Result | None:
         with self.db.transaction() as session:
             account = self._account(session, ref, create=amount is not None)
             entries = self._source_entries(session, account, source)
@@ -181,11 +187,13 @@ class Ledger(Postings):
             elif net_count <= 0:
                 entry = self._accrue_in(session, account, amount, key=key, source=source,
                                         category=category, at=occurred_at or self.clock(),
-                                        comment=comment, actor=actor, source_data=source_data)
-            elif to_minor(amount) != net_spend:
+                                        comment=comment, actor=actor, source_data=source_data,
+                                        rows=rows)
+            elif to_minor(amount) != net_spend \
+                    or rows_settled(entries) != (digest(rows) if rows else None):
                 entry = self._reprice(session, account, entries, amount, key=key,
                                       source=source, comment=comment, actor=actor,
-                                      source_data=source_data)
+                                      source_data=source_data, rows=rows)
             else:
                 return None
             return Result.of(entry, duplicate=False)
@@ -390,7 +398,7 @@ class Ledger(Postings):
             return queries.history(session, account, limit=limit, before_id=before_id)
 
     def preview(self, purchase_amount: Decimal, ref: AccountRef | None = None, *,
-                category: str | None = None) -> Preview:
+                category: str | None = None, rows: Sequence[Row] | None = None) -> Preview:
         """What a purchase would earn and could be paid with points; writes nothing."""
         if purchase_amount <= 0:
             raise InvalidAmountError("purchase amount must be positive")
@@ -403,7 +411,7 @@ class Ledger(Postings):
                     tier = self.program.tier_named(account.tier)
                     available = from_minor(lots.spendable(session, account, now))
         return self.program.preview(purchase_amount, tier=tier, available=available, at=now,
-                                    category=category)
+                                    category=category, rows=rows)
 
     def verify(self) -> tuple[int, list[queries.Mismatch]]:
         with self.db.transaction(write=False) as session:

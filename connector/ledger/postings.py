@@ -6,7 +6,7 @@ an operation opened, with the account row locked.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -26,6 +26,7 @@ from connector.ledger import lots, queries
 from connector.ledger.models import Account, Entry
 from connector.ledger.views import AccountRef, Result
 from connector.money import from_minor, to_minor
+from connector.products.rows import Row, digest
 from connector.program import Program
 from connector.referrals import caps
 from connector.referrals.codes import new_card_number, new_code
@@ -41,6 +42,17 @@ def settled_to_nothing(entries: list[Entry]) -> bool:
     return (sum(e.amount - e.shortfall for e in entries) == 0
             and sum(e.purchase_amount or 0 for e in entries) == 0
             and sum(e.purchase_count for e in entries) == 0)
+
+
+def rows_settled(entries: list[Entry]) -> str | None:
+    """The digest of the rows a source was last settled with (None: by its amount alone)."""
+    for entry in reversed(entries):
+        details = entry.details or {}
+        if "rows_digest" in details:
+            return details["rows_digest"]
+        if entry.kind == "accrual" and "repriced_to" not in details:
+            return None
+    return None
 
 
 class Postings:
@@ -221,12 +233,14 @@ class Postings:
 
     def _accrue_in(self, session: Session, account: Account, amount: Decimal, *, key: str,
                    source: str, category: str | None, at: datetime, comment: str | None,
-                   actor: str | None, source_data: dict[str, Any] | None) -> Entry:
-        """A completed purchase: points by the account's current tier, campaigns, referral."""
+                   actor: str | None, source_data: dict[str, Any] | None,
+                   rows: Sequence[Row] | None = None) -> Entry:
+        """A completed purchase: points by the account's current tier, campaigns, product
+        rules (with `rows`), referral."""
         now = self.clock()
         first_purchase = account.first_purchase_at is None
         earning = self.program.earn(amount, tier=self.program.tier_named(account.tier), at=at,
-                                    category=category)
+                                    category=category, rows=rows)
         details: dict[str, Any] = {**earning.breakdown, "category": category}
         # The tier query runs before the account changes, so the row is written once.
         counted = amount if at >= self.program.tier_window_start(now) else Decimal(0)
@@ -301,19 +315,26 @@ class Postings:
 
     def _reprice(self, session: Session, account: Account, entries: list[Entry],
                  amount: Decimal, *, key: str, source: str, comment: str | None,
-                 actor: str | None, source_data: dict[str, Any] | None) -> Entry:
-        """The purchase's amount changed: earn or give back the difference, at the rate and
-        multiplier the purchase was first accrued with."""
-        accrual = next(e for e in reversed(entries) if e.kind == "accrual")
+                 actor: str | None, source_data: dict[str, Any] | None,
+                 rows: Sequence[Row] | None = None) -> Entry:
+        """The purchase's amount or rows changed: earn or give back the difference, at the
+        rate and multiplier the purchase was first accrued with (rows by today's rules)."""
+        accrual = next(e for e in reversed(entries)
+                       if e.kind == "accrual" and "repriced_to" not in (e.details or {}))
         terms = accrual.details or {}
-        tier_rate = self.program.tier_named(account.tier).rate
-        points = self.program.points_for(amount, Decimal(terms.get("rate", tier_rate)),
-                                         Decimal(terms.get("multiplier", "1")))
+        rate = Decimal(terms.get("rate", self.program.tier_named(account.tier).rate))
+        multiplier = Decimal(terms.get("multiplier", "1"))
+        points = self.program.points_for_rows(rows, rate, multiplier) if rows \
+            else self.program.points_for(amount, rate, multiplier)
         target = to_minor(points + Decimal(terms.get("extra_points", "0")))
         delta = target - (sum(e.amount for e in entries) - sum(e.shortfall for e in entries))
         spend_delta = to_minor(amount) - sum(e.purchase_amount or 0 for e in entries)
         account.purchase_total += spend_delta
-        details = {"repriced_to": str(amount), "points_to": str(from_minor(target))}
+        details: dict[str, Any] = {"repriced_to": str(amount),
+                                   "points_to": str(from_minor(target)),
+                                   "rows_digest": digest(rows) if rows else None}
+        if rows:
+            details["rows"] = [r.as_json() for r in self.program.row_rates(rows, rate)]
         if delta < 0:
             return self._move(session, account, delta, key=key, source=source,
                               entries=entries, comment=comment, actor=actor, details=details,
