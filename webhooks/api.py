@@ -20,10 +20,12 @@ from connector.errors import ConfigError
 from connector.ledger.engine import Ledger
 from connector.ledger.views import Result
 from connector.money import from_minor, to_minor
+from connector.products.rows import Row, digest, rows_total
 from connector.referrals.linking import Linker
 from connector.services import Services
 from webhooks.auth import configured, require
 from webhooks.errors import ApiError
+from webhooks.product_rows import parse_rows
 from webhooks.validation import (
     BONUS_NAME,
     COMMENT_MAX,
@@ -120,12 +122,17 @@ def card(card_number: str) -> ResponseReturnValue:
 def preview() -> ResponseReturnValue:
     fields = json_body()
     ref = fields.optional_ref()
-    amount = fields.amount("amount")
+    rows = _rows(fields)
+    # With rows, the amount defaults to what they come to (a checkout's basket).
+    amount = fields.amount("amount") if rows is None else \
+        fields.optional_amount("amount") or rows_total(rows)
     category = fields.optional_text("category")
     code = fields.optional_text("referral_code", max_length=REFERRAL_CODE_MAX)
     fields.finish()
     # asdict keeps Decimals; the app's JSON provider writes each as a string.
-    body = asdict(_ledger().preview(amount, ref, category=category))
+    body = asdict(_ledger().preview(amount, ref, category=category, rows=rows))
+    if rows is None:
+        del body["eligible_amount"]  # only rows tell what is eligible
     if code is not None:
         check = _linker().check(ref, code)
         body["referral"] = check.as_json()
@@ -170,6 +177,9 @@ def redeem() -> ResponseReturnValue:
     ref, key = fields.ref(), _client_key(fields)
     points = fields.amount("points")
     purchase_amount = fields.optional_amount("purchase_amount")
+    rows = _rows(fields)
+    if rows is not None and purchase_amount is None:
+        purchase_amount = rows_total(rows)
     partial = fields.flag("partial")
     source = fields.optional_text("source")
     comment = fields.optional_text("comment", max_length=COMMENT_MAX)
@@ -177,7 +187,16 @@ def redeem() -> ResponseReturnValue:
     return _outcome(_ledger().redeem(ref, points, key=ledger_key(key),
                                      purchase_amount=purchase_amount, source=source or key,
                                      partial=partial, comment=comment, actor=ACTOR,
-                                     fingerprint=fields.fingerprint("redeem")))
+                                     fingerprint=fields.fingerprint("redeem"), rows=rows))
+
+
+def _rows(fields: Fields) -> list[Row] | None:
+    raw = fields.raw("rows")
+    if raw is None:
+        return None
+    rows = parse_rows(raw)
+    fields.note("rows", digest(rows))
+    return rows
 
 
 @bp.post("/adjust")

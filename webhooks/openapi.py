@@ -76,6 +76,34 @@ LINK: Schema = {"type": "object", "required": ["outcome", "code"], "properties":
 }}
 
 
+def _rows() -> Schema:
+    """A purchase's product rows, for the product rules (program.product_rules)."""
+    identifier: Schema = {"anyOf": [_text(64), {"type": "integer", "minimum": 0}]}
+
+    def money(description: str) -> Schema:  # as _amount, but 0 is a price too
+        return {"description": f"{description}: 0 or more, at most two decimal places",
+                "anyOf": [{"type": "string", "pattern": r"^[0-9]+(\.[0-9]{1,2})?$"},
+                          {"type": "number", "minimum": 0, "maximum": int(MAX_AMOUNT)}]}
+    return {"type": ["array", "null"], "minItems": 1, "maxItems": 500,
+            "description": "the purchase's rows; each earns by the product rules, the "
+                           "amount defaults to their total",
+            "items": {"type": "object", "required": ["product_id", "price", "quantity"],
+                      "additionalProperties": False, "properties": {
+                "product_id": identifier,
+                "price": money("price of one unit after its discount"),
+                "quantity": {"anyOf": [{"type": "number", "exclusiveMinimum": 0},
+                                       {"type": "string", "pattern": r"^[0-9]+(\.[0-9]{1,4})?$"}]},
+                "section": {**identifier, "description": "catalog section / category id"},
+                "discount": {**money("discount on one unit"),
+                             "anyOf": [*money("")["anyOf"], {"type": "null"}]},
+                "properties": {"type": ["object", "null"],
+                               "additionalProperties": {"anyOf": [
+                                   {"type": "string"}, {"type": "integer"},
+                                   {"type": "array", "items": {"type": "string"}}]}},
+                "name": _text(nullable=True),
+            }}}
+
+
 def _body(properties: Schema, required: list[str]) -> Schema:
     return {"required": True, "content": {"application/json": {"schema": {
         "type": "object", "properties": properties, "required": required,
@@ -205,10 +233,12 @@ def spec() -> Schema:
                 "requestBody": _body({
                     **{name: {**schema, "type": ["string", "null"]}
                        for name, schema in ACCOUNT_FIELDS.items()},
-                    "amount": _amount("the purchase amount"),
+                    "amount": _amount("the purchase amount (with rows: default their total)",
+                                      nullable=True),
+                    "rows": _rows(),
                     "category": _text(nullable=True),
                     "referral_code": REFERRAL_CODE,
-                }, ["amount"]),
+                }, []),
                 "responses": {"200": _ok("the preview", _ref("Preview")), **BODY_ERRORS},
             }},
             "/api/v1/accrue": _change("Points for a purchase", {
@@ -223,6 +253,7 @@ def spec() -> Schema:
                 "points": _amount("points to redeem"),
                 "purchase_amount": _amount("the purchase, for the program's cap",
                                            nullable=True),
+                "rows": _rows(),
                 "partial": {"type": ["boolean", "null"],
                             "description": "redeem what the balance and the cap allow"},
                 "source": _text(nullable=True),
@@ -328,6 +359,8 @@ def spec() -> Schema:
                     "max_redeem_points": DECIMAL_STRING,
                     "max_redeem_amount": DECIMAL_STRING,
                     "campaigns": {"type": "array", "items": {"type": "string"}},
+                    "eligible_amount": {**NULLABLE_DECIMAL, "description":
+                                        "what the rows that earn points come to"},
                     "referral": LINK,
                 }},
             },

@@ -149,6 +149,14 @@ class Fields:
             raise invalid(field, "required")
         return value
 
+    def raw(self, field: str) -> Any:
+        """A field read as it came, for a parser of its own (None: absent); `note` what it
+        meant for the fingerprint."""
+        return self._get(field)
+
+    def note(self, field: str, meaning: object) -> None:
+        self._parsed[field] = meaning
+
     def flag(self, field: str, *, default: bool = False) -> bool:
         value = self._get(field)
         if value is None:

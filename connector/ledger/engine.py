@@ -202,9 +202,10 @@ class Ledger(Postings):
                purchase_amount: Decimal | None = None, source: str | None = None,
                partial: bool = False, comment: str | None = None, actor: str | None = None,
                source_data: dict[str, Any] | None = None,
-               fingerprint: str | None = None) -> Result:
+               fingerprint: str | None = None, rows: Sequence[Row] | None = None) -> Result:
         """Pay with points. Never exceeds the spendable balance nor the program's share of
-        `purchase_amount`; with `partial`, redeems as much of the request as allowed."""
+        `purchase_amount` (of its `rows` that earn points, with redeem_eligible_only); with
+        `partial`, redeems as much of the request as allowed."""
         if points <= 0:
             raise InvalidAmountError("points to redeem must be positive", points=str(points))
 
@@ -218,8 +219,8 @@ class Ledger(Postings):
                     else Decimal(0)
                 allowed = max(allowed, Decimal(0))
             else:
-                cap = self.program.redeem_cap(purchase_amount)
-                allowed = self.program.max_redeemable(purchase_amount, available)
+                cap = self.program.redeem_cap(purchase_amount, rows)
+                allowed = self.program.max_redeemable(purchase_amount, available, rows)
             granted = points
             if points > allowed:
                 if partial and allowed > 0:
