@@ -14,7 +14,13 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from mappings.domain import PurchaseState, entity_id, loyalty_values, number_text
+from mappings.domain import (
+    ProductRow,
+    PurchaseState,
+    entity_id,
+    loyalty_values,
+    number_text,
+)
 
 DEAL_EVENTS = ("ONCRMDEALADD", "ONCRMDEALUPDATE", "ONCRMDEALDELETE")
 CONTACT_EVENTS = ("ONCRMCONTACTADD", "ONCRMCONTACTUPDATE", "ONCRMCONTACTDELETE")
@@ -160,10 +166,63 @@ def parse_datetime(raw: Any) -> datetime | None:
     return parsed if parsed.tzinfo else None
 
 
-def purchase_state(deal: Mapping[str, Any], *, portal: str,
-                   categories: list[str]) -> PurchaseState:
+def product_rows(rows: Any,
+                 products: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[ProductRow, ...]:
+    """crm.deal.productrows.get's rows (PRICE: one unit's final price; DISCOUNT_SUM: the
+    discount on one unit), with each catalog product's SECTION_ID and PROPERTY_* values
+    from crm.product.get when `products` has it. Rows without a usable price or quantity
+    are left out: they earn nothing either way."""
+    out = []
+    for row in rows if isinstance(rows, list) else []:
+        if not isinstance(row, Mapping):
+            continue
+        price = parse_amount(row.get("PRICE"))
+        quantity = _quantity(row.get("QUANTITY"))
+        if price is None or price < 0 or quantity is None or quantity <= 0:
+            continue
+        product_id = str(row.get("PRODUCT_ID") or "0").strip()
+        product = (products or {}).get(product_id) or {}
+        discount = parse_amount(row.get("DISCOUNT_SUM"))
+        name = row.get("PRODUCT_NAME")
+        out.append(ProductRow(
+            product_id=product_id, price=price, quantity=quantity,
+            section=entity_id(product.get("SECTION_ID")),
+            discount=discount if discount is not None and discount > 0 else Decimal(0),
+            properties=product_properties(product),
+            name=name if isinstance(name, str) else None))
+    return tuple(out)
+
+
+def _quantity(raw: Any) -> Decimal | None:
+    try:
+        value = Decimal(str(raw).strip())
+    except (InvalidOperation, ValueError):
+        return None
+    return value if value.is_finite() else None
+
+
+def product_properties(product: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """crm.product.get shows a property as {"valueId", "value"}, a multiple one as a list
+    of them, an unset one as null."""
+    out = {}
+    for key, raw in product.items():
+        if not key.startswith("PROPERTY_") or raw is None:
+            continue
+        items = raw if isinstance(raw, list) else [raw]
+        values = tuple(str(item.get("value")) if isinstance(item, Mapping) else str(item)
+                       for item in items
+                       if item is not None and (not isinstance(item, Mapping)
+                                                or item.get("value") is not None))
+        if values:
+            out[key] = values
+    return out
+
+
+def purchase_state(deal: Mapping[str, Any], *, portal: str, categories: list[str],
+                   rows: tuple[ProductRow, ...] | None = None) -> PurchaseState:
     """A won deal (STAGE_SEMANTIC_ID "S") in an included funnel is a purchase of its
-    OPPORTUNITY by its contact; anything else holds no purchase."""
+    OPPORTUNITY by its contact, earning by its product `rows` when they were read;
+    anything else holds no purchase."""
     deal_id = str(deal.get("ID", ""))
     source = deal_source(portal, deal_id)
     contact_id = entity_id(deal.get("CONTACT_ID"))
@@ -173,7 +232,7 @@ def purchase_state(deal: Mapping[str, Any], *, portal: str,
     raw = {key: deal.get(key) for key in DEAL_SELECT if key in deal}
 
     def nothing(reason: str) -> PurchaseState:
-        return PurchaseState(source, contact_id, None, category, occurred, reason, raw)
+        return PurchaseState(source, contact_id, None, category, occurred, reason, raw, rows)
 
     if deal.get("STAGE_SEMANTIC_ID") != WON:
         return nothing("deal is not won")
@@ -183,7 +242,7 @@ def purchase_state(deal: Mapping[str, Any], *, portal: str,
         return nothing("deal has no contact")
     if amount is None or amount <= 0:
         return nothing("deal amount is zero or missing")
-    return PurchaseState(source, contact_id, amount, category, occurred, None, raw)
+    return PurchaseState(source, contact_id, amount, category, occurred, None, raw, rows)
 
 
 def birthday(contact: Mapping[str, Any]) -> date | None:

@@ -21,6 +21,24 @@ def entity_id(value: object) -> str | None:
 
 
 @dataclass(frozen=True)
+class ProductRow:
+    """One product line of a purchase: `price` is what one unit costs the customer, after
+    its discount; `discount` is the discount on one unit (0: sold at full price)."""
+
+    product_id: str
+    price: Decimal
+    quantity: Decimal
+    section: str | None = None
+    discount: Decimal = Decimal(0)
+    properties: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    name: str | None = None
+
+    @property
+    def amount(self) -> Decimal:
+        return (self.price * self.quantity).quantize(Decimal("0.01"))
+
+
+@dataclass(frozen=True)
 class PurchaseState:
     """What the ledger should hold for a deal: a purchase of `amount` by `contact_id`, or
     nothing (`amount` None) with the reason."""
@@ -32,6 +50,7 @@ class PurchaseState:
     occurred_at: datetime | None = None
     reason: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    rows: tuple[ProductRow, ...] | None = None  # None: not read (no product rules)
 
 
 # Fields the connector reads and never writes: the code a newcomer came with is the CRM's

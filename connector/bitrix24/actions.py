@@ -25,7 +25,7 @@ from connector.services import Services
 from connector.triggers import from_results, record
 from connector.worker import Outcome
 from mappings import bitrix24 as b24
-from mappings.domain import entity_id
+from mappings.domain import ProductRow, entity_id
 from mappings.phpquery import decode
 
 log = logging.getLogger(__name__)
@@ -92,14 +92,15 @@ class ActionRunner:
             if deal is None:
                 outcomes[item.id] = Outcome.skipped(f"deal {action.deal_id} no longer exists")
                 continue
-            applied, text = self.apply(action, deal)
+            applied, text = self.apply(action, deal, fetched.product_rows(action.deal_id))
             comments.append((item, action, text))
             outcomes[item.id] = Outcome.done() if applied else Outcome.skipped(text)
         for start in range(0, len(comments), BATCH_LIMIT):
             self._comment(comments[start:start + BATCH_LIMIT])
         return outcomes
 
-    def apply(self, action: Action, deal: dict[str, Any]) -> tuple[bool, str]:
+    def apply(self, action: Action, deal: dict[str, Any],
+              rows: tuple[ProductRow, ...] | None = None) -> tuple[bool, str]:
         """(whether the ledger changed or had changed for it, the timeline text)."""
         contact = entity_id(deal.get("CONTACT_ID"))
         if contact is None:
@@ -107,26 +108,26 @@ class ActionRunner:
         ref = AccountRef("bitrix24", self.portal, contact)
         try:
             if action.verb == "accrue":
-                return self._accrue(ref, action, deal)
+                return self._accrue(ref, action, deal, rows)
             if action.verb == "bonus":
                 return self._bonus(ref, action)
             return self._redeem(ref, action, deal)
         except (LedgerError, ArithmeticError, ValueError) as exc:
             return False, f"Loyalty: {getattr(exc, 'detail', exc)}"
 
-    def _accrue(self, ref: AccountRef, action: Action,
-                deal: dict[str, Any]) -> tuple[bool, str]:
+    def _accrue(self, ref: AccountRef, action: Action, deal: dict[str, Any],
+                rows: tuple[ProductRow, ...] | None) -> tuple[bool, str]:
         # The deal's purchase, settled now as its won event would settle it (the same source,
         # so never twice): a rule cannot make a deal that is not won earn, or the next event
         # on it would take the points back.
         state = b24.purchase_state(deal, portal=self.portal,
-                                   categories=self.settings.deal_categories)
+                                   categories=self.settings.deal_categories, rows=rows)
         if state.amount is None:
             return False, f"Loyalty: nothing accrued: {state.reason}"
         results = self.ledger.settle_purchase(
             ref, state.source, state.amount, category=state.category,
             occurred_at=state.occurred_at, source_data=state.raw, actor=ACTOR,
-            comment=f"deal {action.deal_id}")
+            comment=f"deal {action.deal_id}", rows=state.rows)
         record(self.services.db, from_results(results, deal_id=action.deal_id))
         if (account_id := self.ledger.account_id(ref)) is not None:
             mirror.remember_deal(self.services.db, account_id, action.deal_id)

@@ -18,6 +18,7 @@ from connector.crm.bitrix24 import Bitrix24Client, tokens_from
 from connector.errors import CRMAuthError, CRMError, RetriableCRMError
 from connector.inbox import InboxItem
 from connector.ledger.views import AccountRef
+from connector.products import rules as products
 from connector.referrals.linking import Linker
 from connector.services import Services
 from connector.triggers import from_results, record
@@ -102,7 +103,9 @@ class Bitrix24Processor:
                 wanted.append(("contact", event.entity_id))
         wanted += [("deal", call.deal_id) for _, call in robots if call.deal_id]
         wanted += [("deal", deal_id) for deal_id in deals]
-        return fetch(self.client, wanted) if wanted else Fetched()
+        program = self.services.settings.program
+        return fetch(self.client, wanted, rows=products.needs_rows(program),
+                     catalog=products.needs_catalog(program)) if wanted else Fetched()
 
     def _link_referrals(self, fetched: Fetched) -> None:
         """Link every contact of the group whose `referred_by` field holds a code. The
@@ -148,12 +151,13 @@ class Bitrix24Processor:
         if key in fetched.failed:
             return Outcome.retry(fetched.failed[key])
         state = b24.purchase_state(fetched.found[key], portal=self.portal,
-                                   categories=self.settings.deal_categories)
+                                   categories=self.settings.deal_categories,
+                                   rows=fetched.product_rows(deal_id))
         ref = self.ref(state.contact_id) if state.contact_id else None
         results = self.ledger.settle_purchase(
             ref, state.source, state.amount, category=state.category,
             occurred_at=state.occurred_at, source_data=state.raw, actor=ACTOR,
-            comment=f"deal {deal_id}")
+            comment=f"deal {deal_id}", rows=state.rows)
         record(self.services.db, from_results(results, deal_id=deal_id))
         if ref is not None:
             account_id = self.ledger.account_id(ref)

@@ -4,13 +4,17 @@ lost. Lists use the documented fast method (order by ID, filter >ID, start=-1)."
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from typing import Any
 
 from connector import mirror
+from connector.bitrix24.fetch import Fetched, fetch_rows
 from connector.crm import cursors
-from connector.crm.bitrix24 import Bitrix24Client
+from connector.crm.bitrix24 import BATCH_LIMIT, Bitrix24Client
+from connector.errors import RetriableCRMError
 from connector.ledger.views import AccountRef
+from connector.products import rules as products
 from connector.reports import ReconcileReport
 from connector.services import Services
 from connector.triggers import from_results, record
@@ -30,6 +34,38 @@ def changed_filter(services: Services, *, full: bool) -> dict[str, str]:
     return {">=DATE_MODIFY": (datetime.fromisoformat(since) - OVERLAP).isoformat()}
 
 
+def with_rows(services: Services, client: Bitrix24Client, deals: Iterator[dict[str, Any]]
+              ) -> Iterator[tuple[dict[str, Any], Fetched]]:
+    """Each listed deal with its product rows, read 50 deals to a batch, when product rules
+    make rows matter."""
+    program = services.settings.program
+    if not products.needs_rows(program):
+        for deal in deals:
+            yield deal, Fetched()
+        return
+    page: list[dict[str, Any]] = []
+    for deal in deals:
+        page.append(deal)
+        if len(page) == BATCH_LIMIT:
+            yield from _page_rows(services, client, page)
+            page = []
+    yield from _page_rows(services, client, page)
+
+
+def _page_rows(services: Services, client: Bitrix24Client, page: list[dict[str, Any]]
+               ) -> Iterator[tuple[dict[str, Any], Fetched]]:
+    if not page:
+        return
+    fetched = fetch_rows(client, [str(deal.get("ID")) for deal in page],
+                         catalog=products.needs_catalog(services.settings.program))
+    if fetched.failed:
+        # Settling without the rows would earn on the amount; the run ends before its
+        # cursor moves, and the next one reads these deals again.
+        raise RetriableCRMError("; ".join(sorted(fetched.failed.values()))[:500])
+    for deal in page:
+        yield deal, fetched
+
+
 def count_changed(client: Bitrix24Client, filter_: dict[str, str]) -> int:
     """How many deals a reconcile will read (one call, for a progress bar)."""
     page = client.call("crm.deal.list", {"filter": filter_, "select": ["ID"], "start": 0})
@@ -46,14 +82,17 @@ def reconcile(services: Services, client: Bitrix24Client, *, full: bool = False,
     calls_before = client.calls
     filter_ = changed_filter(services, full=full)
     newest: datetime | None = None
-    for deal in client.list_all("crm.deal.list", filter=filter_, select=b24.DEAL_SELECT):
+    deals = client.list_all("crm.deal.list", filter=filter_, select=b24.DEAL_SELECT)
+    for deal, fetched in with_rows(services, client, deals):
         report.deals += 1
-        state = b24.purchase_state(deal, portal=portal, categories=settings.deal_categories)
+        deal_id = str(deal.get("ID"))
+        state = b24.purchase_state(deal, portal=portal, categories=settings.deal_categories,
+                                   rows=fetched.product_rows(deal_id))
         ref = AccountRef("bitrix24", portal, state.contact_id) if state.contact_id else None
         results = services.ledger.settle_purchase(
             ref, state.source, state.amount, category=state.category,
             occurred_at=state.occurred_at, source_data=state.raw, actor="bitrix24-sync",
-            comment=f"deal {deal.get('ID')} (reconcile)")
+            comment=f"deal {deal.get('ID')} (reconcile)", rows=state.rows)
         report.changed += bool(results)
         report.without_contact += state.contact_id is None
         if results and not full:

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from connector.config import ProductRule
+from connector.config import ProductRule, ProgramSettings
 from connector.products.rows import Row
 
 
@@ -51,6 +51,16 @@ def row_rate(rules: Sequence[ProductRule], row: Row, tier_rate: Decimal) -> RowR
 
 def rates(rules: Sequence[ProductRule], rows: Iterable[Row], tier_rate: Decimal) -> list[RowRate]:
     return [row_rate(rules, row, tier_rate) for row in rows]
+
+
+def needs_rows(settings: ProgramSettings) -> bool:
+    """Whether purchases' rows matter: only with product rules are they read from a CRM."""
+    return bool(settings.product_rules)
+
+
+def needs_catalog(settings: ProgramSettings) -> bool:
+    """Whether a rule reads what only the catalog knows: a product's section or property."""
+    return any(rule.sections or rule.property for rule in settings.product_rules)
 
 
 def eligible_amount(rules: Sequence[ProductRule], rows: Iterable[Row]) -> Decimal:

@@ -24,6 +24,7 @@ import secrets
 import threading
 from collections import deque
 from datetime import datetime, timedelta, timezone, tzinfo
+from decimal import Decimal
 from types import TracebackType
 from typing import Any
 
@@ -39,6 +40,7 @@ from tests.fakes.bitrix24_payloads import (
     robot_body,
 )
 from tests.fakes.bitrix24_payloads import document_id as as_document_id
+from tests.fakes.bitrix24_products import ProductStore
 from tests.fakes.bitrix24_server import PortalApp
 from tests.fakes.bitrix24_state import (
     AppToken,
@@ -101,6 +103,7 @@ class FakeBitrix24Portal:
         self.app_status = app_status
         self.license = license
         self.store = CrmStore(self.now, tz)
+        self.products = ProductStore()
         self.records = Records()
         self.bucket = LeakyBucket(self.clock, requests_per_second, burst)
         self.operating = OperatingMeter(self.clock, operating_limit)
@@ -329,6 +332,26 @@ class FakeBitrix24Portal:
                     **fields: Any) -> None:
         with self.lock:
             self.emit(self.store.update_deal(deal_id, fields, contact_ids), deal_id)
+
+    def add_product(self, name: str, price: str | Decimal = "0", *,
+                    section_id: int | None = None, **properties: Any) -> int:
+        """A catalog product; `properties` as PROPERTY_<id>=value (a list: multiple)."""
+        with self.lock:
+            return self.products.add_product({"NAME": name, "PRICE": price,
+                                              "SECTION_ID": section_id, **properties})
+
+    def set_deal_rows(self, deal_id: int, rows: list[Any]) -> None:
+        """crm.deal.productrows.set, as a manager saving the deal's products."""
+        with self.lock:
+            total = self.products.set_rows(deal_id, rows)
+            fields = {} if self.store.deals[deal_id]["IS_MANUAL_OPPORTUNITY"] == "Y" \
+                else {"OPPORTUNITY": total}
+            self.emit(self.store.update_deal(deal_id, fields), deal_id)
+
+    def deal_rows(self, deal_id: int) -> list[dict[str, Any]]:
+        """The deal's rows as crm.deal.productrows.get shows them."""
+        with self.lock:
+            return self.products.show_rows(deal_id)
 
     def delete_deal(self, deal_id: int) -> None:
         with self.lock:
