@@ -14,7 +14,13 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from mappings.domain import PurchaseState, entity_id, loyalty_values, number_text
+from mappings.domain import (
+    ProductRow,
+    PurchaseState,
+    entity_id,
+    loyalty_values,
+    number_text,
+)
 
 WON = 142  # "Успешно реализовано": the same id in every pipeline
 LEAD_ACTIONS = ("add", "update", "status", "restore", "responsible")
@@ -87,10 +93,93 @@ def main_contact(lead: Mapping[str, Any]) -> str | None:
     return str(chosen["id"]) if chosen and chosen.get("id") else None
 
 
-def purchase_state(lead: Mapping[str, Any], *, portal: str,
-                   pipelines: list[int]) -> PurchaseState:
+Elements = Mapping[tuple[str, str], Mapping[str, Any]]  # (catalog id, element id)
+
+
+def linked_elements(lead: Mapping[str, Any]) -> list[tuple[str, str]] | None:
+    """(catalog id, element id) of the lead's products (`with=catalog_elements`); None when
+    the lead was read without them."""
+    links = (lead.get("_embedded") or {}).get("catalog_elements")
+    if not isinstance(links, list):
+        return None
+    out = []
+    for link in links:
+        if isinstance(link, Mapping):
+            catalog = entity_id((link.get("metadata") or {}).get("catalog_id"))
+            element = entity_id(link.get("id"))
+            if catalog and element:
+                out.append((catalog, element))
+    return out
+
+
+def lead_rows(lead: Mapping[str, Any], elements: Elements) -> tuple[ProductRow, ...] | None:
+    """The lead's products as rows: each link's `metadata.quantity` of the element, at the
+    element's price (the field `metadata.price_id` names, else the one coded PRICE). The
+    section is the list (catalog) the element belongs to; properties are its fields, by code
+    and by id. None when the lead was read without its products."""
+    links = (lead.get("_embedded") or {}).get("catalog_elements")
+    if not isinstance(links, list):
+        return None
+    rows = []
+    for link in links:
+        if not isinstance(link, Mapping):
+            continue
+        meta = link.get("metadata") or {}
+        catalog, element_id = entity_id(meta.get("catalog_id")), entity_id(link.get("id"))
+        if not catalog or not element_id:
+            continue
+        element = elements.get((catalog, element_id)) or {}
+        price = element_price(element, meta.get("price_id"))
+        quantity = _decimal(meta.get("quantity", 1))
+        if price is None or price < 0 or quantity is None or quantity <= 0:
+            continue
+        name = element.get("name")
+        rows.append(ProductRow(element_id, price, quantity, section=catalog,
+                               properties=element_fields(element),
+                               name=name if isinstance(name, str) else None))
+    return tuple(rows)
+
+
+def _decimal(raw: Any) -> Decimal | None:
+    try:
+        value = Decimal(str(raw))
+    except InvalidOperation:
+        return None
+    return value if value.is_finite() else None
+
+
+def element_price(element: Mapping[str, Any], price_id: Any) -> Decimal | None:
+    fields = element.get("custom_fields_values") or []
+    chosen = next((f for f in fields if isinstance(f, Mapping) and price_id is not None
+                   and str(f.get("field_id")) == str(price_id)), None) or \
+        next((f for f in fields if isinstance(f, Mapping) and f.get("field_code") == "PRICE"),
+             None)
+    values = (chosen or {}).get("values") or []
+    value = values[0].get("value") if values and isinstance(values[0], Mapping) else None
+    price = _decimal(value) if value is not None else None
+    return price.quantize(Decimal("0.01")) if price is not None else None
+
+
+def element_fields(element: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    for item in element.get("custom_fields_values") or []:
+        if not isinstance(item, Mapping):
+            continue
+        values = tuple(str(v.get("value")) for v in item.get("values") or []
+                       if isinstance(v, Mapping) and isinstance(v.get("value"), str | int | float))
+        if not values:
+            continue
+        for key in (item.get("field_code"), item.get("field_id")):
+            if key not in (None, ""):
+                out[str(key)] = values
+    return out
+
+
+def purchase_state(lead: Mapping[str, Any], *, portal: str, pipelines: list[int],
+                   rows: tuple[ProductRow, ...] | None = None) -> PurchaseState:
     """A lead in status 142 of an included pipeline is a purchase of its price by its main
-    contact; anything else holds no purchase."""
+    contact, earning by its product `rows` when they were read; anything else holds no
+    purchase."""
     lead_id = str(lead.get("id", ""))
     source = lead_source(portal, lead_id)
     contact_id = main_contact(lead)
@@ -107,7 +196,7 @@ def purchase_state(lead: Mapping[str, Any], *, portal: str,
         amount = Decimal(0)
 
     def nothing(reason: str) -> PurchaseState:
-        return PurchaseState(source, contact_id, None, category, occurred, reason, raw)
+        return PurchaseState(source, contact_id, None, category, occurred, reason, raw, rows)
 
     if lead.get("is_deleted"):
         return nothing("lead is deleted")
@@ -119,7 +208,7 @@ def purchase_state(lead: Mapping[str, Any], *, portal: str,
         return nothing("lead has no contact")
     if amount <= 0:
         return nothing("lead price is zero")
-    return PurchaseState(source, contact_id, amount, category, occurred, None, raw)
+    return PurchaseState(source, contact_id, amount, category, occurred, None, raw, rows)
 
 
 def contact_values(fields: Mapping[str, str], *, balance: Decimal, available: Decimal,

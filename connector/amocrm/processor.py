@@ -17,6 +17,7 @@ from connector.crm.amocrm import PAGE_LIMIT, AmoCRMClient
 from connector.errors import CRMAuthError, CRMError, FatalCRMError, LedgerError
 from connector.inbox import InboxItem
 from connector.ledger.views import AccountRef
+from connector.products import rules as products
 from connector.referrals.linking import Linker
 from connector.services import Services
 from connector.triggers import from_results, record
@@ -37,6 +38,10 @@ class AmoCRMProcessor:
         self.portal = self.settings.portal_key
         self.ledger = services.ledger
         self.linker = Linker(services.db, services.ledger)
+        # With product rules, leads are read with their products, and the catalog elements
+        # they link to (prices, fields) once per group of webhooks or reconcile page.
+        self.with_rows = products.needs_rows(services.settings.program)
+        self.elements: dict[tuple[str, str], dict[str, Any]] = {}
 
     def ref(self, contact_id: str) -> AccountRef:
         return AccountRef("amocrm", self.portal, contact_id)
@@ -51,6 +56,7 @@ class AmoCRMProcessor:
                 outcomes[item.id] = Outcome.skipped(f"unreadable: {exc}")
         try:
             leads = self.fetch_leads(lead_id for _, hook in hooks for lead_id in hook.leads_changed)
+            self.load_elements(leads.values())
             # Before any lead is settled: a newcomer's first purchase pays the referral.
             self.link_referrals(hooks, leads)
             # Every hook naming a lead sees the same fetched lead: settle each lead once.
@@ -73,14 +79,39 @@ class AmoCRMProcessor:
         for start in range(0, len(ids), PAGE_LIMIT):
             chunk = ids[start:start + PAGE_LIMIT]
             body = self.client.request("GET", "/api/v4/leads", params={
-                "filter[id][]": chunk, "with": "contacts", "limit": PAGE_LIMIT})
+                "filter[id][]": chunk, "with": self.lead_with, "limit": PAGE_LIMIT})
             for lead in ((body or {}).get("_embedded") or {}).get("leads") or []:
                 if str(lead.get("id")) in chunk:
                     found[str(lead["id"])] = lead
         for lead_id in (i for i in ids if i not in found):
             found[lead_id] = self.client.request("GET", f"/api/v4/leads/{lead_id}",
-                                                 params={"with": "contacts"})
+                                                 params={"with": self.lead_with})
         return found
+
+    @property
+    def lead_with(self) -> str:
+        return "contacts,catalog_elements" if self.with_rows else "contacts"
+
+    def load_elements(self, leads: Iterable[dict[str, Any] | None]) -> None:
+        """The catalog elements the leads' products link to, one filtered call per catalog
+        and 250 elements; an element gone from its list stays unknown (its row is left
+        out: no price)."""
+        self.elements = {}  # read afresh for each group: prices change
+        if not self.with_rows:
+            return
+        wanted: dict[str, list[str]] = {}
+        for lead in leads:
+            for catalog, element in (amo.linked_elements(lead) or []) if lead else []:
+                if element not in wanted.setdefault(catalog, []):
+                    wanted[catalog].append(element)
+        for catalog, ids in wanted.items():
+            for start in range(0, len(ids), PAGE_LIMIT):
+                chunk = ids[start:start + PAGE_LIMIT]
+                body = self.client.request("GET", f"/api/v4/catalogs/{catalog}/elements",
+                                           params={"filter[id][]": chunk, "limit": PAGE_LIMIT})
+                for element in ((body or {}).get("_embedded") or {}).get("elements") or []:
+                    if str(element.get("id")) in chunk:
+                        self.elements[(catalog, str(element["id"]))] = element
 
     def link_referrals(self, items: list[tuple[InboxItem, amo.Webhook]],
                        leads: dict[str, dict[str, Any] | None]) -> None:
@@ -174,11 +205,13 @@ class AmoCRMProcessor:
             gone = self.ledger.settle_purchase(None, source, None, actor=ACTOR,
                                                comment="lead gone")
             return len(gone), None
-        state = amo.purchase_state(lead, portal=self.portal, pipelines=self.settings.pipelines)
+        rows = amo.lead_rows(lead, self.elements) if self.with_rows else None
+        state = amo.purchase_state(lead, portal=self.portal, pipelines=self.settings.pipelines,
+                                   rows=rows)
         ref = self.ref(state.contact_id) if state.contact_id else None
         results = self.ledger.settle_purchase(
             ref, source, state.amount, category=state.category, occurred_at=state.occurred_at,
-            source_data=state.raw, actor=ACTOR, comment=f"lead {lead_id}")
+            source_data=state.raw, actor=ACTOR, comment=f"lead {lead_id}", rows=state.rows)
         if notify:
             record(self.services.db, from_results(results, deal_id=lead_id))
         if ref is not None and (account_id := self.ledger.account_id(ref)) is not None:

@@ -29,7 +29,8 @@ def reconcile(services: Services, processor: AmoCRMProcessor, *, full: bool = Fa
     newest: datetime | None = None
     done = False
     for page in client.pages("/api/v4/leads", "leads",
-                             {"with": "contacts", "order[updated_at]": "desc"}):
+                             {"with": processor.lead_with, "order[updated_at]": "desc"}):
+        processor.load_elements(page)
         for lead in page:
             updated = datetime.fromtimestamp(int(lead.get("updated_at") or 0), UTC)
             if stop_at is not None and updated < stop_at:

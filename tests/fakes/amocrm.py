@@ -35,6 +35,7 @@ from tests.fakes.bitrix24_state import Clock, RealClock
 from tests.fakes.faults import Chaos, Gate, RequestLog, drop_connection
 
 NUMBER = re.compile(r"/\d+")
+PRICE_FIELD_ID = 1285349  # the products catalog's PRICE field (type "price")
 HTML_429 = "<html><head><title>429 Too Many Requests</title></head><body></body></html>"
 HTML_403 = "<html><head><title>403 Forbidden</title></head><body><center>nginx</center>" \
            "</body></html>"
@@ -44,6 +45,8 @@ HTML_403 = "<html><head><title>403 Forbidden</title></head><body><center>nginx</
 class Account:
     leads: dict[int, dict[str, Any]] = field(default_factory=dict)
     contacts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # catalogs-api: elements of lists (the products catalog among them), by id
+    elements: dict[int, dict[str, Any]] = field(default_factory=dict)
     custom_fields: list[dict[str, Any]] = field(default_factory=list)
     webhooks: list[dict[str, Any]] = field(default_factory=list)
     notes: list[dict[str, Any]] = field(default_factory=list)
@@ -156,6 +159,36 @@ class FakeAmoCRM:
             "custom_fields_values": None, "account_id": 28805383,
             "_embedded": {"tags": [], "companies": [], "contacts": contacts}}
         return self.state.leads[lead_id]
+
+    def put_element(self, element_id: int, *, catalog_id: int, name: str, price: str,
+                    **fields: str | list[str]) -> dict[str, Any]:
+        """A products-catalog element: its price in the PRICE field (type "price"), other
+        fields by code (`BRAND="Acme"`), as catalogs-api shows custom_fields_values."""
+        values = [{"field_id": PRICE_FIELD_ID, "field_name": "Цена", "field_code": "PRICE",
+                   "field_type": "price", "values": [{"value": float(price)}]}]
+        for n, (code, value) in enumerate(fields.items()):
+            items = value if isinstance(value, list) else [value]
+            values.append({"field_id": PRICE_FIELD_ID + 1 + n, "field_name": code.title(),
+                           "field_code": code, "field_type": "text",
+                           "values": [{"value": item} for item in items]})
+        self.state.elements[element_id] = {
+            "id": element_id, "name": name, "created_by": 0, "updated_by": 0,
+            "created_at": self.tick(), "updated_at": self._clock_ts, "is_deleted": False,
+            "custom_fields_values": values, "catalog_id": catalog_id,
+            "account_id": 28805383, "_links": {"self": {"href": f"{self.base_url}/api/v4/"
+                                                         f"catalogs/{catalog_id}/elements/"
+                                                         f"{element_id}"}}}
+        return self.state.elements[element_id]
+
+    def link_elements(self, lead_id: int, items: list[tuple[int, float]]) -> None:
+        """The lead's products (element id, quantity), as the card's "Products" tab saves
+        them; the lead's updated_at moves."""
+        lead = self.state.leads[lead_id]
+        lead["_embedded"]["catalog_elements"] = [
+            {"id": element_id, "metadata": {
+                "quantity": quantity, "catalog_id": self.state.elements[element_id]["catalog_id"],
+                "price_id": PRICE_FIELD_ID}} for element_id, quantity in items]
+        lead["updated_at"] = self.tick()
 
     def issue_tokens(self) -> dict[str, Any]:
         self.state.refreshes += 1
@@ -302,8 +335,9 @@ class FakeAmoCRM:
         if "updated_at" in order:
             leads.sort(key=lambda lead: (lead["updated_at"], lead["id"]),
                        reverse=order["updated_at"] == "desc")
-        return self._page(path, params, "leads", leads, with_contacts="contacts" in str(
-            params.get("with", "")))
+        wanted = str(params.get("with", "")).split(",")
+        return self._page(path, params, "leads", [_with(lead, wanted) for lead in leads],
+                          with_contacts="contacts" in wanted)
 
     def _page(self, path: str, params: dict[str, Any], key: str, rows: list[dict[str, Any]],
               *, with_contacts: bool = True) -> tuple[int, Any]:
@@ -335,7 +369,20 @@ class FakeAmoCRM:
 
     def lead_get(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
         lead = self.state.leads.get(int(path.rsplit("/", 1)[1]))
-        return (200, lead) if lead else (204, None)
+        return (200, _with(lead, str(params.get("with", "")).split(","))) if lead \
+            else (204, None)
+
+    def elements_list(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
+        # catalogs-api: GET /api/v4/catalogs/{catalog_id}/elements, filter[id][], HAL
+        # `_embedded.elements`, 204 when none match.
+        catalog_id = int(path.split("/")[4])
+        elements = [e for e in sorted(self.state.elements.values(), key=lambda e: e["id"])
+                    if e["catalog_id"] == catalog_id]
+        ids = (params.get("filter") or {}).get("id")
+        if ids:
+            wanted = {int(v) for v in (ids.values() if isinstance(ids, dict) else [ids])}
+            elements = [e for e in elements if e["id"] in wanted]
+        return self._page(path, params, "elements", elements)
 
     def contacts_patch(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
         if not isinstance(body, list) or len(body) > 250:
@@ -449,10 +496,19 @@ class FakeAmoCRM:
                                              for n in range(len(body))]}}
 
 
+def _with(lead: dict[str, Any], wanted: list[str]) -> dict[str, Any]:
+    """leads-api: `_embedded.catalog_elements` only with with=catalog_elements."""
+    if "catalog_elements" in wanted:
+        return {**lead, "_embedded": {"catalog_elements": [], **lead["_embedded"]}}
+    return {**lead, "_embedded": {k: v for k, v in lead["_embedded"].items()
+                                  if k != "catalog_elements"}}
+
+
 ROUTES: dict[str, Callable[..., tuple[int, Any]]] = {
     "GET /api/v4/account": FakeAmoCRM.account_get,
     "GET /api/v4/leads": FakeAmoCRM.leads_list,
     "GET /api/v4/leads/{id}": FakeAmoCRM.lead_get,
+    "GET /api/v4/catalogs/{id}/elements": FakeAmoCRM.elements_list,
     "GET /api/v4/contacts": FakeAmoCRM.contacts_list,
     "GET /api/v4/contacts/{id}": FakeAmoCRM.contact_get,
     "PATCH /api/v4/contacts": FakeAmoCRM.contacts_patch,
