@@ -146,3 +146,59 @@ def test_rows_that_earn_nothing_still_count_as_a_purchase(ledger: Ledger) -> Non
     view = ledger.account(ANNA)
     assert (view.balance, view.purchase_count, view.purchase_total) == (0, 1, D("5000.00"))
     assert ledger.settle_purchase(ANNA, DEAL, D("5000"), rows=[GIFT_CARD]) == []
+
+
+# -- the documented examples and the CRM formats ---------------------------------------------
+def test_the_readme_example_rules_are_valid_and_earn_as_it_says() -> None:
+    import tomllib
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    example = readme.split("### Product rules", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
+    rules = tomllib.loads(example, parse_float=D)["program"]["product_rules"]
+    program = Program(ProgramSettings.model_validate({"product_rules": rules}))
+    rows = [Row("450", D("1200.00"), D(2)), Row("900", D("3000"), D(1), section="27"),
+            Row("77", D("500"), D(1), properties={"PROPERTY_104": ("Acme",)})]
+    tier = program.settings.tiers[0]
+    preview = program.preview(D("5900"), tier=tier, available=D(0), at=AT, rows=rows)
+    assert (preview.points_earned, preview.eligible_amount) == (D("270.00"), D("2900.00"))
+
+
+def test_bitrix24_rows_are_read_as_documented() -> None:
+    from mappings.bitrix24 import product_rows
+
+    # crm.deal.productrows.get's documented answer: numbers as JSON numbers
+    rows = product_rows([
+        {"ID": "5", "PRODUCT_ID": 450, "PRODUCT_NAME": "Товар #2", "PRICE": 899.1,
+         "QUANTITY": 1, "DISCOUNT_TYPE_ID": 2, "DISCOUNT_RATE": 10, "DISCOUNT_SUM": 99.9},
+        {"ID": "4", "PRODUCT_ID": 449, "PRICE": 100, "QUANTITY": 1.5, "DISCOUNT_SUM": 0},
+        {"ID": "3", "PRODUCT_ID": 0, "PRICE": "abc", "QUANTITY": 1},
+    ], {"449": {"SECTION_ID": "14", "PROPERTY_104": {"valueId": "1", "value": "Acme"},
+                "PROPERTY_105": [{"valueId": "2", "value": "a"}, {"valueId": "3", "value": "b"}],
+                "PROPERTY_106": None}})
+    assert [(r.product_id, r.amount, r.discount, r.section) for r in rows] == [
+        ("450", D("899.10"), D("99.90"), None), ("449", D("150.00"), D(0), "14")]
+    assert rows[1].properties == {"PROPERTY_104": ("Acme",), "PROPERTY_105": ("a", "b")}
+
+
+def test_amocrm_rows_are_read_as_documented() -> None:
+    from mappings.amocrm import lead_rows
+
+    lead = {"id": 1, "_embedded": {"catalog_elements": [
+        {"id": 901, "metadata": {"quantity": 2.5, "catalog_id": 5331, "price_id": 77}},
+        {"id": 902, "metadata": {"quantity": 1, "catalog_id": 5331, "price_id": None}},
+        {"id": 903, "metadata": {"quantity": 1, "catalog_id": 5331}},  # element unknown
+    ]}}
+    elements = {
+        ("5331", "901"): {"id": 901, "name": "Bread", "custom_fields_values": [
+            {"field_id": 77, "field_code": None, "values": [{"value": 40}]},
+            {"field_id": 78, "field_code": "BRAND", "values": [{"value": "Acme"}]}]},
+        ("5331", "902"): {"id": 902, "custom_fields_values": [
+            {"field_id": 79, "field_code": "PRICE", "values": [{"value": "99.5"}]}]},
+    }
+    rows = lead_rows(lead, elements)
+    assert rows is not None
+    assert [(r.product_id, r.amount, r.section) for r in rows] == [
+        ("901", D("100.00"), "5331"), ("902", D("99.50"), "5331")]
+    assert rows[0].properties == {"77": ("40",), "BRAND": ("Acme",), "78": ("Acme",)}
+    assert lead_rows({"id": 1, "_embedded": {}}, elements) is None

@@ -156,3 +156,27 @@ def test_rows_are_not_read_without_product_rules(tmp_path: Path, database_url: s
     assert h.balance(anna) == D("420.00")  # 5% of the deal's 8400
     assert portal.calls_of("crm.deal.productrows.get") == []
     services.close()
+
+
+def test_robot_redemption_is_capped_by_the_rows_that_earn(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
+        clock: Clock) -> None:
+    settings = settings_for(tmp_path, database_url, portal)
+    eligible = settings.model_copy(update={"program": settings.program.model_copy(
+        update={"redeem_eligible_only": True})})
+    services = fresh_services(eligible, clock=clock)
+    h = Harness(portal, services, time, clock)
+    h.connector.installer.install()
+    anna = portal.add_contact(NAME="Anna")
+    h.process()
+    services.ledger.adjust(h.ref(anna), D("9000"), key="seed", reason="test funds")
+    deal = portal.add_deal(contact_ids=[anna], STAGE_ID="NEW")
+    portal.set_deal_rows(deal, basket(portal))  # 8400 in all, 3500 of it earns
+    portal.drain_outbox()
+    body, content_type = portal.robot_body("loyalty_redeem", f"DEAL_{deal}", {"amount": "4000"})
+    assert h.post("/bitrix24/robots", body, content_type) == 200
+    h.process()
+    [answer] = portal.bizproc_events
+    assert answer["return_values"]["redeemed"] == "1750.00"  # half of 3500, not of 8400
+    assert h.balance(anna) == D("7250.00")
+    services.close()

@@ -270,6 +270,8 @@ class AmoCRMProcessor:
                     result = self.ledger.redeem(
                         self.ref(contact), wanted, key=key, partial=True,
                         purchase_amount=price if price > 0 else None, actor="amocrm-pipeline",
+                        rows=amo.lead_rows(lead, self.elements) if lead and self.with_rows
+                        else None,
                         source=f"{amo.lead_source(self.portal, lead_id)}:redeem")
                     text = f"loyalty: redeemed {-result.points}, balance {result.balance}"
             except (LedgerError, ArithmeticError, ValueError) as exc:

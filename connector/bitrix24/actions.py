@@ -111,7 +111,7 @@ class ActionRunner:
                 return self._accrue(ref, action, deal, rows)
             if action.verb == "bonus":
                 return self._bonus(ref, action)
-            return self._redeem(ref, action, deal)
+            return self._redeem(ref, action, deal, rows)
         except (LedgerError, ArithmeticError, ValueError) as exc:
             return False, f"Loyalty: {getattr(exc, 'detail', exc)}"
 
@@ -147,13 +147,13 @@ class ActionRunner:
         return True, (f"Loyalty: bonus {action.argument} +{result.points} points, "
                       f"balance {result.balance}")
 
-    def _redeem(self, ref: AccountRef, action: Action,
-                deal: dict[str, Any]) -> tuple[bool, str]:
+    def _redeem(self, ref: AccountRef, action: Action, deal: dict[str, Any],
+                rows: tuple[ProductRow, ...] | None) -> tuple[bool, str]:
         wanted = REDEEM_ALL if action.argument == "max" else Decimal(action.argument)
         purchase = b24.parse_amount(deal.get("OPPORTUNITY"))
         result = self.ledger.redeem(
             ref, wanted, key=key(self.portal, action.path, action.deal_id), partial=True,
-            purchase_amount=purchase if purchase else None, actor=ACTOR,
+            purchase_amount=purchase if purchase else None, actor=ACTOR, rows=rows,
             comment=f"deal {action.deal_id}",
             source=f"{b24.deal_source(self.portal, action.deal_id)}:redeem")
         redeemed = -result.points

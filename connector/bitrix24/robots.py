@@ -21,7 +21,7 @@ from connector.services import Services
 from connector.triggers import from_results, record
 from connector.worker import Outcome
 from mappings import bitrix24 as b24
-from mappings.domain import entity_id
+from mappings.domain import ProductRow, entity_id
 
 ACCRUE, REDEEM, BALANCE = "loyalty_accrue", "loyalty_redeem", "loyalty_balance"
 REFER = "loyalty_referral"
@@ -95,12 +95,14 @@ class RobotRunner:
             if key in fetched.failed:
                 outcomes[item.id] = Outcome.retry(fetched.failed[key])
                 continue
-            answers.append((item, call, self.serve(call, fetched.found.get(key))))
+            answers.append((item, call, self.serve(call, fetched.found.get(key),
+                                                   fetched.product_rows(key[1]))))
         for start in range(0, len(answers), BATCH_LIMIT):
             outcomes.update(self._send(answers[start:start + BATCH_LIMIT]))
         return outcomes
 
-    def serve(self, call: b24.RobotCall, deal: dict[str, Any] | None) -> dict[str, str]:
+    def serve(self, call: b24.RobotCall, deal: dict[str, Any] | None,
+              rows: tuple[ProductRow, ...] | None = None) -> dict[str, str]:
         if call.code not in ROBOTS:
             return {"message": f"unknown robot {call.code!r}"}
         if deal is None:
@@ -114,7 +116,7 @@ class RobotRunner:
             if call.code == BALANCE:
                 return self._balance(ref)
             if call.code == REDEEM:
-                return self._redeem(ref, call, deal, key)
+                return self._redeem(ref, call, deal, key, rows)
             if call.code == REFER:
                 return self._refer(ref, call)
             return self._accrue(ref, call, key)
@@ -136,12 +138,13 @@ class RobotRunner:
                 "expiring_date": local.isoformat() if local else "", "message": "ok"}
 
     def _redeem(self, ref: AccountRef, call: b24.RobotCall, deal: dict[str, Any],
-                key: str) -> dict[str, str]:
+                key: str, rows: tuple[ProductRow, ...] | None) -> dict[str, str]:
         wanted = parse_amount(call.properties.get("amount") or "0")
         purchase = b24.parse_amount(deal.get("OPPORTUNITY"))
         result = self.services.ledger.redeem(
             ref, wanted, key=key, purchase_amount=purchase if purchase else None,
             partial=True, actor="bitrix24-robot", comment=call.properties.get("comment"),
+            rows=rows,
             source=f"{b24.deal_source(self.portal, str(deal.get('ID')))}:redeem")
         redeemed = -result.points
         note = "ok" if redeemed == wanted else f"capped from {wanted} to {redeemed}"
