@@ -7,7 +7,9 @@ Rows come back with numbers as JSON numbers (`"PRICE": 899.1`, `"QUANTITY": 1`),
 own ID and OWNER_ID as strings and PRODUCT_ID as an integer, as in the documented answer.
 PRICE is the final price of one unit (after its discount, with tax); DISCOUNT_SUM the discount
 on one unit. While the deal's sum is not set by hand (IS_MANUAL_OPPORTUNITY "N"), saving its
-rows makes OPPORTUNITY their total, and the portal raises ONCRMDEALUPDATE.
+rows makes OPPORTUNITY their total. The fake then treats the save as a change of the deal
+(DATE_MODIFY, ONCRMDEALUPDATE); the documentation does not say whether a portal does so for
+rows whose total is unchanged, which is why the connector also settles on reconcile.
 """
 
 from __future__ import annotations
