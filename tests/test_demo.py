@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -144,3 +145,26 @@ def test_demo_keeps_the_dashboard_and_card_page_open_until_ctrl_c(tmp_path: Path
     assert not Path(found["workdir"]).exists()
     with pytest.raises(requests.ConnectionError):
         requests.get(found["dashboard"], timeout=5)
+
+
+def test_a_taken_port_is_one_line_naming_the_fix(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = start(tmp_path, "amocrm", port, "--no-wait")
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 1, output
+    assert re.search(rf"^error: cannot listen on 127\.0\.0\.1:{port}: .+ \(choose another "
+                     r"--port\)$", output, re.MULTILINE), output
+    assert "Traceback" not in output
+    workdir = re.search(r"temporary SQLite database in (\S+), against", output)
+    assert workdir is not None and not Path(workdir.group(1)).exists()
+    assert list(tmp_path.iterdir()) == [tmp_path / "blocker"]
+
+
+def test_an_unknown_crm_is_bad_usage(tmp_path: Path) -> None:
+    process = start(tmp_path, "salesforce", free_port(), "--no-wait")
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert "Invalid value for '--crm'" in output

@@ -28,6 +28,10 @@ WELCOME_BONUS = "100"
 LOG_TAIL = 40
 
 
+class DemoError(RuntimeError):
+    """The demo cannot run: one line saying why."""
+
+
 class DemoSettings(Settings):
     """The demo's settings come from the demo alone: a LOYALTY_DATABASE__URL (or any other
     variable) in the environment must not point it at a real database or CRM."""
@@ -78,8 +82,14 @@ def running_service(settings: Settings) -> Iterator[Services]:
         services.migrate()
         worker = WorkerLoop(services).start()
         leader = LeaderScheduler(services).start()
-        server = create_server(create_app(services=services), host=settings.server.host,
-                               port=settings.server.port, threads=settings.server.threads)
+        try:
+            server = create_server(create_app(services=services), host=settings.server.host,
+                                   port=settings.server.port, threads=settings.server.threads)
+        except OSError as exc:
+            leader.stop()
+            worker.stop()
+            raise DemoError(f"cannot listen on {settings.server.host}:{settings.server.port}: "
+                            f"{exc.strerror or exc} (choose another --port)") from exc
         http = threading.Thread(target=server.run, name="demo-http", daemon=True)
         http.start()
         try:
@@ -111,7 +121,8 @@ def run_demo(crm: str, port: int | None, *, wait: bool, echo: Callable[[str], No
         sim.start()
         settings = demo_settings(workdir, port or free_port(), sim)
         token = settings.server.admin_token
-        assert token is not None
+        if token is None:  # set just above; a settings change must not make it silent
+            raise DemoError("the demo's settings lost their admin token")
         echo(f"loyalty-connector demo: the service on a temporary SQLite database in "
              f"{workdir}, against a simulated {sim.name}")
         with running_service(settings) as services:
@@ -131,6 +142,9 @@ def run_demo(crm: str, port: int | None, *, wait: bool, echo: Callable[[str], No
                 with suppress(KeyboardInterrupt):
                     until_stopped()
         return 0
+    except DemoError as exc:
+        echo_err(f"error: {exc}")
+        return 1
     finally:
         sim.stop()
         sim.close()
