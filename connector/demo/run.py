@@ -12,7 +12,6 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
 
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
@@ -161,7 +160,7 @@ def _play(sim: SimulatedCRM, services: Services, settings: Settings, token: str,
         return Story(sim, services, settings.server.public_url, token, echo).play()
     except Exception as exc:
         echo_err(f"error: the demo stopped at a step: {type(exc).__name__}: {exc}")
-        lines: list[Any] = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
         for line in lines[-LOG_TAIL:]:
             echo_err(f"  log: {line}")
         return None

@@ -48,7 +48,9 @@ def _amount(value: Any) -> Decimal | None:
 
 
 def _points(value: Decimal) -> str:
-    return f"{value:,.0f}".replace(",", " ") if value == value.to_integral() else f"{value:,}"
+    """12 000, 750, 12 000.50: thousands apart by a space, as the CRM's own number format."""
+    shown = f"{value:,.0f}" if value == value.to_integral() else f"{value:,.2f}"
+    return shown.replace(",", " ")
 
 
 class Story:
