@@ -193,7 +193,6 @@ class SimulatedAmoCRM(SimulatedCRM):
         super().__init__()
         self.account = FakeAmoCRM()
         self.webhook_secret = secrets.token_hex(12)
-        self._sent: set[tuple[int, str]] = set()
         self._pending: list[tuple[str, str, dict[str, Any]]] = []
 
     def start(self) -> None:
