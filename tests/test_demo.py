@@ -137,9 +137,13 @@ def test_demo_keeps_the_dashboard_and_card_page_open_until_ctrl_c(tmp_path: Path
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=60)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        if process.poll() is None:  # the test failed: stop it the way that cleans up
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
     assert process.returncode == 0, rest
     assert "demo stopped, temporary files removed" in rest
     assert not Path(found["workdir"]).exists()
