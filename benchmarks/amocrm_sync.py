@@ -29,9 +29,9 @@ from connector.amocrm.connector import AmoCRMConnector  # noqa: E402
 from connector.config import load_settings  # noqa: E402
 from connector.crm.amocrm import PAGE_LIMIT, AmoCRMClient  # noqa: E402
 from connector.crm.limiter import LeakyBucket  # noqa: E402
+from connector.sandbox import ManualClock  # noqa: E402
+from connector.sandbox.amocrm import FakeAmoCRM  # noqa: E402
 from connector.services import Services  # noqa: E402
-from tests.fakes import ManualClock  # noqa: E402
-from tests.fakes.amocrm import FakeAmoCRM  # noqa: E402
 
 
 def run(leads: int, contacts: int, rate: float, write_batch: int,

@@ -28,8 +28,8 @@ from connector.bitrix24.connector import Bitrix24Connector  # noqa: E402
 from connector.config import load_settings  # noqa: E402
 from connector.crm.bitrix24 import Bitrix24Client  # noqa: E402
 from connector.crm.limiter import LeakyBucket  # noqa: E402
+from connector.sandbox import FakeBitrix24Portal, ManualClock  # noqa: E402
 from connector.services import Services  # noqa: E402
-from tests.fakes import FakeBitrix24Portal, ManualClock  # noqa: E402
 
 
 def run(deals: int, contacts: int, rate: float, burst: int, database_url: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ of the rounds. Afterwards the inbox rows are counted: every 200 must be a stored
 
 Part 2, processing. The inbox is filled with Bitrix24 deal events (and amoCRM lead webhooks)
 and drained by the scheduler's own `process_inbox` job against the fake portal / account from
-tests/fakes: real local HTTP servers enforcing the CRM's rate limit on the real clock. Run
+connector/sandbox: real local HTTP servers enforcing the CRM's rate limit on the real clock. Run
 once with the CRM's bucket empty (the burst is available) and once with it full (every call
 waits its turn at the limit), it reports events per second, ledger entries and CRM calls.
 
@@ -72,8 +72,8 @@ MARK = "8765432109"
 # -- requests --------------------------------------------------------------------------------
 def templates() -> list[dict[str, str]]:
     """The two kinds of request, as CRMs send them, with SLOT where each gets a fresh id."""
-    from tests.fakes.amocrm import webhook_body
-    from tests.fakes.bitrix24_payloads import event_body
+    from connector.sandbox.amocrm import webhook_body
+    from connector.sandbox.bitrix24_payloads import event_body
 
     b24, _ = event_body("ONCRMDEALUPDATE", MARK, application_token=B24_TOKEN,
                         domain=B24_PORTAL, member_id=B24_MEMBER, event_handler_id=201,
@@ -618,8 +618,8 @@ def bitrix24_processing(url: str, *, events: int, deals: int, contacts: int, ful
                         seed: int) -> dict[str, Any]:
     from connector.config import load_settings
     from connector.crm.limiter import LeakyBucket
+    from connector.sandbox import FakeBitrix24Portal
     from connector.services import Services
-    from tests.fakes import FakeBitrix24Portal
 
     wipe(url)
     rng = random.Random(seed)
@@ -677,8 +677,8 @@ def amocrm_processing(url: str, *, events: int, deals: int, contacts: int, full_
                       seed: int) -> dict[str, Any]:
     from connector.config import load_settings
     from connector.crm.limiter import LeakyBucket
+    from connector.sandbox.amocrm import FakeAmoCRM, webhook_body
     from connector.services import Services
-    from tests.fakes.amocrm import FakeAmoCRM, webhook_body
 
     wipe(url)
     rng = random.Random(seed)

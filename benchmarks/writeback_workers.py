@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from ingest import B24_PORTAL, count_rows, drain, quiet_logs, wipe  # noqa: E402
 
 from connector.config import load_settings  # noqa: E402
+from connector.sandbox import FakeBitrix24Portal  # noqa: E402
 from connector.services import Services  # noqa: E402
-from tests.fakes import FakeBitrix24Portal  # noqa: E402
 
 
 def run(url: str, *, workers: int, events: int, contacts: int) -> dict[str, Any]:

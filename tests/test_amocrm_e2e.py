@@ -29,12 +29,12 @@ from connector.db import utcnow
 from connector.errors import CRMAuthError, RetriableCRMError
 from connector.ledger.views import AccountRef
 from connector.lifecycle import birthday_bonuses
+from connector.sandbox import ManualClock
+from connector.sandbox.amocrm import FakeAmoCRM, webhook_body
 from connector.services import Services
 from connector.triggers import TIER_UP, WELCOME
 from connector.worker import Worker
 from tests.conftest import Clock, count_settles, fresh_services, make_settings
-from tests.fakes import ManualClock
-from tests.fakes.amocrm import FakeAmoCRM, webhook_body
 from tests.test_concurrency import in_parallel
 from webhooks import create_app
 

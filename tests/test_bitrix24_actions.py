@@ -14,8 +14,8 @@ from sqlalchemy import select
 
 from connector.errors import RetriableCRMError
 from connector.inbox import InboxEvent
+from connector.sandbox import FakeBitrix24Portal, ManualClock
 from tests.conftest import Clock, fresh_services
-from tests.fakes import FakeBitrix24Portal, ManualClock
 from tests.test_bitrix24_e2e import EVENTS_URL, Harness, b24_settings
 from webhooks import create_app
 

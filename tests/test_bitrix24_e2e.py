@@ -21,12 +21,12 @@ from connector.crm.bitrix24 import Bitrix24Client
 from connector.crm.limiter import LeakyBucket
 from connector.crm.models import TriggerEvent
 from connector.ledger.views import AccountRef
+from connector.sandbox import FakeBitrix24Portal, ManualClock
 from connector.services import Services
 from connector.triggers import CODES, NAMES, POINTS_ACCRUED, TIER_UP, WELCOME
 from connector.worker import Worker
 from mappings.bitrix24 import EVENTS
 from tests.conftest import Clock, count_settles, fresh_services, make_settings
-from tests.fakes import FakeBitrix24Portal, ManualClock
 
 EVENTS_URL = "http://127.0.0.1:8080/bitrix24/events"
 ACTIONS_SECRET = "Act10nsSecret0123456789"

@@ -19,8 +19,8 @@ from werkzeug.test import TestResponse
 from connector.bitrix24.tab import PLACEMENTS, TITLES
 from connector.bitrix24.tab_forms import FORM_LIFETIME, FormTokens, TabRefused
 from connector.ledger.models import Entry
+from connector.sandbox import FakeBitrix24Portal, ManualClock
 from tests.conftest import Clock, fresh_services
-from tests.fakes import FakeBitrix24Portal, ManualClock
 from tests.test_bitrix24_e2e import Harness, app_harness, b24_settings
 from tests.test_dashboard import ARTIFACTS, CHROMIUM, chromium, png_colours
 

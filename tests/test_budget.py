@@ -19,9 +19,9 @@ from connector.crm.budget import Budget, Budgets, DatabaseBudget, RedisBudget, S
 from connector.crm.credentials import Tokens
 from connector.crm.limiter import LeakyBucket
 from connector.errors import ConfigError, RetriableCRMError
+from connector.sandbox.amocrm import FakeAmoCRM
 from connector.services import Services
 from tests.conftest import TEST_SECRET_KEY, fresh_services, make_settings
-from tests.fakes.amocrm import FakeAmoCRM
 
 REDIS_URL = os.environ.get("LOYALTY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PREFIX = "loyalty-test-budget:"

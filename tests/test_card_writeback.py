@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from connector.config import Settings
+from connector.sandbox import FakeBitrix24Portal, ManualClock
+from connector.sandbox.amocrm import FakeAmoCRM
 from tests import test_amocrm_e2e as amo_e2e
 from tests import test_bitrix24_e2e as b24_e2e
 from tests.conftest import Clock, fresh_services, make_settings
-from tests.fakes import FakeBitrix24Portal, ManualClock
-from tests.fakes.amocrm import FakeAmoCRM
 
 pytestmark = pytest.mark.storage
 

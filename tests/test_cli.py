@@ -15,8 +15,8 @@ from connector.cli import cli
 from connector.config import DatabaseSettings, load_settings
 from connector.db import Database
 from connector.referrals.codes import luhn_valid
+from connector.sandbox.amocrm import FakeAmoCRM
 from connector.services import Services
-from tests.fakes.amocrm import FakeAmoCRM
 from webhooks import create_app
 
 Run = Callable[..., Result]

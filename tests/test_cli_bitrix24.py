@@ -11,7 +11,7 @@ from click.testing import CliRunner, Result
 
 from connector.bitrix24.install import FIELD_TYPES
 from connector.cli import cli
-from tests.fakes import FakeBitrix24Portal
+from connector.sandbox import FakeBitrix24Portal
 
 Run = Callable[..., Result]
 

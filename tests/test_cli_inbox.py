@@ -16,9 +16,9 @@ from connector.cli import cli
 from connector.config import load_settings
 from connector.inbox import Inbox
 from connector.ledger.views import AccountRef
+from connector.sandbox import FakeBitrix24Portal
 from connector.services import Services
 from tests.conftest import Clock, fresh_services
-from tests.fakes import FakeBitrix24Portal
 
 FORM = "application/x-www-form-urlencoded"
 ERROR = "crm.deal.get: cannot reach the portal (ConnectionError)\nsecond line of the error"

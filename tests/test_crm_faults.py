@@ -33,12 +33,12 @@ from connector.crm.models import TriggerEvent
 from connector.crm.retry import INITIAL_DELAY_S, MAX_DELAY_S
 from connector.errors import CRMError, FatalCRMError
 from connector.ledger.views import AccountRef
+from connector.sandbox import FakeBitrix24Portal, ManualClock
+from connector.sandbox.amocrm import FakeAmoCRM, webhook_body
+from connector.sandbox.faults import Chaos, RequestLog
 from connector.services import Services
 from connector.worker import Worker
 from tests.conftest import Clock, fresh_services, make_settings
-from tests.fakes import FakeBitrix24Portal, ManualClock
-from tests.fakes.amocrm import FakeAmoCRM, webhook_body
-from tests.fakes.faults import Chaos, RequestLog
 from webhooks import create_app
 
 FORM = "application/x-www-form-urlencoded"

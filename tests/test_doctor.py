@@ -28,12 +28,12 @@ from connector.config import DatabaseSettings, Settings
 from connector.crm.bitrix24 import tokens_from
 from connector.db import Database
 from connector.doctor import Check, secret_key, stored_tokens
+from connector.sandbox import FakeBitrix24Portal
+from connector.sandbox.amocrm import FakeAmoCRM
 from connector.sealing.keys import too_open
 from connector.services import Services
 from connector.triggers import TIER_DOWN, TIER_UP
 from tests.conftest import Clock, fresh_services, make_settings
-from tests.fakes import FakeBitrix24Portal
-from tests.fakes.amocrm import FakeAmoCRM
 from tests.test_sealing import PG_URL, file_settings, some_tokens
 from webhooks import create_app
 

@@ -9,8 +9,8 @@ from urllib.parse import parse_qs
 import pytest
 import requests
 
-from tests import fakes
-from tests.fakes import FakeBitrix24Portal, ManualClock
+from connector import sandbox as fakes
+from connector.sandbox import FakeBitrix24Portal, ManualClock
 
 TIME_KEYS = {"start", "finish", "duration", "processing", "date_start", "date_finish",
              "operating", "operating_reset_at"}

@@ -24,11 +24,11 @@ from werkzeug.routing import Rule
 from werkzeug.test import EnvironBuilder, TestResponse, run_wsgi_app
 
 from connector.config import Settings
+from connector.sandbox import FakeBitrix24Portal
 from connector.services import Services
 from connector.tables import Base
 from mappings.phpquery import encode
 from tests.conftest import BACKENDS, POSTGRES_URL, fresh_services, make_settings
-from tests.fakes import FakeBitrix24Portal
 from webhooks import create_app
 
 ADMIN_TOKEN = "fuzz-admin-token-0123456789"

@@ -26,9 +26,9 @@ from connector.bitrix24.connector import Bitrix24Connector
 from connector.db import utcnow
 from connector.inbox import InboxEvent
 from connector.ledger.views import AccountRef
+from connector.sandbox import FakeBitrix24Portal
 from connector.services import Services
 from tests.conftest import POSTGRES_URL, fresh_services, make_settings
-from tests.fakes import FakeBitrix24Portal
 from tests.outage import proxy_for
 from tests.test_scheduler import command, free_port
 

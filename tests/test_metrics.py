@@ -32,12 +32,12 @@ from connector.metrics import (
     database_scrapes,
     rest_route,
 )
+from connector.sandbox import FakeBitrix24Portal, ManualClock
+from connector.sandbox.amocrm import FakeAmoCRM, webhook_body
 from connector.scheduler import Job, find_job, run_job
 from connector.services import Services
 from connector.worker import Worker
 from tests.conftest import Clock, fresh_services, make_settings
-from tests.fakes import FakeBitrix24Portal, ManualClock
-from tests.fakes.amocrm import FakeAmoCRM, webhook_body
 from webhooks import create_app
 
 TOKEN = "test-admin-token"

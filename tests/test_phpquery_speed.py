@@ -15,10 +15,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from connector.sandbox.amocrm import webhook_body
+from connector.sandbox.bitrix24_payloads import (
+    event_body,
+    new_event_token,
+    new_workflow_id,
+    robot_body,
+)
 from mappings import phpquery
 from mappings.phpquery import MAX_DEPTH, QueryError, decode
-from tests.fakes.amocrm import webhook_body
-from tests.fakes.bitrix24_payloads import event_body, new_event_token, new_workflow_id, robot_body
 
 # --- the implementation decode replaced, verbatim but for names ---------------------------
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from connector.config import Settings
+from connector.sandbox import ManualClock
+from connector.sandbox.amocrm import FakeAmoCRM
 from tests.conftest import Clock, fresh_services, make_settings
-from tests.fakes import ManualClock
-from tests.fakes.amocrm import FakeAmoCRM
 from tests.test_amocrm_e2e import ANNA, SECRET, Harness, status
 
 CATALOG = 5331  # the products list

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from connector.config import Settings
+from connector.sandbox import FakeBitrix24Portal, ManualClock
 from mappings.bitrix24 import EVENTS
 from tests.conftest import Clock, fresh_services, make_settings
-from tests.fakes import FakeBitrix24Portal, ManualClock
 from tests.test_bitrix24_e2e import EVENTS_URL, Harness
 
 

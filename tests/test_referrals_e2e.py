@@ -16,11 +16,11 @@ from connector.config import Settings
 from connector.crm.models import TriggerEvent
 from connector.ledger.views import AccountRef
 from connector.referrals.models import ReferralEvent
+from connector.sandbox import FakeBitrix24Portal, ManualClock
+from connector.sandbox.amocrm import FakeAmoCRM, webhook_body
 from connector.services import Services
 from connector.triggers import REFERRAL_REWARDED
 from tests.conftest import Clock, fresh_services
-from tests.fakes import FakeBitrix24Portal, ManualClock
-from tests.fakes.amocrm import FakeAmoCRM, webhook_body
 from tests.test_amocrm_e2e import FORM, SECRET, amo_settings, status
 from tests.test_amocrm_e2e import Harness as AmoHarness
 from tests.test_bitrix24_e2e import EVENTS_URL, b24_settings

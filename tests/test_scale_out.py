@@ -24,13 +24,13 @@ from connector.inbox import InboxEvent, InboxItem
 from connector.leader import LeaderLock
 from connector.ledger.models import Entry
 from connector.ledger.views import AccountRef
+from connector.sandbox import FakeBitrix24Portal
+from connector.sandbox.amocrm import FakeAmoCRM, webhook_body
+from connector.sandbox.faults import RequestLog
 from connector.scheduler import LeaderScheduler
 from connector.services import Services
 from connector.worker import Outcome, Worker
 from tests.conftest import fresh_services, make_settings
-from tests.fakes import FakeBitrix24Portal
-from tests.fakes.amocrm import FakeAmoCRM, webhook_body
-from tests.fakes.faults import RequestLog
 from tests.test_scheduler import REPO, command
 
 pytestmark = pytest.mark.storage

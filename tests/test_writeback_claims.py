@@ -13,10 +13,10 @@ from sqlalchemy import select
 
 from connector import mirror
 from connector.crm.models import ContactMirror
+from connector.sandbox import FakeBitrix24Portal
+from connector.sandbox.amocrm import FakeAmoCRM
 from connector.services import Services
 from tests.conftest import fresh_services, make_settings
-from tests.fakes import FakeBitrix24Portal
-from tests.fakes.amocrm import FakeAmoCRM
 
 pytestmark = pytest.mark.storage
 PORTAL = "acme.bitrix24.ru"

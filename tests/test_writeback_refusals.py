@@ -16,10 +16,10 @@ from connector.amocrm.writeback import refused_ids
 from connector.bitrix24.writeback import refused_for_good
 from connector.config import load_settings
 from connector.ledger.views import AccountRef
+from connector.sandbox import FakeBitrix24Portal
 from connector.services import Services
 from tests import test_amocrm_e2e as amo
 from tests import test_bitrix24_e2e as b24
-from tests.fakes import FakeBitrix24Portal
 
 # The harnesses and their fixtures (fake portal, fake amoCRM account, clocks).
 from tests.test_amocrm_e2e import account  # noqa: F401

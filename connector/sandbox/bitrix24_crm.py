@@ -15,7 +15,7 @@ from datetime import date, datetime, time, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from tests.fakes.bitrix24_php import seq
+from connector.sandbox.bitrix24_php import seq
 
 INT_FIELDS = {"ID", "CATEGORY_ID", "CONTACT_ID", "COMPANY_ID", "LEAD_ID", "QUOTE_ID",
               "ASSIGNED_BY_ID", "CREATED_BY_ID", "MODIFY_BY_ID", "MOVED_BY_ID",

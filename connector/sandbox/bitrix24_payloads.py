@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tests.fakes.bitrix24_php import build_query
+from connector.sandbox.bitrix24_php import build_query
 
 FORM = "application/x-www-form-urlencoded"
 OAUTH_SERVER_ENDPOINT = "https://oauth.bitrix.info/rest/"

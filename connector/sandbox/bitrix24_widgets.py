@@ -13,8 +13,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from tests.fakes.bitrix24_methods import Context, RestError, method
-from tests.fakes.bitrix24_php import ci_get
+from connector.sandbox.bitrix24_methods import Context, RestError, method
+from connector.sandbox.bitrix24_php import ci_get
 
 # detail-tab.md: the CRM card tabs; CRM_DYNAMIC_<type id>_DETAIL_TAB for custom types.
 DETAIL_TABS = {"CRM_LEAD_DETAIL_TAB", "CRM_DEAL_DETAIL_TAB", "CRM_CONTACT_DETAIL_TAB",

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from tests.fakes.bitrix24_methods import Context, crm_error, method, positive_id
-from tests.fakes.bitrix24_php import ci_get, seq
+from connector.sandbox.bitrix24_methods import Context, crm_error, method, positive_id
+from connector.sandbox.bitrix24_php import ci_get, seq
 
 CENT = Decimal("0.01")
 

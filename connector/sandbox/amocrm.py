@@ -8,7 +8,7 @@ access on the authorization page (code, state, referer and platform back to the 
 URI). Webhook bodies it sends are form-encoded with API v2 keys.
 
 Faults: fail_next (an answer), reset_next (no answer), delay_next (a slow answer; the call
-still runs), down()/up() (connections refused), `chaos` (tests.fakes.faults.Chaos, random
+still runs), down()/up() (connections refused), `chaos` (connector.sandbox.faults.Chaos, random
 faults from a seed) and `gate` (hold requests at the door). `request_log` has the arrival
 time of every request, for rate assertions.
 """
@@ -30,9 +30,9 @@ from urllib.parse import parse_qs, urlsplit
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.bitrix24_php import build_query, parse_query
-from tests.fakes.bitrix24_state import Clock, RealClock
-from tests.fakes.faults import Chaos, Gate, RequestLog, drop_connection
+from connector.sandbox.bitrix24_php import build_query, parse_query
+from connector.sandbox.bitrix24_state import Clock, RealClock
+from connector.sandbox.faults import Chaos, Gate, RequestLog, drop_connection
 
 NUMBER = re.compile(r"/\d+")
 PRICE_FIELD_ID = 1285349  # the products catalog's PRICE field (type "price")

@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from tests.fakes.bitrix24_methods import (
+from connector.sandbox.bitrix24_methods import (
     Context,
     RestError,
     crm_error,
@@ -18,7 +18,7 @@ from tests.fakes.bitrix24_methods import (
     positive_id,
     require_app,
 )
-from tests.fakes.bitrix24_php import ci_get
+from connector.sandbox.bitrix24_php import ci_get
 
 KNOWN_EVENTS = {
     "ONCRMDEALADD", "ONCRMDEALUPDATE", "ONCRMDEALDELETE", "ONCRMDEALMOVETOCATEGORY",

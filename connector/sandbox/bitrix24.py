@@ -30,8 +30,8 @@ from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from tests.fakes.bitrix24_crm import CrmStore, userfield_name
-from tests.fakes.bitrix24_payloads import (
+from connector.sandbox.bitrix24_crm import CrmStore, userfield_name
+from connector.sandbox.bitrix24_payloads import (
     OAUTH_SERVER_ENDPOINT,
     event_body,
     new_event_token,
@@ -39,10 +39,10 @@ from tests.fakes.bitrix24_payloads import (
     placement_call,
     robot_body,
 )
-from tests.fakes.bitrix24_payloads import document_id as as_document_id
-from tests.fakes.bitrix24_products import ProductStore
-from tests.fakes.bitrix24_server import PortalApp
-from tests.fakes.bitrix24_state import (
+from connector.sandbox.bitrix24_payloads import document_id as as_document_id
+from connector.sandbox.bitrix24_products import ProductStore
+from connector.sandbox.bitrix24_server import PortalApp
+from connector.sandbox.bitrix24_state import (
     AppToken,
     Call,
     Clock,
@@ -55,7 +55,7 @@ from tests.fakes.bitrix24_state import (
     Records,
     ScaledClock,
 )
-from tests.fakes.faults import Chaos, Gate, RequestLog
+from connector.sandbox.faults import Chaos, Gate, RequestLog
 
 __all__ = ["Call", "FakeBitrix24Portal", "ManualClock", "OutgoingEvent", "RealClock",
            "ScaledClock", "event_body", "robot_body"]
@@ -124,7 +124,7 @@ class FakeBitrix24Portal:
         self.event_tokens: dict[str, dict[str, Any]] = {}
         self.faults: deque[Fault] = deque()
         self.delays: deque[list[float]] = deque()  # [remaining, seconds]
-        # Random faults on top of the queued ones (tests.fakes.faults.Chaos), the arrival
+        # Random faults on top of the queued ones (connector.sandbox.faults.Chaos), the arrival
         # time of every /rest/ request, and a gate that can hold requests at the door.
         self.chaos: Chaos | None = None
         self.request_log = RequestLog()

@@ -19,19 +19,19 @@ from typing import TYPE_CHECKING, Any
 from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes import (
+from connector.sandbox import (
     bitrix24_automation,  # noqa: F401  (registers the app-context methods)
     bitrix24_widgets,  # noqa: F401  (users and placements)
 )
-from tests.fakes.bitrix24_methods import METHODS, Context, ListPage, RestError
-from tests.fakes.bitrix24_php import ci_get, from_pairs, parse_query, php_json, scalar
-from tests.fakes.bitrix24_state import AppToken, Call, Fault
-from tests.fakes.faults import drop_connection
+from connector.sandbox.bitrix24_methods import METHODS, Context, ListPage, RestError
+from connector.sandbox.bitrix24_php import ci_get, from_pairs, parse_query, php_json, scalar
+from connector.sandbox.bitrix24_state import AppToken, Call, Fault
+from connector.sandbox.faults import drop_connection
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from tests.fakes.bitrix24 import FakeBitrix24Portal
+    from connector.sandbox.bitrix24 import FakeBitrix24Portal
 
 BATCH_LIMIT = 50  # settings/how-to-call-rest-api/batch.md: "no more than 50 subqueries"
 REFERENCE = re.compile(r"\$result((?:\[[^\[\]]*\])+)")  # batch.md: $result[cmd][field]...

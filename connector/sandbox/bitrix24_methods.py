@@ -13,11 +13,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tests.fakes.bitrix24_crm import userfield_name
-from tests.fakes.bitrix24_php import ci_get, seq
+from connector.sandbox.bitrix24_crm import userfield_name
+from connector.sandbox.bitrix24_php import ci_get, seq
 
 if TYPE_CHECKING:
-    from tests.fakes.bitrix24 import FakeBitrix24Portal
+    from connector.sandbox.bitrix24 import FakeBitrix24Portal
 
 PAGE_SIZE = 50  # crm-deal-list.md: "The page size for results is always static — 50 records"
 USER_TYPES = {"string", "integer", "double", "boolean", "datetime", "date", "money", "url",

@@ -1,0 +1,166 @@
+"""Run the demo: a temporary directory, the simulated CRM, the service as `serve` runs it, the
+story, then the wait for Ctrl-C, and the clean-up whatever happened."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+
+from connector.config import Settings
+from connector.demo.crms import SimulatedCRM, simulated
+from connector.demo.story import Ending, Story
+from connector.logs import configure_logging
+from connector.scheduler import LeaderScheduler, WorkerLoop
+from connector.services import Services
+
+HOST = "127.0.0.1"
+WELCOME_BONUS = "100"
+LOG_TAIL = 40
+
+
+class DemoError(RuntimeError):
+    """The demo cannot run: one line saying why."""
+
+
+class DemoSettings(Settings):
+    """The demo's settings come from the demo alone: a LOYALTY_DATABASE__URL (or any other
+    variable) in the environment must not point it at a real database or CRM."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+def demo_settings(workdir: Path, port: int, sim: SimulatedCRM) -> Settings:
+    public_url = f"http://{HOST}:{port}"
+    return DemoSettings(
+        database={"url": f"sqlite:///{workdir / 'demo.db'}"},
+        server={"host": HOST, "port": port, "public_url": public_url, "threads": 4,
+                "admin_token": secrets.token_urlsafe(18)},
+        # The worker looks often, so each step shows within a fraction of a second.
+        inbox={"poll_seconds": 0.2},
+        program={"welcome_bonus": WELCOME_BONUS},
+        card={"secret": secrets.token_urlsafe(32)},
+        **{sim.crm: sim.settings(public_url)},
+    )
+
+
+@contextmanager
+def running_service(settings: Settings) -> Iterator[Services]:
+    """What `serve` runs — migrations, the Flask app under waitress, the inbox worker and the
+    scheduler — with the HTTP server on a thread of its own, so the story can run beside it."""
+    from waitress import create_server
+    from waitress.wasyncore import close_all
+
+    from webhooks import create_app
+
+    services = Services.build(settings)
+    try:
+        services.migrate()
+        worker = WorkerLoop(services).start()
+        leader = LeaderScheduler(services).start()
+        try:
+            server = create_server(create_app(services=services), host=settings.server.host,
+                                   port=settings.server.port, threads=settings.server.threads)
+        except OSError as exc:
+            leader.stop()
+            worker.stop()
+            raise DemoError(f"cannot listen on {settings.server.host}:{settings.server.port}: "
+                            f"{exc.strerror or exc} (choose another --port)") from exc
+        http = threading.Thread(target=server.run, name="demo-http", daemon=True)
+        http.start()
+        try:
+            yield services
+        finally:
+            # serve ends its loop from inside it; here it runs on another thread, and goes on
+            # while its map holds a kept-alive connection: close them all, not only the
+            # listening socket. It then ends within its poll timeout (1 s).
+            server.task_dispatcher.shutdown()
+            server.close()
+            close_all(server._map)
+            http.join(timeout=5)
+            leader.stop()
+            worker.stop()
+    finally:
+        services.close()
+
+
+def run_demo(crm: str, port: int | None, *, wait: bool, echo: Callable[[str], None],
+             echo_err: Callable[[str], None], until_stopped: Callable[[], None]) -> int:
+    """Play the story; with `wait`, keep the service up until `until_stopped` returns (Ctrl-C).
+    Returns the exit status: 0, or 1 when a step failed (the service's log tail printed)."""
+    workdir = Path(tempfile.mkdtemp(prefix="loyalty-demo-"))
+    log_path = workdir / "service.log"
+    sim = simulated(crm)
+    log_file = log_path.open("a", encoding="utf-8")
+    handler = configure_logging("INFO", json_output=False, stream=log_file)
+    try:
+        sim.start()
+        settings = demo_settings(workdir, port or free_port(), sim)
+        token = settings.server.admin_token
+        if token is None:  # set just above; a settings change must not make it silent
+            raise DemoError("the demo's settings lost their admin token")
+        echo(f"loyalty-connector demo: the service on a temporary SQLite database in "
+             f"{workdir}, against a simulated {sim.name}")
+        with running_service(settings) as services:
+            echo(f"service listening on {settings.server.public_url}")
+            ending = _play(sim, services, settings, token.get_secret_value(), echo, echo_err,
+                           log_path)
+            if ending is None:
+                return 1
+            echo("")
+            echo(f"dashboard:  {ending.dashboard_url}  (user: any, password: "
+                 f"{ending.admin_token})")
+            if ending.card_url:
+                echo(f"card page:  {ending.card_url}")
+            if wait:
+                echo("the service and the simulated CRM keep running; Ctrl-C to stop "
+                     "(the temporary database goes with them)")
+                with suppress(KeyboardInterrupt):
+                    until_stopped()
+        return 0
+    except DemoError as exc:
+        echo_err(f"error: {exc}")
+        return 1
+    finally:
+        sim.stop()
+        sim.close()
+        logging.getLogger().removeHandler(handler)
+        log_file.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+        echo("demo stopped, temporary files removed")
+
+
+def _play(sim: SimulatedCRM, services: Services, settings: Settings, token: str,
+          echo: Callable[[str], None], echo_err: Callable[[str], None],
+          log_path: Path) -> Ending | None:
+    try:
+        return Story(sim, services, settings.server.public_url, token, echo).play()
+    except Exception as exc:
+        echo_err(f"error: the demo stopped at a step: {type(exc).__name__}: {exc}")
+        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        for line in lines[-LOG_TAIL:]:
+            echo_err(f"  log: {line}")
+        return None

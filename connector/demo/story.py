@@ -1,0 +1,213 @@
+"""The demo's story: seed the CRM, win two deals (points, then a tier up and its trigger), let a
+robot redeem points, then show the dashboard and the customer's card page.
+
+Each step waits until the CRM shows what the ledger holds — the values printed are read back
+from the simulated CRM, not from the ledger — and prints them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import requests
+
+from connector.demo.crms import SHOWN, TIMEOUT, SimulatedCRM
+from connector.errors import LedgerError
+from connector.ledger.views import AccountRef, AccountView
+from connector.services import Services
+
+STEP_TIMEOUT = 30.0  # seconds a step may take before the demo gives up
+POLL = 0.1
+ROBOT_POINTS = 500
+STEPS = 7
+
+
+class StoryError(RuntimeError):
+    """A step did not come about in time: what was awaited."""
+
+
+@dataclass(frozen=True)
+class Ending:
+    """What the story leaves open to look at."""
+
+    dashboard_url: str
+    admin_token: str
+    card_url: str | None
+    fields: dict[str, Any]
+
+
+def _amount(value: Any) -> Decimal | None:
+    try:
+        return Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def _points(value: Decimal) -> str:
+    """12 000, 750, 12 000.50: thousands apart by a space, as the CRM's own number format."""
+    shown = f"{value:,.0f}" if value == value.to_integral() else f"{value:,.2f}"
+    return shown.replace(",", " ")
+
+
+class Story:
+    def __init__(self, sim: SimulatedCRM, services: Services, base_url: str,
+                 admin_token: str, echo: Callable[[str], None]) -> None:
+        self.sim, self.services, self.base_url = sim, services, base_url.rstrip("/")
+        self.admin_token, self.echo = admin_token, echo
+        settings = services.settings
+        section = settings.bitrix24 if sim.crm == "bitrix24" else settings.amocrm
+        self.names: dict[str, str] = dict(section.fields)
+        self.portal_key = section.portal_key
+        self.step_no = 0
+        self.triggers_shown = 0
+
+    # -- helpers ---------------------------------------------------------------------------
+    def step(self, text: str) -> None:
+        self.step_no += 1
+        self.echo(f"[{self.step_no}/{STEPS}] {text}")
+
+    def detail(self, text: str) -> None:
+        self.echo(f"      {text}")
+
+    def wait(self, what: str, condition: Callable[[], bool]) -> None:
+        """Let the CRM post what it has to post until `condition` holds."""
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while True:
+            self.sim.deliver()
+            if condition():
+                return
+            if time.monotonic() > deadline:
+                raise StoryError(f"timed out after {STEP_TIMEOUT:.0f} s waiting for {what}")
+            time.sleep(POLL)
+
+    def account(self, contact: int) -> AccountView | None:
+        try:
+            return self.services.ledger.account(AccountRef(self.sim.crm, self.portal_key,
+                                                           str(contact)))
+        except LedgerError:
+            return None
+
+    def known(self, contact: int) -> AccountView:
+        view = self.account(contact)
+        if view is None:
+            raise StoryError(f"contact {contact} has no account in the ledger")
+        return view
+
+    def fields(self, contact: int) -> dict[str, Any]:
+        return self.sim.fields(contact, self.names)
+
+    def in_step(self, contact: int) -> bool:
+        """The CRM shows the ledger's balance, available points and tier for the contact."""
+        view = self.account(contact)
+        if view is None:
+            return False
+        shown = self.fields(contact)
+        return (_amount(shown.get("balance")) == view.balance
+                and _amount(shown.get("available")) == view.available
+                and shown.get("tier") == view.tier)
+
+    def fired(self, transition: str) -> int:
+        return sum(1 for line in self.sim.triggers() if transition in line)
+
+    def show_triggers(self) -> None:
+        """The automation fired since the last step, as the CRM recorded it."""
+        fired = self.sim.triggers()
+        for line in fired[self.triggers_shown:]:
+            self.detail(f"automation fired: {line}")
+        self.triggers_shown = len(fired)
+
+    def show(self, contact: int) -> dict[str, Any]:
+        shown = self.fields(contact)
+        listed = ", ".join(f"{key} {shown.get(key) if shown.get(key) not in (None, '') else '-'}"
+                           for key in SHOWN)
+        self.detail(f"{self.sim.title} now shows: {listed}")
+        return shown
+
+    # -- the story -------------------------------------------------------------------------
+    def play(self) -> Ending:
+        sim, deal = self.sim, self.sim.deal_word
+        connector = self.services.bitrix24 if sim.crm == "bitrix24" else self.services.amocrm
+        if connector is None:
+            raise StoryError(f"{sim.crm} is not enabled in the demo's settings")
+        report = connector.installer.install()
+        created = sum(1 for line in report.done if line.startswith("created contact field"))
+        self.step(f"`install {sim.crm}` against {sim.title} at {sim.url}: "
+                  f"{created} loyalty contact fields created")
+        for line in sim.admin_steps(self.base_url):
+            self.detail(f"set up as an admin would: {line}")
+
+        seeded = sim.seed()
+        anna = seeded.customer
+        everyone = (anna, *seeded.others)
+        self.wait("the welcome bonus in every seeded contact and its trigger",
+                  lambda: all(self.in_step(c) for c in everyone)
+                  and self.fired("loyalty_welcome") > 0)
+        self.step(f"seeded {len(everyone)} contacts and 4 open {deal}s; each new contact got "
+                  "the welcome bonus")
+        self.detail(f"customer: {seeded.customer_name} (contact {anna})")
+        self.show(anna)
+        self.show_triggers()
+
+        for number, won in ((1, seeded.first_deal), (2, seeded.second_deal)):
+            before = self.known(anna)
+            sim.win(won)
+            self.wait(f"{deal} {won} settled, written back and its trigger fired",
+                      lambda b=before, n=number: self._settled(anna, b)
+                      and self.fired("loyalty_points_accrued") >= n)
+            after = self.known(anna)
+            earned = after.balance - before.balance
+            if number == 1:
+                self.step(f"{deal} {won} won ({_points(after.purchase_total)} "
+                          f"{self.services.settings.program.currency}): +{_points(earned)} "
+                          f"points at {before.tier}, written back into {sim.title}")
+                self.show(anna)
+                self.show_triggers()
+                continue
+            self.wait("the tier-up trigger", lambda: self.fired("loyalty_tier_up") > 0)
+            self.step(f"{deal} {won} won: +{_points(earned)} points (at {before.tier}, the "
+                      f"rate before this purchase); spend {_points(after.qualifying_spend)} "
+                      f"reaches {after.tier}: tier up, discount {after.discount_percent}%")
+            self.show(anna)
+            self.show_triggers()
+
+        before = self.known(anna)
+        sim.run_robot(self.base_url, seeded.robot_deal, ROBOT_POINTS)
+        self.wait("the robot's redemption written back",
+                  lambda: bool(sim.robot_outcome(seeded.robot_deal))
+                  and self._changed(anna, before))
+        after = self.known(anna)
+        self.step(f"a robot on {deal} {seeded.robot_deal} redeems {ROBOT_POINTS} points: "
+                  f"{_points(before.balance - after.balance)} redeemed")
+        shown = self.show(anna)
+        for line in sim.robot_outcome(seeded.robot_deal):
+            self.detail(f"on the {deal}: {line}")
+        self.show_triggers()
+
+        dashboard = f"{self.base_url}/dashboard"
+        page = requests.get(dashboard, timeout=TIMEOUT,
+                            headers={"Authorization": f"Bearer {self.admin_token}"})
+        if page.status_code != 200:
+            raise StoryError(f"the dashboard answered {page.status_code}")
+        self.step(f"dashboard: {dashboard} (any user name, password {self.admin_token})")
+
+        card_url = shown.get("card_url") or None
+        if card_url:
+            card = requests.get(card_url, timeout=TIMEOUT)
+            if card.status_code != 200:
+                raise StoryError(f"the card page answered {card.status_code}")
+        self.step(f"{seeded.customer_name}'s card page, the URL {sim.title} holds in her "
+                  f"card_url field: {card_url or '- (card pages are off)'}")
+        return Ending(dashboard, self.admin_token, card_url, shown)
+
+    def _settled(self, contact: int, before: AccountView) -> bool:
+        view = self.account(contact)
+        return (view is not None and view.purchase_count > before.purchase_count
+                and self.in_step(contact))
+
+    def _changed(self, contact: int, before: AccountView) -> bool:
+        view = self.account(contact)
+        return view is not None and view.balance != before.balance and self.in_step(contact)
