@@ -9,7 +9,9 @@ idempotency key: the first request answers 201, a repeat answers 200 with the sa
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import asdict
+from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
@@ -18,6 +20,7 @@ from flask.typing import ResponseReturnValue
 from connector import triggers
 from connector.errors import ConfigError
 from connector.ledger.engine import Ledger
+from connector.ledger.returns import ReturnRow, rows_total
 from connector.ledger.views import Result
 from connector.money import from_minor, to_minor
 from connector.referrals.linking import Linker
@@ -30,10 +33,13 @@ from webhooks.validation import (
     TEXT_MAX,
     Fields,
     account_ref,
+    check_amount,
     check_text,
+    invalid,
     json_body,
     query_flag,
     query_int,
+    request_body,
 )
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -46,6 +52,8 @@ HISTORY_PAGE_MAX = 200
 KEY_PREFIX = "api:"
 # A referral code is 8 characters; more room for how people type it (spaces, dashes).
 REFERRAL_CODE_MAX = 32
+# Rows of one return: a receipt's worth, and a bound on the request's work.
+RETURN_ROWS_MAX = 500
 
 
 def _ledger() -> Ledger:
@@ -213,6 +221,52 @@ def reverse() -> ResponseReturnValue:
     fields.finish()
     return _outcome(_ledger().reverse(ref, source, key=ledger_key(key), comment=comment,
                                       actor=ACTOR, fingerprint=fields.fingerprint("reverse")))
+
+
+@bp.post("/return")
+def return_purchase() -> ResponseReturnValue:
+    """Part or all of a purchase given back: `amount`, or `rows` of returned products (the
+    amount is their total), or both when they agree."""
+    fields = json_body()
+    ref, key = fields.ref(), _client_key(fields)
+    source = fields.text("source")
+    amount = fields.optional_amount("amount")
+    rows = _return_rows(fields)
+    comment = fields.optional_text("comment", max_length=COMMENT_MAX)
+    fields.finish()
+    if amount is None and not rows:
+        raise invalid("amount", "required: send \"amount\" or the returned \"rows\"")
+    total = rows_total(rows) if rows else None
+    if amount is not None and total is not None and amount != total:
+        raise invalid("amount", f"differs from the rows' total {total}")
+    # The request as the shop sent it stays beside the entry (numbers as written).
+    raw = json.loads(request_body().decode("utf-8"), parse_float=str)
+    return _outcome(_ledger().return_purchase(
+        ref, source, amount if amount is not None else total or Decimal(0),
+        key=ledger_key(key), rows=rows, comment=comment, actor=ACTOR,
+        source_data={"request": raw}, fingerprint=fields.fingerprint("return")))
+
+
+def _return_rows(fields: Fields) -> list[ReturnRow]:
+    items = fields.optional_list("rows", max_items=RETURN_ROWS_MAX)
+    if items is None:
+        return []
+    rows = []
+    for index, item in enumerate(items):
+        name = f"rows[{index}]"
+        if not isinstance(item, dict):
+            raise invalid(name, "must be an object with product_id, price and quantity")
+        unknown = sorted(set(item) - {"product_id", "price", "quantity"})
+        if unknown:
+            raise invalid(f"{name}.{unknown[0]}", "unknown field")
+        product = item.get("product_id")
+        if isinstance(product, int) and not isinstance(product, bool):
+            product = str(product)
+        rows.append(ReturnRow(check_text(f"{name}.product_id", product),
+                              check_amount(f"{name}.price", item.get("price")),
+                              check_amount(f"{name}.quantity", item.get("quantity"))))
+    fields.note("rows", json.dumps([row.as_json() for row in rows], sort_keys=True))
+    return rows
 
 
 # -- card pages ------------------------------------------------------------------------------

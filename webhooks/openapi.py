@@ -13,7 +13,7 @@ from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
 from connector.money import MAX_AMOUNT
-from webhooks.api import HISTORY_PAGE, HISTORY_PAGE_MAX, REFERRAL_CODE_MAX
+from webhooks.api import HISTORY_PAGE, HISTORY_PAGE_MAX, REFERRAL_CODE_MAX, RETURN_ROWS_MAX
 from webhooks.validation import AMOUNT_TEXT, BONUS_NAME, COMMENT_MAX, CONTACT_MAX, CRM, TEXT_MAX
 
 bp = Blueprint("openapi", __name__)
@@ -75,6 +75,13 @@ LINK: Schema = {"type": "object", "required": ["outcome", "code"], "properties":
     "newcomer_bonus": DECIMAL_STRING,
 }}
 
+RETURN_ROW: Schema = {"type": "object", "required": ["product_id", "price", "quantity"],
+                      "additionalProperties": False, "properties": {
+    "product_id": {"anyOf": [_text(), {"type": "integer"}]},
+    "price": _amount("the product's unit price"),
+    "quantity": _amount("how many were returned"),
+}}
+
 
 def _body(properties: Schema, required: list[str]) -> Schema:
     return {"required": True, "content": {"application/json": {"schema": {
@@ -107,7 +114,8 @@ CHANGE_ERRORS = {
     **BODY_ERRORS,
     "404": _error("no account for that contact"),
     "409": _error("the idempotency key was used for another request (another operation, "
-                  "account or parameters), too few points, or nothing to reverse"),
+                  "account or parameters), too few points, nothing to reverse, or a return "
+                  "larger than what is left of its purchase"),
     "422": _error("refused by the program's rules, e.g. the redemption cap; the body "
                   "says what would succeed"),
 }
@@ -239,6 +247,18 @@ def spec() -> Schema:
             }, ["name"]),
             "/api/v1/reverse": _change("Undo what a purchase earned or spent", {
                 "source": _text(description="the purchase's source (or its accrual key)"),
+                "comment": COMMENT,
+            }, ["source"]),
+            "/api/v1/return": _change("Give back part or all of a purchase: points taken "
+                                      "back, and points that paid for it given back, in "
+                                      "proportion", {
+                "source": _text(description="the purchase's source (or its accrual key)"),
+                "amount": _amount("the amount returned; default: the rows' total",
+                                  nullable=True),
+                "rows": {"type": ["array", "null"], "minItems": 1,
+                         "maxItems": RETURN_ROWS_MAX, "items": RETURN_ROW,
+                         "description": "the returned products; with `amount`, they must "
+                                        "add up to it"},
                 "comment": COMMENT,
             }, ["source"]),
         },

@@ -149,6 +149,21 @@ class Fields:
             raise invalid(field, "required")
         return value
 
+    def optional_list(self, field: str, *, max_items: int) -> list[Any] | None:
+        """A JSON array of 1 to `max_items` items, read as it is: the caller checks the
+        items and says with `note` what they meant, for the fingerprint."""
+        value = self._get(field)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not value:
+            raise invalid(field, "must be a non-empty array")
+        if len(value) > max_items:
+            raise invalid(field, f"must have at most {max_items} items")
+        return value
+
+    def note(self, field: str, meaning: str) -> None:
+        self._keep(field, meaning)
+
     def flag(self, field: str, *, default: bool = False) -> bool:
         value = self._get(field)
         if value is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -23,6 +24,7 @@ from connector.cli.base import (
 from connector.cli.output import local, report, show_account, signed
 from connector.config import Settings
 from connector.ledger.fingerprint import request_fingerprint
+from connector.ledger.returns import ReturnRow, rows_total
 from connector.ledger.views import AccountRef
 from connector.referrals import stats as referral_stats
 from connector.stats import format_stats, program_stats
@@ -165,6 +167,41 @@ def reverse(runtime: Runtime, ref: AccountRef, source: str, key: str) -> None:
     result = runtime.services().ledger.reverse(
         ref, source, key=ledger_key(key), actor=ACTOR,
         fingerprint=fingerprint("reverse", ref, source=source))
+    report(result, ref)
+
+
+@cli.command("return")
+@account_arguments
+@click.argument("source")
+@click.option("--amount", type=AMOUNT, help="the amount returned (default: the rows' total)")
+@click.option("--row", "rows", multiple=True, type=(str, AMOUNT, AMOUNT),
+              metavar="PRODUCT_ID PRICE QUANTITY", help="a returned product; repeatable")
+@key_option
+@click.option("--comment")
+@pass_runtime
+def return_(runtime: Runtime, ref: AccountRef, source: str, amount: Decimal | None,
+            rows: tuple[tuple[str, Decimal, Decimal], ...], key: str,
+            comment: str | None) -> None:
+    """Give back part or all of the purchase SOURCE: its points in proportion, and the
+    points that paid for it."""
+    returned = [ReturnRow(product, price, quantity) for product, price, quantity in rows]
+    total = rows_total(returned) if returned else None
+    if amount is None and total is None:
+        raise click.UsageError("give --amount or at least one --row")
+    if amount is not None and total is not None and amount != total:
+        raise click.BadParameter(f"{amount} differs from the rows' total {total}",
+                                 param_hint="--amount")
+    given = amount if amount is not None else total
+    assert given is not None
+    noted = json.dumps([row.as_json() for row in returned], sort_keys=True) \
+        if returned else None
+    result = runtime.services().ledger.return_purchase(
+        ref, source, given, key=ledger_key(key), rows=returned, comment=comment, actor=ACTOR,
+        source_data={"request": {"source": source, "amount": str(given),
+                                 "rows": [row.as_json() for row in returned],
+                                 "comment": comment}},
+        fingerprint=fingerprint("return", ref, source=source, amount=amount, rows=noted,
+                                comment=comment))
     report(result, ref)
 
 

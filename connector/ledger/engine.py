@@ -27,7 +27,8 @@ from connector.errors import (
 )
 from connector.ledger import lots, queries
 from connector.ledger.models import Account, Entry, Lot
-from connector.ledger.postings import Postings, settled_to_nothing
+from connector.ledger.postings import settled_to_nothing
+from connector.ledger.returns import Returns, ended_by_return, returned_of_standing
 from connector.ledger.views import AccountRef, AccountView, EntryView, Result
 from connector.money import from_minor, to_minor
 from connector.program import Preview
@@ -44,8 +45,9 @@ class TierChange:
     at: datetime
 
 
-class Ledger(Postings):
-    """The public operations; see Postings for how entries and lots are written."""
+class Ledger(Returns):
+    """The public operations; see Postings for how entries and lots are written, Returns
+    for partial returns."""
 
     def key_used(self, key: str) -> bool:
         """Whether an entry already answers to this idempotency key (a repeat, or a conflict)."""
@@ -143,6 +145,8 @@ class Ledger(Postings):
         of `amount`: accrued once, re-priced by the difference when the amount changed, moved
         when the customer changed. Repeating the same state writes nothing, so duplicate and
         out-of-order events are harmless as long as the state given is the current one.
+        Returns recorded against the purchase (return_purchase) come off `amount`: the CRM's
+        amount is the sale, and a purchase returned in full stays returned.
         """
         counts = amount is not None and amount > 0 and ref is not None
         with self.db.transaction(write=False) as session:
@@ -173,17 +177,24 @@ class Ledger(Postings):
             key = f"{source}:{seq}"
             net_count = sum(e.purchase_count for e in entries)
             net_spend = sum(e.purchase_amount or 0 for e in entries)
+            returned = returned_of_standing(entries)
             if amount is None:
                 if settled_to_nothing(entries):
                     return None
                 entry = self._reverse_in(session, account, source, key=key, comment=comment,
                                          actor=actor, source_data=source_data, entries=entries)
             elif net_count <= 0:
+                if ended_by_return(entries):
+                    return None
                 entry = self._accrue_in(session, account, amount, key=key, source=source,
                                         category=category, at=occurred_at or self.clock(),
                                         comment=comment, actor=actor, source_data=source_data)
-            elif to_minor(amount) != net_spend:
-                entry = self._reprice(session, account, entries, amount, key=key,
+            elif to_minor(amount) <= returned:
+                entry = self._reverse_in(session, account, source, key=key, comment=comment,
+                                         actor=actor, source_data=source_data, entries=entries)
+            elif to_minor(amount) - returned != net_spend:
+                entry = self._reprice(session, account, entries,
+                                      amount - from_minor(returned), key=key,
                                       source=source, comment=comment, actor=actor,
                                       source_data=source_data)
             else:

@@ -249,9 +249,10 @@ class Postings:
     def _reverse_in(self, session: Session, account: Account, source: str, *, key: str,
                     comment: str | None, actor: str | None,
                     source_data: dict[str, Any] | None = None,
-                    entries: list[Entry] | None = None) -> Entry:
+                    entries: list[Entry] | None = None,
+                    details: dict[str, Any] | None = None) -> Entry:
         """Undo everything `source` earned or spent here (`entries`: its entries, when the
-        caller already read them)."""
+        caller already read them; `details`: more to say, e.g. the return it completes)."""
         if entries is None:
             entries = self._source_entries(session, account, source)
         net = sum(e.amount for e in entries) - sum(e.shortfall for e in entries)
@@ -263,7 +264,7 @@ class Postings:
                           comment=comment, actor=actor, source_data=source_data,
                           purchase_amount=-net_spend or None, purchase_count=-net_count,
                           purchase_at=_purchase_date(entries),
-                          details={"reversed": str(from_minor(net))})
+                          details={"reversed": str(from_minor(net)), **(details or {})})
 
     def _move(self, session: Session, account: Account, delta: int, *, key: str, source: str,
               entries: list[Entry], comment: str | None, actor: str | None,
