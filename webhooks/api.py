@@ -17,11 +17,11 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from connector import triggers
+from connector import triggers, welcome
 from connector.errors import ConfigError
 from connector.ledger.engine import Ledger
 from connector.ledger.returns import ReturnRow, rows_total
-from connector.ledger.views import Result
+from connector.ledger.views import AccountRef, Result
 from connector.money import from_minor, to_minor
 from connector.referrals.linking import Linker
 from connector.services import Services
@@ -86,6 +86,21 @@ def _client_key(fields: Fields) -> str:
 def _outcome(result: Result, body: dict[str, Any] | None = None) -> ResponseReturnValue:
     created = result.entry_id is not None and not result.duplicate
     return jsonify(body if body is not None else result.as_json()), 201 if created else 200
+
+
+def _services() -> Services:
+    services: Services = current_app.extensions["loyalty"]
+    return services
+
+
+def _welcomed(body: dict[str, Any], ref: AccountRef, existed: bool) -> dict[str, Any]:
+    """The answer, with the welcome bonus when this request made the account and
+    program.welcome_on includes "api"."""
+    granted = welcome.welcome_if_new(_services(), ref, existed=existed, channel="api",
+                                     actor=ACTOR)
+    if granted is not None and granted.entry_id is not None:
+        body["welcome"] = granted.as_json()
+    return body
 
 
 def _linker() -> Linker:
@@ -157,6 +172,7 @@ def accrue() -> ResponseReturnValue:
     # The link comes first, so this purchase (the first one) pays the referral. A code
     # that cannot link is recorded and answered, never a refusal of the purchase. A used
     # key links nothing: its request is a repeat (answered as first) or a conflict (409).
+    existed = welcome.known(_services(), ref, "api")
     link = _linker().link(ref, code, via="api") \
         if code is not None and not _ledger().key_used(ledger_key(key)) else None
     # Without a source the purchase is named by the client's key, so /reverse can find it.
@@ -166,7 +182,7 @@ def accrue() -> ResponseReturnValue:
     services: Services = current_app.extensions["loyalty"]
     triggers.record(services.db, [t for t in triggers.from_results([result])
                                   if t.code == triggers.REFERRAL_REWARDED])
-    body = result.as_json()
+    body = _welcomed(result.as_json(), ref, existed)
     if link is not None:
         body["referral"] = link.as_json()
     return _outcome(result, body)
@@ -195,8 +211,10 @@ def adjust() -> ResponseReturnValue:
     points = fields.amount("points", signed=True)
     reason = fields.text("reason", max_length=COMMENT_MAX)
     fields.finish()
-    return _outcome(_ledger().adjust(ref, points, key=ledger_key(key), reason=reason,
-                                     actor=ACTOR, fingerprint=fields.fingerprint("adjust")))
+    existed = welcome.known(_services(), ref, "api")
+    result = _ledger().adjust(ref, points, key=ledger_key(key), reason=reason, actor=ACTOR,
+                              fingerprint=fields.fingerprint("adjust"))
+    return _outcome(result, _welcomed(result.as_json(), ref, existed))
 
 
 @bp.post("/bonus")
@@ -207,9 +225,11 @@ def bonus() -> ResponseReturnValue:
     points = fields.optional_amount("points")
     comment = fields.optional_text("comment", max_length=COMMENT_MAX)
     fields.finish()
-    return _outcome(_ledger().grant_bonus(ref, name, key=ledger_key(key), points=points,
-                                          comment=comment, actor=ACTOR,
-                                          fingerprint=fields.fingerprint("bonus")))
+    existed = welcome.known(_services(), ref, "api")
+    result = _ledger().grant_bonus(ref, name, key=ledger_key(key), points=points,
+                                   comment=comment, actor=ACTOR,
+                                   fingerprint=fields.fingerprint("bonus"))
+    return _outcome(result, _welcomed(result.as_json(), ref, existed))
 
 
 @bp.post("/reverse")

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import click
 
-from connector import mirror
+from connector import mirror, welcome
 from connector.cli.base import (
     ACTOR,
     AMOUNT,
@@ -103,11 +103,13 @@ def fingerprint(operation: str, ref: AccountRef, **fields: object) -> str:
 def accrue(runtime: Runtime, ref: AccountRef, amount: Decimal, key: str,
            category: str | None, comment: str | None) -> None:
     """Record a completed purchase of AMOUNT and earn points; `reverse` finds it as KEY."""
+    existed = welcome.known(runtime.services(), ref, "cli")
     result = runtime.services().ledger.accrue(
         ref, amount, key=ledger_key(key), source=key, category=category, comment=comment,
         actor=ACTOR, fingerprint=fingerprint("accrue", ref, amount=amount, category=category,
                                              comment=comment))
     report(result, ref)
+    _welcome_if_new(runtime, ref, existed)
 
 
 @cli.command(context_settings=NUMBERS)
@@ -136,10 +138,12 @@ def redeem(runtime: Runtime, ref: AccountRef, points: Decimal, key: str,
 @pass_runtime
 def adjust(runtime: Runtime, ref: AccountRef, points: Decimal, reason: str, key: str) -> None:
     """Correct the balance by POINTS, e.g. 100 or -50 (or `-- -50`)."""
+    existed = welcome.known(runtime.services(), ref, "cli")
     result = runtime.services().ledger.adjust(
         ref, points, key=ledger_key(key), reason=reason, actor=ACTOR,
         fingerprint=fingerprint("adjust", ref, points=points, reason=reason))
     report(result, ref)
+    _welcome_if_new(runtime, ref, existed)
 
 
 @cli.command()
@@ -151,10 +155,21 @@ def adjust(runtime: Runtime, ref: AccountRef, points: Decimal, reason: str, key:
 def bonus(runtime: Runtime, ref: AccountRef, name: str, key: str,
           points: Decimal | None) -> None:
     """Grant the bonus NAME (welcome, birthday, ... or one of [program.bonuses])."""
+    existed = welcome.known(runtime.services(), ref, "cli")
     result = runtime.services().ledger.grant_bonus(
         ref, name, key=ledger_key(key), points=points, actor=ACTOR,
         fingerprint=fingerprint("bonus", ref, name=name, points=points))
     report(result, ref)
+    _welcome_if_new(runtime, ref, existed)
+
+
+def _welcome_if_new(runtime: Runtime, ref: AccountRef, existed: bool) -> None:
+    """The welcome bonus for an account this command made, when program.welcome_on
+    includes "cli"."""
+    granted = welcome.welcome_if_new(runtime.services(), ref, existed=existed, channel="cli",
+                                     actor=ACTOR)
+    if granted is not None and granted.entry_id is not None:
+        report(granted, ref)
 
 
 @cli.command()

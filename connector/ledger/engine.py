@@ -297,9 +297,10 @@ class Ledger(Returns):
                     points: Decimal | None = None, comment: str | None = None,
                     actor: str | None = None, occurred_at: datetime | None = None,
                     source_data: dict[str, Any] | None = None,
-                    fingerprint: str | None = None) -> Result:
+                    fingerprint: str | None = None, once: bool = False) -> Result:
         """Grant a named bonus (welcome, birthday, review, ...) or, with `points`, any amount
-        under that name. A bonus configured as 0 grants nothing and writes nothing."""
+        under that name. A bonus configured as 0 grants nothing and writes nothing; with
+        `once`, neither does a bonus of that name the account already has (under any key)."""
         amount = self.program.bonus_points(name) if points is None else points
         if points is not None and points <= 0:
             raise InvalidAmountError("bonus points must be positive", points=str(points))
@@ -310,6 +311,10 @@ class Ledger(Returns):
                 return Result("bonus", account.id, None, Decimal("0.00"),
                               from_minor(account.balance),
                               details={"bonus": name, "skipped": "bonus is 0 in the program"})
+            if once and name in queries.bonus_names(session, account.id):
+                return Result("bonus", account.id, None, Decimal("0.00"),
+                              from_minor(account.balance),
+                              details={"bonus": name, "skipped": "already granted"})
             entry = self._grant(session, account, name, amount, key=key, comment=comment,
                                 actor=actor, at=occurred_at or self.clock(),
                                 source_data=source_data)
