@@ -226,3 +226,15 @@ def test_returns_in_any_parts_end_where_a_full_reversal_ends(
     # Everything the purchase earned went, everything that paid for it came back.
     assert (view.balance, view.purchase_total, view.purchase_count) == (D("300.00"), 0, 0)
     assert ledger.verify()[1] == []
+
+
+def test_a_second_repricing_keeps_the_purchases_rate_and_date(ledger: Ledger,
+                                                               clock: Clock) -> None:
+    ledger.settle_purchase(ANNA, DEAL, D("10000"))  # Bronze, 3%
+    clock.advance(days=1)
+    ledger.settle_purchase(ANNA, DEAL, D("40000"))  # +900, and up to Silver (5%)
+    assert ledger.account(ANNA).tier == "Silver"
+    clock.advance(days=364.5)  # the purchase's own date (day 0) has left the window
+    [down] = ledger.settle_purchase(ANNA, DEAL, D("20000"))
+    assert down.points == D("-600.00")  # at the purchase's 3%, not the account's 5%
+    assert ledger.account(ANNA).qualifying_spend == 0

@@ -305,7 +305,11 @@ class Postings:
                  actor: str | None, source_data: dict[str, Any] | None) -> Entry:
         """The purchase's amount changed: earn or give back the difference, at the rate and
         multiplier the purchase was first accrued with."""
-        accrual = next(e for e in reversed(entries) if e.kind == "accrual")
+        # The accrual that recorded the purchase, not an earlier re-pricing: its terms, its
+        # date (the spend stays at the purchase's date for the tier window).
+        accrual = next((e for e in reversed(entries)
+                        if e.kind == "accrual" and e.details and "rate" in e.details),
+                       next(e for e in reversed(entries) if e.kind == "accrual"))
         terms = accrual.details or {}
         tier_rate = self.program.tier_named(account.tier).rate
         points = self.program.points_for(amount, Decimal(terms.get("rate", tier_rate)),
