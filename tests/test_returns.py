@@ -20,8 +20,9 @@ from connector.errors import (
 from connector.ledger.engine import Ledger
 from connector.ledger.models import Entry
 from connector.ledger.returns import ReturnRow
-from connector.ledger.views import AccountRef
+from connector.ledger.views import AccountRef, Result
 from tests.conftest import Clock
+from tests.test_concurrency import in_parallel
 
 ANNA = AccountRef("bitrix24", "acme", "1")
 DEAL = "bitrix24:acme:deal:42"
@@ -238,3 +239,15 @@ def test_a_second_repricing_keeps_the_purchases_rate_and_date(ledger: Ledger,
     [down] = ledger.settle_purchase(ANNA, DEAL, D("20000"))
     assert down.points == D("-600.00")  # at the purchase's 3%, not the account's 5%
     assert ledger.account(ANNA).qualifying_spend == 0
+
+
+def test_parallel_returns_never_give_back_more_than_the_purchase(ledger: Ledger) -> None:
+    ledger.accrue(ANNA, D("1000"), key="order-1")  # 30 points
+    outcomes = in_parallel(8, lambda i: ledger.return_purchase(
+        ANNA, "order-1", D("300"), key=f"ret-{i}"))
+    succeeded = [o for o in outcomes if isinstance(o, Result)]
+    refused = [o for o in outcomes if isinstance(o, ReturnTooLargeError)]
+    assert len(succeeded) == 3 and len(refused) == 5
+    view = ledger.account(ANNA)
+    assert (view.purchase_total, view.balance) == (D("100.00"), D("3.00"))
+    assert ledger.verify() == (1, [])
