@@ -263,7 +263,7 @@ class Postings:
         return self._move(session, account, -net, key=key, source=source, entries=entries,
                           comment=comment, actor=actor, source_data=source_data,
                           purchase_amount=-net_spend or None, purchase_count=-net_count,
-                          purchase_at=_purchase_date(entries),
+                          purchase_at=purchase_date(entries),
                           details={"reversed": str(from_minor(net)), **(details or {})})
 
     def _move(self, session: Session, account: Account, delta: int, *, key: str, source: str,
@@ -339,7 +339,7 @@ class Postings:
         return entry
 
 
-def _purchase_date(entries: list[Entry]) -> datetime | None:
+def purchase_date(entries: list[Entry]) -> datetime | None:
     """The date of the source's current purchase: its latest accrual."""
     dated = [e.purchase_at for e in entries if e.kind == "accrual" and e.purchase_at]
     return max(dated) if dated else None

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from connector.errors import InvalidAmountError, NothingToReverseError, ReturnTooLargeError
 from connector.ledger.models import Account, Entry
-from connector.ledger.postings import Postings, _purchase_date
+from connector.ledger.postings import Postings, purchase_date
 from connector.ledger.views import AccountRef, Result
 from connector.money import from_minor, to_minor
 
@@ -153,4 +153,4 @@ class Returns(Postings):
         return self._move(session, account, give - take, key=key, source=source,
                           entries=entries, comment=comment, actor=actor, details=details,
                           source_data=source_data, purchase_amount=-wanted,
-                          purchase_at=_purchase_date(entries))
+                          purchase_at=purchase_date(entries))
