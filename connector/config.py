@@ -103,6 +103,9 @@ class SchedulerSettings(_Section):
     expiry_interval_minutes: int = Field(60, ge=1)
     tiers_interval_minutes: int = Field(1440, ge=1, description="tier recalculation")
     expiry_warning_days: int = Field(14, ge=0, description="warn this long before expiry")
+    catch_up_days: int = Field(
+        7, ge=0, le=300, description="birthday and anniversary bonuses missed while the "
+                                     "scheduler was down are granted this many days late")
     leader_poll_seconds: float = Field(
         5.0, gt=0, le=300, description="how often a standby scheduler tries to take over")
 
@@ -436,6 +439,10 @@ class ProgramSettings(_Section):
     tier_grace_days: int = Field(0, ge=0, description="no downgrade this long after a change")
     campaigns: list[Campaign] = Field(default_factory=list)
     welcome_bonus: Points = Decimal(0)
+    welcome_on: list[Literal["crm", "api", "cli"]] = Field(
+        default_factory=lambda: ["crm"],
+        description="where a new account gets the welcome bonus: a contact added in the CRM, "
+                    "an account first made by the API or by the command line")
     birthday_bonus: Points = Decimal(0)
     anniversary_bonus: Points = Decimal(0)
     referral_bonus: Points = Decimal(0)

@@ -9,6 +9,7 @@
      │    ├── RedemptionCapError
      │    ├── UnknownBonusError
      │    ├── NothingToReverseError      the source has nothing on the account (yet)
+     │    ├── ReturnTooLargeError        a return exceeds what is left of its purchase
      │    ├── ReferralRefusedError       a referral that cannot stand (self, cycle, late)
      │    └── IdempotencyConflictError   same key, different request
      ├── StorageError              the database is not usable (unreachable, not migrated)
@@ -39,6 +40,7 @@ __all__ = [
     "RedemptionCapError",
     "ReferralRefusedError",
     "RetriableCRMError",
+    "ReturnTooLargeError",
     "SealError",
     "SkippableRecordError",
     "StorageError",
@@ -117,6 +119,12 @@ class NothingToReverseError(LedgerError):
     """A reversal names a source with nothing recorded on the account, or already reversed."""
 
     code = "nothing_to_reverse"
+
+
+class ReturnTooLargeError(LedgerError):
+    """A return asks for more than is left of its purchase (after earlier returns)."""
+
+    code = "return_exceeds_purchase"
 
 
 class ReferralRefusedError(LedgerError):

@@ -36,14 +36,16 @@ def celebrated_on(birthday: date, year: int) -> date:
 
 
 def birthday_bonuses(services: Services, *, today: date | None = None) -> int:
-    """Grant the birthday bonus to everyone whose birthday is today; once per year each
-    (the key names the year), so running twice a day changes nothing."""
+    """Grant the birthday bonus to everyone whose birthday is today, or was within
+    `scheduler.catch_up_days` and went ungranted (the scheduler was down); once per year
+    each (the key names the year), so running twice a day changes nothing."""
     return _yearly_bonus(services, "birthday", Account.birthday, today)
 
 
 def anniversary_bonuses(services: Services, *, today: date | None = None) -> int:
     """Grant the anniversary bonus on each anniversary of a customer's first purchase (the
-    day in the program's time zone), from the first year on; once per year each."""
+    day in the program's time zone), from the first year on, late within
+    `scheduler.catch_up_days`; once per year each."""
     return _yearly_bonus(services, "anniversary", Account.first_purchase_at, today)
 
 
@@ -56,14 +58,21 @@ def _yearly_bonus(services: Services, bonus: str, column: Any, today: date | Non
         rows = list(session.execute(
             select(Account.crm, Account.portal, Account.contact_id, column)
             .where(column.is_not(None))))
+    # Today and the days a scheduler that was down may have missed, latest first.
+    window = [today - timedelta(days=back)
+              for back in range(services.settings.scheduler.catch_up_days + 1)]
     granted: list[Result] = []
     for crm, portal, contact_id, value in rows:
         day = value.astimezone(zone).date() if isinstance(value, datetime) else value
-        if day.year >= today.year or celebrated_on(day, today.year) != today:
+        due = next((d for d in window if day.year < d.year and celebrated_on(day, d.year) == d),
+                   None)
+        if due is None:
             continue
         ref = AccountRef(crm, portal, contact_id)
-        result = ledger.grant_bonus(ref, bonus, key=f"{bonus}:{ref}:{today.year}",
-                                    actor="scheduler", comment=f"{bonus} {today.year}")
+        late = f" (due {due.isoformat()})" if due != today else ""
+        # The key names the year celebrated: a late grant and an on-time one are the same.
+        result = ledger.grant_bonus(ref, bonus, key=f"{bonus}:{ref}:{due.year}",
+                                    actor="scheduler", comment=f"{bonus} {due.year}{late}")
         if result.entry_id is not None and not result.duplicate:
             granted.append(result)
     record(services.db, from_results(granted))

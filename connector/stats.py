@@ -60,6 +60,11 @@ class ProgramStats:
     referrals_invited: int = 0
     referrals_converted: int = 0
     referral_points: Decimal = Decimal("0.00")
+    # Returns in the period (partial or whole, connector.ledger.returns): how many, the
+    # points they moved (taken back, net of redeemed points given back) and the money.
+    returns: int = 0
+    returned_points: Decimal = Decimal("0.00")
+    returned_amount: Decimal = Decimal("0.00")
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -91,6 +96,7 @@ def program_stats(session: Session, program: Program, *, since: datetime,
     moved, purchase_minor, purchases = _movements(session, since, until)
     active, previous, retained = _activity(session, since, until)
     friends = referrals.in_period(session, since, until)
+    returns, returned_points, returned_amount = _returns(session, since, until)
     average = None
     if purchases > 0:
         average = (from_minor(purchase_minor) / purchases).quantize(MONEY_QUANTUM, ROUND_HALF_UP)
@@ -117,6 +123,9 @@ def program_stats(session: Session, program: Program, *, since: datetime,
         referrals_invited=friends.invited,
         referrals_converted=friends.converted,
         referral_points=friends.points_paid,
+        returns=returns,
+        returned_points=from_minor(returned_points),
+        returned_amount=from_minor(returned_amount),
     )
 
 
@@ -155,6 +164,23 @@ def _movements(session: Session, since: datetime,
         purchase_amount += int(spend)
         purchase_count += int(count)
     return moved, purchase_amount, purchase_count
+
+
+def _returns(session: Session, since: datetime, until: datetime) -> tuple[int, int, int]:
+    """(returns, points, money) of the period's reversals that name a return. The mark is
+    in the JSON details, which the two databases query differently; reversals are few, so
+    they are read and told apart here."""
+    rows = session.execute(
+        select(Entry.amount, Entry.purchase_amount, Entry.details)
+        .where(Entry.kind == "reversal", Entry.occurred_at >= since,
+               Entry.occurred_at < until))
+    count = points = money = 0
+    for amount, spend, details in rows:
+        if details and "return" in details:
+            count += 1
+            points += int(amount)
+            money -= int(spend or 0)
+    return count, points, money
 
 
 def _activity(session: Session, since: datetime, until: datetime) -> tuple[int, int, int]:
@@ -205,6 +231,8 @@ def format_stats(stats: ProgramStats, zone: ZoneInfo) -> list[str]:
         ("redeemed", signed(stats.redeemed)),
         ("expired", signed(stats.expired)),
         ("reversed", signed(stats.reversed)),
+        ("returns", f"{stats.returns}, {signed(stats.returned_points)} points, "
+                    f"{stats.returned_amount} returned"),
         ("adjusted", signed(stats.adjusted)),
         ("purchases", f"{stats.purchases}, {stats.purchase_amount} in total"),
         ("average check", "-" if stats.average_check is None else str(stats.average_check)),

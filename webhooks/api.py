@@ -9,16 +9,18 @@ idempotency key: the first request answers 201, a repeat answers 200 with the sa
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import asdict
+from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from connector import triggers
+from connector import triggers, welcome
 from connector.errors import ConfigError
 from connector.ledger.engine import Ledger
-from connector.ledger.views import Result
+from connector.ledger.views import AccountRef, Result
 from connector.money import from_minor, to_minor
 from connector.products.rows import Row, digest, rows_total
 from connector.referrals.linking import Linker
@@ -33,9 +35,11 @@ from webhooks.validation import (
     Fields,
     account_ref,
     check_text,
+    invalid,
     json_body,
     query_flag,
     query_int,
+    request_body,
 )
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -48,6 +52,7 @@ HISTORY_PAGE_MAX = 200
 KEY_PREFIX = "api:"
 # A referral code is 8 characters; more room for how people type it (spaces, dashes).
 REFERRAL_CODE_MAX = 32
+# Rows of one return: a receipt's worth, and a bound on the request's work.
 
 
 def _ledger() -> Ledger:
@@ -80,6 +85,21 @@ def _client_key(fields: Fields) -> str:
 def _outcome(result: Result, body: dict[str, Any] | None = None) -> ResponseReturnValue:
     created = result.entry_id is not None and not result.duplicate
     return jsonify(body if body is not None else result.as_json()), 201 if created else 200
+
+
+def _services() -> Services:
+    services: Services = current_app.extensions["loyalty"]
+    return services
+
+
+def _welcomed(body: dict[str, Any], ref: AccountRef, existed: bool) -> dict[str, Any]:
+    """The answer, with the welcome bonus when this request made the account and
+    program.welcome_on includes "api"."""
+    granted = welcome.welcome_if_new(_services(), ref, existed=existed, channel="api",
+                                     actor=ACTOR)
+    if granted is not None and granted.entry_id is not None:
+        body["welcome"] = granted.as_json()
+    return body
 
 
 def _linker() -> Linker:
@@ -156,6 +176,7 @@ def accrue() -> ResponseReturnValue:
     # The link comes first, so this purchase (the first one) pays the referral. A code
     # that cannot link is recorded and answered, never a refusal of the purchase. A used
     # key links nothing: its request is a repeat (answered as first) or a conflict (409).
+    existed = welcome.known(_services(), ref, "api")
     link = _linker().link(ref, code, via="api") \
         if code is not None and not _ledger().key_used(ledger_key(key)) else None
     # Without a source the purchase is named by the client's key, so /reverse can find it.
@@ -165,7 +186,7 @@ def accrue() -> ResponseReturnValue:
     services: Services = current_app.extensions["loyalty"]
     triggers.record(services.db, [t for t in triggers.from_results([result])
                                   if t.code == triggers.REFERRAL_REWARDED])
-    body = result.as_json()
+    body = _welcomed(result.as_json(), ref, existed)
     if link is not None:
         body["referral"] = link.as_json()
     return _outcome(result, body)
@@ -206,8 +227,10 @@ def adjust() -> ResponseReturnValue:
     points = fields.amount("points", signed=True)
     reason = fields.text("reason", max_length=COMMENT_MAX)
     fields.finish()
-    return _outcome(_ledger().adjust(ref, points, key=ledger_key(key), reason=reason,
-                                     actor=ACTOR, fingerprint=fields.fingerprint("adjust")))
+    existed = welcome.known(_services(), ref, "api")
+    result = _ledger().adjust(ref, points, key=ledger_key(key), reason=reason, actor=ACTOR,
+                              fingerprint=fields.fingerprint("adjust"))
+    return _outcome(result, _welcomed(result.as_json(), ref, existed))
 
 
 @bp.post("/bonus")
@@ -218,9 +241,11 @@ def bonus() -> ResponseReturnValue:
     points = fields.optional_amount("points")
     comment = fields.optional_text("comment", max_length=COMMENT_MAX)
     fields.finish()
-    return _outcome(_ledger().grant_bonus(ref, name, key=ledger_key(key), points=points,
-                                          comment=comment, actor=ACTOR,
-                                          fingerprint=fields.fingerprint("bonus")))
+    existed = welcome.known(_services(), ref, "api")
+    result = _ledger().grant_bonus(ref, name, key=ledger_key(key), points=points,
+                                   comment=comment, actor=ACTOR,
+                                   fingerprint=fields.fingerprint("bonus"))
+    return _outcome(result, _welcomed(result.as_json(), ref, existed))
 
 
 @bp.post("/reverse")
@@ -232,6 +257,30 @@ def reverse() -> ResponseReturnValue:
     fields.finish()
     return _outcome(_ledger().reverse(ref, source, key=ledger_key(key), comment=comment,
                                       actor=ACTOR, fingerprint=fields.fingerprint("reverse")))
+
+
+@bp.post("/return")
+def return_purchase() -> ResponseReturnValue:
+    """Part or all of a purchase given back: `amount`, or `rows` of returned products (the
+    amount is their total), or both when they agree."""
+    fields = json_body()
+    ref, key = fields.ref(), _client_key(fields)
+    source = fields.text("source")
+    amount = fields.optional_amount("amount")
+    rows = _rows(fields) or []
+    comment = fields.optional_text("comment", max_length=COMMENT_MAX)
+    fields.finish()
+    if amount is None and not rows:
+        raise invalid("amount", "required: send \"amount\" or the returned \"rows\"")
+    total = rows_total(rows) if rows else None
+    if amount is not None and total is not None and amount != total:
+        raise invalid("amount", f"differs from the rows' total {total}")
+    # The request as the shop sent it stays beside the entry (numbers as written).
+    raw = json.loads(request_body().decode("utf-8"), parse_float=str)
+    return _outcome(_ledger().return_purchase(
+        ref, source, amount if amount is not None else total or Decimal(0),
+        key=ledger_key(key), rows=rows, comment=comment, actor=ACTOR,
+        source_data={"request": raw}, fingerprint=fields.fingerprint("return")))
 
 
 # -- card pages ------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from connector.errors import (
     LedgerError,
     NothingToReverseError,
     RedemptionCapError,
+    ReturnTooLargeError,
     UnknownBonusError,
 )
 from webhooks import outage
@@ -37,6 +38,7 @@ LEDGER_STATUS: tuple[tuple[type[LedgerError], int], ...] = (
     (InsufficientPointsError, 409),
     (IdempotencyConflictError, 409),
     (NothingToReverseError, 409),
+    (ReturnTooLargeError, 409),
     (RedemptionCapError, 422),
     (InvalidAmountError, 400),
     (UnknownBonusError, 400),

@@ -14,6 +14,7 @@ from flask.typing import ResponseReturnValue
 
 from connector.money import MAX_AMOUNT
 from webhooks.api import HISTORY_PAGE, HISTORY_PAGE_MAX, REFERRAL_CODE_MAX
+from webhooks.product_rows import MAX_ROWS
 from webhooks.validation import AMOUNT_TEXT, BONUS_NAME, COMMENT_MAX, CONTACT_MAX, CRM, TEXT_MAX
 
 bp = Blueprint("openapi", __name__)
@@ -75,7 +76,6 @@ LINK: Schema = {"type": "object", "required": ["outcome", "code"], "properties":
     "newcomer_bonus": DECIMAL_STRING,
 }}
 
-
 def _rows() -> Schema:
     """A purchase's product rows, for the product rules (program.product_rules)."""
     identifier: Schema = {"anyOf": [_text(64), {"type": "integer", "minimum": 0}]}
@@ -84,7 +84,7 @@ def _rows() -> Schema:
         return {"description": f"{description}: 0 or more, at most two decimal places",
                 "anyOf": [{"type": "string", "pattern": r"^[0-9]+(\.[0-9]{1,2})?$"},
                           {"type": "number", "minimum": 0, "maximum": int(MAX_AMOUNT)}]}
-    return {"type": ["array", "null"], "minItems": 1, "maxItems": 500,
+    return {"type": ["array", "null"], "minItems": 1, "maxItems": MAX_ROWS,
             "description": "the purchase's rows; each earns by the product rules, the "
                            "amount defaults to their total",
             "items": {"type": "object", "required": ["product_id", "price", "quantity"],
@@ -135,7 +135,8 @@ CHANGE_ERRORS = {
     **BODY_ERRORS,
     "404": _error("no account for that contact"),
     "409": _error("the idempotency key was used for another request (another operation, "
-                  "account or parameters), too few points, or nothing to reverse"),
+                  "account or parameters), too few points, nothing to reverse, or a return "
+                  "larger than what is left of its purchase"),
     "422": _error("refused by the program's rules, e.g. the redemption cap; the body "
                   "says what would succeed"),
 }
@@ -270,6 +271,16 @@ def spec() -> Schema:
             }, ["name"]),
             "/api/v1/reverse": _change("Undo what a purchase earned or spent", {
                 "source": _text(description="the purchase's source (or its accrual key)"),
+                "comment": COMMENT,
+            }, ["source"]),
+            "/api/v1/return": _change("Give back part or all of a purchase: points taken "
+                                      "back, and points that paid for it given back, in "
+                                      "proportion", {
+                "source": _text(description="the purchase's source (or its accrual key)"),
+                "amount": _amount("the amount returned; default: the rows' total",
+                                  nullable=True),
+                "rows": {**_rows(), "description": "the returned products; with `amount`, "
+                                                   "they must add up to it"},
                 "comment": COMMENT,
             }, ["source"]),
         },

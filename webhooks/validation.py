@@ -155,7 +155,7 @@ class Fields:
         return self._get(field)
 
     def note(self, field: str, meaning: object) -> None:
-        self._parsed[field] = meaning
+        self._keep(field, meaning)
 
     def flag(self, field: str, *, default: bool = False) -> bool:
         value = self._get(field)

@@ -21,6 +21,7 @@ from connector.products import rules as products
 from connector.referrals.linking import Linker
 from connector.services import Services
 from connector.triggers import from_results, record
+from connector.welcome import welcome as grant_welcome
 from connector.worker import Outcome
 from mappings import amocrm as amo
 from mappings.domain import written_fields
@@ -223,9 +224,8 @@ class AmoCRMProcessor:
         ref = self.ref(contact_id)
         birthday = self.birthday(contact)
         self.ledger.open_account(ref, **({"birthday": birthday} if birthday else {}))
-        result = self.ledger.grant_bonus(
-            ref, "welcome", key=f"amocrm:{self.portal}:welcome:{contact_id}", actor=ACTOR)
-        record(self.services.db, from_results([result]))
+        grant_welcome(self.services, ref, channel="crm", actor=ACTOR,
+                      key=f"amocrm:{self.portal}:welcome:{contact_id}")
 
     def birthday(self, contact: dict[str, Any]) -> date | None:
         return amo.birthday(contact, self.settings.birthday_field_id, self.services.program.zone)

@@ -22,6 +22,7 @@ from connector.products import rules as products
 from connector.referrals.linking import Linker
 from connector.services import Services
 from connector.triggers import from_results, record
+from connector.welcome import welcome as grant_welcome
 from connector.worker import Outcome
 from mappings import bitrix24 as b24
 from mappings.domain import written_fields
@@ -181,9 +182,8 @@ class Bitrix24Processor:
         birthday = b24.birthday(contact)
         if event.name == "ONCRMCONTACTADD":
             self.ledger.open_account(ref, birthday=birthday)
-            welcome = self.ledger.grant_bonus(
-                ref, "welcome", key=f"bitrix24:{self.portal}:welcome:{contact_id}", actor=ACTOR)
-            record(self.services.db, from_results([welcome]))
+            grant_welcome(self.services, ref, channel="crm", actor=ACTOR,
+                          key=f"bitrix24:{self.portal}:welcome:{contact_id}")
             return Outcome.done()
         account_id = self.ledger.account_id(ref)
         if account_id is None:

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import click
 
-from connector import mirror
+from connector import mirror, welcome
 from connector.cli.base import (
     ACTOR,
     AMOUNT,
@@ -24,6 +24,7 @@ from connector.cli.output import local, report, show_account, signed
 from connector.config import Settings
 from connector.ledger.fingerprint import request_fingerprint
 from connector.ledger.views import AccountRef
+from connector.products.rows import Row, as_json, digest, rows_total
 from connector.referrals import stats as referral_stats
 from connector.stats import format_stats, program_stats
 
@@ -101,11 +102,13 @@ def fingerprint(operation: str, ref: AccountRef, **fields: object) -> str:
 def accrue(runtime: Runtime, ref: AccountRef, amount: Decimal, key: str,
            category: str | None, comment: str | None) -> None:
     """Record a completed purchase of AMOUNT and earn points; `reverse` finds it as KEY."""
+    existed = welcome.known(runtime.services(), ref, "cli")
     result = runtime.services().ledger.accrue(
         ref, amount, key=ledger_key(key), source=key, category=category, comment=comment,
         actor=ACTOR, fingerprint=fingerprint("accrue", ref, amount=amount, category=category,
                                              comment=comment))
     report(result, ref)
+    _welcome_if_new(runtime, ref, existed)
 
 
 @cli.command(context_settings=NUMBERS)
@@ -134,10 +137,12 @@ def redeem(runtime: Runtime, ref: AccountRef, points: Decimal, key: str,
 @pass_runtime
 def adjust(runtime: Runtime, ref: AccountRef, points: Decimal, reason: str, key: str) -> None:
     """Correct the balance by POINTS, e.g. 100 or -50 (or `-- -50`)."""
+    existed = welcome.known(runtime.services(), ref, "cli")
     result = runtime.services().ledger.adjust(
         ref, points, key=ledger_key(key), reason=reason, actor=ACTOR,
         fingerprint=fingerprint("adjust", ref, points=points, reason=reason))
     report(result, ref)
+    _welcome_if_new(runtime, ref, existed)
 
 
 @cli.command()
@@ -149,10 +154,21 @@ def adjust(runtime: Runtime, ref: AccountRef, points: Decimal, reason: str, key:
 def bonus(runtime: Runtime, ref: AccountRef, name: str, key: str,
           points: Decimal | None) -> None:
     """Grant the bonus NAME (welcome, birthday, ... or one of [program.bonuses])."""
+    existed = welcome.known(runtime.services(), ref, "cli")
     result = runtime.services().ledger.grant_bonus(
         ref, name, key=ledger_key(key), points=points, actor=ACTOR,
         fingerprint=fingerprint("bonus", ref, name=name, points=points))
     report(result, ref)
+    _welcome_if_new(runtime, ref, existed)
+
+
+def _welcome_if_new(runtime: Runtime, ref: AccountRef, existed: bool) -> None:
+    """The welcome bonus for an account this command made, when program.welcome_on
+    includes "cli"."""
+    granted = welcome.welcome_if_new(runtime.services(), ref, existed=existed, channel="cli",
+                                     actor=ACTOR)
+    if granted is not None and granted.entry_id is not None:
+        report(granted, ref)
 
 
 @cli.command()
@@ -165,6 +181,40 @@ def reverse(runtime: Runtime, ref: AccountRef, source: str, key: str) -> None:
     result = runtime.services().ledger.reverse(
         ref, source, key=ledger_key(key), actor=ACTOR,
         fingerprint=fingerprint("reverse", ref, source=source))
+    report(result, ref)
+
+
+@cli.command("return")
+@account_arguments
+@click.argument("source")
+@click.option("--amount", type=AMOUNT, help="the amount returned (default: the rows' total)")
+@click.option("--row", "rows", multiple=True, type=(str, AMOUNT, AMOUNT),
+              metavar="PRODUCT_ID PRICE QUANTITY", help="a returned product; repeatable")
+@key_option
+@click.option("--comment")
+@pass_runtime
+def return_(runtime: Runtime, ref: AccountRef, source: str, amount: Decimal | None,
+            rows: tuple[tuple[str, Decimal, Decimal], ...], key: str,
+            comment: str | None) -> None:
+    """Give back part or all of the purchase SOURCE: its points in proportion, and the
+    points that paid for it."""
+    returned = [Row(product, price, quantity) for product, price, quantity in rows]
+    total = rows_total(returned) if returned else None
+    if amount is None and total is None:
+        raise click.UsageError("give --amount or at least one --row")
+    if amount is not None and total is not None and amount != total:
+        raise click.BadParameter(f"{amount} differs from the rows' total {total}",
+                                 param_hint="--amount")
+    given = amount if amount is not None else total
+    assert given is not None
+    noted = digest(returned) if returned else None  # as the API notes them
+    result = runtime.services().ledger.return_purchase(
+        ref, source, given, key=ledger_key(key), rows=returned, comment=comment, actor=ACTOR,
+        source_data={"request": {"source": source, "amount": str(given),
+                                 "rows": [as_json(row) for row in returned],
+                                 "comment": comment}},
+        fingerprint=fingerprint("return", ref, source=source, amount=amount, rows=noted,
+                                comment=comment))
     report(result, ref)
 
 

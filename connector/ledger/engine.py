@@ -28,7 +28,8 @@ from connector.errors import (
 )
 from connector.ledger import lots, queries
 from connector.ledger.models import Account, Entry, Lot
-from connector.ledger.postings import Postings, rows_settled, settled_to_nothing
+from connector.ledger.postings import rows_settled, settled_to_nothing
+from connector.ledger.returns import Returns, ended_by_return, returned_of_standing
 from connector.ledger.views import AccountRef, AccountView, EntryView, Result
 from connector.money import from_minor, to_minor
 from connector.products.rows import Row, digest
@@ -46,8 +47,9 @@ class TierChange:
     at: datetime
 
 
-class Ledger(Postings):
-    """The public operations; see Postings for how entries and lots are written."""
+class Ledger(Returns):
+    """The public operations; see Postings for how entries and lots are written, Returns
+    for partial returns."""
 
     def key_used(self, key: str) -> bool:
         """Whether an entry already answers to this idempotency key (a repeat, or a conflict)."""
@@ -148,6 +150,8 @@ class Ledger(Postings):
         out-of-order events are harmless as long as the state given is the current one.
         `rows` (the purchase's product rows, None or empty: none) earn by the product rules;
         a changed row list re-prices the purchase as a changed amount does.
+        Returns recorded against the purchase (return_purchase) come off `amount`: the CRM's
+        amount is the sale, and a purchase returned in full stays returned.
         """
         counts = amount is not None and amount > 0 and ref is not None
         with self.db.transaction(write=False) as session:
@@ -179,19 +183,26 @@ class Ledger(Postings):
             key = f"{source}:{seq}"
             net_count = sum(e.purchase_count for e in entries)
             net_spend = sum(e.purchase_amount or 0 for e in entries)
+            returned = returned_of_standing(entries)
             if amount is None:
                 if settled_to_nothing(entries):
                     return None
                 entry = self._reverse_in(session, account, source, key=key, comment=comment,
                                          actor=actor, source_data=source_data, entries=entries)
             elif net_count <= 0:
+                if ended_by_return(entries):
+                    return None
                 entry = self._accrue_in(session, account, amount, key=key, source=source,
                                         category=category, at=occurred_at or self.clock(),
                                         comment=comment, actor=actor, source_data=source_data,
                                         rows=rows)
-            elif to_minor(amount) != net_spend \
+            elif to_minor(amount) <= returned:
+                entry = self._reverse_in(session, account, source, key=key, comment=comment,
+                                         actor=actor, source_data=source_data, entries=entries)
+            elif to_minor(amount) - returned != net_spend \
                     or rows_settled(entries) != (digest(rows) if rows else None):
-                entry = self._reprice(session, account, entries, amount, key=key,
+                entry = self._reprice(session, account, entries,
+                                      amount - from_minor(returned), key=key,
                                       source=source, comment=comment, actor=actor,
                                       source_data=source_data, rows=rows)
             else:
@@ -295,9 +306,10 @@ class Ledger(Postings):
                     points: Decimal | None = None, comment: str | None = None,
                     actor: str | None = None, occurred_at: datetime | None = None,
                     source_data: dict[str, Any] | None = None,
-                    fingerprint: str | None = None) -> Result:
+                    fingerprint: str | None = None, once: bool = False) -> Result:
         """Grant a named bonus (welcome, birthday, review, ...) or, with `points`, any amount
-        under that name. A bonus configured as 0 grants nothing and writes nothing."""
+        under that name. A bonus configured as 0 grants nothing and writes nothing; with
+        `once`, neither does a bonus of that name the account already has (under any key)."""
         amount = self.program.bonus_points(name) if points is None else points
         if points is not None and points <= 0:
             raise InvalidAmountError("bonus points must be positive", points=str(points))
@@ -308,6 +320,10 @@ class Ledger(Postings):
                 return Result("bonus", account.id, None, Decimal("0.00"),
                               from_minor(account.balance),
                               details={"bonus": name, "skipped": "bonus is 0 in the program"})
+            if once and name in queries.bonus_names(session, account.id):
+                return Result("bonus", account.id, None, Decimal("0.00"),
+                              from_minor(account.balance),
+                              details={"bonus": name, "skipped": "already granted"})
             entry = self._grant(session, account, name, amount, key=key, comment=comment,
                                 actor=actor, at=occurred_at or self.clock(),
                                 source_data=source_data)

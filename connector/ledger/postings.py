@@ -263,9 +263,10 @@ class Postings:
     def _reverse_in(self, session: Session, account: Account, source: str, *, key: str,
                     comment: str | None, actor: str | None,
                     source_data: dict[str, Any] | None = None,
-                    entries: list[Entry] | None = None) -> Entry:
+                    entries: list[Entry] | None = None,
+                    details: dict[str, Any] | None = None) -> Entry:
         """Undo everything `source` earned or spent here (`entries`: its entries, when the
-        caller already read them)."""
+        caller already read them; `details`: more to say, e.g. the return it completes)."""
         if entries is None:
             entries = self._source_entries(session, account, source)
         net = sum(e.amount for e in entries) - sum(e.shortfall for e in entries)
@@ -276,8 +277,8 @@ class Postings:
         return self._move(session, account, -net, key=key, source=source, entries=entries,
                           comment=comment, actor=actor, source_data=source_data,
                           purchase_amount=-net_spend or None, purchase_count=-net_count,
-                          purchase_at=_purchase_date(entries),
-                          details={"reversed": str(from_minor(net))})
+                          purchase_at=purchase_date(entries),
+                          details={"reversed": str(from_minor(net)), **(details or {})})
 
     def _move(self, session: Session, account: Account, delta: int, *, key: str, source: str,
               entries: list[Entry], comment: str | None, actor: str | None,
@@ -319,8 +320,11 @@ class Postings:
                  rows: Sequence[Row] | None = None) -> Entry:
         """The purchase's amount or rows changed: earn or give back the difference, at the
         rate and multiplier the purchase was first accrued with (rows by today's rules)."""
-        accrual = next(e for e in reversed(entries)
-                       if e.kind == "accrual" and "repriced_to" not in (e.details or {}))
+        # The accrual that recorded the purchase, not an earlier re-pricing: its terms, its
+        # date (the spend stays at the purchase's date for the tier window).
+        accrual = next((e for e in reversed(entries)
+                        if e.kind == "accrual" and "repriced_to" not in (e.details or {})),
+                       next(e for e in reversed(entries) if e.kind == "accrual"))
         terms = accrual.details or {}
         rate = Decimal(terms.get("rate", self.program.tier_named(account.tier).rate))
         multiplier = Decimal(terms.get("multiplier", "1"))
@@ -355,7 +359,7 @@ class Postings:
         return entry
 
 
-def _purchase_date(entries: list[Entry]) -> datetime | None:
+def purchase_date(entries: list[Entry]) -> datetime | None:
     """The date of the source's current purchase: its latest accrual."""
     dated = [e.purchase_at for e in entries if e.kind == "accrual" and e.purchase_at]
     return max(dated) if dated else None

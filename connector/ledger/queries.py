@@ -82,6 +82,13 @@ def history(session: Session, account: Account, *, limit: int = 50,
                                                       .limit(limit))]
 
 
+def bonus_names(session: Session, account_id: int) -> set[str]:
+    """The names of the bonuses the account was granted (a handful per account)."""
+    details = session.scalars(select(Entry.details).where(Entry.account_id == account_id,
+                                                          Entry.kind == "bonus"))
+    return {str(d["bonus"]) for d in details if d and "bonus" in d}
+
+
 @dataclass(frozen=True)
 class Mismatch:
     account_id: int

@@ -26,6 +26,12 @@ def rows_total(rows: Iterable[Row]) -> Decimal:
     return sum((row.amount for row in rows), Decimal("0.00"))
 
 
+def as_json(row: Row) -> dict[str, str]:
+    """A returned row as the request named it, kept beside the entry."""
+    return {"product_id": row.product_id, "price": str(row.price),
+            "quantity": str(row.quantity)}
+
+
 def digest(rows: Iterable[Row]) -> str:
     """Names a row list by what the rules read of it, in any order: a purchase whose digest
     changed is settled again, like one whose amount changed."""
