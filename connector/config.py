@@ -523,6 +523,12 @@ class CardSettings(_Section):
         return self.secret is not None
 
 
+class PrivacySettings(_Section):
+    erase_on_contact_delete: bool = Field(
+        False, description="a contact deleted in the CRM has its personal data erased (as "
+                           "`account erase`); off: its account stays as it was")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LOYALTY_",
@@ -541,6 +547,7 @@ class Settings(BaseSettings):
     bitrix24: Bitrix24Settings = Bitrix24Settings()
     amocrm: AmoCRMSettings = AmoCRMSettings()
     card: CardSettings = CardSettings()
+    privacy: PrivacySettings = PrivacySettings()
     secret_key: SecretStr | None = Field(
         None, description="LOYALTY_SECRET_KEY: the key(s) sealing stored CRM tokens, newest "
                           "first")

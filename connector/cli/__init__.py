@@ -12,11 +12,12 @@ from connector.cli import (
     inbox,
     ledger,
     operations,
+    privacy,
     secrets,
     service,
     writeback,
 )
 from connector.cli.base import cli, main
 
-__all__ = ["card", "cli", "crm", "doctor", "inbox", "ledger", "main", "operations", "secrets",
-           "service", "writeback"]
+__all__ = ["card", "cli", "crm", "doctor", "inbox", "ledger", "main", "operations", "privacy",
+           "secrets", "service", "writeback"]
