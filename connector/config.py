@@ -328,7 +328,26 @@ class AmoCRMSettings(_Section):
     birthday_field_id: int | None = Field(
         None, ge=1, description="the contact field (type birthday or date) holding birthdays")
     fields: dict[str, str] = Field(default_factory=_default_amocrm_fields)
-    triggers: dict[str, AmoCRMTrigger] = Field(default_factory=_default_amocrm_triggers)
+    triggers: dict[str, AmoCRMTrigger] = Field(
+        default_factory=_default_amocrm_triggers,
+        description="transition -> what it does; merged with the defaults, false turns one off")
+
+    @field_validator("triggers", mode="before")
+    @classmethod
+    def _merged_triggers(cls, given: Any) -> Any:
+        """A table configured for one transition replaces that transition's default only:
+        the others keep theirs (a config naming one trigger must not silence the rest), and
+        `name = false` turns one off."""
+        if not isinstance(given, Mapping):
+            return given
+        _transition_names(list(given))
+        merged: dict[str, Any] = dict(_default_amocrm_triggers())
+        for name, value in given.items():
+            if value is False:
+                merged.pop(name, None)
+            else:
+                merged[name] = value
+        return merged
 
     @field_validator("webhook_secret")
     @classmethod
@@ -543,6 +562,12 @@ class CardSettings(_Section):
         return self.secret is not None
 
 
+class PrivacySettings(_Section):
+    erase_on_contact_delete: bool = Field(
+        False, description="a contact deleted in the CRM has its personal data erased (as "
+                           "`account erase`); off: its account stays as it was")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LOYALTY_",
@@ -561,6 +586,7 @@ class Settings(BaseSettings):
     bitrix24: Bitrix24Settings = Bitrix24Settings()
     amocrm: AmoCRMSettings = AmoCRMSettings()
     card: CardSettings = CardSettings()
+    privacy: PrivacySettings = PrivacySettings()
     secret_key: SecretStr | None = Field(
         None, description="LOYALTY_SECRET_KEY: the key(s) sealing stored CRM tokens, newest "
                           "first")

@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from connector import mirror
 from connector.amocrm.authorization import authorize_hint, needs_authorization
-from connector.amocrm.install import HOOK_EVENTS, AmoCRMInstaller
+from connector.amocrm.install import AmoCRMInstaller, hook_events
 from connector.bitrix24.install import CODES, EVENTS, ROBOTS, Bitrix24Installer
 from connector.bitrix24.portal import url_domain
 from connector.bitrix24.tab import PLACEMENTS
@@ -510,10 +510,11 @@ def _amocrm_webhook(client: AmoCRMClient, installer: AmoCRMInstaller, public: st
         return failed("amocrm webhook", "amoCRM disabled the webhook (too many failed "
                                         "deliveries)", f"make sure {public} is reachable, "
                                                        f"then {install}")
-    missing = [event for event in HOOK_EVENTS if event not in (ours.get("settings") or [])]
+    events = hook_events(installer.services.settings)
+    missing = [event for event in events if event not in (ours.get("settings") or [])]
     if missing:
         return failed("amocrm webhook", f"not sent on {', '.join(missing)}", install)
-    return ok("amocrm webhook", f"{len(HOOK_EVENTS)} events -> {shown}")
+    return ok("amocrm webhook", f"{len(events)} events -> {shown}")
 
 
 def _amocrm_token(services: Services, now: datetime) -> Check:

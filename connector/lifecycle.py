@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from connector.ledger.models import Account, Lot
 from connector.ledger.views import AccountRef, Result
+from connector.privacy.anonymous import not_erased
 from connector.services import Services
 from connector.triggers import (
     POINTS_AVAILABLE,
@@ -57,7 +58,7 @@ def _yearly_bonus(services: Services, bonus: str, column: Any, today: date | Non
     with services.db.transaction(write=False) as session:
         rows = list(session.execute(
             select(Account.crm, Account.portal, Account.contact_id, column)
-            .where(column.is_not(None))))
+            .where(column.is_not(None), not_erased(Account.contact_id))))
     # Today and the days a scheduler that was down may have missed, latest first.
     window = [today - timedelta(days=back)
               for back in range(services.settings.scheduler.catch_up_days + 1)]

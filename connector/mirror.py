@@ -28,6 +28,7 @@ from connector.db import Database
 from connector.ledger import queries
 from connector.ledger.models import Account
 from connector.ledger.views import AccountView
+from connector.privacy.anonymous import not_erased
 from connector.program import Program
 
 Compare = Callable[[Mapping[str, str], Mapping[str, Any]], dict[str, str]]
@@ -71,7 +72,7 @@ def dirty(db: Database, crm: str, portal: str, limit: int) -> list[Dirty]:
             .outerjoin(ContactMirror, ContactMirror.account_id == Account.id)
             .where(Account.crm == crm, Account.portal == portal,
                    Account.version > func.coalesce(ContactMirror.written_version, 0),
-                   ContactMirror.refused_at.is_(None))
+                   ContactMirror.refused_at.is_(None), not_erased(Account.contact_id))
             .order_by(Account.id).limit(limit))
         return [Dirty(a, c, v, dict(w or {})) for a, c, v, w in rows]
 
@@ -93,7 +94,7 @@ def claim(db: Database, crm: str, portal: str, limit: int, *, owner: str, now: d
         select(Account.id).outerjoin(ContactMirror, ContactMirror.account_id == Account.id)
         .where(Account.crm == crm, Account.portal == portal, Account.id > after,
                Account.version > func.coalesce(ContactMirror.written_version, 0),
-               ContactMirror.refused_at.is_(None),
+               ContactMirror.refused_at.is_(None), not_erased(Account.contact_id),
                or_(ContactMirror.account_id.is_(None), free))
         .order_by(Account.id).limit(limit))
     insert = pg_insert if db.is_postgres else sqlite_insert

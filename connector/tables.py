@@ -5,8 +5,9 @@ from connector.crm import models as crm_models
 from connector.inbox import InboxEvent
 from connector.job_runs import JobRun
 from connector.ledger import models as ledger_models
+from connector.privacy import models as privacy_models
 from connector.referrals import models as referral_models
 from connector.schema import Base
 
 __all__ = ["Base", "InboxEvent", "JobRun", "card_models", "crm_models", "ledger_models",
-           "referral_models"]
+           "privacy_models", "referral_models"]

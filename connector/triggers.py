@@ -14,6 +14,7 @@ from connector.crm.models import TriggerEvent
 from connector.db import Database, utcnow
 from connector.ledger.models import Account
 from connector.ledger.views import Result
+from connector.privacy.anonymous import not_erased
 from connector.program import Program
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ def due(db: Database, crm: str, portal: str, limit: int) -> list[Due]:
                    TriggerEvent.code, TriggerEvent.deal_id)
             .join(Account, Account.id == TriggerEvent.account_id)
             .where(TriggerEvent.status == "pending", Account.crm == crm,
-                   Account.portal == portal)
+                   Account.portal == portal, not_erased(Account.contact_id))
             .order_by(TriggerEvent.id).limit(limit))
         return [Due(*row) for row in rows]
 

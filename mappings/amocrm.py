@@ -38,11 +38,18 @@ class Webhook:
     leads_deleted: list[str] = field(default_factory=list)
     contacts_added: list[dict[str, Any]] = field(default_factory=list)
     contacts_updated: list[dict[str, Any]] = field(default_factory=list)
+    contacts_deleted: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
         return not (self.leads_changed or self.leads_deleted or self.contacts_added
-                    or self.contacts_updated)
+                    or self.contacts_updated or self.contacts_deleted)
+
+    @property
+    def contact_ids(self) -> set[str]:
+        """Every contact the hook names: added, changed or deleted."""
+        return {str(c["id"]) for c in [*self.contacts_added, *self.contacts_updated]} | set(
+            self.contacts_deleted)
 
 
 def _items(block: Any) -> list[Any]:
@@ -75,9 +82,14 @@ def parse_webhook(form: Mapping[str, Any]) -> Webhook:
             if isinstance(item, Mapping) and _id(item) and item.get("type", "contact") == \
                     "contact":
                 target.append(dict(item))
+    # A deletion is `contacts[delete][0][id]=…&contacts[delete][0][type]=contact`, or by the
+    # format page just the id; a company's carries type=company.
+    gone = [contact_id for item in _items(contacts.get("delete"))
+            if (contact_id := _id(item)) and (not isinstance(item, Mapping)
+                                              or item.get("type", "contact") == "contact")]
     account = form.get("account") if isinstance(form.get("account"), Mapping) else {}
     hook = Webhook(account.get("subdomain"), list(dict.fromkeys(changed)),
-                   list(dict.fromkeys(deleted)), added, updated)
+                   list(dict.fromkeys(deleted)), added, updated, list(dict.fromkeys(gone)))
     if hook.empty and not form.get("account"):
         raise PayloadError("no leads[...] or contacts[...] in the body")
     return hook

@@ -443,7 +443,8 @@ def test_marketing_triggers_tag_run_a_salesbot_and_note_once(
         tmp_path: Path, database_url: str, account: FakeAmoCRM, time: ManualClock,
         clock: Clock) -> None:
     triggers = {"loyalty_points_accrued": {"tag": "points", "lead_tag": True},
-                "loyalty_tier_up": {"tag": "vip", "salesbot_id": 4242, "note": True}}
+                "loyalty_tier_up": {"tag": "vip", "salesbot_id": 4242, "note": True},
+                "loyalty_welcome": False}
     services = fresh_services(amo_settings(tmp_path, database_url, account,
                                            triggers=triggers), clock=clock)
     h = Harness(account, services, time, clock)
@@ -464,7 +465,7 @@ def test_marketing_triggers_tag_run_a_salesbot_and_note_once(
     assert len(account.state.tags_added) == 3  # once per transition
     with services.db.transaction(write=False) as session:
         welcome = session.scalar(select(TriggerEvent).where(TriggerEvent.code == WELCOME))
-        assert welcome is not None and welcome.status == "skipped"  # no action configured
+        assert welcome is not None and welcome.status == "skipped"  # turned off
     services.close()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from connector.config import Settings
 from connector.crm.amocrm import AmoCRMClient
 from connector.reports import InstallReport
 from connector.services import Services
@@ -30,6 +31,12 @@ FIELD_TYPES = {
 USER_EDITED = ("referred_by",)
 HOOK_EVENTS = ["add_lead", "update_lead", "status_lead", "delete_lead", "restore_lead",
                "add_contact", "update_contact"]
+
+
+def hook_events(settings: Settings) -> list[str]:
+    """The webhook's events: a deleted contact matters only when it is to be erased."""
+    erase = settings.privacy.erase_on_contact_delete
+    return HOOK_EVENTS + (["delete_contact"] if erase else [])
 
 
 class AmoCRMInstaller:
@@ -62,9 +69,10 @@ class AmoCRMInstaller:
         if missing:
             self.client.request("POST", "/api/v4/contacts/custom_fields", json=missing)
             report.done += [f"created contact field {f['code']} ({f['type']})" for f in missing]
+        events = hook_events(self.services.settings)
         self.client.request("POST", "/api/v4/webhooks", json={
-            "destination": self.destination, "settings": HOOK_EVENTS, "sort": 10})
-        report.done.append(f"webhook {', '.join(HOOK_EVENTS)} -> "
+            "destination": self.destination, "settings": events, "sort": 10})
+        report.done.append(f"webhook {', '.join(events)} -> "
                            f"{self.destination.rsplit('/', 1)[0]}/<webhook_secret>")
         actions = f"{self.destination.rsplit('/webhooks/', 1)[0]}/actions/<webhook_secret>"
         report.manual.append("Digital pipeline (optional): add the stage action "

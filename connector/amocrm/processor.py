@@ -17,6 +17,7 @@ from connector.crm.amocrm import PAGE_LIMIT, AmoCRMClient
 from connector.errors import CRMAuthError, CRMError, FatalCRMError, LedgerError
 from connector.inbox import InboxItem
 from connector.ledger.views import AccountRef
+from connector.privacy.erase import erase
 from connector.products import rules as products
 from connector.referrals.linking import Linker
 from connector.services import Services
@@ -190,6 +191,10 @@ class AmoCRMProcessor:
             self.welcome(contact)
         for contact in hook.contacts_updated:
             self.contact_changed(contact)
+        if self.services.settings.privacy.erase_on_contact_delete:
+            for contact_id in hook.contacts_deleted:
+                erase(self.services.db, self.ref(contact_id), reason="contact deleted in amoCRM",
+                      by="amocrm:delete_contact", clock=self.ledger.clock)
         if item.kind.startswith("action:"):
             return self.action(item, hook, leads)
         if skipped and not hook.contacts_added and not hook.contacts_updated and \

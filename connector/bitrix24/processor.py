@@ -18,6 +18,7 @@ from connector.crm.bitrix24 import Bitrix24Client, tokens_from
 from connector.errors import CRMAuthError, CRMError, RetriableCRMError
 from connector.inbox import InboxItem
 from connector.ledger.views import AccountRef
+from connector.privacy.erase import erase
 from connector.products import rules as products
 from connector.referrals.linking import Linker
 from connector.services import Services
@@ -172,7 +173,11 @@ class Bitrix24Processor:
         contact_id = event.entity_id or ""
         key = ("contact", contact_id)
         if event.name == "ONCRMCONTACTDELETE":
-            return Outcome.skipped("contact deleted in the CRM; its ledger is kept")
+            if not self.services.settings.privacy.erase_on_contact_delete:
+                return Outcome.skipped("contact deleted in the CRM; its ledger is kept")
+            erase(self.services.db, self.ref(contact_id), reason="contact deleted in Bitrix24",
+                  by="bitrix24:ONCRMCONTACTDELETE", clock=self.ledger.clock)
+            return Outcome.done()
         if key in fetched.missing:
             return Outcome.skipped(f"contact {contact_id} no longer exists")
         if key in fetched.failed:

@@ -20,10 +20,11 @@ from connector.card import tokens
 from connector.card.models import CardLink
 from connector.config import Settings
 from connector.db import Database
-from connector.errors import ConfigError
+from connector.errors import ConfigError, LedgerError
 from connector.ledger import queries
 from connector.ledger.models import Account
 from connector.ledger.views import AccountRef
+from connector.privacy.anonymous import is_erased, not_erased
 
 PATH = "/card/"
 OFF = "card.secret: not set, so there are no card pages (set LOYALTY_CARD__SECRET, " \
@@ -94,6 +95,8 @@ class CardLinks:
         self._secret()
         with self.db.transaction() as session:
             account = queries.find_account(session, ref)
+            if is_erased(account.contact_id):
+                raise LedgerError(f"{ref} was erased: it has no card page")
             row = session.get(CardLink, account.id, with_for_update=True)
             if not self._live(row):
                 row = self._issue(session, account.id, row, announce=True)
@@ -105,6 +108,8 @@ class CardLinks:
         self._secret()
         with self.db.transaction() as session:
             account = queries.find_account(session, ref)
+            if is_erased(account.contact_id):
+                raise LedgerError(f"{ref} was erased: it has no card page")
             row = session.get(CardLink, account.id, with_for_update=True)
             return self._link(self._issue(session, account.id, row, announce=True))
 
@@ -154,7 +159,8 @@ class CardLinks:
             with self.db.transaction() as session:
                 ids = list(session.scalars(
                     select(Account.id).where(Account.crm == crm, Account.portal == portal,
-                                             Account.id > after)
+                                             Account.id > after,
+                                             not_erased(Account.contact_id))
                     .order_by(Account.id).limit(CHUNK)))
                 if not ids:
                     return issued

@@ -13,6 +13,7 @@ from connector.cli import (
     inbox,
     ledger,
     operations,
+    privacy,
     secrets,
     service,
     writeback,
@@ -20,4 +21,5 @@ from connector.cli import (
 from connector.cli.base import cli, main
 
 __all__ = ["card", "cli", "crm", "demo", "doctor", "inbox", "ledger", "main", "operations",
+           "privacy",
            "secrets", "service", "writeback"]

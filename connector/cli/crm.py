@@ -105,7 +105,9 @@ def sync(runtime: Runtime, crm: str, full: bool, as_json: bool) -> None:
         flushed = connector.flush()
     except CRMError as exc:
         fail(f"{crm}: {exc.detail}")
-    summary: dict[str, Any] = {"deals": report.deals, "changed": report.changed,
+    # amoCRM calls its deals leads: the summary speaks each CRM's word.
+    entity = "deals" if isinstance(connector, Bitrix24Connector) else "leads"
+    summary: dict[str, Any] = {entity: report.deals, "changed": report.changed,
                                "without_contact": report.without_contact,
                                "api_calls": connector.client.calls, "cursor": report.cursor,
                                **flushed}

@@ -136,7 +136,7 @@ def redeem(runtime: Runtime, ref: AccountRef, points: Decimal, key: str,
 @key_option
 @pass_runtime
 def adjust(runtime: Runtime, ref: AccountRef, points: Decimal, reason: str, key: str) -> None:
-    """Correct the balance by POINTS, e.g. 100 or -50 (or `-- -50`)."""
+    """Correct the balance by POINTS, e.g. 100 or -50 (before or after the options)."""
     existed = welcome.known(runtime.services(), ref, "cli")
     result = runtime.services().ledger.adjust(
         ref, points, key=ledger_key(key), reason=reason, actor=ACTOR,

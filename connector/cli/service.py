@@ -33,7 +33,7 @@ def _on_signals() -> None:
         signal.signal(signum, _stop)
 
 
-def _logging() -> None:
+def service_logging() -> None:
     configure_logging()
     # Every /healthz opens a migration context, which would log two lines per probe.
     logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
@@ -71,7 +71,7 @@ def _http(runtime: Runtime, services: Services) -> Iterator[Any]:
 @pass_runtime
 def serve(runtime: Runtime) -> None:
     """Migrate the database, then run web + inbox worker + scheduler until SIGINT/SIGTERM."""
-    _logging()
+    service_logging()
     services = runtime.services(migrated=False, create=True)
     services.migrate()
     worker = WorkerLoop(services).start()
@@ -92,7 +92,7 @@ def serve(runtime: Runtime) -> None:
 def web(runtime: Runtime) -> None:
     """Only the HTTP side: receivers, robots, API (run `db upgrade` first). Runs no jobs:
     with gunicorn, serve `webhooks:create_app()` and keep jobs to `worker`/`scheduler`."""
-    _logging()
+    service_logging()
     services = runtime.services()
     _on_signals()
     try:
@@ -113,7 +113,7 @@ def worker(runtime: Runtime, once: bool) -> None:
         counts = loop.run(once=True)
         click.echo(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "nothing due")
         return
-    _logging()
+    service_logging()
     _on_signals()
     try:
         loop.run()
@@ -127,7 +127,7 @@ def scheduler(runtime: Runtime) -> None:
     """Run the scheduled jobs; several may run, one leads and the others stand by."""
     if not runtime.settings.scheduler.enabled:
         fail("the scheduler is disabled: set scheduler.enabled = true")
-    _logging()
+    service_logging()
     leader = LeaderScheduler(runtime.services())
     _on_signals()
     try:

@@ -32,6 +32,7 @@ from connector.ledger.postings import rows_settled, settled_to_nothing
 from connector.ledger.returns import Returns, ended_by_return, returned_of_standing
 from connector.ledger.views import AccountRef, AccountView, EntryView, Result
 from connector.money import from_minor, to_minor
+from connector.privacy.anonymous import not_erased
 from connector.products.rows import Row, digest
 from connector.program import Preview
 from connector.referrals.models import ReferralEvent
@@ -158,7 +159,8 @@ class Ledger(Returns):
             holders = [AccountRef(*row) for row in session.execute(
                 select(Account.crm, Account.portal, Account.contact_id)
                 .join(Entry, Entry.account_id == Account.id)
-                .where(Entry.source == source).distinct())]
+                # An erased customer's purchases are final: never moved or taken back.
+                .where(Entry.source == source, not_erased(Account.contact_id)).distinct())]
         results = [self._settle(holder, source, None, comment=comment, actor=actor,
                                 source_data=source_data)
                    for holder in holders if not counts or holder != ref]

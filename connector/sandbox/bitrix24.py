@@ -375,9 +375,11 @@ class FakeBitrix24Portal:
     def delete_contact(self, contact_id: int) -> None:
         with self.lock:
             del self.store.contacts[contact_id]
-            for contacts in self.store.deal_contacts.values():
+            for deal_id, contacts in self.store.deal_contacts.items():
                 if contact_id in contacts:
                     contacts.remove(contact_id)
+                    # The deal's CONTACT_ID is its first contact left, as crm.deal.get shows.
+                    self.store.deals[deal_id]["CONTACT_ID"] = contacts[0] if contacts else None
             self.emit("ONCRMCONTACTDELETE", contact_id)
 
     def deal(self, deal_id: int) -> dict[str, Any]:
