@@ -35,6 +35,7 @@ from connector.services import Services
 from connector.stats import program_stats
 from connector.triggers import Transition, due, record
 from mappings import amocrm as amo
+from mappings.phpquery import decode
 from tests.conftest import Clock, fresh_services, make_settings
 
 pytestmark = pytest.mark.storage
@@ -257,6 +258,26 @@ def test_amocrm_events_about_the_contact_and_its_leads_are_scrubbed(
     assert bodies.pop(keep) == webhook_body("contacts", "update", [other])
     assert set(bodies.values()) == {b""}
     assert "Anna" not in dump(services) and "+7916" not in dump(services)
+
+
+def test_a_webhook_carrying_other_customers_keeps_their_items_and_stays_waiting(
+        services: Services) -> None:
+    ref = AccountRef("amocrm", "acme.amocrm.ru", "555")
+    services.ledger.settle_purchase(ref, amo.lead_source(ref.portal, 31), D("900"))
+    contacts = [{"id": "555", "name": "Anna Pavlova", "type": "contact"},
+                {"id": "556", "name": "Boris", "type": "contact"}]
+    mixed = store_event(services, "amocrm", "webhook",
+                        webhook_body("contacts", "update", contacts), "m1", portal=ref.portal)
+    report = erase(services.db, ref, reason="r", by="a", clock=services.ledger.clock)
+    assert report.removed["inbox_events"] == 1
+    with services.db.transaction(write=False) as session:
+        event = session.get(InboxEvent, mixed)
+        assert event is not None
+        assert event.status == "pending"
+        hook = amo.parse_webhook(decode(event.body))
+    assert [item["id"] for item in hook.contacts_updated] == ["556"]
+    assert hook.subdomain == "example"
+    assert "Anna" not in dump(services)
 
 
 def test_contact_deletions_in_amocrm_webhooks_are_read_in_both_shapes() -> None:

@@ -20,10 +20,12 @@ and changes nothing (events about the contact that arrived since are scrubbed).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
@@ -195,6 +197,13 @@ def _scrub_inbox(session: Session, ref: AccountRef, leads: set[str]) -> int:
         for row in rows:
             if not row.body or not _names(ref.crm, row.body, ref.contact_id, leads):
                 continue
+            scrubbed += 1
+            # An amoCRM webhook may carry other customers' changes beside this one's: those
+            # stay (and still get applied); only this customer's items go.
+            others = _without(row.body, ref.contact_id, leads) if ref.crm == "amocrm" else None
+            if others is not None:
+                row.body = others
+                continue
             row.body = b""
             # One still waiting has nothing left to apply; one being processed right now (the
             # deletion event that asked for this erasure) is finished by its worker.
@@ -203,5 +212,26 @@ def _scrub_inbox(session: Session, ref: AccountRef, leads: set[str]) -> int:
                 row.last_error = SCRUBBED
             elif row.last_error is not None:
                 row.last_error = SCRUBBED
-            scrubbed += 1
     return scrubbed
+
+
+ITEM = re.compile(r"^(leads|contacts)\[(\w+)\]\[(\d+)\]")
+
+
+def _without(body: bytes, contact_id: str, leads: set[str]) -> bytes | None:
+    """The webhook's form without the items about the contact or its leads; None when no
+    other customer's item is left in it."""
+    pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    ids: dict[str, str] = {}
+    for key, value in pairs:
+        item = ITEM.match(key)
+        if item and key == f"{item.group(0)}[id]":
+            ids[item.group(0)] = value
+    gone = {item for item, value in ids.items()
+            if (item.startswith("contacts") and value == contact_id)
+            or (item.startswith("leads") and value in leads)}
+    kept = [(key, value) for key, value in pairs
+            if not ((item := ITEM.match(key)) and item.group(0) in gone)]
+    if not any(ITEM.match(key) for key, _ in kept):
+        return None
+    return urlencode(kept).encode()
