@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from connector.codes import redeem as promo
 from connector.errors import (
     AccountNotFoundError,
     InsufficientPointsError,
@@ -116,8 +117,9 @@ class Ledger(Postings):
                source: str | None = None, category: str | None = None,
                occurred_at: datetime | None = None, comment: str | None = None,
                actor: str | None = None, source_data: dict[str, Any] | None = None,
-               fingerprint: str | None = None) -> Result:
-        """Record a completed purchase and earn points by the program."""
+               fingerprint: str | None = None, promo_code: str | None = None) -> Result:
+        """Record a completed purchase and earn points by the program (and by a promo
+        code: used once, under the key; what came of it is in the result's details)."""
         if purchase_amount <= 0:
             raise InvalidAmountError("purchase amount must be positive",
                                      amount=str(purchase_amount))
@@ -127,7 +129,8 @@ class Ledger(Postings):
             entry = self._accrue_in(session, account, purchase_amount, key=key,
                                     source=source or key, category=category,
                                     at=occurred_at or self.clock(), comment=comment,
-                                    actor=actor, source_data=source_data)
+                                    actor=actor, source_data=source_data,
+                                    promo_code=promo_code)
             return Result.of(entry, duplicate=False)
 
         return self._run(key, "accrual", ref, operation, fingerprint)
@@ -135,7 +138,8 @@ class Ledger(Postings):
     def settle_purchase(self, ref: AccountRef | None, source: str, amount: Decimal | None, *,
                         category: str | None = None, occurred_at: datetime | None = None,
                         comment: str | None = None, actor: str | None = None,
-                        source_data: dict[str, Any] | None = None) -> list[Result]:
+                        source_data: dict[str, Any] | None = None,
+                        promo_code: str | None = None) -> list[Result]:
         """Bring the ledger in line with a purchase's current state in the CRM.
 
         `amount` None or not positive: the purchase does not count (lost, deleted, moved out
@@ -143,6 +147,8 @@ class Ledger(Postings):
         of `amount`: accrued once, re-priced by the difference when the amount changed, moved
         when the customer changed. Repeating the same state writes nothing, so duplicate and
         out-of-order events are harmless as long as the state given is the current one.
+        `promo_code` (the deal's field) is used when the purchase is accrued, else a code
+        attached to the source before.
         """
         counts = amount is not None and amount > 0 and ref is not None
         with self.db.transaction(write=False) as session:
@@ -157,13 +163,14 @@ class Ledger(Postings):
             assert ref is not None and amount is not None
             results.append(self._settle(ref, source, amount, category=category,
                                         occurred_at=occurred_at, comment=comment, actor=actor,
-                                        source_data=source_data))
+                                        source_data=source_data, promo_code=promo_code))
         return [result for result in results if result is not None]
 
     def _settle(self, ref: AccountRef, source: str, amount: Decimal | None, *,
                 category: str | None = None, occurred_at: datetime | None = None,
                 comment: str | None = None, actor: str | None = None,
-                source_data: dict[str, Any] | None = None) -> Result | None:
+                source_data: dict[str, Any] | None = None,
+                promo_code: str | None = None) -> Result | None:
         with self.db.transaction() as session:
             account = self._account(session, ref, create=amount is not None)
             entries = self._source_entries(session, account, source)
@@ -181,7 +188,8 @@ class Ledger(Postings):
             elif net_count <= 0:
                 entry = self._accrue_in(session, account, amount, key=key, source=source,
                                         category=category, at=occurred_at or self.clock(),
-                                        comment=comment, actor=actor, source_data=source_data)
+                                        comment=comment, actor=actor, source_data=source_data,
+                                        promo_code=promo_code)
             elif to_minor(amount) != net_spend:
                 entry = self._reprice(session, account, entries, amount, key=key,
                                       source=source, comment=comment, actor=actor,
@@ -404,6 +412,21 @@ class Ledger(Postings):
                     available = from_minor(lots.spendable(session, account, now))
         return self.program.preview(purchase_amount, tier=tier, available=available, at=now,
                                     category=category)
+
+    def check_promo(self, raw: str, purchase_amount: Decimal, ref: AccountRef | None = None,
+                    *, category: str | None = None) -> promo.Outcome:
+        """What a promo code would give this purchase now, or why it would be refused;
+        writes nothing."""
+        if purchase_amount <= 0:
+            raise InvalidAmountError("purchase amount must be positive")
+        now = self.clock()
+        with self.db.transaction(write=False) as session:
+            account = self._find(session, ref, lock=False) if ref is not None else None
+            tier = self.program.tier_named(account.tier if account else None)
+            earning = self.program.earn(purchase_amount, tier=tier, at=now, category=category)
+            return promo.check(session, self.program, raw,
+                               account_id=account.id if account else None,
+                               amount=purchase_amount, earning=earning, at=now)
 
     def verify(self) -> tuple[int, list[queries.Mismatch]]:
         with self.db.transaction(write=False) as session:
