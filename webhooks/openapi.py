@@ -12,8 +12,9 @@ from typing import Any
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
+from connector.codes.redeem import REASONS
 from connector.money import MAX_AMOUNT
-from webhooks.api import HISTORY_PAGE, HISTORY_PAGE_MAX, REFERRAL_CODE_MAX
+from webhooks.api import HISTORY_PAGE, HISTORY_PAGE_MAX, PROMO_CODE_MAX, REFERRAL_CODE_MAX
 from webhooks.validation import AMOUNT_TEXT, BONUS_NAME, COMMENT_MAX, CONTACT_MAX, CRM, TEXT_MAX
 
 bp = Blueprint("openapi", __name__)
@@ -66,6 +67,17 @@ REFERRAL_CODE = _text(REFERRAL_CODE_MAX, nullable=True, description=(
     "the code of the customer who referred this one, in any case; linked before the "
     "purchase (the first purchase pays the referral). A code that cannot link is no error: "
     "`referral.outcome` in the answer says why"))
+PROMO_CODE = _text(PROMO_CODE_MAX, nullable=True, description=(
+    "a promo code from a [[program.promo]] campaign, in any case, with or without dashes. "
+    "A code that cannot be used is no error: `promo.outcome` in the answer says why"))
+PROMO: Schema = {"type": "object", "required": ["outcome", "code"], "properties": {
+    "outcome": {"type": "string", "enum": ["applied", "valid", *REASONS]},
+    "code": {"type": "string"},
+    "campaign": NULLABLE_STRING,
+    "points": {**DECIMAL_STRING, "description": "points the code adds (preview: would add) "
+                                                "on top of the purchase's cashback"},
+    "detail": {"type": "string"},
+}}
 LINK: Schema = {"type": "object", "required": ["outcome", "code"], "properties": {
     "outcome": {"type": "string", "enum": [
         "linked", "already", "valid", "invalid", "unknown", "self", "cycle", "purchased",
@@ -208,6 +220,7 @@ def spec() -> Schema:
                     "amount": _amount("the purchase amount"),
                     "category": _text(nullable=True),
                     "referral_code": REFERRAL_CODE,
+                    "promo_code": PROMO_CODE,
                 }, ["amount"]),
                 "responses": {"200": _ok("the preview", _ref("Preview")), **BODY_ERRORS},
             }},
@@ -218,6 +231,7 @@ def spec() -> Schema:
                 "category": _text(nullable=True),
                 "comment": COMMENT,
                 "referral_code": REFERRAL_CODE,
+                "promo_code": PROMO_CODE,
             }, ["amount"]),
             "/api/v1/redeem": _change("Pay part of a purchase with points", {
                 "points": _amount("points to redeem"),
@@ -311,6 +325,7 @@ def spec() -> Schema:
                     "shortfall": DECIMAL_STRING,
                     "details": {"type": "object"},
                     "referral": LINK,
+                    "promo": PROMO,
                 }},
                 "CardLink": {"type": "object", "required": ["url", "rotations", "issued_at"],
                              "properties": {
@@ -329,6 +344,7 @@ def spec() -> Schema:
                     "max_redeem_amount": DECIMAL_STRING,
                     "campaigns": {"type": "array", "items": {"type": "string"}},
                     "referral": LINK,
+                    "promo": PROMO,
                 }},
             },
         },
