@@ -7,6 +7,7 @@ Exit codes: 0 done; 1 refused (ledger error, database not migrated, verify found
 
 from connector.cli import (
     card,
+    codes,
     crm,
     doctor,
     inbox,
@@ -18,5 +19,5 @@ from connector.cli import (
 )
 from connector.cli.base import cli, main
 
-__all__ = ["card", "cli", "crm", "doctor", "inbox", "ledger", "main", "operations", "secrets",
-           "service", "writeback"]
+__all__ = ["card", "cli", "codes", "crm", "doctor", "inbox", "ledger", "main", "operations",
+           "secrets", "service", "writeback"]

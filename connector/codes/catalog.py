@@ -167,7 +167,9 @@ def summary(db: Database, program: Program, name: str) -> Summary:
         totals = session.get(PromoCampaign, name)
         customers = session.scalar(select(func.count(func.distinct(PromoRedemption.account_id)))
                                    .where(PromoRedemption.campaign == name)) or 0
-    window = f"{promo.starts or '…'} – {promo.ends or '…'}"
+    window = "valid any time" if not (promo.starts or promo.ends) else " ".join(filter(None, [
+        f"valid from {promo.starts:%Y-%m-%d %H:%M}" if promo.starts else "valid",
+        f"until {promo.ends:%Y-%m-%d %H:%M}" if promo.ends else None]))
     return Summary(name, _grants(promo), window, int(codes), int(used),
                    totals.uses if totals else 0, int(customers),
                    from_minor(totals.granted if totals else 0),
