@@ -45,3 +45,15 @@ def attach(db: Database, ledger: Ledger, source: str, raw: str | None, *, ref: A
         else:
             row.code, row.via, row.created_at = code, via, now
     return check
+
+
+def used_by(db: Database, source: str) -> Outcome | None:
+    """What the purchase's accrual made of a code, once it is accrued."""
+    with db.transaction(write=False) as session:
+        details = session.scalar(select(Entry.details).where(
+            Entry.source == source, Entry.kind == "accrual").order_by(Entry.id).limit(1))
+    found = (details or {}).get("promo")
+    if not found:
+        return None
+    return Outcome(found["code"], found["outcome"], found.get("campaign"),
+                   Decimal(found.get("points", "0")), found.get("detail", ""))
