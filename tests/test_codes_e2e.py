@@ -20,8 +20,10 @@ from tests.fakes import FakeBitrix24Portal, ManualClock
 from tests.fakes.amocrm import FakeAmoCRM, webhook_body
 from tests.test_amocrm_e2e import FORM, SECRET, amo_settings, status
 from tests.test_amocrm_e2e import Harness as AmoHarness
+from tests.test_bitrix24_actions import SECRET as ACTIONS_SECRET
+from tests.test_bitrix24_actions import comments, customer, rule
+from tests.test_bitrix24_e2e import EVENTS_URL, b24_settings
 from tests.test_bitrix24_e2e import Harness as B24Harness
-from tests.test_bitrix24_e2e import b24_settings
 
 PROMO = [Promo(name="winter", code="WINTER25", points=D(100)),
          Promo(name="mail", multiplier=D(2))]
@@ -121,6 +123,42 @@ def test_bitrix24_robot_attaches_a_code_and_says_what_came_of_it(b24: B24Harness
     assert b24.portal.bizproc_events[-1]["return_values"]["outcome"] == "applied"
     assert b24.balance(boris) == D("230.00")
     assert b24.services.ledger.verify()[1] == []
+
+
+@pytest.fixture
+def rules(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal,
+          clock: Clock) -> Iterator[B24Harness]:
+    """A webhook setup with the "Webhook" automation rule's actions."""
+    portal.bind_event("ONCRMDEALUPDATE", EVENTS_URL)
+    portal.bind_event("ONCRMCONTACTADD", EVENTS_URL)
+    settings = with_promo(b24_settings(tmp_path, database_url, portal,
+                                       actions_secret=ACTIONS_SECRET))
+    h = B24Harness(portal, fresh_services(settings, clock=clock), portal.clock, clock)
+    yield h
+    h.services.close()
+
+
+def test_bitrix24_webhook_rule_attaches_a_code_and_comments_on_the_deal(
+        rules: B24Harness) -> None:
+    anna = customer(rules)
+    deal = rules.portal.add_deal(contact_ids=[anna], OPPORTUNITY="1000.00")
+    assert rule(rules, "promo/winter-25", deal).status_code == 200
+    assert rule(rules, "promo/bad_code!", deal).status_code == 404
+    rules.process()
+    assert comments(rules, deal) == [
+        "Loyalty: promo code WINTER25 (winter) is used when the deal is won"]
+    rules.portal.update_deal(deal, STAGE_ID="WON")
+    rules.process()
+    assert rules.balance(anna) == D("230.00")  # welcome 100 + 30 + the code's 100
+    won = rules.portal.add_deal(contact_ids=[anna], OPPORTUNITY="500.00", STAGE_ID="WON")
+    rule(rules, "promo/WINTER25", won)
+    rules.process()
+    assert comments(rules, won) == [
+        "Loyalty: promo code WINTER25: this customer has already used campaign winter "
+        "1 time(s), its limit"]
+    rules.portal.update_deal(won, COMMENTS="paid")  # its event settles it: no code used
+    rules.process()
+    assert rules.balance(anna) == D("245.00")
 
 
 # -- amoCRM ------------------------------------------------------------------------------

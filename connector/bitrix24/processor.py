@@ -72,6 +72,7 @@ class Bitrix24Processor:
             self._link_referrals(fetched)
             self.robots.refer_first(robots, fetched)
             self.robots.promo_first(robots, fetched)
+            self.rules.promo_first(rules, fetched)
             # Every event of one deal in this group sees the same fetched state: settle it
             # once (edits come in bursts; each settle is several transactions).
             settled: dict[tuple[str, bool], Outcome] = {}
