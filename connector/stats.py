@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from connector.codes import catalog as promo_catalog
 from connector.ledger.models import ENTRY_KINDS, Account, Entry
 from connector.money import from_minor
 from connector.program import Program
@@ -60,6 +61,9 @@ class ProgramStats:
     referrals_invited: int = 0
     referrals_converted: int = 0
     referral_points: Decimal = Decimal("0.00")
+    # Promo codes used in the period and the points they granted (part of `accrued`).
+    promo_codes_used: int = 0
+    promo_points: Decimal = Decimal("0.00")
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -91,6 +95,7 @@ def program_stats(session: Session, program: Program, *, since: datetime,
     moved, purchase_minor, purchases = _movements(session, since, until)
     active, previous, retained = _activity(session, since, until)
     friends = referrals.in_period(session, since, until)
+    codes_used, code_points = promo_catalog.in_period(session, since, until)
     average = None
     if purchases > 0:
         average = (from_minor(purchase_minor) / purchases).quantize(MONEY_QUANTUM, ROUND_HALF_UP)
@@ -117,6 +122,8 @@ def program_stats(session: Session, program: Program, *, since: datetime,
         referrals_invited=friends.invited,
         referrals_converted=friends.converted,
         referral_points=friends.points_paid,
+        promo_codes_used=codes_used,
+        promo_points=code_points,
     )
 
 
@@ -215,5 +222,6 @@ def format_stats(stats: ProgramStats, zone: ZoneInfo) -> list[str]:
         ("tiers", ", ".join(f"{name} {count}" for name, count in stats.tiers.items())),
         ("referrals", f"{stats.referrals_invited} invited, {stats.referrals_converted} "
                       f"converted, {stats.referral_points} points paid"),
+        ("promo codes", f"{stats.promo_codes_used} used, {stats.promo_points} points granted"),
     ]
     return [f"{label:<14} {value}" for label, value in rows]

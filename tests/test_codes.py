@@ -152,3 +152,21 @@ def test_generated_codes_are_distinct_and_unguessable_in_form(ledger: Ledger,
     codes = catalog.generate(db, ledger.program, "double", 2500, now=ledger.clock())
     assert len(set(codes)) == 2500 and all(len(c) == 12 for c in codes)
     assert not set("01OIL") & set("".join(codes))
+
+
+def test_stats_count_codes_used_and_their_points(ledger: Ledger, db: Database,
+                                                 clock: Clock) -> None:
+    from datetime import timedelta
+
+    from connector.stats import format_stats, program_stats
+
+    ledger.accrue(ANNA, D("1000"), key="p1", promo_code="WINTER25")
+    ledger.accrue(BORIS, D("1000"), key="p2", promo_code="WINTER25")
+    ledger.accrue(BORIS, D("1000"), key="p3", promo_code="WINTER25")  # refused: not counted
+    with db.transaction(write=False) as session:
+        figures = program_stats(session, ledger.program, since=clock() - timedelta(days=1),
+                                until=clock() + timedelta(seconds=1))
+    assert (figures.as_json()["promo_codes_used"], figures.as_json()["promo_points"]) == \
+        (2, "200.00")
+    assert "promo codes    2 used, 200.00 points granted" in format_stats(
+        figures, ledger.program.zone)
