@@ -170,3 +170,31 @@ def test_stats_count_codes_used_and_their_points(ledger: Ledger, db: Database,
         (2, "200.00")
     assert "promo codes    2 used, 200.00 points granted" in format_stats(
         figures, ledger.program.zone)
+
+
+def test_a_second_accrual_of_a_standing_purchase_gets_no_second_grant(ledger: Ledger) -> None:
+    first = ledger.accrue(ANNA, D("1000"), key="k1", source="order-7", promo_code="BUSY")
+    assert promo(first)["outcome"] == "applied"
+    second = ledger.accrue(ANNA, D("500"), key="k2", source="order-7", promo_code="BUSY")
+    assert promo(second)["outcome"] == "already_used" and second.points == D("15.00")
+    ledger.reverse(ANNA, "order-7", key="r1")
+    again = ledger.accrue(ANNA, D("1000"), key="k3", source="order-7", promo_code="BUSY")
+    assert promo(again)["outcome"] == "applied" and again.points == D("35.00")
+    assert catalog.show(ledger.db, ledger.program, "BUSY").uses == 1
+
+
+@pytest.mark.parametrize(("promo_entry", "problem"), [
+    ({"name": "x", "points": "1", "multiplier": "2"}, "exactly one of points, multiplier"),
+    ({"name": "x", "bonus": "nope"}, "bonus 'nope' is not in [program.bonuses]"),
+    ({"name": "x", "points": "1", "code": "a!"}, "3 to 32 letters and digits"),
+    ({"name": "x", "points": "1", "starts": "2026-02-01T00:00:00",
+      "ends": "2026-01-01T00:00:00"}, "ends must be after starts"),
+])
+def test_bad_promo_config_names_the_problem(tmp_path: Any, promo_entry: dict[str, Any],
+                                            problem: str) -> None:
+    from connector.errors import ConfigError
+    from tests.conftest import make_settings
+
+    with pytest.raises(ConfigError) as caught:
+        make_settings(tmp_path, program={"promo": [promo_entry]})
+    assert any(problem in line for line in caught.value.problems), caught.value.problems

@@ -98,3 +98,17 @@ def test_bad_input_names_what_to_fix(tmp_path: Path) -> None:
     missing = invoke(config, "codes", "show", "ABCD-EFGH-JKMN")
     assert missing.exit_code == 1 and missing.stderr == "error: no promo code ABCDEFGHJKMN\n"
     assert invoke(config, "codes", "show", "?").exit_code == 1
+
+
+def test_accrue_by_hand_with_a_code(tmp_path: Path) -> None:
+    config = setup(tmp_path)
+    args = ("accrue", "bitrix24", "acme.bitrix24.ru", "7", "1000", "--key", "pos-1")
+    first = invoke(config, *args, "--promo-code", "winter-25")
+    assert first.exit_code == 0, first.output
+    assert "promo code WINTER25: +30.00 points (winter)" in first.stdout
+    conflict = invoke(config, *args, "--promo-code", "OTHER1")
+    assert conflict.exit_code == 1 and "other parameters" in conflict.stderr
+    unknown = invoke(config, "accrue", "bitrix24", "acme.bitrix24.ru", "7", "10", "--key",
+                     "pos-2", "--promo-code", "nope-nope")
+    assert "promo code NOPENOPE: refused, unknown: no promo campaign has this code" \
+        in unknown.stdout

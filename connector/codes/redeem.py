@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from connector.codes import draw
 from connector.codes.models import PromoAttachment, PromoCampaign, PromoCode, PromoRedemption
 from connector.config import Promo
+from connector.ledger.models import Entry
 from connector.money import from_minor, to_minor
 from connector.program import Earning, Program
 
@@ -166,6 +167,11 @@ def apply(session: Session, program: Program, raw: str, *, account_id: int, sour
             earlier = session.scalar(select(PromoRedemption).where(
                 PromoRedemption.code_id == row.id, PromoRedemption.source == source))
             if earlier is not None:
+                standing = session.scalar(select(func.coalesce(func.sum(
+                    Entry.purchase_count), 0)).where(Entry.source == source)) or 0
+                if standing > 0:
+                    # A second accrual naming a purchase that still stands: no second grant.
+                    raise _Refused("already_used", "this purchase has already used the code")
                 # Accrued again after a reversal (a deal lost, then won): the same points,
                 # no second use.
                 return Outcome(code, "applied", promo.name, from_minor(earlier.points),
