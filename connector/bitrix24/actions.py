@@ -115,6 +115,7 @@ class ActionRunner:
                 applied, text = self.apply(action, deal)
             comments.append((item, action, text))
             outcomes[item.id] = Outcome.done() if applied else Outcome.skipped(text)
+        self._promo.clear()  # what this group attached; a retried call attaches again
         for start in range(0, len(comments), BATCH_LIMIT):
             self._comment(comments[start:start + BATCH_LIMIT])
         return outcomes

@@ -111,6 +111,7 @@ class RobotRunner:
                 outcomes[item.id] = Outcome.retry(fetched.failed[key])
                 continue
             answers.append((item, call, self.serve(call, fetched.found.get(key))))
+        self._promo_checked.clear()  # what this group attached; a retried call attaches again
         for start in range(0, len(answers), BATCH_LIMIT):
             outcomes.update(self._send(answers[start:start + BATCH_LIMIT]))
         return outcomes
