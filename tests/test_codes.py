@@ -198,3 +198,19 @@ def test_bad_promo_config_names_the_problem(tmp_path: Any, promo_entry: dict[str
     with pytest.raises(ConfigError) as caught:
         make_settings(tmp_path, program={"promo": [promo_entry]})
     assert any(problem in line for line in caught.value.problems), caught.value.problems
+
+
+def test_a_code_attached_before_the_purchase_is_used_when_it_is_accrued(
+        ledger: Ledger, db: Database) -> None:
+    from connector.codes.attach import attach
+
+    [code] = catalog.generate(db, ledger.program, "double", 1, now=ledger.clock())
+    early = attach(db, ledger, "deal:9", code, ref=ANNA, amount=None, via="test")
+    assert (early.outcome, early.points) == ("valid", D("0.00"))
+    assert "amount" in early.detail
+    assert attach(db, ledger, "deal:8", "NOPE99", ref=ANNA, amount=D("10"),
+                  via="test").outcome == "unknown"
+    ledger.settle_purchase(ANNA, "deal:9", D("1000"))
+    assert ledger.account(ANNA).balance == D("60.00")
+    late = attach(db, ledger, "deal:9", "WINTER25", ref=ANNA, amount=D("1000"), via="test")
+    assert late.outcome == "settled" and late.refused

@@ -5,20 +5,21 @@ is won and accrued, unless the deal's own promo_code field names one."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 from sqlalchemy import select
 
 from connector.codes import draw
 from connector.codes.models import PromoAttachment
-from connector.codes.redeem import Outcome
+from connector.codes.redeem import Outcome, campaign
 from connector.db import Database
 from connector.ledger.engine import Ledger
 from connector.ledger.models import Entry
 from connector.ledger.views import AccountRef
 
-# What a check prices a code on before the purchase's amount is known: a multiplier's
-# points depend on it, so the answer names the code's campaign and says so.
+# What a check prices a code on before the purchase's amount is known; a multiplier's
+# points depend on it, so then the answer gives none and says so.
 UNPRICED = Decimal("100.00")
 
 
@@ -34,9 +35,14 @@ def attach(db: Database, ledger: Ledger, source: str, raw: str | None, *, ref: A
     if accrued is not None:
         return Outcome(code, "settled", detail="the purchase was already accrued; a code is "
                                                "used when its purchase is accrued")
-    check = ledger.check_promo(code, amount if amount and amount > 0 else UNPRICED, ref)
+    priced = amount is not None and amount > 0
+    check = ledger.check_promo(code, amount if priced else UNPRICED, ref)
     if check.refused:
         return check
+    promo = campaign(ledger.program, check.campaign or "")
+    if not priced and promo is not None and promo.multiplier is not None:
+        check = replace(check, points=Decimal("0.00"),
+                        detail="its points follow the purchase's amount, not known yet")
     with db.transaction() as session:
         row = session.get(PromoAttachment, source)
         now = ledger.clock()
