@@ -206,6 +206,9 @@ class Bitrix24Settings(_Section):
         default_factory=list, description="user ids who may change balances in the CRM tab "
                                           "(portal admins always may)")
     fields: dict[str, str] = Field(default_factory=_default_bitrix24_fields)
+    promo_code_field: str = Field(
+        "UF_CRM_LOYALTY_PROMO_CODE", pattern=r"^(UF_CRM_[A-Z0-9_]{1,43})?$",
+        description="deal field holding a promo code, read when the deal is won; '': none")
     triggers: dict[str, Bitrix24Trigger] = Field(
         default_factory=dict, description="transition -> the portal trigger it fires")
     actions_secret: SecretStr | None = Field(
@@ -328,6 +331,9 @@ class AmoCRMSettings(_Section):
     birthday_field_id: int | None = Field(
         None, ge=1, description="the contact field (type birthday or date) holding birthdays")
     fields: dict[str, str] = Field(default_factory=_default_amocrm_fields)
+    promo_code_field: str = Field(
+        "LOYALTY_PROMO_CODE", pattern=r"^[A-Z0-9_]{0,64}$",
+        description="lead field (code) holding a promo code, read when the lead is won; '': none")
     triggers: dict[str, AmoCRMTrigger] = Field(
         default_factory=_default_amocrm_triggers,
         description="transition -> what it does; merged with the defaults, false turns one off")
@@ -435,6 +441,50 @@ class ProductRule(_Section):
         return self
 
 
+class Promo(_Section):
+    """A promo campaign: customers bring a code (the shared `code`, or one of the unique
+    codes `codes generate` draws) to a purchase and get what it grants, within its limits."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    code: str | None = Field(None, description="a shared code anyone may give, e.g. WINTER25")
+    points: Points | None = Field(None, description="fixed points per use")
+    multiplier: Annotated[Decimal, Field(gt=1, le=100)] | None = Field(
+        None, description="the purchase's points times this (the extra is the code's)")
+    bonus: str | None = Field(None, description="a named bonus from [program.bonuses]")
+    starts: datetime | None = None
+    ends: datetime | None = None
+    uses_per_code: int = Field(1, ge=0, description="uses of each generated code; 0: no limit")
+    shared_code_uses: int = Field(0, ge=0, description="uses of the shared code; 0: no limit")
+    uses_per_customer: int = Field(1, ge=0, description="per customer; 0: no limit")
+    budget: Points = Field(Decimal(0), description="points all uses may grant; 0: no limit")
+
+    @field_validator("starts", "ends")
+    @classmethod
+    def _naive(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            raise ValueError("give a local time without offset; program.timezone applies")
+        return value
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        code = value.replace("-", "").replace(" ", "").upper()
+        if not 3 <= len(code) <= 32 or not code.isascii() or not code.isalnum():
+            raise ValueError("3 to 32 letters and digits (dashes and spaces are ignored)")
+        return code
+
+    @model_validator(mode="after")
+    def _grant(self) -> Promo:
+        given = [k for k in ("points", "multiplier", "bonus") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of points, multiplier or bonus")
+        if self.starts and self.ends and self.ends <= self.starts:
+            raise ValueError("ends must be after starts")
+        return self
+
+
 def _default_tiers() -> list[Tier]:
     return [
         Tier(name="Bronze", min_spend=Decimal(0), rate=Decimal("0.03")),
@@ -457,6 +507,7 @@ class ProgramSettings(_Section):
     tier_period_days: int = Field(365, ge=1)
     tier_grace_days: int = Field(0, ge=0, description="no downgrade this long after a change")
     campaigns: list[Campaign] = Field(default_factory=list)
+    promo: list[Promo] = Field(default_factory=list, description="promo code campaigns")
     welcome_bonus: Points = Decimal(0)
     welcome_on: list[Literal["crm", "api", "cli"]] = Field(
         default_factory=lambda: ["crm"],
@@ -522,6 +573,22 @@ class ProgramSettings(_Section):
             if not name.replace("_", "").replace("-", "").isalnum():
                 raise ValueError(f"bonus name {name!r}: use letters, digits, '_' or '-'")
         return bonuses
+
+    @model_validator(mode="after")
+    def _promo(self) -> ProgramSettings:
+        names = [promo.name for promo in self.promo]
+        if len(set(names)) != len(names):
+            raise ValueError("promo: campaign names must be unique")
+        shared = [promo.code for promo in self.promo if promo.code]
+        if len(set(shared)) != len(shared):
+            raise ValueError("promo: a shared code may belong to one campaign only")
+        builtin = ("welcome", "birthday", "anniversary", "referral", "referral_newcomer")
+        for promo in self.promo:
+            if promo.bonus is not None and promo.bonus not in self.bonuses \
+                    and promo.bonus not in builtin:
+                raise ValueError(f"promo {promo.name}: bonus {promo.bonus!r} is not in "
+                                 "[program.bonuses]")
+        return self
 
     @property
     def zone(self) -> ZoneInfo:

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from connector.codes import catalog as promo_catalog
 from connector.ledger.models import ENTRY_KINDS, Account, Entry
 from connector.money import from_minor
 from connector.program import Program
@@ -65,6 +66,9 @@ class ProgramStats:
     returns: int = 0
     returned_points: Decimal = Decimal("0.00")
     returned_amount: Decimal = Decimal("0.00")
+    # Promo codes used in the period and the points they granted (part of `accrued`).
+    promo_codes_used: int = 0
+    promo_points: Decimal = Decimal("0.00")
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -97,6 +101,7 @@ def program_stats(session: Session, program: Program, *, since: datetime,
     active, previous, retained = _activity(session, since, until)
     friends = referrals.in_period(session, since, until)
     returns, returned_points, returned_amount = _returns(session, since, until)
+    codes_used, code_points = promo_catalog.in_period(session, since, until)
     average = None
     if purchases > 0:
         average = (from_minor(purchase_minor) / purchases).quantize(MONEY_QUANTUM, ROUND_HALF_UP)
@@ -126,6 +131,8 @@ def program_stats(session: Session, program: Program, *, since: datetime,
         returns=returns,
         returned_points=from_minor(returned_points),
         returned_amount=from_minor(returned_amount),
+        promo_codes_used=codes_used,
+        promo_points=code_points,
     )
 
 
@@ -243,5 +250,6 @@ def format_stats(stats: ProgramStats, zone: ZoneInfo) -> list[str]:
         ("tiers", ", ".join(f"{name} {count}" for name, count in stats.tiers.items())),
         ("referrals", f"{stats.referrals_invited} invited, {stats.referrals_converted} "
                       f"converted, {stats.referral_points} points paid"),
+        ("promo codes", f"{stats.promo_codes_used} used, {stats.promo_points} points granted"),
     ]
     return [f"{label:<14} {value}" for label, value in rows]

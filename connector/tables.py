@@ -1,6 +1,7 @@
 """Importing this registers every table on `Base.metadata` (migrations, tests, resets)."""
 
 from connector.card import models as card_models
+from connector.codes import models as promo_models
 from connector.crm import models as crm_models
 from connector.inbox import InboxEvent
 from connector.job_runs import JobRun
@@ -10,4 +11,4 @@ from connector.referrals import models as referral_models
 from connector.schema import Base
 
 __all__ = ["Base", "InboxEvent", "JobRun", "card_models", "crm_models", "ledger_models",
-           "privacy_models", "referral_models"]
+           "privacy_models", "promo_models", "referral_models"]

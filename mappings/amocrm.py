@@ -325,3 +325,9 @@ def _date(value: Any, zone: ZoneInfo) -> date | None:
         except ValueError:
             continue
     return None
+
+
+def promo_code(lead: Mapping[str, Any], code: str | None) -> str | None:
+    """The promo code in the lead's field (by its field code), as a v4 lead or a v2
+    webhook shows custom fields (the format referred_by reads)."""
+    return referred_by(lead, code)

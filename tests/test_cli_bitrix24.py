@@ -38,9 +38,11 @@ def run(tmp_path: Path, portal: FakeBitrix24Portal) -> Run:
     return invoke
 
 
-def loyalty_fields(portal: FakeBitrix24Portal) -> list[str]:
+def loyalty_fields(portal: FakeBitrix24Portal, owner: str | None = None) -> list[str]:
+    """The loyalty user fields, of contacts and deals (the promo code) or of `owner`."""
     return [f["FIELD_NAME"] for f in portal.store.userfields.values()
-            if f["FIELD_NAME"].startswith("UF_CRM_LOYALTY")]
+            if f["FIELD_NAME"].startswith("UF_CRM_LOYALTY")
+            and owner in (None, f["ENTITY_ID"])]
 
 
 def test_install_sync_worker_uninstall(run: Run, portal: FakeBitrix24Portal,
@@ -74,7 +76,9 @@ def test_install_sync_worker_uninstall(run: Run, portal: FakeBitrix24Portal,
     assert portal.contact(anna)["UF_CRM_LOYALTY_BALANCE"] == "600"
 
     kept = run("uninstall", "bitrix24")  # asks first; no answer: nothing removed
-    assert kept.exit_code == 1 and len(loyalty_fields(portal)) == len(FIELD_TYPES)
+    assert kept.exit_code == 1
+    assert len(loyalty_fields(portal, "CRM_CONTACT")) == len(FIELD_TYPES)
+    assert loyalty_fields(portal, "CRM_DEAL") == ["UF_CRM_LOYALTY_PROMO_CODE"]
     removed = run("uninstall", "bitrix24", "--yes")
     assert removed.exit_code == 0 and loyalty_fields(portal) == []
 

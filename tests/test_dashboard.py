@@ -184,7 +184,8 @@ def test_the_page_shows_the_figures(client: FlaskClient) -> None:
     html = response.get_data(as_text=True)
     for kpi, value in (("participants", "5"), ("active", "4"), ("accrued", f"1{NNBSP}100"),
                        ("redeemed", "150"), ("expired", "25"), ("repeat", "20.0%"),
-                       ("check", f"4{NNBSP}400"), ("retention", "—"), ("referrals", "0")):
+                       ("check", f"4{NNBSP}400"), ("retention", "—"), ("referrals", "0"),
+                       ("promo", "0")):
         assert f'id="kpi-{kpi}">{value}' in html, kpi
     assert 'id="kpi-check-others">unknown' in html
     assert "<script" not in html

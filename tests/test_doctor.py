@@ -76,7 +76,8 @@ def live() -> Iterator[Live]:
 
 @pytest.fixture
 def portal() -> Iterator[FakeBitrix24Portal]:
-    with FakeBitrix24Portal() as fake:
+    # install and doctor run back to back, each with a fresh limiter: room for both at once
+    with FakeBitrix24Portal(burst=250) as fake:
         yield fake
 
 

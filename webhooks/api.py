@@ -53,6 +53,7 @@ KEY_PREFIX = "api:"
 # A referral code is 8 characters; more room for how people type it (spaces, dashes).
 REFERRAL_CODE_MAX = 32
 # Rows of one return: a receipt's worth, and a bound on the request's work.
+PROMO_CODE_MAX = 64  # 32 characters stored, room for spaces and dashes as typed
 
 
 def _ledger() -> Ledger:
@@ -148,11 +149,16 @@ def preview() -> ResponseReturnValue:
         fields.optional_amount("amount") or rows_total(rows)
     category = fields.optional_text("category")
     code = fields.optional_text("referral_code", max_length=REFERRAL_CODE_MAX)
+    promo_code = fields.optional_text("promo_code", max_length=PROMO_CODE_MAX)
     fields.finish()
     # asdict keeps Decimals; the app's JSON provider writes each as a string.
     body = asdict(_ledger().preview(amount, ref, category=category, rows=rows))
     if rows is None:
         del body["eligible_amount"]  # only rows tell what is eligible
+    if promo_code is not None:
+        # Nothing is used: what the code would add on top of points_earned, or why not.
+        body["promo"] = _ledger().check_promo(promo_code, amount, ref,
+                                              category=category).as_json()
     if code is not None:
         check = _linker().check(ref, code)
         body["referral"] = check.as_json()
@@ -172,6 +178,7 @@ def accrue() -> ResponseReturnValue:
     category = fields.optional_text("category")
     comment = fields.optional_text("comment", max_length=COMMENT_MAX)
     code = fields.optional_text("referral_code", max_length=REFERRAL_CODE_MAX)
+    promo_code = fields.optional_text("promo_code", max_length=PROMO_CODE_MAX)
     fields.finish()
     # The link comes first, so this purchase (the first one) pays the referral. A code
     # that cannot link is recorded and answered, never a refusal of the purchase. A used
@@ -182,13 +189,16 @@ def accrue() -> ResponseReturnValue:
     # Without a source the purchase is named by the client's key, so /reverse can find it.
     result = _ledger().accrue(ref, amount, key=ledger_key(key), source=source or key,
                               category=category, comment=comment, actor=ACTOR,
-                              fingerprint=fields.fingerprint("accrue"))
+                              fingerprint=fields.fingerprint("accrue"), promo_code=promo_code)
     services: Services = current_app.extensions["loyalty"]
     triggers.record(services.db, [t for t in triggers.from_results([result])
                                   if t.code == triggers.REFERRAL_REWARDED])
     body = _welcomed(result.as_json(), ref, existed)
     if link is not None:
         body["referral"] = link.as_json()
+    if "promo" in result.details:
+        # Used with the purchase, or refused (outcome says why); a repeat answers the same.
+        body["promo"] = result.details["promo"]
     return _outcome(result, body)
 
 

@@ -12,8 +12,9 @@ from typing import Any
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
+from connector.codes.redeem import REASONS
 from connector.money import MAX_AMOUNT
-from webhooks.api import HISTORY_PAGE, HISTORY_PAGE_MAX, REFERRAL_CODE_MAX
+from webhooks.api import HISTORY_PAGE, HISTORY_PAGE_MAX, PROMO_CODE_MAX, REFERRAL_CODE_MAX
 from webhooks.product_rows import MAX_ROWS
 from webhooks.validation import AMOUNT_TEXT, BONUS_NAME, COMMENT_MAX, CONTACT_MAX, CRM, TEXT_MAX
 
@@ -67,6 +68,17 @@ REFERRAL_CODE = _text(REFERRAL_CODE_MAX, nullable=True, description=(
     "the code of the customer who referred this one, in any case; linked before the "
     "purchase (the first purchase pays the referral). A code that cannot link is no error: "
     "`referral.outcome` in the answer says why"))
+PROMO_CODE = _text(PROMO_CODE_MAX, nullable=True, description=(
+    "a promo code from a [[program.promo]] campaign, in any case, with or without dashes. "
+    "A code that cannot be used is no error: `promo.outcome` in the answer says why"))
+PROMO: Schema = {"type": "object", "required": ["outcome", "code"], "properties": {
+    "outcome": {"type": "string", "enum": ["applied", "valid", *REASONS]},
+    "code": {"type": "string"},
+    "campaign": NULLABLE_STRING,
+    "points": {**DECIMAL_STRING, "description": "points the code adds (preview: would add) "
+                                                "on top of the purchase's cashback"},
+    "detail": {"type": "string"},
+}}
 LINK: Schema = {"type": "object", "required": ["outcome", "code"], "properties": {
     "outcome": {"type": "string", "enum": [
         "linked", "already", "valid", "invalid", "unknown", "self", "cycle", "purchased",
@@ -239,6 +251,7 @@ def spec() -> Schema:
                     "rows": _rows(),
                     "category": _text(nullable=True),
                     "referral_code": REFERRAL_CODE,
+                    "promo_code": PROMO_CODE,
                 }, []),
                 "responses": {"200": _ok("the preview", _ref("Preview")), **BODY_ERRORS},
             }},
@@ -249,6 +262,7 @@ def spec() -> Schema:
                 "category": _text(nullable=True),
                 "comment": COMMENT,
                 "referral_code": REFERRAL_CODE,
+                "promo_code": PROMO_CODE,
             }, ["amount"]),
             "/api/v1/redeem": _change("Pay part of a purchase with points", {
                 "points": _amount("points to redeem"),
@@ -353,6 +367,7 @@ def spec() -> Schema:
                     "shortfall": DECIMAL_STRING,
                     "details": {"type": "object"},
                     "referral": LINK,
+                    "promo": PROMO,
                 }},
                 "CardLink": {"type": "object", "required": ["url", "rotations", "issued_at"],
                              "properties": {
@@ -373,6 +388,7 @@ def spec() -> Schema:
                     "eligible_amount": {**NULLABLE_DECIMAL, "description":
                                         "what the rows that earn points come to"},
                     "referral": LINK,
+                    "promo": PROMO,
                 }},
             },
         },

@@ -69,6 +69,7 @@ class AmoCRMInstaller:
         if missing:
             self.client.request("POST", "/api/v4/contacts/custom_fields", json=missing)
             report.done += [f"created contact field {f['code']} ({f['type']})" for f in missing]
+        self._lead_field(report)
         events = hook_events(self.services.settings)
         self.client.request("POST", "/api/v4/webhooks", json={
             "destination": self.destination, "settings": events, "sort": 10})
@@ -77,9 +78,30 @@ class AmoCRMInstaller:
         actions = f"{self.destination.rsplit('/webhooks/', 1)[0]}/actions/<webhook_secret>"
         report.manual.append("Digital pipeline (optional): add the stage action "
                              f"\"send webhook\" with {actions}/bonus/<name>, "
-                             f"{actions}/redeem/<points|max> or {actions}/referral/<code> "
+                             f"{actions}/redeem/<points|max>, {actions}/referral/<code> or "
+                             f"{actions}/promo/<code> "
                              "(amocrm.webhook_secret).")
         return report
+
+    def lead_fields(self) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for page in self.client.pages("/api/v4/leads/custom_fields", "custom_fields"):
+            found.update({f["code"]: f for f in page if f.get("code")})
+        return found
+
+    def _lead_field(self, report: InstallReport) -> None:
+        """The lead's promo_code field: managers, forms or the Salesbot fill it; read when
+        the lead is won."""
+        code = self.settings.promo_code_field
+        if not code:
+            return
+        if code in self.lead_fields():
+            report.done.append(f"lead field {code} exists")
+            return
+        self.client.request("POST", "/api/v4/leads/custom_fields", json=[{
+            "name": "Промокод", "type": "text", "code": code, "is_api_only": False,
+            "sort": 510}])
+        report.done.append(f"created lead field {code} (text)")
 
     def uninstall(self) -> InstallReport:
         report = InstallReport()
@@ -95,4 +117,8 @@ class AmoCRMInstaller:
                 self.client.request("DELETE",
                                     f"/api/v4/contacts/custom_fields/{existing[code]['id']}")
                 report.done.append(f"removed contact field {code}")
+        code = self.settings.promo_code_field
+        if code and (field := self.lead_fields().get(code)) is not None:
+            self.client.request("DELETE", f"/api/v4/leads/custom_fields/{field['id']}")
+            report.done.append(f"removed lead field {code}")
         return report

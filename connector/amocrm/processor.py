@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from connector import mirror
+from connector.codes import attach as promo_attach
 from connector.crm.amocrm import PAGE_LIMIT, AmoCRMClient
 from connector.errors import CRMAuthError, CRMError, FatalCRMError, LedgerError
 from connector.inbox import InboxItem
@@ -44,6 +45,7 @@ class AmoCRMProcessor:
         # they link to (prices, fields) once per group of webhooks or reconcile page.
         self.with_rows = products.needs_rows(services.settings.program)
         self.elements: dict[tuple[str, str], dict[str, Any]] = {}
+        self._promo_notes: dict[int, dict[str, promo_attach.Outcome | str]] = {}
 
     def ref(self, contact_id: str) -> AccountRef:
         return AccountRef("amocrm", self.portal, contact_id)
@@ -61,6 +63,10 @@ class AmoCRMProcessor:
             self.load_elements(leads.values())
             # Before any lead is settled: a newcomer's first purchase pays the referral.
             self.link_referrals(hooks, leads)
+            # A promo/<code> action attaches its code before the lead is settled.
+            self._promo_notes = {
+                item.id: self.attach_promo(hook, leads, item.kind.split(":", 2)[2])
+                for item, hook in hooks if item.kind.startswith("action:promo:")}
             # Every hook naming a lead sees the same fetched lead: settle each lead once.
             settled: dict[str, str | None] = {}
             for item, hook in hooks:
@@ -157,6 +163,34 @@ class AmoCRMProcessor:
                 link.detail if link is not None and link.skipped else "linked")
         return notes
 
+    def attach_promo(self, hook: amo.Webhook, leads: dict[str, dict[str, Any] | None],
+                     code: str) -> dict[str, promo_attach.Outcome | str]:
+        """The promo/<code> action: the code goes with each lead's purchase, used when the
+        lead is won and accrued. Returns what the check found (or why not) per lead."""
+        found: dict[str, promo_attach.Outcome | str] = {}
+        for lead_id in hook.leads_changed:
+            lead = leads.get(lead_id)
+            contact = amo.main_contact(lead) if lead else None
+            if lead is None or contact is None:
+                found[lead_id] = "loyalty: the lead has no contact"
+                continue
+            price = Decimal(str(lead.get("price") or 0))
+            found[lead_id] = promo_attach.attach(
+                self.services.db, self.ledger, amo.lead_source(self.portal, lead_id), code,
+                ref=self.ref(contact), amount=price, via="amocrm:action")
+        return found
+
+    def _promo_note(self, lead_id: str, checked: promo_attach.Outcome | str) -> str:
+        if isinstance(checked, str):
+            return checked
+        used = promo_attach.used_by(self.services.db, amo.lead_source(self.portal, lead_id))
+        if used is not None and used.code == checked.code:
+            return f"loyalty: {used.message()}"
+        if checked.refused:
+            return f"loyalty: {checked.message()}"
+        return f"loyalty: promo code {checked.code} ({checked.campaign}) is used when the " \
+               "lead is won"
+
     def fetch_contacts(self, wanted: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Contacts by id through API v4 (`custom_fields_values`), as fetch_leads reads
         leads: one filtered call per 250, then one by one what the filter did not return."""
@@ -215,9 +249,11 @@ class AmoCRMProcessor:
         state = amo.purchase_state(lead, portal=self.portal, pipelines=self.settings.pipelines,
                                    rows=rows)
         ref = self.ref(state.contact_id) if state.contact_id else None
+        field = self.settings.promo_code_field
         results = self.ledger.settle_purchase(
             ref, source, state.amount, category=state.category, occurred_at=state.occurred_at,
-            source_data=state.raw, actor=ACTOR, comment=f"lead {lead_id}", rows=state.rows)
+            source_data=state.raw, actor=ACTOR, comment=f"lead {lead_id}", rows=state.rows,
+            promo_code=amo.promo_code(lead, field) if field else None)
         if notify:
             record(self.services.db, from_results(results, deal_id=lead_id))
         if ref is not None and (account_id := self.ledger.account_id(ref)) is not None:
@@ -251,6 +287,11 @@ class AmoCRMProcessor:
         """A digital-pipeline stage action: /amocrm/actions/<secret>/bonus/<name> or
         /redeem/<points|max>. It waits for no answer, so the outcome goes into a lead note."""
         _, verb, argument = item.kind.split(":", 2)
+        if verb == "promo":
+            # Attached before the group's leads were settled; this writes what came of it.
+            self._notes(item, [(lead_id, self._promo_note(lead_id, checked))
+                               for lead_id, checked in self._promo_notes.get(item.id, {}).items()])
+            return Outcome.done()
         if verb == "referral":
             # Linked before the group's leads were settled; this writes what came of it.
             self._notes(item, list(self.refer_leads(hook, leads, argument).items()))

@@ -1,6 +1,7 @@
 """Actions for the portal's standard "Webhook" automation rule, which needs no app.
 
-The rule calls /bitrix24/actions/<secret>/accrue | bonus/<name> | redeem/<points|max> with the
+The rule calls /bitrix24/actions/<secret>/accrue | bonus/<name> | redeem/<points|max> |
+promo/<code> with the
 deal in the query (`deal_id={{ID}}`) and waits for no answer, like amoCRM's digital-pipeline
 actions: the receiver stores the call, and here it is applied once per deal and action (the
 same key in the inbox and in the ledger), its outcome written to the deal's timeline
@@ -17,6 +18,7 @@ from typing import Any
 
 from connector import mirror
 from connector.bitrix24.fetch import Fetched
+from connector.codes import attach as promo_attach
 from connector.crm.bitrix24 import BATCH_LIMIT, Bitrix24Client
 from connector.errors import CRMError, LedgerError
 from connector.inbox import InboxItem
@@ -33,7 +35,8 @@ KIND = "action:"
 ACTOR = "bitrix24-webhook-rule"
 # The inbox kind "action:bonus:<name>" fits inbox_events.kind (64) with names up to 51.
 # ASCII digits only: \d would also take other scripts' digits.
-ACTION = re.compile(r"accrue|bonus/[A-Za-z0-9_-]{1,51}|redeem/(max|[0-9]{1,9}(\.[0-9]{1,2})?)")
+ACTION = re.compile(r"accrue|bonus/[A-Za-z0-9_-]{1,51}|redeem/(max|[0-9]{1,9}(\.[0-9]{1,2})?)"
+                    r"|promo/[A-Za-z0-9-]{1,50}")
 # The deal's ID as the rule's field insert gives it, or as a document id (DEAL_<id>).
 DEAL = re.compile(r"(?:DEAL_)?([0-9]{1,18})")
 REDEEM_ALL = Decimal("1e12")
@@ -41,8 +44,8 @@ REDEEM_ALL = Decimal("1e12")
 
 @dataclass(frozen=True)
 class Action:
-    verb: str  # accrue, bonus, redeem
-    argument: str  # the bonus name, the points or "max"; "" for accrue
+    verb: str  # accrue, bonus, redeem, promo
+    argument: str  # the bonus name, the points or "max", the promo code; "" for accrue
     deal_id: str
 
     @property
@@ -78,6 +81,20 @@ class ActionRunner:
         self.settings = services.settings.bitrix24
         self.portal = self.settings.portal_key
         self.ledger = services.ledger
+        self._promo: dict[int, promo_attach.Outcome] = {}
+
+    def promo_first(self, actions: list[tuple[InboxItem, Action]], fetched: Fetched) -> None:
+        """Attach the codes of promo/<code> calls to their deals before the group's deals
+        are settled, so a deal won in the same group already uses its code."""
+        for item, action in actions:
+            deal = fetched.found.get(("deal", action.deal_id))
+            contact = entity_id(deal.get("CONTACT_ID")) if deal else None
+            if action.verb == "promo" and deal is not None and contact is not None:
+                self._promo[item.id] = promo_attach.attach(
+                    self.services.db, self.ledger,
+                    b24.deal_source(self.portal, action.deal_id), action.argument,
+                    ref=AccountRef("bitrix24", self.portal, contact),
+                    amount=b24.parse_amount(deal.get("OPPORTUNITY")), via="bitrix24:action")
 
     def run(self, actions: list[tuple[InboxItem, Action]],
             fetched: Fetched) -> dict[int, Outcome]:
@@ -92,9 +109,13 @@ class ActionRunner:
             if deal is None:
                 outcomes[item.id] = Outcome.skipped(f"deal {action.deal_id} no longer exists")
                 continue
-            applied, text = self.apply(action, deal, fetched.product_rows(action.deal_id))
+            if action.verb == "promo" and item.id in self._promo:
+                applied, text = self._promo_text(action, self._promo.pop(item.id))
+            else:
+                applied, text = self.apply(action, deal, fetched.product_rows(action.deal_id))
             comments.append((item, action, text))
             outcomes[item.id] = Outcome.done() if applied else Outcome.skipped(text)
+        self._promo.clear()  # what this group attached; a retried call attaches again
         for start in range(0, len(comments), BATCH_LIMIT):
             self._comment(comments[start:start + BATCH_LIMIT])
         return outcomes
@@ -111,6 +132,8 @@ class ActionRunner:
                 return self._accrue(ref, action, deal, rows)
             if action.verb == "bonus":
                 return self._bonus(ref, action)
+            if action.verb == "promo":  # not attached: the deal had no contact then
+                return False, "Loyalty: the deal has no contact; add one to use a promo code"
             return self._redeem(ref, action, deal, rows)
         except (LedgerError, ArithmeticError, ValueError) as exc:
             return False, f"Loyalty: {getattr(exc, 'detail', exc)}"
@@ -136,6 +159,16 @@ class ActionRunner:
         if earned:
             return True, f"Loyalty: +{earned} points for this deal, balance {balance}"
         return True, f"Loyalty: this deal's points were already accrued, balance {balance}"
+
+    def _promo_text(self, action: Action, checked: promo_attach.Outcome) -> tuple[bool, str]:
+        used = promo_attach.used_by(self.services.db,
+                                    b24.deal_source(self.portal, action.deal_id))
+        if used is not None and used.code == checked.code:
+            return not used.refused, f"Loyalty: {used.message()}"
+        if checked.refused:
+            return False, f"Loyalty: {checked.message()}"
+        return True, (f"Loyalty: promo code {checked.code} ({checked.campaign}) is used when "
+                      "the deal is won")
 
     def _bonus(self, ref: AccountRef, action: Action) -> tuple[bool, str]:
         result = self.ledger.grant_bonus(ref, action.argument,

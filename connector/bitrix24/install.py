@@ -92,6 +92,11 @@ class Bitrix24Installer:
             if existing.get("FIELD_NAME") in names:
                 self.client.call("crm.contact.userfield.delete", {"id": existing["ID"]})
                 report.done.append(f"removed contact field {existing['FIELD_NAME']}")
+        for existing in list(self.client.pages("crm.deal.userfield.list")):
+            if self.settings.promo_code_field and \
+                    existing.get("FIELD_NAME") == self.settings.promo_code_field:
+                self.client.call("crm.deal.userfield.delete", {"id": existing["ID"]})
+                report.done.append(f"removed deal field {existing['FIELD_NAME']}")
         return report
 
     def _try(self, method: str, params: dict[str, Any]) -> bool:
@@ -124,6 +129,25 @@ class Bitrix24Installer:
                 "LIST_COLUMN_LABEL": label, "LIST_FILTER_LABEL": label, "SHOW_FILTER": "Y",
                 "EDIT_IN_LIST": "Y" if key in USER_EDITED else "N"}})
             report.done.append(f"created contact field {name} ({kind})")
+        self._deal_field(report)
+
+    def _deal_field(self, report: InstallReport) -> None:
+        """The deal's promo_code field: a manager or a web form fills it, the connector reads
+        it when the deal is won (crm.deal.userfield.add, the contact variant's format)."""
+        name = self.settings.promo_code_field
+        if not name:
+            return
+        if name in {item.get("FIELD_NAME") for item in
+                    self.client.pages("crm.deal.userfield.list")}:
+            report.done.append(f"deal field {name} exists")
+            return
+        label = {"ru": "Промокод", "en": "Promo code"}
+        self.client.call("crm.deal.userfield.add", {"fields": {
+            "FIELD_NAME": name.removeprefix(UF_PREFIX), "USER_TYPE_ID": "string",
+            "XML_ID": "LOYALTY_PROMO_CODE", "EDIT_FORM_LABEL": label,
+            "LIST_COLUMN_LABEL": label, "LIST_FILTER_LABEL": label, "SHOW_FILTER": "Y",
+            "EDIT_IN_LIST": "Y"}})
+        report.done.append(f"created deal field {name} (string)")
 
     def _events(self, report: InstallReport) -> None:
         bound = {(str(item.get("event", "")).upper(), item.get("handler"))

@@ -74,6 +74,8 @@ class Bitrix24Processor:
             # Before any purchase is settled: a newcomer's first purchase pays the referral.
             self._link_referrals(fetched)
             self.robots.refer_first(robots, fetched)
+            self.robots.promo_first(robots, fetched)
+            self.rules.promo_first(rules, fetched)
             # Every event of one deal in this group sees the same fetched state: settle it
             # once (edits come in bursts; each settle is several transactions).
             settled: dict[tuple[str, bool], Outcome] = {}
@@ -156,10 +158,13 @@ class Bitrix24Processor:
                                    categories=self.settings.deal_categories,
                                    rows=fetched.product_rows(deal_id))
         ref = self.ref(state.contact_id) if state.contact_id else None
+        field = self.settings.promo_code_field
+        code = fetched.found[key].get(field) if field else None
         results = self.ledger.settle_purchase(
             ref, state.source, state.amount, category=state.category,
             occurred_at=state.occurred_at, source_data=state.raw, actor=ACTOR,
-            comment=f"deal {deal_id}", rows=state.rows)
+            comment=f"deal {deal_id}", rows=state.rows,
+            promo_code=str(code) if code else None)
         record(self.services.db, from_results(results, deal_id=deal_id))
         if ref is not None:
             account_id = self.ledger.account_id(ref)

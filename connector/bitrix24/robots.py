@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from connector.bitrix24.fetch import Fetched
+from connector.codes import attach as promo_attach
 from connector.crm.bitrix24 import BATCH_LIMIT, Bitrix24Client
 from connector.errors import AccountNotFoundError, LedgerError
 from connector.inbox import InboxItem
@@ -25,6 +26,7 @@ from mappings.domain import ProductRow, entity_id
 
 ACCRUE, REDEEM, BALANCE = "loyalty_accrue", "loyalty_redeem", "loyalty_balance"
 REFER = "loyalty_referral"
+PROMO = "loyalty_promo"
 _MESSAGE = {"Name": {"ru": "Сообщение", "en": "Message"}, "Type": "string"}
 _BALANCE = {"Name": {"ru": "Баланс баллов", "en": "Points balance"}, "Type": "double"}
 # bizproc.robot.add definitions (api-reference/bizproc/bizproc-robot/bizproc-robot-add.md)
@@ -76,6 +78,18 @@ ROBOTS: dict[str, dict[str, Any]] = {
             "outcome": {"Name": {"ru": "Результат", "en": "Outcome"}, "Type": "string"},
             "message": _MESSAGE},
     },
+    PROMO: {
+        "NAME": {"ru": "Лояльность: промокод к сделке", "en": "Loyalty: promo code for the deal"},
+        "PROPERTIES": {
+            "code": {"Name": {"ru": "Промокод", "en": "Promo code"}, "Type": "string",
+                     "Required": "Y"},
+        },
+        "RETURN_PROPERTIES": {
+            "outcome": {"Name": {"ru": "Результат", "en": "Outcome"}, "Type": "string"},
+            "points": {"Name": {"ru": "Баллы по промокоду", "en": "Promo points"},
+                       "Type": "double"},
+            "message": _MESSAGE},
+    },
 }
 
 
@@ -85,6 +99,7 @@ class RobotRunner:
         self.client = client
         self.portal = services.settings.bitrix24.portal_key
         self.linker = Linker(services.db, services.ledger)
+        self._promo_checked: dict[str, promo_attach.Outcome] = {}
 
     def run(self, calls: list[tuple[InboxItem, b24.RobotCall]],
             fetched: Fetched) -> dict[int, Outcome]:
@@ -97,6 +112,7 @@ class RobotRunner:
                 continue
             answers.append((item, call, self.serve(call, fetched.found.get(key),
                                                    fetched.product_rows(key[1]))))
+        self._promo_checked.clear()  # what this group attached; a retried call attaches again
         for start in range(0, len(answers), BATCH_LIMIT):
             outcomes.update(self._send(answers[start:start + BATCH_LIMIT]))
         return outcomes
@@ -119,6 +135,8 @@ class RobotRunner:
                 return self._redeem(ref, call, deal, key, rows)
             if call.code == REFER:
                 return self._refer(ref, call)
+            if call.code == PROMO:
+                return self._promo(ref, call, deal)
             return self._accrue(ref, call, key)
         except (LedgerError, ValueError) as exc:
             return {"message": getattr(exc, "detail", str(exc))}
@@ -174,6 +192,36 @@ class RobotRunner:
             if call.code == REFER and contact is not None:
                 self.linker.link(AccountRef("bitrix24", self.portal, contact),
                                  call.properties.get("code"), via="bitrix24:robot")
+
+    def promo_first(self, calls: list[tuple[InboxItem, b24.RobotCall]],
+                    fetched: Fetched) -> None:
+        """Attach the codes of promo robot calls to their deals before the group's deals
+        are settled, so a deal won in the same group already uses its code."""
+        for _, call in calls:
+            deal = fetched.found.get(("deal", call.deal_id or ""))
+            contact = entity_id(deal.get("CONTACT_ID")) if deal else None
+            if call.code == PROMO and deal is not None and contact is not None:
+                self._promo_checked[call.event_token] = self._attach(
+                    AccountRef("bitrix24", self.portal, contact), call, deal)
+
+    def _attach(self, ref: AccountRef, call: b24.RobotCall, deal: dict[str, Any]
+                ) -> promo_attach.Outcome:
+        return promo_attach.attach(
+            self.services.db, self.services.ledger, b24.deal_source(self.portal, str(deal["ID"])),
+            call.properties.get("code"), ref=ref, amount=b24.parse_amount(
+                deal.get("OPPORTUNITY")), via="bitrix24:robot")
+
+    def _promo(self, ref: AccountRef, call: b24.RobotCall,
+               deal: dict[str, Any]) -> dict[str, str]:
+        checked = self._promo_checked.pop(call.event_token, None) \
+            or self._attach(ref, call, deal)
+        # Settled in this group: what the accrual made of the code.
+        used = promo_attach.used_by(self.services.db,
+                                    b24.deal_source(self.portal, str(deal["ID"])))
+        outcome = used if used is not None and used.code == checked.code else checked
+        return {"outcome": outcome.outcome, "points": str(outcome.points),
+                "message": outcome.message() if outcome.refused or outcome.outcome ==
+                "applied" else f"promo code {outcome.code}: used when the deal is won"}
 
     def _refer(self, ref: AccountRef, call: b24.RobotCall) -> dict[str, str]:
         link = self.linker.link(ref, call.properties.get("code"), via="bitrix24:robot")

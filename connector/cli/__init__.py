@@ -7,6 +7,7 @@ Exit codes: 0 done; 1 refused (ledger error, database not migrated, verify found
 
 from connector.cli import (
     card,
+    codes,
     crm,
     demo,
     doctor,
@@ -20,6 +21,6 @@ from connector.cli import (
 )
 from connector.cli.base import cli, main
 
-__all__ = ["card", "cli", "crm", "demo", "doctor", "inbox", "ledger", "main", "operations",
-           "privacy",
+__all__ = ["card", "cli", "codes", "crm", "demo", "doctor", "inbox", "ledger", "main",
+           "operations", "privacy",
            "secrets", "service", "writeback"]

@@ -98,17 +98,25 @@ def fingerprint(operation: str, ref: AccountRef, **fields: object) -> str:
 @key_option
 @click.option("--category", help="deal category / pipeline, for campaigns")
 @click.option("--comment")
+@click.option("--promo-code", help="a promo code the purchase came with")
 @pass_runtime
 def accrue(runtime: Runtime, ref: AccountRef, amount: Decimal, key: str,
-           category: str | None, comment: str | None) -> None:
+           category: str | None, comment: str | None, promo_code: str | None) -> None:
     """Record a completed purchase of AMOUNT and earn points; `reverse` finds it as KEY."""
     existed = welcome.known(runtime.services(), ref, "cli")
+    extra = {"promo_code": promo_code} if promo_code is not None else {}
     result = runtime.services().ledger.accrue(
         ref, amount, key=ledger_key(key), source=key, category=category, comment=comment,
         actor=ACTOR, fingerprint=fingerprint("accrue", ref, amount=amount, category=category,
-                                             comment=comment))
+                                             comment=comment, **extra),
+        promo_code=promo_code)
     report(result, ref)
     _welcome_if_new(runtime, ref, existed)
+    if "promo" in result.details:
+        used = result.details["promo"]
+        click.echo(f"promo code {used['code']}: " + (
+            f"+{used['points']} points ({used['campaign']})" if used["outcome"] == "applied"
+            else f"refused, {used['outcome']}: {used['detail']}"))
 
 
 @cli.command(context_settings=NUMBERS)

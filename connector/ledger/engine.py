@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from connector.codes import redeem as promo
 from connector.errors import (
     AccountNotFoundError,
     InsufficientPointsError,
@@ -121,8 +122,9 @@ class Ledger(Returns):
                source: str | None = None, category: str | None = None,
                occurred_at: datetime | None = None, comment: str | None = None,
                actor: str | None = None, source_data: dict[str, Any] | None = None,
-               fingerprint: str | None = None) -> Result:
-        """Record a completed purchase and earn points by the program."""
+               fingerprint: str | None = None, promo_code: str | None = None) -> Result:
+        """Record a completed purchase and earn points by the program (and by a promo
+        code: used once, under the key; what came of it is in the result's details)."""
         if purchase_amount <= 0:
             raise InvalidAmountError("purchase amount must be positive",
                                      amount=str(purchase_amount))
@@ -132,7 +134,8 @@ class Ledger(Returns):
             entry = self._accrue_in(session, account, purchase_amount, key=key,
                                     source=source or key, category=category,
                                     at=occurred_at or self.clock(), comment=comment,
-                                    actor=actor, source_data=source_data)
+                                    actor=actor, source_data=source_data,
+                                    promo_code=promo_code)
             return Result.of(entry, duplicate=False)
 
         return self._run(key, "accrual", ref, operation, fingerprint)
@@ -141,7 +144,8 @@ class Ledger(Returns):
                         category: str | None = None, occurred_at: datetime | None = None,
                         comment: str | None = None, actor: str | None = None,
                         source_data: dict[str, Any] | None = None,
-                        rows: Sequence[Row] | None = None) -> list[Result]:
+                        rows: Sequence[Row] | None = None,
+                        promo_code: str | None = None) -> list[Result]:
         """Bring the ledger in line with a purchase's current state in the CRM.
 
         `amount` None or not positive: the purchase does not count (lost, deleted, moved out
@@ -153,6 +157,8 @@ class Ledger(Returns):
         a changed row list re-prices the purchase as a changed amount does.
         Returns recorded against the purchase (return_purchase) come off `amount`: the CRM's
         amount is the sale, and a purchase returned in full stays returned.
+        `promo_code` (the deal's field) is used when the purchase is accrued, else a code
+        attached to the source before.
         """
         counts = amount is not None and amount > 0 and ref is not None
         with self.db.transaction(write=False) as session:
@@ -168,14 +174,16 @@ class Ledger(Returns):
             assert ref is not None and amount is not None
             results.append(self._settle(ref, source, amount, category=category,
                                         occurred_at=occurred_at, comment=comment, actor=actor,
-                                        source_data=source_data, rows=rows or None))
+                                        source_data=source_data, rows=rows or None,
+                                        promo_code=promo_code))
         return [result for result in results if result is not None]
 
     def _settle(self, ref: AccountRef, source: str, amount: Decimal | None, *,
                 category: str | None = None, occurred_at: datetime | None = None,
                 comment: str | None = None, actor: str | None = None,
                 source_data: dict[str, Any] | None = None,
-                rows: Sequence[Row] | None = None) -> Result | None:
+                rows: Sequence[Row] | None = None,
+                promo_code: str | None = None) -> Result | None:
         with self.db.transaction() as session:
             account = self._account(session, ref, create=amount is not None)
             entries = self._source_entries(session, account, source)
@@ -197,7 +205,7 @@ class Ledger(Returns):
                 entry = self._accrue_in(session, account, amount, key=key, source=source,
                                         category=category, at=occurred_at or self.clock(),
                                         comment=comment, actor=actor, source_data=source_data,
-                                        rows=rows)
+                                        rows=rows, promo_code=promo_code)
             elif to_minor(amount) <= returned:
                 entry = self._reverse_in(session, account, source, key=key, comment=comment,
                                          actor=actor, source_data=source_data, entries=entries)
@@ -431,6 +439,21 @@ class Ledger(Returns):
                     available = from_minor(lots.spendable(session, account, now))
         return self.program.preview(purchase_amount, tier=tier, available=available, at=now,
                                     category=category, rows=rows)
+
+    def check_promo(self, raw: str, purchase_amount: Decimal, ref: AccountRef | None = None,
+                    *, category: str | None = None) -> promo.Outcome:
+        """What a promo code would give this purchase now, or why it would be refused;
+        writes nothing."""
+        if purchase_amount <= 0:
+            raise InvalidAmountError("purchase amount must be positive")
+        now = self.clock()
+        with self.db.transaction(write=False) as session:
+            account = self._find(session, ref, lock=False) if ref is not None else None
+            tier = self.program.tier_named(account.tier if account else None)
+            earning = self.program.earn(purchase_amount, tier=tier, at=now, category=category)
+            return promo.check(session, self.program, raw,
+                               account_id=account.id if account else None,
+                               amount=purchase_amount, earning=earning, at=now)
 
     def verify(self) -> tuple[int, list[queries.Mismatch]]:
         with self.db.transaction(write=False) as session:

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from connector.codes import redeem as promo
 from connector.db import Database, utcnow
 from connector.errors import (
     AccountNotFoundError,
@@ -234,14 +235,29 @@ class Postings:
     def _accrue_in(self, session: Session, account: Account, amount: Decimal, *, key: str,
                    source: str, category: str | None, at: datetime, comment: str | None,
                    actor: str | None, source_data: dict[str, Any] | None,
-                   rows: Sequence[Row] | None = None) -> Entry:
+                   rows: Sequence[Row] | None = None,
+                   promo_code: str | None = None) -> Entry:
         """A completed purchase: points by the account's current tier, campaigns, product
-        rules (with `rows`), referral."""
+        rules (with `rows`), referral, and a promo code's points (its own or one attached to
+        the purchase before)."""
         now = self.clock()
         first_purchase = account.first_purchase_at is None
         earning = self.program.earn(amount, tier=self.program.tier_named(account.tier), at=at,
                                     category=category, rows=rows)
         details: dict[str, Any] = {**earning.breakdown, "category": category}
+        code = promo_code if promo_code and promo_code.strip() else promo.attached(session,
+                                                                                   source)
+        code_points, redemption = Decimal("0.00"), None
+        if code:
+            used, redemption = promo.apply(session, self.program, code, account_id=account.id,
+                                           source=source, amount=amount, earning=earning,
+                                           at=at, now=now)
+            details["promo"] = used.as_json()
+            if not used.refused:
+                # Part of the accrual: a return takes it back with the purchase, a re-price
+                # keeps it as it was granted (promo_points).
+                code_points = used.points
+                details["promo_points"] = str(code_points)
         # The tier query runs before the account changes, so the row is written once.
         counted = amount if at >= self.program.tier_window_start(now) else Decimal(0)
         tier_up = self._upgrade_tier(session, account, extra_spend=counted, now=now)
@@ -251,11 +267,13 @@ class Postings:
         account.purchase_total += to_minor(amount)
         account.first_purchase_at = min(filter(None, [account.first_purchase_at, at]))
         account.last_purchase_at = max(filter(None, [account.last_purchase_at, at]))
-        entry = self._post(session, account, "accrual", to_minor(earning.points), key=key,
-                           source=source, occurred_at=at, comment=comment, actor=actor,
-                           details=details, source_data=source_data,
+        entry = self._post(session, account, "accrual", to_minor(earning.points + code_points),
+                           key=key, source=source, occurred_at=at, comment=comment,
+                           actor=actor, details=details, source_data=source_data,
                            purchase_amount=to_minor(amount), purchase_count=1, purchase_at=at)
-        self._credit(session, account, entry, earning.points, pending=True)
+        self._credit(session, account, entry, earning.points + code_points, pending=True)
+        if redemption is not None:
+            redemption.entry_id = entry.id
         if first_purchase and account.referred_by_id:
             self._pay_referral(session, account, entry, at)
         return entry
@@ -330,7 +348,8 @@ class Postings:
         multiplier = Decimal(terms.get("multiplier", "1"))
         points = self.program.points_for_rows(rows, rate, multiplier) if rows \
             else self.program.points_for(amount, rate, multiplier)
-        target = to_minor(points + Decimal(terms.get("extra_points", "0")))
+        code_points = Decimal(terms.get("promo_points", "0"))
+        target = to_minor(points + Decimal(terms.get("extra_points", "0")) + code_points)
         delta = target - (sum(e.amount for e in entries) - sum(e.shortfall for e in entries))
         spend_delta = to_minor(amount) - sum(e.purchase_amount or 0 for e in entries)
         account.purchase_total += spend_delta
@@ -339,6 +358,8 @@ class Postings:
                                    "rows_digest": digest(rows) if rows else None}
         if rows:
             details["rows"] = [r.as_json() for r in self.program.row_rates(rows, rate)]
+        if code_points:
+            details["promo_points"] = str(code_points)
         if delta < 0:
             return self._move(session, account, delta, key=key, source=source,
                               entries=entries, comment=comment, actor=actor, details=details,

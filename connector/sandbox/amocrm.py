@@ -48,6 +48,7 @@ class Account:
     # catalogs-api: elements of lists (the products catalog among them), by id
     elements: dict[int, dict[str, Any]] = field(default_factory=dict)
     custom_fields: list[dict[str, Any]] = field(default_factory=list)
+    lead_fields: list[dict[str, Any]] = field(default_factory=list)  # /api/v4/leads/custom_fields
     webhooks: list[dict[str, Any]] = field(default_factory=list)
     notes: list[dict[str, Any]] = field(default_factory=list)
     contact_patches: list[list[dict[str, Any]]] = field(default_factory=list)
@@ -149,14 +150,15 @@ class FakeAmoCRM:
         return self.state.contacts[contact_id]
 
     def put_lead(self, lead_id: int, *, contact: int | None, price: int, status: int = 142,
-                 pipeline: int = 3104455) -> dict[str, Any]:
+                 pipeline: int = 3104455,
+                 custom_fields_values: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         contacts = [{"id": contact, "is_main": True}] if contact else []
         now = self.tick()
         self.state.leads[lead_id] = {
             "id": lead_id, "name": f"Lead {lead_id}", "price": price, "status_id": status,
             "pipeline_id": pipeline, "created_at": now, "updated_at": now,
             "closed_at": now if status in (142, 143) else None, "is_deleted": False,
-            "custom_fields_values": None, "account_id": 28805383,
+            "custom_fields_values": custom_fields_values, "account_id": 28805383,
             "_embedded": {"tags": [], "companies": [], "contacts": contacts}}
         return self.state.leads[lead_id]
 
@@ -440,23 +442,32 @@ class FakeAmoCRM:
         return 202, {"_links": {"self": {"href": "/api/v2/salesbot/run", "method": "post"}},
                      "success": True}
 
+    def _fields_of(self, path: str) -> list[dict[str, Any]]:
+        """Each entity has its own fields: /api/v4/{contacts|leads}/custom_fields."""
+        return self.state.lead_fields if path.startswith("/api/v4/leads/") \
+            else self.state.custom_fields
+
     def fields_list(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
         return self._page(path, {**params, "limit": 50}, "custom_fields",
-                          self.state.custom_fields)
+                          self._fields_of(path))
 
     def fields_add(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
         created = []
+        fields = self._fields_of(path)
+        entity = "leads" if fields is self.state.lead_fields else "contacts"
         for item in body:
-            if any(f["code"] == item.get("code") for f in self.state.custom_fields):
+            if any(f["code"] == item.get("code") for f in fields):
                 return 400, {"title": "Bad Request", "status": 400, "detail": "code is taken"}
-            row = {"id": 700000 + len(self.state.custom_fields), **item}
-            self.state.custom_fields.append(row)
+            row = {"id": (800000 if entity == "leads" else 700000) + len(fields),
+                   "entity_type": entity, **item}
+            fields.append(row)
             created.append(row)
         return 201, {"_total_items": len(created), "_embedded": {"custom_fields": created}}
 
     def field_delete(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
         field_id = int(path.rsplit("/", 1)[1])
-        self.state.custom_fields = [f for f in self.state.custom_fields if f["id"] != field_id]
+        fields = self._fields_of(path)
+        fields[:] = [f for f in fields if f["id"] != field_id]
         return 204, None
 
     def webhooks_list(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
@@ -515,6 +526,9 @@ ROUTES: dict[str, Callable[..., tuple[int, Any]]] = {
     "GET /api/v4/contacts/custom_fields": FakeAmoCRM.fields_list,
     "POST /api/v4/contacts/custom_fields": FakeAmoCRM.fields_add,
     "DELETE /api/v4/contacts/custom_fields/{id}": FakeAmoCRM.field_delete,
+    "GET /api/v4/leads/custom_fields": FakeAmoCRM.fields_list,
+    "POST /api/v4/leads/custom_fields": FakeAmoCRM.fields_add,
+    "DELETE /api/v4/leads/custom_fields/{id}": FakeAmoCRM.field_delete,
     "GET /api/v4/webhooks": FakeAmoCRM.webhooks_list,
     "POST /api/v4/webhooks": FakeAmoCRM.webhooks_add,
     "DELETE /api/v4/webhooks": FakeAmoCRM.webhooks_delete,

@@ -1,7 +1,7 @@
 """erasures: the log of personal data erased (who, why, what was removed; no personal data)
 
 Revision ID: 0019
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-06
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import connector.schema
 
 revision = "0019"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
