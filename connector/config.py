@@ -360,6 +360,36 @@ class Tier(_Section):
     min_spend: Money = Decimal(0)
     rate: Share
     discount_percent: Annotated[Decimal, Field(ge=0, le=100)] = Decimal(0)
+    perks: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, description="what the tier gives beyond points, as customers read "
+                                          "it: card page and the CRM's perks field")
+
+
+class Reward(_Section):
+    """A catalogue reward customers pay for with points (connector.rewards)."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,47}$",
+                    description="stable slug: claims, robots and actions name the reward by it")
+    name: str = Field(min_length=1, max_length=128)
+    cost: Annotated[Decimal, Field(gt=0, decimal_places=2)]
+    stock: int | None = Field(None, ge=0, description="how many there are; unset: no limit")
+    per_customer: int | None = Field(None, ge=1, description="claims per customer; unset: any")
+    tier: str | None = Field(None, description="the least tier that may claim it")
+    starts: datetime | None = None
+    ends: datetime | None = None
+
+    @field_validator("starts", "ends")
+    @classmethod
+    def _naive(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            raise ValueError("give a local time without offset; program.timezone applies")
+        return value
+
+    @model_validator(mode="after")
+    def _window(self) -> Reward:
+        if self.starts and self.ends and self.ends <= self.starts:
+            raise ValueError("ends must be after starts")
+        return self
 
 
 class Campaign(_Section):
@@ -406,6 +436,7 @@ class ProgramSettings(_Section):
     tier_period_days: int = Field(365, ge=1)
     tier_grace_days: int = Field(0, ge=0, description="no downgrade this long after a change")
     campaigns: list[Campaign] = Field(default_factory=list)
+    rewards: list[Reward] = Field(default_factory=list)
     welcome_bonus: Points = Decimal(0)
     birthday_bonus: Points = Decimal(0)
     anniversary_bonus: Points = Decimal(0)
@@ -456,6 +487,18 @@ class ProgramSettings(_Section):
         if len(set(names)) != len(names):
             raise ValueError("tier names must be unique")
         return tiers
+
+    @model_validator(mode="after")
+    def _rewards(self) -> ProgramSettings:
+        ids = [reward.id for reward in self.rewards]
+        if len(set(ids)) != len(ids):
+            raise ValueError("program.rewards: each reward needs its own id")
+        names = [tier.name for tier in self.tiers]
+        for reward in self.rewards:
+            if reward.tier is not None and reward.tier not in names:
+                raise ValueError(f"program.rewards {reward.id}: unknown tier {reward.tier!r} "
+                                 f"(one of {', '.join(names)})")
+        return self
 
     @field_validator("bonuses")
     @classmethod

@@ -6,7 +6,8 @@ from connector.inbox import InboxEvent
 from connector.job_runs import JobRun
 from connector.ledger import models as ledger_models
 from connector.referrals import models as referral_models
+from connector.rewards import models as reward_models
 from connector.schema import Base
 
 __all__ = ["Base", "InboxEvent", "JobRun", "card_models", "crm_models", "ledger_models",
-           "referral_models"]
+           "referral_models", "reward_models"]
