@@ -28,8 +28,9 @@ POINTS_ACCRUED = "loyalty_points_accrued"
 ANNIVERSARY = "loyalty_anniversary"
 POINTS_AVAILABLE = "loyalty_points_available"
 REFERRAL_REWARDED = "loyalty_referral_rewarded"
+REWARD_CLAIMED = "loyalty_reward_claimed"
 CODES = (TIER_UP, TIER_DOWN, POINTS_EXPIRING, BIRTHDAY, WELCOME, POINTS_ACCRUED, ANNIVERSARY,
-         POINTS_AVAILABLE, REFERRAL_REWARDED)
+         POINTS_AVAILABLE, REFERRAL_REWARDED, REWARD_CLAIMED)
 NAMES = {
     TIER_UP: "Loyalty: tier upgraded",
     TIER_DOWN: "Loyalty: tier downgraded",
@@ -40,6 +41,7 @@ NAMES = {
     ANNIVERSARY: "Loyalty: first-purchase anniversary bonus granted",
     POINTS_AVAILABLE: "Loyalty: pending points became available",
     REFERRAL_REWARDED: "Loyalty: referral bonus for a friend's first purchase",
+    REWARD_CLAIMED: "Loyalty: reward claimed, hand it over",
 }
 
 YEARLY = {"birthday": BIRTHDAY, "anniversary": ANNIVERSARY}

@@ -25,6 +25,8 @@ from connector.errors import (
     LedgerError,
     NothingToReverseError,
     RedemptionCapError,
+    RewardNotFoundError,
+    RewardRefusedError,
     UnknownBonusError,
 )
 from webhooks import outage
@@ -37,6 +39,8 @@ LEDGER_STATUS: tuple[tuple[type[LedgerError], int], ...] = (
     (InsufficientPointsError, 409),
     (IdempotencyConflictError, 409),
     (NothingToReverseError, 409),
+    (RewardNotFoundError, 404),
+    (RewardRefusedError, 409),
     (RedemptionCapError, 422),
     (InvalidAmountError, 400),
     (UnknownBonusError, 400),
