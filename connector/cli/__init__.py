@@ -12,11 +12,12 @@ from connector.cli import (
     inbox,
     ledger,
     operations,
+    rewards,
     secrets,
     service,
     writeback,
 )
 from connector.cli.base import cli, main
 
-__all__ = ["card", "cli", "crm", "doctor", "inbox", "ledger", "main", "operations", "secrets",
-           "service", "writeback"]
+__all__ = ["card", "cli", "crm", "doctor", "inbox", "ledger", "main", "operations", "rewards",
+           "secrets", "service", "writeback"]
