@@ -295,13 +295,17 @@ class AmoCRMTrigger(_Section):
     lead_tag: bool = Field(False, description="also tag the contact's latest lead")
     salesbot_id: int | None = Field(None, description="Salesbot run for the contact")
     note: bool = Field(False, description="a note on the contact")
+    task: bool = Field(False, description="a task on the contact for its responsible user")
 
 
 def _default_amocrm_triggers() -> dict[str, AmoCRMTrigger]:
     codes = ("loyalty_tier_up", "loyalty_tier_down", "loyalty_points_expiring",
              "loyalty_birthday", "loyalty_welcome", "loyalty_points_accrued",
              "loyalty_anniversary", "loyalty_points_available", "loyalty_referral_rewarded")
-    return {code: AmoCRMTrigger(tag=code) for code in codes}
+    # A claimed reward is staff's to hand over: a note and a task say which and by what code.
+    return {**{code: AmoCRMTrigger(tag=code) for code in codes},
+            "loyalty_reward_claimed": AmoCRMTrigger(tag="loyalty_reward_claimed", note=True,
+                                                    task=True)}
 
 
 class AmoCRMSettings(_Section):

@@ -97,6 +97,7 @@ class Due:
     contact_id: str
     code: str
     deal_id: str | None
+    transition: str = ""
 
 
 def due(db: Database, crm: str, portal: str, limit: int) -> list[Due]:
@@ -104,7 +105,7 @@ def due(db: Database, crm: str, portal: str, limit: int) -> list[Due]:
     with db.transaction(write=False) as session:
         rows = session.execute(
             select(TriggerEvent.id, TriggerEvent.account_id, Account.contact_id,
-                   TriggerEvent.code, TriggerEvent.deal_id)
+                   TriggerEvent.code, TriggerEvent.deal_id, TriggerEvent.transition)
             .join(Account, Account.id == TriggerEvent.account_id)
             .where(TriggerEvent.status == "pending", Account.crm == crm,
                    Account.portal == portal)
