@@ -144,11 +144,11 @@ class Claims(Postings):
             raise RewardRefusedError(
                 f"{reward.name} is for {reward.min_tier} customers and above; this one is "
                 f"{account.tier}", reason="tier", reward=reward.slug, tier=reward.min_tier)
-        if reward.per_customer is not None and \
-                open_claims(session, reward.id, account.id) >= reward.per_customer:
+        held = open_claims(session, reward.id, account.id) if reward.per_customer else 0
+        if reward.per_customer is not None and held >= reward.per_customer:
             raise RewardRefusedError(
-                f"{reward.name} may be claimed {reward.per_customer} time(s) per customer, "
-                "and this customer has", reason="limit", reward=reward.slug)
+                f"{reward.name}: at most {reward.per_customer} per customer, and this customer "
+                f"has claimed {held}", reason="limit", reward=reward.slug)
         if reward.stock_left == 0:
             raise RewardRefusedError(f"{reward.name} is out of stock", reason="stock",
                                      reward=reward.slug)
