@@ -25,6 +25,7 @@ from connector.ledger.models import ENTRY_KINDS, Account, Entry
 from connector.money import from_minor
 from connector.program import Program
 from connector.referrals import stats as referrals
+from connector.rewards import stats as rewards
 
 RATE_QUANTUM = Decimal("0.0001")
 MONEY_QUANTUM = Decimal("0.01")
@@ -60,6 +61,11 @@ class ProgramStats:
     referrals_invited: int = 0
     referrals_converted: int = 0
     referral_points: Decimal = Decimal("0.00")
+    # Rewards claimed in the period (cancelled ones left out), the points they took, and
+    # the claims still to hand over now.
+    rewards_claimed: int = 0
+    reward_points: Decimal = Decimal("0.00")
+    rewards_open: int = 0
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -91,6 +97,7 @@ def program_stats(session: Session, program: Program, *, since: datetime,
     moved, purchase_minor, purchases = _movements(session, since, until)
     active, previous, retained = _activity(session, since, until)
     friends = referrals.in_period(session, since, until)
+    claims = rewards.in_period(session, since, until)
     average = None
     if purchases > 0:
         average = (from_minor(purchase_minor) / purchases).quantize(MONEY_QUANTUM, ROUND_HALF_UP)
@@ -117,6 +124,9 @@ def program_stats(session: Session, program: Program, *, since: datetime,
         referrals_invited=friends.invited,
         referrals_converted=friends.converted,
         referral_points=friends.points_paid,
+        rewards_claimed=claims.claimed,
+        reward_points=claims.points,
+        rewards_open=claims.open,
     )
 
 
@@ -215,5 +225,7 @@ def format_stats(stats: ProgramStats, zone: ZoneInfo) -> list[str]:
         ("tiers", ", ".join(f"{name} {count}" for name, count in stats.tiers.items())),
         ("referrals", f"{stats.referrals_invited} invited, {stats.referrals_converted} "
                       f"converted, {stats.referral_points} points paid"),
+        ("rewards", f"{stats.rewards_claimed} claimed, {stats.reward_points} points spent, "
+                    f"{stats.rewards_open} to hand over"),
     ]
     return [f"{label:<14} {value}" for label, value in rows]

@@ -4,7 +4,7 @@ cancelling, on SQLite and PostgreSQL; concurrent claims of a scarce reward."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 from typing import Any
 
@@ -19,6 +19,7 @@ from connector.ledger.views import AccountRef
 from connector.rewards import codes
 from connector.rewards.claims import Claimed
 from connector.services import Services
+from connector.stats import format_stats, program_stats
 from connector.triggers import REWARD_CLAIMED
 from tests.conftest import Clock, fresh_services
 from tests.test_concurrency import in_parallel
@@ -225,3 +226,20 @@ def test_claim_codes_are_normalised() -> None:
     code = codes.new_code()
     assert codes.normalize(f" {code[:5].lower()}-{code[5:]} ") == code
     assert codes.normalize("O0O0O0O0O0") is None and codes.normalize("short") is None
+
+
+def test_stats_count_claims_and_the_points_they_took(services: Services, clock: Clock) -> None:
+    fund(services, REF, "300")
+    services.claims.claim(REF, "mug", key="a", via="cli")
+    kept = services.claims.claim(REF, "sticker", key="b", via="cli")
+    dropped = services.claims.claim(REF, "sticker", key="c", via="cli")
+    services.claims.cancel(dropped.claim.code)
+    services.claims.handed(kept.claim.code)
+    since, until = clock.now - timedelta(days=1), clock.now + timedelta(days=1)
+    with services.db.transaction(write=False) as session:
+        figures = program_stats(session, services.program, since=since, until=until)
+    assert (figures.rewards_claimed, figures.reward_points, figures.rewards_open) == (
+        2, D("105.50"), 1)
+    assert figures.as_json()["reward_points"] == "105.50"
+    assert "rewards        2 claimed, 105.50 points spent, 1 to hand over" in format_stats(
+        figures, services.program.zone)

@@ -124,3 +124,13 @@ def test_not_enough_points_and_no_account(client: FlaskClient, services: Service
     poor = client.post("/api/v1/rewards/mug/claim", headers=AUTH, json={**WHO, "key": "b"})
     assert poor.status_code == 409 and poor.json["reason"] == "points"
     assert poor.json["available"] == "50.00"
+
+
+def test_the_dashboard_counts_claims(client: FlaskClient, services: Services,
+                                     clock: Clock) -> None:
+    services.ledger.adjust(ANNA, D("150"), key="fund", reason="test")
+    services.claims.claim(ANNA, "mug", key="one", via="api")
+    clock.advance(minutes=1)  # the period ends now, and excludes its end
+    html = client.get("/dashboard", headers=AUTH).get_data(as_text=True)
+    assert 'id="kpi-rewards">1<' in html and 'id="kpi-rewards-open">1<' in html
+    assert "100 points spent on rewards" in html
