@@ -156,6 +156,7 @@ def _default_bitrix24_fields() -> dict[str, str]:
         "card_url": "UF_CRM_LOYALTY_CARD_URL",
         "referral_code": "UF_CRM_LOYALTY_REFERRAL_CODE",
         "referred_by": "UF_CRM_LOYALTY_REFERRED_BY",
+        "perks": "UF_CRM_LOYALTY_PERKS",
     }
 
 
@@ -285,6 +286,7 @@ def _default_amocrm_fields() -> dict[str, str]:
         "card_url": "LOYALTY_CARD_URL",
         "referral_code": "LOYALTY_REFERRAL_CODE",
         "referred_by": "LOYALTY_REFERRED_BY",
+        "perks": "LOYALTY_PERKS",
     }
 
 

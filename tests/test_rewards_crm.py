@@ -24,6 +24,8 @@ from tests.test_bitrix24_e2e import EVENTS_URL, Harness
 ACTIONS = "Act10nsSecret0123456789"
 FORM = "application/x-www-form-urlencoded"
 REWARDS = [{"id": "mug", "name": "Branded mug", "cost": 60, "stock": 5, "per_customer": 1}]
+TIERS = [{"name": "Bronze", "rate": "0.03", "perks": ["Free coffee", "Parking"]},
+         {"name": "Gold", "min_spend": 100000, "rate": "0.07", "perks": ["Free delivery"]}]
 
 
 def b24(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal) -> Settings:
@@ -32,14 +34,15 @@ def b24(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal) -> Settin
                 "timeout_seconds": 2, "actions_secret": ACTIONS,
                 "triggers": {"loyalty_reward_claimed": {"code": "rewardclaim"}}}
     return make_settings(tmp_path, database_url, bitrix24=bitrix24,
-                         program={"welcome_bonus": "100", "rewards": REWARDS})
+                         program={"welcome_bonus": "100", "rewards": REWARDS,
+                                  "tiers": TIERS})
 
 
 @pytest.fixture
 def portal() -> Iterator[FakeBitrix24Portal]:
     with FakeBitrix24Portal(clock=ManualClock()) as fake:
-        fake.bind_event("ONCRMDEALUPDATE", EVENTS_URL)
-        fake.bind_event("ONCRMCONTACTADD", EVENTS_URL)
+        for event in ("ONCRMDEALADD", "ONCRMDEALUPDATE", "ONCRMCONTACTADD"):
+            fake.bind_event(event, EVENTS_URL)
         fake.add_webhook_trigger("rewardclaim")
         yield fake
 
@@ -116,7 +119,7 @@ def amo(tmp_path: Path, database_url: str, account: FakeAmoCRM,
                               "subdomain": "example", "webhook_secret": AMO_SECRET,
                               "long_lived_token": "long-lived-token", "timeout_seconds": 2}
     settings = make_settings(tmp_path, database_url, amocrm=amocrm,
-                             program={"rewards": REWARDS})
+                             program={"rewards": REWARDS, "tiers": TIERS})
     services = fresh_services(settings, clock=clock)
     yield AmoHarness(account, services, account.clock, clock)
     services.close()
@@ -153,3 +156,27 @@ def test_amocrm_pipeline_action_claims_and_staff_get_a_note_and_a_task(
     assert amo.balance(ref) == D("40.00") and len(amo.account.state.tasks) == 1
     refusal = amo.account.state.notes[-1]["params"]["text"]
     assert refusal.endswith("at most 1 per customer, and this customer has claimed 1")
+
+
+def test_bitrix24_install_creates_the_perks_field_and_write_back_fills_it(h: Harness) -> None:
+    report = h.connector.installer.install()
+    assert any("UF_CRM_LOYALTY_PERKS" in line and "created contact field" in line
+               for line in report.lines()), report.lines()
+    anna = h.portal.add_contact(NAME="Anna")
+    h.process()
+    assert h.field(anna, "perks") == "Free coffee; Parking"
+    h.portal.add_deal(contact_ids=[anna], STAGE_ID="WON", OPPORTUNITY="150000.00")
+    h.process()
+    assert h.services.ledger.account(h.ref(anna)).tier == "Gold"
+    assert h.field(anna, "perks") == "Free delivery"
+
+
+def test_amocrm_write_back_fills_the_perks_field(amo: AmoHarness) -> None:
+    contact = 10971465
+    amo.account.put_contact(contact)
+    amo.account.put_lead(1, contact=contact, price=1000)
+    amo.hook("leads", "status", status(1))
+    amo.process()
+    [patch] = amo.account.state.contact_patches[-1]
+    values = {f["field_code"]: f["values"][0]["value"] for f in patch["custom_fields_values"]}
+    assert values["LOYALTY_PERKS"] == "Free coffee; Parking"
