@@ -243,3 +243,13 @@ def test_stats_count_claims_and_the_points_they_took(services: Services, clock: 
     assert figures.as_json()["reward_points"] == "105.50"
     assert "rewards        2 claimed, 105.50 points spent, 1 to hand over" in format_stats(
         figures, services.program.zone)
+
+
+def test_a_claim_reversed_by_its_key_is_not_paid_back_twice(services: Services) -> None:
+    fund(services, REF, "100")
+    claimed = services.claims.claim(REF, "sticker", key="api:s1", via="api")
+    services.ledger.reverse(REF, "api:s1", key="undo")
+    assert services.ledger.account(REF).balance == D("100.00")
+    assert services.claims.cancel(claimed.claim.code).status == "cancelled"
+    assert services.ledger.account(REF).balance == D("100.00")  # not 105.50
+    assert services.ledger.verify() == (1, [])

@@ -217,11 +217,17 @@ class Claims(Postings):
             if claim.status == "issued":
                 paid = session.get(Entry, claim.entry_id)
                 assert paid is not None
-                entry = self._post(session, account, "reversal", claim.cost,
-                                   key=f"reward:cancel:{claim.id}", source=paid.source,
-                                   occurred_at=self.clock(), comment=paid.comment, actor=actor,
-                                   details={"reward_cancelled": claim.code})
-                self._refund(session, account, entry, claim.cost, spent_by=[claim.entry_id])
+                # What the claim's source still owes back: all of it, unless a reversal of
+                # that source (reverse, by its key) already gave the points back.
+                owed = -sum(e.amount for e in self._source_entries(session, account,
+                                                                   paid.source or ""))
+                if owed > 0:
+                    entry = self._post(session, account, "reversal", owed,
+                                       key=f"reward:cancel:{claim.id}", source=paid.source,
+                                       occurred_at=self.clock(), comment=paid.comment,
+                                       actor=actor, details={"reward_cancelled": claim.code})
+                    self._refund(session, account, entry, owed, spent_by=[claim.entry_id])
+                    claim.cancel_entry_id = entry.id
                 session.execute(update(models.Reward)
                                 .where(models.Reward.id == claim.reward_id,
                                        models.Reward.stock_left.is_not(None))
@@ -229,7 +235,6 @@ class Claims(Postings):
                                 .execution_options(synchronize_session=False))
                 claim.status = "cancelled"
                 claim.cancelled_at = self.clock()
-                claim.cancel_entry_id = entry.id
         return self.get(claim.code)
 
     def _row(self, session: Session, code: str, *, lock: bool = False) -> Any:
