@@ -159,6 +159,7 @@ def _default_bitrix24_fields() -> dict[str, str]:
         "card_url": "UF_CRM_LOYALTY_CARD_URL",
         "referral_code": "UF_CRM_LOYALTY_REFERRAL_CODE",
         "referred_by": "UF_CRM_LOYALTY_REFERRED_BY",
+        "perks": "UF_CRM_LOYALTY_PERKS",
     }
 
 
@@ -291,6 +292,7 @@ def _default_amocrm_fields() -> dict[str, str]:
         "card_url": "LOYALTY_CARD_URL",
         "referral_code": "LOYALTY_REFERRAL_CODE",
         "referred_by": "LOYALTY_REFERRED_BY",
+        "perks": "LOYALTY_PERKS",
     }
 
 
@@ -301,13 +303,17 @@ class AmoCRMTrigger(_Section):
     lead_tag: bool = Field(False, description="also tag the contact's latest lead")
     salesbot_id: int | None = Field(None, description="Salesbot run for the contact")
     note: bool = Field(False, description="a note on the contact")
+    task: bool = Field(False, description="a task on the contact for its responsible user")
 
 
 def _default_amocrm_triggers() -> dict[str, AmoCRMTrigger]:
     codes = ("loyalty_tier_up", "loyalty_tier_down", "loyalty_points_expiring",
              "loyalty_birthday", "loyalty_welcome", "loyalty_points_accrued",
              "loyalty_anniversary", "loyalty_points_available", "loyalty_referral_rewarded")
-    return {code: AmoCRMTrigger(tag=code) for code in codes}
+    # A claimed reward is staff's to hand over: a note and a task say which and by what code.
+    return {**{code: AmoCRMTrigger(tag=code) for code in codes},
+            "loyalty_reward_claimed": AmoCRMTrigger(tag="loyalty_reward_claimed", note=True,
+                                                    task=True)}
 
 
 class AmoCRMSettings(_Section):
@@ -388,6 +394,36 @@ class Tier(_Section):
     min_spend: Money = Decimal(0)
     rate: Share
     discount_percent: Annotated[Decimal, Field(ge=0, le=100)] = Decimal(0)
+    perks: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, description="what the tier gives beyond points, as customers read "
+                                          "it: card page and the CRM's perks field")
+
+
+class Reward(_Section):
+    """A catalogue reward customers pay for with points (connector.rewards)."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,47}$",
+                    description="stable slug: claims, robots and actions name the reward by it")
+    name: str = Field(min_length=1, max_length=128)
+    cost: Annotated[Decimal, Field(gt=0, decimal_places=2)]
+    stock: int | None = Field(None, ge=0, description="how many there are; unset: no limit")
+    per_customer: int | None = Field(None, ge=1, description="claims per customer; unset: any")
+    tier: str | None = Field(None, description="the least tier that may claim it")
+    starts: datetime | None = None
+    ends: datetime | None = None
+
+    @field_validator("starts", "ends")
+    @classmethod
+    def _naive(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            raise ValueError("give a local time without offset; program.timezone applies")
+        return value
+
+    @model_validator(mode="after")
+    def _window(self) -> Reward:
+        if self.starts and self.ends and self.ends <= self.starts:
+            raise ValueError("ends must be after starts")
+        return self
 
 
 class Campaign(_Section):
@@ -508,6 +544,7 @@ class ProgramSettings(_Section):
     tier_grace_days: int = Field(0, ge=0, description="no downgrade this long after a change")
     campaigns: list[Campaign] = Field(default_factory=list)
     promo: list[Promo] = Field(default_factory=list, description="promo code campaigns")
+    rewards: list[Reward] = Field(default_factory=list)
     welcome_bonus: Points = Decimal(0)
     welcome_on: list[Literal["crm", "api", "cli"]] = Field(
         default_factory=lambda: ["crm"],
@@ -565,6 +602,18 @@ class ProgramSettings(_Section):
         if len(set(names)) != len(names):
             raise ValueError("tier names must be unique")
         return tiers
+
+    @model_validator(mode="after")
+    def _rewards(self) -> ProgramSettings:
+        ids = [reward.id for reward in self.rewards]
+        if len(set(ids)) != len(ids):
+            raise ValueError("program.rewards: each reward needs its own id")
+        names = [tier.name for tier in self.tiers]
+        for reward in self.rewards:
+            if reward.tier is not None and reward.tier not in names:
+                raise ValueError(f"program.rewards {reward.id}: unknown tier {reward.tier!r} "
+                                 f"(one of {', '.join(names)})")
+        return self
 
     @field_validator("bonuses")
     @classmethod

@@ -11,6 +11,8 @@
      │    ├── NothingToReverseError      the source has nothing on the account (yet)
      │    ├── ReturnTooLargeError        a return exceeds what is left of its purchase
      │    ├── ReferralRefusedError       a referral that cannot stand (self, cycle, late)
+ │    ├── RewardRefusedError         a reward claim refused; `reason` says why
+ │    ├── RewardNotFoundError        no such reward or claim
      │    └── IdempotencyConflictError   same key, different request
      ├── StorageError              the database is not usable (unreachable, not migrated)
      │    ├── DatabaseUnavailableError  it does not answer now: give work back, retry later
@@ -41,6 +43,8 @@ __all__ = [
     "ReferralRefusedError",
     "RetriableCRMError",
     "ReturnTooLargeError",
+    "RewardNotFoundError",
+    "RewardRefusedError",
     "SealError",
     "SkippableRecordError",
     "StorageError",
@@ -136,6 +140,23 @@ class ReferralRefusedError(LedgerError):
     def __init__(self, detail: str, *, reason: str, **context: object) -> None:
         self.reason = reason
         super().__init__(detail, reason=reason, **context)
+
+
+class RewardRefusedError(LedgerError):
+    """A reward that cannot be claimed (or a claim that cannot change); `reason`: "points",
+    "stock", "limit", "tier", "window", "disabled", or for a claim "handed", "cancelled"."""
+
+    code = "reward_refused"
+
+    def __init__(self, detail: str, *, reason: str, **context: object) -> None:
+        self.reason = reason
+        super().__init__(detail, reason=reason, **context)
+
+
+class RewardNotFoundError(LedgerError):
+    """No reward with that id, or no claim with that code."""
+
+    code = "reward_not_found"
 
 
 class IdempotencyConflictError(LedgerError):

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from connector.bitrix24.connector import Bitrix24Connector
     from connector.card.links import CardLinks
     from connector.metrics import Metrics
+    from connector.rewards.catalogue import Catalogue
+    from connector.rewards.claims import Claims
     from connector.worker import Processor
 
 
@@ -77,6 +79,20 @@ class Services:
         from connector.card.links import CardLinks
 
         return CardLinks(self.db, self.settings, clock=self.inbox.clock)
+
+    @cached_property
+    def rewards(self) -> Catalogue:
+        """The rewards catalogue, [[program.rewards]] brought into the database on first use."""
+        from connector.rewards.catalogue import Catalogue
+
+        return Catalogue(self.db, self.settings.program, clock=self.ledger.clock)
+
+    @cached_property
+    def claims(self) -> Claims:
+        """Claiming rewards for points, handing them over, cancelling."""
+        from connector.rewards.claims import Claims
+
+        return Claims(self.db, self.program, self.rewards, clock=self.ledger.clock)
 
     @cached_property
     def bitrix24(self) -> Bitrix24Connector | None:

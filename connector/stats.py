@@ -26,6 +26,7 @@ from connector.ledger.models import ENTRY_KINDS, Account, Entry
 from connector.money import from_minor
 from connector.program import Program
 from connector.referrals import stats as referrals
+from connector.rewards import stats as rewards
 
 RATE_QUANTUM = Decimal("0.0001")
 MONEY_QUANTUM = Decimal("0.01")
@@ -69,6 +70,11 @@ class ProgramStats:
     # Promo codes used in the period and the points they granted (part of `accrued`).
     promo_codes_used: int = 0
     promo_points: Decimal = Decimal("0.00")
+    # Rewards claimed in the period (cancelled ones left out), the points they took, and
+    # the claims still to hand over now.
+    rewards_claimed: int = 0
+    reward_points: Decimal = Decimal("0.00")
+    rewards_open: int = 0
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -102,6 +108,7 @@ def program_stats(session: Session, program: Program, *, since: datetime,
     friends = referrals.in_period(session, since, until)
     returns, returned_points, returned_amount = _returns(session, since, until)
     codes_used, code_points = promo_catalog.in_period(session, since, until)
+    claims = rewards.in_period(session, since, until)
     average = None
     if purchases > 0:
         average = (from_minor(purchase_minor) / purchases).quantize(MONEY_QUANTUM, ROUND_HALF_UP)
@@ -133,6 +140,9 @@ def program_stats(session: Session, program: Program, *, since: datetime,
         returned_amount=from_minor(returned_amount),
         promo_codes_used=codes_used,
         promo_points=code_points,
+        rewards_claimed=claims.claimed,
+        reward_points=claims.points,
+        rewards_open=claims.open,
     )
 
 
@@ -251,5 +261,7 @@ def format_stats(stats: ProgramStats, zone: ZoneInfo) -> list[str]:
         ("referrals", f"{stats.referrals_invited} invited, {stats.referrals_converted} "
                       f"converted, {stats.referral_points} points paid"),
         ("promo codes", f"{stats.promo_codes_used} used, {stats.promo_points} points granted"),
+        ("rewards", f"{stats.rewards_claimed} claimed, {stats.reward_points} points spent, "
+                    f"{stats.rewards_open} to hand over"),
     ]
     return [f"{label:<14} {value}" for label, value in rows]

@@ -29,8 +29,9 @@ POINTS_ACCRUED = "loyalty_points_accrued"
 ANNIVERSARY = "loyalty_anniversary"
 POINTS_AVAILABLE = "loyalty_points_available"
 REFERRAL_REWARDED = "loyalty_referral_rewarded"
+REWARD_CLAIMED = "loyalty_reward_claimed"
 CODES = (TIER_UP, TIER_DOWN, POINTS_EXPIRING, BIRTHDAY, WELCOME, POINTS_ACCRUED, ANNIVERSARY,
-         POINTS_AVAILABLE, REFERRAL_REWARDED)
+         POINTS_AVAILABLE, REFERRAL_REWARDED, REWARD_CLAIMED)
 NAMES = {
     TIER_UP: "Loyalty: tier upgraded",
     TIER_DOWN: "Loyalty: tier downgraded",
@@ -41,6 +42,7 @@ NAMES = {
     ANNIVERSARY: "Loyalty: first-purchase anniversary bonus granted",
     POINTS_AVAILABLE: "Loyalty: pending points became available",
     REFERRAL_REWARDED: "Loyalty: referral bonus for a friend's first purchase",
+    REWARD_CLAIMED: "Loyalty: reward claimed, hand it over",
 }
 
 YEARLY = {"birthday": BIRTHDAY, "anniversary": ANNIVERSARY}
@@ -96,6 +98,7 @@ class Due:
     contact_id: str
     code: str
     deal_id: str | None
+    transition: str = ""
 
 
 def due(db: Database, crm: str, portal: str, limit: int) -> list[Due]:
@@ -103,7 +106,7 @@ def due(db: Database, crm: str, portal: str, limit: int) -> list[Due]:
     with db.transaction(write=False) as session:
         rows = session.execute(
             select(TriggerEvent.id, TriggerEvent.account_id, Account.contact_id,
-                   TriggerEvent.code, TriggerEvent.deal_id)
+                   TriggerEvent.code, TriggerEvent.deal_id, TriggerEvent.transition)
             .join(Account, Account.id == TriggerEvent.account_id)
             .where(TriggerEvent.status == "pending", Account.crm == crm,
                    Account.portal == portal, not_erased(Account.contact_id))

@@ -228,7 +228,8 @@ def contact_values(fields: Mapping[str, str], *, balance: Decimal, available: De
                    discount: Decimal, expiring_points: Decimal, expiring_date: date | None,
                    segment: str | None, card: str | None, zone: ZoneInfo,
                    card_url: str | None = None,
-                   referral_code: str | None = None) -> dict[str, str]:
+                   referral_code: str | None = None, perks: str | None = None
+                   ) -> dict[str, str]:
     """Field code -> the value as amoCRM shows it (dates: a Unix timestamp of local midnight)."""
     stamp = ""
     if expiring_date is not None:
@@ -237,7 +238,7 @@ def contact_values(fields: Mapping[str, str], *, balance: Decimal, available: De
                           discount=discount,
                           expiring_points=expiring_points, expiring_date=stamp,
                           segment=segment, card=card, card_url=card_url,
-                          referral_code=referral_code)
+                          referral_code=referral_code, perks=perks)
 
 
 def referred_by(contact: Mapping[str, Any], code: str | None) -> str | None:

@@ -256,14 +256,15 @@ def contact_values(fields: Mapping[str, str], *, balance: Decimal, available: De
                    discount: Decimal, expiring_points: Decimal, expiring_date: date | None,
                    segment: str | None, card: str | None,
                    card_url: str | None = None,
-                   referral_code: str | None = None) -> dict[str, str]:
+                   referral_code: str | None = None, perks: str | None = None
+                   ) -> dict[str, str]:
     """The contact user-field values, as the strings the portal stores and returns."""
     return loyalty_values(fields, balance=balance, available=available, tier=tier,
                           discount=discount,
                           expiring_points=expiring_points,
                           expiring_date=expiring_date.isoformat() if expiring_date else "",
                           segment=segment, card=card, card_url=card_url,
-                          referral_code=referral_code)
+                          referral_code=referral_code, perks=perks)
 
 
 def referred_by(contact: Mapping[str, Any], field: str | None) -> str | None:

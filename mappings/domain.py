@@ -74,14 +74,15 @@ def loyalty_values(fields: Mapping[str, str], *, balance: Decimal, available: De
                    discount: Decimal, expiring_points: Decimal, expiring_date: str,
                    segment: str | None, card: str | None,
                    card_url: str | None = None,
-                   referral_code: str | None = None) -> dict[str, str]:
+                   referral_code: str | None = None, perks: str | None = None
+                   ) -> dict[str, str]:
     """What a contact's loyalty fields show, keyed by the CRM's own field names;
     `expiring_date` comes already in the CRM's date format ("" when none); `card_url` is
-    the customer's card page ("" while card pages are off)."""
+    the customer's card page ("" while card pages are off); `perks` the tier's perks."""
     values = {"balance": number_text(balance), "available": number_text(available),
               "tier": tier, "discount": number_text(discount),
               "expiring_points": number_text(expiring_points), "expiring_date": expiring_date,
               "segment": segment or "", "card": card or "", "card_url": card_url or "",
-              "referral_code": referral_code or ""}
+              "referral_code": referral_code or "", "perks": perks or ""}
     return {fields[name]: value for name, value in values.items() if name in fields}
 

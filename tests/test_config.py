@@ -161,7 +161,7 @@ def test_bitrix24_trigger_codes_and_the_actions_secret_are_checked(tmp_path: Pat
         "bitrix24.triggers: unknown transition 'loyalty_tier_upp' (one of loyalty_tier_up, "
         "loyalty_tier_down, loyalty_points_expiring, loyalty_birthday, loyalty_welcome, "
         "loyalty_points_accrued, loyalty_anniversary, loyalty_points_available, "
-        "loyalty_referral_rewarded)",
+        "loyalty_referral_rewarded, loyalty_reward_claimed)",
         "bitrix24.actions_secret: use at least 16 letters and digits"]
     assert problems(tmp_path, '[bitrix24.triggers.loyalty_welcome]\ncode = "a&b"\n') == [
         "bitrix24.triggers.loyalty_welcome.code: String should match pattern "

@@ -114,6 +114,9 @@ def edge_settings(tmp_path: Path, database_url: str | None) -> Settings:
                 "client_secret": "integration-secret", "redirect_uri": "https://x.test/cb",
                 # Far above what the tests send, so the limiter never makes them wait.
                 "timeout_seconds": 2, "requests_per_second": 50, "burst": 250},
+        # The card pages' limiter counts every /card/... request (the page and its reward
+        # form alike) per client: far above what the tests send, so none is answered 429.
+        card={"rate_limit": "100000/minute"},
         program={"bonuses": {"review": "50"}})
 
 

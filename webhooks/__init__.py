@@ -28,6 +28,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         health,
         metrics,
         openapi,
+        rewards_api,
     )
     from webhooks.card import init_app as init_card_page
     from webhooks.intake import Intake
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     metrics.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(rewards_api.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(bitrix24.bp)

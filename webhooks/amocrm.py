@@ -34,7 +34,8 @@ FORM = "application/x-www-form-urlencoded"
 # The inbox kind "action:bonus:<name>" fits inbox_events.kind (64) with names up to 51.
 # ASCII digits only: \d would also take other scripts' digits.
 ACTION = re.compile(r"bonus/[A-Za-z0-9_-]{1,51}|redeem/(max|[0-9]{1,9}(\.[0-9]{1,2})?)"
-                    r"|referral/[A-Za-z0-9-]{1,32}|promo/[A-Za-z0-9-]{1,50}")
+                    r"|referral/[A-Za-z0-9-]{1,32}|promo/[A-Za-z0-9-]{1,50}"
+                    r"|reward/[a-z0-9][a-z0-9_-]{0,47}")
 
 
 def _services() -> Services:
@@ -83,15 +84,15 @@ def accept(services: Services, kind: str, content_type: str,
 @bp.post("/actions/<secret>/<path:action>")
 def actions(secret: str, action: str) -> ResponseReturnValue:
     """A digital-pipeline "send webhook" action: bonus/<name>, redeem/<points|max>,
-    referral/<code> or promo/<code>."""
+    referral/<code>, promo/<code> or reward/<reward id>."""
     services = _services()
     if not secret_ok(services, secret):
         raise not_found()
     if not ACTION.fullmatch(action):
         return error_response(404, "unknown_action",
                               "use /amocrm/actions/<secret>/bonus/<name> (at most 51 letters, "
-                              "digits, _ or -), /redeem/<points|max>, /referral/<code> or "
-                              "/promo/<code>")
+                              "digits, _ or -), /redeem/<points|max>, /referral/<code>, "
+                              "/promo/<code> or /reward/<reward id>")
     verb, _, argument = action.partition("/")
     stored = accept(services, f"action:{verb}:{argument}", request.mimetype, request_body,
                     request.headers.get("X-Amocrm-Requestid"))

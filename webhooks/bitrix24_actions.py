@@ -30,8 +30,8 @@ def _not_found() -> ApiError:
 
 @bp.route("/<secret>/<path:action>", methods=["GET", "POST"])
 def run(secret: str, action: str) -> ResponseReturnValue:
-    """accrue (the deal's purchase), bonus/<name>, redeem/<points|max> or promo/<code>,
-    for the deal's contact, once per deal and action."""
+    """accrue (the deal's purchase), bonus/<name>, redeem/<points|max>, promo/<code> or
+    reward/<id>, for the deal's contact, once per deal and action."""
     services: Services = current_app.extensions["loyalty"]
     require_enabled(services)
     configured = services.settings.bitrix24.actions_secret
@@ -40,8 +40,8 @@ def run(secret: str, action: str) -> ResponseReturnValue:
     if not actions.ACTION.fullmatch(action):
         return error_response(404, "unknown_action",
                               "use /bitrix24/actions/<secret>/accrue, /bonus/<name> (at most "
-                              "51 letters, digits, _ or -), /redeem/<points|max> or "
-                              "/promo/<code>")
+                              "51 letters, digits, _ or -), /redeem/<points|max>, "
+                              "/promo/<code> or /reward/<reward id>")
     deal = actions.DEAL.fullmatch(request.args.get("deal_id", ""))
     if deal is None:
         return error_response(400, "invalid_action",

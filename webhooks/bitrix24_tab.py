@@ -90,6 +90,29 @@ def change() -> tuple[str, int] | str:
     return _render(tab.page(manager, customer), notice=_notice(grant.operation, result))
 
 
+@bp.post("/reward")
+def reward() -> tuple[str, int] | str:
+    """A manager claims a reward for the customer from the tab's reward form."""
+    tab = _tab()
+    grant = tab.forms.verify(request.form.get("form", ""))
+    manager, customer = tab.from_form(grant)
+    try:
+        wanted = check_text("reward", request.form.get("reward", "").strip(), max_length=48)
+        claimed = tab.claim(grant, wanted)
+    except ApiError as exc:
+        return _render(tab.page(manager, customer), error=exc.detail), exc.status
+    except LedgerError as exc:
+        status = next((status for cls, status in LEDGER_STATUS if isinstance(exc, cls)),
+                      LEDGER_DEFAULT_STATUS)
+        return _render(tab.page(manager, customer), error=exc.detail), status
+    text = (f"{claimed.claim.reward_name} claimed: code {claimed.claim.code}, "
+            f"{number(-claimed.result.points)} points; balance "
+            f"{number(claimed.result.balance)}")
+    if claimed.result.duplicate:
+        text += " (this form was already sent: applied once)"
+    return _render(tab.page(manager, customer), notice=text)
+
+
 def _notice(operation: str, result: Result) -> str:
     done = "granted" if operation == "bonus" else "redeemed"
     text = f"{number(abs(result.points))} points {done}; balance {number(result.balance)}"
@@ -112,7 +135,8 @@ def _render(page: TabPage, *, notice: str | None = None, error: str | None = Non
         signed=signed, local=local, kind_names=KIND_NAMES, card=_card,
         currency=services.settings.program.currency, reason_max=REASON_MAX,
         # The handler's public address, as registered: right behind a proxy's path prefix too.
-        action=f"{services.settings.server.public_url.rstrip('/')}{TAB_PATH}/change")
+        action=f"{services.settings.server.public_url.rstrip('/')}{TAB_PATH}/change",
+        reward_action=f"{services.settings.server.public_url.rstrip('/')}{TAB_PATH}/reward")
 
 
 def _card(number: str | None) -> str:

@@ -26,6 +26,8 @@ from connector.errors import (
     NothingToReverseError,
     RedemptionCapError,
     ReturnTooLargeError,
+    RewardNotFoundError,
+    RewardRefusedError,
     UnknownBonusError,
 )
 from webhooks import outage
@@ -39,6 +41,8 @@ LEDGER_STATUS: tuple[tuple[type[LedgerError], int], ...] = (
     (IdempotencyConflictError, 409),
     (NothingToReverseError, 409),
     (ReturnTooLargeError, 409),
+    (RewardNotFoundError, 404),
+    (RewardRefusedError, 409),
     (RedemptionCapError, 422),
     (InvalidAmountError, 400),
     (UnknownBonusError, 400),

@@ -179,6 +179,138 @@ def _change(summary: str, properties: Schema, required: list[str]) -> Schema:
     }}
 
 
+REWARD_ID = {"name": "reward_id", "in": "path", "required": True,
+             "schema": _text(48, pattern=r"^[a-z0-9][a-z0-9_-]{0,47}$")}
+CLAIM_CODE = {"name": "code", "in": "path", "required": True,
+              "schema": _text(32, pattern=r"^[A-Za-z0-9 -]{1,32}$")}
+MOMENT = _text(32, nullable=True, pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}"
+               r"(:[0-9]{2})?(Z|[+-][0-9]{2}:[0-9]{2})?$",
+               description="ISO 8601; without an offset: program.timezone")
+REWARD_FIELDS: Schema = {
+    "name": _text(128, nullable=True),
+    "cost": _amount("points the reward costs", nullable=True),
+    "stock": {"type": ["integer", "null"], "minimum": 0, "maximum": 1_000_000_000},
+    "per_customer": {"type": ["integer", "null"], "minimum": 1, "maximum": 1_000_000_000},
+    "tier": _text(64, nullable=True, description="the least tier that may claim it"),
+    "starts": MOMENT,
+    "ends": MOMENT,
+}
+REWARD_ERRORS = {
+    **BODY_ERRORS,
+    "404": _error("no such reward"),
+    "409": _error("`reward_refused`: the id exists already, or the reward is defined in "
+                  "the configuration (change it there)"),
+}
+CLAIM_ERRORS = {
+    **READ_ERRORS,
+    "404": _error("no claim with that code"),
+    "409": _error("`reward_refused`: cancelled claims cannot be handed over, handed ones "
+                  "not cancelled"),
+}
+
+
+def _reward_paths() -> Schema:
+    claim_body = _body({**ACCOUNT_FIELDS, "key": KEY}, ["crm", "portal", "contact_id"])
+    return {
+        "/api/v1/rewards": {
+            "get": {
+                "summary": "The rewards catalogue",
+                "parameters": [{"name": "all", "in": "query", "required": False,
+                                "description": "1 or true: disabled rewards too",
+                                "schema": {"type": "string", "pattern":
+                                           "^([01]|[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])$"}}],
+                "responses": {"200": _ok("the rewards", {
+                    "type": "object", "required": ["rewards"],
+                    "properties": {"rewards": {"type": "array", "items": _ref("Reward")}}}),
+                    **READ_ERRORS},
+            },
+            "post": {
+                "summary": "Add a reward to the catalogue",
+                "requestBody": _body({
+                    **REWARD_FIELDS, "id": REWARD_ID["schema"], "name": _text(128),
+                    "cost": _amount("points the reward costs")}, ["id", "name", "cost"]),
+                "responses": {"201": _ok("the new reward", _ref("Reward")), **REWARD_ERRORS},
+            },
+        },
+        "/api/v1/rewards/{reward_id}": {"patch": {
+            "summary": "Change a reward made through the API (absent fields stay)",
+            "parameters": [REWARD_ID],
+            "requestBody": _body({**REWARD_FIELDS, "active": {"type": ["boolean", "null"]}},
+                                 []),
+            "responses": {"200": _ok("the reward", _ref("Reward")), **REWARD_ERRORS},
+        }},
+        "/api/v1/rewards/{reward_id}/disable": {"post": {
+            "summary": "Stop offering a reward made through the API; claims stand",
+            "parameters": [REWARD_ID],
+            "responses": {"200": _ok("the reward", _ref("Reward")), **REWARD_ERRORS},
+        }},
+        "/api/v1/rewards/{reward_id}/claim": {"post": {
+            "summary": "Claim a reward for a customer: points paid, a claim code issued, "
+                       "staff told in the CRM",
+            "parameters": [REWARD_ID, IDEMPOTENCY_HEADER],
+            "requestBody": claim_body,
+            "responses": {
+                "201": _ok("claimed", _ref("Claimed")),
+                "200": _ok("a repeat of an earlier claim with the same key", _ref("Claimed")),
+                **CHANGE_ERRORS,
+                "404": _error("no such reward, or no account for that contact"),
+                "409": _error("`reward_refused` with `reason`: points, stock, limit, tier, "
+                              "window, disabled; or the key was used for another request"),
+            },
+        }},
+        "/api/v1/claims": {"get": {
+            "summary": "Reward claims, newest first",
+            "parameters": [{"name": "open", "in": "query", "required": False,
+                            "description": "1 or true: only those still to hand over",
+                            "schema": {"type": "string", "pattern":
+                                       "^([01]|[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])$"}}],
+            "responses": {"200": _ok("the claims", {
+                "type": "object", "required": ["claims"],
+                "properties": {"claims": {"type": "array", "items": _ref("Claim")}}}),
+                **READ_ERRORS},
+        }},
+        "/api/v1/claims/{code}/handed": {"post": {
+            "summary": "The reward was handed over",
+            "parameters": [CLAIM_CODE],
+            "responses": {"200": _ok("the claim", _ref("Claim")), **CLAIM_ERRORS},
+        }},
+        "/api/v1/claims/{code}/cancel": {"post": {
+            "summary": "Cancel a claim: points back with their expiry, the unit to the stock",
+            "parameters": [CLAIM_CODE],
+            "responses": {"200": _ok("the claim", _ref("Claim")), **CLAIM_ERRORS},
+        }},
+    }
+
+
+def _reward_schemas(timestamp: Schema) -> Schema:
+    nullable_time = {**timestamp, "type": ["string", "null"]}
+    nullable_int = {"type": ["integer", "null"]}
+    claim = {"type": "object", "required": ["id", "code", "reward", "points", "status",
+                                            "account", "created_at"], "properties": {
+        "id": {"type": "integer"}, "code": {"type": "string"}, "reward": {"type": "string"},
+        "reward_name": {"type": "string"}, "points": DECIMAL_STRING,
+        "status": {"type": "string", "enum": ["issued", "handed", "cancelled"]},
+        "account": _ref("AccountRef"), "via": {"type": "string"}, "created_at": timestamp,
+        "handed_at": nullable_time, "cancelled_at": nullable_time}}
+    return {
+        "Reward": {"type": "object", "required": ["id", "name", "cost", "active", "origin"],
+                   "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}, "cost": DECIMAL_STRING,
+            "stock": nullable_int, "stock_left": nullable_int, "per_customer": nullable_int,
+            "tier": NULLABLE_STRING, "starts_at": nullable_time, "ends_at": nullable_time,
+            "active": {"type": "boolean"},
+            "origin": {"type": "string", "enum": ["config", "api"]}}},
+        "Claim": claim,
+        "Claimed": {"type": "object", "required": ["kind", "entry_id", "points", "balance",
+                                                   "duplicate", "claim"], "properties": {
+            "kind": {"type": "string"}, "account_id": {"type": "integer"},
+            "entry_id": {"type": "integer"}, "points": DECIMAL_STRING,
+            "balance": DECIMAL_STRING, "duplicate": {"type": "boolean"},
+            "shortfall": DECIMAL_STRING, "details": {"type": "object"},
+            "claim": _ref("Claim")}},
+    }
+
+
 def spec() -> Schema:
     """The description as a JSON-ready dict."""
     timestamp = {"type": "string", "format": "date-time"}
@@ -297,6 +429,7 @@ def spec() -> Schema:
                                                    "they must add up to it"},
                 "comment": COMMENT,
             }, ["source"]),
+            **_reward_paths(),
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
@@ -390,6 +523,7 @@ def spec() -> Schema:
                     "referral": LINK,
                     "promo": PROMO,
                 }},
+                **_reward_schemas(timestamp),
             },
         },
     }

@@ -165,6 +165,20 @@ class Fields:
             raise invalid(field, "must be true or false")
         return self._keep(field, value)
 
+    def optional_flag(self, field: str) -> bool | None:
+        return None if self._data.get(field) is None else self.flag(field)
+
+    def optional_count(self, field: str, *, minimum: int, maximum: int) -> int | None:
+        """A whole number (a JSON integer, not a string or a fraction) within the bounds."""
+        value = self._get(field)
+        if value is None:
+            return self._keep(field, None)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise invalid(field, "must be a whole number")
+        if not minimum <= value <= maximum:
+            raise invalid(field, f"must be from {minimum} to {maximum}")
+        return self._keep(field, value)
+
     def optional_ref(self) -> AccountRef | None:
         """crm, portal and contact_id: all three or none."""
         names = ("crm", "portal", "contact_id")

@@ -1,5 +1,5 @@
 """Marketing triggers in amoCRM, as configured per transition (`amocrm.triggers`): a tag on
-the contact (and its latest lead), a Salesbot run, a note. Each transition once."""
+the contact (and its latest lead), a Salesbot run, a note, a task. Each transition once."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ from connector import mirror, triggers
 from connector.crm.amocrm import AmoCRMClient
 from connector.errors import CRMError, FatalCRMError
 from connector.reports import TriggerReport
+from connector.rewards import notify
 from connector.services import Services
 from connector.triggers import NAMES, Due
 
 log = logging.getLogger(__name__)
 SALESBOT_BATCH = 100  # tasks per POST /api/v2/salesbot/run
 CONTACT = 1  # Salesbot entity_type of a contact
+FOLLOW_UP = 1  # task_type_id of the built-in "Follow-up" task type
+TASK_HOURS = 24  # a task is due this long after the transition is sent
 
 
 class AmoCRMAutomation:
@@ -35,6 +38,9 @@ class AmoCRMAutomation:
         tags: dict[str, list[dict[str, Any]]] = defaultdict(list)  # path -> PATCH items
         bots: list[dict[str, Any]] = []
         notes: list[dict[str, Any]] = []
+        tasks: list[dict[str, Any]] = []
+        told = notify.texts(self.services.db, due)
+        due_by = int(self.services.ledger.clock().timestamp()) + TASK_HOURS * 3600
         sent: list[Due] = []
         for item in due:
             action = self.settings.triggers.get(item.code)
@@ -52,12 +58,18 @@ class AmoCRMAutomation:
             if action.salesbot_id:
                 bots.append({"bot_id": action.salesbot_id, "entity_id": int(item.contact_id),
                              "entity_type": CONTACT})
+            text = told.get(item.id) or NAMES.get(item.code, item.code)
             if action.note:
                 notes.append({"entity_id": int(item.contact_id), "note_type": "common",
-                              "params": {"text": NAMES.get(item.code, item.code)}})
+                              "params": {"text": text}})
+            if action.task:
+                tasks.append({"task_type_id": FOLLOW_UP, "text": text,
+                              "complete_till": due_by, "entity_id": int(item.contact_id),
+                              "entity_type": "contacts"})
             sent.append(item)
-        # Tags are a PATCH and safe to repeat; a Salesbot run or a note is not. Once one of
-        # those went out, a later failure marks the group failed instead of sending it again.
+        # Tags are a PATCH and safe to repeat; a Salesbot run, a note or a task is not. Once
+        # one of those went out, a later failure marks the group failed instead of sending
+        # it again.
         posted = False
         try:
             size = self.settings.write_batch
@@ -71,6 +83,9 @@ class AmoCRMAutomation:
             for start in range(0, len(notes), size):
                 self.client.request("POST", "/api/v4/contacts/notes",
                                     json=notes[start:start + size])
+                posted = True
+            for start in range(0, len(tasks), size):
+                self.client.request("POST", "/api/v4/tasks", json=tasks[start:start + size])
                 posted = True
         except CRMError as exc:
             if not isinstance(exc, FatalCRMError) and not posted:

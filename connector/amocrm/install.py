@@ -26,6 +26,7 @@ FIELD_TYPES = {
     "card_url": ("url", "Страница карты лояльности"),
     "referral_code": ("text", "Код «Приведи друга»"),
     "referred_by": ("text", "Пришёл по коду друга"),
+    "perks": ("text", "Привилегии уровня"),
 }
 # Fields managers (or forms, the Salesbot) fill in; the rest only the API writes.
 USER_EDITED = ("referred_by",)

@@ -284,8 +284,9 @@ class AmoCRMProcessor:
 
     def action(self, item: InboxItem, hook: amo.Webhook,
                leads: dict[str, dict[str, Any] | None]) -> Outcome:
-        """A digital-pipeline stage action: /amocrm/actions/<secret>/bonus/<name> or
-        /redeem/<points|max>. It waits for no answer, so the outcome goes into a lead note."""
+        """A digital-pipeline stage action: /amocrm/actions/<secret>/bonus/<name>,
+        /redeem/<points|max> or /reward/<reward id>. It waits for no answer, so the outcome
+        goes into a lead note."""
         _, verb, argument = item.kind.split(":", 2)
         if verb == "promo":
             # Attached before the group's leads were settled; this writes what came of it.
@@ -310,6 +311,13 @@ class AmoCRMProcessor:
                                                      actor="amocrm-pipeline")
                     record(self.services.db, from_results([result], deal_id=lead_id))
                     text = f"loyalty: bonus {argument} +{result.points}, balance {result.balance}"
+                elif verb == "reward":
+                    claimed = self.services.claims.claim(self.ref(contact), argument, key=key,
+                                                         via="amocrm:action",
+                                                         actor="amocrm-pipeline")
+                    text = (f"loyalty: reward {claimed.claim.reward_name} claimed, code "
+                            f"{claimed.claim.code}: {-claimed.result.points} points, balance "
+                            f"{claimed.result.balance}")
                 else:
                     price = Decimal(str((lead or {}).get("price") or 0))
                     wanted = Decimal("1e12") if argument == "max" else Decimal(argument)

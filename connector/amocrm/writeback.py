@@ -13,6 +13,7 @@ from connector.crm.amocrm import AmoCRMClient
 from connector.errors import FatalCRMError
 from connector.mirror import Dirty
 from connector.reports import WritebackReport
+from connector.rewards.perks import perks_text
 from connector.services import Services
 from mappings import amocrm as amo
 
@@ -55,7 +56,8 @@ class AmoCRMWriteback:
                 expiring_date=expiring,
                 segment=self.services.settings.rfm.label(view.segment), card=view.card_number,
                 card_url=card_urls.get(view.id), zone=self.services.program.zone,
-                referral_code=view.referral_code))
+                referral_code=view.referral_code,
+                perks=perks_text(self.services.settings.program, view.tier)))
 
     def flush(self, *, limit: int = 5000) -> WritebackReport:
         """Write the dirty contacts a PATCH at a time; each PATCH's contacts are claimed, so

@@ -1,7 +1,7 @@
 """Actions for the portal's standard "Webhook" automation rule, which needs no app.
 
 The rule calls /bitrix24/actions/<secret>/accrue | bonus/<name> | redeem/<points|max> |
-promo/<code> with the
+promo/<code> | reward/<reward id> with the
 deal in the query (`deal_id={{ID}}`) and waits for no answer, like amoCRM's digital-pipeline
 actions: the receiver stores the call, and here it is applied once per deal and action (the
 same key in the inbox and in the ledger), its outcome written to the deal's timeline
@@ -36,7 +36,7 @@ ACTOR = "bitrix24-webhook-rule"
 # The inbox kind "action:bonus:<name>" fits inbox_events.kind (64) with names up to 51.
 # ASCII digits only: \d would also take other scripts' digits.
 ACTION = re.compile(r"accrue|bonus/[A-Za-z0-9_-]{1,51}|redeem/(max|[0-9]{1,9}(\.[0-9]{1,2})?)"
-                    r"|promo/[A-Za-z0-9-]{1,50}")
+                    r"|promo/[A-Za-z0-9-]{1,50}|reward/[a-z0-9][a-z0-9_-]{0,47}")
 # The deal's ID as the rule's field insert gives it, or as a document id (DEAL_<id>).
 DEAL = re.compile(r"(?:DEAL_)?([0-9]{1,18})")
 REDEEM_ALL = Decimal("1e12")
@@ -44,8 +44,9 @@ REDEEM_ALL = Decimal("1e12")
 
 @dataclass(frozen=True)
 class Action:
-    verb: str  # accrue, bonus, redeem, promo
-    argument: str  # the bonus name, the points or "max", the promo code; "" for accrue
+    verb: str  # accrue, bonus, redeem, promo, reward
+    # the bonus name, the points or "max", the promo code, the reward id; "" for accrue
+    argument: str
     deal_id: str
 
     @property
@@ -134,6 +135,8 @@ class ActionRunner:
                 return self._bonus(ref, action)
             if action.verb == "promo":  # not attached: the deal had no contact then
                 return False, "Loyalty: the deal has no contact; add one to use a promo code"
+            if action.verb == "reward":
+                return self._reward(ref, action)
             return self._redeem(ref, action, deal, rows)
         except (LedgerError, ArithmeticError, ValueError) as exc:
             return False, f"Loyalty: {getattr(exc, 'detail', exc)}"
@@ -179,6 +182,16 @@ class ActionRunner:
             return False, f"Loyalty: the bonus {action.argument} is 0 in the program"
         return True, (f"Loyalty: bonus {action.argument} +{result.points} points, "
                       f"balance {result.balance}")
+
+    def _reward(self, ref: AccountRef, action: Action) -> tuple[bool, str]:
+        """Claimed once per deal; the claim's trigger tells staff to hand it over."""
+        claimed = self.services.claims.claim(
+            ref, action.argument, key=key(self.portal, action.path, action.deal_id),
+            via="bitrix24:action", actor=ACTOR)
+        return True, (f"Loyalty: reward {claimed.claim.reward_name} claimed, code "
+                      f"{claimed.claim.code}: {-claimed.result.points} points, balance "
+                      f"{claimed.result.balance}. Hand it over, then: loyalty-connector "
+                      f"rewards handed {claimed.claim.code}")
 
     def _redeem(self, ref: AccountRef, action: Action, deal: dict[str, Any],
                 rows: tuple[ProductRow, ...] | None) -> tuple[bool, str]:

@@ -34,6 +34,7 @@ FIELD_TYPES = {
     "card_url": ("url", "Страница карты лояльности", "Loyalty card page"),
     "referral_code": ("string", "Код «Приведи друга»", "Referral code"),
     "referred_by": ("string", "Пришёл по коду друга", "Referred by code"),
+    "perks": ("string", "Привилегии уровня", "Tier perks"),
 }
 # Fields people (or web forms, robots) fill in; the rest only the connector writes.
 USER_EDITED = ("referred_by",)

@@ -1,4 +1,4 @@
-"""Robots managers put on deal stages: accrue, redeem, read a balance.
+"""Robots managers put on deal stages: accrue, redeem, read a balance, claim a reward.
 
 Each call is answered with `bizproc.event.send` so the next robots can use the values (set
 the deal's discount, send an SMS with the balance). A call that cannot be served still answers,
@@ -27,6 +27,7 @@ from mappings.domain import ProductRow, entity_id
 ACCRUE, REDEEM, BALANCE = "loyalty_accrue", "loyalty_redeem", "loyalty_balance"
 REFER = "loyalty_referral"
 PROMO = "loyalty_promo"
+REWARD = "loyalty_reward"
 _MESSAGE = {"Name": {"ru": "Сообщение", "en": "Message"}, "Type": "string"}
 _BALANCE = {"Name": {"ru": "Баланс баллов", "en": "Points balance"}, "Type": "double"}
 # bizproc.robot.add definitions (api-reference/bizproc/bizproc-robot/bizproc-robot-add.md)
@@ -90,6 +91,17 @@ ROBOTS: dict[str, dict[str, Any]] = {
                        "Type": "double"},
             "message": _MESSAGE},
     },
+    REWARD: {
+        "NAME": {"ru": "Лояльность: выдать награду за баллы",
+                 "en": "Loyalty: claim a reward for points"},
+        "PROPERTIES": {
+            "reward": {"Name": {"ru": "Код награды (id из каталога)", "en": "Reward id"},
+                       "Type": "string", "Required": "Y"},
+        },
+        "RETURN_PROPERTIES": {
+            "code": {"Name": {"ru": "Код получения", "en": "Claim code"}, "Type": "string"},
+            "balance": _BALANCE, "message": _MESSAGE},
+    },
 }
 
 
@@ -137,6 +149,8 @@ class RobotRunner:
                 return self._refer(ref, call)
             if call.code == PROMO:
                 return self._promo(ref, call, deal)
+            if call.code == REWARD:
+                return self._reward(ref, call, key)
             return self._accrue(ref, call, key)
         except (LedgerError, ValueError) as exc:
             return {"message": getattr(exc, "detail", str(exc))}
@@ -181,6 +195,15 @@ class RobotRunner:
         granted = result.points if result.entry_id else Decimal(0)
         return {"accrued": str(granted), "balance": str(result.balance),
                 "message": "ok" if result.entry_id else "the bonus is 0 in the program"}
+
+    def _reward(self, ref: AccountRef, call: b24.RobotCall, key: str) -> dict[str, str]:
+        reward = (call.properties.get("reward") or "").strip()
+        if not reward:
+            return {"code": "", "message": "set the reward id"}
+        claimed = self.services.claims.claim(ref, reward, key=key, via="bitrix24:robot",
+                                             actor="bitrix24-robot")
+        return {"code": claimed.claim.code, "balance": str(claimed.result.balance),
+                "message": "ok"}
 
     def refer_first(self, calls: list[tuple[InboxItem, b24.RobotCall]],
                     fetched: Fetched) -> None:

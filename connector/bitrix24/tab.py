@@ -26,6 +26,7 @@ from connector.crm.bitrix24 import Bitrix24Client
 from connector.errors import AccountNotFoundError, CRMAuthError, CRMError, FatalCRMError
 from connector.ledger.fingerprint import request_fingerprint
 from connector.ledger.views import AccountRef, AccountView, EntryView, Result
+from connector.rewards.claims import Claimed
 from connector.services import Services
 from mappings.domain import entity_id
 
@@ -114,6 +115,8 @@ class TabPage:
     account: AccountView | None
     history: list[EntryView]
     forms: dict[str, str] = field(default_factory=dict)  # operation -> token (editors)
+    # Rewards on offer now (id, name, cost), for the editors' claim form.
+    rewards: list[tuple[str, str, Decimal]] = field(default_factory=list)
 
 
 def _name(record: Mapping[str, Any], fallback: str) -> str:
@@ -125,6 +128,7 @@ class Bitrix24Tab:
     def __init__(self, services: Services, client: Bitrix24Client) -> None:
         self.settings = services.settings.bitrix24
         self.ledger = services.ledger
+        self.services = services
         self.credentials = services.bitrix24_credentials
         self.client = client
         secret = self.settings.client_secret
@@ -213,8 +217,11 @@ class Bitrix24Tab:
         forms = {operation: self.forms.issue(
             user_id=manager.user_id, user_name=manager.name, admin=manager.admin,
             contact_id=customer.contact_id, label=customer.label, operation=operation)
-            for operation in ("bonus", "redeem")} if manager.editor else {}
-        return TabPage(manager, customer, account, history, forms)
+            for operation in ("bonus", "redeem", "reward")} if manager.editor else {}
+        now = self.ledger.clock()
+        rewards = [(r.id, r.name, r.cost) for r in self.services.rewards.list()
+                   if r.open_at(now)] if manager.editor else []
+        return TabPage(manager, customer, account, history, forms, rewards)
 
     def from_form(self, grant: FormGrant) -> tuple[Manager, Customer]:
         """Who sent a verified form, and for whom: the page to answer with."""
@@ -225,9 +232,9 @@ class Bitrix24Tab:
     def change(self, grant: FormGrant, points: Decimal, reason: str) -> Result:
         """Grant or redeem as the form says, once per form (its nonce is the key)."""
         manager, customer = self.from_form(grant)
-        if not manager.editor:
+        if not manager.editor or grant.operation not in ("bonus", "redeem"):
             raise TabRefused(403, "forbidden", "only portal admins and bitrix24.tab_editors "
-                                               "may change balances")
+                                               "may change balances, with those forms")
         assert customer.contact_id is not None
         ref = self.ref(customer.contact_id)
         key = f"bitrix24:{self.settings.portal_key}:tab:{grant.nonce}"
@@ -239,6 +246,20 @@ class Bitrix24Tab:
                                            fingerprint=fingerprint)
         return self.ledger.redeem(ref, points, key=key, comment=reason, actor=manager.actor,
                                   fingerprint=fingerprint)
+
+
+    def claim(self, grant: FormGrant, reward: str) -> Claimed:
+        """Claim a reward for the customer, once per form (its nonce is the key)."""
+        manager, customer = self.from_form(grant)
+        if not manager.editor or grant.operation != "reward":
+            raise TabRefused(403, "forbidden", "only portal admins and bitrix24.tab_editors "
+                                               "may claim rewards, with the reward form")
+        assert customer.contact_id is not None
+        return self.services.claims.claim(
+            self.ref(customer.contact_id), reward,
+            key=f"bitrix24:{self.settings.portal_key}:tab:{grant.nonce}", via="bitrix24:tab",
+            actor=manager.actor,
+            fingerprint=request_fingerprint("tab:reward", {"reward": reward}))
 
 
 def _same(given: str, expected: str) -> bool:

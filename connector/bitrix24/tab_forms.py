@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 FORM_LIFETIME = timedelta(minutes=15)
 KEY_LABEL = b"loyalty-connector/bitrix24-tab-form/v1"
 VERSION = "v1"
-OPERATIONS = ("bonus", "redeem")
+OPERATIONS = ("bonus", "redeem", "reward")
 
 
 class TabRefused(Exception):

@@ -11,6 +11,7 @@ from connector import mirror
 from connector.crm.bitrix24 import BATCH_LIMIT, Bitrix24Client
 from connector.mirror import Dirty
 from connector.reports import WritebackReport
+from connector.rewards.perks import perks_text
 from connector.services import Services
 from mappings import bitrix24 as b24
 
@@ -43,7 +44,8 @@ class Bitrix24Writeback:
                 discount=view.discount_percent, expiring_points=view.next_expiry_points,
                 expiring_date=expiring,
                 segment=self.services.settings.rfm.label(view.segment), card=view.card_number,
-                card_url=card_urls.get(view.id), referral_code=view.referral_code))
+                card_url=card_urls.get(view.id), referral_code=view.referral_code,
+                perks=perks_text(self.services.settings.program, view.tier)))
 
     def flush(self, *, limit: int = 5000) -> WritebackReport:
         """Write the dirty contacts a batch at a time; each batch's contacts are claimed, so

@@ -13,6 +13,7 @@ from urllib.parse import quote
 from connector.card import codes, texts
 from connector.config import ProgramSettings
 from connector.ledger.views import AccountView, EntryView
+from connector.rewards.card import RewardsSection
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ class CardPage:
     has_expiring: bool
     entries: list[Line]
     referral: Referral | None = None
+    # Rewards to claim, claimed ones to collect, the tier's perks (connector.rewards.card).
+    rewards: RewardsSection | None = None
 
 
 def build(view: AccountView, entries: list[EntryView], program: ProgramSettings,

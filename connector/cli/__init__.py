@@ -15,6 +15,7 @@ from connector.cli import (
     ledger,
     operations,
     privacy,
+    rewards,
     secrets,
     service,
     writeback,
@@ -22,5 +23,5 @@ from connector.cli import (
 from connector.cli.base import cli, main
 
 __all__ = ["card", "cli", "codes", "crm", "demo", "doctor", "inbox", "ledger", "main",
-           "operations", "privacy",
+           "operations", "privacy", "rewards",
            "secrets", "service", "writeback"]

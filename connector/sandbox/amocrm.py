@@ -54,6 +54,7 @@ class Account:
     contact_patches: list[list[dict[str, Any]]] = field(default_factory=list)
     tags_added: list[tuple[str, int, str]] = field(default_factory=list)  # entity, id, tag
     salesbot_runs: list[dict[str, Any]] = field(default_factory=list)
+    tasks: list[dict[str, Any]] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
     http_requests: int = 0
     too_many: int = 0
@@ -506,6 +507,20 @@ class FakeAmoCRM:
         return 200, {"_embedded": {"notes": [{"id": 76787983 + n, "request_id": str(n)}
                                              for n in range(len(body))]}}
 
+    def tasks_add(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
+        # crm/tasks: text and complete_till (Unix time) are required; entity_type one of
+        # leads, contacts, companies, customers.
+        for item in body:
+            if not item.get("text") or not isinstance(item.get("complete_till"), int) or \
+                    item.get("entity_type") not in ("leads", "contacts", "companies",
+                                                    "customers"):
+                return 400, {"title": "Bad Request", "status": 400,
+                             "detail": "text, complete_till and entity_type are required"}
+        self.state.tasks += body
+        return 200, {"_embedded": {"tasks": [
+            {"id": 4745251 + len(self.state.tasks) + n, "request_id": str(n)}
+            for n in range(len(body))]}}
+
 
 def _with(lead: dict[str, Any], wanted: list[str]) -> dict[str, Any]:
     """leads-api: `_embedded.catalog_elements` only with with=catalog_elements."""
@@ -536,6 +551,7 @@ ROUTES: dict[str, Callable[..., tuple[int, Any]]] = {
     "POST /api/v4/contacts/notes": FakeAmoCRM.notes_add,
     "PATCH /api/v4/leads": FakeAmoCRM.leads_patch,
     "POST /api/v2/salesbot/run": FakeAmoCRM.salesbot_run,
+    "POST /api/v4/tasks": FakeAmoCRM.tasks_add,
 }
 
 

@@ -1,0 +1,1 @@
+"""A rewards catalogue customers and managers claim for points, with tier perks."""
