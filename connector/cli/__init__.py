@@ -9,6 +9,7 @@ from connector.cli import (
     card,
     crm,
     doctor,
+    imports,
     inbox,
     ledger,
     operations,
@@ -18,5 +19,5 @@ from connector.cli import (
 )
 from connector.cli.base import cli, main
 
-__all__ = ["card", "cli", "crm", "doctor", "inbox", "ledger", "main", "operations", "secrets",
-           "service", "writeback"]
+__all__ = ["card", "cli", "crm", "doctor", "imports", "inbox", "ledger", "main", "operations",
+           "secrets", "service", "writeback"]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select, true
 from sqlalchemy.orm import Session
 
 from connector.errors import AccountNotFoundError
@@ -16,6 +17,9 @@ from connector.ledger.views import AccountRef, AccountView, EntryView
 from connector.money import from_minor
 from connector.program import Program
 from connector.referrals import stats as referrals
+
+# Accounts per verify query when only some are checked (SQLite's bound on variables).
+VERIFY_CHUNK = 5000
 
 
 def find_account(session: Session, ref: AccountRef) -> Account:
@@ -95,16 +99,33 @@ class Mismatch:
                 f"sum of entries {self.from_entries}, lots less overdraft {self.from_lots}")
 
 
-def verify(session: Session) -> tuple[int, list[Mismatch]]:
-    """Recompute every balance from entries and from lots; return (accounts, mismatches)."""
+def verify(session: Session, account_ids: Sequence[int] | None = None
+           ) -> tuple[int, list[Mismatch]]:
+    """Recompute every balance (or those of `account_ids`) from entries and from lots;
+    return (accounts, mismatches)."""
+    if account_ids is not None:
+        checked, problems = 0, []
+        for start in range(0, len(account_ids), VERIFY_CHUNK):
+            part = list(account_ids[start:start + VERIFY_CHUNK])
+            count, found = _verify(session, Entry.account_id.in_(part),
+                                   Lot.account_id.in_(part), Account.id.in_(part))
+            checked, problems = checked + count, problems + found
+        return checked, problems
+    return _verify(session, true(), true(), true())
+
+
+def _verify(session: Session, entries: ColumnElement[bool], lots_of: ColumnElement[bool],
+            accounts: ColumnElement[bool]) -> tuple[int, list[Mismatch]]:
     entry_sums = dict(session.execute(
-        select(Entry.account_id, func.sum(Entry.amount)).group_by(Entry.account_id)).all())
+        select(Entry.account_id, func.sum(Entry.amount)).where(entries)
+        .group_by(Entry.account_id)).all())
     lot_sums = dict(session.execute(
-        select(Lot.account_id, func.sum(Lot.remaining)).group_by(Lot.account_id)).all())
+        select(Lot.account_id, func.sum(Lot.remaining)).where(lots_of)
+        .group_by(Lot.account_id)).all())
     checked = 0
     problems = []
     rows = session.execute(select(Account.id, Account.crm, Account.portal, Account.contact_id,
-                                  Account.balance, Account.overdraft))
+                                  Account.balance, Account.overdraft).where(accounts))
     for account_id, crm, portal, contact, balance, overdraft in rows:
         checked += 1
         from_entries = int(entry_sums.get(account_id) or 0)
