@@ -107,7 +107,11 @@ def _date(value: Any, what: str) -> date | None:
     if isinstance(value, date):
         return value
     text = str(value).strip()
-    for pattern in _DATE_FORMATS:
+    try:
+        return date.fromisoformat(text)  # the usual spelling, ten times faster than strptime
+    except ValueError:
+        pass
+    for pattern in _DATE_FORMATS[1:]:
         try:
             return datetime.strptime(text, pattern).date()
         except ValueError:

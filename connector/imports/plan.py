@@ -27,6 +27,8 @@ from connector.referrals.codes import normalize
 Action = Literal["open", "update", "unchanged", "refused"]
 # IN lists stay well under SQLite's bound on bound variables.
 CHUNK = 500
+# More contacts than this in a file: the portal's accounts are read in one pass instead.
+WHOLE_PORTAL = 5000
 
 
 @dataclass
@@ -190,9 +192,7 @@ class Planner:
         existing = self._existing(session, contacts)
         keys = {row.contact_id: opening_key(self.crm, self.portal, row.contact_id)
                 for row in rows if row.contact_id is not None}
-        opened = dict(_chunked(session, lambda part: select(
-            Entry.idempotency_key, Entry.amount).where(Entry.idempotency_key.in_(part)),
-            list(keys.values())))
+        opened = self._opened(session, [keys[contact] for contact in existing])
         holders = dict(_chunked(session, lambda part: select(
             Account.card_number, Account.contact_id).where(
             Account.card_number.in_(part)), [row.card for row in rows if row.card]))
@@ -258,13 +258,32 @@ class Planner:
             decision.detail = "already imported: nothing to change"
         return decision
 
+    def _opened(self, session: Session, keys: list[str]) -> dict[str, int]:
+        """Opening entries already written, by key (only an existing account has one)."""
+        if len(keys) <= WHOLE_PORTAL:
+            return dict(_chunked(session, lambda part: select(
+                Entry.idempotency_key, Entry.amount).where(Entry.idempotency_key.in_(part)),
+                keys))
+        wanted = set(keys)
+        return {key: amount for key, amount in session.connection().execute(
+            select(Entry.idempotency_key, Entry.amount)
+            .join(Account, Account.id == Entry.account_id)
+            .where(Account.crm == self.crm, Account.portal == self.portal,
+                   Entry.kind == "opening")) if key in wanted}
+
     def _existing(self, session: Session, contacts: list[str]) -> dict[str, _Existing]:
-        rows = _chunked(session, lambda part: select(
+        query = select(
             Account.contact_id, Account.id, Account.card_number, Account.tier,
             Account.birthday, Account.referred_by_id, Account.purchase_count,
             Account.first_purchase_at).where(
-            Account.crm == self.crm, Account.portal == self.portal,
-            Account.contact_id.in_(part)), contacts)
+            Account.crm == self.crm, Account.portal == self.portal)
+        if len(contacts) > WHOLE_PORTAL:  # one pass over the portal beats many IN lists
+            wanted = set(contacts)
+            rows: Iterable[Any] = (row for row in session.connection().execute(query)
+                                   if row[0] in wanted)
+        else:
+            rows = _chunked(session, lambda part: query.where(
+                Account.contact_id.in_(part)), contacts)
         return {contact: _Existing(id_, card, tier, birthday, referred,
                                    bool(count) or first is not None)
                 for contact, id_, card, tier, birthday, referred, count, first in rows}
@@ -355,4 +374,4 @@ def _chunked(session: Session, query: Callable[[list[Any]], Any], values: list[A
              ) -> Iterator[Any]:
     unique = list(dict.fromkeys(values))
     for start in range(0, len(unique), CHUNK):
-        yield from session.execute(query(unique[start:start + CHUNK]))
+        yield from session.connection().execute(query(unique[start:start + CHUNK]))

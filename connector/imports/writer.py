@@ -22,10 +22,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from connector.db import Database
+from connector.errors import LedgerError
+from connector.imports.bulk import insert_rows
 from connector.imports.plan import Decision
 from connector.imports.progress import Progress
 from connector.ledger import queries
@@ -35,7 +38,7 @@ from connector.program import Program
 from connector.referrals.codes import ALPHABET, CODE_LENGTH, luhn_digit
 from connector.referrals.models import ReferralEvent
 
-CHUNK = 2000
+CHUNK = 5000  # rows per transaction
 ACTOR = "import"
 
 
@@ -66,18 +69,36 @@ class Writer:
         self.source = source  # the file's name, kept on each entry
         self.progress = progress or Progress()
         self.base_tier = program.settings.tiers[0].name
+        self.taken_cards: set[str] = set()
+        self.taken_codes: set[str] = set()
 
     def apply(self, decisions: list[Decision]) -> ApplyReport:
         report = ApplyReport()
         work = [d for d in decisions if d.action in ("open", "update")]
         ids: dict[str, int] = {}
+        # Numbers drawn for new cards keep clear of every card the file gives, in any chunk,
+        # and of those issued (read once: one scan beats an IN list per chunk).
+        with self.db.transaction(write=False) as session:
+            issued = session.connection().execute(
+                select(Account.card_number, Account.referral_code)).all()
+        self.taken_cards = {d.card for d in work if d.card} | {c for c, _ in issued if c}
+        self.taken_codes = {code for _, code in issued if code}
         self.progress.start("writing", len(work))
-        for start in range(0, len(work), CHUNK):
-            chunk = work[start:start + CHUNK]
-            with self.db.transaction() as session:
-                ids.update(self._chunk(session, chunk, report))
-            self.progress.advance(len(chunk))
-        self.progress.finish()
+        try:
+            for start in range(0, len(work), CHUNK):
+                chunk = work[start:start + CHUNK]
+                with self.db.transaction() as session:
+                    ids.update(self._chunk(session, chunk, report))
+                self.progress.advance(len(chunk))
+        except IntegrityError as exc:
+            # Another process wrote one of these contacts, keys or card numbers meanwhile.
+            raise LedgerError(
+                f"stopped after {report.opened + report.updated} accounts: a contact, card "
+                f"number or opening was written by another process meanwhile "
+                f"({type(exc.orig).__name__}); run the import again: what is written stays "
+                "and is not written twice") from None
+        finally:
+            self.progress.finish()
         report.links = self._link(decisions, ids)
         report.account_ids = sorted(set(ids.values()))
         with self.db.transaction(write=False) as session:
@@ -120,9 +141,8 @@ class Writer:
     def _open(self, session: Session, new: list[Decision]) -> dict[str, int]:
         if not new:
             return {}
-        cards = self._draw(session, Account.card_number, _card, len(new),
-                           given={d.card for d in new if d.card})
-        codes = self._draw(session, Account.referral_code, _code, len(new), given=set())
+        cards = _draw(_card, len(new), self.taken_cards)
+        codes = _draw(_code, len(new), self.taken_codes)
         rows = [{
             "crm": self.crm, "portal": self.portal, "contact_id": d.contact_id,
             "card_number": d.card or cards[n], "referral_code": codes[n],
@@ -131,27 +151,17 @@ class Writer:
             "purchase_total": 0, "birthday": d.birthday, "version": 1,
             "created_at": self.now, "updated_at": self.now,
         } for n, d in enumerate(new)]
-        made = session.execute(insert(Account).returning(
-            Account.contact_id, Account.id, sort_by_parameter_order=True), rows)
-        return {contact: id_ for contact, id_ in made}
-
-    def _draw(self, session: Session, column: Any, draw: Callable[[], str], count: int, *,
-              given: set[str]) -> list[str]:
-        """`count` new values for a UNIQUE column, none taken in the database nor given in
-        the file (a collision is rare; the few found are drawn again)."""
-        values = [draw() for _ in range(count)]
-        while True:
-            taken = given | set(session.scalars(select(column).where(column.in_(values))))
-            seen: set[str] = set()
-            clashes = []
-            for n, value in enumerate(values):
-                if value in taken or value in seen:
-                    clashes.append(n)
-                seen.add(value)
-            if not clashes:
-                return values
-            for n in clashes:
-                values[n] = draw()
+        # An executemany (connector.imports.bulk); the ORM's bulk insert with RETURNING
+        # sends a row at a time on SQLite, fifty times slower.
+        before = session.scalar(select(func.coalesce(func.max(Account.id), 0)))
+        insert_rows(session, Account.__table__, rows)
+        # The new rows' ids are above the largest before (SQLite's write lock, PostgreSQL's
+        # sequence); another process's rows there are not ours and are left out.
+        wanted = {d.contact_id for d in new}
+        return {contact: id_ for contact, id_ in session.connection().execute(
+            select(Account.contact_id, Account.id).where(
+                Account.id > before, Account.crm == self.crm, Account.portal == self.portal))
+            if contact in wanted}
 
     def _update(self, session: Session, existing: list[Decision], ids: dict[str, int],
                 balances: dict[int, tuple[int, int]]) -> int:
@@ -193,20 +203,20 @@ class Writer:
                 "idempotency_key": d.key, "source": d.key, "purchase_count": 0,
                 "shortfall": 0, "balance_after": balance + d.opening,
                 "comment": f"opening balance imported from {self.source}, line {d.line}",
-                "actor": ACTOR,
-                "details": {"file": self.source, "line": d.line,
-                            "expires_at": d.expires_at.isoformat() if d.expires_at else None},
-                "source_data": d.row.raw if d.row else None,
+                "actor": ACTOR, "details": None,  # the lot holds the expiry
                 "occurred_at": self.now, "created_at": self.now})
-        entry_ids = [id_ for (id_,) in session.execute(insert(Entry).returning(
-            Entry.id, sort_by_parameter_order=True), rows)]
+        before = session.scalar(select(func.coalesce(func.max(Entry.id), 0)))
+        insert_rows(session, Entry.__table__, rows)
+        by_key = dict(session.connection().execute(select(Entry.idempotency_key, Entry.id).where(
+            Entry.id > before, Entry.kind == "opening")).all())
+        entry_ids = [by_key[row["idempotency_key"]] for row in rows]
         lots = [{"account_id": row["account_id"], "entry_id": entry_id, "amount": pay,
                  "remaining": pay, "earned_at": self.now, "available_at": self.now,
                  "expires_at": d.expires_at}
                 for row, entry_id, pay, d in zip(rows, entry_ids, pays, openings, strict=True)
                 if pay > 0]
         if lots:
-            session.execute(insert(Lot), lots)
+            insert_rows(session, Lot.__table__, lots)
 
     # -- referrers, once every account exists ----------------------------------------------
     def _link(self, decisions: list[Decision], ids: dict[str, int]) -> int:
@@ -234,6 +244,19 @@ class Writer:
         return linked
 
 
+def _draw(draw: Callable[[], str], count: int, taken: set[str]) -> list[str]:
+    """`count` new values for a UNIQUE column, none in `taken` (which then holds them too).
+    A value issued by another process meanwhile makes the chunk's INSERT fail: the import
+    stops with a LedgerError and a second run goes on from there."""
+    values = []
+    while len(values) < count:
+        value = draw()
+        if value not in taken:
+            taken.add(value)
+            values.append(value)
+    return values
+
+
 def _card() -> str:
     """As referrals.codes.new_card_number draws it: nine digits, the first never 0, and a
     Luhn digit; one draw from `secrets` instead of nine (100,000 accounts at once)."""
@@ -242,10 +265,12 @@ def _card() -> str:
 
 
 def _code() -> str:
-    """As referrals.codes.new_code draws it, one `secrets` draw for the eight characters."""
-    number = secrets.randbelow(len(ALPHABET) ** CODE_LENGTH)
-    chars = []
-    for _ in range(CODE_LENGTH):
-        number, digit = divmod(number, len(ALPHABET))
-        chars.append(ALPHABET[digit])
-    return "".join(chars)
+    """As referrals.codes.new_code draws it, from one `secrets` read: bytes below the
+    largest multiple of the alphabet's size are taken (so every character is equally
+    likely), the rest read again."""
+    limit = 256 - 256 % len(ALPHABET)
+    chars: list[str] = []
+    while len(chars) < CODE_LENGTH:
+        chars += [ALPHABET[byte % len(ALPHABET)] for byte in secrets.token_bytes(CODE_LENGTH)
+                  if byte < limit]
+    return "".join(chars[:CODE_LENGTH])
