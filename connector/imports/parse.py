@@ -4,7 +4,7 @@ reader raises RowRefused with the reason a report shows."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -39,7 +39,11 @@ class Row:
     birthday: date | None
     card: str | None
     referrer: str | None
-    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def minor(self) -> int:
+        """The balance in hundredths (parse_amount left it with two places exactly)."""
+        return int(self.balance.scaleb(2))
 
 
 def parse_row(raw: RawRow, program: Program, today: date) -> Row:
@@ -67,9 +71,7 @@ def parse_row(raw: RawRow, program: Program, today: date) -> Row:
         raise RowRefused(f"bad referrer {referrer!r}: a contact id or a referral code")
     return Row(line=raw.line, contact_id=contact, phone=phone, email=email, balance=balance,
                expires=expires, tier=_tier(raw.text("tier"), program), birthday=birthday,
-               card=card, referrer=referrer,
-               raw={k: v.isoformat() if isinstance(v, date) else v
-                    for k, v in raw.values.items() if v not in (None, "")})
+               card=card, referrer=referrer)
 
 
 def phone_digits(text: str) -> str:

@@ -20,7 +20,7 @@ from connector.imports.parse import Row, RowRefused, expiry_moment, parse_row
 from connector.imports.progress import Progress
 from connector.imports.rows import RawRow
 from connector.ledger.models import Account, Entry
-from connector.money import from_minor, to_minor
+from connector.money import from_minor
 from connector.program import Program
 from connector.referrals.codes import normalize
 
@@ -221,7 +221,7 @@ class Planner:
         assert row.contact_id is not None
         decision = Decision(row.line, row.contact_id, "open" if account is None else "update",
                             "", row, account_id=account.id if account else None)
-        minor = to_minor(row.balance)
+        minor = row.minor
         if key in opened:
             if opened[key] != minor:
                 raise RowRefused(f"an opening balance of {from_minor(opened[key])} was imported "

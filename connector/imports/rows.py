@@ -67,9 +67,11 @@ def read_rows(path: Path) -> tuple[list[str], Iterator[RawRow]]:
         raise ImportFileError(f"{path}: no contact_id, phone or email column to find the "
                               "contact by")
 
+    read = _text if suffix == ".csv" else _cell  # CSV cells are text already
+
     def iterate() -> Iterator[RawRow]:
         for line, cells in rows:
-            values = {name: _cell(cell) for name, cell in zip(columns, cells, strict=False)
+            values = {name: read(cell) for name, cell in zip(columns, cells, strict=False)
                       if name is not None}
             if any(value not in (None, "") for value in values.values()):
                 yield RawRow(line, values)
@@ -139,6 +141,10 @@ def _xlsx_rows(path: Path) -> tuple[list[str], Iterator[tuple[int, list[Any]]]]:
             book.close()
 
     return ["" if cell is None else str(cell) for cell in header], iterate()
+
+
+def _text(cell: str) -> Value:
+    return cell.strip()
 
 
 def _cell(cell: Any) -> Value:
