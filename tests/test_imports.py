@@ -111,6 +111,8 @@ def test_dry_run_reports_each_row_and_writes_nothing(plain: tuple[Path, Run],
         "abc,,,10,,,,,",
         ",+7 999 000-00-00,,5,,,,,",
         "111,,,10,,,2990-01-01,,",
+        "120,,,10,,,,,121",
+        "121,,,10,,,,,120",
     ]) + "\n", encoding="utf-8")
     result = run("import", "customers", str(csv), "--crm", "bitrix24", "--portal", PORTAL)
     assert result.exit_code == 1, result.output  # some rows are refused
@@ -131,9 +133,12 @@ def test_dry_run_reports_each_row_and_writes_nothing(plain: tuple[Path, Run],
     assert "bad contact id 'abc'" in report[13]
     assert "bitrix24 is not enabled: a contact cannot be found by phone" in report[14]
     assert "birthday 2990-01-01 is not a past date" in report[15]
-    assert sum("refused" in text.split()[1] for text in report.values()) == 12
+    # A cycle within the file: the row closing it is refused, and so the one naming it.
+    assert "referrer 120 is referred by contact 121 (directly or further up)" in report[17]
+    assert "referrer contact 121 is on line 17, which is refused" in report[16]
+    assert sum("refused" in text.split()[1] for text in report.values()) == 14
     assert result.stdout.splitlines()[-1].startswith(
-        f"dry run for bitrix24 {PORTAL}: 2 new, 0 updated, 0 unchanged, 12 refused")
+        f"dry run for bitrix24 {PORTAL}: 2 new, 0 updated, 0 unchanged, 14 refused")
     assert books(config) == before  # a dry run writes nothing
     assert result.stderr == ""  # no progress bar without a terminal
 
