@@ -208,13 +208,18 @@ class Planner:
             except RowRefused as exc:
                 decision = Decision(row.line, row.contact_id, "refused", str(exc), row)
             decisions.append(decision)
-        refused = {d.contact_id: d.line for d in decisions if not d.accepted}
-        for decision in decisions:
-            if decision.accepted and decision.referrer_contact in refused:
+        # A referrer opened by this import must be opened: until no more rows fall
+        # (A names B, B names C, C is refused).
+        while True:
+            refused = {d.contact_id: d.line for d in decisions if not d.accepted}
+            falling = [d for d in decisions
+                       if d.accepted and d.referrer_contact in refused]
+            if not falling:
+                return decisions
+            for decision in falling:
                 decision.action = "refused"
                 decision.detail = (f"referrer contact {decision.referrer_contact} is on line "
                                    f"{refused[decision.referrer_contact]}, which is refused")
-        return decisions
 
     def _one(self, row: Row, account: _Existing | None, key: str, opened: dict[str, int],
              holders: dict[str, str], in_file: set[str], referrers: _Referrers) -> Decision:
