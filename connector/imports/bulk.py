@@ -30,8 +30,8 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
     by_column: list[list[Any]] = []
     for name in names:
         values = [row[name] for row in rows]
-        process: Callable[[Any], Any] | None = table.c[name].type._cached_bind_processor(
-            dialect)
+        process: Callable[[Any], Any] | None = table.c[name].type.dialect_impl(
+            dialect).bind_processor(dialect)
         if process is not None:
             values = _processed(values, process)
         by_column.append(values)
