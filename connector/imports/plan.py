@@ -193,9 +193,13 @@ class Planner:
         keys = {row.contact_id: opening_key(self.crm, self.portal, row.contact_id)
                 for row in rows if row.contact_id is not None}
         opened = self._opened(session, [keys[contact] for contact in existing])
-        holders = dict(_chunked(session, lambda part: select(
-            Account.card_number, Account.contact_id).where(
-            Account.card_number.in_(part)), [row.card for row in rows if row.card]))
+        # Card numbers are unique across every CRM and portal.
+        holders = {card: contact if (crm, portal) == (self.crm, self.portal)
+                   else f"{contact} of {crm} {portal}"
+                   for card, crm, portal, contact in _chunked(session, lambda part: select(
+                       Account.card_number, Account.crm, Account.portal, Account.contact_id)
+                       .where(Account.card_number.in_(part)),
+                       [row.card for row in rows if row.card])}
         in_file = {row.contact_id for row in rows}
         referrers = _Referrers(session, self, [row.referrer for row in rows if row.referrer],
                                existing)

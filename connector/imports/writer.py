@@ -115,7 +115,8 @@ class Writer:
                    session.execute(self._locked(select(
                        Account.contact_id, Account.id, Account.balance, Account.overdraft)
                        .where(Account.crm == self.crm, Account.portal == self.portal,
-                              Account.contact_id.in_(contacts))))}
+                              Account.contact_id.in_(contacts))
+                       .order_by(Account.id)))}  # rows locked in id order: no deadlock
         used = set(session.scalars(select(Entry.idempotency_key).where(
             Entry.idempotency_key.in_([d.key for d in chunk if d.key]))))
         for decision in chunk:
