@@ -208,8 +208,8 @@ class Writer:
                 "occurred_at": self.now, "created_at": self.now})
         before = session.scalar(select(func.coalesce(func.max(Entry.id), 0)))
         insert_rows(session, Entry.__table__, rows)
-        by_key = dict(session.connection().execute(select(Entry.idempotency_key, Entry.id).where(
-            Entry.id > before, Entry.kind == "opening")).all())
+        by_key = dict(session.connection().execute(select(Entry.idempotency_key, Entry.id)
+                                                   .where(Entry.id > before)).all())
         entry_ids = [by_key[row["idempotency_key"]] for row in rows]
         lots = [{"account_id": row["account_id"], "entry_id": entry_id, "amount": pay,
                  "remaining": pay, "earned_at": self.now, "available_at": self.now,
