@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 
 from connector.cli import cli
 from connector.config import load_settings
+from connector.imports.progress import TerminalProgress
 from connector.ledger.models import Account, Entry, Lot
 from connector.ledger.views import AccountRef
 from connector.referrals.models import ReferralEvent
@@ -268,7 +269,10 @@ def test_bitrix24_phone_and_email_matching_then_write_back(
                    "+7 999 000 00 02,,10\n"
                    ",nobody@example.com,10\n"
                    "+79990000001,bob@example.com,10\n", encoding="utf-8")
+    batches = len(portal.calls_of("batch"))
     dry = run("import", "customers", str(csv))
+    # Two phones in one batch call, two e-mails in another (up to 50 values a call).
+    assert len(portal.calls_of("batch")) - batches == 2
     report = lines(dry)
     assert report[2].split()[:2] == [str(ann), "open"]
     assert report[3].split()[:2] == [str(bob), "open"]
@@ -361,3 +365,21 @@ def test_amocrm_balance_field_by_code_or_id(amocrm: tuple[FakeAmoCRM, Run]) -> N
     assert run("verify").exit_code == 0
     unknown = run("import", "amocrm", "--balance-field", "NOPE")
     assert unknown.exit_code == 2 and "no contact field" in unknown.stderr
+
+
+def test_progress_bar_only_on_a_terminal(plain: tuple[Path, Run], tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    _, run = plain
+    csv = tmp_path / "c.csv"
+    csv.write_text("contact_id,balance\n" + "".join(f"{n},5\n" for n in range(1, 30)),
+                   encoding="utf-8")
+    quiet = run("import", "customers", str(csv), "--crm", "amocrm", "--portal", "x.amocrm.ru",
+                "--apply")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    monkeypatch.setattr(TerminalProgress, "wanted", staticmethod(lambda: True))
+    csv.write_text("contact_id,balance\n" + "".join(f"{n},5\n" for n in range(30, 60)),
+                   encoding="utf-8")
+    shown = run("import", "customers", str(csv), "--crm", "amocrm", "--portal", "x.amocrm.ru",
+                "--apply")
+    # click draws the bar itself only on a real terminal; here its label shows it was made.
+    assert shown.exit_code == 0 and "writing" in shown.stderr
