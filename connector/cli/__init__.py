@@ -11,6 +11,7 @@ from connector.cli import (
     crm,
     demo,
     doctor,
+    imports,
     inbox,
     ledger,
     operations,
@@ -22,6 +23,6 @@ from connector.cli import (
 )
 from connector.cli.base import cli, main
 
-__all__ = ["card", "cli", "codes", "crm", "demo", "doctor", "inbox", "ledger", "main",
+__all__ = ["card", "cli", "codes", "crm", "demo", "doctor", "imports", "inbox", "ledger", "main",
            "operations", "privacy", "rewards",
            "secrets", "service", "writeback"]

@@ -364,6 +364,10 @@ class FakeAmoCRM:
         if ids:
             wanted = {int(v) for v in (ids.values() if isinstance(ids, dict) else [ids])}
             contacts = [contact for contact in contacts if contact["id"] in wanted]
+        query = str(params.get("query") or "").strip().lower()
+        if query:
+            # contacts-api: `query` searches the filled fields; a phone by its digits.
+            contacts = [contact for contact in contacts if _found(contact, query)]
         return self._page(path, params, "contacts", contacts)
 
     def contact_get(self, path: str, params: dict[str, Any], body: Any) -> tuple[int, Any]:
@@ -553,6 +557,19 @@ ROUTES: dict[str, Callable[..., tuple[int, Any]]] = {
     "POST /api/v2/salesbot/run": FakeAmoCRM.salesbot_run,
     "POST /api/v4/tasks": FakeAmoCRM.tasks_add,
 }
+
+
+def _found(contact: dict[str, Any], query: str) -> bool:
+    digits = re.sub(r"\D", "", query)
+    texts = [str(contact.get("name") or "")]
+    for item in contact.get("custom_fields_values") or []:
+        for value in item.get("values") or []:
+            text = str(value.get("value") or "")
+            texts.append(text)
+            if item.get("field_code") == "PHONE" and digits and digits in re.sub(
+                    r"\D", "", text):
+                return True
+    return any(query in text.lower() for text in texts)
 
 
 def webhook_body(entity: str, action: str, items: list[dict[str, Any]],

@@ -182,6 +182,35 @@ def contact_list(ctx: Context, params: dict[str, Any]) -> ListPage:
     return _list(ctx, params, ctx.portal.store.contacts, "CRM_CONTACT")
 
 
+@method("crm.duplicate.findbycomm")
+def duplicate_findbycomm(ctx: Context, params: dict[str, Any]) -> Any:
+    """crm-duplicate-find-by-comm.md: contacts (leads and companies are not kept here) with
+    a phone or e-mail among `values` (at most 20), phones compared by their digits, e-mails
+    in any case. The result maps the entity type to ids; nothing found is PHP's empty []."""
+    kind = str(ci_get(params, "type") or "").upper()
+    if not kind:
+        raise RestError(400, "Communication type is not defined",
+                        "Parameter 'type' is required.")
+    if kind not in ("PHONE", "EMAIL"):
+        raise RestError(400, f"Communication type '{kind}' is not supported in current "
+                             "context", "")
+    values = [str(value) for value in seq(ci_get(params, "values") or [])]
+    if not values:
+        raise RestError(400, "Communication values is not defined",
+                        "Parameter 'values' is required.")
+
+    def norm(text: str) -> str:
+        return re.sub(r"\D", "", text) if kind == "PHONE" else text.strip().lower()
+
+    wanted = {norm(value) for value in values[:20]}
+    entity = str(ci_get(params, "entity_type") or "CONTACT").upper()
+    if entity != "CONTACT":
+        return []
+    ids = [contact_id for contact_id, contact in sorted(ctx.portal.store.contacts.items())
+           if any(norm(str(item.get("VALUE", ""))) in wanted for item in contact.get(kind) or [])]
+    return {"CONTACT": ids} if ids else []
+
+
 @method("crm.contact.update")
 def contact_update(ctx: Context, params: dict[str, Any]) -> bool:
     contact_id = positive_id(params)

@@ -1,0 +1,386 @@
+"""What an import would do, row by row, and why a row is refused: read and checked, contacts
+found by phone / e-mail, duplicates, the books as they stand (an opening balance already
+imported, a card number another customer holds, a referrer that cannot be linked). Reads
+only; the writer applies the accepted rows and checks again under its locks."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from connector.db import Database
+from connector.imports.matching import Kind, LookupFailed, Matcher
+from connector.imports.parse import Row, RowRefused, expiry_moment, parse_row
+from connector.imports.progress import Progress
+from connector.imports.rows import RawRow
+from connector.ledger.models import Account, Entry
+from connector.money import from_minor
+from connector.program import Program
+from connector.referrals.codes import normalize
+
+Action = Literal["open", "update", "unchanged", "refused"]
+# IN lists stay well under SQLite's bound on bound variables.
+CHUNK = 500
+# More contacts than this in a file: the portal's accounts are read in one pass instead.
+WHOLE_PORTAL = 5000
+
+
+@dataclass
+class Decision:
+    line: int
+    contact_id: str | None
+    action: Action
+    detail: str
+    row: Row | None = None
+    account_id: int | None = None  # the existing account, when there is one
+    opening: int = 0  # hundredths to credit; 0: no opening entry to write
+    key: str | None = None
+    expires_at: datetime | None = None
+    tier: str | None = None  # values to set (None: keep as is)
+    birthday: date | None = None
+    card: str | None = None
+    referrer_id: int | None = None  # an existing account
+    referrer_contact: str | None = None  # a contact opened by this same import
+    changes: list[str] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> bool:
+        return self.action != "refused"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "contact_id": self.contact_id, "action": self.action,
+                "detail": self.detail,
+                "balance": None if self.row is None else str(self.row.balance)}
+
+
+def opening_key(crm: str, portal: str, contact_id: str) -> str:
+    """One opening balance per contact: importing it again (the same file, or another one
+    naming the contact) finds the key used and writes nothing."""
+    key = f"import:opening:{crm}:{portal}:{contact_id}"
+    if len(key) <= 255:
+        return key
+    return f"import:opening:sha256:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+@dataclass
+class _Existing:
+    id: int
+    card: str | None
+    tier: str
+    birthday: date | None
+    referred_by_id: int | None
+    purchased: bool
+
+
+class Planner:
+    def __init__(self, db: Database, program: Program, crm: str, portal: str, *,
+                 matcher: Matcher | None, now: datetime,
+                 progress: Progress | None = None) -> None:
+        self.db, self.program, self.crm, self.portal = db, program, crm, portal
+        self.matcher = matcher
+        self.now = now
+        self.today = now.astimezone(program.zone).date()
+        self.progress = progress or Progress()
+
+    def plan(self, raws: Iterable[RawRow]) -> list[Decision]:
+        decisions: list[Decision] = []
+        rows: list[Row] = []
+        for raw in raws:
+            try:
+                rows.append(parse_row(raw, self.program, self.today))
+            except RowRefused as exc:
+                decisions.append(Decision(raw.line, raw.text("contact_id") or None, "refused",
+                                          str(exc)))
+        decisions += self._match(rows)
+        accepted = self._dedupe(rows, decisions)
+        with self.db.transaction(write=False) as session:
+            decisions += self._decide(session, accepted)
+        decisions.sort(key=lambda d: d.line)
+        return decisions
+
+    # -- contacts by phone / e-mail --------------------------------------------------------
+    def _match(self, rows: list[Row]) -> list[Decision]:
+        """Rows without a contact id get theirs from the CRM; those it cannot name are
+        refused (and removed from `rows`)."""
+        wanted: dict[Kind, set[str]] = {"phone": set(), "email": set()}
+        for row in rows:
+            if row.contact_id is None:
+                if row.phone:
+                    wanted["phone"].add(row.phone)
+                if row.email:
+                    wanted["email"].add(row.email)
+        found: dict[tuple[Kind, str], list[str] | LookupFailed] = {}
+        if self.matcher is not None:
+            for kind, values in wanted.items():
+                self.progress.start(f"finding contacts by {kind}", len(values))
+                for value, ids in self.matcher.find(kind, sorted(values),
+                                                    self.progress.advance).items():
+                    found[(kind, value)] = ids
+                self.progress.finish()
+        refused: list[Decision] = []
+        kept: list[Row] = []
+        for row in rows:
+            if row.contact_id is not None:
+                kept.append(row)
+                continue
+            try:
+                row.contact_id = self._contact_of(row, found)
+                kept.append(row)
+            except RowRefused as exc:
+                refused.append(Decision(row.line, None, "refused", str(exc), row))
+        rows[:] = kept
+        return refused
+
+    def _contact_of(self, row: Row, found: dict[tuple[Kind, str], list[str] | LookupFailed]
+                    ) -> str:
+        if self.matcher is None:
+            raise RowRefused(f"{self.crm} is not enabled: a contact cannot be found by phone "
+                             "or e-mail (give contact_id, or enable the CRM)")
+        sets: list[tuple[str, set[str]]] = []
+        for kind, value in (("phone", row.phone), ("email", row.email)):
+            if value is None:
+                continue
+            ids = found[(kind, value)]  # type: ignore[index]
+            if isinstance(ids, LookupFailed):
+                raise RowRefused(f"could not look up {kind} {value}: {ids}")
+            sets.append((f"{'e-mail' if kind == 'email' else kind} {value}", set(ids)))
+        named = [(what, ids) for what, ids in sets if ids]
+        if not named:
+            raise RowRefused("unknown contact: no contact in the CRM has "
+                             + " or ".join(what for what, _ in sets))
+        common = set.intersection(*(ids for _, ids in named))
+        if not common:
+            raise RowRefused("; ".join(f"{what} is contact {', '.join(sorted(ids, key=int))}"
+                                       for what, ids in named) + ": not the same contact")
+        if len(common) > 1:
+            raise RowRefused(f"{named[0][0]} matches {len(common)} contacts "
+                             f"({', '.join(sorted(common, key=int))}): give contact_id")
+        return common.pop()
+
+    @staticmethod
+    def _dedupe(rows: list[Row], decisions: list[Decision]) -> list[Row]:
+        first: dict[str, int] = {}
+        cards: dict[str, int] = {}
+        kept = []
+        for row in rows:
+            assert row.contact_id is not None
+            if row.contact_id in first:
+                decisions.append(Decision(row.line, row.contact_id, "refused",
+                                          f"duplicate row: contact {row.contact_id} is on line "
+                                          f"{first[row.contact_id]} already", row))
+                continue
+            if row.card is not None and row.card in cards:
+                decisions.append(Decision(row.line, row.contact_id, "refused",
+                                          f"card number {row.card} is given on line "
+                                          f"{cards[row.card]} already", row))
+                continue
+            first[row.contact_id] = row.line
+            if row.card is not None:
+                cards[row.card] = row.line
+            kept.append(row)
+        return kept
+
+    # -- against the books -----------------------------------------------------------------
+    def _decide(self, session: Session, rows: list[Row]) -> list[Decision]:
+        contacts = [row.contact_id for row in rows if row.contact_id is not None]
+        existing = self._existing(session, contacts)
+        keys = {row.contact_id: opening_key(self.crm, self.portal, row.contact_id)
+                for row in rows if row.contact_id is not None}
+        opened = self._opened(session, [keys[contact] for contact in existing])
+        # Card numbers are unique across every CRM and portal.
+        holders = {card: contact if (crm, portal) == (self.crm, self.portal)
+                   else f"{contact} of {crm} {portal}"
+                   for card, crm, portal, contact in _chunked(session, lambda part: select(
+                       Account.card_number, Account.crm, Account.portal, Account.contact_id)
+                       .where(Account.card_number.in_(part)),
+                       [row.card for row in rows if row.card])}
+        in_file = {row.contact_id for row in rows}
+        referrers = _Referrers(session, self, [row.referrer for row in rows if row.referrer],
+                               existing)
+        decisions = []
+        for row in rows:
+            assert row.contact_id is not None
+            try:
+                decision = self._one(row, existing.get(row.contact_id), keys[row.contact_id],
+                                     opened, holders, in_file, referrers)
+            except RowRefused as exc:
+                decision = Decision(row.line, row.contact_id, "refused", str(exc), row)
+            decisions.append(decision)
+        # A referrer opened by this import must be opened: until no more rows fall
+        # (A names B, B names C, C is refused).
+        while True:
+            refused = {d.contact_id: d.line for d in decisions if not d.accepted}
+            falling = [d for d in decisions
+                       if d.accepted and d.referrer_contact in refused]
+            if not falling:
+                return decisions
+            for decision in falling:
+                decision.action = "refused"
+                decision.detail = (f"referrer contact {decision.referrer_contact} is on line "
+                                   f"{refused[decision.referrer_contact]}, which is refused")
+
+    def _one(self, row: Row, account: _Existing | None, key: str, opened: dict[str, int],
+             holders: dict[str, str], in_file: set[str], referrers: _Referrers) -> Decision:
+        assert row.contact_id is not None
+        decision = Decision(row.line, row.contact_id, "open" if account is None else "update",
+                            "", row, account_id=account.id if account else None)
+        minor = row.minor
+        if key in opened:
+            if opened[key] != minor:
+                raise RowRefused(f"an opening balance of {from_minor(opened[key])} was imported "
+                                 f"for contact {row.contact_id} already (this row says "
+                                 f"{row.balance}); change it with `adjust`")
+        elif minor > 0:
+            decision.opening, decision.key = minor, key
+            decision.expires_at = expiry_moment(row.expires, self.program) if row.expires \
+                else self.program.expires_at(self.now)
+            until = f" expiring {row.expires.isoformat()}" if row.expires else ""
+            decision.changes.append(f"opening balance {row.balance}{until}")
+        if row.card is not None:
+            holder = holders.get(row.card)
+            if holder is not None and holder != row.contact_id:
+                raise RowRefused(f"card number {row.card} is taken by contact {holder}")
+            if account is None or account.card != row.card:
+                decision.card = row.card
+                decision.changes.append(f"card {row.card}")
+        if row.tier is not None and (account is None or account.tier != row.tier):
+            decision.tier = row.tier
+            decision.changes.append(f"tier {row.tier}")
+        if row.birthday is not None and (account is None or account.birthday != row.birthday):
+            decision.birthday = row.birthday
+            decision.changes.append(f"birthday {row.birthday.isoformat()}")
+        if row.referrer is not None:
+            referrers.link(decision, row, account, in_file)
+        if account is None:
+            decision.detail = "new account" + (": " if decision.changes else "") + \
+                ", ".join(decision.changes)
+        elif decision.changes:
+            decision.detail = "existing account: " + ", ".join(decision.changes)
+        else:
+            decision.action = "unchanged"
+            decision.detail = "already imported: nothing to change"
+        return decision
+
+    def _opened(self, session: Session, keys: list[str]) -> dict[str, int]:
+        """Opening entries already written, by key (only an existing account has one)."""
+        if len(keys) <= WHOLE_PORTAL:
+            return dict(_chunked(session, lambda part: select(
+                Entry.idempotency_key, Entry.amount).where(Entry.idempotency_key.in_(part)),
+                keys))
+        # Every opening entry, filtered here: no join for the planner to get wrong (with
+        # statistics from before a bulk import, PostgreSQL nested-looped it for minutes).
+        wanted = set(keys)
+        return {key: amount for key, amount in session.connection().execute(
+            select(Entry.idempotency_key, Entry.amount).where(Entry.kind == "opening"))
+            if key in wanted}
+
+    def _existing(self, session: Session, contacts: list[str]) -> dict[str, _Existing]:
+        query = select(
+            Account.contact_id, Account.id, Account.card_number, Account.tier,
+            Account.birthday, Account.referred_by_id, Account.purchase_count,
+            Account.first_purchase_at).where(
+            Account.crm == self.crm, Account.portal == self.portal)
+        if len(contacts) > WHOLE_PORTAL:  # one pass over the portal beats many IN lists
+            wanted = set(contacts)
+            rows: Iterable[Any] = (row for row in session.connection().execute(query)
+                                   if row[0] in wanted)
+        else:
+            rows = _chunked(session, lambda part: query.where(
+                Account.contact_id.in_(part)), contacts)
+        return {contact: _Existing(id_, card, tier, birthday, referred,
+                                   bool(count) or first is not None)
+                for contact, id_, card, tier, birthday, referred, count, first in rows}
+
+
+class _Referrers:
+    """Who a row's referrer is (a referral code, or a contact id of this CRM and portal),
+    and whether the link may be made: not oneself, no cycle, once, before a purchase."""
+
+    def __init__(self, session: Session, planner: Planner, given: list[str],
+                 existing: dict[str, _Existing]) -> None:
+        self.session, self.planner = session, planner
+        codes = [code for code in (normalize(text) for text in given) if code]
+        self.by_code = {code: (contact, id_) for code, contact, id_ in _chunked(
+            session, lambda part: select(Account.referral_code, Account.contact_id,
+                                         Account.id).where(
+                Account.crm == planner.crm, Account.portal == planner.portal,
+                Account.referral_code.in_(part)), codes)}
+        contacts = [text for text in given if text.isdigit()]
+        self.by_contact = {contact: id_ for contact, id_ in _chunked(
+            session, lambda part: select(Account.contact_id, Account.id).where(
+                Account.crm == planner.crm, Account.portal == planner.portal,
+                Account.contact_id.in_(part)), contacts)}
+        self.existing = existing
+        self.linked: dict[str, str] = {}  # contact -> its referrer's contact, by this import
+
+    def link(self, decision: Decision, row: Row, account: _Existing | None,
+             in_file: set[str]) -> None:
+        assert row.contact_id is not None and row.referrer is not None
+        referrer_contact, referrer_id = self._resolve(row.referrer, in_file)
+        if referrer_contact == row.contact_id:
+            raise RowRefused("a customer cannot refer themselves")
+        if account is not None and account.referred_by_id is not None:
+            if account.referred_by_id == referrer_id:
+                return  # linked before: nothing to do
+            raise RowRefused(f"contact {row.contact_id} is already referred by another "
+                             "customer (a link is made once)")
+        if account is not None and account.purchased:
+            raise RowRefused(f"contact {row.contact_id} has already made a purchase; a "
+                             "referrer is linked before the first one")
+        if self._cycle(row.contact_id, referrer_contact):
+            raise RowRefused(f"referrer {row.referrer} is referred by contact "
+                             f"{row.contact_id} (directly or further up): that is a cycle")
+        self.linked[row.contact_id] = referrer_contact
+        decision.referrer_id = referrer_id
+        decision.referrer_contact = None if referrer_id is not None else referrer_contact
+        decision.changes.append(f"referred by {referrer_contact}")
+
+    def _resolve(self, text: str, in_file: set[str]) -> tuple[str, int | None]:
+        code = normalize(text)
+        if code is not None and code in self.by_code:
+            contact, id_ = self.by_code[code]
+            return contact, id_
+        if text.isdigit():
+            if text in self.by_contact:
+                return text, self.by_contact[text]
+            if text in in_file:
+                return text, None
+            raise RowRefused(f"referrer contact {text} has no loyalty account and is not in "
+                             "this file")
+        raise RowRefused(f"referral code {code} names nobody")
+
+    def _cycle(self, contact: str, referrer: str) -> bool:
+        seen: set[str] = set()
+        current: str | None = referrer
+        while current is not None and current not in seen:
+            if current == contact:
+                return True
+            seen.add(current)
+            current = self.linked.get(current) or self._stored_referrer(current)
+        return False
+
+    def _stored_referrer(self, contact: str) -> str | None:
+        planner = self.planner
+        account = self.existing.get(contact)
+        if account is not None:
+            upline = account.referred_by_id
+        else:
+            upline = self.session.scalar(select(Account.referred_by_id).where(
+                Account.crm == planner.crm, Account.portal == planner.portal,
+                Account.contact_id == contact))
+        if upline is None:
+            return None
+        return self.session.scalar(select(Account.contact_id).where(Account.id == upline))
+
+
+def _chunked(session: Session, query: Callable[[list[Any]], Any], values: list[Any]
+             ) -> Iterator[Any]:
+    unique = list(dict.fromkeys(values))
+    for start in range(0, len(unique), CHUNK):
+        yield from session.connection().execute(query(unique[start:start + CHUNK]))
