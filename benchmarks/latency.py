@@ -31,8 +31,10 @@ table dropped): its name must contain "bench" (or pass --allow-wipe).
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -57,6 +59,9 @@ from benchmarks.ingest import (  # noqa: E402 (after the path above)
 )
 
 AMO_SECRET = "LatencyBenchSecret0123456789"
+# Seals the CRM tokens the database stores (PostgreSQL refuses to start without one); new
+# for every run of this script, as its database is.
+SECRET_KEY = base64.urlsafe_b64encode(os.urandom(32)).decode()
 FLOOR_TRIPS = {"event": 2, "robot": 2}
 
 
@@ -85,6 +90,7 @@ def config_text(*, port: int, database_url: str, options: argparse.Namespace,
                 crm: dict[str, Any]) -> str:
     section = crm.pop("_section")
     lines = [
+        f'secret_key = "{SECRET_KEY}"',
         "[server]", 'host = "127.0.0.1"', f"port = {port}", "threads = 8",
         "[database]", f"url = {json.dumps(database_url)}",
         "[inbox]", f"poll_seconds = {options.poll_seconds}",
@@ -103,7 +109,7 @@ def settings_for(database_url: str, crm: dict[str, Any]) -> Any:
     crm = dict(crm)
     section = crm.pop("_section")
     return load_settings(None, database={"url": database_url}, scheduler={"enabled": False},
-                         **{section: crm})
+                         secret_key=SECRET_KEY, **{section: crm})
 
 
 @contextmanager
