@@ -217,9 +217,10 @@ def test_an_event_stored_by_another_process_wakes_a_worker_process(
                               env=env)
     try:
         assert _within(30.0, lambda: _listening(services) > before)
-        first = _put(services, "first")  # stored before the worker listens
+        # The worker's first pass, and the one its listener asks for on connecting, go by.
+        first = _put(services, "first")
         assert _within(WAIT_S, lambda: _claimed(services, first))
-        time.sleep(0.5)  # the pass the listener asks for when it connects goes by too
+        time.sleep(0.5)
         item_id = _put(services, "from-web")
         assert _within(WAIT_S, lambda: _claimed(services, item_id))
         # Rows inserted with no NOTIFY at all wait for the poll: a minute here.
