@@ -79,6 +79,9 @@ class InboxSettings(_Section):
     retry_max_seconds: float = Field(3600.0, gt=0)
     lease_seconds: float = Field(
         900.0, ge=30, description="a claimed item whose worker died is offered again after this")
+    wake: bool = Field(True, description="a stored event wakes the worker (false: poll only)")
+    batch_wait_ms: float = Field(
+        20.0, ge=0, le=1000, description="after a wake, gather a burst this long into one batch")
 
 
 class LimitsSettings(_Section):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import threading
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,6 +37,7 @@ from connector.config import InboxSettings
 from connector.db import Database, utcnow
 from connector.inbox_writer import InboxWriter
 from connector.schema import Base, BigId, UTCDateTime
+from connector.wakeup import Doorbell
 
 STATUSES = ("pending", "processing", "done", "skipped", "dead")
 # What `put` writes; the rest of a row is filled in by processing.
@@ -113,8 +115,14 @@ class Inbox:
         self.clock = clock
         # A claimed item whose worker died is offered again after this long.
         self.lease = timedelta(seconds=settings.lease_seconds)
+        # Rung after new events are committed (or items made due now): a worker in this
+        # process waits on it. Other processes hear of inserts by NOTIFY on PostgreSQL, with
+        # this process's token as the payload so that its own listener can skip them.
+        self.stored = Doorbell()
+        self.sender = uuid.uuid4().hex
         self._writer = InboxWriter(db.engine, InboxEvent.__table__, RECEIVED_COLUMNS,
-                                   key="dedup_key")
+                                   key="dedup_key",
+                                   notify_as=self.sender if settings.wake else None)
         self._queue: list[_Pending] = []
         self._queue_lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -141,6 +149,9 @@ class Inbox:
                 with self._queue_lock:
                     group, self._queue = self._queue, []
                 self._write(group)
+                if any(isinstance(p.outcome, Stored) and not p.outcome.duplicate
+                       for p in group):
+                    self.stored.ring()
         if isinstance(pending.outcome, BaseException):
             raise pending.outcome
         assert pending.outcome is not None
@@ -265,7 +276,10 @@ class Inbox:
                 .where(InboxEvent.status == "pending", InboxEvent.deferred.is_(True),
                        InboxEvent.source == source, InboxEvent.portal == portal)
                 .values(next_attempt_at=self.clock()))
-            return result.rowcount
+            woken: int = result.rowcount
+        if woken:
+            self.stored.ring()
+        return woken
 
     def release(self, item_ids: list[int], error: str) -> int:
         """Give claimed items back at once, without spending an attempt: their processing
@@ -287,6 +301,7 @@ class Inbox:
     def retry(self, item_id: int) -> None:
         """Offer a dead or failed item again now (after its cause was fixed)."""
         self._set(item_id, status="pending", next_attempt_at=self.clock(), attempts=0)
+        self.stored.ring()
 
     def retry_dead(self) -> list[int]:
         """Offer every dead item again now; returns their ids."""
@@ -297,7 +312,9 @@ class Inbox:
                 session.execute(update(InboxEvent).where(InboxEvent.id.in_(ids))
                                 .values(status="pending", next_attempt_at=self.clock(),
                                         attempts=0))
-            return ids
+        if ids:
+            self.stored.ring()
+        return ids
 
     def drop(self, item_id: int, reason: str) -> None:
         """Give up on an item; it stays, as skipped, with the reason and the error it had."""

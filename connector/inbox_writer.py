@@ -22,6 +22,8 @@ from sqlalchemy import Engine, Table, bindparam, insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import PoolProxiedConnection, SingletonThreadPool
 
+from connector.wakeup import notifying
+
 log = logging.getLogger(__name__)
 
 
@@ -33,7 +35,9 @@ CHUNK = 32
 class InboxWriter:
 
     def __init__(self, engine: Engine, table: Table, columns: Sequence[str], *,
-                 key: str) -> None:
+                 key: str, notify_as: str | None = None) -> None:
+        """`notify_as`: on PostgreSQL each insert also sends a NOTIFY with this payload, in
+        its own statement (see connector.wakeup); elsewhere it is ignored."""
         dialect = engine.dialect
         self._engine = engine
         self._table = table
@@ -44,6 +48,7 @@ class InboxWriter:
             for name in columns]
         self._statements: dict[int, tuple[str, Sequence[str] | None]] = {}
         self._sqlite = dialect.name == "sqlite"
+        self._notify_as = notify_as if dialect.name == "postgresql" else None
         # An in-memory SQLite database is one per thread: nothing to hold across threads.
         self._hold = not isinstance(engine.pool, SingletonThreadPool)
         self._connection: PoolProxiedConnection | None = None
@@ -79,7 +84,10 @@ class InboxWriter:
                         .returning(self._table.c.id, self._table.c[self._key])
                         .compile(dialect=self._engine.dialect))
             order = compiled.positiontup if compiled.positional else None
-            self._statements[rows] = (str(compiled), order)
+            sql = str(compiled)
+            if self._notify_as is not None:
+                sql = notifying(sql, self._notify_as)
+            self._statements[rows] = (sql, order)
         return self._statements[rows]
 
     def _bind(self, rows: Sequence[dict[str, Any]]) -> tuple[str, Any]:

@@ -37,6 +37,7 @@ from connector.lifecycle import (
 from connector.logs import log_context, redact
 from connector.rfm import update_segments
 from connector.services import Services
+from connector.wakeup import Listener
 from connector.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -281,7 +282,13 @@ class LeaderScheduler(_Background):
 
 class WorkerLoop(_Background):
     """The inbox job in a loop: every `serve` and `worker` process runs one; several share
-    the inbox safely (claims skip rows another worker holds)."""
+    the inbox safely (claims skip rows another worker holds).
+
+    Between passes it waits for the inbox's doorbell, rung when events are stored in this
+    process (`serve`) or, on PostgreSQL, announced by NOTIFY from any process (a LISTEN on a
+    connection of its own); `inbox.poll_seconds` bounds the wait, so what no ring announced
+    (SQLite across processes, a notification lost, a retry coming due) is still found. After
+    a ring it waits `inbox.batch_wait_ms` more, so a burst is claimed as one batch."""
 
     thread_name = "inbox-worker"
 
@@ -289,16 +296,46 @@ class WorkerLoop(_Background):
         super().__init__()
         self.services = services
         self.job = find_job(services.settings, "process_inbox")
+        settings = services.settings.inbox
+        self.wake = settings.wake
+        self.batch_wait = settings.batch_wait_ms / 1000
+        self.bell = services.inbox.stored
+        self.listener: Listener | None = None
+        if self.wake and services.db.is_postgres:
+            self.listener = Listener(services.db.engine, self.bell,
+                                     own_sender=services.inbox.sender,
+                                     max_pause=settings.poll_seconds)
 
     def run(self, *, once: bool = False) -> dict[str, Any]:
         assert self.job is not None
         counts: dict[str, Any] = {}
-        while not self.stopped.is_set():
-            try:
-                counts = run_job(self.services, self.job)
-            except Exception:  # logged and recorded by run_job; the next pass retries
-                counts = {}
-            if once:
-                break
-            self.stopped.wait(self.job.interval_seconds)
+        if self.listener is not None and not once:
+            self.listener.start()
+        try:
+            while not self.stopped.is_set():
+                # This pass's claim sees every event announced so far.
+                self.bell.clear()
+                try:
+                    counts = run_job(self.services, self.job)
+                except Exception:  # logged and recorded by run_job; the next pass retries
+                    counts = {}
+                if once:
+                    break
+                self._wait()
+        finally:
+            if self.listener is not None:
+                self.listener.stop()
         return counts
+
+    def _wait(self) -> None:
+        assert self.job is not None
+        if not self.wake:
+            self.stopped.wait(self.job.interval_seconds)
+            return
+        if self.bell.wait(self.job.interval_seconds) and self.batch_wait > 0:
+            self.stopped.wait(self.batch_wait)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stopped.set()
+        self.bell.ring()  # out of its wait now
+        super().stop(timeout)

@@ -8,9 +8,10 @@ access on the authorization page (code, state, referer and platform back to the 
 URI). Webhook bodies it sends are form-encoded with API v2 keys.
 
 Faults: fail_next (an answer), reset_next (no answer), delay_next (a slow answer; the call
-still runs), down()/up() (connections refused), `chaos` (connector.sandbox.faults.Chaos, random
-faults from a seed) and `gate` (hold requests at the door). `request_log` has the arrival
-time of every request, for rate assertions.
+still runs), `latency` (every request held that long: a distant account), down()/up()
+(connections refused), `chaos` (connector.sandbox.faults.Chaos, random faults from a seed)
+and `gate` (hold requests at the door). `request_log` has the arrival time of every
+request, for rate assertions.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Account:
     webhooks: list[dict[str, Any]] = field(default_factory=list)
     notes: list[dict[str, Any]] = field(default_factory=list)
     contact_patches: list[list[dict[str, Any]]] = field(default_factory=list)
+    contact_patched_at: list[float] = field(default_factory=list)  # clock.time() of each above
     tags_added: list[tuple[str, int, str]] = field(default_factory=list)  # entity, id, tag
     salesbot_runs: list[dict[str, Any]] = field(default_factory=list)
     tasks: list[dict[str, Any]] = field(default_factory=list)
@@ -63,8 +65,11 @@ class Account:
 
 class FakeAmoCRM:
     def __init__(self, *, rate: float = 7.0, burst: int = 7,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, latency: float = 0.0) -> None:
         self.rate, self.burst = rate, burst
+        # Seconds every request is held before it is answered, in real time: an account a
+        # network round trip away (benchmarks/latency.py), spent before the request runs.
+        self.latency = latency
         self.clock = clock or RealClock()
         self.state = Account()
         self.client_id, self.client_secret = "fake-integration-id", "fake-integration-secret"
@@ -231,6 +236,7 @@ class FakeAmoCRM:
         drop, delay, answer = self._misfortune(request.path)
         if drop:
             drop_connection(environ)
+        delay += self.latency
         if delay:
             time.sleep(delay)  # real time: the point is the client's socket timeout
         if self.is_down:  # accepted just before the account went down
@@ -412,6 +418,7 @@ class FakeAmoCRM:
         fields = [item for item in body if "custom_fields_values" in item]
         if fields:
             self.state.contact_patches.append(fields)
+            self.state.contact_patched_at.append(self.clock.time())
         for item in body:
             contact = self.state.contacts[int(item["id"])]
             self._tag(contact, "contacts", item)

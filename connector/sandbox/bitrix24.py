@@ -77,7 +77,8 @@ class FakeBitrix24Portal:
 
     Rate limit defaults to the non-Enterprise plan (2 requests/s, burst 50, limits.md); pass
     requests_per_second=5, burst=250 for Enterprise. Give the client under test the same
-    `clock` when it must not sleep for real."""
+    `clock` when it must not sleep for real; `latency` seconds hold every REST request, as a
+    distant portal's round trip would."""
 
     def __init__(self, *, clock: Clock | None = None, tz: tzinfo = MOSCOW,
                  domain: str | None = None, member_id: str = DOC_MEMBER_ID,
@@ -88,8 +89,13 @@ class FakeBitrix24Portal:
                  requests_per_second: float = 2.0, burst: int = 50,
                  operating_limit: float = 480.0, token_lifetime: int = 3600,
                  scope: str = "crm,bizproc,placement,user_brief", app_status: str = "L",
-                 license: str = "pro100", host: str = "127.0.0.1") -> None:
+                 license: str = "pro100", host: str = "127.0.0.1",
+                 latency: float = 0.0) -> None:
         self.clock: Clock = clock or RealClock()
+        # Seconds every /rest/ request is held before it runs, in real time: a portal a
+        # network round trip away (benchmarks/latency.py). The whole round trip is spent on
+        # the way in, so a call's record is made one round trip after it was sent.
+        self.latency = latency
         self.tz = tz
         self.member_id = member_id
         self.webhooks: set[tuple[int, str]] = {(webhook_user_id, webhook_secret)}

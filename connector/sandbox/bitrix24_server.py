@@ -78,6 +78,7 @@ class PortalApp:
             delay = self._take_delay()
             if fault is None and not delay:
                 fault, delay = portal.chaos_draw()
+        delay += portal.latency
         if delay:
             time.sleep(delay)  # real time: the point is the client's socket timeout
         if portal.is_down:
