@@ -1,6 +1,6 @@
 """erasures: the log of personal data erased (who, why, what was removed; no personal data)
 
-Revision ID: 0019
+Revision ID: 0015
 Revises: 0014
 Create Date: 2026-12-06
 """
@@ -12,7 +12,7 @@ from alembic import op
 
 import connector.schema
 
-revision = "0019"
+revision = "0015"
 down_revision = "0014"
 branch_labels = None
 depends_on = None

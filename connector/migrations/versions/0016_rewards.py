@@ -4,8 +4,8 @@ with the code staff hand it over against
 The stock left is a column guarded by a CHECK (>= 0) and taken with a conditional UPDATE, so
 two claims of the last one cannot both stand, on SQLite or PostgreSQL.
 
-Revision ID: 0015
-Revises: 0019
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-12-06
 """
 
@@ -16,8 +16,8 @@ from alembic import op
 
 import connector.schema
 
-revision = "0015"
-down_revision = "0019"
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
