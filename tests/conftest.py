@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from waitress.server import create_server
 
 from connector.config import Settings, load_settings
@@ -55,6 +55,19 @@ def make_settings(tmp_path: Path, database_url: str | None = None, **sections: A
         # Also for fixtures built before the environment below is set (module scope).
         sections.setdefault("secret_key", TEST_SECRET_KEY)
     return load_settings(None, **sections)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _empty_postgres() -> None:
+    """A run starts from an empty PostgreSQL database: tables or a migration stamp left by
+    another checkout (another revision chain) must not decide this run's outcome."""
+    if not POSTGRES_URL:
+        return
+    engine = create_engine(POSTGRES_URL)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
 
 
 @pytest.fixture(autouse=True)
