@@ -130,16 +130,28 @@ def test_batch_keeps_successes_beside_failures() -> None:
 
 @responses.activate
 def test_list_all_uses_the_fast_method() -> None:
-    pages = [[{"ID": str(i)} for i in range(1, 51)], [{"ID": "51"}]]
-    for page in pages:
-        responses.post(HOOK + "crm.deal.list.json", json={"result": page, "total": 0})
+    """A first page alone, then pages chained in a batch by $result references."""
+    first = [{"ID": str(i)} for i in range(1, 51)]
+    responses.post(HOOK + "crm.deal.list.json", json={"result": first, "total": 0})
+    responses.post(HOOK + "batch.json", json={"result": {
+        "result": {"p0": [{"ID": "51"}]}, "result_error": [], "result_total": {"p0": 0},
+        "result_next": [], "result_time": []}})
     b24, _ = client()
     ids = [item["ID"] for item in b24.list_all("crm.deal.list", filter={"=STAGE_SEMANTIC_ID": "S"},
                                                select=["ID"])]
     assert ids == [str(i) for i in range(1, 52)]
-    second = json.loads(responses.calls[1].request.body)
-    assert second["start"] == -1 and second["order"] == {"ID": "ASC"}
-    assert second["filter"] == {"=STAGE_SEMANTIC_ID": "S", ">ID": 50}
+    head = json.loads(responses.calls[0].request.body)
+    assert head["start"] == -1 and head["order"] == {"ID": "ASC"}
+    assert head["filter"] == {"=STAGE_SEMANTIC_ID": "S", ">ID": 0}
+    batch = json.loads(responses.calls[1].request.body)
+    assert batch["halt"] == 1 and len(batch["cmd"]) == 50
+    assert batch["cmd"]["p0"] == ("crm.deal.list?order[ID]=ASC&filter[%3DSTAGE_SEMANTIC_ID]=S"
+                                  "&filter[%3EID]=50&start=-1&select[0]=ID")
+    # %24result%5Bp0%5D%5B49%5D%5BID%5D is $result[p0][49][ID] once parse_str has read it
+    assert batch["cmd"]["p1"] == ("crm.deal.list?order[ID]=ASC&filter[%3DSTAGE_SEMANTIC_ID]=S"
+                                  "&filter[%3EID]=%24result%5Bp0%5D%5B49%5D%5BID%5D&start=-1"
+                                  "&select[0]=ID")
+    assert len(responses.calls) == 2
 
 
 def test_leaky_bucket_allows_a_burst_then_the_rate() -> None:

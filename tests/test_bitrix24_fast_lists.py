@@ -1,0 +1,166 @@
+"""Lists read 50 pages to a request: fast-method pages chained inside `batch` by `$result`
+references, against the fake portal (its leaky bucket and operating-time meter on)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from connector.config import Bitrix24Settings
+from connector.crm.bitrix24 import Bitrix24Client
+from connector.crm.limiter import LeakyBucket
+from connector.errors import FatalCRMError
+from tests.fakes import FakeBitrix24Portal, ManualClock
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def portal(clock: ManualClock) -> Iterator[FakeBitrix24Portal]:
+    with FakeBitrix24Portal(clock=clock, requests_per_second=2, burst=50) as fake:
+        yield fake
+
+
+def client_for(portal: FakeBitrix24Portal, clock: ManualClock, **settings: object
+               ) -> Bitrix24Client:
+    config = Bitrix24Settings.model_validate({"webhook_url": portal.webhook_url,
+                                              "max_retries": 3, **settings})
+    limiter = LeakyBucket.under(2, 50, clock=clock.monotonic, sleep=clock.sleep)
+    return Bitrix24Client(config, limiter=limiter, sleep=clock.sleep, clock=clock.time)
+
+
+def expected_requests(rows: int) -> int:
+    """One first page alone; then batches of 50 pages until a page is short."""
+    return 1 if rows < 50 else 2 + (rows - 50) // 2500
+
+
+@pytest.mark.parametrize("rows", [0, 1, 49, 50, 51, 2500, 2501, 5000])
+def test_the_chained_list_returns_exactly_every_row(
+        portal: FakeBitrix24Portal, clock: ManualClock, rows: int) -> None:
+    won = []
+    for n in range(rows + rows // 3):
+        if n % 4 == 3:  # deals the filter leaves out, between the listed ones
+            portal.add_deal(STAGE_ID="LOSE", OPPORTUNITY="10.00")
+        else:
+            won.append(str(portal.add_deal(STAGE_ID="WON", OPPORTUNITY="10.00")))
+    won = won[:rows] if len(won) >= rows else won
+    client = client_for(portal, clock)
+    before = portal.http_requests
+
+    got = [deal["ID"] for deal in client.list_all(
+        "crm.deal.list", filter={"STAGE_ID": "WON"}, select=["ID", "STAGE_ID"])]
+
+    assert got == won  # every row once, in ID order
+    assert portal.http_requests - before == expected_requests(len(won))
+    assert portal.limit_errors == 0
+
+
+def test_requests_for_5000_rows_match_the_peers(portal: FakeBitrix24Portal,
+                                                clock: ManualClock) -> None:
+    for _ in range(5000):
+        portal.add_deal(STAGE_ID="WON")
+    client = client_for(portal, clock)
+    assert sum(1 for _ in client.list_all("crm.deal.list")) == 5000
+    assert portal.http_requests == 3 and client.calls == 3
+    batches = [c for c in portal.calls if c.method == "batch"]
+    assert len(batches) == 2
+    # The commands past the last row reference a row that is not there: the portal answers
+    # them with errors, and the client never reads them.
+    refused = [c for c in portal.calls if c.method == "crm.deal.list" and c.status != 200]
+    assert len(refused) == 0  # 5,000 = 50 + 2,500 + 49 full pages and one empty page
+
+
+def test_commands_past_the_end_come_back_as_errors_and_are_not_read(
+        portal: FakeBitrix24Portal, clock: ManualClock) -> None:
+    for _ in range(120):
+        portal.add_deal(STAGE_ID="WON")
+    client = client_for(portal, clock)
+    got = [deal["ID"] for deal in client.list_all("crm.deal.list")]
+    assert len(got) == 120 and len(set(got)) == 120
+    listed = [c for c in portal.calls if c.method == "crm.deal.list" and c.batch]
+    # p0 (rows 51-100) and p1 (101-120) answer; p2 references $result[p1][49][ID], row 49
+    # of a page of 20, and is refused; halt=1 stops the chain there.
+    assert [(c.batch, c.status) for c in listed] == [("p0", 200), ("p1", 200), ("p2", 400)]
+
+
+def test_an_error_mid_batch_resumes_after_the_last_row_read(
+        portal: FakeBitrix24Portal, clock: ManualClock) -> None:
+    for _ in range(3000):
+        portal.add_deal(STAGE_ID="WON")
+    client = client_for(portal, clock)
+    # the plain first page and 10 batch pages pass, the 11th command fails
+    portal.fail_next(1, 500, method="crm.deal.list", after=11)
+    got = [int(deal["ID"]) for deal in client.list_all("crm.deal.list")]
+    assert got == sorted(portal.store.deals)
+    failed = [c for c in portal.calls if c.method == "crm.deal.list" and c.status == 500]
+    assert [c.batch for c in failed] == ["p10"]
+    # first page, the broken chain (11 pages: 550 rows), then 2,400 rows in one more
+    assert portal.http_requests == 3
+
+
+def test_a_failing_first_page_of_a_chain_is_repeated(
+        portal: FakeBitrix24Portal, clock: ManualClock) -> None:
+    for _ in range(100):
+        portal.add_deal(STAGE_ID="WON")
+    client = client_for(portal, clock)
+    portal.fail_next(2, 500, method="crm.deal.list", after=1)
+    got = [deal["ID"] for deal in client.list_all("crm.deal.list")]
+    assert len(got) == 100
+    assert portal.http_requests == 4  # first page, two failed chains, the chain that ran
+
+
+def test_a_refused_first_page_of_a_chain_raises(portal: FakeBitrix24Portal,
+                                                clock: ManualClock) -> None:
+    for _ in range(60):
+        portal.add_deal(STAGE_ID="WON")
+    client = client_for(portal, clock)
+    portal.fail_next(1, 400, "ACCESS_DENIED", "Access denied.", method="crm.deal.list",
+                     after=1)
+    rows = client.list_all("crm.deal.list")
+    with pytest.raises(FatalCRMError, match="ACCESS_DENIED"):
+        list(rows)
+    assert portal.http_requests == 2
+
+
+def test_the_client_waits_for_operating_reset_before_the_method_is_blocked(
+        portal: FakeBitrix24Portal, clock: ManualClock) -> None:
+    for _ in range(5000):
+        portal.add_deal(STAGE_ID="WON")
+    portal.operating.costs["crm.deal.list"] = 6.0  # each page "takes" 6 s on the portal
+    client = client_for(portal, clock)
+    start = clock.time()
+    got = [deal["ID"] for deal in client.list_all("crm.deal.list")]
+    assert len(got) == 5000
+    blocked = [c for c in portal.calls if c.status == 429]
+    assert blocked == []  # never OPERATION_TIME_LIMIT
+    # first page 6 s, 50 pages 300 s, then a chain of the 29 pages (174 s) that still fit
+    # in 480 s; then it waited for the oldest minute of the window to drop out
+    # (operating_reset_at, 600 s after the start) before the last 21 pages
+    assert clock.time() - start >= 600
+    assert portal.http_requests == 4
+    sizes = [len(c.params["cmd"]) for c in portal.calls if c.method == "batch"]
+    assert sizes == [50, 29, 50]
+
+
+def test_a_method_blocked_mid_batch_is_waited_for_and_resumed(
+        portal: FakeBitrix24Portal, clock: ManualClock) -> None:
+    for _ in range(5000):
+        portal.add_deal(STAGE_ID="WON")
+    portal.operating.costs["crm.deal.list"] = 1.0
+    client = client_for(portal, clock)
+    rows = client.list_all("crm.deal.list")
+    got = [next(rows)["ID"] for _ in range(50)]  # the first page, at 1 s
+    portal.operating.costs["crm.deal.list"] = 12.0  # then the portal slows down
+    got += [deal["ID"] for deal in rows]
+    assert got == [str(i) for i in sorted(portal.store.deals)]
+    blocked = [c for c in portal.calls if c.status == 429]
+    # a chain sized for 1 s pages is blocked once mid-batch; the next chains are sized for
+    # 12 s pages after a wait for operating_reset_at, and none is blocked again
+    assert len(blocked) == 1 and blocked[0].batch not in (None, "p0")
+    assert portal.limit_errors == 0
+    sizes = [len(c.params["cmd"]) for c in portal.calls if c.method == "batch"]
+    assert sizes[0] == 50 and all(size <= 40 for size in sizes[1:])
