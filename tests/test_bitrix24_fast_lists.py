@@ -164,3 +164,15 @@ def test_a_method_blocked_mid_batch_is_waited_for_and_resumed(
     assert portal.limit_errors == 0
     sizes = [len(c.params["cmd"]) for c in portal.calls if c.method == "batch"]
     assert sizes[0] == 50 and all(size <= 40 for size in sizes[1:])
+
+
+@pytest.mark.parametrize(("fields", "requests"), [(0, 1), (30, 1), (50, 1), (51, 2),
+                                                  (2550, 2), (2551, 3)])
+def test_lists_paged_by_start_read_the_pages_after_the_first_in_batches(
+        portal: FakeBitrix24Portal, clock: ManualClock, fields: int, requests: int) -> None:
+    names = [portal.add_userfield(f"F{n}") for n in range(fields)]
+    client = client_for(portal, clock)
+    before = portal.http_requests
+    got = [item["FIELD_NAME"] for item in client.pages("crm.contact.userfield.list")]
+    assert sorted(got) == sorted(names) and len(got) == fields
+    assert portal.http_requests - before == requests

@@ -173,13 +173,27 @@ class Bitrix24Client:
 
     def pages(self, method: str, params: Mapping[str, Any] | None = None
               ) -> Iterator[dict[str, Any]]:
-        """Every item of a list method paged by START/next, 50 a call (for lists without the
-        ID filter list_all needs, such as user fields)."""
-        start: int | None = 0
-        while start is not None:
-            page = self.call(method, {**(params or {}), **({"start": start} if start else {})})
-            yield from page.result or []
-            start = page.next
+        """Every item of a list method paged by START (for lists without the >ID filter
+        list_all needs, such as user fields, whose filter takes exact values only): the
+        first page says the total, and the pages after it go 50 to a batch."""
+        first = self.call(method, {**(params or {})})
+        yield from first.result or []
+        if first.next is None:
+            return
+        starts = list(range(first.next, max(first.total or 0, first.next + 1), PAGE_SIZE))
+        for chunk in range(0, len(starts), BATCH_LIMIT):
+            commands = {f"s{start}": (method, {**(params or {}), "start": start})
+                        for start in starts[chunk:chunk + BATCH_LIMIT]}
+            result = self.batch(commands)
+            for name in commands:
+                if name not in result.results:
+                    error = result.errors.get(name) or {}
+                    raise RetriableCRMError(
+                        f"{method}: {error.get('error') or 'error'}: "
+                        f"{error.get('error_description') or 'a page did not come back'}",
+                        code=str(error.get("error") or ""))
+                page = result.results[name]
+                yield from (page.values() if isinstance(page, dict) else page or [])
 
     def list_all(self, method: str, *, filter: Mapping[str, Any] | None = None,
                  select: list[str] | None = None) -> Iterator[dict[str, Any]]:
