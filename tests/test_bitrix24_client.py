@@ -201,3 +201,13 @@ def test_both_clients_keep_one_request_under_the_crms_bucket() -> None:
         while bucket.acquire() == 0:
             unwaited += 1
         assert unwaited == crm_burst - 1
+
+
+@responses.activate(registry=responses.registries.OrderedRegistry)
+def test_pages_without_a_total_follow_next_one_page_a_request() -> None:
+    url = HOOK + "crm.contact.userfield.list.json"
+    responses.post(url, json={"result": [{"ID": str(i)} for i in range(50)], "next": 50})
+    responses.post(url, json={"result": [{"ID": "50"}]})
+    b24, _ = client()
+    assert len(list(b24.pages("crm.contact.userfield.list"))) == 51
+    assert json.loads(responses.calls[1].request.body) == {"start": 50}

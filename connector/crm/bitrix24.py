@@ -180,7 +180,14 @@ class Bitrix24Client:
         yield from first.result or []
         if first.next is None:
             return
-        starts = list(range(first.next, max(first.total or 0, first.next + 1), PAGE_SIZE))
+        if first.total is None:  # no total to plan by: one page a request, by `next`
+            start: int | None = first.next
+            while start is not None:
+                page = self.call(method, {**(params or {}), "start": start})
+                yield from page.result or []
+                start = page.next
+            return
+        starts = list(range(first.next, max(first.total, first.next + 1), PAGE_SIZE))
         for chunk in range(0, len(starts), BATCH_LIMIT):
             commands = {f"s{start}": (method, {**(params or {}), "start": start})
                         for start in starts[chunk:chunk + BATCH_LIMIT]}
