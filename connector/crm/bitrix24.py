@@ -215,8 +215,8 @@ class Bitrix24Client:
         def params(after: int | str) -> dict[str, Any]:
             out: dict[str, Any] = {"order": {"ID": "ASC"},
                                    "filter": {**(filter or {}), ">ID": after}, "start": -1}
-            if select:
-                out["select"] = select
+            if select:  # the chain needs each page's last ID
+                out["select"] = select if "ID" in select else [*select, "ID"]
             return out
 
         items = self.call(method, params(0)).result or []
