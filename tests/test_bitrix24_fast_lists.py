@@ -3,6 +3,7 @@ references, against the fake portal (its leaky bucket and operating-time meter o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import pytest
@@ -34,8 +35,8 @@ def client_for(portal: FakeBitrix24Portal, clock: ManualClock, **settings: objec
 
 
 def expected_requests(rows: int) -> int:
-    """One first page alone; then batches of 50 pages until a page is short."""
-    return 1 if rows < 50 else 2 + (rows - 50) // 2500
+    """Batches of 50 pages: the first page counts the rows, so the last batch is known."""
+    return max(1, math.ceil(rows / 2500))
 
 
 @pytest.mark.parametrize("rows", [0, 1, 49, 50, 51, 2500, 2501, 5000])
@@ -59,32 +60,32 @@ def test_the_chained_list_returns_exactly_every_row(
     assert portal.limit_errors == 0
 
 
-def test_requests_for_5000_rows_match_the_peers(portal: FakeBitrix24Portal,
-                                                clock: ManualClock) -> None:
+def test_5000_rows_take_two_requests_the_floor(portal: FakeBitrix24Portal,
+                                              clock: ManualClock) -> None:
     for _ in range(5000):
         portal.add_deal(STAGE_ID="WON")
     client = client_for(portal, clock)
-    assert sum(1 for _ in client.list_all("crm.deal.list")) == 5000
-    assert portal.http_requests == 3 and client.calls == 3
-    batches = [c for c in portal.calls if c.method == "batch"]
-    assert len(batches) == 2
-    # The commands past the last row reference a row that is not there: the portal answers
-    # them with errors, and the client never reads them.
-    refused = [c for c in portal.calls if c.method == "crm.deal.list" and c.status != 200]
-    assert len(refused) == 0  # 5,000 = 50 + 2,500 + 49 full pages and one empty page
+    totals: list[int] = []
+    assert sum(1 for _ in client.list_all("crm.deal.list", on_total=totals.append)) == 5000
+    assert totals == [5000]  # counted once, by the first page (start=0)
+    assert portal.http_requests == 2 and client.calls == 2  # the peers take 3
+    listed = [c for c in portal.calls if c.method == "crm.deal.list"]
+    assert [c.params["start"] for c in listed[:2]] == ["0", "-1"] and len(listed) == 100
+    assert all(c.status == 200 for c in listed)  # the count says where the end is
 
 
 def test_commands_past_the_end_come_back_as_errors_and_are_not_read(
         portal: FakeBitrix24Portal, clock: ManualClock) -> None:
-    for _ in range(120):
+    for _ in range(70):
         portal.add_deal(STAGE_ID="WON")
     client = client_for(portal, clock)
     got = [deal["ID"] for deal in client.list_all("crm.deal.list")]
-    assert len(got) == 120 and len(set(got)) == 120
-    listed = [c for c in portal.calls if c.method == "crm.deal.list" and c.batch]
-    # p0 (rows 51-100) and p1 (101-120) answer; p2 references $result[p1][49][ID], row 49
-    # of a page of 20, and is refused; halt=1 stops the chain there.
+    assert len(got) == 70 and len(set(got)) == 70
+    listed = [c for c in portal.calls if c.method == "crm.deal.list"]
+    # p0 (rows 1-50) and p1 (51-70) answer; p2 references $result[p1][49][ID], row 49 of a
+    # page of 20, and is refused; halt=1 stops the chain there.
     assert [(c.batch, c.status) for c in listed] == [("p0", 200), ("p1", 200), ("p2", 400)]
+    assert portal.http_requests == 1
 
 
 def test_an_error_mid_batch_resumes_after_the_last_row_read(
@@ -92,14 +93,15 @@ def test_an_error_mid_batch_resumes_after_the_last_row_read(
     for _ in range(3000):
         portal.add_deal(STAGE_ID="WON")
     client = client_for(portal, clock)
-    # the plain first page and 10 batch pages pass, the 11th command fails
-    portal.fail_next(1, 500, method="crm.deal.list", after=11)
+    # 10 pages pass, the 11th command fails
+    portal.fail_next(1, 500, method="crm.deal.list", after=10)
     got = [int(deal["ID"]) for deal in client.list_all("crm.deal.list")]
     assert got == sorted(portal.store.deals)
     failed = [c for c in portal.calls if c.method == "crm.deal.list" and c.status == 500]
     assert [c.batch for c in failed] == ["p10"]
-    # first page, the broken chain (11 pages: 550 rows), then 2,400 rows in one more
-    assert portal.http_requests == 3
+    # the broken chain (10 pages: 500 rows), 2,500 rows in the next, the last 0 in a third
+    # (3,000 is not reached: 500 + 2,500 = 3,000, so two suffice)
+    assert portal.http_requests == 2
 
 
 def test_a_failing_first_page_of_a_chain_is_repeated(
@@ -110,7 +112,9 @@ def test_a_failing_first_page_of_a_chain_is_repeated(
     portal.fail_next(2, 500, method="crm.deal.list", after=1)
     got = [deal["ID"] for deal in client.list_all("crm.deal.list")]
     assert len(got) == 100
-    assert portal.http_requests == 4  # first page, two failed chains, the chain that ran
+    failed = [c.batch for c in portal.calls if c.status == 500]
+    assert failed == ["p1", "p0"]  # mid-chain, then the first page of the next chain
+    assert portal.http_requests == 3  # the chain broken at p1, the failed one, the one that ran
 
 
 def test_a_refused_first_page_of_a_chain_raises(portal: FakeBitrix24Portal,
@@ -118,12 +122,11 @@ def test_a_refused_first_page_of_a_chain_raises(portal: FakeBitrix24Portal,
     for _ in range(60):
         portal.add_deal(STAGE_ID="WON")
     client = client_for(portal, clock)
-    portal.fail_next(1, 400, "ACCESS_DENIED", "Access denied.", method="crm.deal.list",
-                     after=1)
+    portal.fail_next(1, 400, "ACCESS_DENIED", "Access denied.", method="crm.deal.list")
     rows = client.list_all("crm.deal.list")
     with pytest.raises(FatalCRMError, match="ACCESS_DENIED"):
         list(rows)
-    assert portal.http_requests == 2
+    assert portal.http_requests == 1
 
 
 def test_the_client_waits_for_operating_reset_before_the_method_is_blocked(
@@ -137,13 +140,13 @@ def test_the_client_waits_for_operating_reset_before_the_method_is_blocked(
     assert len(got) == 5000
     blocked = [c for c in portal.calls if c.status == 429]
     assert blocked == []  # never OPERATION_TIME_LIMIT
-    # first page 6 s, 50 pages 300 s, then a chain of the 29 pages (174 s) that still fit
-    # in 480 s; then it waited for the oldest minute of the window to drop out
-    # (operating_reset_at, 600 s after the start) before the last 21 pages
+    # 50 pages 300 s, then a chain of the 30 pages (180 s) that still fit in 480 s; then
+    # it waited for the oldest minute of the window to drop out (operating_reset_at, 600 s
+    # after the start) before the last 20 pages
     assert clock.time() - start >= 600
-    assert portal.http_requests == 4
+    assert portal.http_requests == 3
     sizes = [len(c.params["cmd"]) for c in portal.calls if c.method == "batch"]
-    assert sizes == [50, 29, 50]
+    assert sizes == [50, 30, 50]
 
 
 def test_a_method_blocked_mid_batch_is_waited_for_and_resumed(
@@ -153,7 +156,7 @@ def test_a_method_blocked_mid_batch_is_waited_for_and_resumed(
     portal.operating.costs["crm.deal.list"] = 1.0
     client = client_for(portal, clock)
     rows = client.list_all("crm.deal.list")
-    got = [next(rows)["ID"] for _ in range(50)]  # the first page, at 1 s
+    got = [next(rows)["ID"] for _ in range(50)]  # the first chain, 50 pages at 1 s
     portal.operating.costs["crm.deal.list"] = 12.0  # then the portal slows down
     got += [deal["ID"] for deal in rows]
     assert got == [str(i) for i in sorted(portal.store.deals)]
@@ -163,7 +166,7 @@ def test_a_method_blocked_mid_batch_is_waited_for_and_resumed(
     assert len(blocked) == 1 and blocked[0].batch not in (None, "p0")
     assert portal.limit_errors == 0
     sizes = [len(c.params["cmd"]) for c in portal.calls if c.method == "batch"]
-    assert sizes[0] == 50 and all(size <= 40 for size in sizes[1:])
+    assert sizes[:2] == [50, 50] and all(size <= 40 for size in sizes[2:])
 
 
 @pytest.mark.parametrize(("fields", "requests"), [(0, 1), (30, 1), (50, 1), (51, 2),

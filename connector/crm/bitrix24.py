@@ -203,32 +203,33 @@ class Bitrix24Client:
                 yield from (page.values() if isinstance(page, dict) else page or [])
 
     def list_all(self, method: str, *, filter: Mapping[str, Any] | None = None,
-                 select: list[str] | None = None) -> Iterator[dict[str, Any]]:
+                 select: list[str] | None = None,
+                 on_total: Callable[[int], None] | None = None) -> Iterator[dict[str, Any]]:
         """Every item, by the documented fast method (settings/performance/huge-data.md:
-        order by ID, filter >ID, start=-1), 50 pages to a request: after a first page,
-        each `batch` chains 50 pages, every page's `>ID` taken from the row 49 of the page
-        before it by a `$result[pN][49][ID]` reference (batch.md). The list ends at the
-        first page with fewer than 50 rows; what the portal makes of the commands after it
-        (their reference points past the last row) is never read. A page that fails inside
-        a batch ends that request's chain, and the next request resumes after the last row
-        read."""
-        def params(after: int | str) -> dict[str, Any]:
+        order by ID, filter >ID, start=-1), 50 pages to a request: each `batch` chains 50
+        pages, every page's `>ID` taken from the row 49 of the page before it by a
+        `$result[pN][49][ID]` reference (batch.md). The very first page is asked with
+        start=0, so its answer counts the rows once (`result_total`, passed to on_total):
+        the list ends at the first page with fewer than 50 rows, or once that many rows
+        are read (rows added meanwhile are left to the next run). What the portal makes of
+        the commands after the end (their reference points past the last row) is never
+        read. A page that fails inside a batch ends that request's chain, and the next
+        request resumes after the last row read."""
+        def params(after: int | str, start: int = -1) -> dict[str, Any]:
             out: dict[str, Any] = {"order": {"ID": "ASC"},
-                                   "filter": {**(filter or {}), ">ID": after}, "start": -1}
+                                   "filter": {**(filter or {}), ">ID": after}, "start": start}
             if select:  # the chain needs each page's last ID
                 out["select"] = select if "ID" in select else [*select, "ID"]
             return out
 
-        items = self.call(method, params(0)).result or []
-        yield from items
-        if len(items) < PAGE_SIZE:
-            return
-        last_id = int(items[-1]["ID"])
+        last_id = 0
+        total: int | None = None
+        read = 0
         failures = 0
-        per_page = self._operating.get(method, (0.0, None, 0.0))[2]
+        per_page = 0.0
         while True:
             length = self._chain_length(method, per_page)
-            commands = {"p0": (method, params(last_id))}
+            commands = {"p0": (method, params(last_id, 0 if total is None else -1))}
             for index in range(1, length):
                 commands[f"p{index}"] = (
                     method, params(f"$result[p{index - 1}][{PAGE_SIZE - 1}][ID]"))
@@ -236,6 +237,10 @@ class Bitrix24Client:
             ran = sum(1 for name in commands if name in result.times)
             if ran and method in self._operating:
                 per_page = self._operating[method][2] / ran
+            if total is None and "p0" in result.results:
+                total = result.totals.get("p0")
+                if total is not None and on_total is not None:
+                    on_total(total)
             for index in range(length):
                 name = f"p{index}"
                 if name not in result.results:
@@ -250,7 +255,8 @@ class Bitrix24Client:
                 page = result.results[name]
                 rows = list(page.values()) if isinstance(page, dict) else list(page or [])
                 yield from rows
-                if len(rows) < PAGE_SIZE:
+                read += len(rows)
+                if len(rows) < PAGE_SIZE or (total is not None and read >= total):
                     return
                 last_id = int(rows[-1]["ID"])
 
@@ -359,9 +365,9 @@ class Bitrix24Client:
                 continue
             wait = (reset_at - self.clock()) if reset_at is not None else 60.0
             if wait > 0:
-                log.warning("bitrix24 %s has used %.0f of %.0f s of operating time; waiting "
-                            "%.0f s for operating_reset_at", method, min(operating, 1e9),
-                            limit, wait)
+                used = "all" if operating == float("inf") else f"{operating:.0f} s"
+                log.warning("bitrix24 %s has used %s of its %.0f s of operating time; "
+                            "waiting %.0f s for operating_reset_at", method, used, limit, wait)
                 self.sleep(wait)
             # What the oldest minute took is unknown: the next answer says where it stands.
             del self._operating[method]
