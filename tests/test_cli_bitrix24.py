@@ -99,5 +99,6 @@ def test_unreachable_portal_is_one_clear_line(tmp_path: Path) -> None:
     runner = CliRunner()
     runner.invoke(cli, ["--config", str(config), "db", "upgrade"])
     result = runner.invoke(cli, ["--config", str(config), "sync", "bitrix24"])
-    assert result.exit_code == 1 and result.stderr.startswith("error: bitrix24: crm.deal.list")
+    assert result.exit_code == 1 and result.stderr.startswith(
+        "error: bitrix24: batch: cannot reach the portal")
     assert "secretvalue" not in result.stderr
