@@ -199,11 +199,12 @@ class PortalApp:
                     break
                 continue
             method, _, query = str(command).partition("?")
+            method = method.strip().lower()
             sub = _resolve(parse_query(query), results)
             sub.pop("auth", None)  # the outer request's authorization applies (CORE)
             started = self.portal.clock.time()
             try:
-                out = self.run(replace(ctx, batch=name), method.strip().lower(), sub)
+                out = self.run(replace(ctx, batch=name), method, sub)
             except RestError as exc:
                 errors[name] = {"error": exc.error, "error_description": exc.description}
                 if halt:
