@@ -201,6 +201,9 @@ class Bitrix24Settings(_Section):
     burst: int = Field(50, ge=1, le=10_000)
     timeout_seconds: float = Field(30.0, gt=0)
     max_retries: int = Field(6, ge=0, le=20)
+    operating_limit_seconds: float = Field(
+        480.0, gt=0, description="a method's operating-time limit per 10 minutes (limits.md); "
+                                 "the client waits for operating_reset_at before reaching it")
     deal_categories: list[str] = Field(default_factory=list,
                                        description="deal categories (funnels); empty: all")
     sync_interval_minutes: int = Field(15, ge=1)

@@ -441,6 +441,18 @@ def test_reconcile_converges_when_every_webhook_was_lost(h: Harness) -> None:
     assert h.balance() == D("450.00")
 
 
+@pytest.mark.parametrize(("leads", "requests"), [(250, 1), (251, 2), (600, 3)])
+def test_reconcile_reads_250_leads_with_their_contacts_per_request(
+        h: Harness, leads: int, requests: int) -> None:
+    h.account.put_contact(10971465)
+    for lead in range(1, leads + 1):
+        h.account.put_lead(lead, contact=10971465, price=1000)
+    before = h.account.state.http_requests
+    report = h.connector.reconcile(full=True)
+    assert report.deals == leads and report.calls == requests  # the fewest: leads / 250
+    assert h.account.state.http_requests - before == requests
+
+
 def test_marketing_triggers_tag_run_a_salesbot_and_note_once(
         tmp_path: Path, database_url: str, account: FakeAmoCRM, time: ManualClock,
         clock: Clock) -> None:

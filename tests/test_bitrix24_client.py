@@ -130,16 +130,25 @@ def test_batch_keeps_successes_beside_failures() -> None:
 
 @responses.activate
 def test_list_all_uses_the_fast_method() -> None:
-    pages = [[{"ID": str(i)} for i in range(1, 51)], [{"ID": "51"}]]
-    for page in pages:
-        responses.post(HOOK + "crm.deal.list.json", json={"result": page, "total": 0})
+    """Pages chained in a batch by $result references; the first counts the rows."""
+    responses.post(HOOK + "batch.json", json={"result": {
+        "result": {"p0": [{"ID": str(i)} for i in range(1, 51)], "p1": [{"ID": "51"}]},
+        "result_error": {"p2": {"error": "", "error_description": "past the end"}},
+        "result_total": {"p0": 51, "p1": 0}, "result_next": {"p0": 50}, "result_time": []}})
     b24, _ = client()
+    totals: list[int] = []
     ids = [item["ID"] for item in b24.list_all("crm.deal.list", filter={"=STAGE_SEMANTIC_ID": "S"},
-                                               select=["ID"])]
-    assert ids == [str(i) for i in range(1, 52)]
-    second = json.loads(responses.calls[1].request.body)
-    assert second["start"] == -1 and second["order"] == {"ID": "ASC"}
-    assert second["filter"] == {"=STAGE_SEMANTIC_ID": "S", ">ID": 50}
+                                               select=["TITLE"], on_total=totals.append)]
+    assert ids == [str(i) for i in range(1, 52)] and totals == [51]
+    batch = json.loads(responses.calls[0].request.body)
+    assert batch["halt"] == 1 and len(batch["cmd"]) == 50
+    assert batch["cmd"]["p0"] == ("crm.deal.list?order[ID]=ASC&filter[%3DSTAGE_SEMANTIC_ID]=S"
+                                  "&filter[%3EID]=0&start=0&select[0]=TITLE&select[1]=ID")
+    # %24result%5Bp0%5D%5B49%5D%5BID%5D is $result[p0][49][ID] once parse_str has read it
+    assert batch["cmd"]["p1"] == ("crm.deal.list?order[ID]=ASC&filter[%3DSTAGE_SEMANTIC_ID]=S"
+                                  "&filter[%3EID]=%24result%5Bp0%5D%5B49%5D%5BID%5D&start=-1"
+                                  "&select[0]=TITLE&select[1]=ID")
+    assert len(responses.calls) == 1
 
 
 def test_leaky_bucket_allows_a_burst_then_the_rate() -> None:
@@ -189,3 +198,13 @@ def test_both_clients_keep_one_request_under_the_crms_bucket() -> None:
         while bucket.acquire() == 0:
             unwaited += 1
         assert unwaited == crm_burst - 1
+
+
+@responses.activate(registry=responses.registries.OrderedRegistry)
+def test_pages_without_a_total_follow_next_one_page_a_request() -> None:
+    url = HOOK + "crm.contact.userfield.list.json"
+    responses.post(url, json={"result": [{"ID": str(i)} for i in range(50)], "next": 50})
+    responses.post(url, json={"result": [{"ID": "50"}]})
+    b24, _ = client()
+    assert len(list(b24.pages("crm.contact.userfield.list"))) == 51
+    assert json.loads(responses.calls[1].request.body) == {"start": 50}

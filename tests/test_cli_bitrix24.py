@@ -83,6 +83,27 @@ def test_install_sync_worker_uninstall(run: Run, portal: FakeBitrix24Portal,
     assert removed.exit_code == 0 and loyalty_fields(portal) == []
 
 
+def test_sync_reads_the_deals_in_chained_pages_and_counts_them_once(
+        run: Run, portal: FakeBitrix24Portal) -> None:
+    assert run("install", "bitrix24").exit_code == 0
+    contacts = [portal.add_contact(NAME=f"C{n}") for n in range(60)]
+    for n in range(120):
+        portal.add_deal(contact_ids=[contacts[n % 60]], STAGE_ID="WON", OPPORTUNITY="100.00")
+    before = len(portal.calls)
+    synced = run("sync", "bitrix24", "--full")
+    assert synced.exit_code == 0, synced.output
+    assert "deals: 120" in synced.stdout
+    # a bar sized by the count (off a terminal click prints its label alone), not the
+    # running count shown when no total is known
+    assert synced.stderr.strip() == "deals" and "deals: 120" not in synced.stderr
+    requests = [c for c in portal.calls[before:] if c.batch is None]
+    # one batch lists the 120 deals (3 pages, the first counting them), two write 60 contacts
+    assert [c.method for c in requests] == ["batch", "batch", "batch"]
+    listed = [c for c in portal.calls[before:] if c.method == "crm.deal.list"]
+    assert [c.params["start"] for c in listed[:3]] == ["0", "-1", "-1"]
+    assert "api calls: 3" in synced.stdout
+
+
 def test_disabled_crm_is_one_clear_line(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/x.db"\n', encoding="utf-8")
@@ -103,5 +124,6 @@ def test_unreachable_portal_is_one_clear_line(tmp_path: Path) -> None:
     runner = CliRunner()
     runner.invoke(cli, ["--config", str(config), "db", "upgrade"])
     result = runner.invoke(cli, ["--config", str(config), "sync", "bitrix24"])
-    assert result.exit_code == 1 and result.stderr.startswith("error: bitrix24: crm.deal.list")
+    assert result.exit_code == 1 and result.stderr.startswith(
+        "error: bitrix24: batch: cannot reach the portal")
     assert "secretvalue" not in result.stderr

@@ -455,3 +455,22 @@ def test_robot_body_and_bizproc_event_send(b24: FakeBitrix24Portal) -> None:
     assert b24.bizproc_events[0]["return_values"] == {"balance": 105}
     reused = app_call(b24, token, "bizproc.event.send", **send)
     assert (reused.status_code, reused.json()["error"]) == (403, "ACCESS_DENIED")
+
+
+def test_batch_references_resolve_as_core_does(b24: FakeBitrix24Portal) -> None:
+    """processBatchElement walks the path until its first missing key and substitutes the
+    node reached: row 49 of a short page gives the page, which >ID cannot compare with."""
+    for _ in range(60):
+        b24.add_deal(STAGE_ID="WON")
+    page = "crm.deal.list?order[ID]=ASC&start=-1&select[]=ID&filter[>ID]="
+    response = call(b24, "batch", halt=0, cmd={
+        "p0": page + "0", "p1": page + "$result[p0][49][ID]",
+        "p2": page + "$result[p1][49][ID]", "p3": page + "$result[p2][49][ID]",
+        "count": "crm.deal.list?start=0&select[]=ID&filter[>ID]=$result[p0][9][ID]"})
+    envelope = response.json()["result"]
+    assert [row["ID"] for row in envelope["result"]["p0"]][-1] == "50"
+    assert [row["ID"] for row in envelope["result"]["p1"]] == [str(i) for i in range(51, 61)]
+    assert set(envelope["result_error"]) == {"p2", "p3"}  # past the end, and after it
+    assert envelope["result_total"]["count"] == 50  # ID > 10, counted with start=0
+    times = envelope["result_time"]
+    assert {"operating", "operating_reset_at"} <= set(times["p0"])

@@ -51,8 +51,10 @@ class Bitrix24Connector:
         return Bitrix24Tab(self.services, self.client)
 
     def reconcile(self, *, full: bool = False,
-                  progress: Callable[[int], None] | None = None) -> ReconcileReport:
-        return reconcile(self.services, self.client, full=full, progress=progress)
+                  progress: Callable[[int], None] | None = None,
+                  on_total: Callable[[int], None] | None = None) -> ReconcileReport:
+        return reconcile(self.services, self.client, full=full, progress=progress,
+                         on_total=on_total)
 
     def flush(self) -> dict[str, int]:
         """Write-back, then triggers: what the worker's ledger changes owe the CRM."""

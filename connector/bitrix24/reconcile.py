@@ -1,6 +1,7 @@
 """Reconcile: read deals changed since the stored cursor (DATE_MODIFY) and feed them through
 the same mapping and ledger path as events, so the ledger converges even if every event were
-lost. Lists use the documented fast method (order by ID, filter >ID, start=-1)."""
+lost. Deals are listed by the documented fast method (order by ID, filter >ID, start=-1),
+50 pages chained in each request (Bitrix24Client.list_all)."""
 
 from __future__ import annotations
 
@@ -66,14 +67,10 @@ def _page_rows(services: Services, client: Bitrix24Client, page: list[dict[str, 
         yield deal, fetched
 
 
-def count_changed(client: Bitrix24Client, filter_: dict[str, str]) -> int:
-    """How many deals a reconcile will read (one call, for a progress bar)."""
-    page = client.call("crm.deal.list", {"filter": filter_, "select": ["ID"], "start": 0})
-    return page.total or len(page.result or [])
-
-
 def reconcile(services: Services, client: Bitrix24Client, *, full: bool = False,
-              progress: Callable[[int], None] | None = None) -> ReconcileReport:
+              progress: Callable[[int], None] | None = None,
+              on_total: Callable[[int], None] | None = None) -> ReconcileReport:
+    """on_total learns how many deals the run reads, from the list's first page."""
     settings = services.settings.bitrix24
     portal = settings.portal_key
     db = services.db
@@ -82,7 +79,8 @@ def reconcile(services: Services, client: Bitrix24Client, *, full: bool = False,
     calls_before = client.calls
     filter_ = changed_filter(services, full=full)
     newest: datetime | None = None
-    deals = client.list_all("crm.deal.list", filter=filter_, select=b24.DEAL_SELECT)
+    deals = client.list_all("crm.deal.list", filter=filter_, select=b24.DEAL_SELECT,
+                            on_total=on_total)
     for deal, fetched in with_rows(services, client, deals):
         report.deals += 1
         deal_id = str(deal.get("ID"))

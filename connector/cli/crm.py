@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import click
@@ -12,7 +12,6 @@ import click
 from connector.amocrm.authorization import authorize_hint, needs_authorization
 from connector.amocrm.connector import AmoCRMConnector
 from connector.bitrix24.connector import Bitrix24Connector
-from connector.bitrix24.reconcile import changed_filter, count_changed
 from connector.cli.base import Runtime, cli, echo_json, fail, json_option, pass_runtime
 from connector.errors import CRMError
 
@@ -66,24 +65,30 @@ def uninstall(runtime: Runtime, crm: str, yes: bool) -> None:
 
 
 @contextmanager
-def progress(total: int | None, label: str, *, hidden: bool) -> Iterator[Callable[[int], None]]:
-    """A bar when the total is known; amoCRM tells none without a paid filter, so then a
-    running count."""
-    if total is not None:
-        with click.progressbar(length=total, label=label, file=sys.stderr,
-                               hidden=hidden) as bar:
-            yield bar.update
-        return
+def progress(label: str, *, hidden: bool
+             ) -> Iterator[tuple[Callable[[int], None], Callable[[int], None]]]:
+    """(set_total, update): a bar once the total is known (Bitrix24 counts the deals with
+    the list's first page); amoCRM tells none without a paid filter, so then a running
+    count."""
     seen = [0]
+    with ExitStack() as stack:
+        bar: list[Any] = []
 
-    def count(step: int) -> None:
-        seen[0] += step
-        if not hidden and seen[0] % 250 == 0:
-            click.echo(f"\r{label}: {seen[0]}", nl=False, err=True)
+        def set_total(total: int) -> None:
+            bar.append(stack.enter_context(click.progressbar(
+                length=total, label=label, file=sys.stderr, hidden=hidden)))
 
-    yield count
-    if not hidden:
-        click.echo(f"\r{label}: {seen[0]}", err=True)
+        def update(step: int) -> None:
+            if bar:
+                bar[0].update(step)
+                return
+            seen[0] += step
+            if not hidden and seen[0] % 250 == 0:
+                click.echo(f"\r{label}: {seen[0]}", nl=False, err=True)
+
+        yield set_total, update
+        if not bar and not hidden:
+            click.echo(f"\r{label}: {seen[0]}", err=True)
 
 
 @cli.command()
@@ -95,13 +100,12 @@ def sync(runtime: Runtime, crm: str, full: bool, as_json: bool) -> None:
     """Reconcile the ledger with the CRM's deals, then write back what changed."""
     connector = connector_for(runtime, crm)
     try:
-        total = None
-        if isinstance(connector, Bitrix24Connector):
-            total = count_changed(connector.client, changed_filter(runtime.services(),
-                                                                   full=full))
-        with progress(total, "deals" if total is not None else "leads",
-                      hidden=as_json) as update:
-            report = connector.reconcile(full=full, progress=update)
+        bitrix24 = isinstance(connector, Bitrix24Connector)
+        with progress("deals" if bitrix24 else "leads", hidden=as_json) as (total, update):
+            if isinstance(connector, Bitrix24Connector):
+                report = connector.reconcile(full=full, progress=update, on_total=total)
+            else:
+                report = connector.reconcile(full=full, progress=update)
         flushed = connector.flush()
     except CRMError as exc:
         fail(f"{crm}: {exc.detail}")

@@ -95,6 +95,7 @@ class BatchResult:
     results: dict[str, Any] = field(default_factory=dict)
     errors: dict[str, dict[str, str]] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
+    times: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _as_map(value: Any) -> dict[str, Any]:
@@ -121,7 +122,9 @@ class Bitrix24Client:
         self.sleep = sleep
         self.clock = clock
         self.calls = 0
-        self._operating_reset_at: dict[str, float] = {}
+        # method -> (operating, operating_reset_at, what its last request used): the
+        # portal's per-method time budget as its answers' `time` blocks report it.
+        self._operating: dict[str, tuple[float, float | None, float]] = {}
         self._webhook = settings.webhook_url.get_secret_value() if settings.webhook_url else None
         self.portal = settings.portal_key
 
@@ -130,6 +133,7 @@ class Bitrix24Client:
              idempotent: bool | None = None) -> Page:
         if idempotent is None:
             idempotent = method not in NOT_IDEMPOTENT and not method.endswith(".add")
+        self._await_operating([method])
         body = self._send(method, dict(params or {}), idempotent=idempotent)
         return Page(body["result"], _int_or_none(body.get("total")),
                     _int_or_none(body.get("next")))
@@ -145,41 +149,159 @@ class Bitrix24Client:
                for name, (method, params) in commands.items()}
         idempotent = all(m not in NOT_IDEMPOTENT and not m.endswith(".add")
                          for m, _ in commands.values())
+        self._await_operating([method for method, _ in commands.values()])
         body = self._send("batch", {"halt": 1 if halt else 0, "cmd": cmd},
                           idempotent=idempotent)
         inner = _as_map(body.get("result"))
-        return BatchResult(
+        out = BatchResult(
             results=_as_map(inner.get("result")),
             errors={k: v for k, v in _as_map(inner.get("result_error")).items()
                     if isinstance(v, dict)},
             totals={k: int(v) for k, v in _as_map(inner.get("result_total")).items()},
+            times={k: v for k, v in _as_map(inner.get("result_time")).items()
+                   if isinstance(v, dict)},
         )
+        # "An external call to batch is not accounted for in operating"; each command is,
+        # under its own method (limits.md).
+        by_method: dict[str, list[dict[str, Any]]] = {}
+        for name, (method, _) in commands.items():
+            if name in out.times:
+                by_method.setdefault(method, []).append(out.times[name])
+        for method, blocks in by_method.items():
+            self._note_time(method, blocks)
+        return out
 
     def pages(self, method: str, params: Mapping[str, Any] | None = None
               ) -> Iterator[dict[str, Any]]:
-        """Every item of a list method paged by START/next, 50 a call (for lists without the
-        ID filter list_all needs, such as user fields)."""
-        start: int | None = 0
-        while start is not None:
-            page = self.call(method, {**(params or {}), **({"start": start} if start else {})})
-            yield from page.result or []
-            start = page.next
+        """Every item of a list method paged by START (for lists without the >ID filter
+        list_all needs, such as user fields, whose filter takes exact values only): the
+        first page says the total, and the pages after it go 50 to a batch."""
+        first = self.call(method, {**(params or {})})
+        yield from first.result or []
+        if first.next is None:
+            return
+        if first.total is None:  # no total to plan by: one page a request, by `next`
+            start: int | None = first.next
+            while start is not None:
+                page = self.call(method, {**(params or {}), "start": start})
+                yield from page.result or []
+                start = page.next
+            return
+        starts = list(range(first.next, max(first.total, first.next + 1), PAGE_SIZE))
+        for chunk in range(0, len(starts), BATCH_LIMIT):
+            commands = {f"s{start}": (method, {**(params or {}), "start": start})
+                        for start in starts[chunk:chunk + BATCH_LIMIT]}
+            result = self.batch(commands)
+            for name in commands:
+                if name not in result.results:
+                    error = result.errors.get(name) or {}
+                    raise RetriableCRMError(
+                        f"{method}: {error.get('error') or 'error'}: "
+                        f"{error.get('error_description') or 'a page did not come back'}",
+                        code=str(error.get("error") or ""))
+                page = result.results[name]
+                yield from (page.values() if isinstance(page, dict) else page or [])
 
     def list_all(self, method: str, *, filter: Mapping[str, Any] | None = None,
-                 select: list[str] | None = None) -> Iterator[dict[str, Any]]:
-        """Every item, by the documented fast method: order by ID, filter >ID, start=-1."""
+                 select: list[str] | None = None,
+                 on_total: Callable[[int], None] | None = None) -> Iterator[dict[str, Any]]:
+        """Every item, by the documented fast method (settings/performance/huge-data.md:
+        order by ID, filter >ID, start=-1), 50 pages to a request: each `batch` chains 50
+        pages, every page's `>ID` taken from the row 49 of the page before it by a
+        `$result[pN][49][ID]` reference (batch.md). The very first page is asked with
+        start=0, so its answer counts the rows once (`result_total`, passed to on_total):
+        the list ends at the first page with fewer than 50 rows, or once that many rows
+        are read (rows added meanwhile are left to the next run). What the portal makes of
+        the commands after the end (their reference points past the last row) is never
+        read. A page that fails inside a batch ends that request's chain, and the next
+        request resumes after the last row read."""
+        def params(after: int | str, start: int = -1) -> dict[str, Any]:
+            out: dict[str, Any] = {"order": {"ID": "ASC"},
+                                   "filter": {**(filter or {}), ">ID": after}, "start": start}
+            if select:  # the chain needs each page's last ID
+                out["select"] = select if "ID" in select else [*select, "ID"]
+            return out
+
         last_id = 0
+        total: int | None = None
+        read = 0
+        failures = 0
+        per_page = 0.0
         while True:
-            params: dict[str, Any] = {"order": {"ID": "ASC"},
-                                      "filter": {**(filter or {}), ">ID": last_id},
-                                      "start": -1}
-            if select:
-                params["select"] = select
-            items = self.call(method, params).result or []
-            yield from items
-            if len(items) < PAGE_SIZE:
-                return
-            last_id = int(items[-1]["ID"])
+            length = self._chain_length(method, per_page)
+            commands = {"p0": (method, params(last_id, 0 if total is None else -1))}
+            for index in range(1, length):
+                commands[f"p{index}"] = (
+                    method, params(f"$result[p{index - 1}][{PAGE_SIZE - 1}][ID]"))
+            result = self.batch(commands, halt=True)
+            ran = sum(1 for name in commands if name in result.times)
+            if ran and method in self._operating:
+                per_page = self._operating[method][2] / ran
+            if total is None and "p0" in result.results:
+                total = result.totals.get("p0")
+                if total is not None and on_total is not None:
+                    on_total(total)
+            for index in range(length):
+                name = f"p{index}"
+                if name not in result.results:
+                    error = result.errors.get(name) or {}
+                    if index == 0:
+                        failures = self._first_page_failed(method, error, failures)
+                    elif str(error.get("error") or "").upper() == "OPERATION_TIME_LIMIT":
+                        known = self._operating.get(method, (0.0, None, 0.0))
+                        self._operating[method] = (float("inf"), known[1], known[2])
+                    break  # the chain broke here: resume after the last row read
+                failures = 0
+                page = result.results[name]
+                rows = list(page.values()) if isinstance(page, dict) else list(page or [])
+                yield from rows
+                read += len(rows)
+                if len(rows) < PAGE_SIZE or (total is not None and read >= total):
+                    return
+                last_id = int(rows[-1]["ID"])
+
+    def _chain_length(self, method: str, per_page: float) -> int:
+        """How many pages the next chain may hold: as many as the method's operating time
+        has room for at what a page took so far (all 50 while that is unknown); when not
+        one page fits, wait for operating_reset_at first."""
+        if per_page <= 0:
+            return BATCH_LIMIT
+        limit = self.settings.operating_limit_seconds
+        known = self._operating.get(method)
+        room = limit - known[0] if known is not None else limit
+        if room < per_page:
+            self._await_operating([method])
+            room = limit  # assumed: the next answer says where the method stands
+        length = max(1, min(BATCH_LIMIT, int(room // per_page)))
+        if method in self._operating:
+            operating, reset_at, _ = self._operating[method]
+            # what this chain is expected to use, for the check before the request
+            self._operating[method] = (operating, reset_at, per_page * length)
+        return length
+
+    def _first_page_failed(self, method: str, error: Mapping[str, Any] | None,
+                           failures: int) -> int:
+        """The first page of a chain failed inside its batch: wait and repeat it when the
+        error says so (limits, operating time, a 5xx), up to max_retries; else raise."""
+        body = dict(error or {"error": "", "error_description": "no result and no error"})
+        code = str(body.get("error") or "").upper()
+        decision = classify(500 if code in ("INTERNAL_SERVER_ERROR",
+                                            "ERROR_UNEXPECTED_ANSWER") else 400, body,
+                            now=self.clock(),
+                            operating_reset_at=self._operating.get(method, (0.0, None))[1])
+        message = f"{method}: {decision.code or 'error'}: {decision.detail}"
+        if decision.action == "auth":
+            raise CRMAuthError(message, code=decision.code)
+        if decision.action != "retry":
+            raise FatalCRMError(message, code=decision.code)
+        if failures >= self.settings.max_retries:
+            raise RetriableCRMError(message, code=decision.code, retry_after=decision.wait)
+        if decision.code == "OPERATION_TIME_LIMIT":
+            self._operating[method] = (float("inf"), self._operating.get(
+                method, (0.0, None))[1] or self.clock() + (decision.wait or 60.0), 0.0)
+        else:
+            self.sleep(decision.wait or min(2.0 ** failures, 30.0))
+        return failures + 1
 
     def confirm(self, access_token: str) -> None:
         """Whether an ONAPPINSTALL's token may become the app's credentials, asked of the
@@ -211,6 +333,44 @@ class Bitrix24Client:
             raise CRMAuthError(f"{method}: the user's access token has expired",
                                code="EXPIRED_TOKEN") from None
         return body["result"]
+
+    # -- the per-method operating time ---------------------------------------------------
+    def _note_time(self, method: str, blocks: list[dict[str, Any]]) -> None:
+        """Keep a method's `operating` (its execution time in the last 10 minutes, as of the
+        last of `blocks`) and what this request used of it."""
+        operating = _float_or_none(blocks[-1].get("operating"))
+        reset_at = _float_or_none(blocks[-1].get("operating_reset_at"))
+        if operating is None:
+            return
+        before = self._operating.get(method)
+        spent = sum(_float_or_none(b.get("duration")) or 0.0 for b in blocks)
+        if before is not None and before[0] != float("inf"):
+            spent = max(spent, operating - before[0])
+        else:  # at most all of it (other calls may share the window): err on the safe side
+            spent = max(spent, operating)
+        self._operating[method] = (operating, reset_at, max(spent, 0.0))
+
+    def _await_operating(self, methods: list[str]) -> None:
+        """limits.md: a method over its operating limit (480 s in 10 minutes by default) is
+        blocked with OPERATION_TIME_LIMIT. Before a request that would bring a method to the
+        limit (its operating plus what its last request used), wait for operating_reset_at,
+        when the oldest minute of the window drops out."""
+        limit = self.settings.operating_limit_seconds
+        for method in dict.fromkeys(methods):
+            known = self._operating.get(method)
+            if known is None:
+                continue
+            operating, reset_at, spent = known
+            if operating + spent <= limit:  # the portal blocks a method once over it
+                continue
+            wait = (reset_at - self.clock()) if reset_at is not None else 60.0
+            if wait > 0:
+                used = "all" if operating == float("inf") else f"{operating:.0f} s"
+                log.warning("bitrix24 %s has used %s of its %.0f s of operating time; "
+                            "waiting %.0f s for operating_reset_at", method, used, limit, wait)
+                self.sleep(wait)
+            # What the oldest minute took is unknown: the next answer says where it stands.
+            del self._operating[method]
 
     # -- transport -------------------------------------------------------------------------
     def _send(self, method: str, params: dict[str, Any], *, idempotent: bool) -> dict[str, Any]:
@@ -253,11 +413,9 @@ class Bitrix24Client:
         except ValueError:
             body = None
         if isinstance(body, dict) and isinstance(body.get("time"), dict):
-            reset = body["time"].get("operating_reset_at")
-            if isinstance(reset, int | float):
-                self._operating_reset_at[method] = float(reset)
+            self._note_time(method, [body["time"]])
         decision = classify(response.status_code, body, now=self.clock(),
-                            operating_reset_at=self._operating_reset_at.get(method))
+                            operating_reset_at=self._operating.get(method, (0.0, None))[1])
         if decision.action == "ok":
             return body  # type: ignore[no-any-return]
         message = f"{method}: {decision.code or 'error'}: {decision.detail}"
@@ -344,6 +502,15 @@ def tokens_from(data: Mapping[str, Any], *, endpoint: str) -> Tokens:
 
 def portal_of(webhook_url: str | None) -> str | None:
     return urlsplit(webhook_url).hostname if webhook_url else None
+
+
+def _float_or_none(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _int_or_none(value: Any) -> int | None:

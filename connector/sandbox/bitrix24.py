@@ -210,18 +210,20 @@ class FakeBitrix24Portal:
 
     # -- fault injection -------------------------------------------------------------------
     def fail_next(self, count: int = 1, status: int = 500, error: str | None = None,
-                  description: str | None = None, *, method: str | None = None) -> None:
+                  description: str | None = None, *, method: str | None = None,
+                  after: int = 0) -> None:
         """The next `count` requests answer `status` with a JSON error (default code by
         status: 500 INTERNAL_SERVER_ERROR, 503 QUERY_LIMIT_EXCEEDED, 429
         OPERATION_TIME_LIMIT, ...). With `method`, only calls of that method fail, including
-        commands inside a batch (their error lands in result_error)."""
+        commands inside a batch (their error lands in result_error), the first `after` of
+        them passing."""
         code, text = DEFAULT_ERRORS.get(status, ("", f"HTTP {status}"))
         if error is not None and description is None:
             description = {c: d for c, d in DEFAULT_ERRORS.values()}.get(error, error)
         with self.lock:
             self.faults.append(Fault("error", count, status, code if error is None else error,
                                      text if description is None else description,
-                                     method=method))
+                                     method=method, after=after))
 
     def malformed_next(self, count: int = 1, *, status: int = 502,
                        body: bytes = b"<html><body><h1>502 Bad Gateway</h1></body></html>",

@@ -128,6 +128,12 @@ def _list(ctx: Context, params: dict[str, Any], entities: Mapping[int, dict[str,
         start = int(str(ci_get(params, "start", 0) or 0).strip())
     except ValueError:
         start = 0
+    for key, wanted in filters.items():
+        if str(key).startswith((">", "<")) and isinstance(wanted, Mapping | list):
+            # What the portal makes of an array compared with > or < is not documented; a
+            # batch reference past the last row substitutes one (see _resolve), and the
+            # fake refuses it so that a client reading such a command would notice.
+            raise crm_error(f"Filter value of '{key}' must be a number or a string.")
     items = store.sort([e for e in entities.values() if store.matches(e, filters)], order)
     if start < 0:
         # settings/performance/huge-data.md: start=-1 returns up to 50 rows without counting

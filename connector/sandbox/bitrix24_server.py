@@ -200,11 +200,12 @@ class PortalApp:
                     break
                 continue
             method, _, query = str(command).partition("?")
+            method = method.strip().lower()
             sub = _resolve(parse_query(query), results)
             sub.pop("auth", None)  # the outer request's authorization applies (CORE)
             started = self.portal.clock.time()
             try:
-                out = self.run(replace(ctx, batch=name), method.strip().lower(), sub)
+                out = self.run(replace(ctx, batch=name), method, sub)
             except RestError as exc:
                 errors[name] = {"error": exc.error, "error_description": exc.description}
                 if halt:
@@ -235,6 +236,9 @@ class PortalApp:
     def _take_fault(self, method: str | None) -> Fault | None:
         for fault in self.portal.faults:
             if fault.method == method:
+                if fault.after > 0:
+                    fault.after -= 1
+                    return None
                 fault.remaining -= 1
                 if fault.remaining <= 0:
                     self.portal.faults.remove(fault)
@@ -322,34 +326,37 @@ def _recorded(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _resolve(value: Any, results: Mapping[str, Any]) -> Any:
-    """Substitute `$result[cmd][key]...` from earlier commands (batch.md). A value that is
-    only the reference takes the referenced value as is (even an array); inside a longer
-    string it is interpolated; an unresolvable reference stays as written."""
+    """Substitute `$result[cmd][key]...` from earlier commands (batch.md), as CORE's
+    processBatchElement does: the path is walked until its first missing key and the node
+    reached there is the value (so a reference to row 49 of a page of 20 rows gives that
+    page, and one to a command that failed gives the map of all results). A value that is
+    only the reference takes the node as is (even an array); inside a longer string it is
+    interpolated when the node is a string or a number, and left as written otherwise."""
     if isinstance(value, dict):
         return {k: _resolve(v, results) for k, v in value.items()}
     if not isinstance(value, str) or "$result" not in value:
         return value
     whole = REFERENCE.fullmatch(value)
     if whole:
-        found, ok = _lookup(whole.group(1), results)
-        return php_json(found) if ok else value
+        return php_json(_lookup(whole.group(1), results))
 
     def interpolate(match: re.Match[str]) -> str:
-        found, ok = _lookup(match.group(1), results)
-        if not ok or isinstance(found, dict | list):
+        found = _lookup(match.group(1), results)
+        if isinstance(found, dict | list) or found is None:
             return match.group(0)
         return scalar(found)
 
     return REFERENCE.sub(interpolate, value)
 
 
-def _lookup(path: str, results: Mapping[str, Any]) -> tuple[Any, bool]:
+def _lookup(path: str, results: Mapping[str, Any]) -> Any:
     node: Any = results
     for key in re.findall(r"\[([^\[\]]*)\]", path):
-        if isinstance(node, Mapping) and key in node:
+        if isinstance(node, Mapping) and key in node and node[key] is not None:
             node = node[key]
-        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+        elif (isinstance(node, list) and key.isdigit() and int(key) < len(node)
+              and node[int(key)] is not None):
             node = node[int(key)]
         else:
-            return None, False
-    return node, True
+            break  # CORE: isset() fails, the walk stops where it is
+    return node

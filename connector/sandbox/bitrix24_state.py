@@ -184,6 +184,7 @@ class Fault:
     body: bytes = b""
     content_type: str = "application/json; charset=utf-8"
     method: str | None = None  # None: the whole HTTP request; else that method (also in batch)
+    after: int = 0  # calls of that method that pass before the first one fails
 
 
 @dataclass
