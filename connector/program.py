@@ -147,6 +147,33 @@ class Program:
         return round_points(raw * multiplier / self.settings.point_value,
                             self.settings.points_precision, self.settings.rounding)
 
+    def stored_row_rate(self, product_id: str, rule: str | None,
+                        tier_rate: Decimal) -> Decimal:
+        """The rate of a row the ledger kept (its product and the name of the rule that
+        rated it, as Earning.breakdown stores them) under this program's rules: the rule of
+        that name when there is one, else the rules matched afresh by the product alone (a
+        stored row keeps no section or property, so only product rules can match it)."""
+        named = next((r for r in self.settings.product_rules if r.name == rule), None) \
+            if rule is not None else None
+        if named is None:
+            bare = Row(product_id=product_id, price=Decimal(0), quantity=Decimal(1))
+            return product_rules.row_rate(self.settings.product_rules, bare, tier_rate).rate
+        if named.exclude:
+            return Decimal(0)
+        if named.rate is not None:
+            return named.rate
+        assert named.multiplier is not None
+        return tier_rate * named.multiplier
+
+    def points_for_stored_rows(self, rows: Sequence[dict[str, Any]], tier_rate: Decimal,
+                               multiplier: Decimal) -> Decimal:
+        """points_for_rows over rows as an entry's details keep them ("product_id",
+        "amount", "rule"): the same sum, rounded once."""
+        raw = sum((Decimal(row["amount"]) * self.stored_row_rate(
+            str(row["product_id"]), row.get("rule"), tier_rate) for row in rows), ZERO)
+        return round_points(raw * multiplier / self.settings.point_value,
+                            self.settings.points_precision, self.settings.rounding)
+
     def redeem_base(self, purchase_amount: Decimal,
                     rows: Sequence[Row] | None = None) -> Decimal:
         """What the redemption cap is a share of: the purchase, or with

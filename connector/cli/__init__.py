@@ -10,6 +10,7 @@ from connector.cli import (
     crm,
     demo,
     doctor,
+    economics,
     inbox,
     ledger,
     operations,
@@ -19,5 +20,5 @@ from connector.cli import (
 )
 from connector.cli.base import cli, main
 
-__all__ = ["card", "cli", "crm", "demo", "doctor", "inbox", "ledger", "main", "operations",
-           "secrets", "service", "writeback"]
+__all__ = ["card", "cli", "crm", "demo", "doctor", "economics", "inbox", "ledger", "main",
+           "operations", "secrets", "service", "writeback"]
