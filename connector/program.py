@@ -68,10 +68,14 @@ class Program:
 
     # -- tiers -----------------------------------------------------------------------------
     def tier_for(self, qualifying_spend: Decimal) -> Tier:
-        chosen = self.settings.tiers[0]
-        for tier in self.settings.tiers:
+        return self.settings.tiers[self.tier_index(qualifying_spend)]
+
+    def tier_index(self, qualifying_spend: Decimal) -> int:
+        """The position in `tiers` of the tier the spend earns (the highest it reaches)."""
+        chosen = 0
+        for index, tier in enumerate(self.settings.tiers):
             if qualifying_spend >= tier.min_spend:
-                chosen = tier
+                chosen = index
         return chosen
 
     def tier_named(self, name: str | None) -> Tier:
@@ -116,9 +120,7 @@ class Program:
         fixed extra points of every active campaign add up. With `rows`, the points are the
         sum over the rows, each at the rate its product rule gives (rounded once, on the
         sum, so small rows lose nothing); without, the amount earns at the tier's rate."""
-        campaigns = self.active_campaigns(at, category)
-        multiplier = max((c.multiplier for c in campaigns), default=Decimal(1))
-        extra = sum((c.extra_points for c in campaigns), ZERO)
+        campaigns, multiplier, extra = self.campaign_terms(at, category)
         row_rates = tuple(self.row_rates(rows, tier.rate)) if rows else ()
         points = self.points_for_rows(rows, tier.rate, multiplier) if rows \
             else self.points_for(amount, tier.rate, multiplier)
@@ -131,6 +133,16 @@ class Program:
             campaigns=tuple(c.name for c in campaigns),
             rows=row_rates,
         )
+
+    def campaign_terms(self, at: datetime, category: str | None
+                       ) -> tuple[list[Campaign], Decimal, Decimal]:
+        """The campaigns a purchase falls in, the multiplier they give (the highest: they do
+        not stack) and their fixed extra points (every one's, added up)."""
+        if not self.settings.campaigns:
+            return [], Decimal(1), ZERO
+        campaigns = self.active_campaigns(at, category)
+        multiplier = max((c.multiplier for c in campaigns), default=Decimal(1))
+        return campaigns, multiplier, sum((c.extra_points for c in campaigns), ZERO)
 
     def points_for(self, amount: Decimal, rate: Decimal, multiplier: Decimal) -> Decimal:
         raw = amount * rate * multiplier / self.settings.point_value

@@ -21,16 +21,17 @@ does not (a book written under other rules than today's).
 
 from __future__ import annotations
 
+import json
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, String, select, type_coerce
 
 from connector.config import ProgramSettings, describe_errors
 from connector.db import Database
@@ -44,6 +45,10 @@ CURRENT, PROPOSED = 0, 1
 CENT = Decimal("0.01")
 # Redemptions and catalogue rewards pay with points; expiries are breakage.
 SPENDING = ("redemption", "reward")
+# The kinds the program's rules decide; the others are kept as they happened.
+REPLAYED = ("accrual", "reversal")
+# Read without SQLAlchemy's result processing (see _stream).
+RAW = ("purchase_at", "details", "occurred_at", "created_at")
 
 
 def load_program(path: Path) -> ProgramSettings:
@@ -193,8 +198,7 @@ class Replay:
 
     # -- tiers -----------------------------------------------------------------------------
     def _rank(self, p: int, spend: Decimal) -> int:
-        program = self.programs[p]
-        return program.tier_rank(program.tier_for(spend).name)
+        return self.programs[p].tier_index(spend)
 
     def _spend(self, p: int, account: _Account, now: datetime) -> Decimal:
         """The rolling spend as the ledger had it at `now` (entries written by then)."""
@@ -204,8 +208,15 @@ class Replay:
 
     def _upgrade(self, account: _Account, now: datetime, programs: tuple[int, ...] = (0, 1)
                  ) -> None:
+        """Postings._upgrade_tier: the spend of every entry so far (all written by `now`,
+        the replay being in id order) whose purchase is in the window."""
+        totals: dict[datetime, Decimal] = {}
         for p in programs:
-            best = self._rank(p, self._spend(p, account, now))
+            start = self.programs[p].tier_window_start(now)
+            if start not in totals:
+                totals[start] = from_minor(sum(amount for at, amount, _ in account.spend
+                                               if at >= start))
+            best = self._rank(p, totals[start])
             if best > account.tiers[p]:
                 account.tiers[p] = best
                 account.changed[p] = now
@@ -270,7 +281,7 @@ class Replay:
             account = self.accounts[account_id] = _Account()
         if in_period:
             tally.revenue += purchase_amount or 0
-        if kind not in ("accrual", "reversal"):
+        if kind not in REPLAYED:
             self._observed(account_id, kind, amount, source, in_period)
             return
         self._replayed(account, row, in_period)
@@ -355,15 +366,15 @@ class Replay:
         spend = from_minor(amount)
         purchase.terms = []
         deltas = []
+        category = details.get("category")
         for p, program in enumerate(self.programs):
-            tier = program.settings.tiers[account.tiers[p]]
-            earning = program.earn(spend, tier=tier, at=at, category=details.get("category"))
-            points = earning.points
-            if rows:
-                points = program.points_for_stored_rows(rows, tier.rate, earning.multiplier) \
-                    + earning.extra_points
-            purchase.terms.append((tier.rate, earning.multiplier, earning.extra_points))
-            deltas.append(to_minor(points))
+            # Program.earn's terms, without building its breakdown for a million rows.
+            rate = program.settings.tiers[account.tiers[p]].rate
+            _, multiplier, extra = program.campaign_terms(at, category)
+            points = program.points_for_stored_rows(rows, rate, multiplier) if rows \
+                else program.points_for(spend, rate, multiplier)
+            purchase.terms.append((rate, multiplier, extra))
+            deltas.append(to_minor(points + extra))
         account.spend.append((at, amount, now))
         self._upgrade(account, now)
         return deltas
@@ -432,11 +443,30 @@ def _read_only(connection: Connection) -> None:
         connection.exec_driver_sql("PRAGMA query_only = ON")
 
 
-def _stream(connection: Connection, until: datetime | None) -> Iterator[Any]:
-    query = select(*ENTRY_COLUMNS).order_by(Entry.id)
+def _utc(value: datetime | str) -> datetime:
+    if isinstance(value, str):  # SQLite keeps UTC as naive text
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _stream(connection: Connection, until: datetime | None) -> Iterator[tuple[Any, ...]]:
+    """The entries in id order as plain tuples. Dates and details are read raw and
+    converted here, only where the replay reads them: SQLAlchemy's per-row processing
+    (SQLite's date parsing, JSON for every kind) would cost more than the replay itself."""
+    raw = (type_coerce(column, String) if column.key in RAW else column
+           for column in ENTRY_COLUMNS)
+    query = select(*raw).order_by(Entry.id)
     if until is not None:
         query = query.where(Entry.occurred_at < until)
-    yield from connection.execution_options(yield_per=BATCH).execute(query)
+    result = connection.execution_options(yield_per=BATCH).execute(query)
+    for (account_id, kind, amount, source, purchase_amount, purchase_count, purchase_at,
+         shortfall, details, occurred_at, created_at) in result:
+        replayed = kind in REPLAYED
+        if replayed and isinstance(details, str):
+            details = json.loads(details)
+        yield (account_id, kind, amount, source, purchase_amount, purchase_count,
+               _utc(purchase_at) if purchase_at is not None else None, shortfall,
+               details if replayed else None, _utc(occurred_at), _utc(created_at))
 
 
 def simulate(db: Database, current: ProgramSettings, proposed: ProgramSettings, *,
