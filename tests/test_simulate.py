@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 
 from connector.cli import cli
 from connector.config import ProgramSettings, Settings
 from connector.db import Database
-from connector.economics.simulate import Simulation, load_program, simulate
+from connector.economics.simulate import Simulation, load_program, read_only, simulate
 from connector.errors import ConfigError, LedgerError
 from connector.ledger.engine import Ledger
 from connector.ledger.models import Account, Entry, Lot
@@ -292,3 +293,17 @@ def test_cli_simulate_side_by_side_and_json(ledger: Ledger, clock: Clock, db: Da
     assert bad.stderr.strip().splitlines() == \
         [f"config: {proposed}: program.rounding: Input should be 'floor' or 'half_up' "
          "(got 'up')"]
+
+
+def test_the_replay_connection_cannot_write(db: Database) -> None:
+    with pytest.raises(DBAPIError, match=r"(?i)read-only|readonly"), read_only(db) as connection:
+        connection.execute(Account.__table__.insert().values(
+            crm="amocrm", portal="shop", contact_id="9", balance=0, overdraft=0,
+            tier="Bronze", purchase_count=0, purchase_total=0, version=1,
+            created_at=datetime.now(UTC), updated_at=datetime.now(UTC)))
+    with db.transaction() as session:  # the pooled connection writes again afterwards
+        session.execute(Account.__table__.insert().values(
+            crm="amocrm", portal="shop", contact_id="9", balance=0, overdraft=0,
+            tier="Bronze", purchase_count=0, purchase_total=0, version=1,
+            created_at=datetime.now(UTC), updated_at=datetime.now(UTC)))
+    assert ledger_tiers(db) == {1: "Bronze"}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import tomllib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -84,6 +85,7 @@ class Figures:
     expected_breakage: Decimal
     outstanding_points: Decimal
     point_value: Decimal
+    currency: str
     liability: Decimal
     cost_share: Decimal | None
     tiers: dict[str, int]
@@ -97,6 +99,7 @@ class Figures:
             "expected_breakage": str(self.expected_breakage),
             "outstanding_points": str(self.outstanding_points),
             "point_value": str(self.point_value),
+            "currency": self.currency,
             "liability": str(self.liability),
             "cost_share": None if self.cost_share is None else str(self.cost_share),
             "tiers": self.tiers,
@@ -434,13 +437,20 @@ ENTRY_COLUMNS = (Entry.account_id, Entry.kind, Entry.amount, Entry.source,
                  Entry.shortfall, Entry.details, Entry.occurred_at, Entry.created_at)
 
 
-def _read_only(connection: Connection) -> None:
-    """Nothing the replay runs may write (PostgreSQL: a READ ONLY transaction; SQLite:
-    query_only for this connection, reset before it goes back to the pool)."""
-    if connection.dialect.name == "postgresql":
-        connection.exec_driver_sql("SET TRANSACTION READ ONLY")
-    elif connection.dialect.name == "sqlite":
-        connection.exec_driver_sql("PRAGMA query_only = ON")
+@contextmanager
+def read_only(db: Database) -> Iterator[Connection]:
+    """A connection in a transaction that cannot write: PostgreSQL's READ ONLY transaction,
+    SQLite's query_only for this connection (reset before it goes back to the pool)."""
+    with db.engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        try:
+            with connection.begin():
+                connection.exec_driver_sql("PRAGMA query_only = ON" if sqlite
+                                           else "SET TRANSACTION READ ONLY")
+                yield connection
+        finally:
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA query_only = OFF")
 
 
 def _utc(value: datetime | str) -> datetime:
@@ -475,17 +485,12 @@ def simulate(db: Database, current: ProgramSettings, proposed: ProgramSettings, 
     """Replay the book (entries before `until`) under both programs; the figures count the
     entries that occurred in [since, until)."""
     replay = Replay(current, proposed)
-    with db.engine.connect() as connection:
-        try:
-            with connection.begin():
-                _read_only(connection)
-                ledger_tiers = dict(connection.execute(select(Account.id, Account.tier)).all())
-                for row in _stream(connection, until):
-                    occurred = row[9]
-                    replay.feed(row, since is None or occurred >= since)
-        finally:
-            if connection.dialect.name == "sqlite":
-                connection.exec_driver_sql("PRAGMA query_only = OFF")
+    with read_only(db) as connection:
+        ledger_tiers: dict[int, str] = {
+            account_id: tier
+            for account_id, tier in connection.execute(select(Account.id, Account.tier))}
+        for row in _stream(connection, until):
+            replay.feed(row, since is None or row[9] >= since)
     replay.finish(until or now, None if until is not None else ledger_tiers)
     return summarise(replay, ledger_tiers, since=since, until=until)
 
@@ -537,6 +542,7 @@ def summarise(replay: Replay, ledger_tiers: dict[int, str], *, since: datetime |
             expected_breakage=from_minor(breakage),
             outstanding_points=from_minor(outstanding),
             point_value=value,
+            currency=program.settings.currency,
             liability=(from_minor(outstanding) * value).quantize(CENT, ROUND_HALF_UP),
             cost_share=(cost / revenue).quantize(Decimal("0.0001"), ROUND_HALF_UP)
             if revenue > 0 else None,

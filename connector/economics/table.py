@@ -33,7 +33,8 @@ def rows(sim: Simulation) -> list[tuple[str, str, str]]:
          _points(proposed.expected_breakage)),
         ("outstanding points at end", _points(current.outstanding_points),
          _points(proposed.outstanding_points)),
-        ("liability at end", _points(current.liability), _points(proposed.liability)),
+        ("liability at end", f"{_points(current.liability)} {current.currency}",
+         f"{_points(proposed.liability)} {proposed.currency}"),
         ("cost / revenue", _share(current.cost_share), _share(proposed.cost_share)),
         ("tiers at end", _tiers(current), _tiers(proposed)),
     ]
