@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal as D
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 
@@ -26,6 +28,7 @@ from connector.ledger.models import Account, Entry, Lot
 from connector.ledger.views import AccountRef
 from connector.products.rows import Row
 from connector.program import Program
+from connector.services import Services
 from tests.conftest import Clock, _reset_postgres, make_settings
 
 ANNA = AccountRef("bitrix24", "shop", "1")
@@ -307,3 +310,42 @@ def test_the_replay_connection_cannot_write(db: Database) -> None:
             tier="Bronze", purchase_count=0, purchase_total=0, version=1,
             created_at=datetime.now(UTC), updated_at=datetime.now(UTC)))
     assert ledger_tiers(db) == {1: "Bronze"}
+
+
+# -- the dashboard's what-if form ---------------------------------------------------------------
+@pytest.fixture
+def services(settings: Settings, db: Database, clock: Clock) -> Iterator[Services]:
+    services = Services.build(settings, clock=clock)
+    yield services
+    services.close()
+
+
+BEARER = {"Authorization": "Bearer test-admin-token"}
+
+
+def test_dashboard_what_if_form(services: Services, client: FlaskClient, clock: Clock) -> None:
+    ledger = services.ledger
+    ledger.accrue(ANNA, D("8000"), key="a1")                    # Bronze: 240
+    ledger.accrue(ANNA, D("4000"), key="a2")                    # Bronze: 120; then Silver
+    assert client.get("/dashboard/simulate").status_code == 401
+    first = client.get("/dashboard/simulate", headers=BEARER)
+    html = first.get_data(as_text=True)
+    assert first.status_code == 200 and 'id="result"' not in html
+    assert 'name="rate_1" value="0.05"' in html  # the current program fills the form
+    assert "form-action 'self'" in first.headers["Content-Security-Policy"]
+    # Silver from 5,000 at 8%, and everything doubled over the period: 8000 * 0.03 * 2 = 480
+    # (Silver follows that purchase), then 4000 * 0.08 * 2 = 640.
+    query = ("days=30&run=1&min_spend_0=0&rate_0=0.03&min_spend_1=5000&rate_1=0.08"
+             "&min_spend_2=50000&rate_2=0.07&multiplier=2")
+    shown = client.get(f"/dashboard/simulate?{query}", headers=BEARER)
+    html = shown.get_data(as_text=True)
+    assert shown.status_code == 200, html
+    assert "<td>points issued</td><td class=\"num\">360.00</td>" \
+        "<td class=\"num\">1 120.00</td>" in html.replace("\n", "").replace("    ", "")
+    assert 'id="moves">0 up, 0 down' in html
+    bad = client.get("/dashboard/simulate?run=1&rate_0=lots&min_spend_1=-1", headers=BEARER)
+    assert bad.status_code == 400
+    text = bad.get_data(as_text=True)
+    assert "program.tiers.0.rate: Input should be a valid decimal" in text
+    assert "program.tiers.1.min_spend: Input should be greater than or equal to 0" in text
+    assert client.post("/dashboard/simulate", headers=BEARER).status_code == 405
