@@ -366,3 +366,21 @@ def test_dashboard_what_if_form(services: Services, client: FlaskClient, clock: 
     assert "program.tiers.0.rate: Input should be a valid decimal" in text
     assert "program.tiers.1.min_spend: Input should be greater than or equal to 0" in text
     assert client.post("/dashboard/simulate", headers=BEARER).status_code == 405
+
+
+def test_a_deal_paid_with_points_given_back_then_won(ledger: Ledger, clock: Clock,
+                                                      db: Database, settings: Settings) -> None:
+    ledger.accrue(ANNA, D("10000"), key="a1")                       # 300
+    ledger.redeem(ANNA, D("200"), key="r1", source="deal:9")          # paid with points
+    ledger.settle_purchase(ANNA, "deal:9", None)                      # lost: 200 given back
+    ledger.settle_purchase(ANNA, "deal:9", D("4000"))                 # won after all: 200
+    part = ledger.return_purchase(ANNA, "deal:9", D("1000"), key="ret")
+    assert part.points == D("-50")  # no redeemed points left to give back
+    ledger.return_purchase(ANNA, "deal:9", D("3000"), key="ret2")     # the rest
+    sim = simulate(db, settings.program, ProgramSettings(**PROPOSED), now=clock())
+    assert_replays_the_ledger(sim, db)
+    # Proposed: 10000 * 0.05 / 0.5 = 1000 (then Plus), 4000 * 0.08 / 0.5 = 640, the return of
+    # a quarter 160, the rest 480; the 200 given back when the deal was lost as it was.
+    assert sim.accounts[1][1] == 164000
+    assert (sim.current.points_taken_back, sim.proposed.points_taken_back) == \
+        (D("200") - D("50") - D("150"), D("200") - D("160") - D("480"))

@@ -164,10 +164,11 @@ class _Purchase:
 
     __slots__ = ("net", "redeemed", "spend", "terms")
 
-    def __init__(self, redeemed: int) -> None:
+    def __init__(self, before: tuple[int, int]) -> None:
+        net, redeemed = before
         # rate, multiplier, extra points of the accrual that recorded the purchase
         self.terms: list[tuple[Decimal, Decimal, Decimal]] = []
-        self.net = [redeemed, redeemed]  # intended hundredths, as Postings sums them
+        self.net = [net, net]  # intended hundredths, as Postings sums them
         self.redeemed = redeemed  # its redemptions' amounts (negative hundredths)
         self.spend = 0
 
@@ -196,7 +197,10 @@ class Replay:
         self.accounts: dict[int, _Account] = {}
         self.purchases: dict[tuple[int, str], _Purchase] = {}
         # Points paid for a source before it earned (a redemption under the deal's source).
-        self.redeemed: dict[tuple[int, str], int] = {}
+        # What the source's entries net to and its redemptions, before it first earned
+        # (a deal paid with points, perhaps given back, then won), kept from its first
+        # redemption on: other sources never earn.
+        self.unearned: dict[tuple[int, str], tuple[int, int]] = {}
         self.tally = _Tally()
 
     # -- tiers -----------------------------------------------------------------------------
@@ -306,6 +310,9 @@ class Replay:
                 tally.purchases += 1
         elif purchase is None:
             deltas = [amount - shortfall] * 2  # a source that never earned: as it happened
+            if key in self.unearned:
+                net, redeemed = self.unearned[key]
+                self.unearned[key] = (net + amount - shortfall, redeemed)
         elif "repriced_to" in details:
             deltas = self._reprice(account, purchase, details, spend_delta=purchase_amount or 0,
                                    purchase_at=purchase_at, now=created_at)
@@ -348,7 +355,8 @@ class Replay:
             if kind == "redemption":
                 purchase.redeemed += amount
         elif kind == "redemption":
-            self.redeemed[key] = self.redeemed.get(key, 0) + amount
+            net, redeemed = self.unearned.get(key, (0, 0))
+            self.unearned[key] = (net + amount, redeemed + amount)
         if not in_period:
             return
         if kind in SPENDING:
@@ -363,7 +371,7 @@ class Replay:
                   details: dict[str, Any]) -> list[int]:
         """Postings._accrue_in under both programs."""
         if purchase is None:
-            purchase = self.purchases[key] = _Purchase(self.redeemed.pop(key, 0))
+            purchase = self.purchases[key] = _Purchase(self.unearned.pop(key, (0, 0)))
         self._sync(account, details.get("tier"), now)
         rows = details.get("rows")
         spend = from_minor(amount)
