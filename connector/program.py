@@ -15,6 +15,7 @@ from connector.products import rules as product_rules
 from connector.products.rows import Row, digest
 
 ZERO = Decimal("0.00")
+ONE = Decimal(1)
 CENT = Decimal("0.01")
 # Named bonuses the program itself grants; custom ones come from [program.bonuses].
 BUILTIN_BONUSES = ("welcome", "birthday", "anniversary", "referral", "referral_newcomer")
@@ -139,9 +140,9 @@ class Program:
         """The campaigns a purchase falls in, the multiplier they give (the highest: they do
         not stack) and their fixed extra points (every one's, added up)."""
         if not self.settings.campaigns:
-            return [], Decimal(1), ZERO
+            return [], ONE, ZERO
         campaigns = self.active_campaigns(at, category)
-        multiplier = max((c.multiplier for c in campaigns), default=Decimal(1))
+        multiplier = max((c.multiplier for c in campaigns), default=ONE)
         return campaigns, multiplier, sum((c.extra_points for c in campaigns), ZERO)
 
     def points_for(self, amount: Decimal, rate: Decimal, multiplier: Decimal) -> Decimal:

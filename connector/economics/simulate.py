@@ -166,8 +166,9 @@ class _Purchase:
 
     def __init__(self, before: tuple[int, int]) -> None:
         net, redeemed = before
-        # rate, multiplier, extra points of the accrual that recorded the purchase
-        self.terms: list[tuple[Decimal, Decimal, Decimal]] = []
+        # rate, multiplier, extra points of the accrual that recorded the purchase, under
+        # each program (interned: a few combinations serve a million purchases)
+        self.terms: tuple[tuple[Decimal, Decimal, Decimal], ...] = ()
         self.net = [net, net]  # intended hundredths, as Postings sums them
         self.redeemed = redeemed  # its redemptions' amounts (negative hundredths)
         self.spend = 0
@@ -201,6 +202,7 @@ class Replay:
         # (a deal paid with points, perhaps given back, then won), kept from its first
         # redemption on: other sources never earn.
         self.unearned: dict[tuple[int, str], tuple[int, int]] = {}
+        self.terms: dict[Any, Any] = {}
         self.tally = _Tally()
 
     # -- tiers -----------------------------------------------------------------------------
@@ -375,7 +377,7 @@ class Replay:
         self._sync(account, details.get("tier"), now)
         rows = details.get("rows")
         spend = from_minor(amount)
-        purchase.terms = []
+        terms = []
         deltas = []
         category = details.get("category")
         for p, program in enumerate(self.programs):
@@ -384,8 +386,10 @@ class Replay:
             _, multiplier, extra = program.campaign_terms(at, category)
             points = program.points_for_stored_rows(rows, rate, multiplier) if rows \
                 else program.points_for(spend, rate, multiplier)
-            purchase.terms.append((rate, multiplier, extra))
+            terms.append((rate, multiplier, extra))
             deltas.append(to_minor(points + extra))
+        key_terms = tuple(terms)
+        purchase.terms = self.terms.setdefault(key_terms, key_terms)
         account.spend.append((at, amount, now))
         self._upgrade(account, now)
         return deltas
