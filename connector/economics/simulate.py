@@ -42,6 +42,9 @@ from connector.money import from_minor, to_minor
 from connector.program import Program
 
 BATCH = 5000
+TICK = timedelta(microseconds=1)
+# rate, multiplier and extra points of a purchase's accrual, under each program
+Terms = tuple[tuple[Decimal, Decimal, Decimal], ...]
 CURRENT, PROPOSED = 0, 1
 CENT = Decimal("0.01")
 # Redemptions and catalogue rewards pay with points; expiries are breakage.
@@ -168,7 +171,7 @@ class _Purchase:
         net, redeemed = before
         # rate, multiplier, extra points of the accrual that recorded the purchase, under
         # each program (interned: a few combinations serve a million purchases)
-        self.terms: tuple[tuple[Decimal, Decimal, Decimal], ...] = ()
+        self.terms: Terms = ()
         self.net = [net, net]  # intended hundredths, as Postings sums them
         self.redeemed = redeemed  # its redemptions' amounts (negative hundredths)
         self.spend = 0
@@ -197,12 +200,11 @@ class Replay:
         self.programs = (Program(current), Program(proposed))
         self.accounts: dict[int, _Account] = {}
         self.purchases: dict[tuple[int, str], _Purchase] = {}
-        # Points paid for a source before it earned (a redemption under the deal's source).
         # What the source's entries net to and its redemptions, before it first earned
         # (a deal paid with points, perhaps given back, then won), kept from its first
         # redemption on: other sources never earn.
         self.unearned: dict[tuple[int, str], tuple[int, int]] = {}
-        self.terms: dict[Any, Any] = {}
+        self.terms: dict[Terms, Terms] = {}
         self.tally = _Tally()
 
     # -- tiers -----------------------------------------------------------------------------
@@ -266,7 +268,9 @@ class Replay:
         grace = timedelta(days=program.settings.tier_grace_days)
         changed = account.changed[CURRENT]
         last = account.last or now
-        moments = {last, now, *(at + period for at, _, _ in account.spend),
+        # A purchase is out of the window just after `at + period` (the window includes its
+        # start).
+        moments = {last, now, *(at + period + TICK for at, _, _ in account.spend),
                    *(written for _, _, written in account.spend)}
         if changed is not None:
             moments.add(changed + grace)
