@@ -307,6 +307,12 @@ def test_cli_simulate_side_by_side_and_json(ledger: Ledger, clock: Clock, db: Da
     assert text.exit_code == 0, text.output
     assert "points issued" in text.stdout and "1 440.00" in text.stdout
     assert "customers moving tier: 0 up, 0 down" in text.stdout
+    period = runner.invoke(cli, ["--config", str(config), "simulate", "--program",
+                                 str(proposed), "--since", "2026-03-10", "--until", "2026-03-10"])
+    assert period.exit_code == 2 and "--since must be before --until" in period.stderr
+    march = runner.invoke(cli, ["--config", str(config), "simulate", "--program",
+                                str(proposed), "--json", "--since", "2026-03-11"])
+    assert json.loads(march.stdout)["proposed"]["points_issued"] == "0.00"  # none after
     proposed.write_text('[program]\nrounding = "up"\n', encoding="utf-8")
     bad = runner.invoke(cli, ["--config", str(config), "simulate", "--program", str(proposed)])
     assert bad.exit_code == 2
