@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, String, select, type_coerce
+from sqlalchemy import Connection, String, case, select, type_coerce
 
 from connector.config import ProgramSettings, describe_errors
 from connector.db import Database
@@ -472,15 +472,19 @@ def read_only(db: Database) -> Iterator[Connection]:
 def _utc(value: datetime | str) -> datetime:
     if isinstance(value, str):  # SQLite keeps UTC as naive text
         return datetime.fromisoformat(value).replace(tzinfo=UTC)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    # PostgreSQL's are aware, in the session's zone: compared and converted by their offset
+    # like UTC ones, so they need no conversion here.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _stream(connection: Connection, until: datetime | None) -> Iterator[tuple[Any, ...]]:
     """The entries in id order as plain tuples. Dates and details are read raw and
     converted here, only where the replay reads them: SQLAlchemy's per-row processing
     (SQLite's date parsing, JSON for every kind) would cost more than the replay itself."""
-    raw = (type_coerce(column, String) if column.key in RAW else column
-           for column in ENTRY_COLUMNS)
+    raw = [type_coerce(column, String) if column.key in RAW else column
+           for column in ENTRY_COLUMNS]
+    # Only the replayed kinds' details are read: the others' are not even decoded.
+    raw[8] = case((Entry.kind.in_(REPLAYED), type_coerce(Entry.details, String)))
     query = select(*raw).order_by(Entry.id)
     if until is not None:
         query = query.where(Entry.occurred_at < until)
