@@ -15,6 +15,7 @@ from connector.products import rules as product_rules
 from connector.products.rows import Row, digest
 
 ZERO = Decimal("0.00")
+ONE = Decimal(1)
 CENT = Decimal("0.01")
 # Named bonuses the program itself grants; custom ones come from [program.bonuses].
 BUILTIN_BONUSES = ("welcome", "birthday", "anniversary", "referral", "referral_newcomer")
@@ -68,10 +69,14 @@ class Program:
 
     # -- tiers -----------------------------------------------------------------------------
     def tier_for(self, qualifying_spend: Decimal) -> Tier:
-        chosen = self.settings.tiers[0]
-        for tier in self.settings.tiers:
+        return self.settings.tiers[self.tier_index(qualifying_spend)]
+
+    def tier_index(self, qualifying_spend: Decimal) -> int:
+        """The position in `tiers` of the tier the spend earns (the highest it reaches)."""
+        chosen = 0
+        for index, tier in enumerate(self.settings.tiers):
             if qualifying_spend >= tier.min_spend:
-                chosen = tier
+                chosen = index
         return chosen
 
     def tier_named(self, name: str | None) -> Tier:
@@ -116,9 +121,7 @@ class Program:
         fixed extra points of every active campaign add up. With `rows`, the points are the
         sum over the rows, each at the rate its product rule gives (rounded once, on the
         sum, so small rows lose nothing); without, the amount earns at the tier's rate."""
-        campaigns = self.active_campaigns(at, category)
-        multiplier = max((c.multiplier for c in campaigns), default=Decimal(1))
-        extra = sum((c.extra_points for c in campaigns), ZERO)
+        campaigns, multiplier, extra = self.campaign_terms(at, category)
         row_rates = tuple(self.row_rates(rows, tier.rate)) if rows else ()
         points = self.points_for_rows(rows, tier.rate, multiplier) if rows \
             else self.points_for(amount, tier.rate, multiplier)
@@ -132,6 +135,16 @@ class Program:
             rows=row_rates,
         )
 
+    def campaign_terms(self, at: datetime, category: str | None
+                       ) -> tuple[list[Campaign], Decimal, Decimal]:
+        """The campaigns a purchase falls in, the multiplier they give (the highest: they do
+        not stack) and their fixed extra points (every one's, added up)."""
+        if not self.settings.campaigns:
+            return [], ONE, ZERO
+        campaigns = self.active_campaigns(at, category)
+        multiplier = max((c.multiplier for c in campaigns), default=ONE)
+        return campaigns, multiplier, sum((c.extra_points for c in campaigns), ZERO)
+
     def points_for(self, amount: Decimal, rate: Decimal, multiplier: Decimal) -> Decimal:
         raw = amount * rate * multiplier / self.settings.point_value
         return round_points(raw, self.settings.points_precision, self.settings.rounding)
@@ -144,6 +157,33 @@ class Program:
         """The rows' points at `tier_rate` (the tier's, or the one a purchase was first
         accrued at) and the campaign `multiplier`, by the product rules."""
         raw = sum((r.row.amount * r.rate for r in self.row_rates(rows, tier_rate)), ZERO)
+        return round_points(raw * multiplier / self.settings.point_value,
+                            self.settings.points_precision, self.settings.rounding)
+
+    def stored_row_rate(self, product_id: str, rule: str | None,
+                        tier_rate: Decimal) -> Decimal:
+        """The rate of a row the ledger kept (its product and the name of the rule that
+        rated it, as Earning.breakdown stores them) under this program's rules: the rule of
+        that name when there is one, else the rules matched afresh by the product alone (a
+        stored row keeps no section or property, so only product rules can match it)."""
+        named = next((r for r in self.settings.product_rules if r.name == rule), None) \
+            if rule is not None else None
+        if named is None:
+            bare = Row(product_id=product_id, price=Decimal(0), quantity=Decimal(1))
+            return product_rules.row_rate(self.settings.product_rules, bare, tier_rate).rate
+        if named.exclude:
+            return Decimal(0)
+        if named.rate is not None:
+            return named.rate
+        assert named.multiplier is not None
+        return tier_rate * named.multiplier
+
+    def points_for_stored_rows(self, rows: Sequence[dict[str, Any]], tier_rate: Decimal,
+                               multiplier: Decimal) -> Decimal:
+        """points_for_rows over rows as an entry's details keep them ("product_id",
+        "amount", "rule"): the same sum, rounded once."""
+        raw = sum((Decimal(row["amount"]) * self.stored_row_rate(
+            str(row["product_id"]), row.get("rule"), tier_rate) for row in rows), ZERO)
         return round_points(raw * multiplier / self.settings.point_value,
                             self.settings.points_precision, self.settings.rounding)
 

@@ -14,10 +14,14 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from flask import Blueprint, Response, current_app, render_template
+from flask import Blueprint, Response, current_app, render_template, request
 
 from connector import dashboard
 from connector.dashboard import Bucket, Dashboard
+from connector.economics import table as simulation_table
+from connector.economics.proposal import form_values, proposed_program
+from connector.economics.simulate import simulate as replay
+from connector.errors import ConfigError
 from connector.reports import age_text
 from connector.services import Services
 from webhooks.auth import configured, require
@@ -55,7 +59,36 @@ def require_admin_token() -> None:
 @bp.after_request
 def protect(response: Response) -> Response:
     response.headers.update(SECURITY_HEADERS)
+    if request.endpoint == "dashboard.simulate":  # its form submits to itself
+        response.headers["Content-Security-Policy"] = SECURITY_HEADERS[
+            "Content-Security-Policy"].replace("form-action 'none'", "form-action 'self'")
     return response
+
+
+@bp.get("/dashboard/simulate")
+def simulate() -> tuple[str, int]:
+    """What-if: the book replayed under the form's thresholds, rates and multiplier beside
+    the current program (GET: it only reads). The first visit shows the form alone."""
+    services: Services = current_app.extensions["loyalty"]
+    current = services.settings.program
+    days = query_int("days", minimum=1, maximum=dashboard.MAX_DAYS) or dashboard.DEFAULT_DAYS
+    now = services.ledger.clock()
+    since = now - timedelta(days=days)
+    values = {**form_values(current), **{k: v for k, v in request.args.items()
+                                         if k != "days"}}
+    problems: list[str] = []
+    result = None
+    if "run" in request.args:
+        try:
+            proposed = proposed_program(current, request.args, since=since, now=now)
+            result = replay(services.db, current, proposed, since=since, now=now)
+        except ConfigError as exc:
+            problems = exc.problems
+    html = render_template(
+        "simulate.html", tiers=current.tiers, values=values, days=days, periods=PERIODS,
+        problems=problems, result=result,
+        rows=simulation_table.rows(result) if result else [])
+    return html, 400 if problems else 200
 
 
 @bp.get("/dashboard")

@@ -11,6 +11,7 @@ from connector.cli import (
     crm,
     demo,
     doctor,
+    economics,
     imports,
     inbox,
     ledger,
@@ -23,6 +24,6 @@ from connector.cli import (
 )
 from connector.cli.base import cli, main
 
-__all__ = ["card", "cli", "codes", "crm", "demo", "doctor", "imports", "inbox", "ledger", "main",
-           "operations", "privacy", "rewards",
-           "secrets", "service", "writeback"]
+__all__ = ["card", "cli", "codes", "crm", "demo", "doctor", "economics", "imports", "inbox",
+           "ledger", "main", "operations", "privacy", "rewards", "secrets", "service",
+           "writeback"]

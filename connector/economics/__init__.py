@@ -1,0 +1,1 @@
+"""The program's economics for its owners: what it costs, what it owes, what-if replays."""
