@@ -14,7 +14,7 @@ from flask import Blueprint, Flask, Response, current_app, render_template, requ
 
 from connector.card import page, reading
 from connector.card.ratelimit import ClientLimiter, client_address
-from connector.card.texts import TEXTS
+from connector.i18n import Translator
 from connector.services import Services
 from webhooks.errors import error_response
 
@@ -48,10 +48,8 @@ def _refusal(status: int, code: str, detail: str, *, title: str, text: str,
         ["application/json", "text/html"]) == "text/html"
     if not wants_html:
         return error_response(status, code, detail, headers=headers)
-    services: Services = current_app.extensions["loyalty"]
-    language = services.settings.program.language
-    response = Response(render_template("card_refusal.html", language=language,
-                                        title=title, text=text), status=status)
+    response = Response(render_template("card_refusal.html", title=title, text=text),
+                        status=status)
     response.headers.update(headers or {})
     return response
 
@@ -60,14 +58,14 @@ def _refusal(status: int, code: str, detail: str, *, title: str, text: str,
 def show(token: str) -> Response | str:
     services: Services = current_app.extensions["loyalty"]
     settings = services.settings
-    t = TEXTS[settings.program.language]
+    t: Translator = current_app.extensions["i18n"]
     wait = current_app.extensions[LIMITER].hit(client_address(
         request.remote_addr, request.headers.get("X-Forwarded-For"),
         settings.card.trusted_proxies))
     if wait is not None:
         return _refusal(429, "too_many_requests", f"too many card page requests from this "
-                        f"address: try again in {wait} s", title=t["too_many_title"],
-                        text=t["too_many"].format(seconds=wait),
+                        f"address: try again in {wait} s", title=t._("Too many requests"),
+                        text=t._("Please try again in %(seconds)s s.", seconds=wait),
                         headers={"Retry-After": str(wait)})
     account_id = services.cards.find(token) if services.cards.enabled else None
     now = services.ledger.clock()
@@ -75,7 +73,8 @@ def show(token: str) -> Response | str:
         services.db, services.program, account_id, now, entries=settings.card.history_entries)
     if found is None:
         return _refusal(404, "card_not_found", "no card page at this address (a link stops "
-                        "working when it is replaced)", title=t["not_found_title"],
-                        text=t["not_found"])
+                        "working when it is replaced)", title=t._("Card not found"),
+                        text=t._("The link is out of date or mistyped. Your manager can "
+                                 "send a new one."))
     view, entries = found
-    return render_template("card.html", p=page.build(view, entries, settings.program, now))
+    return render_template("card.html", p=page.build(view, entries, settings.program, now, t))
