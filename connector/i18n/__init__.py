@@ -24,14 +24,14 @@ from __future__ import annotations
 import gettext
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 from babel import Locale
-from babel.dates import format_date, format_datetime
+from babel.dates import format_date, format_datetime, format_timedelta
 from babel.numbers import format_decimal, format_percent
 
 Language = Literal["ru", "uk", "en"]
@@ -107,6 +107,13 @@ class Translator:
             # that gettext's plural forms, counting whole numbers, do not give.
             return self.pgettext("a fraction of", "points")
         return self.ngettext("point", "points", int(abs(value)))
+
+    def duration(self, delta: timedelta | None) -> str:
+        """How long, in the largest whole unit: 3 дн., 5 ч, 12 мин; 3 days, 5 hr, 12 min."""
+        if delta is None:
+            return DASH
+        return format_timedelta(max(delta, timedelta(0)), threshold=1, format="short",
+                                locale=self.locale)
 
     # -- dates ---------------------------------------------------------------------------
     def date(self, value: date) -> str:
