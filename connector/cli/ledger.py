@@ -22,6 +22,7 @@ from connector.cli.base import (
 )
 from connector.cli.output import local, report, show_account, signed
 from connector.config import Settings
+from connector.i18n import translator
 from connector.ledger.fingerprint import request_fingerprint
 from connector.ledger.views import AccountRef
 from connector.referrals import stats as referral_stats
@@ -212,5 +213,6 @@ def stats(runtime: Runtime, days: int | None, since: datetime | None, until: dat
     if as_json:
         echo_json(figures.as_json())
     else:
-        for line in format_stats(figures, runtime.settings.program.zone):
+        program = runtime.settings.program
+        for line in format_stats(figures, program.zone, translator(program.language)):
             click.echo(line)
