@@ -34,6 +34,8 @@ from babel import Locale
 from babel.dates import format_date, format_datetime, format_timedelta
 from babel.numbers import format_decimal, format_percent
 
+from connector.reports import age_text
+
 Language = Literal["ru", "uk", "en"]
 LANGUAGES: tuple[Language, ...] = ("ru", "uk", "en")
 LOCALE_DIR = Path(__file__).resolve().parent.parent / "locale"
@@ -158,15 +160,38 @@ class Message:
     values: Mapping[str, Any] = field(default_factory=dict)
 
     def render(self, t: Translator | None = None) -> str:
+        """In `t`'s language (English without one); a value that is a Message itself is
+        rendered in the same language, and so is a timedelta ("3 дн.", "3 d")."""
         text = t.translations.gettext(self.msgid) if t is not None else self.msgid
-        return text % dict(self.values) if self.values else text
+        if not self.values:
+            return text
+        return text % {key: _value(value, t) for key, value in self.values.items()}
 
     def __str__(self) -> str:
         return self.render()
 
     def map_values(self, change: Callable[[str], str]) -> Message:
-        return Message(self.msgid, {key: change(value) if isinstance(value, str) else value
-                                    for key, value in self.values.items()})
+        """The same message with every text value (nested ones too) passed through
+        `change`: what redacting a secret out of it takes."""
+        def each(value: Any) -> Any:
+            if isinstance(value, Message):
+                return value.map_values(change)
+            return change(value) if isinstance(value, str) else value
+
+        return Message(self.msgid, {key: each(value) for key, value in self.values.items()})
+
+
+def render(text: Message | str, t: Translator | None = None) -> str:
+    """A Message in `t`'s language; a plain string (a CRM's or a library's words) as is."""
+    return text.render(t) if isinstance(text, Message) else text
+
+
+def _value(value: Any, t: Translator | None) -> Any:
+    if isinstance(value, Message):
+        return value.render(t)
+    if isinstance(value, timedelta):
+        return t.duration(value) if t is not None else age_text(value)
+    return value
 
 
 # gettext's name for a string marked now and translated later.
