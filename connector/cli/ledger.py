@@ -189,7 +189,8 @@ def _period(settings: Settings, days: int | None, since: datetime | None,
         end = datetime.now(UTC)
         return end - timedelta(days=days or 30), end
     if since is None or until is None or days is not None:
-        raise click.UsageError("give --days, or both --since and --until")
+        t = translator(settings.program.language)
+        raise click.UsageError(t._("give --days, or both --since and --until"))
     zone = settings.program.zone
     return (since.replace(tzinfo=zone).astimezone(UTC),
             until.replace(tzinfo=zone).astimezone(UTC))
@@ -205,14 +206,15 @@ def stats(runtime: Runtime, days: int | None, since: datetime | None, until: dat
           as_json: bool) -> None:
     """Program analytics for a period: points, purchases, customers, retention."""
     start, end = _period(runtime.settings, days, since, until)
+    program = runtime.settings.program
+    t = translator(program.language)
     if end <= start:
-        raise click.UsageError("--until must be after --since")
+        raise click.UsageError(t._("--until must be after --since"))
     services = runtime.services()
     with services.db.transaction(write=False) as session:
         figures = program_stats(session, services.program, since=start, until=end)
     if as_json:
         echo_json(figures.as_json())
     else:
-        program = runtime.settings.program
-        for line in format_stats(figures, program.zone, translator(program.language)):
+        for line in format_stats(figures, program.zone, t):
             click.echo(line)
