@@ -11,6 +11,7 @@ import zlib
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal as D
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -191,7 +192,7 @@ def test_the_page_shows_the_figures(client: FlaskClient) -> None:
                        ("redeemed", "150"), ("expired", "25"), ("repeat", "20.0%"),
                        ("check", "4,400"), ("retention", "—"), ("referrals", "0")):
         assert f'id="kpi-{kpi}">{value}' in html, kpi
-    assert 'id="kpi-check-others">unknown' in html
+    assert 'id="kpi-check-others">unknown' in html and "4,400 <small>₽</small>" in html
     assert "<script" not in html
     assert html.count("<svg") == 3
     assert "Mar 6: redeemed 150" in html                         # a bar's tooltip
@@ -283,6 +284,7 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
 # The browser gets the same HTML from either database (the tests above run on both): SQLite
 # alone keeps the slowest test of this file to one run.
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("language", ["ru"])  # the default, and the longer words
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium "
                     "(apt-get install -y chromium) for the headless browser test")
 def test_in_a_real_browser(served: str, tmp_path: Path) -> None:
@@ -290,7 +292,8 @@ def test_in_a_real_browser(served: str, tmp_path: Path) -> None:
     url = served.replace("http://", f"http://admin:{TOKEN}@") + "/dashboard"
     dom = chromium("--dump-dom", url, profile=tmp_path / "profile")
     assert 'id="kpis"' in dom.stdout, dom.stderr[-2000:]
-    assert 'id="kpi-accrued">1,100' in dom.stdout
+    shown = unescape(dom.stdout)  # the DOM writes a no-break space as &nbsp;
+    assert f'id="kpi-accrued">1{NBSP}100' in shown and "Участники" in shown
 
     shot = tmp_path / "dashboard.png"
     run = chromium(f"--screenshot={shot}", f"--window-size={WINDOW[0]},{WINDOW[1]}", url,

@@ -18,7 +18,7 @@ from flask import Blueprint, Response, current_app, render_template
 
 from connector import dashboard
 from connector.dashboard import Bucket
-from connector.i18n import N_, Translator
+from connector.i18n import CURRENCY_SIGNS, N_, Translator
 from connector.services import Services
 from webhooks.auth import configured, require
 from webhooks.validation import query_int
@@ -76,6 +76,7 @@ def show() -> str:
         segments=bars([(code or t._("not scored"), size)
                        for code, size in board.segments.items()]),
         number=t.number, percent=t.percent, money=lambda value: t.money(value, currency),
+        currency_sign=CURRENCY_SIGNS.get(currency, currency),
         local=lambda moment: t.moment(moment, board.zone), age=t.duration,
         kind_names={kind: name.render(t) for kind, name in KIND_NAMES.items()},
         step_titles={step: title.render(t) for step, title in STEP_TITLES.items()},
