@@ -196,7 +196,6 @@ def format_stats(stats: ProgramStats, zone: ZoneInfo, t: Translator) -> list[str
         return f"+{amount(points)}" if points > 0 else amount(points)
 
     period = " - ".join(t.moment(moment, zone) for moment in (stats.since, stats.until))
-    check = t.number(stats.average_check, 2) if stats.average_check is not None else "-"
     rows = [
         (t._("period"), f"{period} ({zone.key})"),
         (t._("accounts"), t._("%(total)s (%(new)s new in period)",
@@ -212,7 +211,7 @@ def format_stats(stats: ProgramStats, zone: ZoneInfo, t: Translator) -> list[str
         (t._("purchases"), t._("%(count)s, %(amount)s in total",
                                count=t.number(stats.purchases),
                                amount=amount(stats.purchase_amount))),
-        (t._("average check"), check),
+        (t._("average check"), t.number(stats.average_check, 2)),
         (t._("active"), t._("%(count)s customers with a purchase",
                             count=t.number(stats.active_customers))),
         (t._("repeat rate"), t._("%(rate)s of buyers bought twice or more",
