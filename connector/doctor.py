@@ -48,7 +48,7 @@ from connector.i18n import N_, Message, Translator, render
 from connector.inbox import Inbox
 from connector.sealing import Sealer
 from connector.sealing.keys import ENV as KEY_ENV
-from connector.sealing.keys import too_open
+from connector.sealing.keys import KeySource, too_open
 from connector.sealing.rotation import unreadable
 from connector.services import Services
 
@@ -253,7 +253,7 @@ def secret_key(sealer: Sealer) -> Check:
     except SealError as exc:
         return failed("secret key", str(exc), N_("restore the key file from the backup of "
                                                  "this database, or set %(env)s", env=KEY_ENV))
-    detail = N_("%(source)s, %(count)s key(s)", source=source.describe(), count=len(keys))
+    detail = N_("%(source)s, %(count)s key(s)", source=_key_source(source), count=len(keys))
     if path is not None:
         mode = too_open(path)
         if mode is not None:
@@ -263,12 +263,22 @@ def secret_key(sealer: Sealer) -> Check:
     return ok("secret key", detail)
 
 
+def _key_source(source: KeySource) -> Text:
+    """KeySource.describe(), in words doctor can translate."""
+    if source.from_env:
+        return KEY_ENV
+    if source.path is not None:
+        return N_("key file %(path)s", path=str(source.path))
+    return N_("a key held in memory (in-memory database)")
+
+
 def stored_tokens(services: Services) -> Check:
     rows, bad = unreadable(services.db, services.sealer)
     if bad:
         return failed("stored tokens", N_("%(bad)s of %(rows)s CRM credential(s) do not open "
                                           "with %(key)s: %(names)s", bad=len(bad), rows=rows,
-                                          key=services.sealer.describe(), names=", ".join(bad)),
+                                          key=_key_source(services.sealer.source),
+                                          names=", ".join(bad)),
                       N_("give the key they were sealed with (%(env)s, or the key file from "
                          "the backup), or authorize the integration again", env=KEY_ENV))
     return ok("stored tokens", N_("%(rows)s CRM credential(s), sealed, open with the current "
