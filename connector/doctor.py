@@ -841,5 +841,6 @@ def redact(check: Check, secrets: list[str]) -> Check:
     return _check(check.name, check.status, cleaned(detail), cleaned(fix) if fix else None)
 
 
-def _when(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+def _when(moment: datetime) -> datetime:
+    """A moment for a message: shown in UTC, the way the reader's language writes it."""
+    return moment.astimezone(UTC)

@@ -28,6 +28,7 @@ from connector.config import DatabaseSettings, Settings
 from connector.crm.bitrix24 import tokens_from
 from connector.db import Database
 from connector.doctor import Check, secret_key, stored_tokens
+from connector.i18n import translator
 from connector.sealing.keys import too_open
 from connector.services import Services
 from connector.triggers import TIER_DOWN, TIER_UP
@@ -380,6 +381,13 @@ def test_amocrm_token_expiring_soon_wrong_account_and_unreachable(
         "WARN amocrm token: long-lived token expires 2026-03-13 10:00 UTC (in 3 d) — generate "
         "a new long-lived token (amoCRM: integration settings > Keys) and set "
         "LOYALTY_AMOCRM__LONG_LIVED_TOKEN before then")
+    # The same check in Russian and Ukrainian: the date and the time left in their words.
+    assert expiring.line(translator("ru")) == (
+        "WARN токен amocrm: долгосрочный токен истекает 13.03.2026 10:00 UTC (через 3 дн.) — "
+        "создайте новый долгосрочный токен (amoCRM: настройки интеграции > Ключи) и задайте "
+        "LOYALTY_AMOCRM__LONG_LIVED_TOKEN до этого срока")
+    assert expiring.line(translator("uk")).startswith(
+        "WARN токен amocrm: довгостроковий токен спливає 13.03.2026 10:00 UTC (через 3 дн.)")
     account.subdomain = "another"
     assert examine(services)["amocrm"].line() == (
         "FAIL amocrm: the token is for account another, but webhooks are expected from example"

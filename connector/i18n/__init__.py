@@ -24,7 +24,7 @@ from __future__ import annotations
 import gettext
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -161,7 +161,8 @@ class Message:
 
     def render(self, t: Translator | None = None) -> str:
         """In `t`'s language (English without one); a value that is a Message itself is
-        rendered in the same language, and so is a timedelta ("3 дн.", "3 d")."""
+        rendered in the same language, and so are a timedelta ("3 дн.", "3 d") and a
+        datetime (in UTC)."""
         text = t.translations.gettext(self.msgid) if t is not None else self.msgid
         if not self.values:
             return text
@@ -191,6 +192,9 @@ def _value(value: Any, t: Translator | None) -> Any:
         return value.render(t)
     if isinstance(value, timedelta):
         return t.duration(value) if t is not None else age_text(value)
+    if isinstance(value, datetime):  # a moment shown in UTC: 06.12.2026 14:30 UTC
+        return (t.moment(value, UTC) if t is not None else
+                value.astimezone(UTC).strftime("%Y-%m-%d %H:%M")) + " UTC"
     return value
 
 
