@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal as D
+from pathlib import Path
 
 import pytest
 from babel.messages.catalog import Catalog
 
+from connector.errors import ConfigError
 from connector.i18n import LANGUAGES, N_, catalog, translator
+from tests.conftest import make_settings
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +98,28 @@ def test_a_message_marked_early_renders_in_any_language_and_stays_english_in_str
 def test_an_unknown_language_is_refused() -> None:
     with pytest.raises(ValueError, match="ru, uk, en"):
         translator("de")
+
+
+def test_the_catalogues_ship_in_the_package() -> None:
+    """Every catalogue file matches the package data a wheel carries."""
+    import tomllib
+    from fnmatch import fnmatch
+
+    root = Path(__file__).resolve().parent.parent
+    patterns = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))[
+        "tool"]["setuptools"]["package-data"]["connector"]
+    files = [path.relative_to(root / "connector").as_posix()
+             for path in (root / "connector" / "locale").rglob("*") if path.is_file()]
+    assert {f"{language}/LC_MESSAGES/messages.mo" for language in LANGUAGES} <= {
+        file.removeprefix("locale/") for file in files}
+    assert [file for file in files if not any(fnmatch(file, p) for p in patterns)] == []
+
+
+def test_the_setting_takes_the_three_languages_only(tmp_path: Path) -> None:
+    for language in LANGUAGES:
+        assert make_settings(tmp_path, program={"language": language}).program.language == \
+            language
+    with pytest.raises(ConfigError) as refused:
+        make_settings(tmp_path, program={"language": "de"})
+    assert refused.value.problems[0].startswith("program.language: Input should be 'ru', "
+                                                "'uk' or 'en'")
