@@ -44,7 +44,9 @@ def test_the_template_is_what_the_code_marks(extracted: Catalog) -> None:
 def test_russian_and_ukrainian_are_translated_with_the_same_placeholders(
         language: str) -> None:
     found = catalog.read(language)
-    assert catalog.untranslated(found) == []
+    assert catalog.untranslated(found) == [], (
+        f"fill their msgstr in connector/locale/{language}/LC_MESSAGES/messages.po, then run "
+        "python -m connector.i18n compile")
     problems = [(message.id, [str(error) for error in errors])
                 for message, errors in found.check() if errors]
     assert problems == []
