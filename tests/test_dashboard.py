@@ -202,10 +202,12 @@ def test_the_page_shows_the_figures(client: FlaskClient) -> None:
 
 @pytest.mark.parametrize(("language", "words", "figures"), [
     ("ru", ["Программа лояльности", "Участники", "Последние 30 дней", "Баллы по дням",
-            "06.03: списано 150", "Задачи по расписанию", "неизвестно"],
+            "06.03: списано 150", "Задачи по расписанию", "неизвестно",
+            "доступ отозван: invalid_grant"],
      [("accrued", f"1{NBSP}100"), ("repeat", f"20,0{NBSP}%"), ("check", f"4{NBSP}400")]),
     ("uk", ["Програма лояльності", "Учасники", "Останні 30 днів", "Бали по днях",
-            "06.03: списано 150", "Завдання за розкладом", "невідомо"],
+            "06.03: списано 150", "Завдання за розкладом", "невідомо",
+            "доступ відкликано: invalid_grant"],
      [("accrued", f"1{NBSP}100"), ("repeat", "20,0%"), ("check", f"4{NBSP}400")]),
 ])
 def test_the_page_in_russian_and_ukrainian(client: FlaskClient, language: str,
