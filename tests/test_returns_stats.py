@@ -52,6 +52,8 @@ def test_stats_count_returns_their_points_and_money(services: Services) -> None:
     assert figures.as_json()["returned_points"] == "-300.00"
     table = format_stats(figures, services.program.zone, translator("en"))
     assert "returns        2, -300.00 points, 10,000.00 returned" in table
+    russian = format_stats(figures, services.program.zone, translator("ru"))
+    assert "возвраты       2, баллов -300,00, возвращено 10\u00a0000,00" in russian
 
 
 def test_the_dashboard_shows_returns(client: FlaskClient, services: Services,

@@ -162,8 +162,11 @@ def claim(token: str, reward_id: str) -> Response:
     wants_json = request.accept_mimetypes.best_match(
         ["application/json", "text/html"]) == "application/json"
     if wants_json:
-        return jsonify(claim=body, notice=str(notice), ok=ok) if ok else \
-            error_response(status, "reward_refused", str(notice))
+        if not ok:
+            return error_response(status, "reward_refused", str(notice))
+        answer = jsonify(claim=body, notice=str(notice), ok=ok)
+        answer.status_code = status  # 201 for a new claim, 200 for the same form again
+        return answer
     again = _page(account_id, services.ledger.clock())
     built = (again or found)[1]
     assert built.rewards is not None
