@@ -574,7 +574,9 @@ class ProgramSettings(_Section):
     points_lifetime_days: int = Field(365, ge=0, description="0: points never expire")
     pending_days: int = Field(0, ge=0, description="days before earned points can be spent")
     negative_balance: Literal["clamp", "allow"] = "clamp"
-    language: Literal["ru", "en"] = Field("ru", description="what customers read: card page")
+    language: Literal["ru", "uk", "en"] = Field(
+        "ru", description="what owners and customers read: card page, dashboard, CRM tab, "
+                          "stats and doctor (JSON stays language-neutral)")
 
     @field_validator("referral_link")
     @classmethod

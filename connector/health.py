@@ -3,16 +3,25 @@ GET /healthz and the dashboard."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from connector.i18n import N_, Message
 from connector.services import Services
 
 
 @dataclass(frozen=True)
 class CRMStatus:
+    """`detail` in English (GET /healthz, language-neutral); `text` the same, marked for the
+    dashboard to show in the program's language."""
+
     crm: str
     ok: bool
     detail: str
+    text: Message = field(compare=False, repr=False)
+
+
+def _status(crm: str, ok: bool, text: Message) -> CRMStatus:
+    return CRMStatus(crm, ok, str(text), text)
 
 
 def crm_statuses(services: Services) -> list[CRMStatus]:
@@ -27,11 +36,12 @@ def crm_statuses(services: Services) -> list[CRMStatus]:
             continue
         state = store.status()
         if state and state[0] == "revoked":
-            found.append(CRMStatus(crm, False, f"revoked: {state[1] or 'no reason given'}"))
+            found.append(_status(crm, False, N_("revoked: %(reason)s", reason=state[1]) if
+                                 state[1] else N_("revoked: no reason given")))
         elif uses_oauth and state is None:
-            found.append(CRMStatus(crm, False, "not authorized yet: install the app / open "
-                                               "the authorization link"))
+            found.append(_status(crm, False, N_("not authorized yet: install the app / open "
+                                                "the authorization link")))
         else:
-            found.append(CRMStatus(crm, True, "OAuth tokens active" if uses_oauth
-                                   else "static credentials (no OAuth)"))
+            found.append(_status(crm, True, N_("OAuth tokens active") if uses_oauth
+                                 else N_("static credentials (no OAuth)")))
     return found

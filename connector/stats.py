@@ -22,6 +22,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from connector.codes import catalog as promo_catalog
+from connector.i18n import Translator
 from connector.ledger.models import ENTRY_KINDS, Account, Entry
 from connector.money import from_minor
 from connector.program import Program
@@ -228,40 +229,56 @@ def _tiers(session: Session, program: Program) -> dict[str, int]:
     return ordered
 
 
-def format_stats(stats: ProgramStats, zone: ZoneInfo) -> list[str]:
-    """The figures as an aligned two-column table for a terminal."""
+def format_stats(stats: ProgramStats, zone: ZoneInfo, t: Translator) -> list[str]:
+    """The figures as an aligned two-column table for a terminal, in `t`'s language."""
 
-    def percent(rate: Decimal | None) -> str:
-        return "-" if rate is None else f"{rate * 100:.2f}%"
+    def amount(value: Decimal) -> str:
+        return t.number(value, 2)
 
     def signed(points: Decimal) -> str:
-        return f"+{points}" if points > 0 else str(points)
+        return f"+{amount(points)}" if points > 0 else amount(points)
 
-    period = " - ".join(moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
-                        for moment in (stats.since, stats.until))
+    period = " - ".join(t.moment(moment, zone) for moment in (stats.since, stats.until))
     rows = [
-        ("period", f"{period} ({zone.key})"),
-        ("accounts", f"{stats.accounts_total} ({stats.accounts_new} new in period)"),
-        ("outstanding", f"{stats.outstanding} points"),
-        ("accrued", signed(stats.accrued)),
-        ("bonuses", signed(stats.bonuses)),
-        ("redeemed", signed(stats.redeemed)),
-        ("expired", signed(stats.expired)),
-        ("reversed", signed(stats.reversed)),
-        ("returns", f"{stats.returns}, {signed(stats.returned_points)} points, "
-                    f"{stats.returned_amount} returned"),
-        ("adjusted", signed(stats.adjusted)),
-        ("purchases", f"{stats.purchases}, {stats.purchase_amount} in total"),
-        ("average check", "-" if stats.average_check is None else str(stats.average_check)),
-        ("active", f"{stats.active_customers} customers with a purchase"),
-        ("repeat rate", f"{percent(stats.repeat_rate)} of buyers bought twice or more"),
-        ("retention", f"{percent(stats.retention)} of {stats.previously_active} active "
-                      "in the previous period"),
-        ("tiers", ", ".join(f"{name} {count}" for name, count in stats.tiers.items())),
-        ("referrals", f"{stats.referrals_invited} invited, {stats.referrals_converted} "
-                      f"converted, {stats.referral_points} points paid"),
-        ("promo codes", f"{stats.promo_codes_used} used, {stats.promo_points} points granted"),
-        ("rewards", f"{stats.rewards_claimed} claimed, {stats.reward_points} points spent, "
-                    f"{stats.rewards_open} to hand over"),
+        (t._("period"), f"{period} ({zone.key})"),
+        (t._("accounts"), t._("%(total)s (%(new)s new in period)",
+                              total=t.number(stats.accounts_total),
+                              new=t.number(stats.accounts_new))),
+        (t._("outstanding"), t._("%(points)s points", points=amount(stats.outstanding))),
+        (t._("accrued"), signed(stats.accrued)),
+        (t._("bonuses"), signed(stats.bonuses)),
+        (t._("redeemed"), signed(stats.redeemed)),
+        (t._("expired"), signed(stats.expired)),
+        (t._("reversed"), signed(stats.reversed)),
+        (t._("returns"), t._("%(count)s, %(points)s points, %(amount)s returned",
+                             count=t.number(stats.returns),
+                             points=signed(stats.returned_points),
+                             amount=amount(stats.returned_amount))),
+        (t._("adjusted"), signed(stats.adjusted)),
+        (t._("purchases"), t._("%(count)s, %(amount)s in total",
+                               count=t.number(stats.purchases),
+                               amount=amount(stats.purchase_amount))),
+        (t._("average check"), t.number(stats.average_check, 2)),
+        (t._("active"), t._("%(count)s customers with a purchase",
+                            count=t.number(stats.active_customers))),
+        (t._("repeat rate"), t._("%(rate)s of buyers bought twice or more",
+                                 rate=t.percent(stats.repeat_rate, 2))),
+        (t._("retention"), t._("%(rate)s of %(count)s active in the previous period",
+                               rate=t.percent(stats.retention, 2),
+                               count=t.number(stats.previously_active))),
+        (t._("tiers"), ", ".join(f"{name} {t.number(count)}"
+                                 for name, count in stats.tiers.items())),
+        (t._("referrals"), t._("%(invited)s invited, %(converted)s converted, %(points)s "
+                               "points paid", invited=t.number(stats.referrals_invited),
+                               converted=t.number(stats.referrals_converted),
+                               points=amount(stats.referral_points))),
+        (t._("promo codes"), t._("%(used)s used, %(points)s points granted",
+                                 used=t.number(stats.promo_codes_used),
+                                 points=amount(stats.promo_points))),
+        (t._("rewards"), t._("%(claimed)s claimed, %(points)s points spent, %(open)s to hand "
+                             "over", claimed=t.number(stats.rewards_claimed),
+                             points=amount(stats.reward_points),
+                             open=t.number(stats.rewards_open))),
     ]
-    return [f"{label:<14} {value}" for label, value in rows]
+    width = max(14, *(len(label) + 1 for label, _ in rows))
+    return [f"{label:<{width}} {value}" for label, value in rows]

@@ -93,14 +93,15 @@ def create_app_client(services: Services) -> FlaskClient:
     return create_app(services=services).test_client()
 
 
-def b24_settings(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal,
-                 **extra: Any) -> Settings:
+def b24_settings(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, *,
+                 language: str = "ru", **extra: Any) -> Settings:
     # The fake portal is served at http://127.0.0.1:PORT, its events name that domain.
     bitrix24 = {"enabled": True, "webhook_url": portal.webhook_url, "portal": portal.url,
                 "application_token": portal.application_token, "member_id": portal.member_id,
                 "timeout_seconds": 2, **extra}
     return make_settings(tmp_path, database_url, bitrix24=bitrix24,
-                         program={"welcome_bonus": "100", "bonuses": {"review": "50"}})
+                         program={"welcome_bonus": "100", "bonuses": {"review": "50"},
+                                  "language": language})
 
 
 @pytest.fixture
@@ -280,12 +281,12 @@ def test_write_back_is_coalesced_and_its_echo_causes_no_loop(h: Harness) -> None
 
 def app_harness(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal,
                 time: ManualClock, clock: Clock, *, install: bool = True,
-                **extra: Any) -> Harness:
+                language: str = "ru", **extra: Any) -> Harness:
     """An OAuth app setup: installed by ONAPPINSTALL, its tokens kept in the database."""
     settings = b24_settings(tmp_path, database_url, portal, webhook_url=None,
                             application_token=None, client_id=portal.client_id,
                             client_secret=portal.client_secret, oauth_url=portal.oauth_url,
-                            **extra)
+                            language=language, **extra)
     h = Harness(portal, fresh_services(settings, clock=clock), time, clock)
     if not install:
         return h

@@ -40,9 +40,14 @@ def portal(time: ManualClock) -> Iterator[FakeBitrix24Portal]:
 
 
 @pytest.fixture
+def language() -> str:
+    return "en"  # the tests of wording read English; test_the_tab_in_* the others
+
+
+@pytest.fixture
 def h(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
-      clock: Clock) -> Iterator[Harness]:
-    harness = app_harness(tmp_path, database_url, portal, time, clock)
+      clock: Clock, language: str) -> Iterator[Harness]:
+    harness = app_harness(tmp_path, database_url, portal, time, clock, language=language)
     harness.connector.installer.install()  # fields, event handlers, ..., the tabs
     yield harness
     harness.services.close()
@@ -125,6 +130,31 @@ def test_the_fake_portal_refuses_placements_as_documented(h: Harness) -> None:
         h.client.call_as_user("profile", "not-a-token")
 
 
+@pytest.mark.parametrize(("language", "words"), [
+    ("ru", ["Программа лояльности", "может начислять и списывать", "Начислить бонусные баллы",
+            "2 покупки, 20\u00a0000\u00a0₽", "История"]),
+    ("uk", ["Програма лояльності", "може нараховувати та списувати", "Нарахувати бонусні бали",
+            "2 покупки, 20\u00a0000\u00a0₽", "Історія"]),
+])
+def test_the_tab_in_russian_and_ukrainian(h: Harness, language: str, words: list[str]) -> None:
+    anna = h.portal.add_contact(NAME="Anna", LAST_NAME="Petrova")
+    h.won(anna, "10000.00")
+    h.won(anna, "10000.00")
+    h.process()
+    html = open_tab(h, CONTACT_TAB, anna).get_data(as_text=True)
+    shown = re.sub(r"[ \n]+", " ", html)  # no-break spaces stay: numbers are grouped by them
+    assert f'<html lang="{language}">' in html
+    for word in words:
+        assert word in shown, word
+    assert 'id="balance">700<' in html  # 100 welcome + 2 × 300
+    assert "can grant and redeem" not in html
+    send_back = send(h, form_token(html, "grant"), "1500", "извинение")
+    notice = {"ru": "Начислено 1\u00a0500\u00a0баллов; баланс 2\u00a0200",
+              "uk": "Нараховано 1\u00a0500\u00a0балів; баланс 2\u00a0200"}[language]
+    answer = send_back.get_data(as_text=True)
+    assert notice in answer, re.findall(r"flash[^<]*<", answer)
+
+
 # -- opening the tab -------------------------------------------------------------------------
 def test_an_admin_sees_the_account_and_grants_and_redeems_with_a_reason(h: Harness) -> None:
     anna = h.portal.add_contact(NAME="Anna", LAST_NAME="Petrova")
@@ -145,7 +175,7 @@ def test_an_admin_sees_the_account_and_grants_and_redeems_with_a_reason(h: Harne
     grant = form_token(html, "grant")
     granted = send(h, grant, "150", "apology for a late delivery")
     assert granted.status_code == 200
-    assert "150 points granted; balance 550" in granted.get_data(as_text=True)
+    assert "150\u00a0points granted; balance 550" in granted.get_data(as_text=True)
     again = send(h, grant, "150", "apology for a late delivery")  # a double submit
     assert "already sent: applied once" in again.get_data(as_text=True)
     assert h.balance(anna) == D("550.00")

@@ -1,4 +1,4 @@
-"""GET /card/<token>: what the customer sees (in Russian and English), what an unknown or
+"""GET /card/<token>: what the customer sees (in Russian, Ukrainian and English), what an unknown or
 replaced link and a client asking too often get, and the page in a real browser at a
 phone's size, its codes read back by a barcode scanner when one is installed."""
 
@@ -17,10 +17,10 @@ from urllib.parse import quote
 import pytest
 from flask.testing import FlaskClient
 
-from connector.card import texts
 from connector.card.ratelimit import ClientLimiter, client_address
 from connector.config import Settings
 from connector.errors import ConfigError
+from connector.i18n import NBSP, translator
 from connector.ledger.views import AccountRef
 from connector.services import Services
 from tests.conftest import Clock, fresh_services, make_settings
@@ -76,8 +76,8 @@ def url(services: Services) -> str:
 
 
 def text_of(html: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).replace(texts.NBSP, " ") \
-        .replace(texts.THIN, " ")
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).replace(NBSP, " ") \
+        .replace("\u202f", " ")
 
 
 def test_the_page_in_russian(client: FlaskClient, url: str, services: Services) -> None:
@@ -92,22 +92,33 @@ def test_the_page_in_russian(client: FlaskClient, url: str, services: Services) 
     assert "Bronze" in shown
     assert "До уровня «Silver» осталось купить на 18 000 ₽" in shown
     assert "9 апреля 2026 сгорят 260 баллов" in shown  # 360 earned 10 March, 100 spent
-    assert ("Оплата баллами" in shown and "−100" in shown and "Бонус" in shown
+    assert ("Оплата баллами" in shown and "-100" in shown and "Бонус" in shown
             and "Покупка на 12 000 ₽" in shown and "+360" in shown)
     assert " ".join(card[i:i + 4] for i in range(0, 10, 4)) in shown
     assert html.count("<svg") == 2 and 'class="qr"' in html and 'class="barcode"' in html
     assert 'style="width: 40%"' in html  # 12 000 of the 30 000 Silver asks
 
 
-def test_the_page_in_english(client: FlaskClient, url: str, services: Services,
-                             settings: Settings) -> None:
-    english = settings.model_copy(update={"program": settings.program.model_copy(
-        update={"language": "en"})})
-    services.settings = english
-    shown = text_of(client.get(url).get_data(as_text=True))
+@pytest.mark.parametrize("language", ["en"])
+def test_the_page_in_english(client: FlaskClient, url: str) -> None:
+    html = client.get(url).get_data(as_text=True)
+    shown = text_of(html)
+    assert '<html lang="en">' in html
     assert "Spend 18,000 ₽ more to reach Silver" in shown
     assert "260 points expire on 9 April 2026" in shown
     assert "Available to spend: 310 points" in shown and "Paid with points" in shown
+    assert "Purchase of 12,000 ₽" in shown and "10 March 2026" in shown
+
+
+@pytest.mark.parametrize("language", ["uk"])
+def test_the_page_in_ukrainian(client: FlaskClient, url: str) -> None:
+    html = client.get(url).get_data(as_text=True)
+    shown = text_of(html)
+    assert '<html lang="uk">' in html
+    assert "Можна витратити: 310 балів" in shown and "10 березня 2026" in shown
+    assert "До рівня «Silver» залишилося купити на 18 000 ₽" in shown
+    assert "9 квітня 2026 згорять 260 балів" in shown
+    assert "Оплата балами" in shown and "Покупка на 12 000 ₽" in shown
 
 
 def test_the_page_loads_nothing_runs_nothing_and_shows_no_personal_data(
@@ -220,12 +231,14 @@ def test_client_address(remote: str | None, forwarded: str | None, trusted: int,
 @pytest.mark.parametrize(("value", "language", "shown"), [
     (D(1), "ru", "1 балл"), (D(2), "ru", "2 балла"), (D(5), "ru", "5 баллов"),
     (D(11), "ru", "11 баллов"), (D(21), "ru", "21 балл"), (D(112), "ru", "112 баллов"),
-    (D("2.5"), "ru", "2,5 балла"), (D(1234567), "ru", "1\u202f234\u202f567 баллов"),
+    (D("2.5"), "ru", "2,5 балла"), (D(1234567), "ru", "1\u00a0234\u00a0567 баллов"),
+    (D(1), "uk", "1 бал"), (D(3), "uk", "3 бали"), (D(11), "uk", "11 балів"),
+    (D("2.5"), "uk", "2,5 бала"),
     (D(1), "en", "1 point"), (D("1234.50"), "en", "1,234.5 points"),
 ])
 def test_points_in_words(value: D, language: str, shown: str) -> None:
     figure, _, word = shown.rpartition(" ")  # a no-break space keeps them together
-    assert texts.points(value, language) == figure + texts.NBSP + word
+    assert translator(language).points(value) == figure + NBSP + word
 
 
 def test_the_page_shows_the_referral_code_and_its_share_link(

@@ -286,7 +286,8 @@ def test_stats_json_table_and_periods(run: Run) -> None:
     assert figures["retention"] is None and figures["tiers"] == {
         "Bronze": 2, "Silver": 0, "Gold": 0}
     table = ok(run("stats", "--days", "7")).splitlines()
-    assert "accrued        +180.00" in table and "average check  2000.00" in table
+    # The default language, Russian.
+    assert "начислено      +180,00" in table and "средний чек    2\u00a0000,00" in table
     old = json.loads(ok(run("stats", "--since", "2020-01-01", "--until", "2020-02-01",
                             "--json")))
     assert old["since"] == "2019-12-31T21:00:00+00:00"  # midnight in Europe/Moscow

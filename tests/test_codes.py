@@ -158,6 +158,7 @@ def test_stats_count_codes_used_and_their_points(ledger: Ledger, db: Database,
                                                  clock: Clock) -> None:
     from datetime import timedelta
 
+    from connector.i18n import translator
     from connector.stats import format_stats, program_stats
 
     ledger.accrue(ANNA, D("1000"), key="p1", promo_code="WINTER25")
@@ -169,7 +170,7 @@ def test_stats_count_codes_used_and_their_points(ledger: Ledger, db: Database,
     assert (figures.as_json()["promo_codes_used"], figures.as_json()["promo_points"]) == \
         (2, "200.00")
     assert "promo codes    2 used, 200.00 points granted" in format_stats(
-        figures, ledger.program.zone)
+        figures, ledger.program.zone, translator("en"))
 
 
 def test_a_second_accrual_of_a_standing_purchase_gets_no_second_grant(ledger: Ledger) -> None:

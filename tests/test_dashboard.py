@@ -11,6 +11,7 @@ import zlib
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal as D
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parent / "artifacts"
 WINDOW = (1280, 2000)
 NOW = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)  # 12:00 in Moscow, the program's zone
-NNBSP = "\u202f"  # how the page groups digits
+NBSP = "\u00a0"  # how the page groups digits in Russian and Ukrainian
 
 
 def ref(contact: str) -> AccountRef:
@@ -43,12 +44,17 @@ FRED, ANNA, BORIS, CARL, EVA = (ref(c) for c in ("1", "2", "3", "4", "5"))
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
+def language() -> str:
+    return "en"  # the tests of wording read English; test_the_page_in_* the others
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, language: str) -> Settings:
     return make_settings(
         tmp_path, database_url, server={"admin_token": TOKEN}, inbox={"max_attempts": 1},
         program={"tiers": [{"name": "Bronze", "min_spend": "0", "rate": "0.05"},
                            {"name": "Silver", "min_spend": "10000", "rate": "0.10"}],
-                 "welcome_bonus": "100", "points_lifetime_days": 30},
+                 "welcome_bonus": "100", "points_lifetime_days": 30, "language": language},
         rfm={"labels": {"new": "Новые"}},
         bitrix24={"enabled": True, "client_id": "app", "client_secret": "app-secret",
                   "portal": "acme.bitrix24.ru"},
@@ -182,17 +188,40 @@ def test_the_page_shows_the_figures(client: FlaskClient) -> None:
     assert "script-src" not in response.headers["Content-Security-Policy"]
     assert response.headers["Cache-Control"] == "no-store"
     html = response.get_data(as_text=True)
-    for kpi, value in (("participants", "5"), ("active", "4"), ("accrued", f"1{NNBSP}100"),
+    for kpi, value in (("participants", "5"), ("active", "4"), ("accrued", "1,100"),
                        ("redeemed", "150"), ("expired", "25"), ("repeat", "20.0%"),
-                       ("check", f"4{NNBSP}400"), ("retention", "—"), ("referrals", "0"),
+                       ("check", "4,400"), ("retention", "—"), ("referrals", "0"),
                        ("promo", "0")):
         assert f'id="kpi-{kpi}">{value}' in html, kpi
-    assert 'id="kpi-check-others">unknown' in html
+    assert 'id="kpi-check-others">unknown' in html and "4,400 <small>₽</small>" in html
     assert "<script" not in html
     assert html.count("<svg") == 3
-    assert "06.03: redeemed 150" in html                         # a bar's tooltip
+    assert "Mar 6: redeemed 150" in html                         # a bar's tooltip
     assert "revoked: invalid_grant" in html and "bitrix24: expired_token" in html
     assert "new: Новые" in html                                 # the segment's CRM label
+
+
+@pytest.mark.parametrize(("language", "words", "figures"), [
+    ("ru", ["Программа лояльности", "Участники", "Последние 30 дней", "Баллы по дням",
+            "06.03: списано 150", "Задачи по расписанию", "неизвестно",
+            "доступ отозван: invalid_grant"],
+     [("accrued", f"1{NBSP}100"), ("repeat", f"20,0{NBSP}%"), ("check", f"4{NBSP}400")]),
+    ("uk", ["Програма лояльності", "Учасники", "Останні 30 днів", "Бали по днях",
+            "06.03: списано 150", "Завдання за розкладом", "невідомо",
+            "доступ відкликано: invalid_grant"],
+     [("accrued", f"1{NBSP}100"), ("repeat", "20,0%"), ("check", f"4{NBSP}400")]),
+])
+def test_the_page_in_russian_and_ukrainian(client: FlaskClient, language: str,
+                                           words: list[str],
+                                           figures: list[tuple[str, str]]) -> None:
+    html = client.get("/dashboard", headers=BEARER).get_data(as_text=True)
+    assert f'<html lang="{language}">' in html
+    for word in words:
+        assert word in html, word
+    for kpi, value in figures:
+        assert f'id="kpi-{kpi}">{value}' in html, kpi
+    assert "10.03.2026" in html  # the period and the jobs' last runs, in the locale's dates
+    assert "Participants" not in html and "Scheduled jobs" not in html
 
 
 def test_bearer_token_and_other_periods(client: FlaskClient) -> None:
@@ -242,7 +271,8 @@ def test_an_empty_program(tmp_path: Path, database_url: str) -> None:
     html = response.get_data(as_text=True)
     assert response.status_code == 200
     assert 'id="kpi-participants">0' in html and 'id="kpi-check">—' in html
-    assert "No points moved in this period." in html and "No job has run yet." in html
+    # The default language, Russian.
+    assert "За этот период баллы не двигались." in html and "Задачи ещё не запускались." in html
 
 
 # -- in a real browser -----------------------------------------------------------------------
@@ -257,6 +287,7 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
 # The browser gets the same HTML from either database (the tests above run on both): SQLite
 # alone keeps the slowest test of this file to one run.
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("language", ["ru"])  # the default, and the longer words
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium "
                     "(apt-get install -y chromium) for the headless browser test")
 def test_in_a_real_browser(served: str, tmp_path: Path) -> None:
@@ -264,7 +295,8 @@ def test_in_a_real_browser(served: str, tmp_path: Path) -> None:
     url = served.replace("http://", f"http://admin:{TOKEN}@") + "/dashboard"
     dom = chromium("--dump-dom", url, profile=tmp_path / "profile")
     assert 'id="kpis"' in dom.stdout, dom.stderr[-2000:]
-    assert f'id="kpi-accrued">1{NNBSP}100' in dom.stdout
+    shown = unescape(dom.stdout)  # the DOM writes a no-break space as &nbsp;
+    assert f'id="kpi-accrued">1{NBSP}100' in shown and "Участники" in shown
 
     shot = tmp_path / "dashboard.png"
     run = chromium(f"--screenshot={shot}", f"--window-size={WINDOW[0]},{WINDOW[1]}", url,

@@ -33,7 +33,7 @@ sys.meta_path.insert(0, _TestOnly())
 # Every step, in order; the numbers follow from the demo's program: welcome 100, 3% at Bronze
 # on 12 000 and on 25 000 (the purchase that reaches Silver earns at the old rate), 500 redeemed.
 STEPS = [
-    r"\[1/7\] `install {crm}` against the {what} at http://127\.0\.0\.1:\d+: 11 loyalty contact "
+    r"\[1/7\] `install {crm}` against the {what} at http://127\.0\.0\.1:\d+: 12 loyalty contact "
     r"fields created",
     r"\[2/7\] seeded 3 contacts and 4 open {deal}s; each new contact got the welcome bonus",
     r"\[3/7\] {deal} \d+ won \(12 000 RUB\): \+360 points at Bronze, written back into the "

@@ -28,6 +28,7 @@ from connector.config import DatabaseSettings, Settings
 from connector.crm.bitrix24 import tokens_from
 from connector.db import Database
 from connector.doctor import Check, secret_key, stored_tokens
+from connector.i18n import translator
 from connector.sandbox import FakeBitrix24Portal
 from connector.sandbox.amocrm import FakeAmoCRM
 from connector.sealing.keys import too_open
@@ -381,6 +382,13 @@ def test_amocrm_token_expiring_soon_wrong_account_and_unreachable(
         "WARN amocrm token: long-lived token expires 2026-03-13 10:00 UTC (in 3 d) — generate "
         "a new long-lived token (amoCRM: integration settings > Keys) and set "
         "LOYALTY_AMOCRM__LONG_LIVED_TOKEN before then")
+    # The same check in Russian and Ukrainian: the date and the time left in their words.
+    assert expiring.line(translator("ru")) == (
+        "WARN токен amocrm: долгосрочный токен истекает 13.03.2026 10:00 UTC (через 3 дн.) — "
+        "создайте новый долгосрочный токен (amoCRM: настройки интеграции > Ключи) и задайте "
+        "LOYALTY_AMOCRM__LONG_LIVED_TOKEN до этого срока")
+    assert expiring.line(translator("uk")).startswith(
+        "WARN токен amocrm: довгостроковий токен спливає 13.03.2026 10:00 UTC (через 3 дн.)")
     account.subdomain = "another"
     assert examine(services)["amocrm"].line() == (
         "FAIL amocrm: the token is for account another, but webhooks are expected from example"
@@ -591,7 +599,8 @@ def test_command_lines_json_and_exit_codes(tmp_path: Path, live: Live,
                                            portal: FakeBitrix24Portal,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LOYALTY_SECRET_KEY", raising=False)  # the key file beside SQLite
-    config = write_config(tmp_path, f'[server]\npublic_url = "{live.url}"\n')
+    config = write_config(tmp_path, '[program]\nlanguage = "en"\n'
+                                    f'[server]\npublic_url = "{live.url}"\n')
     runner = CliRunner()
     assert runner.invoke(cli, ["--config", str(config), "db", "upgrade"]).exit_code == 0
     live.serve(Services.build(make_settings(tmp_path, f"sqlite:///{tmp_path}/cli.db")))
@@ -620,10 +629,43 @@ def test_command_lines_json_and_exit_codes(tmp_path: Path, live: Live,
     assert B24_SECRET not in result.output
 
 
+@pytest.mark.parametrize(("language", "first", "last"), [
+    ("ru", "WARN конфигурация: {config}; ни одна CRM не включена; API администратора выключен "
+           "— задайте bitrix24.enabled или amocrm.enabled = true и доступы к CRM (см. "
+           "config.example.toml)",
+     "проверок: 8; ошибок: 0, предупреждений: 1"),
+    ("uk", "WARN конфігурація: {config}; жодну CRM не ввімкнено; API адміністратора вимкнено "
+           "— задайте bitrix24.enabled або amocrm.enabled = true і доступи до CRM (див. "
+           "config.example.toml)",
+     "перевірок: 8; помилок: 0, попереджень: 1"),
+])
+def test_command_lines_in_russian_and_ukrainian_json_in_english(
+        tmp_path: Path, live: Live, monkeypatch: pytest.MonkeyPatch, language: str,
+        first: str, last: str) -> None:
+    monkeypatch.delenv("LOYALTY_SECRET_KEY", raising=False)
+    config = write_config(tmp_path, f'[program]\nlanguage = "{language}"\n'
+                                    f'[server]\npublic_url = "{live.url}"\n')
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--config", str(config), "db", "upgrade"]).exit_code == 0
+    live.serve(Services.build(make_settings(tmp_path, f"sqlite:///{tmp_path}/cli.db")))
+    lines = runner.invoke(cli, ["--config", str(config), "doctor"]).stdout.splitlines()
+    assert lines[0] == first.format(config=config)
+    assert lines[-1] == last
+    assert lines[3] == {"ru": "ok   сохранённые токены: пока ничего не сохранено",
+                        "uk": "ok   збережені токени: поки нічого не збережено"}[language]
+    report = json.loads(runner.invoke(cli, ["--config", str(config), "doctor", "--json"]).stdout)
+    assert report["checks"][0] == {
+        "name": "config", "status": "warn",
+        "detail": f"{config}; no CRM enabled; admin API off",
+        "fix": "set bitrix24.enabled or amocrm.enabled = true with its credentials (see "
+               "config.example.toml)"}
+
+
 def test_command_on_an_unusable_database_url(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text('[database]\nurl = "nosuchdb://user:hunter2secret@db/x"\n'
-                    '[server]\npublic_url = "http://127.0.0.1:9"\n', encoding="utf-8")
+                    '[server]\npublic_url = "http://127.0.0.1:9"\n'
+                    '[program]\nlanguage = "en"\n', encoding="utf-8")
     result = CliRunner().invoke(cli, ["--config", str(path), "doctor"])
     assert result.exit_code == 1
     assert result.stdout.splitlines()[1] == ("FAIL database: database.url cannot be used "
@@ -755,7 +797,8 @@ def test_doctor_on_postgresql_without_a_key(tmp_path: Path,
     monkeypatch.delenv("LOYALTY_SECRET_KEY", raising=False)
     config = tmp_path / "pg.toml"
     config.write_text(f'[database]\nurl = "{PG_URL}"\n[server]\n'
-                      'public_url = "http://127.0.0.1:9"\n', encoding="utf-8")
+                      'public_url = "http://127.0.0.1:9"\n[program]\nlanguage = "en"\n',
+                      encoding="utf-8")
     result = CliRunner().invoke(cli, ["--config", str(config), "doctor"])
     assert result.exit_code == 1
     assert result.stdout.splitlines()[1] == (

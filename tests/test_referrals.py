@@ -237,6 +237,7 @@ def test_referred_by_is_read_from_both_crms_contact_formats() -> None:
 
 def test_stats_show_the_period_referrals(
         ledger: Ledger, linker: Linker, db: Database, clock: Clock) -> None:
+    from connector.i18n import translator
     from connector.stats import format_stats, program_stats
 
     code = code_of(ledger, ANNA)
@@ -250,7 +251,7 @@ def test_stats_show_the_period_referrals(
     assert (data["referrals_invited"], data["referrals_converted"],
             data["referral_points"]) == (2, 1, "400.00")
     assert "referrals      2 invited, 1 converted, 400.00 points paid" in format_stats(
-        figures, ledger.program.zone)
+        figures, ledger.program.zone, translator("en"))
 
 
 # -- concurrency ---------------------------------------------------------------------------

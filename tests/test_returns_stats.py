@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 from connector.cli import cli
 from connector.config import Settings
 from connector.db import Database
+from connector.i18n import translator
 from connector.ledger.views import AccountRef
 from connector.services import Services
 from connector.stats import format_stats, program_stats
@@ -49,8 +50,10 @@ def test_stats_count_returns_their_points_and_money(services: Services) -> None:
         (2, D("-300.00"), D("10000.00"))
     assert figures.reversed == D("-330.00")  # returns are reversals too
     assert figures.as_json()["returned_points"] == "-300.00"
-    table = format_stats(figures, services.program.zone)
-    assert "returns        2, -300.00 points, 10000.00 returned" in table
+    table = format_stats(figures, services.program.zone, translator("en"))
+    assert "returns        2, -300.00 points, 10,000.00 returned" in table
+    russian = format_stats(figures, services.program.zone, translator("ru"))
+    assert "возвраты       2, баллов -300,00, возвращено 10\u00a0000,00" in russian
 
 
 def test_the_dashboard_shows_returns(client: FlaskClient, services: Services,
@@ -60,11 +63,12 @@ def test_the_dashboard_shows_returns(client: FlaskClient, services: Services,
     html = client.get("/dashboard", headers={"Authorization": f"Basic {pair}"}) \
         .get_data(as_text=True)
     assert 'id="kpi-returns">2' in html
-    assert "300 points taken back net" in html
+    # The default language, Russian.
+    assert "списано баллов (за вычетом возвращённых): 300" in html
 
 
 def test_cli_stats_lists_returns(tmp_path: Path) -> None:
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, 'language = "en"\n')
 
     def run(*args: str) -> str:
         result = CliRunner().invoke(cli, ["--config", str(config), *args])

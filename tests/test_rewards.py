@@ -14,6 +14,7 @@ from sqlalchemy import select
 from connector.config import Settings
 from connector.crm.models import TriggerEvent
 from connector.errors import RewardNotFoundError, RewardRefusedError
+from connector.i18n import translator
 from connector.ledger.models import Lot
 from connector.ledger.views import AccountRef
 from connector.rewards import codes
@@ -242,7 +243,7 @@ def test_stats_count_claims_and_the_points_they_took(services: Services, clock: 
         2, D("105.50"), 1)
     assert figures.as_json()["reward_points"] == "105.50"
     assert "rewards        2 claimed, 105.50 points spent, 1 to hand over" in format_stats(
-        figures, services.program.zone)
+        figures, services.program.zone, translator("en"))
 
 
 def test_a_claim_reversed_by_its_key_is_not_paid_back_twice(services: Services) -> None:

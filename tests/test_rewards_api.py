@@ -133,4 +133,4 @@ def test_the_dashboard_counts_claims(client: FlaskClient, services: Services,
     clock.advance(minutes=1)  # the period ends now, and excludes its end
     html = client.get("/dashboard", headers=AUTH).get_data(as_text=True)
     assert 'id="kpi-rewards">1<' in html and 'id="kpi-rewards-open">1<' in html
-    assert "100 points spent on rewards" in html
+    assert "баллов потрачено на награды: 100" in html  # the default language, Russian

@@ -25,11 +25,16 @@ TIERS = [{"name": "Bronze", "rate": "0.03", "perks": ["Free coffee"]},
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
+def language() -> str:
+    return "en"  # the wording read here is English; the Russian test says otherwise
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, language: str) -> Settings:
     return make_settings(
         tmp_path, database_url, server={"public_url": "https://loyalty.example.com"},
         card={"secret": SECRET, "rate_limit": "1000/minute"},
-        program={"language": "en", "tiers": TIERS, "rewards": [
+        program={"language": language, "tiers": TIERS, "rewards": [
             {"id": "mug", "name": "Branded mug", "cost": 300, "stock": 1},
             {"id": "lounge", "name": "Lounge pass", "cost": 10, "tier": "Gold"},
             {"id": "yacht", "name": "Yacht day", "cost": 100000}]})
@@ -99,3 +104,25 @@ def test_refused_claims_say_why_and_bad_forms_are_refused(
                        headers=HTML).status_code == 404
     assert client.post("/card/not-a-token/rewards/mug", data={"key": key}).status_code == 404
     assert services.ledger.account(ANNA).balance == D("500.00")
+
+
+@pytest.mark.parametrize("language", ["ru"])
+def test_the_rewards_in_russian_and_json_refusals_in_english(client: FlaskClient,
+                                                             url: str) -> None:
+    text = text_of(client.get(url, headers=HTML).get_data(as_text=True))
+    assert "Привилегии уровня Free coffee" in text
+    assert "Branded mug Получить за 300 баллов" in text
+    assert "Lounge pass Доступно с уровня «Gold»." in text
+    assert "Yacht day Не хватает баллов." in text
+    key = "k" * 20
+    refused = client.post(f"{url}/rewards/yacht", data={"key": key}, headers=HTML)
+    assert refused.status_code == 409
+    assert "Не хватает баллов." in text_of(refused.get_data(as_text=True))
+    as_json = client.post(f"{url}/rewards/lounge", data={"key": key},
+                          headers={"Accept": "application/json"})
+    assert as_json.status_code == 409 and as_json.json["detail"] == "For Gold and above."
+    action, form_key = form(client.get(url, headers=HTML).get_data(as_text=True), "mug")
+    claimed = client.post(action, data={"key": form_key}, headers={"Accept": "application/json"})
+    assert claimed.status_code == 201
+    assert claimed.json["notice"] == (f"Done! Branded mug: show code "
+                                      f"{claimed.json['claim']['code']} to staff.")

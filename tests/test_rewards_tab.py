@@ -25,7 +25,8 @@ def portal() -> Iterator[FakeBitrix24Portal]:
 @pytest.fixture
 def h(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal,
       clock: Clock) -> Iterator[Harness]:
-    harness = app_harness(tmp_path, database_url, portal, portal.clock, clock)
+    harness = app_harness(tmp_path, database_url, portal, portal.clock, clock,
+                          language="en")  # the wording read here is English
     harness.connector.installer.install()  # the tabs among the rest
     yield harness
     harness.services.close()
@@ -37,13 +38,13 @@ def test_a_manager_claims_a_reward_from_the_tab_once_per_form(h: Harness) -> Non
     deal = h.portal.add_deal(contact_ids=[anna], OPPORTUNITY="10.00")
     h.services.ledger.adjust(h.ref(anna), D("100"), key="seed", reason="test funds")
     html = open_tab(h, CONTACT_TAB, anna).get_data(as_text=True)
-    assert '<option value="mug">Branded mug — 60 points</option>' in html
+    assert '<option value="mug">Branded mug — 60\u00a0points</option>' in html
     token = form_token(html, "reward")
     claimed = h.web.post("/bitrix24/tab/reward", data={"form": token, "reward": "mug"})
     assert claimed.status_code == 200
     [claim] = h.services.claims.list()
     assert claim.via == "bitrix24:tab" and claim.ref == h.ref(anna)
-    assert f"Branded mug claimed: code {claim.code}, 60 points; balance 40" in \
+    assert f"Branded mug claimed: code {claim.code}, 60\u00a0points; balance 40" in \
         claimed.get_data(as_text=True)
     again = h.web.post("/bitrix24/tab/reward", data={"form": token, "reward": "mug"})
     assert "already sent: applied once" in again.get_data(as_text=True)

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import event, text
 
 from connector.db import Database
+from connector.i18n import translator
 from connector.ledger.engine import Ledger
 from connector.ledger.views import AccountRef
 from connector.stats import ProgramStats, format_stats, program_stats, ratio
@@ -194,7 +195,24 @@ def test_json_and_table(books: Ledger) -> None:
     assert data["accrued"] == "1000.00" and data["average_check"] == "6333.33"
     assert data["retention"] == "0.5000" and data["since"] == "2026-03-01T00:00:00+00:00"
     assert data["tiers"] == {"Bronze": 5, "Silver": 1}
-    table = format_stats(figures, books.program.zone)
-    assert table[0] == "period         2026-03-01 03:00 - 2026-03-31 03:00 (Europe/Moscow)"
+    table = format_stats(figures, books.program.zone, translator("en"))
+    assert table[0] == ("period         1 Mar 2026, 03:00 - 31 Mar 2026, 03:00 "
+                        "(Europe/Moscow)")
     assert "retention      50.00% of 2 active in the previous period" in table
     assert "redeemed       -150.00" in table
+    assert "average check  6,333.33" in table
+
+
+@pytest.mark.parametrize(("language", "lines"), [
+    ("ru", ["период         01.03.2026 03:00 - 31.03.2026 03:00 (Europe/Moscow)",
+            "удержание      50,00\u00a0% из 2 активных в прошлом периоде",
+            "средний чек    6\u00a0333,33", "начислено      +1\u00a0000,00"]),
+    ("uk", ["період         01.03.2026 03:00 - 31.03.2026 03:00 (Europe/Moscow)",
+            "утримання      50,00% з 2 активних у попередньому періоді",
+            "середній чек   6\u00a0333,33", "нараховано     +1\u00a0000,00"]),
+])
+def test_the_table_in_russian_and_ukrainian(books: Ledger, language: str,
+                                            lines: list[str]) -> None:
+    table = format_stats(stats_for(books, MARCH), books.program.zone, translator(language))
+    for line in lines:
+        assert line in table, table

@@ -8,6 +8,7 @@ from flask import Flask, Response, g, request
 
 from connector import logs
 from connector.config import Settings, load_settings
+from connector.i18n import translator
 from connector.services import Services
 
 
@@ -31,10 +32,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         rewards_api,
     )
     from webhooks.card import init_app as init_card_page
+    from webhooks.i18n import init_app as init_language
     from webhooks.intake import Intake
     from webhooks.validation import JSONProvider
 
     app.json = JSONProvider(app)
+    init_language(app, translator(settings.program.language))
     errors.init_app(app)
     request_ids = logs.request_ids()
     _request_ids(app, request_ids)

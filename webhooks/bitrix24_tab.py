@@ -19,17 +19,19 @@ from flask import Blueprint, Response, current_app, render_template, request
 
 from connector.bitrix24.tab import TAB_PATH, Bitrix24Tab, TabPage, TabRefused, parse_call
 from connector.errors import LedgerError
+from connector.i18n import N_, Translator
 from connector.ledger.views import Result
 from connector.services import Services
 from webhooks.bitrix24 import require_enabled
-from webhooks.dashboard import number
 from webhooks.errors import LEDGER_DEFAULT_STATUS, LEDGER_STATUS, ApiError, error_response
 from webhooks.validation import check_amount, check_text
 
 bp = Blueprint("bitrix24_tab", __name__, url_prefix="/bitrix24/tab")
 REASON_MAX = 500
-KIND_NAMES = {"accrual": "purchase", "redemption": "redeemed", "reversal": "reversal",
-              "expiry": "expired", "adjustment": "adjustment", "bonus": "bonus"}
+KIND_NAMES = {"accrual": N_("purchase"), "redemption": N_("redeemed"),
+              "reversal": N_("reversal"), "expiry": N_("expired"),
+              "adjustment": N_("adjustment"), "bonus": N_("bonus"),
+              "reward": N_("reward"), "opening": N_("opening balance")}
 
 
 def _services() -> Services:
@@ -105,35 +107,46 @@ def reward() -> tuple[str, int] | str:
         status = next((status for cls, status in LEDGER_STATUS if isinstance(exc, cls)),
                       LEDGER_DEFAULT_STATUS)
         return _render(tab.page(manager, customer), error=exc.detail), status
-    text = (f"{claimed.claim.reward_name} claimed: code {claimed.claim.code}, "
-            f"{number(-claimed.result.points)} points; balance "
-            f"{number(claimed.result.balance)}")
+    t: Translator = current_app.extensions["i18n"]
+    text = t._("%(reward)s claimed: code %(code)s, %(points)s; balance %(balance)s",
+               reward=claimed.claim.reward_name, code=claimed.claim.code,
+               points=t.points(-claimed.result.points),
+               balance=t.number(claimed.result.balance))
     if claimed.result.duplicate:
-        text += " (this form was already sent: applied once)"
+        text = t._("%(done)s (this form was already sent: applied once)", done=text)
     return _render(tab.page(manager, customer), notice=text)
 
 
 def _notice(operation: str, result: Result) -> str:
-    done = "granted" if operation == "bonus" else "redeemed"
-    text = f"{number(abs(result.points))} points {done}; balance {number(result.balance)}"
-    return f"{text} (this form was already sent: applied once)" if result.duplicate else text
+    t: Translator = current_app.extensions["i18n"]
+    points, balance = t.points(abs(result.points)), t.number(result.balance)
+    text = t._("%(points)s granted; balance %(balance)s", points=points, balance=balance) \
+        if operation == "bonus" else \
+        t._("%(points)s redeemed; balance %(balance)s", points=points, balance=balance)
+    return t._("%(done)s (this form was already sent: applied once)", done=text) \
+        if result.duplicate else text
 
 
 def _render(page: TabPage, *, notice: str | None = None, error: str | None = None) -> str:
     services = _services()
     zone = services.settings.program.zone
-
-    def local(moment: datetime | None) -> str:
-        return "—" if moment is None else moment.astimezone(zone).strftime("%d.%m.%Y %H:%M")
+    currency = services.settings.program.currency
+    t: Translator = current_app.extensions["i18n"]
 
     def signed(value: Decimal) -> str:
-        return f"+{number(value)}" if value > 0 else f"−{number(-value)}" if value < 0 \
+        return f"+{t.number(value)}" if value > 0 else f"−{t.number(-value)}" if value < 0 \
             else "0"
 
+    def day(moment: datetime) -> str:
+        return t.date(moment.astimezone(zone).date())
+
     return render_template(
-        "bitrix24_tab.html", p=page, notice=notice, error=error, number=number,
-        signed=signed, local=local, kind_names=KIND_NAMES, card=_card,
-        currency=services.settings.program.currency, reason_max=REASON_MAX,
+        "bitrix24_tab.html", p=page, notice=notice, error=error, number=t.number,
+        percent=t.percent, points=t.points, money=lambda value: t.money(value, currency),
+        signed=signed,
+        local=lambda moment: t.moment(moment, zone), day=day,
+        kind_names={kind: name.render(t) for kind, name in KIND_NAMES.items()}, card=_card,
+        reason_max=REASON_MAX,
         # The handler's public address, as registered: right behind a proxy's path prefix too.
         action=f"{services.settings.server.public_url.rstrip('/')}{TAB_PATH}/change",
         reward_action=f"{services.settings.server.public_url.rstrip('/')}{TAB_PATH}/reward")

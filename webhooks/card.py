@@ -24,8 +24,8 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, render_templ
 from connector.card import page, reading
 from connector.card.page import CardPage
 from connector.card.ratelimit import ClientLimiter, client_address
-from connector.card.texts import TEXTS
 from connector.errors import AccountNotFoundError, RewardNotFoundError, RewardRefusedError
+from connector.i18n import N_, Message, Translator
 from connector.ledger.views import AccountView
 from connector.rewards import card as reward_card
 from connector.services import Services
@@ -63,10 +63,8 @@ def _refusal(status: int, code: str, detail: str, *, title: str, text: str,
         ["application/json", "text/html"]) == "text/html"
     if not wants_html:
         return error_response(status, code, detail, headers=headers)
-    services: Services = current_app.extensions["loyalty"]
-    language = services.settings.program.language
-    response = Response(render_template("card_refusal.html", language=language,
-                                        title=title, text=text), status=status)
+    response = Response(render_template("card_refusal.html", title=title, text=text),
+                        status=status)
     response.headers.update(headers or {})
     return response
 
@@ -74,38 +72,39 @@ def _refusal(status: int, code: str, detail: str, *, title: str, text: str,
 def _limited() -> Response | None:
     services: Services = current_app.extensions["loyalty"]
     settings = services.settings
-    t = TEXTS[settings.program.language]
+    t: Translator = current_app.extensions["i18n"]
     wait = current_app.extensions[LIMITER].hit(client_address(
         request.remote_addr, request.headers.get("X-Forwarded-For"),
         settings.card.trusted_proxies))
     if wait is None:
         return None
     return _refusal(429, "too_many_requests", f"too many card page requests from this "
-                    f"address: try again in {wait} s", title=t["too_many_title"],
-                    text=t["too_many"].format(seconds=wait),
+                    f"address: try again in {wait} s", title=t._("Too many requests"),
+                    text=t._("Please try again in %(seconds)s s.", seconds=wait),
                     headers={"Retry-After": str(wait)})
 
 
 def _not_found() -> Response:
-    services: Services = current_app.extensions["loyalty"]
-    t = TEXTS[services.settings.program.language]
+    t: Translator = current_app.extensions["i18n"]
     return _refusal(404, "card_not_found", "no card page at this address (a link stops "
-                    "working when it is replaced)", title=t["not_found_title"],
-                    text=t["not_found"])
+                    "working when it is replaced)", title=t._("Card not found"),
+                    text=t._("The link is out of date or mistyped. Your manager can "
+                             "send a new one."))
 
 
 def _page(account_id: int, now: datetime) -> tuple[AccountView, CardPage] | None:
     services: Services = current_app.extensions["loyalty"]
+    t: Translator = current_app.extensions["i18n"]
     settings = services.settings
     found = reading.read(services.db, services.program, account_id, now,
                          entries=settings.card.history_entries)
     if found is None:
         return None
     view, entries = found
-    built = page.build(view, entries, settings.program, now)
+    built = page.build(view, entries, settings.program, now, t)
     rewards = reward_card.section(view, services.rewards.list(),
                                   services.claims.list(ref=view.ref, limit=20),
-                                  settings.program, now)
+                                  settings.program, now, t)
     return view, replace(built, rewards=rewards)
 
 
@@ -128,7 +127,8 @@ def show(token: str) -> Response | str:
 
 @bp.post("/card/<token>/rewards/<reward_id>")
 def claim(token: str, reward_id: str) -> Response:
-    """The customer claims a reward from the page; the page again says what came of it."""
+    """The customer claims a reward from the page; the page again says what came of it
+    (in the program's language), a JSON answer in English like every JSON answer."""
     services: Services = current_app.extensions["loyalty"]
     if (limited := _limited()) is not None:
         return limited
@@ -141,29 +141,34 @@ def claim(token: str, reward_id: str) -> Response:
     if not FORM_KEY.fullmatch(key) or not REWARD_ID.fullmatch(reward_id):
         return error_response(400, "invalid_request", "send the page's form: key and a "
                                                       "reward id")
-    t = TEXTS[services.settings.program.language]
+    t: Translator = current_app.extensions["i18n"]
+    notice: Message
     try:
         # The page's key with the reward: each offer on one page is claimed once.
         claimed = services.claims.claim(view.ref, reward_id,
                                         key=f"card:{account_id}:{reward_id}:{key}",
                                         via="card", actor="customer")
     except RewardRefusedError as exc:
-        notice = reward_card.refusal_text(exc.reason, t, tier=str(exc.context.get("tier")))
+        notice = reward_card.refusal(exc.reason, tier=str(exc.context.get("tier")))
         status, ok, body = 409, False, None
     except (RewardNotFoundError, AccountNotFoundError):
-        notice = reward_card.refusal_text("disabled", t)
+        notice = reward_card.refusal("disabled")
         status, ok, body = 404, False, None
     else:
-        notice = t["claimed"].format(name=claimed.claim.reward_name, code=claimed.claim.code)
+        notice = N_("Done! %(name)s: show code %(code)s to staff.",
+                    name=claimed.claim.reward_name, code=claimed.claim.code)
         status, ok = (200 if claimed.result.duplicate else 201), True
         body = claimed.claim.as_json()
     wants_json = request.accept_mimetypes.best_match(
         ["application/json", "text/html"]) == "application/json"
     if wants_json:
-        return jsonify(claim=body, notice=notice, ok=ok) if ok else \
-            error_response(status, "reward_refused", notice)
+        if not ok:
+            return error_response(status, "reward_refused", str(notice))
+        answer = jsonify(claim=body, notice=str(notice), ok=ok)
+        answer.status_code = status  # 201 for a new claim, 200 for the same form again
+        return answer
     again = _page(account_id, services.ledger.clock())
     built = (again or found)[1]
     assert built.rewards is not None
-    return _render(replace(built, rewards=replace(built.rewards, notice=notice,
+    return _render(replace(built, rewards=replace(built.rewards, notice=notice.render(t),
                                                   notice_ok=ok)), token, status)

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 
 from flask import Blueprint, Response, current_app, render_template, request
 
 from connector import dashboard
-from connector.dashboard import Bucket, Dashboard
+from connector.dashboard import Bucket
 from connector.economics import table as simulation_table
 from connector.economics.proposal import form_values, proposed_program
 from connector.economics.simulate import simulate as replay
 from connector.errors import ConfigError
-from connector.reports import age_text
+from connector.i18n import CURRENCY_SIGNS, N_, Translator
 from connector.services import Services
 from webhooks.auth import configured, require
 from webhooks.validation import query_int
@@ -37,12 +37,14 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
 }
-THIN_SPACE = "\u202f"  # narrow no-break space: groups digits the Russian way, never wraps
 CHART_WIDTH, CHART_HEIGHT = 1100, 300
 PLOT_LEFT, PLOT_RIGHT, PLOT_TOP, PLOT_BOTTOM = 70, 10, 12, 30
 MAX_X_LABELS = 12
-KIND_NAMES = {"accrual": "accrued", "bonus": "bonuses", "redemption": "redeemed",
-              "expiry": "expired"}
+KIND_NAMES = {"accrual": N_("accrued"), "bonus": N_("bonuses"), "redemption": N_("redeemed"),
+              "expiry": N_("expired")}
+STEP_TITLES = {"day": N_("Points per day"), "week": N_("Points per week"),
+               "month": N_("Points per month")}
+JOB_STATUSES = {"ok": N_("ok"), "failed": N_("failed"), "running": N_("running")}
 
 
 @bp.before_request
@@ -96,37 +98,23 @@ def show() -> str:
     services: Services = current_app.extensions["loyalty"]
     days = query_int("days", minimum=1, maximum=dashboard.MAX_DAYS) or dashboard.DEFAULT_DAYS
     board = dashboard.build(services, now=services.ledger.clock(), days=days)
+    t: Translator = current_app.extensions["i18n"]
+    currency = services.settings.program.currency
     return render_template(
-        "dashboard.html", d=board, periods=PERIODS, currency=services.settings.program.currency,
+        "dashboard.html", d=board, periods=PERIODS,
         segment_labels=[(code, label) for code, label in services.settings.rfm.labels.items()
                         if code in board.segments],
-        chart=points_chart(board.series, board.step),
+        chart=points_chart(board.series, board.step, t),
         tiers=bars(list(board.stats.tiers.items())),
-        segments=bars([(code or "not scored", size) for code, size in board.segments.items()]),
-        number=number, percent=percent, local=lambda moment: local(moment, board),
-        age=age, kind_names=KIND_NAMES)
-
-
-# -- formatting ------------------------------------------------------------------------------
-def number(value: Decimal | int | None) -> str:
-    """1 234 567 or 1 234.50: whole values without decimals, digits grouped by thin spaces."""
-    if value is None:
-        return "—"
-    if isinstance(value, Decimal) and value != value.to_integral_value():
-        return format(value, ",.2f").replace(",", THIN_SPACE)
-    return format(int(value), ",").replace(",", THIN_SPACE)
-
-
-def percent(rate: Decimal | None) -> str:
-    return "—" if rate is None else f"{rate * 100:.1f}%"
-
-
-def local(moment: datetime | None, board: Dashboard) -> str:
-    return "—" if moment is None else moment.astimezone(board.zone).strftime("%Y-%m-%d %H:%M")
-
-
-def age(delta: timedelta | None) -> str:
-    return "—" if delta is None else age_text(delta)
+        segments=bars([(code or t._("not scored"), size)
+                       for code, size in board.segments.items()]),
+        number=t.number, percent=t.percent, money=lambda value: t.money(value, currency),
+        currency_sign=CURRENCY_SIGNS.get(currency, currency),
+        local=lambda moment: t.moment(moment, board.zone), age=t.duration,
+        kind_names={kind: name.render(t) for kind, name in KIND_NAMES.items()},
+        step_titles={step: title.render(t) for step, title in STEP_TITLES.items()},
+        job_status=lambda status: JOB_STATUSES[status].render(t) if status in JOB_STATUSES
+        else status or "—")
 
 
 # -- charts ----------------------------------------------------------------------------------
@@ -168,11 +156,11 @@ def nice_step(span: Decimal, ticks: int = 5) -> Decimal:
     return next(factor * power for factor in (1, 2, 5, 10) if factor * power >= raw)
 
 
-def _bucket_label(start: date, step: str) -> str:
-    return start.strftime("%m.%Y" if step == "month" else "%d.%m")
+def _bucket_label(start: date, step: str, t: Translator) -> str:
+    return t.month(start) if step == "month" else t.short_date(start)
 
 
-def points_chart(series: list[Bucket], step: str) -> ColumnChart:
+def points_chart(series: list[Bucket], step: str, t: Translator) -> ColumnChart:
     """Stacked columns per bucket: accrued and bonus points up, redeemed and expired down."""
     credits = [b.points["accrual"] + b.points["bonus"] for b in series]
     debits = [-(b.points["redemption"] + b.points["expiry"]) for b in series]
@@ -192,7 +180,7 @@ def points_chart(series: list[Bucket], step: str) -> ColumnChart:
     rects: list[Rect] = []
     for index, bucket in enumerate(series):
         x = PLOT_LEFT + index * band + band * 0.15
-        label = _bucket_label(bucket.start, step)
+        label = _bucket_label(bucket.start, step, t)
         # Each kind stacks on the ones before it, away from the zero line.
         up = down = Decimal(0)
         for kind in dashboard.SERIES_KINDS:
@@ -203,11 +191,12 @@ def points_chart(series: list[Bucket], step: str) -> ColumnChart:
             end = start + value
             up, down = (end, down) if value > 0 else (up, end)
             rects.append(Rect(x, y(max(start, end)), band * 0.7, abs(float(value)) * scale,
-                              kind, f"{label}: {KIND_NAMES[kind]} {number(abs(value))}"))
-    y_ticks = [Tick(y(value), number(value))
+                              kind, f"{label}: {KIND_NAMES[kind].render(t)} "
+                                    f"{t.number(abs(value))}"))
+    y_ticks = [Tick(y(value), t.number(value))
                for value in _range(-bottom, top, unit)]
     every = math.ceil(len(series) / MAX_X_LABELS) or 1
-    x_labels = [Tick(PLOT_LEFT + (index + 0.5) * band, _bucket_label(bucket.start, step))
+    x_labels = [Tick(PLOT_LEFT + (index + 0.5) * band, _bucket_label(bucket.start, step, t))
                 for index, bucket in enumerate(series) if index % every == 0]
     return ColumnChart(CHART_WIDTH, CHART_HEIGHT, PLOT_LEFT, CHART_WIDTH - PLOT_RIGHT,
                        y(Decimal(0)), rects, y_ticks, x_labels,

@@ -24,6 +24,7 @@ from connector.bitrix24.portal import same_portal
 from connector.bitrix24.tab_forms import FormGrant, FormTokens, TabRefused
 from connector.crm.bitrix24 import Bitrix24Client
 from connector.errors import AccountNotFoundError, CRMAuthError, CRMError, FatalCRMError
+from connector.i18n import translator
 from connector.ledger.fingerprint import request_fingerprint
 from connector.ledger.views import AccountRef, AccountView, EntryView, Result
 from connector.rewards.claims import Claimed
@@ -131,6 +132,8 @@ class Bitrix24Tab:
         self.services = services
         self.credentials = services.bitrix24_credentials
         self.client = client
+        # A manager reads the labels made here (a deal without a title, a nameless contact).
+        self.t = translator(services.settings.program.language)
         secret = self.settings.client_secret
         if not self.settings.client_id or secret is None:
             raise TabRefused(404, "tab_unavailable", "the CRM tab needs the Bitrix24 app "
@@ -182,7 +185,7 @@ class Bitrix24Tab:
         if found is None:
             raise TabRefused(401, "unauthorized", "the portal named no user for AUTH_ID")
         user, admin = int(found), profile.get("ADMIN") is True
-        return Manager(user, _name(profile, f"user {user}"), admin,
+        return Manager(user, _name(profile, self.t._("user %(id)s", id=user)), admin,
                        admin or user in self.settings.tab_editors)
 
     def _customer(self, call: PlacementCall) -> Customer:
@@ -191,14 +194,15 @@ class Bitrix24Tab:
             deal = self._as_user("crm.deal.get", call.auth_id, {"id": call.entity_id},
                                  f"deal {call.entity_id}")
             title = str(deal.get("TITLE") or "").strip()[:TEXT_MAX]
-            prefix = f"deal {title} #{call.entity_id}" if title else f"deal #{call.entity_id}"
+            prefix = self.t._("deal %(title)s #%(id)s", title=title, id=call.entity_id) \
+                if title else self.t._("deal #%(id)s", id=call.entity_id)
             found = entity_id(deal.get("CONTACT_ID"))
             if found is None:
                 return Customer(None, prefix)
             contact_id = found
         contact = self._as_user("crm.contact.get", call.auth_id, {"id": contact_id},
                                 f"contact {contact_id}")
-        name = _name(contact, f"contact #{contact_id}")
+        name = _name(contact, self.t._("contact #%(id)s", id=contact_id))
         return Customer(contact_id, f"{name} · {prefix}" if prefix else name)
 
     # -- the page and its forms ------------------------------------------------------------

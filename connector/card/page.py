@@ -4,14 +4,14 @@ the first name, and the connector keeps none yet (`first_name` stays None)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from urllib.parse import quote
 
-from connector.card import codes, texts
+from connector.card import codes
 from connector.config import ProgramSettings
+from connector.i18n import N_, Translator
 from connector.ledger.views import AccountView, EntryView
 from connector.rewards.card import RewardsSection
 
@@ -44,7 +44,6 @@ class Line:
 @dataclass(frozen=True)
 class CardPage:
     language: str
-    t: Mapping[str, str]
     first_name: str | None
     card_number: str | None
     card_number_shown: str | None
@@ -67,30 +66,30 @@ class CardPage:
 
 
 def build(view: AccountView, entries: list[EntryView], program: ProgramSettings,
-          now: datetime, *, first_name: str | None = None) -> CardPage:
-    language = program.language
-    t = texts.TEXTS[language]
+          now: datetime, t: Translator, *, first_name: str | None = None) -> CardPage:
     number = view.card_number
     return CardPage(
-        language=language, t=t, first_name=first_name,
+        language=t.language, first_name=first_name,
         card_number=number,
         card_number_shown=_grouped(number) if number else None,
-        qr_svg=codes.qr_svg(number, t["qr_title"].format(number=number)) if number else None,
-        barcode_svg=codes.barcode_svg(number, t["barcode_title"].format(number=number))
+        qr_svg=codes.qr_svg(number, t._("QR code of card %(number)s", number=number))
         if number else None,
-        balance=texts.number(view.balance, language),
-        balance_word=texts.points_word(view.balance, language),
-        available=t["available"].format(points=texts.points(view.available, language)),
-        pending=t["pending"].format(points=texts.points(view.pending, language))
+        barcode_svg=codes.barcode_svg(number, t._("Barcode of card %(number)s",
+                                                  number=number)) if number else None,
+        balance=t.number(view.balance),
+        balance_word=t.points_word(view.balance),
+        available=t._("Available to spend: %(points)s", points=t.points(view.available)),
+        pending=t._("Available soon: %(points)s", points=t.points(view.pending))
         if view.pending > 0 else None,
         tier=view.tier,
-        discount=t["discount"].format(percent=texts.percent(view.discount_percent, language))
+        discount=t._("%(percent)s off", percent=t.percent(view.discount_percent / 100,
+                                                          places=None))
         if view.discount_percent > 0 else None,
-        next_tier=_next_tier(view, program, t, language),
+        next_tier=_next_tier(view, program, t),
         progress_percent=_progress(view, program),
-        expiring=_expiring(view, program, t, language),
+        expiring=_expiring(view, program, t),
         has_expiring=view.next_expiry_at is not None and view.next_expiry_points > 0,
-        entries=[_line(entry, program, t, language) for entry in entries],
+        entries=[_line(entry, program, t) for entry in entries],
         referral=referral(view.referral_code, program),
     )
 
@@ -100,13 +99,11 @@ def _grouped(card_number: str) -> str:
     return " ".join(card_number[i:i + 4] for i in range(0, len(card_number), 4))
 
 
-def _next_tier(view: AccountView, program: ProgramSettings, t: Mapping[str, str],
-               language: str) -> str:
+def _next_tier(view: AccountView, program: ProgramSettings, t: Translator) -> str:
     if view.next_tier is None or view.spend_to_next_tier is None:
-        return t["top_tier"]
-    return t["next_tier"].format(
-        tier=view.next_tier, amount=texts.money(view.spend_to_next_tier, program.currency,
-                                                language))
+        return t._("You are at the top tier")
+    return t._("Spend %(amount)s more to reach %(tier)s", tier=view.next_tier,
+               amount=t.money(view.spend_to_next_tier, program.currency))
 
 
 def _progress(view: AccountView, program: ProgramSettings) -> int:
@@ -120,23 +117,30 @@ def _progress(view: AccountView, program: ProgramSettings) -> int:
     return max(0, min(100, int(share * 100)))
 
 
-def _expiring(view: AccountView, program: ProgramSettings, t: Mapping[str, str],
-              language: str) -> str:
+def _expiring(view: AccountView, program: ProgramSettings, t: Translator) -> str:
     if view.next_expiry_at is None or view.next_expiry_points <= 0:
-        return t["no_expiring"]
+        return t._("No points are about to expire")
     local = view.next_expiry_at.astimezone(program.zone).date()
-    return t["expiring"].format(points=texts.points(view.next_expiry_points, language),
-                                date=texts.day(local, language))
+    return t._("%(points)s expire on %(date)s", points=t.points(view.next_expiry_points),
+               date=t.date(local))
 
 
-def _line(entry: EntryView, program: ProgramSettings, t: Mapping[str, str],
-          language: str) -> Line:
+def entry_label(kind: str, t: Translator) -> str:
+    """An entry kind as a customer reads it; a kind added later shows as stored until it
+    gets its words here."""
+    labels = {"accrual": N_("Purchase"), "redemption": N_("Paid with points"),
+              "reversal": N_("Return"), "expiry": N_("Points expired"),
+              "adjustment": N_("Adjustment"), "bonus": N_("Bonus"),
+              "reward": N_("Reward"), "opening": N_("Opening balance")}
+    label = labels.get(kind)
+    return label.render(t) if label else kind
+
+
+def _line(entry: EntryView, program: ProgramSettings, t: Translator) -> Line:
     sign = "+" if entry.points > 0 else ""
-    label = t.get(entry.kind, entry.kind)
+    label = entry_label(entry.kind, t)
     if entry.kind == "accrual" and entry.purchase_amount:
-        label = t["purchase"].format(amount=texts.money(entry.purchase_amount, program.currency,
-                                                        language))
-    return Line(day=texts.day(entry.occurred_at.astimezone(program.zone).date(), language),
-                label=label,
-                points=sign + texts.number(entry.points, language),
-                credit=entry.points > 0)
+        label = t._("Purchase of %(amount)s",
+                    amount=t.money(entry.purchase_amount, program.currency))
+    return Line(day=t.date(entry.occurred_at.astimezone(program.zone).date()),
+                label=label, points=sign + t.number(entry.points), credit=entry.points > 0)

@@ -8,6 +8,7 @@ from connector import doctor as checks
 from connector.cli.base import Runtime, cli, echo_json, json_option, pass_runtime
 from connector.config import resolve_config_path
 from connector.errors import ConfigError
+from connector.i18n import Translator, translator
 
 
 @cli.command()
@@ -21,28 +22,34 @@ def doctor(ctx: click.Context, runtime: Runtime, as_json: bool) -> None:
     try:
         settings = runtime.settings
     except ConfigError as exc:
-        report(checks.config_errors(exc.problems), as_json=as_json, streamed=False)
+        # Unreadable settings name no language: English, the language of the problems.
+        report(checks.config_errors(exc.problems), as_json=as_json, streamed=False,
+               t=translator("en"))
         ctx.exit(2)
+    t = translator(settings.program.language)
     found: list[checks.Check] = []
     for check in checks.run(settings, lambda: runtime.services(migrated=False, create=True),
                             config_file=resolve_config_path(runtime.config_path)):
         found.append(check)
         if not as_json:
-            click.echo(check.line())  # as it comes: a CRM that times out takes seconds
-    report(found, as_json=as_json, streamed=True)
+            click.echo(check.line(t))  # as it comes: a CRM that times out takes seconds
+    report(found, as_json=as_json, streamed=True, t=t)
     if checks.worst(found) == "fail":
         ctx.exit(1)
 
 
-def report(found: list[checks.Check], *, as_json: bool, streamed: bool) -> None:
+def report(found: list[checks.Check], *, as_json: bool, streamed: bool,
+           t: Translator) -> None:
     status = checks.worst(found)
-    if as_json:
+    if as_json:  # language-neutral, whatever program.language
         echo_json({"status": status, "checks": [check.as_json() for check in found]})
         return
     if not streamed:
         for check in found:
-            click.echo(check.line())
+            click.echo(check.line(t))
     failures = sum(check.status == "fail" for check in found)
     warnings = sum(check.status == "warn" for check in found)
-    click.echo(f"{len(found)} check(s): {failures} failed, {warnings} warning(s)"
-               if failures or warnings else f"{len(found)} check(s): all ok")
+    click.echo(t._("%(count)s check(s): %(failures)s failed, %(warnings)s warning(s)",
+                   count=len(found), failures=failures, warnings=warnings)
+               if failures or warnings else
+               t._("%(count)s check(s): all ok", count=len(found)))

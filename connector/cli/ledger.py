@@ -22,6 +22,7 @@ from connector.cli.base import (
 )
 from connector.cli.output import local, report, show_account, signed
 from connector.config import Settings
+from connector.i18n import translator
 from connector.ledger.fingerprint import request_fingerprint
 from connector.ledger.views import AccountRef
 from connector.products.rows import Row, as_json, digest, rows_total
@@ -246,7 +247,8 @@ def _period(settings: Settings, days: int | None, since: datetime | None,
         end = datetime.now(UTC)
         return end - timedelta(days=days or 30), end
     if since is None or until is None or days is not None:
-        raise click.UsageError("give --days, or both --since and --until")
+        t = translator(settings.program.language)
+        raise click.UsageError(t._("give --days, or both --since and --until"))
     zone = settings.program.zone
     return (since.replace(tzinfo=zone).astimezone(UTC),
             until.replace(tzinfo=zone).astimezone(UTC))
@@ -262,13 +264,15 @@ def stats(runtime: Runtime, days: int | None, since: datetime | None, until: dat
           as_json: bool) -> None:
     """Program analytics for a period: points, purchases, customers, retention."""
     start, end = _period(runtime.settings, days, since, until)
+    program = runtime.settings.program
+    t = translator(program.language)
     if end <= start:
-        raise click.UsageError("--until must be after --since")
+        raise click.UsageError(t._("--until must be after --since"))
     services = runtime.services()
     with services.db.transaction(write=False) as session:
         figures = program_stats(session, services.program, since=start, until=end)
     if as_json:
         echo_json(figures.as_json())
     else:
-        for line in format_stats(figures, runtime.settings.program.zone):
+        for line in format_stats(figures, program.zone, t):
             click.echo(line)

@@ -3,12 +3,11 @@ rewards claimed and still to collect, and the tier's perks; in the program's lan
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from connector.card import texts
 from connector.config import ProgramSettings
+from connector.i18n import N_, Message, Translator
 from connector.ledger.views import AccountView
 from connector.rewards.catalogue import RewardView
 from connector.rewards.claims import ClaimView
@@ -37,14 +36,22 @@ class RewardsSection:
     notice_ok: bool = True
 
 
-def refusal_text(reason: str, t: Mapping[str, str], *, tier: str | None = None) -> str:
-    text = t.get(f"reward_{reason}", t["reward_disabled"])
-    return text.format(tier=tier or "")
+REFUSALS = {"points": N_("Not enough points."), "stock": N_("Out of stock."),
+            "limit": N_("You already have this reward."),
+            "window": N_("This reward cannot be claimed now."),
+            "disabled": N_("This reward is no longer offered.")}
+
+
+def refusal(reason: str, *, tier: str | None = None) -> Message:
+    """Why a reward cannot be claimed: rendered in the program's language on the page, in
+    English (`str()`) in a JSON refusal."""
+    if reason == "tier":
+        return N_("For %(tier)s and above.", tier=tier or "")
+    return REFUSALS.get(reason, REFUSALS["disabled"])
 
 
 def section(view: AccountView, catalogue: list[RewardView], claims: list[ClaimView],
-            program: ProgramSettings, now: datetime) -> RewardsSection:
-    t = texts.TEXTS[program.language]
+            program: ProgramSettings, now: datetime, t: Translator) -> RewardsSection:
     ranks = {tier.name: rank for rank, tier in enumerate(program.tiers)}
     offers = []
     for reward in catalogue:
@@ -52,14 +59,13 @@ def section(view: AccountView, catalogue: list[RewardView], claims: list[ClaimVi
             continue  # nothing to show a customer about a reward not offered now
         why = None
         if reward.tier and ranks.get(view.tier, 0) < ranks.get(reward.tier, 0):
-            why = refusal_text("tier", t, tier=reward.tier)
+            why = refusal("tier", tier=reward.tier).render(t)
         elif reward.stock_left == 0:
-            why = refusal_text("stock", t)
+            why = refusal("stock").render(t)
         elif view.available < reward.cost:
-            why = refusal_text("points", t)
+            why = refusal("points").render(t)
         offers.append(Offer(reward.id, reward.name,
-                            t["claim"].format(points=texts.points(reward.cost,
-                                                                   program.language)), why))
+                            t._("Get it for %(points)s", points=t.points(reward.cost)), why))
     perks = next((list(tier.perks) for tier in program.tiers if tier.name == view.tier), [])
     return RewardsSection(
         offers=offers,
