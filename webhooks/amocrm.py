@@ -1,8 +1,5 @@
 """amoCRM receivers: account webhooks, digital-pipeline actions, the OAuth callback.
 
-Account webhooks arrive through webhooks.intake (below Flask, for speed: `accept`), the
-rest through this blueprint.
-
 Account webhooks are not signed, so the secret in the URL is the check (wrong secret: 404,
 nothing stored). amoCRM waits at most 2 seconds and disables a hook after 100 failures in
 2 hours: bodies are stored in the inbox and answered 200 at once.
@@ -78,6 +75,16 @@ def accept(services: Services, kind: str, content_type: str,
            f"amocrm:body:{hashlib.sha256(body).hexdigest()[:32]}:{uuid.uuid4().hex}")
     return services.inbox.put(source="amocrm", kind=kind, dedup_key=key, body=body,
                               content_type=content_type, portal=settings.portal_key)
+
+
+@bp.post("/webhooks/<secret>")
+def webhooks(secret: str) -> ResponseReturnValue:
+    services = _services()
+    if not secret_ok(services, secret):
+        raise not_found()
+    stored = accept(services, "webhook", request.mimetype, request_body,
+                    request.headers.get("X-Amocrm-Requestid"))
+    return jsonify(status="accepted", id=stored.id, duplicate=stored.duplicate)
 
 
 @bp.post("/actions/<secret>/<path:action>")
