@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import NotFound
 
 from connector.amocrm.authorization import Refused, authorize
 from connector.inbox import Stored
@@ -47,7 +48,7 @@ def secret_ok(services: Services, given: str) -> bool:
 
 def not_found() -> ApiError:
     # The same answer as for any unknown URL: a wrong secret reveals nothing.
-    return ApiError(404, "not_found", "The requested URL was not found on the server.")
+    return ApiError(404, "not_found", NotFound.description)
 
 
 def accept(services: Services, kind: str, content_type: str,
