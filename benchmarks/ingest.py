@@ -325,8 +325,10 @@ def free_port() -> int:
 
 
 def child_env() -> dict[str, str]:
-    # LOYALTY_* variables of the calling shell would override the benchmark's config file.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOYALTY_")}
+    # LOYALTY_* variables of the calling shell would override the benchmark's config file;
+    # the secret key is not in that file (PostgreSQL needs it to seal stored CRM tokens).
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("LOYALTY_") or k == "LOYALTY_SECRET_KEY"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
 
