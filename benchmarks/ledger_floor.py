@@ -57,8 +57,10 @@ class Floor:
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         cursor = self.raw.cursor()
         try:
-            # No parameters, no placeholders: psycopg would read LIKE's % as one.
-            cursor.execute(sql.replace("?", self.mark), tuple(params) if params else None)
+            if params:
+                cursor.execute(sql.replace("?", self.mark), tuple(params))
+            else:  # no placeholders: psycopg would read LIKE's % as one
+                cursor.execute(sql)
             names = [d[0] for d in cursor.description]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
         finally:
