@@ -78,7 +78,10 @@ class Floor:
                                    [entries[0]["account_id"]])
             writes = Writes(account["id"], {c: account[c] for c in ACCOUNT_WRITTEN},
                             [self._json(e) for e in entries])
-            for lot in self._rows(f"SELECT * FROM lots WHERE entry_id IN ({marks})", entry_ids):
+            # lots has no index on entry_id; by account it is one index range.
+            for lot in self._rows(f"SELECT * FROM lots WHERE account_id = ? "
+                                  f"AND entry_id IN ({marks})",
+                                  [writes.account_id, *entry_ids]):
                 writes.lots.append((index[lot["entry_id"]], lot))
             for allocation in self._rows(
                     f"SELECT a.entry_id, a.lot_id, a.amount, l.remaining FROM allocations a "
