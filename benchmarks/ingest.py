@@ -13,8 +13,13 @@ HTTP/1.1 keep-alive connections:
 - open loop: requests are scheduled at a fixed rate (500/s) whatever the server does, and
   latency counts from the scheduled moment, so a stalled server cannot hide its queue.
 
-The two targets are measured in alternating rounds of the same run; each figure is the median
+The targets are measured in alternating rounds of the same run; each figure is the median
 of the rounds. Afterwards the inbox rows are counted: every 200 must be a stored event.
+
+With --with-layer REV a third target joins the rounds: the same `serve`, with the two event
+routes answered by the WSGI layer that once stood in front of Flask (webhooks/intake.py as
+commit REV has it, read with `git show`), so the layer's worth is measured against the Flask
+routes in the same run (both figures and their ratio, also called in-process).
 
 Part 2, processing. The inbox is filled with Bitrix24 deal events (and amoCRM lead webhooks)
 and drained by the scheduler's own `process_inbox` job against the fake portal / account from
@@ -25,6 +30,7 @@ waits its turn at the limit), it reports events per second, ledger entries and C
     .venv/bin/python benchmarks/ingest.py [--quick] [--database-url URL] [--json]
         [--rounds 3 --duration 10 --rate 500 --rate-duration 15 --connections 16]
         [--threads 16 --events 2000 --deals 500 --contacts 250] [--skip-processing]
+        [--with-layer REV]
 
 SQLite always runs (a file in a temporary directory); PostgreSQL too when --database-url is
 given. That database is emptied first (every table dropped): its name must contain "bench"
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import itertools
 import json
 import os
@@ -264,6 +271,52 @@ def serve_bare(port: int, threads: int) -> None:
         server.close()
 
 
+# -- serve with the old WSGI layer (its own process) -----------------------------------------
+LAYER_FILE = "webhooks/intake.py"
+
+
+def layer_source(rev: str, scratch: Path) -> Path:
+    """webhooks/intake.py as commit `rev` has it, written to the scratch directory."""
+    done = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{LAYER_FILE}"],
+                          capture_output=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"--with-layer {rev}: no {LAYER_FILE} there "
+                         f"({done.stderr.decode().strip()})")
+    path = scratch / "intake_layer.py"
+    path.write_bytes(done.stdout)
+    return path
+
+
+def with_layer(app: Any, layer_file: Path) -> Any:
+    """The app with its two event routes answered below Flask by the layer of `layer_file`,
+    wired as create_app wired it (the app's own services, body limit and outage log)."""
+    from connector import logs
+
+    spec = importlib.util.spec_from_file_location("intake_layer", layer_file)
+    assert spec is not None and spec.loader is not None
+    layer = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = layer  # its dataclass resolves annotations through it
+    spec.loader.exec_module(layer)
+    services = app.extensions["loyalty"]
+    app.wsgi_app = layer.Intake(app.wsgi_app, services,
+                                max_body=services.settings.server.max_body_bytes,
+                                request_ids=logs.request_ids(),
+                                outages=app.extensions["outage"])
+    return app
+
+
+def serve_layered(config: str, layer_file: Path) -> None:
+    """`loyalty-connector --config <config> serve`, its app wrapped by the layer."""
+    import webhooks
+    from connector.cli import main as cli_main
+
+    plain = webhooks.create_app
+    # `serve` imports create_app from the package when it starts listening.
+    webhooks.create_app = lambda *a, **k: with_layer(plain(*a, **k), layer_file)
+    sys.argv = ["loyalty-connector", "--config", config, "serve"]
+    cli_main()
+
+
 # -- processes -------------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as probe:
@@ -272,8 +325,10 @@ def free_port() -> int:
 
 
 def child_env() -> dict[str, str]:
-    # LOYALTY_* variables of the calling shell would override the benchmark's config file.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOYALTY_")}
+    # LOYALTY_* variables of the calling shell would override the benchmark's config file;
+    # the secret key is not in that file (PostgreSQL needs it to seal stored CRM tokens).
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("LOYALTY_") or k == "LOYALTY_SECRET_KEY"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
 
@@ -452,6 +507,17 @@ def ingestion(url: str, scratch: Path, options: argparse.Namespace,
     try:
         for server in servers:
             server.wait_ready()
+        if options.with_layer:
+            # The same database: started once serve has migrated it, loaded in turn with it.
+            layer_port = free_port()
+            layer_config = scratch / "ingest-layer.toml"
+            write_config(layer_config, port=layer_port, threads=options.threads,
+                         database_url=url)
+            servers.insert(1, start("layer", [
+                sys.executable, str(Path(__file__).resolve()), "_serve_layered",
+                str(layer_config), str(layer_source(options.with_layer, scratch))],
+                layer_port, scratch))
+            servers[1].wait_ready()
         kinds = templates()
         numbers = itertools.count(1_000_000, 10_000_000)  # disjoint ids per load run
 
@@ -493,9 +559,8 @@ def ingestion(url: str, scratch: Path, options: argparse.Namespace,
     def problems(results: list[dict[str, Any]]) -> int:
         return sum(sum(r["not_200"].values()) + sum(r["failures"].values()) for r in results)
 
-    serve = servers[0]
     figures: dict[str, Any] = {"database": backend_name(url)}
-    for name in ("serve", "bare"):
+    for name in closed:
         figures[name] = {
             "throughput": med(closed[name], "per_second"),
             "throughput_runs": [round(r["per_second"]) for r in closed[name]],
@@ -510,10 +575,15 @@ def ingestion(url: str, scratch: Path, options: argparse.Namespace,
         }
     figures["ratio"] = figures["serve"]["throughput"] / figures["bare"]["throughput"]
     figures["cpu_ratio"] = figures["bare"]["cpu_ms"] / figures["serve"]["cpu_ms"]
-    figures["acknowledged"] = serve.acked
+    if "layer" in figures:
+        # Above 1: the Flask routes acknowledge more than the layer did.
+        figures["layer_ratio"] = figures["serve"]["throughput"] / figures["layer"]["throughput"]
+        figures["layer_cpu_ratio"] = figures["serve"]["cpu_ms"] / figures["layer"]["cpu_ms"]
+    acked = sum(s.acked for s in servers if s.name != "bare")
+    figures["acknowledged"] = acked
     figures["stored"] = stored
-    figures["lost"] = max(serve.acked - stored, 0)
-    figures["unacknowledged_but_stored"] = max(stored - serve.acked, 0)
+    figures["lost"] = max(acked - stored, 0)
+    figures["unacknowledged_but_stored"] = max(stored - acked, 0)
     return figures
 
 
@@ -567,6 +637,10 @@ def in_process(url: str, scratch: Path, options: argparse.Namespace) -> dict[str
         with quiet_logs():
             figures = {"serve_us": cpu_us(create_app(services=services), 1_000_000),
                        "bare_us": cpu_us(bare_app(), 2_000_000)}
+            if options.with_layer:
+                layered = with_layer(create_app(services=services),
+                                     layer_source(options.with_layer, scratch))
+                figures["layer_us"] = cpu_us(layered, 3_000_000)
     finally:
         services.close()
     figures["not_200"] = sum(v for k, v in statuses.items() if k != "200")
@@ -759,16 +833,41 @@ def print_ingestion(figures: dict[str, Any], options: argparse.Namespace) -> Non
           f"{bare['fixed_p99_ms']:.1f} | |")
     print(f"| – p99 each round | {serve['fixed_p99_runs']} | {bare['fixed_p99_runs']} | |")
     print(f"| non-200 answers, connection errors | {serve['errors']} | {bare['errors']} | |")
-    print(f"\nacknowledged (200) by serve: {figures['acknowledged']:,}; rows in the inbox: "
+    who = "serve and the layer" if "layer" in figures else "serve"
+    print(f"\nacknowledged (200) by {who}: {figures['acknowledged']:,}; rows in the inbox: "
           f"{figures['stored']:,}; **lost: {figures['lost']}** (stored without a 200: "
           f"{figures['unacknowledged_but_stored']})")
     own = figures["in_process"]
     print(f"\nthe same requests in-process (the app called directly, one thread, no server): "
           f"serve {own['serve_us']:.0f} µs, bare {own['bare_us']:.0f} µs CPU per request "
           f"(non-200: {own['not_200']})")
+    if "layer" in figures:
+        print_layer(figures, options)
     verdict = "met" if figures["ratio"] >= 0.8 and serve["fixed_p99_ms"] < 50 \
         and figures["lost"] == 0 else "MISSED"
     print(f"target (ratio >= 0.8, p99 < 50 ms at {options.rate:g}/s, 0 lost): {verdict}")
+
+
+def print_layer(figures: dict[str, Any], options: argparse.Namespace) -> None:
+    serve, layer, own = figures["serve"], figures["layer"], figures["in_process"]
+    print(f"\n### The two event routes: Flask routes vs the WSGI layer of {options.with_layer}, "
+          f"{figures['database']} (same run)\n")
+    print("| | Flask routes | layer | Flask / layer |")
+    print("|---|---:|---:|---:|")
+    print(f"| durable acknowledgements/s (closed loop) | {serve['throughput']:,.0f} | "
+          f"{layer['throughput']:,.0f} | **{figures['layer_ratio']:.2f}** |")
+    print(f"| – each round | {serve['throughput_runs']} | {layer['throughput_runs']} | |")
+    print(f"| server CPU ms per request | {serve['cpu_ms']:.3f} | {layer['cpu_ms']:.3f} | "
+          f"{figures['layer_cpu_ratio']:.2f} |")
+    print(f"| closed loop p50 / p99 ms | {serve['closed_p50_ms']:.1f} / "
+          f"{serve['closed_p99_ms']:.1f} | {layer['closed_p50_ms']:.1f} / "
+          f"{layer['closed_p99_ms']:.1f} | |")
+    print(f"| at {options.rate:g}/s: p50 / p99 ms | {serve['fixed_p50_ms']:.1f} / "
+          f"{serve['fixed_p99_ms']:.1f} | {layer['fixed_p50_ms']:.1f} / "
+          f"{layer['fixed_p99_ms']:.1f} | |")
+    print(f"| in-process CPU µs per request | {own['serve_us']:.0f} | {own['layer_us']:.0f} | "
+          f"{own['serve_us'] / own['layer_us']:.2f} |")
+    print(f"| non-200 answers, connection errors | {serve['errors']} | {layer['errors']} | |")
 
 
 def print_processing(database: str, rows: list[dict[str, Any]]) -> None:
@@ -809,6 +908,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--skip-processing", action="store_true")
     parser.add_argument("--skip-ingestion", action="store_true")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--with-layer", metavar="REV",
+                        help="also serve with the WSGI layer of webhooks/intake.py at commit "
+                             "REV in front of Flask, and compare")
     options = parser.parse_args(argv)
     if options.quick:
         options.rounds, options.duration, options.warmup = 1, 3.0, 1.0
@@ -824,6 +926,9 @@ def main(argv: list[str]) -> None:
         return
     if argv[:1] == ["_bare"]:
         serve_bare(int(argv[1]), int(argv[2]))
+        return
+    if argv[:1] == ["_serve_layered"]:
+        serve_layered(argv[1], Path(argv[2]))
         return
     options = parse_args(argv)
     if options.database_url:

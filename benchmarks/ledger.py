@@ -42,6 +42,7 @@ import sqlalchemy  # noqa: E402
 from sqlalchemy import select, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from benchmarks.ledger_floor import floors  # noqa: E402
 from connector.config import load_settings  # noqa: E402
 from connector.db import Database, normalise_url  # noqa: E402
 from connector.ledger.engine import Ledger  # noqa: E402
@@ -530,6 +531,7 @@ class Timing:
     wall_s: float
     latencies_ms: list[float]
     threads: int = 1
+    warmup: int = 0
 
     @property
     def per_second(self) -> float:
@@ -539,11 +541,17 @@ class Timing:
         ordered = sorted(self.latencies_ms)
         return ordered[max(0, math.ceil(share * len(ordered)) - 1)] if ordered else 0.0
 
-    def as_json(self) -> dict[str, Any]:
-        return {"operation": self.name, "ops": self.ops, "threads": self.threads,
-                "wall_s": round(self.wall_s, 3), "ops_per_s": round(self.per_second, 1),
-                "p50_ms": round(self.percentile(0.50), 2),
-                "p99_ms": round(self.percentile(0.99), 2)}
+    def as_json(self, floor: Timing | None = None) -> dict[str, Any]:
+        figures = {"operation": self.name, "ops": self.ops, "threads": self.threads,
+                   "wall_s": round(self.wall_s, 3), "ops_per_s": round(self.per_second, 1),
+                   "p50_ms": round(self.percentile(0.50), 2),
+                   "p99_ms": round(self.percentile(0.99), 2)}
+        if floor is not None:
+            figures["floor"] = {"ops_per_s": round(floor.per_second, 1),
+                                "p50_ms": round(floor.percentile(0.50), 3),
+                                "p99_ms": round(floor.percentile(0.99), 3),
+                                "ratio": round(self.per_second / floor.per_second, 3)}
+        return figures
 
 
 def measure(name: str, calls: Sequence[Callable[[], object]], warmup: int,
@@ -574,7 +582,8 @@ def measure(name: str, calls: Sequence[Callable[[], object]], warmup: int,
             thread.start()
         for thread in pool:
             thread.join()
-    return Timing(name, len(measured), time.perf_counter() - started, latencies, threads)
+    return Timing(name, len(measured), time.perf_counter() - started, latencies, threads,
+                  warmup)
 
 
 def ref_of(account_id: int) -> AccountRef:
@@ -707,6 +716,11 @@ def run(url: str, *, accounts: int, entries: int, ops: int, settle_ops: int, thr
     mark = time.perf_counter()
     checked_after, mismatches_after = ledger.verify()
     verify_after_s = time.perf_counter() - mark
+    # After the last verify: the floor's copies of the rows unbalance the book.
+    progress("measuring the bare-SQL floor")
+    rng = random.Random(seed + 2)
+    refs = [(CRM, PORTAL, str(rng.randint(1, accounts))) for _ in range(2 * ops)]
+    floor = floors(db, timings, refs, measure)
     result = {
         "machine": machine(backend),
         "backend": db.dialect,
@@ -726,7 +740,7 @@ def run(url: str, *, accounts: int, entries: int, ops: int, settle_ops: int, thr
                    "after_benchmark": {"accounts": checked_after,
                                        "mismatches": len(mismatches_after),
                                        "seconds": round(verify_after_s, 2)}},
-        "operations": [timing.as_json() for timing in timings],
+        "operations": [timing.as_json(floor.get(timing.name)) for timing in timings],
     }
     db.dispose()
     return result
@@ -748,11 +762,18 @@ def table(result: dict[str, Any]) -> str:
         f"mismatches, {verify['after_benchmark']['seconds']}s)",
         "",
         f"{'operation':<32} {'threads':>7} {'ops':>6} {'ops/s':>8} {'p50 ms':>8} "
-        f"{'p99 ms':>8}",
+        f"{'p99 ms':>8} {'floor ops/s':>11} {'floor p50':>9} {'/ floor':>7}",
     ]
     for op in result["operations"]:
+        floor = op.get("floor")
+        versus = (f" {floor['ops_per_s']:>11.1f} {floor['p50_ms']:>9.3f} {floor['ratio']:>7.3f}"
+                  if floor else f" {'–':>11} {'–':>9} {'–':>7}")
         lines.append(f"{op['operation']:<32} {op['threads']:>7} {op['ops']:>6} "
-                     f"{op['ops_per_s']:>8.1f} {op['p50_ms']:>8.2f} {op['p99_ms']:>8.2f}")
+                     f"{op['ops_per_s']:>8.1f} {op['p50_ms']:>8.2f} {op['p99_ms']:>8.2f}"
+                     + versus)
+    lines.append("floor: the same rows written with plain statements on the driver's "
+                 "connection, one commit per operation (reads: one SELECT of the account "
+                 "row); / floor = ops/s over the floor's")
     return "\n".join(lines)
 
 

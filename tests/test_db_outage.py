@@ -29,8 +29,8 @@ from connector.worker import Outcome, Worker
 from tests.conftest import POSTGRES_URL, TEST_SECRET_KEY, Clock, fresh_services, make_settings
 from tests.outage import Proxy, free_port, proxy_for
 from tests.test_bitrix24_receiver import FORM, MEMBER, TOKEN, event_body
+from tests.test_event_receivers import AMO_BODY
 from tests.test_inbox import make_inbox, put
-from tests.test_intake import AMO_BODY
 from webhooks import create_app
 
 needs_postgres = pytest.mark.skipif(POSTGRES_URL is None,

@@ -33,14 +33,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     from webhooks.card import init_app as init_card_page
     from webhooks.i18n import init_app as init_language
-    from webhooks.intake import Intake
     from webhooks.validation import JSONProvider
 
     app.json = JSONProvider(app)
     init_language(app, translator(settings.program.language))
     errors.init_app(app)
-    request_ids = logs.request_ids()
-    _request_ids(app, request_ids)
+    _request_ids(app, logs.request_ids())
     metrics.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
@@ -52,11 +50,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(bitrix24_tab.bp)
     app.register_blueprint(amocrm.bp)
     init_card_page(app, app.extensions["loyalty"])
-    intake = Intake(app.wsgi_app, app.extensions["loyalty"],
-                    max_body=settings.server.max_body_bytes, request_ids=request_ids,
-                    outages=app.extensions["outage"])
-    app.extensions["intake"] = intake
-    app.wsgi_app = intake  # type: ignore[method-assign]
     return app
 
 

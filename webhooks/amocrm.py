@@ -1,8 +1,5 @@
 """amoCRM receivers: account webhooks, digital-pipeline actions, the OAuth callback.
 
-Account webhooks arrive through webhooks.intake (below Flask, for speed: `accept`), the
-rest through this blueprint.
-
 Account webhooks are not signed, so the secret in the URL is the check (wrong secret: 404,
 nothing stored). amoCRM waits at most 2 seconds and disables a hook after 100 failures in
 2 hours: bodies are stored in the inbox and answered 200 at once.
@@ -18,6 +15,7 @@ from collections.abc import Callable
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import NotFound
 
 from connector.amocrm.authorization import Refused, authorize
 from connector.inbox import Stored
@@ -51,7 +49,7 @@ def secret_ok(services: Services, given: str) -> bool:
 
 def not_found() -> ApiError:
     # The same answer as for any unknown URL: a wrong secret reveals nothing.
-    return ApiError(404, "not_found", "The requested URL was not found on the server.")
+    return ApiError(404, "not_found", NotFound.description)
 
 
 def accept(services: Services, kind: str, content_type: str,
@@ -79,6 +77,16 @@ def accept(services: Services, kind: str, content_type: str,
            f"amocrm:body:{hashlib.sha256(body).hexdigest()[:32]}:{uuid.uuid4().hex}")
     return services.inbox.put(source="amocrm", kind=kind, dedup_key=key, body=body,
                               content_type=content_type, portal=settings.portal_key)
+
+
+@bp.post("/webhooks/<secret>")
+def webhooks(secret: str) -> ResponseReturnValue:
+    services = _services()
+    if not secret_ok(services, secret):
+        raise not_found()
+    stored = accept(services, "webhook", request.mimetype, request_body,
+                    request.headers.get("X-Amocrm-Requestid"))
+    return jsonify(status="accepted", id=stored.id, duplicate=stored.duplicate)
 
 
 @bp.post("/actions/<secret>/<path:action>")

@@ -3,8 +3,7 @@
 Each request is authenticated (auth[domain] must be the configured portal; then
 auth[application_token], and auth[member_id] when known), stored in the inbox, and answered
 at once: no CRM call happens here. Bitrix24 never re-sends an event, so the inbox write is
-what makes "nothing lost" true. Events arrive through webhooks.intake (below Flask, for speed:
-`accept_event`), robot calls through this blueprint.
+what makes "nothing lost" true.
 """
 
 from __future__ import annotations
@@ -120,8 +119,7 @@ def require_enabled(services: Services) -> None:
 
 def accept_event(services: Services, content_type: str,
                  read_body: Callable[[], bytes]) -> Stored:
-    """POST /bitrix24/events (Bitrix24 enabled): an outgoing event, stored; ApiError when
-    refused."""
+    """An outgoing event (Bitrix24 enabled), stored; ApiError when refused."""
     event, body = _accepted(services, content_type, read_body, b24.parse_event,
                             "invalid_event")
     # Events carry no id and are never re-sent; processing is by current state, so every
@@ -129,6 +127,12 @@ def accept_event(services: Services, content_type: str,
     key = f"bitrix24:event:{hashlib.sha256(body).hexdigest()[:32]}:{uuid.uuid4().hex}"
     return services.inbox.put(source="bitrix24", kind=event.name, dedup_key=key, body=body,
                               content_type=content_type, portal=event.auth.domain)
+
+
+@bp.post("/events")
+def events() -> ResponseReturnValue:
+    stored = accept_event(current_app.extensions["loyalty"], request.mimetype, request_body)
+    return jsonify(status="accepted", id=stored.id)
 
 
 @bp.post("/robots")

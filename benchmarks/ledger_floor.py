@@ -1,0 +1,216 @@
+"""The bare-SQL floor of benchmarks/ledger.py: what the rows each measured operation wrote
+cost when written with plain statements and nothing else.
+
+After the measured run, the rows each operation committed are read back (its entries, their
+lots and allocations, the lots it spent from, its account) and written again through the
+driver's own connection: one UPDATE of the account, one INSERT per entry, lot and allocation,
+one UPDATE per lot spent from, and a commit per operation, as the ledger commits. No ORM, no
+idempotency check, no account lock read, no tier query: the floor is the writes alone, so an
+operation's ratio to it is what everything else costs. Reads get the same treatment: one
+plain SELECT of the account row by its contact key.
+
+The copies break the book's invariants (a second entry for the same points), so the floor
+runs after the final `verify`, on a database that is wiped before the next run anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from connector.db import Database
+
+# Written by the ledger on every posting; the rest of the row stays as it was.
+ACCOUNT_WRITTEN = ("balance", "overdraft", "tier", "tier_changed_at", "purchase_count",
+                   "purchase_total", "first_purchase_at", "last_purchase_at", "version",
+                   "updated_at")
+FLOOR_SUFFIX = ":floor"
+
+
+@dataclass
+class Writes:
+    """The rows one operation committed."""
+
+    account_id: int
+    account: dict[str, Any]
+    entries: list[dict[str, Any]]
+    # Keyed by the index of their entry in `entries`: the copies point at the copied entry.
+    lots: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    allocations: list[tuple[int, int, int]] = field(default_factory=list)  # entry, lot, amount
+    spent: list[tuple[int, int]] = field(default_factory=list)  # lot id, remaining
+
+
+class Floor:
+    """Plain statements on one DBAPI connection of the app's own engine (its PRAGMAs and
+    connect-time settings apply)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.postgres = db.is_postgres
+        self.raw = db.engine.raw_connection()
+        self.mark = "%s" if self.postgres else "?"
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        cursor = self.raw.cursor()
+        try:
+            if params:
+                cursor.execute(sql.replace("?", self.mark), tuple(params))
+            else:  # no placeholders: psycopg would read LIKE's % as one
+                cursor.execute(sql)
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        finally:
+            cursor.close()
+
+    def writes_of(self, groups: list[list[int]]) -> list[Writes]:
+        """The rows of each operation, given the ids of the entries it wrote."""
+        result = []
+        for entry_ids in groups:
+            marks = ", ".join("?" * len(entry_ids))
+            entries = self._rows(f"SELECT * FROM entries WHERE id IN ({marks}) ORDER BY id",
+                                 entry_ids)
+            index = {entry["id"]: n for n, entry in enumerate(entries)}
+            [account] = self._rows("SELECT * FROM accounts WHERE id = ?",
+                                   [entries[0]["account_id"]])
+            writes = Writes(account["id"], {c: account[c] for c in ACCOUNT_WRITTEN},
+                            [self._json(e) for e in entries])
+            # lots has no index on entry_id; by account it is one index range.
+            for lot in self._rows(f"SELECT * FROM lots WHERE account_id = ? "
+                                  f"AND entry_id IN ({marks})",
+                                  [writes.account_id, *entry_ids]):
+                writes.lots.append((index[lot["entry_id"]], lot))
+            for allocation in self._rows(
+                    f"SELECT a.entry_id, a.lot_id, a.amount, l.remaining FROM allocations a "
+                    f"JOIN lots l ON l.id = a.lot_id WHERE a.entry_id IN ({marks})", entry_ids):
+                writes.allocations.append((index[allocation["entry_id"]], allocation["lot_id"],
+                                           allocation["amount"]))
+                writes.spent.append((allocation["lot_id"], allocation["remaining"]))
+            result.append(writes)
+        self.raw.rollback()
+        return result
+
+    def _json(self, entry: dict[str, Any]) -> dict[str, Any]:
+        if not self.postgres:
+            return entry  # JSON columns come back as their text
+        from psycopg.types.json import Json
+
+        return {k: Json(v) if isinstance(v, (dict, list)) else v for k, v in entry.items()}
+
+    def write(self, writes: Writes, n: int) -> None:
+        """One operation's rows again, in one transaction."""
+        cursor = self.raw.cursor()
+        try:
+            self._begin(cursor, "IMMEDIATE")
+            account = writes.account
+            sets = ", ".join(f"{c} = ?" for c in account)
+            self._execute(cursor, f"UPDATE accounts SET {sets} WHERE id = ?",
+                          [*account.values(), writes.account_id])
+            new_ids = []
+            for entry in writes.entries:
+                row = {k: v for k, v in entry.items() if k != "id"}
+                row["idempotency_key"] = f"{row['idempotency_key']}{FLOOR_SUFFIX}{n}"
+                self._execute(cursor, _insert("entries", row) + " RETURNING id",
+                              list(row.values()))
+                new_ids.append(cursor.fetchone()[0])
+            for entry_index, lot in writes.lots:
+                row = {k: v for k, v in lot.items() if k != "id"}
+                row["entry_id"] = new_ids[entry_index]
+                self._execute(cursor, _insert("lots", row), list(row.values()))
+            for lot_id, remaining in writes.spent:
+                self._execute(cursor, "UPDATE lots SET remaining = ? WHERE id = ?",
+                              [remaining, lot_id])
+            for entry_index, lot_id, amount in writes.allocations:
+                self._execute(cursor, "INSERT INTO allocations (entry_id, lot_id, amount) "
+                                      "VALUES (?, ?, ?)", [new_ids[entry_index], lot_id, amount])
+            self.raw.commit()
+        finally:
+            cursor.close()
+
+    def read(self, crm: str, portal: str, contact_id: str) -> None:
+        """The account row by its contact key, in its own transaction."""
+        cursor = self.raw.cursor()
+        try:
+            self._begin(cursor, "DEFERRED")
+            self._execute(cursor, "SELECT * FROM accounts WHERE crm = ? AND portal = ? "
+                                  "AND contact_id = ?", [crm, portal, contact_id])
+            cursor.fetchall()
+            self.raw.commit()
+        finally:
+            cursor.close()
+
+    def _begin(self, cursor: Any, mode: str) -> None:
+        # The app's SQLite connections are in autocommit and begin their transactions
+        # themselves, writers IMMEDIATE (connector.db); psycopg begins one on the first
+        # statement.
+        if not self.postgres:
+            cursor.execute(f"BEGIN {mode}")
+
+    def _execute(self, cursor: Any, sql: str, params: Sequence[Any]) -> None:
+        cursor.execute(sql.replace("?", self.mark), tuple(params))
+
+
+def _insert(table: str, row: dict[str, Any]) -> str:
+    return (f"INSERT INTO {table} ({', '.join(row)}) "
+            f"VALUES ({', '.join('?' * len(row))})")
+
+
+def entry_groups(db: Database, where: str, *, by: str = "id") -> list[list[int]]:
+    """Ids of the entries matching `where` (SQL over entries, no parameters), grouped per
+    operation by column `by` (an operation's entries share it), in the order written."""
+    floor = Floor(db)
+    try:
+        rows = floor._rows(f"SELECT id, {by} AS op FROM entries WHERE {where} ORDER BY id")
+        floor.raw.rollback()
+    finally:
+        floor.close()
+    groups: dict[Any, list[int]] = {}
+    for row in rows:
+        groups.setdefault(row["op"], []).append(row["id"])
+    return list(groups.values())
+
+
+def floor_calls(db: Database, groups: list[list[int]]) -> tuple[Floor, list[Callable[[], None]]]:
+    floor = Floor(db)
+    writes = floor.writes_of(groups)
+    return floor, [lambda w=w, n=n: floor.write(w, n) for n, w in enumerate(writes)]
+
+
+
+# The measured operations of ledger.py whose rows the floor writes again: how to find each
+# one's entries, and which column an operation's entries share.
+WRITTEN = {
+    "accrue": ("idempotency_key LIKE 'bench:accrue:%'", "idempotency_key"),
+    "redeem (partial)": ("idempotency_key LIKE 'bench:redeem:%'", "idempotency_key"),
+    "settle_purchase (new deal)": ("source LIKE 'bitrix24:%:deal:bench-%'", "source"),
+}
+READS = ("account view (Ledger.account)", "balance column read")
+
+
+def floors(db: Database, timings: Sequence[Any], refs: Sequence[tuple[str, str, str]],
+           measure: Callable[..., Any]) -> dict[str, Any]:
+    """A floor Timing per single-threaded operation of `timings`, each with as many calls
+    and the same warm-up as the operation had."""
+    result: dict[str, Any] = {}
+    for timing in timings:
+        if timing.threads != 1:
+            continue
+        warmup = timing.warmup
+        if timing.name in WRITTEN:
+            where, by = WRITTEN[timing.name]
+            groups = entry_groups(db, where, by=by)[:warmup + timing.ops]
+            floor, calls = floor_calls(db, groups)
+        elif timing.name in READS:
+            floor = Floor(db)
+            reader = floor.read
+            calls = [lambda r=r, read=reader: read(*r) for r in refs[:warmup + timing.ops]]
+        else:
+            continue
+        try:
+            result[timing.name] = measure(f"floor: {timing.name}", calls, warmup)
+        finally:
+            floor.close()
+    return result
