@@ -29,7 +29,6 @@ from connector.ledger.engine import Ledger
 from connector.ledger.models import Account, Entry, Lot
 from connector.ledger.views import AccountRef
 from connector.products.rows import Row
-from connector.program import Program
 from connector.services import Services
 from tests.conftest import Clock, _reset_postgres, fresh_services, make_settings
 
@@ -168,8 +167,9 @@ CODES_AND_REWARDS: dict[str, Any] = {
 }
 
 
-def import_opening(services: Services, contact_id: str, balance: str, line: int) -> None:
-    result = run_import(services, "bitrix24", "shop",
+def import_opening(services: Services, contact_id: str, balance: str, line: int,
+                   crm: str = "bitrix24") -> None:
+    result = run_import(services, crm, "shop",
                         [RawRow(line, {"contact_id": contact_id, "balance": balance})],
                         source="customers.csv", apply=True)
     assert result.applied is not None
@@ -249,7 +249,14 @@ RANDOM_PROGRAM: dict[str, Any] = {
     "product_rules": [{"name": "gift cards", "products": ["900"], "exclude": True},
                       {"name": "promo", "products": ["500"], "multiplier": "2"},
                       {"name": "fixed", "products": ["700"], "rate": "0.11"}],
+    "promo": [{"name": "hello", "code": "HELLO", "points": "100", "budget": "400"},
+              {"name": "double", "code": "DOUBLE", "multiplier": "2.5",
+               "uses_per_customer": 0},
+              {"name": "summer", "code": "SUN", "points": "15", "starts": "2026-05-01T00:00:00",
+               "uses_per_customer": 0}],
+    "rewards": CODES_AND_REWARDS["rewards"],
 }
+CODES = [None, None, None, "HELLO", "DOUBLE", "SUN", "NOPE1"]
 
 
 def _rows(rng: random.Random) -> list[Row]:
@@ -257,18 +264,27 @@ def _rows(rng: random.Random) -> list[Row]:
                 D(rng.randint(1, 3))) for _ in range(rng.randint(1, 3))]
 
 
-def build_random_book(ledger: Ledger, clock: Clock, rng: random.Random, steps: int, *,
+def build_random_book(services: Services, clock: Clock, rng: random.Random, steps: int, *,
                       recalculate: bool = True) -> None:
+    """Every operation the ledger's callers have, at random: purchases (with promo codes),
+    deals settled and re-priced, returns, reversals, redemptions, catalogue rewards claimed,
+    cancelled or reversed, imported opening balances, bonuses, adjustments, referrals, the
+    tier recalculation and expiry."""
+    ledger = services.ledger
     people = [AccountRef("amocrm", "shop", str(n)) for n in range(4)]
     deals: list[tuple[AccountRef, str]] = []
+    claims: list[tuple[AccountRef, str, str]] = []  # who, the claim's key, its code
     for step in range(steps):
         who = rng.choice(people)
         roll = rng.random()
         amount = D(rng.randint(100, 3_000_000)) / 100
         try:
-            if roll < 0.25:
+            if rng.random() < 0.12:
+                _codes_rewards_openings(services, rng, step, who, people, claims)
+            elif roll < 0.25:
                 ledger.accrue(who, amount, key=f"p{step}",
-                              category=rng.choice([None, "shoes", "hats"]))
+                              category=rng.choice([None, "shoes", "hats"]),
+                              promo_code=rng.choice(CODES))
                 deals.append((who, f"p{step}"))
             elif roll < 0.45:
                 source = f"deal:{step}" if not deals or rng.random() < 0.6 \
@@ -310,6 +326,28 @@ def build_random_book(ledger: Ledger, clock: Clock, rng: random.Random, steps: i
             pass  # refused: nothing written, as a real caller would see
 
 
+def _codes_rewards_openings(services: Services, rng: random.Random, step: int,
+                            who: AccountRef, people: list[AccountRef],
+                            claims: list[tuple[AccountRef, str, str]]) -> None:
+    roll = rng.random()
+    if roll < 0.45:
+        key = f"claim{step}"
+        claimed = services.claims.claim(who, rng.choice(["mug", "sticker"]), key=key,
+                                        via="cli")
+        claims.append((who, key, claimed.claim.code))
+    elif roll < 0.65 and claims:
+        services.claims.cancel(rng.choice(claims)[2])
+    elif roll < 0.72 and claims:
+        owner, key, _ = rng.choice(claims)
+        services.ledger.reverse(owner, key, key=f"unclaim{step}")
+    else:
+        contact = f"imp{step}" if rng.random() < 0.7 else who.contact_id
+        import_opening(services, contact, str(D(rng.randint(1, 90000)) / 100), step + 2,
+                       crm="amocrm")
+        if contact.startswith("imp"):
+            people.append(AccountRef("amocrm", "shop", contact))
+
+
 @pytest.mark.parametrize("seed", range(1, 9))
 def test_random_books_replay_to_the_ledger(seed: int, tmp_path: Path, database_url: str,
                                            clock: Clock) -> None:
@@ -321,9 +359,21 @@ def test_random_books_replay_to_the_ledger(seed: int, tmp_path: Path, database_u
     if db.is_postgres:
         _reset_postgres(db)
     try:
-        ledger = Ledger(db, Program(settings.program), clock=clock)
-        build_random_book(ledger, clock, random.Random(seed), steps=220,
+        services = Services.build(settings, clock=clock)
+        build_random_book(services, clock, random.Random(seed), steps=220,
                           recalculate=seed < 7)
+        services.close()
+        with db.transaction(write=False) as session:
+            kinds = set(session.scalars(select(Entry.kind)))
+            details = [d for d in session.scalars(select(Entry.details).where(
+                Entry.kind.in_(("accrual", "reversal")))) if d]
+        # The book holds each of them: both kinds of code, a claim paid and cancelled, an
+        # opening balance.
+        assert {"reward", "opening"} <= kinds
+        granted = {d["promo"]["campaign"] for d in details
+                   if "promo" in d and "promo_points" in d}
+        assert granted >= {"hello", "double"}
+        assert any("reward_cancelled" in d for d in details)
         sim = simulate(db, settings.program, settings.program, now=clock())
         assert_replays_the_ledger(sim, db)
         assert sim.tier_syncs > 0 if seed < 7 else sim.tier_syncs == 0
