@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, assume, settings
 
 from connector.services import Services
 from tests.conftest import fresh_services, make_settings
@@ -53,10 +54,20 @@ def wsgi_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
 schema = schemathesis.openapi.from_dict(spec())
 
 
+def serialized_away(query: dict[str, Any] | None) -> list[str]:
+    """The query parameters of a generated case that the request never carries: an empty
+    list (or None) is sent as no parameter at all. A negative case whose only invalid part
+    is such an undeclared parameter (e.g. {"open": "0", "": []}, its missing Authorization
+    header put back by this test's own) reaches the API as a valid request, which rightly
+    answers 200: schemathesis would report it as negative data accepted."""
+    return [name for name, value in (query or {}).items() if value is None or value == []]
+
+
 @schema.parametrize()
 @settings(max_examples=20, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 def test_api_conforms_to_its_description(case: schemathesis.Case, wsgi_app: Flask) -> None:
+    assume(not serialized_away(case.query))
     case.call_and_validate(app=wsgi_app, headers={"Authorization": f"Bearer {TOKEN}"},
                            checks=CHECKS)
 
@@ -76,3 +87,21 @@ def test_the_description_is_served_without_a_token_and_is_valid(tmp_path: Path) 
                  for method in rule.methods - {"HEAD", "OPTIONS"}}
     assert operations == api_rules  # every route is described, and nothing else
 
+
+
+def test_an_undescribed_query_parameter_is_refused_unless_it_is_never_sent(
+        wsgi_app: Flask) -> None:
+    """The case that once failed on GET /api/v1/claims: {"open": "0", "": []} is sent as
+    ?open=0 (a valid request, 200); any undescribed parameter the request does carry, an
+    empty-named one included, is a 400 the description lists."""
+    client = wsgi_app.test_client()
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    assert serialized_away({"open": "0", "": []}) == [""]
+    assert serialized_away({"open": "0"}) == []
+    assert client.get("/api/v1/claims?open=0", headers=headers).status_code == 200
+    for query in ("open=0&=", "open=0&=x", "open=0&x", "x=1"):
+        refused = client.get(f"/api/v1/claims?{query}", headers=headers)
+        assert refused.status_code == 400, query
+        assert refused.json["error"] == "invalid_request"
+        assert "unknown query parameter" in refused.json["detail"]
+    assert "400" in spec()["paths"]["/api/v1/claims"]["get"]["responses"]

@@ -23,13 +23,14 @@ from connector.config import ProgramSettings, Settings
 from connector.db import Database
 from connector.economics.simulate import Simulation, load_program, read_only, simulate
 from connector.errors import ConfigError, LedgerError
+from connector.imports.rows import RawRow
+from connector.imports.runner import run_import
 from connector.ledger.engine import Ledger
 from connector.ledger.models import Account, Entry, Lot
 from connector.ledger.views import AccountRef
 from connector.products.rows import Row
-from connector.program import Program
 from connector.services import Services
-from tests.conftest import Clock, _reset_postgres, make_settings
+from tests.conftest import Clock, _reset_postgres, fresh_services, make_settings
 
 ANNA = AccountRef("bitrix24", "shop", "1")
 BORIS = AccountRef("bitrix24", "shop", "2")
@@ -157,6 +158,83 @@ def test_a_downgrade_by_the_recalculation_is_taken_from_the_ledger(
     assert sim.tier_syncs == 1 and sim.accounts[1] == (183000, 183000, "Bronze", "Bronze")
 
 
+# -- promo codes, catalogue rewards and opening balances --------------------------------------
+CODES_AND_REWARDS: dict[str, Any] = {
+    "promo": [{"name": "hello", "code": "HELLO", "points": "100"},
+              {"name": "double", "code": "DOUBLE", "multiplier": "2"}],
+    "rewards": [{"id": "mug", "name": "Mug", "cost": 100},
+                {"id": "sticker", "name": "Sticker", "cost": "5"}],
+}
+
+
+def import_opening(services: Services, contact_id: str, balance: str, line: int,
+                   crm: str = "bitrix24") -> None:
+    result = run_import(services, crm, "shop",
+                        [RawRow(line, {"contact_id": contact_id, "balance": balance})],
+                        source="customers.csv", apply=True)
+    assert result.applied is not None
+
+
+def test_codes_rewards_and_openings_hand_checked(tmp_path: Path, database_url: str,
+                                                 clock: Clock) -> None:
+    settings = make_settings(tmp_path, database_url,
+                             program={**CURRENT, **CODES_AND_REWARDS})
+    services = fresh_services(settings, clock=clock)
+    try:
+        ledger = services.ledger
+        # Anna: 1000 at 3% and HELLO's 100 fixed points: 130.
+        assert ledger.accrue(ANNA, D("1000"), key="a1", promo_code="hello").points == D("130")
+        # Boris: 2000 at 3% (60) and DOUBLE's 60 more: 120; half returned takes back 30.
+        assert ledger.accrue(BORIS, D("2000"), key="b1", promo_code="DOUBLE").points == D("120")
+        ledger.return_purchase(BORIS, "b1", D("1000"), key="r1")
+        # Clara: an opening of 500, a mug claimed (100), a sticker claimed and cancelled.
+        import_opening(services, "3", "500", 2)
+        services.claims.claim(CLARA, "mug", key="m1", via="cli")
+        sticker = services.claims.claim(CLARA, "sticker", key="s1", via="cli")
+        services.claims.cancel(sticker.claim.code)
+        db = services.db
+        with db.transaction(write=False) as session:
+            kinds = sorted(session.scalars(select(Entry.kind)))
+            balance = int(session.scalar(select(func.sum(Entry.amount))))
+        assert kinds == ["accrual", "accrual", "opening", "reversal", "reversal",
+                         "reward", "reward"]
+        assert balance == 62000  # 130 + 120 - 30 + 500 - 100 - 5 + 5
+
+        same = simulate(db, settings.program, settings.program, now=clock())
+        assert_replays_the_ledger(same, db)
+        assert same.proposed == same.current
+        assert same.current.outstanding_points == D("620")
+
+        # Proposed: points worth 0.5 at 5%; the DOUBLE campaign triples there, HELLO's
+        # points are kept as granted.
+        proposed = ProgramSettings(**{**PROPOSED, "promo": [
+            {"name": "hello", "code": "HELLO", "points": "100"},
+            {"name": "double", "code": "DOUBLE", "multiplier": "3"}]})
+        sim = simulate(db, settings.program, proposed, now=clock())
+        assert_replays_the_ledger(sim, db)
+        ids = {ref: ledger.account_id(ref) for ref in (ANNA, BORIS, CLARA)}
+        assert {ref: sim.accounts[i] for ref, i in ids.items()} == {
+            ANNA: (13000, 20000, "Bronze", "Base"),    # 1000 * 0.05 / 0.5 = 100, + 100
+            BORIS: (12000, 60000, "Bronze", "Base"),   # 200 and the code's 200 * 2 = 400
+            CLARA: (0, 0, "Bronze", "Base"),
+        }
+        current, after = sim.current, sim.proposed
+        # The return of half takes back what the half earned, the code's points stay with
+        # the rest of the purchase: 30 now, 100 proposed.
+        assert (current.points_issued, current.points_taken_back) == (D("250"), D("-30"))
+        assert (after.points_issued, after.points_taken_back) == (D("800"), D("-100"))
+        # Spent: the mug's 100 (the cancelled sticker gave its 5 back) of the 220 given.
+        assert current.expected_redemptions == D("100")
+        assert sim.redemption_rate == D("0.4545")
+        # Kept as they happened and owed: the opening 500, the mug. Proposed: 700 given,
+        # 318.18 of it expected redeemed (the observed 100/220), the opening on top.
+        assert after.expected_redemptions == D("318.18")
+        assert after.outstanding_points == D("500") + D("700") - D("318.18")
+        assert after.liability == D("440.91")
+    finally:
+        services.close()
+
+
 # -- random books: the replay under the current program is the ledger --------------------------
 RANDOM_PROGRAM: dict[str, Any] = {
     **CURRENT,
@@ -171,7 +249,14 @@ RANDOM_PROGRAM: dict[str, Any] = {
     "product_rules": [{"name": "gift cards", "products": ["900"], "exclude": True},
                       {"name": "promo", "products": ["500"], "multiplier": "2"},
                       {"name": "fixed", "products": ["700"], "rate": "0.11"}],
+    "promo": [{"name": "hello", "code": "HELLO", "points": "100", "budget": "400"},
+              {"name": "double", "code": "DOUBLE", "multiplier": "2.5",
+               "uses_per_customer": 0},
+              {"name": "summer", "code": "SUN", "points": "15", "starts": "2026-05-01T00:00:00",
+               "uses_per_customer": 0}],
+    "rewards": CODES_AND_REWARDS["rewards"],
 }
+CODES = [None, None, None, "HELLO", "DOUBLE", "SUN", "NOPE1"]
 
 
 def _rows(rng: random.Random) -> list[Row]:
@@ -179,18 +264,27 @@ def _rows(rng: random.Random) -> list[Row]:
                 D(rng.randint(1, 3))) for _ in range(rng.randint(1, 3))]
 
 
-def build_random_book(ledger: Ledger, clock: Clock, rng: random.Random, steps: int, *,
+def build_random_book(services: Services, clock: Clock, rng: random.Random, steps: int, *,
                       recalculate: bool = True) -> None:
+    """Every operation the ledger's callers have, at random: purchases (with promo codes),
+    deals settled and re-priced, returns, reversals, redemptions, catalogue rewards claimed,
+    cancelled or reversed, imported opening balances, bonuses, adjustments, referrals, the
+    tier recalculation and expiry."""
+    ledger = services.ledger
     people = [AccountRef("amocrm", "shop", str(n)) for n in range(4)]
     deals: list[tuple[AccountRef, str]] = []
+    claims: list[tuple[AccountRef, str, str]] = []  # who, the claim's key, its code
     for step in range(steps):
         who = rng.choice(people)
         roll = rng.random()
         amount = D(rng.randint(100, 3_000_000)) / 100
         try:
-            if roll < 0.25:
+            if rng.random() < 0.12:
+                _codes_rewards_openings(services, rng, step, who, people, claims)
+            elif roll < 0.25:
                 ledger.accrue(who, amount, key=f"p{step}",
-                              category=rng.choice([None, "shoes", "hats"]))
+                              category=rng.choice([None, "shoes", "hats"]),
+                              promo_code=rng.choice(CODES))
                 deals.append((who, f"p{step}"))
             elif roll < 0.45:
                 source = f"deal:{step}" if not deals or rng.random() < 0.6 \
@@ -232,6 +326,28 @@ def build_random_book(ledger: Ledger, clock: Clock, rng: random.Random, steps: i
             pass  # refused: nothing written, as a real caller would see
 
 
+def _codes_rewards_openings(services: Services, rng: random.Random, step: int,
+                            who: AccountRef, people: list[AccountRef],
+                            claims: list[tuple[AccountRef, str, str]]) -> None:
+    roll = rng.random()
+    if roll < 0.45:
+        key = f"claim{step}"
+        claimed = services.claims.claim(who, rng.choice(["mug", "sticker"]), key=key,
+                                        via="cli")
+        claims.append((who, key, claimed.claim.code))
+    elif roll < 0.65 and claims:
+        services.claims.cancel(rng.choice(claims)[2])
+    elif roll < 0.72 and claims:
+        owner, key, _ = rng.choice(claims)
+        services.ledger.reverse(owner, key, key=f"unclaim{step}")
+    else:
+        contact = f"imp{step}" if rng.random() < 0.7 else who.contact_id
+        import_opening(services, contact, str(D(rng.randint(1, 90000)) / 100), step + 2,
+                       crm="amocrm")
+        if contact.startswith("imp"):
+            people.append(AccountRef("amocrm", "shop", contact))
+
+
 @pytest.mark.parametrize("seed", range(1, 9))
 def test_random_books_replay_to_the_ledger(seed: int, tmp_path: Path, database_url: str,
                                            clock: Clock) -> None:
@@ -243,9 +359,21 @@ def test_random_books_replay_to_the_ledger(seed: int, tmp_path: Path, database_u
     if db.is_postgres:
         _reset_postgres(db)
     try:
-        ledger = Ledger(db, Program(settings.program), clock=clock)
-        build_random_book(ledger, clock, random.Random(seed), steps=220,
+        services = Services.build(settings, clock=clock)
+        build_random_book(services, clock, random.Random(seed), steps=220,
                           recalculate=seed < 7)
+        services.close()
+        with db.transaction(write=False) as session:
+            kinds = set(session.scalars(select(Entry.kind)))
+            details = [d for d in session.scalars(select(Entry.details).where(
+                Entry.kind.in_(("accrual", "reversal")))) if d]
+        # The book holds each of them: both kinds of code, a claim paid and cancelled, an
+        # opening balance.
+        assert {"reward", "opening"} <= kinds
+        granted = {d["promo"]["campaign"] for d in details
+                   if "promo" in d and "promo_points" in d}
+        assert granted >= {"hello", "double"}
+        assert any("reward_cancelled" in d for d in details)
         sim = simulate(db, settings.program, settings.program, now=clock())
         assert_replays_the_ledger(sim, db)
         assert sim.tier_syncs > 0 if seed < 7 else sim.tier_syncs == 0

@@ -10,7 +10,14 @@ connector.program, keeping per-account and per-purchase state in memory:
 - a re-pricing earns or gives back the difference at the purchase's own terms, a partial
   return takes back what the returned part earned and gives back its share of the points that
   paid for it, a full reversal undoes what the purchase stands at;
-- everything else (redemptions, bonuses, expiries, adjustments) is kept as it happened.
+- a promo code's points are part of its purchase's accrual (details.promo_points): fixed
+  points (and named bonuses) are kept as granted under both programs; a multiplier code's
+  points are the purchase's cashback once more per step above 1, so the proposed program
+  earns them at its own rate and campaign multiplier (the code's campaign as the proposed
+  program defines it, else as granted). A re-pricing keeps them as granted, a return takes
+  them back with the return that ends the purchase, as the engine does;
+- everything else (redemptions, catalogue rewards and their cancellations, opening balances,
+  bonuses, expiries, adjustments) is kept as it happened.
 Downgrades write no entry: where the ledger shows one (a purchase recorded at another tier
 than the replay holds, or, for the book up to now, an account's tier today) the current
 program takes the ledger's tier and the proposed one recalculates the account there.
@@ -42,6 +49,7 @@ from connector.money import from_minor, to_minor
 from connector.program import Program
 
 BATCH = 5000
+NO_CODE = (0, 0)
 TICK = timedelta(microseconds=1)
 # rate, multiplier and extra points of a purchase's accrual, under each program
 Terms = tuple[tuple[Decimal, Decimal, Decimal], ...]
@@ -165,10 +173,12 @@ class _Account:
 class _Purchase:
     """A source that earned: its terms under each program, what its entries net to."""
 
-    __slots__ = ("net", "redeemed", "spend", "terms")
+    __slots__ = ("code", "net", "redeemed", "spend", "terms")
 
     def __init__(self, before: tuple[int, int]) -> None:
         net, redeemed = before
+        # a promo code's points under each program (hundredths), kept through re-pricings
+        self.code: tuple[int, int] = NO_CODE
         # rate, multiplier, extra points of the accrual that recorded the purchase, under
         # each program (interned: a few combinations serve a million purchases)
         self.terms: Terms = ()
@@ -205,6 +215,9 @@ class Replay:
         # redemption on: other sources never earn.
         self.unearned: dict[tuple[int, str], tuple[int, int]] = {}
         self.terms: dict[Terms, Terms] = {}
+        # Sources of catalogue rewards: a reversal of one (a cancelled claim) gives back
+        # what was spent, kept as it happened.
+        self.rewards: set[tuple[int, str]] = set()
         self.tally = _Tally()
 
     # -- tiers -----------------------------------------------------------------------------
@@ -294,7 +307,7 @@ class Replay:
             account = self.accounts[account_id] = _Account()
         if in_period:
             tally.revenue += purchase_amount or 0
-        if kind not in REPLAYED:
+        if kind not in REPLAYED or (account_id, source) in self.rewards:
             self._observed(account_id, kind, amount, source, in_period)
             return
         self._replayed(account, row, in_period)
@@ -355,6 +368,8 @@ class Replay:
                   in_period: bool) -> None:
         key = (account_id, source or "")
         purchase = self.purchases.get(key)
+        if kind == "reward":
+            self.rewards.add(key)
         if purchase is not None:
             purchase.net[CURRENT] += amount
             purchase.net[PROPOSED] += amount
@@ -365,7 +380,7 @@ class Replay:
             self.unearned[key] = (net + amount, redeemed + amount)
         if not in_period:
             return
-        if kind in SPENDING:
+        if kind in SPENDING or kind == "reversal":  # a reversal here: a reward given back
             self.tally.redeemed -= amount
         elif kind == "expiry":
             self.tally.expired -= amount
@@ -394,9 +409,31 @@ class Replay:
             deltas.append(to_minor(points + extra))
         key_terms = tuple(terms)
         purchase.terms = self.terms.setdefault(key_terms, key_terms)
+        if "promo_points" in details:
+            code = self._code_points(details, spend, purchase.terms)
+            purchase.code = code
+            deltas = [deltas[p] + code[p] for p in (0, 1)]
+        else:
+            purchase.code = NO_CODE
         account.spend.append((at, amount, now))
         self._upgrade(account, now)
         return deltas
+
+    def _code_points(self, details: dict[str, Any], spend: Decimal, terms: Terms
+                     ) -> tuple[int, int]:
+        """The promo code's points under each program: as granted under the current one; a
+        multiplier code re-earned at the proposed program's terms (codes.redeem.points_of:
+        the purchase amount's cashback, campaign multiplier included, extras not)."""
+        granted = to_minor(Decimal(details["promo_points"]))
+        name = (details.get("promo") or {}).get("campaign")
+        proposed = self.programs[PROPOSED]
+        promo = next((c for c in proposed.settings.promo if c.name == name), None) or \
+            next((c for c in self.programs[CURRENT].settings.promo if c.name == name), None)
+        if promo is None or promo.multiplier is None:
+            return (granted, granted)
+        rate, multiplier, _ = terms[PROPOSED]
+        points = proposed.points_for(spend, rate, multiplier * (promo.multiplier - 1))
+        return (granted, to_minor(points))
 
     def _reprice(self, account: _Account, purchase: _Purchase, details: dict[str, Any], *,
                  spend_delta: int, purchase_at: datetime | None, now: datetime) -> list[int]:
@@ -408,7 +445,7 @@ class Replay:
             rate, multiplier, extra = purchase.terms[p]
             points = program.points_for_stored_rows(rows, rate, multiplier) if rows \
                 else program.points_for(amount, rate, multiplier)
-            deltas.append(to_minor(points + extra) - purchase.net[p])
+            deltas.append(to_minor(points + extra) + purchase.code[p] - purchase.net[p])
         if spend_delta:
             assert purchase_at is not None
             account.spend.append((purchase_at, spend_delta, now))
