@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from connector import triggers
 from connector.config import Settings
 from connector.crm.models import TriggerEvent
 from connector.errors import RewardNotFoundError, RewardRefusedError
@@ -273,3 +274,23 @@ def test_a_cancel_after_the_stock_was_cut_gives_no_unit_beyond_it(services: Serv
     services.claims.cancel(claims[1].claim.code)
     services.claims.cancel(claims[2].claim.code)
     assert services.rewards.get("tote").stock_left == 1
+
+
+def test_a_retry_after_a_crash_before_staff_were_told_tells_them(
+        services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    fund(services, REF, "150")
+    real = triggers.record
+
+    def crash(*args: Any, **kwargs: Any) -> int:
+        raise RuntimeError("the process died after the claim was committed")
+
+    monkeypatch.setattr(triggers, "record", crash)
+    with pytest.raises(RuntimeError):
+        services.claims.claim(REF, "mug", key="crash", via="api")
+    monkeypatch.setattr(triggers, "record", real)
+    again = services.claims.claim(REF, "mug", key="crash", via="api")
+    assert again.result.duplicate and again.result.balance == D("50.00")
+    with services.db.transaction(write=False) as session:
+        told = list(session.scalars(select(TriggerEvent).where(
+            TriggerEvent.code == REWARD_CLAIMED)))
+    assert [event.transition for event in told] == [f"reward_claim:{again.claim.id}"]

@@ -123,7 +123,9 @@ class Claims(Postings):
             row = session.execute(_claim_query().where(
                 models.RewardClaim.entry_id == result.entry_id)).one()
         claim = _view(row)
-        if not result.duplicate:
+        # On a repeat too (recorded once, by its transition): a process that died between
+        # the claim's commit and this line left staff untold, and its retry tells them.
+        if claim.status == "issued":
             triggers.record(self.db, [triggers.Transition(
                 result.account_id, triggers.REWARD_CLAIMED, f"reward_claim:{claim.id}")])
         return Claimed(claim, result)
