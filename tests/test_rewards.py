@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from connector import triggers
 from connector.config import Settings
 from connector.crm.models import TriggerEvent
 from connector.errors import RewardNotFoundError, RewardRefusedError
@@ -254,3 +255,42 @@ def test_a_claim_reversed_by_its_key_is_not_paid_back_twice(services: Services) 
     assert services.claims.cancel(claimed.claim.code).status == "cancelled"
     assert services.ledger.account(REF).balance == D("100.00")  # not 105.50
     assert services.ledger.verify() == (1, [])
+
+
+def test_a_cancel_after_the_stock_was_cut_gives_no_unit_beyond_it(services: Services) -> None:
+    services.rewards.create({"id": "tote", "name": "Tote bag", "cost": "10", "stock": 3})
+    customers = [AccountRef("bitrix24", "acme.bitrix24.ru", str(200 + i)) for i in range(4)]
+    claims = []
+    for i, ref in enumerate(customers):
+        fund(services, ref, "100", key=f"fund:{i}")
+    for i, ref in enumerate(customers[:3]):
+        claims.append(services.claims.claim(ref, "tote", key=f"tote:{i}", via="api"))
+    # Three units are out; the stock is cut to one: none is left to claim.
+    assert services.rewards.update("tote", {"stock": 1}).stock_left == 0
+    services.claims.cancel(claims[0].claim.code)
+    # Two claims still hold a unit of a stock of one: a cancel frees none.
+    assert services.rewards.get("tote").stock_left == 0
+    assert refused(services, "tote", ref=customers[3], key="tote:3") == "stock"
+    services.claims.cancel(claims[1].claim.code)
+    services.claims.cancel(claims[2].claim.code)
+    assert services.rewards.get("tote").stock_left == 1
+
+
+def test_a_retry_after_a_crash_before_staff_were_told_tells_them(
+        services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    fund(services, REF, "150")
+    real = triggers.record
+
+    def crash(*args: Any, **kwargs: Any) -> int:
+        raise RuntimeError("the process died after the claim was committed")
+
+    monkeypatch.setattr(triggers, "record", crash)
+    with pytest.raises(RuntimeError):
+        services.claims.claim(REF, "mug", key="crash", via="api")
+    monkeypatch.setattr(triggers, "record", real)
+    again = services.claims.claim(REF, "mug", key="crash", via="api")
+    assert again.result.duplicate and again.result.balance == D("50.00")
+    with services.db.transaction(write=False) as session:
+        told = list(session.scalars(select(TriggerEvent).where(
+            TriggerEvent.code == REWARD_CLAIMED)))
+    assert [event.transition for event in told] == [f"reward_claim:{again.claim.id}"]

@@ -123,7 +123,9 @@ class Claims(Postings):
             row = session.execute(_claim_query().where(
                 models.RewardClaim.entry_id == result.entry_id)).one()
         claim = _view(row)
-        if not result.duplicate:
+        # On a repeat too (recorded once, by its transition): a process that died between
+        # the claim's commit and this line left staff untold, and its retry tells them.
+        if claim.status == "issued":
             triggers.record(self.db, [triggers.Transition(
                 result.account_id, triggers.REWARD_CLAIMED, f"reward_claim:{claim.id}")])
         return Claimed(claim, result)
@@ -228,13 +230,16 @@ class Claims(Postings):
                                        actor=actor, details={"reward_cancelled": claim.code})
                     self._refund(session, account, entry, owed, spent_by=[claim.entry_id])
                     claim.cancel_entry_id = entry.id
-                session.execute(update(models.Reward)
-                                .where(models.Reward.id == claim.reward_id,
-                                       models.Reward.stock_left.is_not(None))
-                                .values(stock_left=models.Reward.stock_left + 1)
-                                .execution_options(synchronize_session=False))
                 claim.status = "cancelled"
                 claim.cancelled_at = self.clock()
+                session.flush()
+                # The stock left is the stock less the claims still holding a unit, as the
+                # catalogue sets it: a stock cut below the claims out gives no unit back.
+                reward = session.get(models.Reward, claim.reward_id, with_for_update=True,
+                                     populate_existing=True)
+                assert reward is not None
+                if reward.stock is not None:
+                    reward.stock_left = max(0, reward.stock - open_claims(session, reward.id))
         return self.get(claim.code)
 
     def _row(self, session: Session, code: str, *, lock: bool = False) -> Any:
