@@ -1,0 +1,58 @@
+"""Partial returns of purchases that earned by product rows or with a promo code's points:
+what a return takes back and gives back follows what the purchase actually earned."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+from typing import Any
+
+import pytest
+
+from connector.ledger.engine import Ledger
+from connector.ledger.views import AccountRef
+from connector.products.rows import Row
+
+ANNA = AccountRef("bitrix24", "acme", "1")
+DEAL = "bitrix24:acme:deal:42"
+BOOK = Row("100", D("500"), D("1"))
+GIFT_CARD = Row("900", D("500"), D("1"))  # excluded: earns nothing
+
+
+@pytest.fixture
+def program_settings() -> dict[str, Any]:
+    return {"product_rules": [{"name": "gift cards", "products": ["900"], "exclude": True}],
+            "promo": [{"name": "winter", "code": "winter-25", "points": "100",
+                       "starts": "2026-01-01T00:00:00"}]}
+
+
+def test_returning_a_row_that_earned_nothing_takes_nothing_back(ledger: Ledger) -> None:
+    accrued = ledger.settle_purchase(ANNA, DEAL, D("1000"), rows=[BOOK, GIFT_CARD])[0]
+    assert accrued.points == D("15.00")  # 3% of the book only
+    part = ledger.return_purchase(ANNA, DEAL, D("500"), key="ret-1", rows=[GIFT_CARD])
+    assert part.points == D("0.00")
+    assert ledger.account(ANNA).balance == D("15.00")
+    rest = ledger.return_purchase(ANNA, DEAL, D("500"), key="ret-2", rows=[BOOK])
+    assert rest.points == D("-15.00")
+    assert ledger.account(ANNA).balance == 0 and ledger.verify() == (1, [])
+
+
+def test_returning_the_row_that_earned_takes_its_points_back(ledger: Ledger) -> None:
+    ledger.settle_purchase(ANNA, DEAL, D("1000"), rows=[BOOK, GIFT_CARD])
+    part = ledger.return_purchase(ANNA, DEAL, D("500"), key="ret-1", rows=[BOOK])
+    assert part.points == D("-15.00")
+    # The same deal settled again with the same rows changes nothing.
+    assert ledger.settle_purchase(ANNA, DEAL, D("1000"), rows=[BOOK, GIFT_CARD]) == []
+    assert ledger.account(ANNA).balance == 0 and ledger.verify() == (1, [])
+
+
+def test_a_code_paid_purchase_gives_back_its_redemption_in_proportion(ledger: Ledger) -> None:
+    ledger.adjust(ANNA, D("1000"), key="gift", reason="opening balance")
+    ledger.redeem(ANNA, D("200"), key="pay-1", source="order-1", purchase_amount=D("1000"))
+    accrued = ledger.accrue(ANNA, D("1000"), key="order-1", promo_code="WINTER25")
+    assert accrued.points == D("130.00")  # 30 earned + the code's 100
+    part = ledger.return_purchase(ANNA, "order-1", D("500"), key="ret-1")
+    assert part.details["return"]["redemption_given_back"] == "100.00"
+    assert part.details["return"]["points_taken_back"] == "15.00"
+    rest = ledger.return_purchase(ANNA, "order-1", D("500"), key="ret-2")
+    assert rest.points == D("-15.00")  # 100 redeemed back, 15 earned and the code's 100 taken
+    assert ledger.account(ANNA).balance == D("1000.00") and ledger.verify() == (1, [])
