@@ -56,3 +56,22 @@ def test_a_code_paid_purchase_gives_back_its_redemption_in_proportion(ledger: Le
     rest = ledger.return_purchase(ANNA, "order-1", D("500"), key="ret-2")
     assert rest.points == D("-15.00")  # 100 redeemed back, 15 earned and the code's 100 taken
     assert ledger.account(ANNA).balance == D("1000.00") and ledger.verify() == (1, [])
+
+
+def test_rows_changed_after_a_return_do_not_give_the_returned_rows_points_back(
+        ledger: Ledger) -> None:
+    other = Row("101", D("500"), D("1"))
+    ledger.settle_purchase(ANNA, DEAL, D("1000"), rows=[BOOK, other])  # 30 points
+    ledger.return_purchase(ANNA, DEAL, D("500"), key="ret-1", rows=[BOOK])
+    assert ledger.account(ANNA).balance == D("15.00")
+    # The deal gains a row in the CRM: 1200 sold, 500 of it returned, 700 earns 21.
+    added = Row("102", D("200"), D("1"))
+    [repriced] = ledger.settle_purchase(ANNA, DEAL, D("1200"), rows=[BOOK, other, added])
+    assert repriced.points == D("6.00")
+    view = ledger.account(ANNA)
+    assert (view.balance, view.purchase_total) == (D("21.00"), D("700.00"))
+    # What stands returns to nothing: the rest is taken, and only the rest.
+    part = ledger.return_purchase(ANNA, DEAL, D("200"), key="ret-2", rows=[added])
+    assert part.points == D("-6.00")
+    ledger.return_purchase(ANNA, DEAL, D("500"), key="ret-3", rows=[other])
+    assert ledger.account(ANNA).balance == 0 and ledger.verify() == (1, [])

@@ -30,7 +30,12 @@ from connector.errors import (
 from connector.ledger import lots, queries
 from connector.ledger.models import Account, Entry, Lot
 from connector.ledger.postings import rows_settled, settled_to_nothing
-from connector.ledger.returns import Returns, ended_by_return, returned_of_standing
+from connector.ledger.returns import (
+    Returns,
+    ended_by_return,
+    points_taken_back,
+    returned_of_standing,
+)
 from connector.ledger.views import AccountRef, AccountView, EntryView, Result
 from connector.money import from_minor, to_minor
 from connector.privacy.anonymous import not_erased
@@ -214,7 +219,8 @@ class Ledger(Returns):
                 entry = self._reprice(session, account, entries,
                                       amount - from_minor(returned), key=key,
                                       source=source, comment=comment, actor=actor,
-                                      source_data=source_data, rows=rows)
+                                      source_data=source_data, rows=rows,
+                                      taken_back=points_taken_back(entries) if rows else 0)
             else:
                 return None
             return Result.of(entry, duplicate=False)

@@ -335,9 +335,10 @@ class Postings:
     def _reprice(self, session: Session, account: Account, entries: list[Entry],
                  amount: Decimal, *, key: str, source: str, comment: str | None,
                  actor: str | None, source_data: dict[str, Any] | None,
-                 rows: Sequence[Row] | None = None) -> Entry:
+                 rows: Sequence[Row] | None = None, taken_back: int = 0) -> Entry:
         """The purchase's amount or rows changed: earn or give back the difference, at the
-        rate and multiplier the purchase was first accrued with (rows by today's rules)."""
+        rate and multiplier the purchase was first accrued with (rows by today's rules).
+        `rows` are the sale's; `taken_back` is what returns took of them (hundredths)."""
         # The accrual that recorded the purchase, not an earlier re-pricing: its terms, its
         # date (the spend stays at the purchase's date for the tier window).
         accrual = next((e for e in reversed(entries)
@@ -349,7 +350,8 @@ class Postings:
         points = self.program.points_for_rows(rows, rate, multiplier) if rows \
             else self.program.points_for(amount, rate, multiplier)
         code_points = Decimal(terms.get("promo_points", "0"))
-        target = to_minor(points + Decimal(terms.get("extra_points", "0")) + code_points)
+        target = to_minor(points + Decimal(terms.get("extra_points", "0")) + code_points) \
+            - taken_back
         delta = target - (sum(e.amount for e in entries) - sum(e.shortfall for e in entries))
         spend_delta = to_minor(amount) - sum(e.purchase_amount or 0 for e in entries)
         account.purchase_total += spend_delta

@@ -35,7 +35,7 @@ from connector.ledger.views import AccountRef, Result
 from connector.money import from_minor, to_minor
 from connector.products.rows import Row, as_json, rows_total
 
-__all__ = ["Returns", "returned_of_standing"]
+__all__ = ["Returns", "points_taken_back", "returned_of_standing"]
 
 
 def _standing(entries: list[Entry]) -> list[Entry]:
@@ -133,7 +133,7 @@ class Returns(Postings):
             # or without rows its share of what the purchase holds.
             terms = _terms(entries)
             multiplier = Decimal(terms.get("multiplier", "1"))
-            base = to_minor(self._rows_points(rated, multiplier)) - _taken_since(standing, rated)
+            base = to_minor(self._rows_points(rated, multiplier)) - points_taken_back(entries)
             returned_rows = details["return"]["rows"]
             if returned_rows:
                 rates = {r["product_id"]: Decimal(r["rate"]) for r in rated.details["rows"]}
@@ -188,7 +188,11 @@ def _rated_rows(standing: list[Entry]) -> Entry | None:
     return None
 
 
-def _taken_since(standing: list[Entry], rated: Entry) -> int:
+def points_taken_back(entries: list[Entry]) -> int:
+    """What returns took back of the standing purchase's earned points (hundredths); a
+    re-pricing by rows earns its rows less this, so returned rows stay returned."""
+    if sum(e.purchase_count for e in entries) <= 0:
+        return 0
     return sum(to_minor(Decimal(e.details["return"].get("points_taken_back", "0")))
-               for e in standing if e.id > rated.id and e.kind == "reversal"
-               and e.details and "return" in e.details)
+               for e in _standing(entries)
+               if e.kind == "reversal" and e.details and "return" in e.details)
