@@ -139,7 +139,7 @@ class Returns(Postings):
                 rates = {r["product_id"]: Decimal(r["rate"]) for r in rated.details["rows"]}
                 tier_rate = Decimal(terms.get("rate", self.program.tier_named(account.tier).rate))
                 points = self._rows_points(None, multiplier, [
-                    (Decimal(r["price"]) * Decimal(r["quantity"]),
+                    ((Decimal(r["price"]) * Decimal(r["quantity"])).quantize(Decimal("0.01")),
                      rates.get(r["product_id"], tier_rate)) for r in returned_rows])
                 take = min(to_minor(points), max(base, 0))
             else:
