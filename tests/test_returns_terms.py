@@ -75,3 +75,15 @@ def test_rows_changed_after_a_return_do_not_give_the_returned_rows_points_back(
     assert part.points == D("-6.00")
     ledger.return_purchase(ANNA, DEAL, D("500"), key="ret-3", rows=[other])
     assert ledger.account(ANNA).balance == 0 and ledger.verify() == (1, [])
+
+
+def test_a_return_after_rows_were_removed_reads_the_rows_as_re_priced(ledger: Ledger) -> None:
+    other = Row("101", D("500"), D("1"))
+    ledger.settle_purchase(ANNA, DEAL, D("1500"), rows=[BOOK, other, GIFT_CARD])  # 30 points
+    [lowered] = ledger.settle_purchase(ANNA, DEAL, D("1000"), rows=[BOOK, GIFT_CARD])
+    assert lowered.points == D("-15.00")
+    # A quarter of what stands, without rows: a quarter of the 15 the book earned.
+    part = ledger.return_purchase(ANNA, DEAL, D("250"), key="ret-1")
+    assert part.points == D("-3.75")
+    ledger.return_purchase(ANNA, DEAL, D("750"), key="ret-2")
+    assert ledger.account(ANNA).balance == 0 and ledger.verify() == (1, [])

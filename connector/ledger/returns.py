@@ -183,7 +183,8 @@ def _rated_rows(standing: list[Entry]) -> Entry | None:
     with rows); None when the purchase earns by its amount alone."""
     for entry in reversed(standing):
         details = entry.details or {}
-        if entry.kind == "accrual" and "rows_digest" in details:
+        # A re-pricing that lowered the points is a reversal, and rates the rows too.
+        if "rows_digest" in details and (entry.kind == "accrual" or "repriced_to" in details):
             return entry if details["rows_digest"] and details.get("rows") else None
     return None
 
