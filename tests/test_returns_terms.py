@@ -8,9 +8,13 @@ from typing import Any
 
 import pytest
 
+from connector.config import Settings
+from connector.db import Database
+from connector.economics.simulate import simulate
 from connector.ledger.engine import Ledger
 from connector.ledger.views import AccountRef
 from connector.products.rows import Row
+from tests.conftest import Clock
 
 ANNA = AccountRef("bitrix24", "acme", "1")
 DEAL = "bitrix24:acme:deal:42"
@@ -87,3 +91,52 @@ def test_a_return_after_rows_were_removed_reads_the_rows_as_re_priced(ledger: Le
     assert part.points == D("-3.75")
     ledger.return_purchase(ANNA, DEAL, D("750"), key="ret-2")
     assert ledger.account(ANNA).balance == 0 and ledger.verify() == (1, [])
+
+
+def test_a_deal_lost_and_won_again_keeps_what_was_returned_of_it(ledger: Ledger) -> None:
+    ledger.settle_purchase(ANNA, DEAL, D("1000"))  # 3%: 30
+    ledger.return_purchase(ANNA, DEAL, D("300"), key="ret-1")
+    ledger.settle_purchase(ANNA, DEAL, None)
+    [won] = ledger.settle_purchase(ANNA, DEAL, D("1000"))
+    assert won.points == D("21.00")
+    view = ledger.account(ANNA)
+    assert (view.balance, view.purchase_total, view.purchase_count) == (D("21.00"), D("700.00"), 1)
+    assert ledger.settle_purchase(ANNA, DEAL, D("1000")) == []  # the same state: nothing
+    [more] = ledger.settle_purchase(ANNA, DEAL, D("1100"))  # a higher sale, less the return
+    assert more.points == D("3.00") and ledger.account(ANNA).purchase_total == D("800.00")
+    last = ledger.return_purchase(ANNA, DEAL, D("800"), key="ret-2")
+    assert last.details["return"]["returned_before"] == "300.00"
+    assert ledger.account(ANNA).balance == 0 and ledger.verify() == (1, [])
+
+
+def test_a_deal_with_rows_lost_and_won_again_keeps_its_returned_rows_returned(
+        ledger: Ledger) -> None:
+    ledger.settle_purchase(ANNA, DEAL, D("1000"), rows=[BOOK, GIFT_CARD])  # 15
+    ledger.return_purchase(ANNA, DEAL, D("500"), key="ret-1", rows=[BOOK])
+    ledger.settle_purchase(ANNA, DEAL, None)
+    [won] = ledger.settle_purchase(ANNA, DEAL, D("1000"), rows=[BOOK, GIFT_CARD])
+    assert won.points == D("0.00")
+    assert ledger.settle_purchase(ANNA, DEAL, D("1000"), rows=[BOOK, GIFT_CARD]) == []
+    assert ledger.account(ANNA).balance == 0 and ledger.verify() == (1, [])
+
+
+def test_the_what_if_replay_follows_these_returns(ledger: Ledger, db: Database,
+                                                  settings: Settings, clock: Clock) -> None:
+    other = Row("101", D("500"), D("1"))
+    deal = f"{DEAL}:2"
+    ledger.settle_purchase(ANNA, DEAL, D("1500"), rows=[BOOK, other, GIFT_CARD])
+    ledger.return_purchase(ANNA, DEAL, D("500"), key="ret-1", rows=[GIFT_CARD])
+    ledger.return_purchase(ANNA, DEAL, D("250"), key="ret-2")
+    ledger.settle_purchase(ANNA, DEAL, D("1700"), rows=[BOOK, other, GIFT_CARD,
+                                                        Row("102", D("200"), D("1"))])
+    ledger.settle_purchase(ANNA, DEAL, None)
+    ledger.settle_purchase(ANNA, DEAL, D("1700"), rows=[BOOK, other, GIFT_CARD,
+                                                        Row("102", D("200"), D("1"))])
+    ledger.settle_purchase(ANNA, deal, D("1000"))
+    ledger.return_purchase(ANNA, deal, D("100"), key="ret-3")
+    ledger.settle_purchase(ANNA, deal, None)
+    ledger.settle_purchase(ANNA, deal, D("1000"))
+    ledger.return_purchase(ANNA, deal, D("100"), key="ret-4")
+    assert ledger.verify() == (1, [])
+    sim = simulate(db, settings.program, settings.program, now=clock())
+    assert sim.differing_entries == 0

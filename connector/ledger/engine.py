@@ -34,6 +34,7 @@ from connector.ledger.returns import (
     Returns,
     ended_by_return,
     points_taken_back,
+    returned_before,
     returned_of_standing,
 )
 from connector.ledger.views import AccountRef, AccountView, EntryView, Result
@@ -207,10 +208,16 @@ class Ledger(Returns):
             elif net_count <= 0:
                 if ended_by_return(entries):
                     return None
-                entry = self._accrue_in(session, account, amount, key=key, source=source,
+                # Won again after it was lost: what was returned of it stays returned.
+                carried, carried_points = returned_before(entries)
+                if carried >= to_minor(amount):
+                    return None
+                entry = self._accrue_in(session, account, amount - from_minor(carried),
+                                        key=key, source=source,
                                         category=category, at=occurred_at or self.clock(),
                                         comment=comment, actor=actor, source_data=source_data,
-                                        rows=rows, promo_code=promo_code)
+                                        rows=rows, promo_code=promo_code,
+                                        carried=(carried, carried_points if rows else 0))
             elif to_minor(amount) <= returned:
                 entry = self._reverse_in(session, account, source, key=key, comment=comment,
                                          actor=actor, source_data=source_data, entries=entries)

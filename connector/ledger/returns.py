@@ -35,7 +35,7 @@ from connector.ledger.views import AccountRef, Result
 from connector.money import from_minor, to_minor
 from connector.products.rows import Row, as_json, rows_total
 
-__all__ = ["Returns", "points_taken_back", "returned_of_standing"]
+__all__ = ["Returns", "points_taken_back", "returned_before", "returned_of_standing"]
 
 
 def _standing(entries: list[Entry]) -> list[Entry]:
@@ -50,10 +50,25 @@ def _returned(entries: list[Entry]) -> int:
 
 
 def returned_of_standing(entries: list[Entry]) -> int:
-    """What returns took off the standing purchase (hundredths); 0 when none stands."""
+    """What returns took off the standing purchase (hundredths); 0 when none stands. A
+    purchase accrued again (a deal lost, then won) carries the returns of the one before."""
     if sum(e.purchase_count for e in entries) <= 0:
         return 0
-    return _returned(_standing(entries))
+    standing = _standing(entries)
+    return _returned(standing) + _carried(standing, "returns_carried")
+
+
+def returned_before(entries: list[Entry]) -> tuple[int, int]:
+    """For a purchase about to be accrued again: what returns took off the one before
+    (hundredths of spend, hundredths of points), so the new accrual carries them."""
+    standing = _standing(entries)
+    return (_returned(standing) + _carried(standing, "returns_carried"),
+            points_taken_back(standing, closed=True))
+
+
+def _carried(standing: list[Entry], name: str) -> int:
+    details = (standing[0].details or {}) if standing else {}
+    return to_minor(Decimal(details.get(name, "0")))
 
 
 def ended_by_return(entries: list[Entry]) -> bool:
@@ -93,7 +108,7 @@ class Returns(Postings):
             details: dict[str, Any] = {"return": {
                 "key": key, "amount": str(from_minor(wanted)),
                 "rows": [as_json(row) for row in rows],
-                "returned_before": str(from_minor(_returned(_standing(entries)))),
+                "returned_before": str(from_minor(returned_of_standing(entries))),
                 "remaining_after": str(from_minor(remaining - wanted))}}
             if wanted == remaining:
                 entry = self._reverse_in(session, account, source, key=key, comment=comment,
@@ -189,11 +204,12 @@ def _rated_rows(standing: list[Entry]) -> Entry | None:
     return None
 
 
-def points_taken_back(entries: list[Entry]) -> int:
+def points_taken_back(entries: list[Entry], *, closed: bool = False) -> int:
     """What returns took back of the standing purchase's earned points (hundredths); a
     re-pricing by rows earns its rows less this, so returned rows stay returned."""
-    if sum(e.purchase_count for e in entries) <= 0:
+    if sum(e.purchase_count for e in entries) <= 0 and not closed:
         return 0
-    return sum(to_minor(Decimal(e.details["return"].get("points_taken_back", "0")))
-               for e in _standing(entries)
-               if e.kind == "reversal" and e.details and "return" in e.details)
+    standing = _standing(entries)
+    return _carried(standing, "points_carried") + sum(
+        to_minor(Decimal(e.details["return"].get("points_taken_back", "0")))
+        for e in standing if e.kind == "reversal" and e.details and "return" in e.details)
