@@ -21,6 +21,7 @@ from connector.config import load_settings
 from connector.imports.progress import TerminalProgress
 from connector.ledger.models import Account, Entry, Lot
 from connector.ledger.views import AccountRef
+from connector.privacy.erase import erase
 from connector.referrals.models import ReferralEvent
 from connector.sandbox import FakeBitrix24Portal
 from connector.sandbox.amocrm import FakeAmoCRM
@@ -383,3 +384,25 @@ def test_progress_bar_only_on_a_terminal(plain: tuple[Path, Run], tmp_path: Path
                 "--apply")
     # click draws the bar itself only on a real terminal; here its label shows it was made.
     assert shown.exit_code == 0 and "writing" in shown.stderr
+
+
+def test_erase_leaves_no_contact_id_in_an_imported_opening(plain: tuple[Path, Run],
+                                                            tmp_path: Path) -> None:
+    config, run = plain
+    csv = tmp_path / "customers.csv"
+    csv.write_text(HEADER + "4242,,,150.50,,,,,\n", encoding="utf-8")
+    assert run("import", "customers", str(csv), "--crm", "bitrix24", "--portal", PORTAL,
+               "--apply").exit_code == 0
+    services = services_of(config)
+    try:
+        report = erase(services.db, AccountRef("bitrix24", PORTAL, "4242"), reason="asked",
+                       by="test", clock=services.ledger.clock)
+        assert report.anonymous_id is not None
+        with services.db.transaction(write=False) as session:
+            [(key, source)] = session.execute(select(Entry.idempotency_key, Entry.source)
+                                              .where(Entry.kind == "opening")).all()
+        assert "4242" not in key and "4242" not in source
+        assert report.anonymous_id in key and key == source
+        assert services.ledger.verify()[1] == []
+    finally:
+        services.close()

@@ -173,7 +173,7 @@ class _Account:
 class _Purchase:
     """A source that earned: its terms under each program, what its entries net to."""
 
-    __slots__ = ("code", "net", "redeemed", "spend", "terms")
+    __slots__ = ("code", "net", "redeemed", "rows", "spend", "taken", "terms")
 
     def __init__(self, before: tuple[int, int]) -> None:
         net, redeemed = before
@@ -185,6 +185,8 @@ class _Purchase:
         self.net = [net, net]  # intended hundredths, as Postings sums them
         self.redeemed = redeemed  # its redemptions' amounts (negative hundredths)
         self.spend = 0
+        self.rows: list[dict[str, Any]] | None = None  # as last rated (accrual, re-pricing)
+        self.taken = [0, 0]  # what returns took of the rows' points, under each program
 
 
 @dataclass
@@ -338,7 +340,8 @@ class Replay:
         elif "reversed" in details:
             deltas = [-purchase.net[CURRENT], -purchase.net[PROPOSED]]
         elif "return" in details:
-            deltas = self._return_part(purchase, wanted=-(purchase_amount or 0))
+            deltas = self._return_part(purchase, wanted=-(purchase_amount or 0),
+                                       returned_rows=details["return"].get("rows") or [])
         else:
             deltas = [amount - shortfall] * 2
         if purchase is None:
@@ -415,6 +418,12 @@ class Replay:
             deltas = [deltas[p] + code[p] for p in (0, 1)]
         else:
             purchase.code = NO_CODE
+        purchase.rows = rows or None
+        # Won again after partial returns: what they took stays taken (Postings._accrue_in).
+        if "returns_carried" in details and rows:
+            deltas = [max(d - t, 0) for d, t in zip(deltas, purchase.taken, strict=True)]
+        else:
+            purchase.taken = [0, 0]
         account.spend.append((at, amount, now))
         self._upgrade(account, now)
         return deltas
@@ -445,7 +454,10 @@ class Replay:
             rate, multiplier, extra = purchase.terms[p]
             points = program.points_for_stored_rows(rows, rate, multiplier) if rows \
                 else program.points_for(amount, rate, multiplier)
-            deltas.append(to_minor(points + extra) + purchase.code[p] - purchase.net[p])
+            taken = purchase.taken[p] if rows else 0
+            deltas.append(to_minor(points + extra) + purchase.code[p] - taken
+                          - purchase.net[p])
+        purchase.rows = rows or None
         if spend_delta:
             assert purchase_at is not None
             account.spend.append((purchase_at, spend_delta, now))
@@ -453,10 +465,12 @@ class Replay:
             self._upgrade(account, now, tuple(p for p in (0, 1) if deltas[p] >= 0))
         return deltas
 
-    def _return_part(self, purchase: _Purchase, *, wanted: int) -> list[int]:
+    def _return_part(self, purchase: _Purchase, *, wanted: int,
+                     returned_rows: list[dict[str, Any]]) -> list[int]:
         """Returns._return_part under both programs."""
         remaining = purchase.spend
         deltas = []
+        rules = {str(r["product_id"]): r.get("rule") for r in purchase.rows or ()}
         for p, program in enumerate(self.programs):
             rate, multiplier, extra = purchase.terms[p]
 
@@ -465,8 +479,25 @@ class Replay:
                 return to_minor(program.points_for(from_minor(spend), rate, multiplier)
                                 + extra)
 
-            earned_now = earned(remaining)
-            take = max(earned_now - earned(remaining - wanted), 0)
+            if purchase.rows is None:
+                earned_now = earned(remaining)
+                take = max(earned_now - earned(remaining - wanted), 0)
+                purchase.taken[p] += take
+            else:
+                base = to_minor(program.points_for_stored_rows(purchase.rows, rate, multiplier)) \
+                    - purchase.taken[p]
+                if returned_rows:
+                    raw = sum(((Decimal(r["price"]) * Decimal(r["quantity"])).quantize(CENT)
+                               * (program.stored_row_rate(str(r["product_id"]),
+                                                          rules[str(r["product_id"])], rate)
+                                  if str(r["product_id"]) in rules else rate)
+                               for r in returned_rows), Decimal(0))
+                    take = min(to_minor(program.points_for(raw, Decimal(1), multiplier)),
+                               max(base, 0))
+                else:
+                    take = max(base, 0) * wanted // remaining
+                purchase.taken[p] += take
+                earned_now = base + to_minor(extra)
             redeemed = -purchase.redeemed
             unrefunded = min(max(earned_now - purchase.net[p], 0), redeemed)
             give = unrefunded * wanted // remaining

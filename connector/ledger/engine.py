@@ -30,7 +30,13 @@ from connector.errors import (
 from connector.ledger import lots, queries
 from connector.ledger.models import Account, Entry, Lot
 from connector.ledger.postings import rows_settled, settled_to_nothing
-from connector.ledger.returns import Returns, ended_by_return, returned_of_standing
+from connector.ledger.returns import (
+    Returns,
+    ended_by_return,
+    points_taken_back,
+    returned_before,
+    returned_of_standing,
+)
 from connector.ledger.views import AccountRef, AccountView, EntryView, Result
 from connector.money import from_minor, to_minor
 from connector.privacy.anonymous import not_erased
@@ -202,10 +208,16 @@ class Ledger(Returns):
             elif net_count <= 0:
                 if ended_by_return(entries):
                     return None
-                entry = self._accrue_in(session, account, amount, key=key, source=source,
+                # Won again after it was lost: what was returned of it stays returned.
+                carried, carried_points = returned_before(entries)
+                if carried >= to_minor(amount):
+                    return None
+                entry = self._accrue_in(session, account, amount - from_minor(carried),
+                                        key=key, source=source,
                                         category=category, at=occurred_at or self.clock(),
                                         comment=comment, actor=actor, source_data=source_data,
-                                        rows=rows, promo_code=promo_code)
+                                        rows=rows, promo_code=promo_code,
+                                        carried=(carried, carried_points if rows else 0))
             elif to_minor(amount) <= returned:
                 entry = self._reverse_in(session, account, source, key=key, comment=comment,
                                          actor=actor, source_data=source_data, entries=entries)
@@ -214,7 +226,8 @@ class Ledger(Returns):
                 entry = self._reprice(session, account, entries,
                                       amount - from_minor(returned), key=key,
                                       source=source, comment=comment, actor=actor,
-                                      source_data=source_data, rows=rows)
+                                      source_data=source_data, rows=rows,
+                                      taken_back=points_taken_back(entries) if rows else 0)
             else:
                 return None
             return Result.of(entry, duplicate=False)

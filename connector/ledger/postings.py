@@ -236,7 +236,8 @@ class Postings:
                    source: str, category: str | None, at: datetime, comment: str | None,
                    actor: str | None, source_data: dict[str, Any] | None,
                    rows: Sequence[Row] | None = None,
-                   promo_code: str | None = None) -> Entry:
+                   promo_code: str | None = None,
+                   carried: tuple[int, int] = (0, 0)) -> Entry:
         """A completed purchase: points by the account's current tier, campaigns, product
         rules (with `rows`), referral, and a promo code's points (its own or one attached to
         the purchase before)."""
@@ -245,6 +246,12 @@ class Postings:
         earning = self.program.earn(amount, tier=self.program.tier_named(account.tier), at=at,
                                     category=category, rows=rows)
         details: dict[str, Any] = {**earning.breakdown, "category": category}
+        # `carried`: the spend and the rows' points (hundredths) that returns took off this
+        # purchase before it was lost; `amount` is already net of that spend.
+        earned = max(earning.points - from_minor(carried[1]), Decimal(0))
+        if carried[0]:
+            details.update(returns_carried=str(from_minor(carried[0])),
+                           points_carried=str(from_minor(carried[1])))
         code = promo_code if promo_code and promo_code.strip() else promo.attached(session,
                                                                                    source)
         code_points, redemption = Decimal("0.00"), None
@@ -267,11 +274,11 @@ class Postings:
         account.purchase_total += to_minor(amount)
         account.first_purchase_at = min(filter(None, [account.first_purchase_at, at]))
         account.last_purchase_at = max(filter(None, [account.last_purchase_at, at]))
-        entry = self._post(session, account, "accrual", to_minor(earning.points + code_points),
+        entry = self._post(session, account, "accrual", to_minor(earned + code_points),
                            key=key, source=source, occurred_at=at, comment=comment,
                            actor=actor, details=details, source_data=source_data,
                            purchase_amount=to_minor(amount), purchase_count=1, purchase_at=at)
-        self._credit(session, account, entry, earning.points + code_points, pending=True)
+        self._credit(session, account, entry, earned + code_points, pending=True)
         if redemption is not None:
             redemption.entry_id = entry.id
         if first_purchase and account.referred_by_id:
@@ -335,9 +342,10 @@ class Postings:
     def _reprice(self, session: Session, account: Account, entries: list[Entry],
                  amount: Decimal, *, key: str, source: str, comment: str | None,
                  actor: str | None, source_data: dict[str, Any] | None,
-                 rows: Sequence[Row] | None = None) -> Entry:
+                 rows: Sequence[Row] | None = None, taken_back: int = 0) -> Entry:
         """The purchase's amount or rows changed: earn or give back the difference, at the
-        rate and multiplier the purchase was first accrued with (rows by today's rules)."""
+        rate and multiplier the purchase was first accrued with (rows by today's rules).
+        `rows` are the sale's; `taken_back` is what returns took of them (hundredths)."""
         # The accrual that recorded the purchase, not an earlier re-pricing: its terms, its
         # date (the spend stays at the purchase's date for the tier window).
         accrual = next((e for e in reversed(entries)
@@ -349,7 +357,8 @@ class Postings:
         points = self.program.points_for_rows(rows, rate, multiplier) if rows \
             else self.program.points_for(amount, rate, multiplier)
         code_points = Decimal(terms.get("promo_points", "0"))
-        target = to_minor(points + Decimal(terms.get("extra_points", "0")) + code_points)
+        target = to_minor(points + Decimal(terms.get("extra_points", "0")) + code_points) \
+            - taken_back
         delta = target - (sum(e.amount for e in entries) - sum(e.shortfall for e in entries))
         spend_delta = to_minor(amount) - sum(e.purchase_amount or 0 for e in entries)
         account.purchase_total += spend_delta

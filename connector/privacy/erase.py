@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from connector.card.models import CardLink
 from connector.crm.models import ContactMirror, TriggerEvent
 from connector.db import Database
+from connector.imports.plan import opening_key
 from connector.inbox import InboxEvent
 from connector.ledger.models import Account, Entry
 from connector.ledger.views import AccountRef
@@ -118,9 +119,12 @@ def _erase_account(session: Session, account: Account, ref: AccountRef,
     account.referral_code = None
     account.updated_at = now
     welcome = f":welcome:{ref.contact_id}"
+    opening = opening_key(ref.crm, ref.portal, ref.contact_id)
 
     def renamed(name: str) -> str:
         """A key or source that named the contact names the anonymous id instead."""
+        if name == opening:  # an imported opening balance
+            return opening_key(ref.crm, ref.portal, anonymous_id)
         name = name.replace(str(ref), new_ref)
         if name.endswith(welcome):
             name = name.removesuffix(welcome) + f":welcome:{anonymous_id}"
