@@ -240,6 +240,8 @@ def test_the_what_if_page_in_russian_and_ukrainian(client: FlaskClient, language
         assert word in html, word
     for english in ("Proposed program", "points issued", "Simulate", "customers moving tier"):
         assert english not in html, english
+    board = client.get("/dashboard", headers=BEARER).get_data(as_text=True)
+    assert f'<a href="dashboard/simulate?days=30">{words[0].lower()}</a>' in board
 
 
 def test_bearer_token_and_other_periods(client: FlaskClient) -> None:
