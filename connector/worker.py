@@ -80,6 +80,17 @@ class Worker:
             if not unsettled or not is_unavailable(exc):
                 raise
             counts["released"] += self._give_back(unsettled, exc)
+        except (KeyboardInterrupt, SystemExit):
+            # The process is stopping (SIGTERM/SIGINT in `worker`): what it has not settled
+            # goes to the next worker now, not after the lease. Processing is at least once
+            # either way; one attempt, as the stop must not wait on the database.
+            if unsettled:
+                try:
+                    self.inbox.release(unsettled, "the worker stopped before settling it")
+                except Exception:
+                    log.warning("inbox items %s stay claimed until their lease ends",
+                                unsettled, exc_info=True)
+            raise
         return dict(counts)
 
     def _drain_group(self, source: str, items: list[InboxItem], counts: dict[str, int],

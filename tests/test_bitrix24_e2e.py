@@ -457,6 +457,8 @@ def test_app_install_refresh_and_uninstall(tmp_path: Path, database_url: str,
 def test_webhook_setup_prints_the_manual_steps(h: Harness) -> None:
     report = h.connector.installer.install()
     assert any("Outgoing webhook" in line for line in report.lines())
+    # The scopes README's table names for a local app: its robots need bizproc.
+    assert any("with the crm, bizproc and placement scopes" in step for step in report.manual)
     assert h.portal.calls_of("event.bind") == []
     # Every transition without a code: where to click, and the key its code goes to.
     assert any("under Triggers click + and choose \"Track incoming webhook\"" in step

@@ -60,6 +60,22 @@ def test_the_chained_list_returns_exactly_every_row(
     assert portal.limit_errors == 0
 
 
+def test_a_row_that_starts_to_match_during_the_read_pushes_none_out(
+        portal: FakeBitrix24Portal, clock: ManualClock) -> None:
+    # The first page counts 2,600 rows; once the first request (2,500 of them) is read, a
+    # deal further on starts to match. The rows still to read are then 101, not 100: a
+    # read that ended at the count would leave out the last deal, which never changed.
+    won = [str(portal.add_deal(STAGE_ID="WON", OPPORTUNITY="10.00")) for _ in range(2550)]
+    late = portal.add_deal(STAGE_ID="LOSE", OPPORTUNITY="10.00")
+    won += [str(portal.add_deal(STAGE_ID="WON", OPPORTUNITY="10.00")) for _ in range(50)]
+    client = client_for(portal, clock)
+    rows = client.list_all("crm.deal.list", filter={"STAGE_ID": "WON"}, select=["ID"])
+    got = [next(rows)["ID"]]
+    portal.update_deal(late, STAGE_ID="WON")
+    got += [deal["ID"] for deal in rows]
+    assert got == sorted([*won, str(late)], key=int)
+
+
 def test_5000_rows_take_two_requests_the_floor(portal: FakeBitrix24Portal,
                                               clock: ManualClock) -> None:
     for _ in range(5000):

@@ -224,6 +224,26 @@ def test_the_page_in_russian_and_ukrainian(client: FlaskClient, language: str,
     assert "Participants" not in html and "Scheduled jobs" not in html
 
 
+@pytest.mark.parametrize(("language", "words"), [
+    ("ru", ["Что, если", "Предлагаемая программа", "Смоделировать", "начислено баллов",
+            "последние 30 дней", "переходят на другой уровень"]),
+    ("uk", ["Що, якщо", "Запропонована програма", "Змоделювати", "нараховано балів",
+            "останні 30 днів", "переходять на інший рівень"]),
+])
+def test_the_what_if_page_in_russian_and_ukrainian(client: FlaskClient, language: str,
+                                                   words: list[str]) -> None:
+    response = client.get("/dashboard/simulate?run=1&days=30&multiplier=2", headers=BEARER)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200, html
+    assert f'<html lang="{language}">' in html
+    for word in words:
+        assert word in html, word
+    for english in ("Proposed program", "points issued", "Simulate", "customers moving tier"):
+        assert english not in html, english
+    board = client.get("/dashboard", headers=BEARER).get_data(as_text=True)
+    assert f'<a href="dashboard/simulate?days=30">{words[0].lower()}</a>' in board
+
+
 def test_bearer_token_and_other_periods(client: FlaskClient) -> None:
     response = client.get("/dashboard?days=365", headers=BEARER)
     assert response.status_code == 200

@@ -172,3 +172,15 @@ def test_an_unknown_crm_is_bad_usage(tmp_path: Path) -> None:
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 2
     assert "Invalid value for '--crm'" in output
+
+
+
+def test_the_readme_shows_the_steps_the_demo_prints() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Two commands", 1)[1].split("\n## ", 1)[0]
+    shown = [line for line in section.splitlines() if re.match(r"\[\d/7\]", line)]
+    assert len(shown) == len(STEPS)
+    words = {**CRMS["bitrix24"], "crm": "bitrix24", "port": r"\d+"}
+    for line, step in zip(shown, STEPS, strict=True):
+        # The README abridges the card page's link.
+        assert re.match(step.format(**words).split("(?P<card>")[0], line), line

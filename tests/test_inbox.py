@@ -137,3 +137,23 @@ def test_wake_deferred_makes_only_items_waiting_on_credentials_due(db: Database,
     assert inbox.wake_deferred("amocrm", "a.amocrm.ru") == 0
     clock.advance(minutes=5)  # the others wait out their own delay
     assert {ids["other-account"], ids["other-crm"]} <= {item.id for item in inbox.claim(10)}
+
+
+class StoppedMidPass:
+    def process(self, items: list[InboxItem]) -> dict[int, Outcome]:
+        raise SystemExit(0)  # what SIGTERM raises in `worker` (systemctl stop, a deploy)
+
+
+def test_a_worker_stopped_mid_pass_gives_its_claims_back(db: Database, clock: Clock) -> None:
+    inbox = make_inbox(db, clock, batch_size=5)
+    for n in range(3):
+        put(inbox, n)
+    worker = Worker(inbox, {"bitrix24": StoppedMidPass()})
+    try:
+        worker.drain_once()
+    except SystemExit:
+        pass
+    else:
+        raise AssertionError("the stop must go on to end the process")
+    # Due again now, for the next worker: not held for the whole lease (15 minutes).
+    assert [item.id for item in inbox.claim(None)] != []

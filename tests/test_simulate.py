@@ -491,9 +491,10 @@ def test_dashboard_what_if_form(services: Services, client: FlaskClient, clock: 
     shown = client.get(f"/dashboard/simulate?{query}", headers=BEARER)
     html = shown.get_data(as_text=True)
     assert shown.status_code == 200, html
-    assert "<td>points issued</td><td class=\"num\">360.00</td>" \
+    # The page speaks program.language (Russian by default), as the dashboard does.
+    assert "<td>начислено баллов</td><td class=\"num\">360.00</td>" \
         "<td class=\"num\">1 120.00</td>" in html.replace("\n", "").replace("    ", "")
-    assert 'id="moves">0 up, 0 down' in html
+    assert 'id="moves">0 вверх, 0 вниз' in html
     bad = client.get("/dashboard/simulate?run=1&rate_0=lots&min_spend_1=-1", headers=BEARER)
     assert bad.status_code == 400
     text = bad.get_data(as_text=True)

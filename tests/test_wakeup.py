@@ -242,3 +242,17 @@ def test_an_event_stored_by_another_process_wakes_a_worker_process(
             _, errors = worker.communicate()
         services.close()
     assert worker.returncode == 0, errors
+
+
+def test_the_package_requires_a_psycopg_whose_notifies_takes_a_timeout() -> None:
+    # The listener calls connection.notifies(timeout=...): psycopg 3.1 has no such argument
+    # (TypeError, taken for a lost connection, forever), and before 3.2.4 a notification
+    # arriving between two notifies() calls could be lost.
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    psycopg = next(Requirement(line) for line in project["dependencies"]
+                   if line.startswith("psycopg"))
+    assert not psycopg.specifier.contains("3.2.3") and psycopg.specifier.contains("3.2.4")

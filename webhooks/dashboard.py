@@ -45,6 +45,15 @@ KIND_NAMES = {"accrual": N_("accrued"), "bonus": N_("bonuses"), "redemption": N_
 STEP_TITLES = {"day": N_("Points per day"), "week": N_("Points per week"),
                "month": N_("Points per month")}
 JOB_STATUSES = {"ok": N_("ok"), "failed": N_("failed"), "running": N_("running")}
+# The what-if table's figures, as connector.economics.table names them (the CLI's English).
+SIMULATION_ROWS = {
+    "points issued": N_("points issued"), "taken back by returns": N_("taken back by returns"),
+    "bonuses": N_("bonuses"), "expected redemptions": N_("expected redemptions"),
+    "expected breakage": N_("expected breakage"),
+    "outstanding points at end": N_("outstanding points at end"),
+    "liability at end": N_("liability at end"), "cost / revenue": N_("cost / revenue"),
+    "tiers at end": N_("tiers at end"),
+}
 
 
 @bp.before_request
@@ -86,10 +95,12 @@ def simulate() -> tuple[str, int]:
             result = replay(services.db, current, proposed, since=since, now=now)
         except ConfigError as exc:
             problems = exc.problems
+    t: Translator = current_app.extensions["i18n"]
+    rows = [(SIMULATION_ROWS[label].render(t) if label in SIMULATION_ROWS else label, now, then)
+            for label, now, then in (simulation_table.rows(result) if result else [])]
     html = render_template(
         "simulate.html", tiers=current.tiers, values=values, days=days, periods=PERIODS,
-        problems=problems, result=result,
-        rows=simulation_table.rows(result) if result else [])
+        problems=problems, result=result, rows=rows)
     return html, 400 if problems else 200
 
 

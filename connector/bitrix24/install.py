@@ -203,8 +203,8 @@ class Bitrix24Installer:
             "Copy the webhook's application token into LOYALTY_BITRIX24__APPLICATION_TOKEN "
             "(bitrix24.application_token) and restart the service.",
             "The Loyalty tab in contact and deal cards needs an application: create a "
-            "local app (client_id, client_secret) with the crm and placement scopes and "
-            "run install again with it.",
+            "local app (client_id, client_secret) with the crm, bizproc and placement "
+            "scopes (its robots need bizproc) and run install again with it.",
         ]
         self._trigger_codes(report)
         self._webhook_robot(report)

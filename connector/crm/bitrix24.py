@@ -210,8 +210,9 @@ class Bitrix24Client:
         pages, every page's `>ID` taken from the row 49 of the page before it by a
         `$result[pN][49][ID]` reference (batch.md). The very first page is asked with
         start=0, so its answer counts the rows once (`result_total`, passed to on_total):
-        the list ends at the first page with fewer than 50 rows, or once that many rows
-        are read (rows added meanwhile are left to the next run). What the portal makes of
+        the list ends at the first page with fewer than 50 rows, or when a chain's last
+        page brings the rows read to exactly that count (so that a count that is a
+        multiple of a chain costs no request for an empty page). What the portal makes of
         the commands after the end (their reference points past the last row) is never
         read. A page that fails inside a batch ends that request's chain, and the next
         request resumes after the last row read."""
@@ -256,7 +257,12 @@ class Bitrix24Client:
                 rows = list(page.values()) if isinstance(page, dict) else list(page or [])
                 yield from rows
                 read += len(rows)
-                if len(rows) < PAGE_SIZE or (total is not None and read >= total):
+                if len(rows) < PAGE_SIZE:
+                    return
+                # The count ends the list only where reading on would cost a request, and
+                # only when it came out exact: more rows than counted means some started to
+                # match during the read, and as many counted ones may still lie ahead.
+                if total is not None and read == total and index == length - 1:
                     return
                 last_id = int(rows[-1]["ID"])
 
