@@ -17,6 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 from waitress.server import create_server
+from werkzeug.test import TestResponse
 
 from connector.config import Settings, load_settings
 from connector.db import Database
@@ -31,6 +32,8 @@ POSTGRES_URL = os.environ.get("LOYALTY_TEST_DATABASE_URL")
 BACKENDS = ["sqlite", *(["postgresql"] if POSTGRES_URL else [])]
 # PostgreSQL wants the key given (SQLite tests use the key file made beside the database);
 # commands started as processes take it from the environment.
+TOKEN = "test-admin-token"
+ANNA = {"crm": "bitrix24", "portal": "acme.bitrix24.ru", "contact_id": "101"}
 TEST_SECRET_KEY = "0f3HUz0BGtF7kSE2l1oVh0sZ9oFUQ5yHMBbd9U-8A4s="
 
 
@@ -46,6 +49,10 @@ class Clock:
     def advance(self, **delta: float) -> datetime:
         self.now += timedelta(**delta)
         return self.now
+
+
+def account_path(ref: dict[str, str]) -> str:
+    return f"/api/v1/accounts/{ref['crm']}/{ref['portal']}/{ref['contact_id']}"
 
 
 def make_settings(tmp_path: Path, database_url: str | None = None, **sections: Any) -> Settings:
@@ -109,7 +116,7 @@ def program_settings() -> dict[str, Any]:
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str, program_settings: dict[str, Any]) -> Settings:
     return make_settings(tmp_path, database_url, program=program_settings,
-                         server={"admin_token": "test-admin-token"})
+                         server={"admin_token": TOKEN})
 
 
 def fresh_services(settings: Settings, **kwargs: Any) -> Services:
@@ -149,7 +156,7 @@ def count_settles(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-# The Flask tutorial's chain: a module provides `services`, these give the app and its client.
+# The Flask tutorial's chain: `services` gives the app and its client.
 @pytest.fixture
 def app(services: Services) -> Flask:
     app = create_app(services=services)
@@ -171,3 +178,54 @@ def served(app: Flask) -> Iterator[str]:
     yield f"http://127.0.0.1:{server.effective_port}"
     server.close()
     thread.join(timeout=5)
+
+
+# An API module's chain: `services` -> app -> client -> api (a module may provide its own
+# `services`, e.g. with accounts already in the ledger).
+@pytest.fixture
+def services(settings: Settings, db: Database, clock: Clock) -> Iterator[Services]:
+    # `db` has migrated (and on PostgreSQL emptied) the database these services use.
+    services = Services.build(settings, clock=clock)
+    yield services
+    services.close()
+
+
+class Api:
+    """An admin client: the bearer token on every call, JSON bodies, an idempotency key."""
+
+    def __init__(self, client: FlaskClient) -> None:
+        self.client = client
+        self.auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    def get(self, path: str) -> TestResponse:
+        return self.client.get(path, headers=self.auth)
+
+    def post(self, path: str, body: dict[str, Any] | None = None, *, key: str | None = None,
+             headers: dict[str, str] | None = None) -> TestResponse:
+        data = dict(body or {})
+        if key is not None:
+            data["key"] = key
+        return self.client.post(path, json=data, headers={**self.auth, **(headers or {})})
+
+    def post_raw(self, path: str, data: str | bytes,
+                 content_type: str = "application/json") -> TestResponse:
+        return self.client.post(path, data=data, content_type=content_type, headers=self.auth)
+
+    def account(self, ref: dict[str, str] = ANNA) -> dict[str, Any]:
+        response = self.get(account_path(ref))
+        assert response.status_code == 200, response.json
+        return response.json
+
+    def balance(self, ref: dict[str, str] = ANNA) -> str:
+        return self.account(ref)["balance"]
+
+    def accrue(self, amount: str, *, key: str, ref: dict[str, str] = ANNA,
+               **extra: Any) -> dict[str, Any]:
+        response = self.post("/api/v1/accrue", {**ref, "amount": amount, **extra}, key=key)
+        assert response.status_code == 201, response.json
+        return response.json
+
+
+@pytest.fixture
+def api(client: FlaskClient) -> Api:
+    return Api(client)

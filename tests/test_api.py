@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
@@ -16,18 +15,11 @@ from sqlalchemy import text
 from werkzeug.test import TestResponse
 
 from connector.config import Settings
-from connector.db import Database
 from connector.services import Services
-from tests.conftest import Clock, make_settings
+from tests.conftest import ANNA, TOKEN, Api, account_path, make_settings
 from webhooks import create_app
 
-TOKEN = "test-admin-token"
-ANNA = {"crm": "bitrix24", "portal": "acme.bitrix24.ru", "contact_id": "101"}
 BORIS = {**ANNA, "contact_id": "102"}
-
-
-def account_path(ref: dict[str, str]) -> str:
-    return f"/api/v1/accounts/{ref['crm']}/{ref['portal']}/{ref['contact_id']}"
 
 
 @pytest.fixture
@@ -40,55 +32,6 @@ def program_settings() -> dict[str, Any]:
         "welcome_bonus": "100",
         "bonuses": {"review": "50"},
     }
-
-
-@pytest.fixture
-def services(settings: Settings, db: Database, clock: Clock) -> Iterator[Services]:
-    # `db` has migrated (and on PostgreSQL emptied) the database these services use.
-    services = Services.build(settings, clock=clock)
-    yield services
-    services.close()
-
-
-class Api:
-    """An admin client: the bearer token on every call, JSON bodies, an idempotency key."""
-
-    def __init__(self, client: FlaskClient) -> None:
-        self.client = client
-        self.auth = {"Authorization": f"Bearer {TOKEN}"}
-
-    def get(self, path: str) -> TestResponse:
-        return self.client.get(path, headers=self.auth)
-
-    def post(self, path: str, body: dict[str, Any] | None = None, *, key: str | None = None,
-             headers: dict[str, str] | None = None) -> TestResponse:
-        data = dict(body or {})
-        if key is not None:
-            data["key"] = key
-        return self.client.post(path, json=data, headers={**self.auth, **(headers or {})})
-
-    def post_raw(self, path: str, data: str | bytes,
-                 content_type: str = "application/json") -> TestResponse:
-        return self.client.post(path, data=data, content_type=content_type, headers=self.auth)
-
-    def account(self, ref: dict[str, str] = ANNA) -> dict[str, Any]:
-        response = self.get(account_path(ref))
-        assert response.status_code == 200, response.json
-        return response.json
-
-    def balance(self, ref: dict[str, str] = ANNA) -> str:
-        return self.account(ref)["balance"]
-
-    def accrue(self, amount: str, *, key: str, ref: dict[str, str] = ANNA,
-               **extra: Any) -> dict[str, Any]:
-        response = self.post("/api/v1/accrue", {**ref, "amount": amount, **extra}, key=key)
-        assert response.status_code == 201, response.json
-        return response.json
-
-
-@pytest.fixture
-def api(client: FlaskClient) -> Api:
-    return Api(client)
 
 
 def assert_invalid(response: TestResponse, field: str, *, error: str = "invalid_request",

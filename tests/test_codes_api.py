@@ -3,14 +3,11 @@ per key) and on /preview (what it would give, or why not, nothing used)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from connector.codes import catalog
-from connector.config import Settings
-from connector.db import Database
 from connector.services import Services
 from tests.conftest import Clock
 from tests.test_api import ANNA, BORIS, Api
@@ -23,18 +20,6 @@ def program_settings() -> dict[str, Any]:
          "ends": "2026-04-01T00:00:00"},
         {"name": "double", "multiplier": "2"},
     ]}
-
-
-@pytest.fixture
-def services(settings: Settings, db: Database, clock: Clock) -> Iterator[Services]:
-    services = Services.build(settings, clock=clock)
-    yield services
-    services.close()
-
-
-@pytest.fixture
-def api(client: Any) -> Api:
-    return Api(client)
 
 
 def test_accrue_with_a_code_answers_what_it_gave_and_a_repeat_uses_it_once(api: Api) -> None:

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal as D
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 
-from connector.config import Settings
-from connector.db import Database
 from connector.ledger.views import AccountRef
 from connector.services import Services
-from tests.conftest import Clock
 
 AUTH = {"Authorization": "Bearer test-admin-token"}
 ANNA = {"crm": "bitrix24", "portal": "acme.bitrix24.ru", "contact_id": "101"}
@@ -41,13 +37,6 @@ def program_settings() -> dict[str, Any]:
              "multiplier": "2"},
         ],
     }
-
-
-@pytest.fixture
-def services(settings: Settings, db: Database, clock: Clock) -> Iterator[Services]:
-    services = Services.build(settings, clock=clock)
-    yield services
-    services.close()
 
 
 def post(client: FlaskClient, path: str, body: dict[str, Any]) -> Any:

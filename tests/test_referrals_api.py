@@ -3,19 +3,15 @@ referral figures of an account."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import select, text
 
-from connector.config import Settings
 from connector.crm.models import TriggerEvent
-from connector.db import Database
 from connector.ledger.views import AccountRef
 from connector.services import Services
 from connector.triggers import REFERRAL_REWARDED
-from tests.conftest import Clock
 from tests.test_api import ANNA, BORIS, Api, account_path
 
 VERA = {**ANNA, "contact_id": "103"}
@@ -24,18 +20,6 @@ VERA = {**ANNA, "contact_id": "103"}
 @pytest.fixture
 def program_settings() -> dict[str, Any]:
     return {"referral_bonus": "300", "referral_newcomer_bonus": "100"}
-
-
-@pytest.fixture
-def services(settings: Settings, db: Database, clock: Clock) -> Iterator[Services]:
-    services = Services.build(settings, clock=clock)
-    yield services
-    services.close()
-
-
-@pytest.fixture
-def api(client: Any) -> Api:
-    return Api(client)
 
 
 def test_accrue_with_a_code_links_first_and_pays_both_bonuses(

@@ -4,36 +4,19 @@ web and command paths."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from connector.cli import cli
-from connector.config import Settings
-from connector.db import Database
 from connector.ledger.models import Entry
 from connector.services import Services
-from tests.conftest import Clock
 from tests.test_api import ANNA, Api
 from tests.test_cli import ANNA as CLI_ANNA
 from tests.test_cli import write_config
-
-
-@pytest.fixture
-def services(settings: Settings, db: Database, clock: Clock) -> Iterator[Services]:
-    services = Services.build(settings, clock=clock)
-    yield services
-    services.close()
-
-
-@pytest.fixture
-def api(client: FlaskClient) -> Api:
-    return Api(client)
 
 
 def returned(api: Api, body: dict[str, Any], key: str) -> Any:

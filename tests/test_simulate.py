@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal as D
 from pathlib import Path
@@ -464,13 +463,6 @@ def test_the_replay_connection_cannot_write(db: Database) -> None:
 
 
 # -- the dashboard's what-if form ---------------------------------------------------------------
-@pytest.fixture
-def services(settings: Settings, db: Database, clock: Clock) -> Iterator[Services]:
-    services = Services.build(settings, clock=clock)
-    yield services
-    services.close()
-
-
 BEARER = {"Authorization": "Bearer test-admin-token"}
 
 

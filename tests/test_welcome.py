@@ -3,21 +3,16 @@ once per account whichever way the account came first."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from flask.testing import FlaskClient
 
 from connector.cli import cli
-from connector.config import Settings
-from connector.db import Database
 from connector.ledger.views import AccountRef
 from connector.services import Services
 from connector.welcome import welcome
-from tests.conftest import Clock
 from tests.test_api import ANNA, BORIS, Api
 from tests.test_cli import ANNA as CLI_ANNA
 from tests.test_cli import write_config
@@ -28,18 +23,6 @@ REF = AccountRef(ANNA["crm"], ANNA["portal"], ANNA["contact_id"])
 @pytest.fixture
 def program_settings() -> dict[str, Any]:
     return {"welcome_bonus": "100", "welcome_on": ["crm", "api"]}
-
-
-@pytest.fixture
-def services(settings: Settings, db: Database, clock: Clock) -> Iterator[Services]:
-    services = Services.build(settings, clock=clock)
-    yield services
-    services.close()
-
-
-@pytest.fixture
-def api(client: FlaskClient) -> Api:
-    return Api(client)
 
 
 def welcomes(services: Services, ref: AccountRef = REF) -> int:
