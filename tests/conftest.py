@@ -23,6 +23,8 @@ from connector.config import Settings, load_settings
 from connector.db import Database
 from connector.ledger.engine import Ledger
 from connector.program import Program
+from connector.sandbox import FakeBitrix24Portal, ManualClock
+from connector.sandbox.amocrm import FakeAmoCRM
 from connector.sealing import Sealer, key_source
 from connector.services import Services
 from connector.tables import Base
@@ -91,6 +93,25 @@ def _no_ambient_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
+
+
+# The fake CRMs on the clock they and the harnesses move by hand (the CRM test modules'
+# harnesses take `time` and `portal` or `account`; a module overrides them to fill the fakes).
+@pytest.fixture
+def time() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def portal(time: ManualClock) -> Iterator[FakeBitrix24Portal]:
+    with FakeBitrix24Portal(clock=time) as fake:
+        yield fake
+
+
+@pytest.fixture
+def account(time: ManualClock) -> Iterator[FakeAmoCRM]:
+    with FakeAmoCRM(clock=time) as fake:
+        yield fake
 
 
 def _reset_postgres(db: Database) -> None:

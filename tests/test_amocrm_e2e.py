@@ -94,17 +94,6 @@ class Harness:
 
 
 @pytest.fixture
-def time() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def account(time: ManualClock) -> Iterator[FakeAmoCRM]:
-    with FakeAmoCRM(clock=time) as fake:
-        yield fake
-
-
-@pytest.fixture
 def h(tmp_path: Path, database_url: str, account: FakeAmoCRM, time: ManualClock,
       clock: Clock) -> Iterator[Harness]:
     services = fresh_services(amo_settings(tmp_path, database_url, account), clock=clock)

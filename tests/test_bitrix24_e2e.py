@@ -4,7 +4,7 @@ posted to our Flask app, and the worker reads and writes the portal over HTTP.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
@@ -104,18 +104,17 @@ def b24_settings(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, 
                                   "language": language})
 
 
-@pytest.fixture
-def time() -> ManualClock:
-    return ManualClock()
+def bind_events(portal: FakeBitrix24Portal) -> FakeBitrix24Portal:
+    """The outgoing webhook an admin sets up (install's manual step): every event but ONAPP*."""
+    for event in EVENTS:
+        if not event.startswith("ONAPP"):
+            portal.bind_event(event, EVENTS_URL)
+    return portal
 
 
 @pytest.fixture
-def portal(time: ManualClock) -> Iterator[FakeBitrix24Portal]:
-    with FakeBitrix24Portal(clock=time) as fake:
-        for event in EVENTS:  # the outgoing webhook an admin sets up (install's manual step)
-            if not event.startswith("ONAPP"):
-                fake.bind_event(event, EVENTS_URL)
-        yield fake
+def portal(portal: FakeBitrix24Portal) -> FakeBitrix24Portal:
+    return bind_events(portal)
 
 
 @pytest.fixture
@@ -281,12 +280,16 @@ def test_write_back_is_coalesced_and_its_echo_causes_no_loop(h: Harness) -> None
 
 def app_harness(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal,
                 time: ManualClock, clock: Clock, *, install: bool = True,
-                language: str = "ru", **extra: Any) -> Harness:
-    """An OAuth app setup: installed by ONAPPINSTALL, its tokens kept in the database."""
+                language: str = "ru", adjust: Callable[[Settings], Settings] | None = None,
+                **extra: Any) -> Harness:
+    """An OAuth app setup: installed by ONAPPINSTALL, its tokens kept in the database;
+    `adjust` changes the settings before the services are built."""
     settings = b24_settings(tmp_path, database_url, portal, webhook_url=None,
                             application_token=None, client_id=portal.client_id,
                             client_secret=portal.client_secret, oauth_url=portal.oauth_url,
                             language=language, **extra)
+    if adjust is not None:
+        settings = adjust(settings)
     h = Harness(portal, fresh_services(settings, clock=clock), time, clock)
     if not install:
         return h

@@ -29,17 +29,6 @@ TAB_URL = "http://127.0.0.1:8080/bitrix24/tab"
 
 
 @pytest.fixture
-def time() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def portal(time: ManualClock) -> Iterator[FakeBitrix24Portal]:
-    with FakeBitrix24Portal(clock=time) as fake:
-        yield fake
-
-
-@pytest.fixture
 def language() -> str:
     return "en"  # the tests of wording read English; test_the_tab_in_* the others
 

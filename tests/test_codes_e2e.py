@@ -22,7 +22,7 @@ from tests.test_amocrm_e2e import FORM, SECRET, amo_settings, status
 from tests.test_amocrm_e2e import Harness as AmoHarness
 from tests.test_bitrix24_actions import SECRET as ACTIONS_SECRET
 from tests.test_bitrix24_actions import comments, customer, rule
-from tests.test_bitrix24_e2e import EVENTS_URL, b24_settings
+from tests.test_bitrix24_e2e import EVENTS_URL, app_harness, b24_settings
 from tests.test_bitrix24_e2e import Harness as B24Harness
 
 PROMO = [Promo(name="winter", code="WINTER25", points=D(100)),
@@ -34,29 +34,12 @@ def with_promo(settings: Settings) -> Settings:
     return settings.model_copy(update={"program": program})
 
 
-@pytest.fixture
-def time() -> ManualClock:
-    return ManualClock()
-
-
 # -- Bitrix24 ------------------------------------------------------------------------------
-@pytest.fixture
-def portal(time: ManualClock) -> Iterator[FakeBitrix24Portal]:
-    with FakeBitrix24Portal(clock=time) as fake:
-        yield fake
-
-
 @pytest.fixture
 def b24(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
         clock: Clock) -> Iterator[B24Harness]:
     """An app setup (robots need one), installed."""
-    settings = b24_settings(tmp_path, database_url, portal, webhook_url=None,
-                            application_token=None, client_id=portal.client_id,
-                            client_secret=portal.client_secret, oauth_url=portal.oauth_url)
-    h = B24Harness(portal, fresh_services(with_promo(settings), clock=clock), time, clock)
-    body, content_type = portal.install_body()
-    assert h.post("/bitrix24/events", body, content_type) == 200
-    h.process()
+    h = app_harness(tmp_path, database_url, portal, time, clock, adjust=with_promo)
     h.connector.installer.install()
     yield h
     h.services.close()
@@ -162,12 +145,6 @@ def test_bitrix24_webhook_rule_attaches_a_code_and_comments_on_the_deal(
 
 
 # -- amoCRM ------------------------------------------------------------------------------
-@pytest.fixture
-def account(time: ManualClock) -> Iterator[FakeAmoCRM]:
-    with FakeAmoCRM(clock=time) as fake:
-        yield fake
-
-
 @pytest.fixture
 def amo(tmp_path: Path, database_url: str, account: FakeAmoCRM, time: ManualClock,
         clock: Clock) -> Iterator[AmoHarness]:

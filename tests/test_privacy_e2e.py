@@ -4,7 +4,6 @@ the worker against the fake CRMs. Off (the default), the account stays as it was
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal as D
 from pathlib import Path
 
@@ -19,13 +18,12 @@ from connector.privacy.models import Erasure
 from connector.sandbox import FakeBitrix24Portal, ManualClock
 from connector.sandbox.amocrm import FakeAmoCRM
 from connector.services import Services
-from mappings.bitrix24 import EVENTS
 from tests.conftest import Clock, fresh_services
 from tests.test_amocrm_e2e import ANNA as AMO_ANNA
 from tests.test_amocrm_e2e import Harness as AmoHarness
 from tests.test_amocrm_e2e import amo_settings, status
-from tests.test_bitrix24_e2e import EVENTS_URL, b24_settings
 from tests.test_bitrix24_e2e import Harness as B24Harness
+from tests.test_bitrix24_e2e import b24_settings, bind_events
 
 pytestmark = pytest.mark.storage
 
@@ -41,17 +39,8 @@ def erased(services: Services) -> list[Account]:
 
 
 @pytest.fixture
-def time() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def portal(time: ManualClock) -> Iterator[FakeBitrix24Portal]:
-    with FakeBitrix24Portal(clock=time) as fake:
-        for event in EVENTS:
-            if not event.startswith("ONAPP"):
-                fake.bind_event(event, EVENTS_URL)
-        yield fake
+def portal(portal: FakeBitrix24Portal) -> FakeBitrix24Portal:
+    return bind_events(portal)
 
 
 @pytest.mark.parametrize("on", [True, False])
@@ -87,12 +76,6 @@ def test_bitrix24_contact_deleted(tmp_path: Path, database_url: str, portal: Fak
         assert all(e.body == b"" for e in kinds.values())
     assert counts.get("failed", 0) == 0
     services.close()
-
-
-@pytest.fixture
-def account(time: ManualClock) -> Iterator[FakeAmoCRM]:
-    with FakeAmoCRM(clock=time) as fake:
-        yield fake
 
 
 @pytest.mark.parametrize("on", [True, False])

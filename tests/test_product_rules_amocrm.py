@@ -36,18 +36,12 @@ def settings_for(tmp_path: Path, database_url: str, account: FakeAmoCRM) -> Sett
 
 
 @pytest.fixture
-def time() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def account(time: ManualClock) -> Iterator[FakeAmoCRM]:
-    with FakeAmoCRM(clock=time) as fake:
-        fake.put_element(BREAD, catalog_id=CATALOG, name="Bread", price="100")
-        fake.put_element(TOBACCO, catalog_id=CATALOG, name="Cigarettes", price="250")
-        fake.put_element(KETTLE, catalog_id=CATALOG, name="Kettle", price="1500", BRAND="Acme")
-        fake.put_element(GIFT, catalog_id=GIFTS, name="Gift card", price="3000")
-        yield fake
+def account(account: FakeAmoCRM) -> FakeAmoCRM:
+    account.put_element(BREAD, catalog_id=CATALOG, name="Bread", price="100")
+    account.put_element(TOBACCO, catalog_id=CATALOG, name="Cigarettes", price="250")
+    account.put_element(KETTLE, catalog_id=CATALOG, name="Kettle", price="1500", BRAND="Acme")
+    account.put_element(GIFT, catalog_id=GIFTS, name="Gift card", price="3000")
+    return account
 
 
 @pytest.fixture

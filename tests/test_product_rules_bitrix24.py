@@ -13,9 +13,8 @@ import pytest
 
 from connector.config import Settings
 from connector.sandbox import FakeBitrix24Portal, ManualClock
-from mappings.bitrix24 import EVENTS
 from tests.conftest import Clock, fresh_services, make_settings
-from tests.test_bitrix24_e2e import EVENTS_URL, Harness
+from tests.test_bitrix24_e2e import Harness, bind_events
 
 
 def rules(portal: FakeBitrix24Portal) -> dict[str, Any]:
@@ -40,22 +39,14 @@ def settings_for(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal) 
 
 
 @pytest.fixture
-def time() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def portal(time: ManualClock) -> Iterator[FakeBitrix24Portal]:
-    with FakeBitrix24Portal(clock=time) as fake:
-        for event in EVENTS:
-            if not event.startswith("ONAPP"):
-                fake.bind_event(event, EVENTS_URL)
-        fake.cigarettes = fake.add_product("Cigarettes", "250", section_id=14)  # type: ignore[attr-defined]
-        fake.gift_card = fake.add_product("Gift card", "3000")  # type: ignore[attr-defined]
-        fake.acme = fake.add_product("Acme kettle", "1500",  # type: ignore[attr-defined]
-                                     section_id=20, PROPERTY_104="Acme")
-        fake.bread = fake.add_product("Bread", "100", section_id=20)  # type: ignore[attr-defined]
-        yield fake
+def portal(portal: FakeBitrix24Portal) -> FakeBitrix24Portal:
+    fake = bind_events(portal)
+    fake.cigarettes = fake.add_product("Cigarettes", "250", section_id=14)  # type: ignore[attr-defined]
+    fake.gift_card = fake.add_product("Gift card", "3000")  # type: ignore[attr-defined]
+    fake.acme = fake.add_product("Acme kettle", "1500",  # type: ignore[attr-defined]
+                                 section_id=20, PROPERTY_104="Acme")
+    fake.bread = fake.add_product("Bread", "100", section_id=20)  # type: ignore[attr-defined]
+    return fake
 
 
 @pytest.fixture

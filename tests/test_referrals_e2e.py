@@ -23,7 +23,7 @@ from connector.triggers import REFERRAL_REWARDED
 from tests.conftest import Clock, fresh_services
 from tests.test_amocrm_e2e import FORM, SECRET, amo_settings, status
 from tests.test_amocrm_e2e import Harness as AmoHarness
-from tests.test_bitrix24_e2e import EVENTS_URL, b24_settings
+from tests.test_bitrix24_e2e import EVENTS_URL, app_harness
 from tests.test_bitrix24_e2e import Harness as B24Harness
 
 REFERRAL = {"referral_bonus": D(300), "referral_newcomer_bonus": D(100)}
@@ -47,29 +47,12 @@ def rewarded(services: Services) -> list[int]:
             TriggerEvent.code == REFERRAL_REWARDED)))
 
 
-@pytest.fixture
-def time() -> ManualClock:
-    return ManualClock()
-
-
 # -- Bitrix24 ------------------------------------------------------------------------------
-@pytest.fixture
-def portal(time: ManualClock) -> Iterator[FakeBitrix24Portal]:
-    with FakeBitrix24Portal(clock=time) as fake:
-        yield fake
-
-
 @pytest.fixture
 def b24(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
         clock: Clock) -> Iterator[B24Harness]:
     """An app setup (triggers need one), installed: fields, handlers, robots, triggers."""
-    settings = b24_settings(tmp_path, database_url, portal, webhook_url=None,
-                            application_token=None, client_id=portal.client_id,
-                            client_secret=portal.client_secret, oauth_url=portal.oauth_url)
-    h = B24Harness(portal, fresh_services(with_referrals(settings), clock=clock), time, clock)
-    body, content_type = portal.install_body()
-    assert h.post("/bitrix24/events", body, content_type) == 200
-    h.process()
+    h = app_harness(tmp_path, database_url, portal, time, clock, adjust=with_referrals)
     h.connector.installer.install()
     yield h
     h.services.close()
@@ -146,12 +129,6 @@ def test_bitrix24_robot_links_the_deal_contact_before_its_deal_is_settled(
 
 
 # -- amoCRM ------------------------------------------------------------------------------
-@pytest.fixture
-def account(time: ManualClock) -> Iterator[FakeAmoCRM]:
-    with FakeAmoCRM(clock=time) as fake:
-        yield fake
-
-
 @pytest.fixture
 def amo(tmp_path: Path, database_url: str, account: FakeAmoCRM, time: ManualClock,
         clock: Clock) -> Iterator[AmoHarness]:
