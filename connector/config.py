@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -39,6 +40,16 @@ SENSITIVE = ("token", "secret", "password", "url")
 Share = Annotated[Decimal, Field(ge=0, le=1)]
 Points = Annotated[Decimal, Field(ge=0, decimal_places=2)]
 Money = Annotated[Decimal, Field(ge=0, decimal_places=2)]
+
+
+def _naive(value: datetime) -> datetime:
+    if value.tzinfo is not None:
+        raise ValueError("give a local time without offset; program.timezone applies")
+    return value
+
+
+# A campaign's or a reward's window edge, read in program.timezone.
+LocalTime = Annotated[datetime, AfterValidator(_naive)]
 
 
 class _Section(BaseModel):
@@ -415,15 +426,8 @@ class Reward(_Section):
     stock: int | None = Field(None, ge=0, description="how many there are; unset: no limit")
     per_customer: int | None = Field(None, ge=1, description="claims per customer; unset: any")
     tier: str | None = Field(None, description="the least tier that may claim it")
-    starts: datetime | None = None
-    ends: datetime | None = None
-
-    @field_validator("starts", "ends")
-    @classmethod
-    def _naive(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is not None:
-            raise ValueError("give a local time without offset; program.timezone applies")
-        return value
+    starts: LocalTime | None = None
+    ends: LocalTime | None = None
 
     @model_validator(mode="after")
     def _window(self) -> Reward:
@@ -493,19 +497,12 @@ class Promo(_Section):
     multiplier: Annotated[Decimal, Field(gt=1, le=100)] | None = Field(
         None, description="the purchase's points times this (the extra is the code's)")
     bonus: str | None = Field(None, description="a named bonus from [program.bonuses]")
-    starts: datetime | None = None
-    ends: datetime | None = None
+    starts: LocalTime | None = None
+    ends: LocalTime | None = None
     uses_per_code: int = Field(1, ge=0, description="uses of each generated code; 0: no limit")
     shared_code_uses: int = Field(0, ge=0, description="uses of the shared code; 0: no limit")
     uses_per_customer: int = Field(1, ge=0, description="per customer; 0: no limit")
     budget: Points = Field(Decimal(0), description="points all uses may grant; 0: no limit")
-
-    @field_validator("starts", "ends")
-    @classmethod
-    def _naive(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is not None:
-            raise ValueError("give a local time without offset; program.timezone applies")
-        return value
 
     @field_validator("code")
     @classmethod
