@@ -83,12 +83,8 @@ def change() -> tuple[str, int] | str:
         reason = check_text("reason", request.form.get("reason", "").strip(),
                             max_length=REASON_MAX)
         result = tab.change(grant, points, reason)
-    except ApiError as exc:
-        return _render(tab.page(manager, customer), error=exc.detail), exc.status
-    except LedgerError as exc:
-        status = next((status for cls, status in LEDGER_STATUS if isinstance(exc, cls)),
-                      LEDGER_DEFAULT_STATUS)
-        return _render(tab.page(manager, customer), error=exc.detail), status
+    except (ApiError, LedgerError) as exc:
+        return _refused(tab.page(manager, customer), exc)
     return _render(tab.page(manager, customer), notice=_notice(grant.operation, result))
 
 
@@ -101,12 +97,8 @@ def reward() -> tuple[str, int] | str:
     try:
         wanted = check_text("reward", request.form.get("reward", "").strip(), max_length=48)
         claimed = tab.claim(grant, wanted)
-    except ApiError as exc:
-        return _render(tab.page(manager, customer), error=exc.detail), exc.status
-    except LedgerError as exc:
-        status = next((status for cls, status in LEDGER_STATUS if isinstance(exc, cls)),
-                      LEDGER_DEFAULT_STATUS)
-        return _render(tab.page(manager, customer), error=exc.detail), status
+    except (ApiError, LedgerError) as exc:
+        return _refused(tab.page(manager, customer), exc)
     t: Translator = current_app.extensions["i18n"]
     text = t._("%(reward)s claimed: code %(code)s, %(points)s; balance %(balance)s",
                reward=claimed.claim.reward_name, code=claimed.claim.code,
@@ -115,6 +107,16 @@ def reward() -> tuple[str, int] | str:
     if claimed.result.duplicate:
         text = t._("%(done)s (this form was already sent: applied once)", done=text)
     return _render(tab.page(manager, customer), notice=text)
+
+
+def _refused(page: TabPage, exc: ApiError | LedgerError) -> tuple[str, int]:
+    """The tab again with why a form was refused, under the status the API gives it."""
+    if isinstance(exc, ApiError):
+        status = exc.status
+    else:
+        status = next((status for cls, status in LEDGER_STATUS if isinstance(exc, cls)),
+                      LEDGER_DEFAULT_STATUS)
+    return _render(page, error=exc.detail), status
 
 
 def _notice(operation: str, result: Result) -> str:
