@@ -35,6 +35,13 @@ def _text(max_length: int = TEXT_MAX, *, nullable: bool = False, **extra: Any) -
             "maxLength": max_length, **extra}
 
 
+def _flag(name: str, description: str) -> Schema:
+    """An optional yes/no query parameter, as the server reads one."""
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": {"type": "string",
+                       "pattern": "^([01]|[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])$"}}
+
+
 def _amount(description: str, *, signed: bool = False, nullable: bool = False) -> Schema:
     limit = int(MAX_AMOUNT)
     number: Schema = {"type": "number", "maximum": limit}
@@ -215,10 +222,7 @@ def _reward_paths() -> Schema:
         "/api/v1/rewards": {
             "get": {
                 "summary": "The rewards catalogue",
-                "parameters": [{"name": "all", "in": "query", "required": False,
-                                "description": "1 or true: disabled rewards too",
-                                "schema": {"type": "string", "pattern":
-                                           "^([01]|[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])$"}}],
+                "parameters": [_flag("all", "1 or true: disabled rewards too")],
                 "responses": {"200": _ok("the rewards", {
                     "type": "object", "required": ["rewards"],
                     "properties": {"rewards": {"type": "array", "items": _ref("Reward")}}}),
@@ -260,10 +264,7 @@ def _reward_paths() -> Schema:
         }},
         "/api/v1/claims": {"get": {
             "summary": "Reward claims, newest first",
-            "parameters": [{"name": "open", "in": "query", "required": False,
-                            "description": "1 or true: only those still to hand over",
-                            "schema": {"type": "string", "pattern":
-                                       "^([01]|[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])$"}}],
+            "parameters": [_flag("open", "1 or true: only those still to hand over")],
             "responses": {"200": _ok("the claims", {
                 "type": "object", "required": ["claims"],
                 "properties": {"claims": {"type": "array", "items": _ref("Claim")}}}),
@@ -329,11 +330,8 @@ def spec() -> Schema:
         "paths": {
             "/api/v1/accounts/{crm}/{portal}/{contact_id}": {"get": {
                 "summary": "An account: balance, tier, spend, next expiry",
-                "parameters": [*ACCOUNT_PARAMETERS, {
-                    "name": "history", "in": "query", "required": False,
-                    "description": "1 or true: add the latest entries",
-                    "schema": {"type": "string",
-                               "pattern": "^([01]|[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])$"}}],
+                "parameters": [*ACCOUNT_PARAMETERS,
+                               _flag("history", "1 or true: add the latest entries")],
                 "responses": {"200": _ok("the account", _ref("Account")), **READ_ERRORS},
             }},
             "/api/v1/accounts/{crm}/{portal}/{contact_id}/history": {"get": {
