@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal as D
 from pathlib import Path
@@ -93,12 +94,20 @@ class Harness:
         return self.services.ledger.account(ref).balance
 
 
+@contextmanager
+def running(settings: Settings, account: FakeAmoCRM, time: ManualClock,
+            clock: Clock) -> Iterator[Harness]:
+    """A harness on fresh services with these settings, closed on leaving."""
+    services = fresh_services(settings, clock=clock)
+    yield Harness(account, services, time, clock)
+    services.close()
+
+
 @pytest.fixture
 def h(tmp_path: Path, database_url: str, account: FakeAmoCRM, time: ManualClock,
       clock: Clock) -> Iterator[Harness]:
-    services = fresh_services(amo_settings(tmp_path, database_url, account), clock=clock)
-    yield Harness(account, services, time, clock)
-    services.close()
+    with running(amo_settings(tmp_path, database_url, account), account, time, clock) as h:
+        yield h
 
 
 def status(lead_id: int, status_id: int = 142) -> dict[str, Any]:

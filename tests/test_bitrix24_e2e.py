@@ -5,6 +5,7 @@ posted to our Flask app, and the worker reads and writes the portal over HTTP.""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
@@ -297,6 +298,17 @@ def app_harness(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal,
     assert h.post("/bitrix24/events", body, content_type) == 200
     h.process()
     return h
+
+
+@contextmanager
+def installed_app(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal,
+                  time: ManualClock, clock: Clock, **kwargs: Any) -> Iterator[Harness]:
+    """An app setup installed through and through: fields, event handlers, robots, triggers,
+    tabs; closed on leaving."""
+    h = app_harness(tmp_path, database_url, portal, time, clock, **kwargs)
+    h.connector.installer.install()
+    yield h
+    h.services.close()
 
 
 def test_welcome_bonus_once_and_triggers_fire_on_deals_once(

@@ -21,7 +21,7 @@ from connector.bitrix24.tab_forms import FORM_LIFETIME, FormTokens, TabRefused
 from connector.ledger.models import Entry
 from connector.sandbox import FakeBitrix24Portal, ManualClock
 from tests.conftest import Clock, fresh_services
-from tests.test_bitrix24_e2e import Harness, app_harness, b24_settings
+from tests.test_bitrix24_e2e import Harness, app_harness, b24_settings, installed_app
 from tests.test_dashboard import ARTIFACTS, CHROMIUM, chromium, png_colours
 
 CONTACT_TAB, DEAL_TAB = "CRM_CONTACT_DETAIL_TAB", "CRM_DEAL_DETAIL_TAB"
@@ -36,10 +36,8 @@ def language() -> str:
 @pytest.fixture
 def h(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
       clock: Clock, language: str) -> Iterator[Harness]:
-    harness = app_harness(tmp_path, database_url, portal, time, clock, language=language)
-    harness.connector.installer.install()  # fields, event handlers, ..., the tabs
-    yield harness
-    harness.services.close()
+    with installed_app(tmp_path, database_url, portal, time, clock, language=language) as h:
+        yield h
 
 
 def open_tab(h: Harness, placement: str, entity_id: int | str, *, user_id: int = 1,

@@ -18,11 +18,11 @@ from connector.ledger.views import AccountRef
 from connector.sandbox import FakeBitrix24Portal, ManualClock
 from connector.sandbox.amocrm import FakeAmoCRM, webhook_body
 from tests.conftest import Clock, fresh_services
-from tests.test_amocrm_e2e import FORM, SECRET, amo_settings, status
+from tests.test_amocrm_e2e import FORM, SECRET, amo_settings, running, status
 from tests.test_amocrm_e2e import Harness as AmoHarness
 from tests.test_bitrix24_actions import SECRET as ACTIONS_SECRET
 from tests.test_bitrix24_actions import comments, customer, rule
-from tests.test_bitrix24_e2e import EVENTS_URL, app_harness, b24_settings
+from tests.test_bitrix24_e2e import EVENTS_URL, b24_settings, installed_app
 from tests.test_bitrix24_e2e import Harness as B24Harness
 
 PROMO = [Promo(name="winter", code="WINTER25", points=D(100)),
@@ -39,10 +39,8 @@ def with_promo(settings: Settings) -> Settings:
 def b24(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
         clock: Clock) -> Iterator[B24Harness]:
     """An app setup (robots need one), installed."""
-    h = app_harness(tmp_path, database_url, portal, time, clock, adjust=with_promo)
-    h.connector.installer.install()
-    yield h
-    h.services.close()
+    with installed_app(tmp_path, database_url, portal, time, clock, adjust=with_promo) as h:
+        yield h
 
 
 def test_bitrix24_install_creates_the_deal_field_and_the_robot(b24: B24Harness) -> None:
@@ -148,10 +146,9 @@ def test_bitrix24_webhook_rule_attaches_a_code_and_comments_on_the_deal(
 @pytest.fixture
 def amo(tmp_path: Path, database_url: str, account: FakeAmoCRM, time: ManualClock,
         clock: Clock) -> Iterator[AmoHarness]:
-    services = fresh_services(with_promo(amo_settings(tmp_path, database_url, account)),
-                              clock=clock)
-    yield AmoHarness(account, services, time, clock)
-    services.close()
+    settings = with_promo(amo_settings(tmp_path, database_url, account))
+    with running(settings, account, time, clock) as h:
+        yield h
 
 
 def promo_field(account: FakeAmoCRM, value: str) -> list[dict[str, Any]]:

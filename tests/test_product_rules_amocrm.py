@@ -13,8 +13,8 @@ import pytest
 from connector.config import Settings
 from connector.sandbox import ManualClock
 from connector.sandbox.amocrm import FakeAmoCRM
-from tests.conftest import Clock, fresh_services, make_settings
-from tests.test_amocrm_e2e import ANNA, SECRET, Harness, status
+from tests.conftest import Clock, make_settings
+from tests.test_amocrm_e2e import ANNA, SECRET, Harness, running, status
 
 CATALOG = 5331  # the products list
 GIFTS = 5333    # a list of gift cards
@@ -47,9 +47,8 @@ def account(account: FakeAmoCRM) -> FakeAmoCRM:
 @pytest.fixture
 def h(tmp_path: Path, database_url: str, account: FakeAmoCRM, time: ManualClock,
       clock: Clock) -> Iterator[Harness]:
-    services = fresh_services(settings_for(tmp_path, database_url, account), clock=clock)
-    yield Harness(account, services, time, clock)
-    services.close()
+    with running(settings_for(tmp_path, database_url, account), account, time, clock) as h:
+        yield h
 
 
 def test_a_won_lead_earns_by_its_products_and_re_settles_when_they_change(h: Harness) -> None:

@@ -20,10 +20,10 @@ from connector.sandbox import FakeBitrix24Portal, ManualClock
 from connector.sandbox.amocrm import FakeAmoCRM, webhook_body
 from connector.services import Services
 from connector.triggers import REFERRAL_REWARDED
-from tests.conftest import Clock, fresh_services
-from tests.test_amocrm_e2e import FORM, SECRET, amo_settings, status
+from tests.conftest import Clock
+from tests.test_amocrm_e2e import FORM, SECRET, amo_settings, running, status
 from tests.test_amocrm_e2e import Harness as AmoHarness
-from tests.test_bitrix24_e2e import EVENTS_URL, app_harness
+from tests.test_bitrix24_e2e import EVENTS_URL, installed_app
 from tests.test_bitrix24_e2e import Harness as B24Harness
 
 REFERRAL = {"referral_bonus": D(300), "referral_newcomer_bonus": D(100)}
@@ -52,10 +52,9 @@ def rewarded(services: Services) -> list[int]:
 def b24(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
         clock: Clock) -> Iterator[B24Harness]:
     """An app setup (triggers need one), installed: fields, handlers, robots, triggers."""
-    h = app_harness(tmp_path, database_url, portal, time, clock, adjust=with_referrals)
-    h.connector.installer.install()
-    yield h
-    h.services.close()
+    with installed_app(tmp_path, database_url, portal, time, clock,
+                       adjust=with_referrals) as h:
+        yield h
 
 
 def test_bitrix24_install_creates_the_code_field_and_an_editable_referred_by(
@@ -133,9 +132,8 @@ def test_bitrix24_robot_links_the_deal_contact_before_its_deal_is_settled(
 def amo(tmp_path: Path, database_url: str, account: FakeAmoCRM, time: ManualClock,
         clock: Clock) -> Iterator[AmoHarness]:
     settings = with_referrals(amo_settings(tmp_path, database_url, account))
-    services = fresh_services(settings, clock=clock)
-    yield AmoHarness(account, services, time, clock)
-    services.close()
+    with running(settings, account, time, clock) as h:
+        yield h
 
 
 def v4_field(account: FakeAmoCRM, code: str, value: str) -> dict[str, Any]:
