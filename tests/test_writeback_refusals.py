@@ -21,10 +21,9 @@ from connector.services import Services
 from tests import test_amocrm_e2e as amo
 from tests import test_bitrix24_e2e as b24
 
-# The harnesses and their fixtures (fake portal, fake amoCRM account, clocks).
-from tests.test_amocrm_e2e import account  # noqa: F401
+# The Bitrix24 harness and its portal (events bound); conftest gives the amoCRM account.
 from tests.test_bitrix24_e2e import h as b24h  # noqa: F401
-from tests.test_bitrix24_e2e import portal, time  # noqa: F401
+from tests.test_bitrix24_e2e import portal  # noqa: F401
 
 REFUSED_LINE = "refused for good"
 
@@ -112,11 +111,10 @@ def test_amocrm_validation_errors_on_the_id_are_final_for_that_contact() -> None
 
 
 @pytest.fixture
-def amoh(tmp_path, database_url, account, time, clock):  # type: ignore[no-untyped-def]  # noqa: F811
-    services = amo.fresh_services(amo.amo_settings(tmp_path, database_url, account),
-                                  clock=clock)
-    yield amo.Harness(account, services, time, clock)
-    services.close()
+def amoh(tmp_path, database_url, account, time, clock):  # type: ignore[no-untyped-def]
+    with amo.running(amo.amo_settings(tmp_path, database_url, account), account, time,
+                     clock) as h:
+        yield h
 
 
 def test_amocrm_missing_contact_is_left_out_and_the_rest_written(
