@@ -79,16 +79,16 @@ def running_service(settings: Settings) -> Iterator[Services]:
     services = Services.build(settings)
     try:
         services.migrate()
-        worker = WorkerLoop(services).start()
-        leader = LeaderScheduler(services).start()
+        # The port first: a taken one ends the demo before any job has started, so no job of
+        # the scheduler's pool is left running against a CRM that is going away.
         try:
             server = create_server(create_app(services=services), host=settings.server.host,
                                    port=settings.server.port, threads=settings.server.threads)
         except OSError as exc:
-            leader.stop()
-            worker.stop()
             raise DemoError(f"cannot listen on {settings.server.host}:{settings.server.port}: "
                             f"{exc.strerror or exc} (choose another --port)") from exc
+        worker = WorkerLoop(services).start()
+        leader = LeaderScheduler(services).start()
         http = threading.Thread(target=server.run, name="demo-http", daemon=True)
         http.start()
         try:
