@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
 
+from mappings.domain import MAX_AMOUNT as MAX_AMOUNT  # user input and CRM fields: one bound
+
 SCALE = 100  # minor units per point and per currency unit
 _QUANTUM = Decimal("0.01")
-# Far above any real purchase, far below BIGINT overflow once scaled and summed.
-MAX_AMOUNT = Decimal("1000000000000")
 
 
 def to_minor(value: Decimal) -> int:

@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo
 from mappings.domain import (
     ProductRow,
     PurchaseState,
+    crm_amount,
+    crm_number,
     entity_id,
     loyalty_values,
     number_text,
@@ -142,7 +144,7 @@ def lead_rows(lead: Mapping[str, Any], elements: Elements) -> tuple[ProductRow, 
             continue
         element = elements.get((catalog, element_id)) or {}
         price = element_price(element, meta.get("price_id"))
-        quantity = _decimal(meta.get("quantity", 1))
+        quantity = crm_number(meta.get("quantity", 1))
         if price is None or price < 0 or quantity is None or quantity <= 0:
             continue
         name = element.get("name")
@@ -150,14 +152,6 @@ def lead_rows(lead: Mapping[str, Any], elements: Elements) -> tuple[ProductRow, 
                                properties=element_fields(element),
                                name=name if isinstance(name, str) else None))
     return tuple(rows)
-
-
-def _decimal(raw: Any) -> Decimal | None:
-    try:
-        value = Decimal(str(raw))
-    except InvalidOperation:
-        return None
-    return value if value.is_finite() else None
 
 
 def element_price(element: Mapping[str, Any], price_id: Any) -> Decimal | None:
@@ -168,8 +162,7 @@ def element_price(element: Mapping[str, Any], price_id: Any) -> Decimal | None:
              None)
     values = (chosen or {}).get("values") or []
     value = values[0].get("value") if values and isinstance(values[0], Mapping) else None
-    price = _decimal(value) if value is not None else None
-    return price.quantize(Decimal("0.01")) if price is not None else None
+    return crm_amount(value) if value is not None else None
 
 
 def element_fields(element: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
@@ -202,10 +195,7 @@ def purchase_state(lead: Mapping[str, Any], *, portal: str, pipelines: list[int]
     raw = {key: lead.get(key) for key in ("id", "status_id", "pipeline_id", "price",
                                           "closed_at", "updated_at")}
     raw["contact_id"] = contact_id
-    try:
-        amount = Decimal(str(lead.get("price") or 0)).quantize(Decimal("0.01"))
-    except InvalidOperation:
-        amount = Decimal(0)
+    amount = crm_amount(lead.get("price") or 0) or Decimal(0)
 
     def nothing(reason: str) -> PurchaseState:
         return PurchaseState(source, contact_id, None, category, occurred, reason, raw, rows)

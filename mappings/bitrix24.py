@@ -11,12 +11,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from mappings.domain import (
     ProductRow,
     PurchaseState,
+    crm_amount,
+    crm_number,
     entity_id,
     loyalty_values,
     number_text,
@@ -148,11 +150,7 @@ def deal_source(portal: str, deal_id: str) -> str:
 
 
 def parse_amount(raw: Any) -> Decimal | None:
-    try:
-        value = Decimal(str(raw).strip())
-    except (InvalidOperation, ValueError):
-        return None
-    return value.quantize(Decimal("0.01")) if value.is_finite() else None
+    return crm_amount(raw)
 
 
 def parse_datetime(raw: Any) -> datetime | None:
@@ -177,7 +175,7 @@ def product_rows(rows: Any,
         if not isinstance(row, Mapping):
             continue
         price = parse_amount(row.get("PRICE"))
-        quantity = _quantity(row.get("QUANTITY"))
+        quantity = crm_number(row.get("QUANTITY"))
         if price is None or price < 0 or quantity is None or quantity <= 0:
             continue
         product_id = str(row.get("PRODUCT_ID") or "0").strip()
@@ -191,14 +189,6 @@ def product_rows(rows: Any,
             properties=product_properties(product),
             name=name if isinstance(name, str) else None))
     return tuple(out)
-
-
-def _quantity(raw: Any) -> Decimal | None:
-    try:
-        value = Decimal(str(raw).strip())
-    except (InvalidOperation, ValueError):
-        return None
-    return value if value.is_finite() else None
 
 
 def product_properties(product: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
@@ -241,7 +231,7 @@ def purchase_state(deal: Mapping[str, Any], *, portal: str, categories: list[str
     if contact_id is None:
         return nothing("deal has no contact")
     if amount is None or amount <= 0:
-        return nothing("deal amount is zero or missing")
+        return nothing("deal amount is zero, missing or not a usable number")
     return PurchaseState(source, contact_id, amount, category, occurred, None, raw, rows)
 
 

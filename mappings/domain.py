@@ -6,12 +6,34 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 # CRM entity ids are positive integers: ASCII digits (str.isdigit also takes "²" and other
 # scripts' digits) that fit a 64-bit column.
 _ENTITY_ID = re.compile(r"[1-9][0-9]{0,17}")
+
+
+# Far above any real purchase, far below BIGINT overflow once scaled and summed; beyond it
+# a CRM's amount, price or quantity is garbage, and Decimal's quantize (28 digits) would
+# overflow on one like "1e30".
+MAX_AMOUNT = Decimal("1000000000000")
+CENT = Decimal("0.01")
+
+
+def crm_number(raw: object) -> Decimal | None:
+    """A CRM's number (a string, an int) as a finite Decimal within ±MAX_AMOUNT, else None."""
+    try:
+        value = Decimal(str(raw).strip())
+    except (InvalidOperation, ValueError):
+        return None
+    return value if value.is_finite() and abs(value) <= MAX_AMOUNT else None
+
+
+def crm_amount(raw: object) -> Decimal | None:
+    """A CRM's money value to the cent, or None when it is not a usable number."""
+    value = crm_number(raw)
+    return value.quantize(CENT) if value is not None else None
 
 
 def entity_id(value: object) -> str | None:
@@ -35,7 +57,7 @@ class ProductRow:
 
     @property
     def amount(self) -> Decimal:
-        return (self.price * self.quantity).quantize(Decimal("0.01"))
+        return (self.price * self.quantity).quantize(CENT)
 
 
 @dataclass(frozen=True)

@@ -101,3 +101,22 @@ def test_contact_values_for_patch() -> None:
 def test_a_body_of_bare_numeric_keys_is_a_payload_error() -> None:
     with pytest.raises(amo.PayloadError, match="form fields"):
         amo.parse_webhook(decode(b"0=1&1=2"))
+
+
+def test_an_absurd_price_is_no_purchase_and_no_crash() -> None:
+    state = amo.purchase_state(lead(price="1e30"), portal="p", pipelines=[])
+    assert state.amount is None and "zero" in (state.reason or "")
+
+
+def test_catalog_rows_with_absurd_numbers_are_left_out() -> None:
+    def element(price: str) -> dict[str, object]:
+        return {"name": "x", "custom_fields_values": [
+            {"field_code": "PRICE", "values": [{"value": price}]}]}
+    links = [{"id": 1, "metadata": {"catalog_id": 9, "quantity": 1}},
+             {"id": 2, "metadata": {"catalog_id": 9, "quantity": "1e30"}},
+             {"id": 3, "metadata": {"catalog_id": 9, "quantity": 2}}]
+    rows = amo.lead_rows({"_embedded": {"catalog_elements": links}},
+                         {("9", "1"): element("1e30"), ("9", "2"): element("5"),
+                          ("9", "3"): element("50.5")})
+    assert rows is not None
+    assert [(row.product_id, row.amount) for row in rows] == [("3", D("101.00"))]

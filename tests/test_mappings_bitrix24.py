@@ -125,3 +125,19 @@ def test_an_event_id_must_be_ascii_digits_of_a_64_bit_id(given: str) -> None:
                    "auth": {"domain": "acme.bitrix24.ru", "application_token": "t"}})
     with pytest.raises(b24.PayloadError, match=r"ID\]?: missing"):
         b24.parse_event(decode(body.encode()))
+
+
+@pytest.mark.parametrize("opportunity", ["1e30", "9999999999999.99", "NaN", "-Infinity"])
+def test_an_absurd_opportunity_is_no_purchase_and_no_crash(opportunity: str) -> None:
+    state = b24.purchase_state(deal(OPPORTUNITY=opportunity), portal="acme", categories=[])
+    assert state.amount is None and "not a usable number" in (state.reason or "")
+
+
+def test_product_rows_with_absurd_numbers_are_left_out() -> None:
+    rows = b24.product_rows([
+        {"PRODUCT_ID": "1", "PRICE": "1e30", "QUANTITY": "1"},
+        {"PRODUCT_ID": "2", "PRICE": "100.00", "QUANTITY": "1e30"},
+        {"PRODUCT_ID": "3", "PRICE": "100.00", "QUANTITY": "2", "DISCOUNT_SUM": "1e40"},
+    ])
+    assert [(row.product_id, row.amount, row.discount) for row in rows] == [
+        ("3", D("200.00"), D(0))]
