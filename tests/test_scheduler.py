@@ -40,11 +40,12 @@ def test_jobs_are_registered_with_their_configured_intervals(tmp_path: Path) -> 
         # The inbox belongs to the workers, not to the one leading scheduler.
         assert set(found) == {"expire_points", "recalculate_tiers", "birthday_bonuses",
                               "anniversary_bonuses", "expiry_warnings", "release_pending",
-                              "rfm_segments"}
+                              "rfm_segments", "inbox_retention"}
         hourly = ("birthday_bonuses", "anniversary_bonuses", "expiry_warnings",
                   "release_pending")
         assert all(found[name].trigger.interval == timedelta(hours=1) for name in hourly)
         assert found["recalculate_tiers"].trigger.interval == timedelta(days=1)
+        assert found["inbox_retention"].trigger.interval == timedelta(days=1)
         assert found["rfm_segments"].trigger.interval == timedelta(hours=12)
         job = found["expire_points"]
         assert (job.func, job.args[0], job.args[1].func) == (run_job, services, expire_points)
