@@ -49,7 +49,6 @@ import platform
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -65,6 +64,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from connector.ports import free_port  # noqa: E402 (after the path above; latency.py uses it too)
 
 FORM = "application/x-www-form-urlencoded"
 B24_PORTAL = "bench.bitrix24.ru"
@@ -318,12 +319,6 @@ def serve_layered(config: str, layer_file: Path) -> None:
 
 
 # -- processes -------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def child_env() -> dict[str, str]:
     # LOYALTY_* variables of the calling shell would override the benchmark's config file;
     # the secret key is not in that file (PostgreSQL needs it to seal stored CRM tokens).

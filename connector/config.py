@@ -93,6 +93,9 @@ class InboxSettings(_Section):
     wake: bool = Field(True, description="a stored event wakes the worker (false: poll only)")
     batch_wait_ms: float = Field(
         20.0, ge=0, le=1000, description="after a wake, gather a burst this long into one batch")
+    retention_days: int = Field(
+        30, ge=0, le=36500,
+        description="processed events (done, skipped) are deleted this long after; 0: kept")
 
 
 class LimitsSettings(_Section):

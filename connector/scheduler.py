@@ -24,7 +24,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from connector import job_runs, triggers
+from connector import inbox_retention, job_runs, triggers
 from connector.config import Settings
 from connector.db import is_unavailable, outage_reason, utcnow
 from connector.leader import LeaderLock
@@ -72,6 +72,13 @@ def process_inbox(services: Services) -> dict[str, int]:
     return counts
 
 
+def prune_inbox(services: Services) -> dict[str, int]:
+    """Delete processed inbox events older than inbox.retention_days (0: keep them)."""
+    before = inbox_retention.cutoff(services.inbox.clock(), services.settings.inbox.retention_days)
+    return {"deleted": 0 if before is None else
+            inbox_retention.delete_processed(services.db, before=before)}
+
+
 def _reconcile(services: Services, crm: str) -> dict[str, int]:
     connector = services.bitrix24 if crm == "bitrix24" else services.amocrm
     if connector is None:
@@ -117,7 +124,8 @@ def jobs(settings: Settings) -> list[Job]:
              Job("birthday_bonuses", birthday_bonuses, hourly),
              Job("anniversary_bonuses", anniversary_bonuses, hourly),
              Job("expiry_warnings", expiry_warnings, hourly),
-             Job("release_pending", release_pending, hourly)]
+             Job("release_pending", release_pending, hourly),
+             Job("inbox_retention", prune_inbox, 24 * hourly)]
     if settings.rfm.enabled:
         found.append(Job("rfm_segments", rfm_segments, settings.rfm.interval_minutes * 60))
     if settings.bitrix24.enabled:

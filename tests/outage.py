@@ -94,7 +94,3 @@ def proxy_for(url: str) -> Iterator[Proxy]:
         proxy.close()
 
 
-def free_port() -> int:
-    """A port nothing listens on (bound and released at once)."""
-    with socket.create_server(("127.0.0.1", 0)) as sock:
-        return int(sock.getsockname()[1])

@@ -25,9 +25,10 @@ from sqlalchemy.exc import OperationalError
 from connector.config import InboxSettings, Settings
 from connector.db import Database, is_unavailable
 from connector.inbox import Inbox, InboxItem
+from connector.ports import free_port
 from connector.worker import Outcome, Worker
 from tests.conftest import POSTGRES_URL, TEST_SECRET_KEY, Clock, fresh_services, make_settings
-from tests.outage import Proxy, free_port, proxy_for
+from tests.outage import Proxy, proxy_for
 from tests.test_bitrix24_receiver import FORM, MEMBER, TOKEN, event_body
 from tests.test_event_receivers import AMO_BODY
 from tests.test_inbox import make_inbox, put

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.test_scheduler import command, free_port
+from connector.ports import free_port
+from tests.test_scheduler import command
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_ONLY = ("pytest", "responses", "hypothesis", "schemathesis")

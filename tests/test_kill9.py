@@ -26,11 +26,12 @@ from connector.bitrix24.connector import Bitrix24Connector
 from connector.db import utcnow
 from connector.inbox import InboxEvent
 from connector.ledger.views import AccountRef
+from connector.ports import free_port
 from connector.sandbox import FakeBitrix24Portal
 from connector.services import Services
 from tests.conftest import POSTGRES_URL, fresh_services, make_settings
 from tests.outage import proxy_for
-from tests.test_scheduler import command, free_port
+from tests.test_scheduler import command
 
 REPO = Path(__file__).resolve().parents[1]
 PORTAL = "acme.bitrix24.ru"

@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from sqlalchemy import func, select
 
 from connector.inbox import InboxEvent
 from connector.job_runs import JobRun
+from connector.ports import free_port
 from connector.sandbox.amocrm import webhook_body
 from tests.conftest import fresh_services, make_settings
 
@@ -34,12 +34,6 @@ DEPLOY = ROOT / "connector" / "deploy"
 PACKAGES = ("connector", "mappings", "webhooks")
 TEST_STACK = ("pytest", "_pytest", "responses", "hypothesis", "schemathesis", "ruff")
 SECRET = "Wh00kSecret0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def write_config(tmp_path: Path, database_url: str) -> Path:

@@ -12,14 +12,15 @@ import pytest
 from sqlalchemy import select
 
 from connector import triggers
+from connector.codes import alphabet, draw
 from connector.config import Settings
 from connector.crm.models import TriggerEvent
 from connector.errors import RewardNotFoundError, RewardRefusedError
 from connector.i18n import translator
 from connector.ledger.models import Lot
 from connector.ledger.views import AccountRef
-from connector.rewards import codes
-from connector.rewards.claims import Claimed
+from connector.referrals import codes as referral_codes
+from connector.rewards.claims import CODE_LENGTH, Claimed
 from connector.services import Services
 from connector.stats import format_stats, program_stats
 from connector.triggers import REWARD_CLAIMED
@@ -73,7 +74,7 @@ def test_a_claim_pays_takes_stock_issues_a_code_and_tells_staff(services: Servic
     claimed = services.claims.claim(REF, "mug", key="c1", via="cli", actor="cli")
     assert claimed.result.kind == "reward" and claimed.result.points == D("-100.00")
     assert claimed.result.balance == D("50.00") and not claimed.result.duplicate
-    assert codes.normalize(claimed.claim.code) == claimed.claim.code
+    assert alphabet.normalize(claimed.claim.code, CODE_LENGTH) == claimed.claim.code
     assert len(claimed.claim.code) == 10 and not set(claimed.claim.code) & set("01OIL")
     assert claimed.claim.status == "issued" and claimed.claim.reward == "mug"
     assert services.rewards.get("mug").stock_left == 1
@@ -225,9 +226,23 @@ def test_parallel_claims_by_one_customer_respect_the_limit_and_balance(
 
 
 def test_claim_codes_are_normalised() -> None:
-    code = codes.new_code()
-    assert codes.normalize(f" {code[:5].lower()}-{code[5:]} ") == code
-    assert codes.normalize("O0O0O0O0O0") is None and codes.normalize("short") is None
+    code = alphabet.new_code(CODE_LENGTH)
+    assert alphabet.normalize(f" {code[:5].lower()}-{code[5:]} ", CODE_LENGTH) == code
+    assert alphabet.normalize("O0O0O0O0O0", CODE_LENGTH) is None
+    assert alphabet.normalize("short", CODE_LENGTH) is None
+
+
+def test_claim_referral_and_promo_codes_share_one_alphabet_and_keep_their_lengths() -> None:
+    drawn = {"claim": alphabet.new_code(CODE_LENGTH), "referral": referral_codes.new_code(),
+             "promo": draw.new_code()}
+    assert {kind: len(code) for kind, code in drawn.items()} == \
+        {"claim": 10, "referral": 8, "promo": 12}
+    assert all(set(code) <= set(alphabet.ALPHABET) for code in drawn.values())
+    # A code of one kind is not read as another kind's.
+    assert referral_codes.normalize(drawn["claim"]) is None
+    assert alphabet.normalize(drawn["referral"], CODE_LENGTH) is None
+    # Promo input is not held to the alphabet: a configured shared code may read SUMMER10.
+    assert draw.normalize("summer-10") == "SUMMER10"
 
 
 def test_stats_count_claims_and_the_points_they_took(services: Services, clock: Clock) -> None:

@@ -57,6 +57,28 @@ def test_list_create_update_disable(client: FlaskClient) -> None:
     assert again.json["active"] is True
 
 
+def test_an_update_clears_a_field_sent_as_null_and_keeps_one_left_out(
+        client: FlaskClient) -> None:
+    made = client.post("/api/v1/rewards", headers=AUTH, json={
+        "id": "tote", "name": "Tote bag", "cost": 40, "stock": 5, "per_customer": 1,
+        "tier": "Gold", "starts": "2026-03-01T00:00:00", "ends": "2026-12-31T00:00:00"})
+    assert made.status_code == 201, made.json
+    cleared = client.patch("/api/v1/rewards/tote", headers=AUTH, json={
+        "stock": None, "per_customer": None, "tier": None, "starts": None, "ends": None})
+    assert cleared.status_code == 200, cleared.json
+    assert {k: cleared.json[k] for k in ("stock", "stock_left", "per_customer", "tier",
+                                         "starts_at", "ends_at")} == dict.fromkeys(
+        ("stock", "stock_left", "per_customer", "tier", "starts_at", "ends_at"))
+    assert cleared.json["name"] == "Tote bag" and cleared.json["cost"] == "40.00"
+    listed = {r["id"]: r for r in client.get("/api/v1/rewards", headers=AUTH).json["rewards"]}
+    assert listed["tote"]["stock"] is None and listed["tote"]["tier"] is None
+    # Left out: kept. A name or cost cannot be cleared: null there still means "keep".
+    limited = client.patch("/api/v1/rewards/tote", headers=AUTH, json={"stock": 3})
+    kept = client.patch("/api/v1/rewards/tote", headers=AUTH, json={"name": None, "cost": None})
+    assert limited.json["stock_left"] == 3 and kept.json["stock"] == 3
+    assert kept.json["name"] == "Tote bag" and kept.json["cost"] == "40.00"
+
+
 @pytest.mark.parametrize(("body", "field"), [
     ({"id": "Bad Id", "name": "x", "cost": 1}, "id"),
     ({"id": "x", "name": "x", "cost": 0}, "cost"),

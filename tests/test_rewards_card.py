@@ -90,6 +90,51 @@ def test_claim_from_the_page_once_per_form_and_show_the_code(
     assert "Branded mug Out of stock." in text_of(fresh)
 
 
+def test_the_same_form_after_staff_cancelled_the_claim_says_so(
+        client: FlaskClient, url: str, services: Services) -> None:
+    action, key = form(client.get(url, headers=HTML).get_data(as_text=True), "mug")
+    client.post(action, data={"key": key}, headers=HTML)
+    code = services.claims.list()[0].code
+    services.claims.cancel(code, actor="staff")
+    again = client.post(action, data={"key": key}, headers=HTML)  # the tab left open, resent
+    text = text_of(again.get_data(as_text=True))
+    assert again.status_code == 200
+    assert "Branded mug: this claim was cancelled and its points returned." in text
+    assert "Done!" not in text and code not in text
+    assert 'class="notice refused"' in again.get_data(as_text=True)
+    as_json = client.post(action, data={"key": key}, headers={"Accept": "application/json"})
+    assert as_json.status_code == 200 and as_json.json["ok"] is False
+    assert as_json.json["claim"]["status"] == "cancelled"
+    assert as_json.json["notice"] == ("Branded mug: this claim was cancelled and its points "
+                                      "returned.")
+    # Nothing was claimed again: the points went back once, the unit is offered again.
+    assert services.ledger.account(ANNA).balance == D("500.00")
+    assert len(services.claims.list()) == 1
+    assert "Branded mug Get it for 300 points" in text
+
+
+def test_the_same_form_after_the_reward_was_handed_over_says_so(
+        client: FlaskClient, url: str, services: Services) -> None:
+    action, key = form(client.get(url, headers=HTML).get_data(as_text=True), "mug")
+    client.post(action, data={"key": key}, headers=HTML)
+    services.claims.handed(services.claims.list()[0].code, actor="staff")
+    again = client.post(action, data={"key": key}, headers=HTML)
+    text = text_of(again.get_data(as_text=True))
+    assert again.status_code == 200 and "Branded mug: handed over already." in text
+    assert "Done!" not in text
+
+
+@pytest.mark.parametrize("language", ["ru"])
+def test_a_cancelled_claim_is_told_in_russian(client: FlaskClient, url: str,
+                                             services: Services) -> None:
+    action, key = form(client.get(url, headers=HTML).get_data(as_text=True), "mug")
+    client.post(action, data={"key": key}, headers=HTML)
+    services.claims.cancel(services.claims.list()[0].code, actor="staff")
+    again = client.post(action, data={"key": key}, headers=HTML)
+    assert "Branded mug: получение отменено, баллы возвращены." in text_of(
+        again.get_data(as_text=True))
+
+
 def test_refused_claims_say_why_and_bad_forms_are_refused(
         client: FlaskClient, url: str, services: Services) -> None:
     key = "k" * 20

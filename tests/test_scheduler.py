@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from connector.config import DatabaseSettings
 from connector.db import Database
 from connector.ledger.views import AccountRef
+from connector.ports import free_port
 from connector.scheduler import build_scheduler, expire_points, process_inbox, run_job
 from connector.services import Services
 from tests.conftest import Clock, make_settings
@@ -40,11 +40,12 @@ def test_jobs_are_registered_with_their_configured_intervals(tmp_path: Path) -> 
         # The inbox belongs to the workers, not to the one leading scheduler.
         assert set(found) == {"expire_points", "recalculate_tiers", "birthday_bonuses",
                               "anniversary_bonuses", "expiry_warnings", "release_pending",
-                              "rfm_segments"}
+                              "rfm_segments", "inbox_retention"}
         hourly = ("birthday_bonuses", "anniversary_bonuses", "expiry_warnings",
                   "release_pending")
         assert all(found[name].trigger.interval == timedelta(hours=1) for name in hourly)
         assert found["recalculate_tiers"].trigger.interval == timedelta(days=1)
+        assert found["inbox_retention"].trigger.interval == timedelta(days=1)
         assert found["rfm_segments"].trigger.interval == timedelta(hours=12)
         job = found["expire_points"]
         assert (job.func, job.args[0], job.args[1].func) == (run_job, services, expire_points)
@@ -91,12 +92,6 @@ def test_expire_points_expires_lots_past_their_date(tmp_path: Path, clock: Clock
 
 
 # -- the service as a process --------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def command() -> list[str]:
     script = Path(sys.executable).with_name("loyalty-connector")
     if script.is_file():

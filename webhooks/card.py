@@ -25,7 +25,7 @@ from connector.card import page, reading
 from connector.card.page import CardPage
 from connector.card.ratelimit import ClientLimiter, client_address
 from connector.errors import AccountNotFoundError, RewardNotFoundError, RewardRefusedError
-from connector.i18n import N_, Message, Translator
+from connector.i18n import Message, Translator
 from connector.ledger.views import AccountView
 from connector.rewards import card as reward_card
 from connector.services import Services
@@ -155,14 +155,13 @@ def claim(token: str, reward_id: str) -> Response:
         notice = reward_card.refusal("disabled")
         status, ok, body = 404, False, None
     else:
-        notice = N_("Done! %(name)s: show code %(code)s to staff.",
-                    name=claimed.claim.reward_name, code=claimed.claim.code)
-        status, ok = (200 if claimed.result.duplicate else 201), True
-        body = claimed.claim.as_json()
+        notice = reward_card.outcome(claimed.claim)
+        status = 200 if claimed.result.duplicate else 201
+        ok, body = claimed.claim.status != "cancelled", claimed.claim.as_json()
     wants_json = request.accept_mimetypes.best_match(
         ["application/json", "text/html"]) == "application/json"
     if wants_json:
-        if not ok:
+        if body is None:
             return error_response(status, "reward_refused", str(notice))
         answer = jsonify(claim=body, notice=str(notice), ok=ok)
         answer.status_code = status  # 201 for a new claim, 200 for the same form again

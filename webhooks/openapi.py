@@ -237,7 +237,8 @@ def _reward_paths() -> Schema:
             },
         },
         "/api/v1/rewards/{reward_id}": {"patch": {
-            "summary": "Change a reward made through the API (absent fields stay)",
+            "summary": "Change a reward made through the API: absent fields stay; null clears "
+                       "stock, per_customer, tier, starts or ends",
             "parameters": [REWARD_ID],
             "requestBody": _body({**REWARD_FIELDS, "active": {"type": ["boolean", "null"]}},
                                  []),

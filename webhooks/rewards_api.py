@@ -30,6 +30,8 @@ COUNT_MAX = 1_000_000_000
 MOMENT = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2})?"
                     r"(Z|[+-][0-9]{2}:[0-9]{2})?$")
 CLAIM_CODE = re.compile(r"^[A-Za-z0-9 -]{1,32}$")
+# What an update clears when sent as null; a name and a cost cannot be cleared.
+CLEARABLE = ("stock", "per_customer", "tier", "starts", "ends")
 
 
 def _services() -> Services:
@@ -37,7 +39,8 @@ def _services() -> Services:
 
 
 def _definition(fields: Fields, *, creating: bool) -> dict[str, Any]:
-    """The reward's fields as given (absent ones left out, for an update)."""
+    """The reward's fields as given: for an update, absent ones left out and CLEARABLE ones
+    sent as null kept as None (cleared)."""
     data: dict[str, Any] = {}
     if creating:
         data["id"] = fields.text("id", max_length=48, pattern=SLUG)
@@ -55,7 +58,8 @@ def _definition(fields: Fields, *, creating: bool) -> dict[str, Any]:
     if not creating:
         data["active"] = fields.optional_flag("active")
     fields.finish()
-    return {k: v for k, v in data.items() if v is not None}
+    given = {k: v for k, v in data.items() if v is not None}
+    return given if creating else {**given, **dict.fromkeys(fields.nulls(*CLEARABLE))}
 
 
 def _query(*known: str) -> None:

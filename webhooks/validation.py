@@ -154,6 +154,11 @@ class Fields:
         meant for the fingerprint."""
         return self._get(field)
 
+    def nulls(self, *fields: str) -> list[str]:
+        """Those of `fields` sent as null: where an update clears a value with null and keeps
+        it when the field is left out (everywhere else null counts as absent)."""
+        return [field for field in fields if field in self._data and self._data[field] is None]
+
     def note(self, field: str, meaning: object) -> None:
         self._keep(field, meaning)
 

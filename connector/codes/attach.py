@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from connector.codes import draw
 from connector.codes.models import PromoAttachment
-from connector.codes.redeem import Outcome, campaign
+from connector.codes.redeem import Outcome, campaign, upsert
 from connector.db import Database
 from connector.ledger.engine import Ledger
 from connector.ledger.models import Entry
@@ -21,6 +21,7 @@ from connector.ledger.views import AccountRef
 # What a check prices a code on before the purchase's amount is known; a multiplier's
 # points depend on it, so then the answer gives none and says so.
 UNPRICED = Decimal("100.00")
+SETTLED = "the purchase was already accrued; a code is used when its purchase is accrued"
 
 
 def attach(db: Database, ledger: Ledger, source: str, raw: str | None, *, ref: AccountRef,
@@ -33,8 +34,7 @@ def attach(db: Database, ledger: Ledger, source: str, raw: str | None, *, ref: A
         accrued = session.scalar(select(Entry.id).where(Entry.source == source,
                                                         Entry.kind == "accrual").limit(1))
     if accrued is not None:
-        return Outcome(code, "settled", detail="the purchase was already accrued; a code is "
-                                               "used when its purchase is accrued")
+        return Outcome(code, "settled", detail=SETTLED)
     priced = amount is not None and amount > 0
     check = ledger.check_promo(code, amount if priced else UNPRICED, ref)
     if check.refused:
@@ -43,13 +43,20 @@ def attach(db: Database, ledger: Ledger, source: str, raw: str | None, *, ref: A
     if not priced and promo is not None and promo.multiplier is not None:
         check = replace(check, points=Decimal("0.00"),
                         detail="its points follow the purchase's amount, not known yet")
+    # Kept unless the purchase's accrual has marked it settled since the check above (or
+    # is marking it now: then this waits for that transaction). A later attach replaces
+    # the code, so of two at once the one written last stands.
+    table = PromoAttachment.__table__
     with db.transaction() as session:
-        row = session.get(PromoAttachment, source)
-        now = ledger.clock()
-        if row is None:
-            session.add(PromoAttachment(source=source, code=code, via=via, created_at=now))
-        else:
-            row.code, row.via, row.created_at = code, via, now
+        saved = upsert(session)(table).values(source=source, code=code, via=via,
+                                              created_at=ledger.clock())
+        kept = session.scalar(saved.on_conflict_do_update(
+            index_elements=[table.c.source],
+            set_={"code": saved.excluded.code, "via": saved.excluded.via,
+                  "created_at": saved.excluded.created_at},
+            where=table.c.settled_at.is_(None)).returning(table.c.source))
+    if kept is None:
+        return Outcome(code, "settled", detail=SETTLED)
     return check
 
 

@@ -61,11 +61,19 @@ class PromoRedemption(Base):
 
 class PromoAttachment(Base):
     """A code given for a purchase before it settles (a robot or pipeline action on the
-    deal / lead); applied when the purchase is first accrued."""
+    deal / lead); applied when the purchase is first accrued.
+
+    The accrual marks the purchase's row settled (making one without a code when none was
+    attached) in the statement that reads it, and an attach writes only to a row not settled:
+    both go through this row's key, so an attach racing the accrual waits for it and is
+    refused, instead of keeping a code after the accrual has read past it."""
 
     __tablename__ = "promo_attachments"
+    __table_args__ = (CheckConstraint("code IS NOT NULL OR settled_at IS NOT NULL",
+                                      name="code_or_settled"),)
 
     source: Mapped[str] = mapped_column(String(255), primary_key=True)
-    code: Mapped[str] = mapped_column(String(32))
-    via: Mapped[str] = mapped_column(String(32))
+    code: Mapped[str | None] = mapped_column(String(32))
+    via: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

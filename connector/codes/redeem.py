@@ -17,6 +17,8 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -248,6 +250,21 @@ def _insert_once(session: Session, row: object) -> None:
         pass
 
 
-def attached(session: Session, source: str) -> str | None:
-    """The code a robot or pipeline action gave for this purchase, if any."""
-    return session.scalar(select(PromoAttachment.code).where(PromoAttachment.source == source))
+def upsert(session: Session) -> Any:
+    """INSERT ... ON CONFLICT of the session's database (PostgreSQL or SQLite)."""
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+def attached(session: Session, program: Program, source: str, now: datetime) -> str | None:
+    """The code a robot or pipeline action gave for this purchase, if any; read by its
+    accrual, which marks the purchase settled in the same statement (see PromoAttachment).
+    Without campaigns no attach can succeed, and a purchase leaves no row."""
+    if not program.settings.promo:
+        return session.scalar(select(PromoAttachment.code)
+                              .where(PromoAttachment.source == source))
+    table = PromoAttachment.__table__
+    marked = upsert(session)(table).values(source=source, created_at=now, settled_at=now)
+    return session.scalar(marked.on_conflict_do_update(
+        index_elements=[table.c.source],
+        set_={"settled_at": func.coalesce(table.c.settled_at, marked.excluded.settled_at)})
+        .returning(table.c.code))

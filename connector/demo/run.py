@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import secrets
 import shutil
-import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from connector.config import Settings
 from connector.demo.crms import SimulatedCRM, simulated
 from connector.demo.story import Ending, Story
 from connector.logs import configure_logging
+from connector.ports import free_port
 from connector.scheduler import LeaderScheduler, WorkerLoop
 from connector.services import Services
 
@@ -45,12 +45,6 @@ class DemoSettings(Settings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings,)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 def demo_settings(workdir: Path, port: int, sim: SimulatedCRM) -> Settings:
@@ -118,7 +112,7 @@ def run_demo(crm: str, port: int | None, *, wait: bool, echo: Callable[[str], No
     handler = configure_logging("INFO", json_output=False, stream=log_file)
     try:
         sim.start()
-        settings = demo_settings(workdir, port or free_port(), sim)
+        settings = demo_settings(workdir, port or free_port(HOST), sim)
         token = settings.server.admin_token
         if token is None:  # set just above; a settings change must not make it silent
             raise DemoError("the demo's settings lost their admin token")

@@ -26,6 +26,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from connector.codes.alphabet import ALPHABET
 from connector.db import Database
 from connector.errors import LedgerError
 from connector.imports.bulk import insert_rows
@@ -35,7 +36,7 @@ from connector.ledger import queries
 from connector.ledger.models import Account, Entry, Lot
 from connector.money import from_minor
 from connector.program import Program
-from connector.referrals.codes import ALPHABET, CODE_LENGTH, luhn_digit
+from connector.referrals.codes import CODE_LENGTH, luhn_digit
 from connector.referrals.models import ReferralEvent
 
 CHUNK = 10_000  # rows per transaction (SQLite's write lock is held about a second)

@@ -252,8 +252,9 @@ class Postings:
         if carried[0]:
             details.update(returns_carried=str(from_minor(carried[0])),
                            points_carried=str(from_minor(carried[1])))
-        code = promo_code if promo_code and promo_code.strip() else promo.attached(session,
-                                                                                   source)
+        # Read (and the purchase marked settled) even when the deal names its own code.
+        attached = promo.attached(session, self.program, source, now)
+        code = promo_code if promo_code and promo_code.strip() else attached
         code_points, redemption = Decimal("0.00"), None
         if code:
             used, redemption = promo.apply(session, self.program, code, account_id=account.id,

@@ -1,33 +1,27 @@
 """Referral codes and card numbers: short, random (`secrets`), unique in the database.
 
-Codes use an alphabet without look-alikes (no 0/O, 1/I/L), so one read aloud or copied
-from a printed mailing comes through; input is case-insensitive and forgives spaces and
-dashes. Card numbers are random digits with a Luhn check digit, not the account id.
+Codes are 8 characters of the alphabet all codes share (connector.codes.alphabet: no
+look-alikes, read in any case, forgiving spaces and dashes). Card numbers are random digits
+with a Luhn check digit, not the account id.
 """
 
 from __future__ import annotations
 
 import secrets
 
-ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+from connector.codes import alphabet
+
 CODE_LENGTH = 8
 CARD_DIGITS = 10
-_SEPARATORS = str.maketrans("", "", " -_\t")
 
 
 def new_code() -> str:
-    return "".join(secrets.choice(ALPHABET) for _ in range(CODE_LENGTH))
+    return alphabet.new_code(CODE_LENGTH)
 
 
 def normalize(text: str | None) -> str | None:
-    """A code as typed (any case, spaces, dashes) in its stored form; None when it cannot be
-    a code at all, so garbage is told apart from a well-formed code that names nobody."""
-    if text is None:
-        return None
-    code = str(text).translate(_SEPARATORS).upper()
-    if len(code) != CODE_LENGTH or any(char not in ALPHABET for char in code):
-        return None
-    return code
+    """A referral code as typed in its stored form; None when it cannot be one at all."""
+    return alphabet.normalize(text, CODE_LENGTH)
 
 
 def luhn_digit(body: str) -> str:

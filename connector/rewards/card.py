@@ -50,6 +50,18 @@ def refusal(reason: str, *, tier: str | None = None) -> Message:
     return REFUSALS.get(reason, REFUSALS["disabled"])
 
 
+def outcome(claim: ClaimView) -> Message:
+    """What the page says of a claim its form made: the code to show, or, when the same form
+    comes again after staff acted on the claim, what became of it."""
+    if claim.status == "cancelled":
+        return N_("%(name)s: this claim was cancelled and its points returned.",
+                  name=claim.reward_name)
+    if claim.status == "handed":
+        return N_("%(name)s: handed over already.", name=claim.reward_name)
+    return N_("Done! %(name)s: show code %(code)s to staff.", name=claim.reward_name,
+              code=claim.code)
+
+
 def section(view: AccountView, catalogue: list[RewardView], claims: list[ClaimView],
             program: ProgramSettings, now: datetime, t: Translator) -> RewardsSection:
     ranks = {tier.name: rank for rank, tier in enumerate(program.tiers)}

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from connector import triggers
+from connector.codes import alphabet
 from connector.db import Database, utcnow
 from connector.errors import LedgerError, RewardNotFoundError, RewardRefusedError
 from connector.ledger import lots
@@ -27,10 +28,12 @@ from connector.ledger.postings import Postings
 from connector.ledger.views import AccountRef, Result
 from connector.money import from_minor
 from connector.program import Program
-from connector.rewards import codes, models
+from connector.rewards import models
 from connector.rewards.catalogue import Catalogue, RewardView, find, open_claims
 
 CODE_ATTEMPTS = 5
+# What a customer shows staff: 31^10 claim codes, so guessing one is hopeless.
+CODE_LENGTH = 10
 
 
 @dataclass(frozen=True)
@@ -165,8 +168,9 @@ class Claims(Postings):
                via: str, now: datetime) -> models.RewardClaim:
         for _ in range(CODE_ATTEMPTS):
             claim = models.RewardClaim(reward_id=reward.id, account_id=account.id,
-                                       code=codes.new_code(), status="issued", cost=reward.cost,
-                                       entry_id=entry.id, via=via, created_at=now)
+                                       code=alphabet.new_code(CODE_LENGTH), status="issued",
+                                       cost=reward.cost, entry_id=entry.id, via=via,
+                                       created_at=now)
             try:
                 with session.begin_nested():
                     session.add(claim)
@@ -243,7 +247,7 @@ class Claims(Postings):
         return self.get(claim.code)
 
     def _row(self, session: Session, code: str, *, lock: bool = False) -> Any:
-        normal = codes.normalize(code)
+        normal = alphabet.normalize(code, CODE_LENGTH)
         query = _claim_query().where(models.RewardClaim.code == (normal or ""))
         if lock:
             query = query.with_for_update(of=models.RewardClaim)

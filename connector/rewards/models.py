@@ -61,7 +61,7 @@ class RewardClaim(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     reward_id: Mapped[int] = mapped_column(ForeignKey("rewards.id"))
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
-    # What the customer shows staff to be handed the reward (connector.rewards.codes).
+    # What the customer shows staff to be handed the reward (connector.rewards.claims).
     code: Mapped[str] = mapped_column(String(16), unique=True)
     status: Mapped[str] = mapped_column(String(16))
     cost: Mapped[int] = mapped_column(BigInteger)

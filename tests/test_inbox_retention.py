@@ -1,0 +1,82 @@
+"""Inbox retention: processed events go after `inbox.retention_days`, in batches; events still
+to process, or waiting for an operator, stay whatever their age. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+
+from connector.db import Database
+from connector.inbox import InboxEvent
+from connector.inbox_retention import delete_processed
+from connector.job_runs import JobRun
+from connector.scheduler import find_job, jobs, run_job
+from connector.services import Services
+from tests.conftest import Clock, fresh_services, make_settings
+from tests.test_inbox import make_inbox, put
+
+
+def statuses(db: Database) -> dict[int, str]:
+    with db.transaction(write=False) as session:
+        return {id_: status for id_, status in session.execute(
+            select(InboxEvent.id, InboxEvent.status))}
+
+
+def test_old_processed_events_go_in_batches_the_rest_stays(db: Database, clock: Clock) -> None:
+    inbox = make_inbox(db, clock, max_attempts=1)
+    done = [put(inbox, n) for n in range(5)]
+    skipped, dropped, dead, leased, waiting = (put(inbox, n) for n in range(5, 10))
+    assert {i.id for i in inbox.claim(8)} == {*done, skipped, dropped, dead}
+    for item_id in done:
+        inbox.complete(item_id)
+    inbox.complete(skipped, skipped_reason="deal has no contact")
+    inbox.fail(dropped, "portal answered 400")
+    inbox.drop(dropped, reason="a test deal")
+    inbox.fail(dead, "portal answered 400")
+    clock.advance(days=40)
+    assert [i.id for i in inbox.claim(1)] == [leased]  # received 40 days ago, at it now
+    recent = put(inbox, 10)
+    assert [i.id for i in inbox.claim(2)] == [waiting, recent]
+    inbox.complete(recent)  # processed today
+    inbox.release([waiting], "database away")  # pending again, received 40 days ago
+    before = statuses(db)
+    assert before[dead] == "dead" and before[leased] == "processing"
+
+    assert delete_processed(db, before=clock() - timedelta(days=30),
+                            batch=2) == 7
+    after = statuses(db)
+    assert after == {dead: "dead", leased: "processing", waiting: "pending", recent: "done"}
+    assert delete_processed(db, before=clock() - timedelta(days=30)) == 0  # nothing more
+    # 31 days on, today's event goes too; the others stay whatever their age.
+    assert delete_processed(db, before=clock.advance(days=31) - timedelta(days=30)) == 1
+    assert set(statuses(db)) == {dead, leased, waiting}
+
+
+def test_the_scheduled_job_keeps_the_configured_days(tmp_path: Path, database_url: str,
+                                                     clock: Clock) -> None:
+    """Each run: an event processed 10 days ago, then the job under `retention_days`."""
+    def run(days: int, n: int) -> tuple[dict[str, int], bool]:
+        settings = make_settings(tmp_path, database_url, inbox={"retention_days": days})
+        services: Services = fresh_services(settings, clock=clock)
+        try:
+            event = put(services.inbox, n)
+            services.inbox.claim(1)
+            services.inbox.complete(event)
+            clock.advance(days=10)
+            job = find_job(settings, "inbox_retention")
+            assert job is not None and job.interval_seconds == 86400
+            result = run_job(services, job)
+            with services.db.transaction(write=False) as session:
+                recorded = session.get(JobRun, "inbox_retention")
+                assert recorded is not None and recorded.last_status == "ok"
+                assert recorded.last_result == result
+            return result, event in statuses(services.db)
+        finally:
+            services.close()
+
+    assert run(7, 1) == ({"deleted": 1}, False)
+    assert run(0, 2) == ({"deleted": 0}, True)  # 0: kept forever
+    assert run(30, 3) == ({"deleted": 0}, True)
+    assert "inbox_retention" in [job.id for job in jobs(make_settings(tmp_path))]
