@@ -1,0 +1,268 @@
+"""The money view over a small book whose every figure is worked out by hand below.
+
+A point pays 0.50 (point_value), so a purchase earns amount x rate / 0.5 points and points
+are worth half their number in money. Points live 100 days.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal as D
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import event, text
+
+from connector.cli import cli
+from connector.config import Settings
+from connector.economics.money import LTVRow, MoneyView, format_money, money_view
+from connector.i18n import translator
+from connector.ledger.views import AccountRef
+from connector.services import Services
+from tests.conftest import Clock, fresh_services
+
+
+def ref(contact: str) -> AccountRef:
+    return AccountRef("bitrix24", "acme.bitrix24.ru", contact)
+
+
+FRED, ANNA, BORIS, CARL, DORA, EVA = (ref(c) for c in ("1", "2", "3", "4", "5", "6"))
+MARCH = (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
+FEBRUARY = (datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC))
+NOW = datetime(2026, 5, 22, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def program_settings() -> dict[str, Any]:
+    return {
+        "currency": "RUB",
+        "point_value": "0.5",
+        "tiers": [
+            {"name": "Bronze", "min_spend": "0", "rate": "0.05"},
+            {"name": "Silver", "min_spend": "10000", "rate": "0.10"},
+        ],
+        "welcome_bonus": "100",
+        "points_lifetime_days": 100,
+        "rewards": [{"id": "mug", "name": "Branded mug", "cost": 40}],
+    }
+
+
+def at(clock: Clock, month: int, day: int) -> None:
+    clock.now = datetime(2026, month, day, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def services(settings: Settings, clock: Clock) -> Iterator[Services]:
+    """Six customers from January to May; each line's points and the lot's expiry."""
+    built = fresh_services(settings, clock=clock)
+    ledger = built.ledger
+    at(clock, 1, 5)
+    ledger.accrue(FRED, D("500"), key="f1")                  # +50, expires Apr 15
+    at(clock, 2, 10)
+    ledger.accrue(ANNA, D("2000"), key="a1")                 # +200, expires May 21
+    ledger.grant_bonus(ANNA, "welcome", key="welcome:anna")  # +100, expires May 21
+    at(clock, 2, 15)
+    ledger.accrue(BORIS, D("1000"), key="b1")                # +100, expires May 26
+    at(clock, 3, 3)
+    ledger.accrue(CARL, D("3000"), key="c1")                 # +300, expires Jun 11
+    at(clock, 3, 5)
+    ledger.accrue(ANNA, D("4000"), key="a2")                 # +400, expires Jun 13
+    at(clock, 3, 6)
+    ledger.redeem(ANNA, D("150"), key="r1")                  # -150 from the 200 of Feb 10
+    at(clock, 3, 8)
+    built.claims.claim(ANNA, "mug", key="m1", via="cli")     # -40: that lot keeps 10
+    at(clock, 3, 25)
+    ledger.accrue(CARL, D("1000"), key="c2")                 # +100 ...
+    at(clock, 3, 26)
+    ledger.reverse(CARL, "c2", key="c2:reverse")             # ... taken back: -100, -1000
+    at(clock, 3, 28)
+    ledger.accrue(EVA, D("12000"), key="e1")                 # +1200, expires Jul 6; Silver
+    at(clock, 4, 2)
+    ledger.accrue(EVA, D("1000"), key="e2")                  # +200 at Silver, expires Jul 11
+    at(clock, 5, 20)
+    ledger.grant_bonus(DORA, "welcome", key="welcome:dora")  # +100, expires Aug 28
+    clock.now = NOW
+    assert ledger.expire_due() == 3                          # lots: Fred -50, Anna -10, -100
+    yield built
+    built.close()
+
+
+def view_of(services: Services, period: tuple[datetime, datetime]) -> MoneyView:
+    with services.db.transaction(write=False) as session:
+        return money_view(session, services.settings.program, since=period[0],
+                          until=period[1], at=NOW)
+
+
+def test_liability_and_what_expires_soon(services: Services) -> None:
+    view = view_of(services, MARCH)
+    # Left on 22 May: Boris 100, Carl 300, Anna 400, Eva 1200 + 200, Dora 100 = 2300.
+    assert view.outstanding_points == D("2300.00")
+    assert view.liability == D("1150.00")                      # 2300 x 0.5
+    # Before 21 Jun: Boris (26 May), Carl (11 Jun), Anna (13 Jun) = 800 points.
+    assert (view.expiring_30_points, view.expiring_30) == (D("800.00"), D("400.00"))
+    # Before 20 Aug: all but Dora's 100 (28 Aug) = 2200 points.
+    assert (view.expiring_90_points, view.expiring_90) == (D("2200.00"), D("1100.00"))
+
+
+def test_breakage_by_cohort(services: Services) -> None:
+    # February's issue: Anna 200 + 100, Boris 100 = 400; expired since: Anna's 10 + 100.
+    february = view_of(services, FEBRUARY)
+    assert (february.issued_points, february.issued_expired_points) == (D("400.00"),
+                                                                        D("110.00"))
+    assert february.breakage == D("0.2750")                    # 110 / 400
+    # March's: Carl 300 + 100, Anna 400, Eva 1200 = 2000, less Carl's 100 taken back by the
+    # reversal = 1900; none of it has expired yet.
+    march = view_of(services, MARCH)
+    assert (march.issued_points, march.issued_expired_points) == (D("1900.00"), D("0.00"))
+    assert march.breakage == D("0.0000")
+
+
+def test_cost_revenue_and_churn_of_march(services: Services) -> None:
+    view = view_of(services, MARCH)
+    assert (view.redeemed_points, view.redeemed_cost) == (D("150.00"), D("75.00"))
+    assert (view.reward_points, view.reward_cost) == (D("40.00"), D("20.00"))
+    assert view.tier_discounts is None                         # the ledger never sees them
+    assert view.cost == D("95.00")                             # 75 + 20
+    assert view.revenue == D("19000.00")                       # 3000 + 4000 + 1000 - 1000 + 12000
+    assert view.cost_share == D("0.0050")                      # 95 / 19000
+    # February's buyers: Anna, Boris; March's: Carl, Anna, Eva. Boris is gone: 1 of 2.
+    assert (view.previously_active, view.churned, view.churn) == (2, 1, D("0.5000"))
+    assert view.roi is None
+
+
+def test_ltv_per_tier_and_segment(services: Services) -> None:
+    # Segments as the rfm_segments job would have stored them (its scoring is tested in
+    # test_rfm.py); Boris not scored yet, Dora never bought.
+    with services.db.engine.begin() as connection:
+        for contact, segment in (("1", "lost"), ("2", "loyal"), ("4", "new"),
+                                 ("6", "champions")):
+            connection.execute(text("UPDATE accounts SET segment = :s WHERE contact_id = :c"),
+                               {"s": segment, "c": contact})
+    view = view_of(services, MARCH)
+    # Bronze: Fred 500, Anna 6000, Boris 1000, Carl 3000 (1000 returned) = 10500 / 4.
+    assert view.ltv_tiers == [LTVRow("Bronze", 4, D("10500.00"), D("2625.00")),
+                              LTVRow("Silver", 1, D("13000.00"), D("13000.00"))]
+    assert view.ltv_segments == [
+        LTVRow("champions", 1, D("13000.00"), D("13000.00")),
+        LTVRow("loyal", 1, D("6000.00"), D("6000.00")),
+        LTVRow("new", 1, D("3000.00"), D("3000.00")),
+        LTVRow("lost", 1, D("500.00"), D("500.00")),
+        LTVRow(None, 1, D("1000.00"), D("1000.00")),
+    ]
+
+
+def test_empty_books_give_zeros_and_no_rates(settings: Settings, clock: Clock) -> None:
+    empty = fresh_services(settings, clock=clock)
+    try:
+        view = view_of(empty, MARCH)
+    finally:
+        empty.close()
+    assert (view.liability, view.cost, view.revenue) == (D("0.00"), D("0.00"), D("0.00"))
+    assert view.breakage is None and view.churn is None and view.cost_share is None
+    assert view.ltv_tiers == [LTVRow("Bronze", 0, D("0.00"), None),
+                              LTVRow("Silver", 0, D("0.00"), None)]
+    assert view.ltv_segments == []
+
+
+def test_an_overdraft_is_not_netted_against_the_liability(settings: Settings,
+                                                           clock: Clock) -> None:
+    allowing = settings.model_copy(update={"program": settings.program.model_copy(
+        update={"negative_balance": "allow"})})
+    built = fresh_services(allowing, clock=clock)
+    try:
+        built.ledger.accrue(ANNA, D("1000"), key="a")         # +100
+        built.ledger.redeem(ANNA, D("100"), key="r")          # -100: 0 left
+        built.ledger.reverse(ANNA, "a", key="a:reverse")      # -100 more: balance -100
+        built.ledger.accrue(BORIS, D("2000"), key="b")        # +200
+        view = view_of(built, MARCH)
+    finally:
+        built.close()
+    assert view.outstanding_points == D("200.00")             # Boris; Anna owes, not owed
+    assert view.liability == D("100.00")
+
+
+def test_query_count_does_not_grow_with_accounts(services: Services) -> None:
+    def statements() -> int:
+        seen: list[str] = []
+
+        def listener(*args: Any) -> None:
+            seen.append(args[2])
+
+        event.listen(services.db.engine, "before_cursor_execute", listener)
+        try:
+            view_of(services, MARCH)
+        finally:
+            event.remove(services.db.engine, "before_cursor_execute", listener)
+        return len(seen)
+
+    few = statements()
+    for number in range(15):
+        services.ledger.accrue(ref(f"x{number}"), D("100"), key=f"many:{number}")
+    assert statements() == few
+
+
+def test_bad_period_is_refused(services: Services) -> None:
+    with pytest.raises(ValueError, match="after"):
+        view_of(services, (MARCH[1], MARCH[0]))
+    with pytest.raises(ValueError, match="timezone"):
+        view_of(services, (datetime(2026, 3, 1), datetime(2026, 3, 2)))
+
+
+def test_json_and_table(services: Services) -> None:
+    view = view_of(services, MARCH)
+    data = json.loads(json.dumps(view.as_json()))
+    assert data["liability"] == "1150.00" and data["point_value"] == "0.5"
+    assert data["tier_discounts"] is None and data["roi"] is None
+    assert data["ltv_tiers"][0] == {"group": "Bronze", "customers": 4,
+                                    "revenue": "10500.00", "ltv": "2625.00"}
+    table = format_money(view, translator("en"))
+    assert table[0] == "Money view, RUB (1 point = 0.50\u00a0₽)"
+    assert "liability       1,150\u00a0₽ (2,300 points)" in table
+    assert ("program cost    95\u00a0₽: redeemed 75\u00a0₽, rewards 20\u00a0₽, tier discounts "
+            "not known") in table
+    assert "churn           50.00% of 2 active in the previous period" in table
+    assert "ROI             — (needs a campaign with a holdout group)" in table
+    assert "LTV by tier     Bronze 2,625\u00a0₽ (4), Silver 13,000\u00a0₽ (1)" in table
+
+
+@pytest.mark.parametrize(("language", "lines"), [
+    ("ru", ["обязательства  1\u00a0150\u00a0₽ (2\u00a0300\u00a0баллов)",
+            "отток          50,00\u00a0% из 2 активных в прошлом периоде"]),
+    ("uk", ["зобов'язання   1\u00a0150\u00a0₽ (2\u00a0300\u00a0балів)",
+            "відтік         50,00% з 2 активних у попередньому періоді"]),
+])
+def test_the_table_in_russian_and_ukrainian(services: Services, language: str,
+                                            lines: list[str]) -> None:
+    table = format_money(view_of(services, MARCH), translator(language))
+    for line in lines:
+        assert line in table, table
+
+
+def test_stats_command_prints_and_returns_the_money_view(services: Services,
+                                                        settings: Settings,
+                                                        tmp_path: Path) -> None:
+    config = tmp_path / "money.toml"
+    config.write_text(f'[database]\nurl = "{settings.database.url}"\n\n[program]\n'
+                      'point_value = "0.5"\nrewards = [{ id = "mug", name = "Mug", '
+                      'cost = 40 }]\n', encoding="utf-8")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--config", str(config), "stats", "--since", "2026-03-01",
+                                 "--until", "2026-04-01", "--json"])
+    assert result.exit_code == 0, result.output
+    money = json.loads(result.stdout)["money"]
+    # The period's figures do not depend on when the command runs; a Moscow month.
+    assert (money["cost"], money["revenue"], money["churn"]) == ("95.00", "19000.00",
+                                                                  "0.5000")
+    assert money["since"] == "2026-02-28T21:00:00+00:00" and money["roi"] is None
+    shown = runner.invoke(cli, ["--config", str(config), "stats", "--since", "2026-03-01",
+                                "--until", "2026-04-01"])
+    assert shown.exit_code == 0, shown.output
+    # Below the points table, in the default language (Russian).
+    points, money_table = shown.stdout.split("\n\n")
+    assert "начислено" in points
+    assert "программа стоит  95\u00a0₽" in money_table or "95\u00a0₽" in money_table
+    assert "отток" in money_table
