@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event, text
 
 from connector.cli import cli
@@ -221,7 +222,7 @@ def test_json_and_table(services: Services) -> None:
                                     "revenue": "10500.00", "ltv": "2625.00"}
     table = format_money(view, translator("en"))
     assert table[0] == "Money view, RUB (1 point = 0.50\u00a0₽)"
-    assert "liability       1,150\u00a0₽ (2,300 points)" in table
+    assert "liability       1,150\u00a0₽ (2,300\u00a0points)" in table
     assert ("program cost    95\u00a0₽: redeemed 75\u00a0₽, rewards 20\u00a0₽, tier discounts "
             "not known") in table
     assert "churn           50.00% of 2 active in the previous period" in table
@@ -266,3 +267,18 @@ def test_stats_command_prints_and_returns_the_money_view(services: Services,
     assert "начислено" in points
     assert "программа стоит  95\u00a0₽" in money_table or "95\u00a0₽" in money_table
     assert "отток" in money_table
+
+
+def test_metrics_gauges_of_the_liability(services: Services) -> None:
+    samples = {(sample.name, frozenset(sample.labels.items())): sample.value
+               for family in text_string_to_metric_families(
+                   services.metrics.exposition().decode())
+               for sample in family.samples}
+    # The figures of test_liability_and_what_expires_soon, read at the services' clock (NOW).
+    assert samples[("loyalty_points_outstanding", frozenset())] == 2300
+    assert samples[("loyalty_liability", frozenset({("currency", "RUB")}))] == 1150
+    assert samples[("loyalty_points_expiring", frozenset({("within_days", "30")}))] == 800
+    assert samples[("loyalty_liability_expiring", frozenset(
+        {("within_days", "90"), ("currency", "RUB")}))] == 1100
+    assert samples[("loyalty_metrics_database_read_failed",
+                    frozenset({("scrape", "liability")}))] == 0
