@@ -24,7 +24,8 @@ from connector.economics.money import LTVRow, MoneyView, format_money, money_vie
 from connector.i18n import translator
 from connector.ledger.views import AccountRef
 from connector.services import Services
-from tests.conftest import Clock, fresh_services
+from tests.conftest import Clock, fresh_services, make_settings
+from webhooks import create_app
 
 
 def ref(contact: str) -> AccountRef:
@@ -35,6 +36,8 @@ FRED, ANNA, BORIS, CARL, DORA, EVA = (ref(c) for c in ("1", "2", "3", "4", "5", 
 MARCH = (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
 FEBRUARY = (datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC))
 NOW = datetime(2026, 5, 22, 12, 0, tzinfo=UTC)
+TOKEN = "money-admin-token"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
@@ -50,6 +53,12 @@ def program_settings() -> dict[str, Any]:
         "points_lifetime_days": 100,
         "rewards": [{"id": "mug", "name": "Branded mug", "cost": 40}],
     }
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, program_settings: dict[str, Any]) -> Settings:
+    return make_settings(tmp_path, database_url, program=program_settings,
+                         server={"admin_token": TOKEN})
 
 
 def at(clock: Clock, month: int, day: int) -> None:
@@ -282,3 +291,35 @@ def test_metrics_gauges_of_the_liability(services: Services) -> None:
         {("within_days", "90"), ("currency", "RUB")}))] == 1100
     assert samples[("loyalty_metrics_database_read_failed",
                     frozenset({("scrape", "liability")}))] == 0
+
+
+# -- the admin API -----------------------------------------------------------------------------
+def test_the_api_answers_the_money_view(services: Services) -> None:
+    client = create_app(services=services).test_client()
+    # A Moscow month, as `stats --since --until` reads dates.
+    answer = client.get("/api/v1/economics?since=2026-03-01&until=2026-04-01", headers=BEARER)
+    assert answer.status_code == 200, answer.json
+    assert answer.json["since"] == "2026-02-28T21:00:00+00:00"
+    assert (answer.json["cost"], answer.json["revenue"], answer.json["liability"]) == (
+        "95.00", "19000.00", "1150.00")
+    assert answer.json["tier_discounts"] is None and answer.json["roi"] is None
+    # The last 90 days up to NOW (21 Feb - 22 May): redemption and reward of March in it.
+    recent = client.get("/api/v1/economics?days=90", headers=BEARER).json
+    assert (recent["redeemed_cost"], recent["reward_cost"]) == ("75.00", "20.00")
+    assert recent["until"] == NOW.isoformat()
+
+
+@pytest.mark.parametrize("query", ["days=0", "days=x", "since=2026-03-01",
+                                   "since=2026-03-01&until=2026-02-01",
+                                   "since=2026-02-30&until=2026-04-01",
+                                   "since=0001-01-01&until=2026-04-01",
+                                   "days=5&since=2026-03-01&until=2026-04-01"])
+def test_the_api_refuses_a_bad_period(services: Services, query: str) -> None:
+    client = create_app(services=services).test_client()
+    answer = client.get(f"/api/v1/economics?{query}", headers=BEARER)
+    assert answer.status_code == 400 and answer.json["error"] == "invalid_request", answer.json
+
+
+def test_the_api_wants_the_admin_token(services: Services) -> None:
+    client = create_app(services=services).test_client()
+    assert client.get("/api/v1/economics").status_code == 401
