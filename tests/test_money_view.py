@@ -6,15 +6,18 @@ are worth half their number in money. Points live 100 days.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal as D
+from html import unescape
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event, text
 
@@ -38,6 +41,7 @@ FEBRUARY = (datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC))
 NOW = datetime(2026, 5, 22, 12, 0, tzinfo=UTC)
 TOKEN = "money-admin-token"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
+NBSP = "\u00a0"
 
 
 @pytest.fixture
@@ -323,3 +327,62 @@ def test_the_api_refuses_a_bad_period(services: Services, query: str) -> None:
 def test_the_api_wants_the_admin_token(services: Services) -> None:
     client = create_app(services=services).test_client()
     assert client.get("/api/v1/economics").status_code == 401
+
+
+# -- the dashboard page and its CSV ------------------------------------------------------------
+def client_of(services: Services) -> FlaskClient:
+    return create_app(services=services).test_client()
+
+
+def test_the_money_page_shows_the_figures(services: Services) -> None:
+    # 90 days up to 22 May (Moscow): from 22 Feb 00:00, so March's redemption, reward and
+    # purchases are in it and February's buyers are the previous period's.
+    page = client_of(services).get("/dashboard/money?days=90", headers=BEARER)
+    assert page.status_code == 200
+    html = unescape(page.get_data(as_text=True))
+    assert f'id="kpi-liability">1{NBSP}150{NBSP}₽<' in html
+    assert f'id="kpi-expiring-30">400{NBSP}₽<' in html
+    assert f'id="kpi-cost">95{NBSP}₽<' in html
+    assert 'id="kpi-roi">—<' in html
+    for name in ("summary", "liability", "cost", "ltv-tiers", "ltv-segments"):
+        assert f'href="money/{name}.csv?days=90"' in html
+    assert "<svg" in html and "<script" not in html
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
+
+
+def test_each_table_as_csv(services: Services) -> None:
+    client = client_of(services)
+    got = client.get("/dashboard/money/ltv-tiers.csv?days=90", headers=BEARER)
+    assert got.status_code == 200 and got.mimetype == "text/csv"
+    assert got.headers["Content-Disposition"] == 'attachment; filename="money-ltv-tiers-90d.csv"'
+    assert got.get_data(as_text=True) == ("group,customers,revenue,ltv\r\n"
+                                          "Bronze,4,10500.00,2625.00\r\n"
+                                          "Silver,1,13000.00,13000.00\r\n")
+    liability = client.get("/dashboard/money/liability.csv", headers=BEARER)
+    # 800 points within 30 days, 2200 - 800 in 31-90, 2300 - 2200 later (Dora's bonus).
+    assert liability.get_data(as_text=True).splitlines() == [
+        "horizon,points,money", "within_30_days,800.00,400.00",
+        "31_to_90_days,1400.00,700.00", "later_or_never,100.00,50.00"]
+    cost = client.get("/dashboard/money/cost.csv?days=90", headers=BEARER)
+    assert cost.get_data(as_text=True).splitlines() == [
+        "part,points,money", "redeemed,150.00,75.00", "rewards,40.00,20.00",
+        "tier_discounts,,"]
+    summary = client.get("/dashboard/money/summary.csv?days=90", headers=BEARER)
+    # From 22 Feb (Moscow): March's 19000 + Eva's 1000 of 2 April; 95 / 20000 = 0.00475. The
+    # 90 days before bought Fred, Anna, Boris; only Anna again: 2 of 3 gone.
+    assert summary.get_data(as_text=True).splitlines() == [
+        "figure,value", "liability,1150.00", "expiring_30,400.00", "expiring_90,1100.00",
+        "breakage,0.0000", "cost,95.00", "revenue,20000.00", "cost_share,0.0048",
+        "churn,0.6667", "roi,"]
+    assert client.get("/dashboard/money/secrets.csv", headers=BEARER).status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/dashboard/money", "/dashboard/money/summary.csv"])
+def test_the_money_page_wants_the_dashboard_sign_in(services: Services, path: str) -> None:
+    client = client_of(services)
+    refused = client.get(path)
+    assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Basic")
+    wrong = base64.b64encode(b"admin:wrong").decode()
+    assert client.get(path, headers={"Authorization": f"Basic {wrong}"}).status_code == 401
+    right = base64.b64encode(f"admin:{TOKEN}".encode()).decode()
+    assert client.get(path, headers={"Authorization": f"Basic {right}"}).status_code == 200
