@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal as D
@@ -26,8 +27,10 @@ from connector.config import Settings
 from connector.economics.money import LTVRow, MoneyView, format_money, money_view
 from connector.i18n import translator
 from connector.ledger.views import AccountRef
+from connector.rfm import update_segments
 from connector.services import Services
 from tests.conftest import Clock, fresh_services, make_settings
+from tests.test_dashboard import ARTIFACTS, CHROMIUM, WINDOW, chromium, png_colours
 from webhooks import create_app
 
 
@@ -389,3 +392,33 @@ def test_the_money_page_wants_the_dashboard_sign_in(services: Services, path: st
     assert client.get(path, headers={"Authorization": f"Basic {wrong}"}).status_code == 401
     right = base64.b64encode(f"admin:{TOKEN}".encode()).decode()
     assert client.get(path, headers={"Authorization": f"Basic {right}"}).status_code == 200
+
+
+# -- in a real browser -----------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the same HTML either way
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium "
+                    "(apt-get install -y chromium) for the headless browser test")
+def test_the_money_page_in_a_real_browser(services: Services, served: str,
+                                         tmp_path: Path) -> None:
+    update_segments(services.db, NOW, services.settings.rfm.active_days)  # LTV by segment
+    url = served.replace("http://", f"http://admin:{TOKEN}@") + "/dashboard/money?days=90"
+    dom = chromium("--dump-dom", url, profile=tmp_path / "profile")
+    assert 'id="money-kpis"' in dom.stdout, dom.stderr[-2000:]
+    shown = unescape(dom.stdout)
+    # Russian, the default language; the figures of test_the_money_page_shows_the_figures.
+    assert f'id="kpi-liability">1{NBSP}150{NBSP}₽<' in shown and "Обязательства" in shown
+    assert shown.count("<svg") == 4  # liability, cost, LTV by tier and by segment
+
+    shot = tmp_path / "money.png"
+    run = chromium(f"--screenshot={shot}", f"--window-size={WINDOW[0]},{WINDOW[1]}", url,
+                   profile=tmp_path / "profile")
+    assert shot.is_file(), run.stderr[-2000:]
+    width, height, colours = png_colours(shot.read_bytes())
+    assert (width, height) == WINDOW
+    assert len(colours) > 50  # a blank or error page has a handful
+    assert (255, 255, 255) in colours  # the cards
+    assert (0x1c, 0x7e, 0xd6) in colours  # the liability bars (--owed)
+    assert (0xe8, 0x59, 0x0c) in colours  # the cost bars (--cost)
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copyfile(shot, ARTIFACTS / "money.png")
