@@ -18,7 +18,7 @@ from decimal import Decimal
 from flask import Blueprint, Response, abort, current_app, render_template
 
 from connector import dashboard
-from connector.economics.money import MoneyView, money_view
+from connector.economics.money import LTVRow, MoneyView, money_view
 from connector.i18n import N_, Translator
 from connector.services import Services
 from webhooks.dashboard import PERIODS, protect, require_admin_token
@@ -72,7 +72,7 @@ def tables(view: MoneyView) -> dict[str, Table]:
     later = max(view.liability - view.expiring_90, Decimal("0.00"))
     later_points = max(view.outstanding_points - view.expiring_90_points, Decimal("0.00"))
 
-    def ltv(rows: list) -> Table:  # type: ignore[type-arg]
+    def ltv(rows: list[LTVRow]) -> Table:
         return Table(("group", "customers", "revenue", "ltv"),
                      [(row.group, row.customers, row.revenue, row.ltv) for row in rows])
 
@@ -103,6 +103,10 @@ def money_bars(items: list[tuple[str, Decimal | None]]) -> list[MoneyBar]:
             for label, value in known]
 
 
+def _money(cell: Cell) -> Decimal | None:
+    return cell if isinstance(cell, Decimal) else None
+
+
 def _days() -> int:
     return query_int("days", minimum=1, maximum=dashboard.MAX_DAYS) or dashboard.DEFAULT_DAYS
 
@@ -127,10 +131,10 @@ def show() -> str:
         summary_names={key: name.render(t) for key, name in SUMMARY_NAMES.items()},
         horizon_names={key: name.render(t) for key, name in HORIZONS.items()},
         cost_names={key: name.render(t) for key, name in COST_PARTS.items()},
-        horizon_bars=money_bars([(HORIZONS[row[0]].render(t), row[2])  # type: ignore[index]
-                                 for row in found["liability"].rows]),
-        cost_bars=money_bars([(COST_PARTS[row[0]].render(t), row[2])  # type: ignore[index]
-                              for row in found["cost"].rows]),
+        horizon_bars=money_bars([(HORIZONS[str(key)].render(t), _money(value))
+                                 for key, _points, value in found["liability"].rows]),
+        cost_bars=money_bars([(COST_PARTS[str(key)].render(t), _money(value))
+                              for key, _points, value in found["cost"].rows]),
         tier_bars=money_bars([(group_name("tiers", r.group), r.ltv) for r in view.ltv_tiers]),
         segment_bars=money_bars([(group_name("segments", r.group), r.ltv)
                                  for r in view.ltv_segments]),
