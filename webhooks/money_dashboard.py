@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from flask import Blueprint, Response, abort, current_app, render_template
@@ -61,7 +61,7 @@ def period_view(services: Services, days: int) -> tuple[MoneyView, datetime]:
     """The view over the dashboard's period: local midnight days-1 days ago until now."""
     zone = services.settings.program.zone
     now = services.ledger.clock()
-    first = dashboard.bucket_starts(now.astimezone(zone).date(), days, "day")[0]
+    first = now.astimezone(zone).date() - timedelta(days=days - 1)
     since = dashboard.local_midnight(first, zone)
     with services.db.transaction(write=False) as session:
         return money_view(session, services.settings.program, since=since, until=now,
