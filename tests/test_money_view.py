@@ -422,3 +422,42 @@ def test_the_money_page_in_a_real_browser(services: Services, served: str,
     assert (0xe8, 0x59, 0x0c) in colours  # the cost bars (--cost)
     ARTIFACTS.mkdir(exist_ok=True)
     shutil.copyfile(shot, ARTIFACTS / "money.png")
+
+
+# -- found in review ---------------------------------------------------------------------------
+def test_redeemed_points_given_back_by_returns_are_not_a_cost(settings: Settings,
+                                                              clock: Clock) -> None:
+    """Points that paid for a purchase come back to the customer when it is returned (in
+    part or in full) or its deal is reversed: they are owed again, not spent. Like a reward
+    claim cancelled since, what came back is left out of the cost of the redemption's period."""
+    built = fresh_services(settings, clock=clock)
+    ledger = built.ledger
+    try:
+        at(clock, 2, 20)
+        ledger.accrue(ANNA, D("10000"), key="gift")                        # +1000
+        ledger.redeem(ANNA, D("200"), key="pay-1", source="order-1",
+                      purchase_amount=D("1000"))                            # -200
+        ledger.accrue(ANNA, D("1000"), key="order-1")                      # +50
+        ledger.redeem(ANNA, D("60"), key="pay-2", source="order-2",
+                      purchase_amount=D("600"))                             # -60
+        ledger.accrue(ANNA, D("600"), key="order-2")                       # +30
+        ledger.redeem(ANNA, D("40"), key="pay-3", source="deal-3")         # -40, deal lost...
+        ledger.redeem(ANNA, D("100"), key="pay-4", source="order-4",
+                      purchase_amount=D("500"))                             # -100, kept
+        at(clock, 3, 10)
+        ledger.return_purchase(ANNA, "order-1", D("250"), key="ret-1")     # 50 of 200 back
+        ledger.reverse(ANNA, "order-2", key="rev-2")                       # all 60 back
+        ledger.reverse(ANNA, "deal-3", key="rev-3")                        # ... 40 back
+        first = view_of(built, FEBRUARY)
+        at(clock, 3, 12)
+        ledger.return_purchase(ANNA, "order-1", D("750"), key="ret-2")     # the other 150
+        second, march = view_of(built, FEBRUARY), view_of(built, MARCH)
+    finally:
+        built.close()
+    # 400 redeemed in February; 50 + 60 + 40 came back by 10 March: 250 stand, 125 in money.
+    assert (first.redeemed_points, first.redeemed_cost, first.cost) == (
+        D("250.00"), D("125.00"), D("125.00"))
+    # The last return of order-1 gives its other 150 back: only order-4's 100 stand.
+    assert (second.redeemed_points, second.redeemed_cost) == (D("100.00"), D("50.00"))
+    # March redeemed nothing: what came back in it is not a negative cost there.
+    assert (march.redeemed_points, march.cost) == (D("0.00"), D("0.00"))

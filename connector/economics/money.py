@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, aliased
 from connector.config import SEGMENTS, ProgramSettings
 from connector.i18n import Translator
 from connector.ledger.models import ENTRY_KINDS, Account, Allocation, Entry, Lot
-from connector.money import from_minor
+from connector.money import from_minor, to_minor
 from connector.rewards import stats as rewards
 
 CENT = Decimal("0.01")
@@ -69,7 +69,8 @@ class MoneyView:
     issued_points: Decimal
     issued_expired_points: Decimal
     breakage: Decimal | None
-    # Cost in the period: redemptions and rewards at point_value; tier discounts are given
+    # Cost in the period: redemptions (less what returns gave back of them since) and
+    # rewards (cancelled claims left out) at point_value; tier discounts are given
     # by the CRM or the till and never reach the ledger, so they stay None (not known) and
     # `cost` is the known part only.
     redeemed_points: Decimal
@@ -195,7 +196,8 @@ def breakage_cohort(session: Session, since: datetime, until: datetime
 
 def redeemed_and_revenue(session: Session, since: datetime, until: datetime
                          ) -> tuple[Decimal, Decimal]:
-    """(points redeemed at purchases, members' net purchases) in the period."""
+    """(points redeemed at purchases in the period less what returns and reversals gave
+    back of them since, members' net purchases in the period)."""
     row = session.execute(
         select(func.coalesce(func.sum(case((Entry.kind == "redemption", -Entry.amount),
                                            else_=0)), 0),
@@ -203,7 +205,55 @@ def redeemed_and_revenue(session: Session, since: datetime, until: datetime
         # Naming every kind lets PostgreSQL range-scan ix_entries_kind_occurred per kind.
         .where(Entry.kind.in_(ENTRY_KINDS), Entry.occurred_at >= since,
                Entry.occurred_at < until)).one()
-    return from_minor(int(row[0])), from_minor(int(row[1]))
+    redeemed = int(row[0]) - redemptions_given_back(session, since, until)
+    return from_minor(redeemed), from_minor(int(row[1]))
+
+
+def redemptions_given_back(session: Session, since: datetime, until: datetime) -> int:
+    """Hundredths of the period's redemptions that came back since: a return gives back its
+    share of the points that paid for the purchase (details["return"]
+    ["redemption_given_back"]), a full reversal (details["reversed"]: `reverse`, or the
+    return that ends a purchase) all that was not given back yet. One query over the
+    entries of the sources that redeemed in the period; a source's give-backs are spread
+    over its redemptions in proportion (nearly always it has one)."""
+    redeemed = aliased(Entry)
+    related = aliased(Entry)
+    sources = (select(redeemed.account_id, redeemed.source)
+               .where(redeemed.kind == "redemption", redeemed.occurred_at >= since,
+                      redeemed.occurred_at < until, redeemed.source.is_not(None))
+               .distinct().subquery())
+    rows = session.execute(
+        select(related.account_id, related.source, related.kind, related.amount,
+               related.details, related.occurred_at)
+        .join(sources, (sources.c.account_id == related.account_id)
+              & (sources.c.source == related.source))
+        .where(related.kind.in_(("redemption", "reversal")))
+        .order_by(related.id))
+    books: dict[tuple[int, str], list[int]] = {}  # [in the period, all, given back]
+    open_: dict[tuple[int, str], list[int]] = {}  # since the last full reversal: [paid, back]
+    for account_id, source, kind, amount, details, occurred_at in rows:
+        key = (account_id, source)
+        book = books.setdefault(key, [0, 0, 0])
+        standing = open_.setdefault(key, [0, 0])
+        if kind == "redemption":
+            book[1] -= amount
+            standing[0] -= amount
+            if since <= occurred_at < until:
+                book[0] -= amount
+            continue
+        details = details or {}
+        back = details.get("return", {}).get("redemption_given_back")
+        if back is not None:
+            given = to_minor(Decimal(back))
+            standing[1] += given
+        elif "reversed" in details:
+            given = max(standing[0] - standing[1], 0)
+            open_[key] = [0, 0]
+        else:
+            continue  # a reward cancelled, a re-pricing: no redemption comes back
+        book[2] += given
+    return sum(min(in_period, (given * in_period) // paid) for in_period, paid, given
+               in books.values() if paid > 0)
 
 
 def churn_counts(session: Session, since: datetime, until: datetime) -> tuple[int, int]:
