@@ -461,3 +461,26 @@ def test_redeemed_points_given_back_by_returns_are_not_a_cost(settings: Settings
     assert (second.redeemed_points, second.redeemed_cost) == (D("100.00"), D("50.00"))
     # March redeemed nothing: what came back in it is not a negative cost there.
     assert (march.redeemed_points, march.cost) == (D("0.00"), D("0.00"))
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(services: Services) -> None:
+    """Tier names are free text in the config and the accounts keep a tier or segment no
+    longer configured: a cell starting with = + - @ (or a tab or carriage return) is a
+    formula to Excel and LibreOffice, so it is written with a leading apostrophe. Numbers,
+    negative ones included, stay numbers."""
+    with services.db.engine.begin() as connection:
+        for contact, tier, segment in (("1", "=HYPERLINK(\"http://x\",\"y\")", "@SUM(1)"),
+                                       ("2", "+Gold", "-lost"), ("3", "\tTab", None)):
+            connection.execute(text("UPDATE accounts SET tier = :t, segment = :s "
+                                    "WHERE contact_id = :c"),
+                               {"t": tier, "s": segment, "c": contact})
+    client = client_of(services)
+    tiers = client.get("/dashboard/money/ltv-tiers.csv?days=90", headers=BEARER)
+    assert tiers.get_data(as_text=True).splitlines() == [
+        "group,customers,revenue,ltv", "Bronze,1,3000.00,3000.00",
+        "Silver,1,13000.00,13000.00", "'\tTab,1,1000.00,1000.00", "'+Gold,1,6000.00,6000.00",
+        "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\",1,500.00,500.00"]
+    segments = client.get("/dashboard/money/ltv-segments.csv?days=90", headers=BEARER)
+    assert segments.get_data(as_text=True).splitlines() == [
+        "group,customers,revenue,ltv", "'-lost,1,6000.00,6000.00", "'@SUM(1),1,500.00,500.00",
+        ",3,17000.00,5666.67"]

@@ -55,6 +55,7 @@ HORIZONS = {"within_30_days": N_("within 30 days"), "31_to_90_days": N_("in 31-9
 COST_PARTS = {"redeemed": N_("points redeemed"), "rewards": N_("rewards"),
               "tier_discounts": N_("tier discounts")}
 TABLE_NAMES = ("summary", "liability", "cost", "ltv-tiers", "ltv-segments")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # OWASP's list for CSV injection
 
 
 def period_view(services: Services, days: int) -> tuple[MoneyView, datetime]:
@@ -101,6 +102,17 @@ def money_bars(items: list[tuple[str, Decimal | None]]) -> list[MoneyBar]:
     largest = max((value for _, value in known), default=Decimal(0))
     return [MoneyBar(label, value, float(value / largest) if largest > 0 else 0.0)
             for label, value in known]
+
+
+def csv_cell(cell: Cell) -> str:
+    """A cell as text. Text starting with what a spreadsheet reads as a formula (tier names
+    are free text; accounts keep tiers and segments no longer configured) gets a leading
+    apostrophe, so opening the file runs nothing; numbers stay numbers, negative ones too."""
+    if cell is None:
+        return ""
+    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS):
+        return "'" + cell
+    return str(cell)
 
 
 def _money(cell: Cell) -> Decimal | None:
@@ -154,7 +166,6 @@ def table_csv(name: str) -> Response:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(table.columns)
-    writer.writerows(tuple("" if cell is None else str(cell) for cell in row)
-                     for row in table.rows)
+    writer.writerows(tuple(csv_cell(cell) for cell in row) for row in table.rows)
     return Response(out.getvalue(), content_type="text/csv; charset=utf-8", headers={
         "Content-Disposition": f'attachment; filename="money-{name}-{days}d.csv"'})
