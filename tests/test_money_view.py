@@ -484,3 +484,32 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(services: Servic
     assert segments.get_data(as_text=True).splitlines() == [
         "group,customers,revenue,ltv", "'-lost,1,6000.00,6000.00", "'@SUM(1),1,500.00,500.00",
         ",3,17000.00,5666.67"]
+
+
+def test_redeemed_points_given_back_and_then_expired_count_as_breakage(
+        settings: Settings, clock: Clock) -> None:
+    """A return gives redeemed points back in a new lot with the dates of the lot they came
+    from; when they expire they are points issued in that lot's period that expired, so
+    breakage counts them (and their issue once, in the first lot)."""
+    built = fresh_services(settings, clock=clock)
+    ledger = built.ledger
+    try:
+        at(clock, 2, 10)
+        ledger.accrue(ANNA, D("2000"), key="a1")                   # +200, expires May 21
+        ledger.accrue(BORIS, D("1000"), key="b1")                  # +100, expires May 21
+        ledger.redeem(ANNA, D("150"), key="pay", source="order",
+                      purchase_amount=D("300"))                     # -150 of the 200
+        # Carl's points are a hand adjustment, not issued: given back, they stay out.
+        ledger.adjust(CARL, D("80"), key="carl", reason="goodwill")   # +80, expires May 21
+        ledger.redeem(CARL, D("80"), key="carl-pay", source="carl-order")
+        at(clock, 3, 1)
+        ledger.reverse(ANNA, "order", key="order:reverse")         # the 150 back, same dates
+        ledger.reverse(CARL, "carl-order", key="carl:reverse")     # the 80 back, same dates
+        clock.now = NOW
+        assert ledger.expire_due() == 4                            # 50 + 150 of Anna, Boris's
+        #                                                            100, Carl's 80
+        view = view_of(built, FEBRUARY)
+    finally:
+        built.close()
+    assert (view.issued_points, view.issued_expired_points) == (D("300.00"), D("300.00"))
+    assert view.breakage == D("1.0000")

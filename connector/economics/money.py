@@ -172,7 +172,8 @@ def breakage_cohort(session: Session, since: datetime, until: datetime
                     ) -> tuple[Decimal, Decimal]:
     """(points issued in the period, the part of them expired since): lots of accrual and
     bonus entries earned in [since, until), less what reversals took back from them (a
-    returned purchase's points were never really given), and what expiry entries took."""
+    returned purchase's points were never really given), and what expiry entries took from
+    them or from the redeemed points of theirs a return gave back."""
     issuer = aliased(Entry)
     debit = aliased(Entry)
     cohort = (Lot.earned_at >= since) & (Lot.earned_at < until) \
@@ -180,6 +181,18 @@ def breakage_cohort(session: Session, since: datetime, until: datetime
     credited = session.scalar(
         select(func.coalesce(func.sum(Lot.amount), 0))
         .join(issuer, issuer.id == Lot.entry_id).where(cohort))
+    # Redeemed points a return (or a cancelled claim) gave back sit in a new lot of the
+    # reversal, with the dates of the lot they came from: still points of that cohort, issued
+    # once (in the first lot), so what expires of them or is taken back from them counts. An
+    # issuing lot of the account earned at the same instant says which cohort they are of.
+    origin = aliased(Lot)
+    first_issuer = aliased(Entry)
+    given_back = (issuer.kind == "reversal") & (Lot.earned_at >= since) \
+        & (Lot.earned_at < until) & (
+            select(origin.id).join(first_issuer, first_issuer.id == origin.entry_id)
+            .where(origin.account_id == Lot.account_id, origin.earned_at == Lot.earned_at,
+                   first_issuer.kind.in_(ISSUING_KINDS))
+            .exists())
     taken = session.execute(
         select(func.coalesce(func.sum(case((debit.kind == "reversal", Allocation.amount),
                                            else_=0)), 0),
@@ -189,7 +202,7 @@ def breakage_cohort(session: Session, since: datetime, until: datetime
         .join(Lot, Lot.id == Allocation.lot_id)
         .join(issuer, issuer.id == Lot.entry_id)
         .join(debit, debit.id == Allocation.entry_id)
-        .where(cohort, debit.kind.in_(("reversal", "expiry")))).one()
+        .where(cohort | given_back, debit.kind.in_(("reversal", "expiry")))).one()
     reversed_, expired = (int(value) for value in taken)
     return from_minor(int(credited or 0) - reversed_), from_minor(expired)
 
