@@ -4,7 +4,8 @@ at scrape time (connector.metrics lists this scrape in database_scrapes)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
+from decimal import Decimal
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy.orm import Session
@@ -17,21 +18,32 @@ from connector.economics.money import (
     to_money,
 )
 
+REFRESH = timedelta(minutes=1)
+
 
 class Liability:
     """Outstanding points and their value in the program currency, and the points (and
     value) in lots expiring within 30 and 90 days. Two queries: one over the accounts, one
-    over the open lots."""
+    over the open lots, repeated once `refresh` has passed (they scan every account and
+    open lot: about 150 ms on PostgreSQL at 300,000 accounts and 1M lots, and the figures
+    move slowly)."""
 
     __name__ = "liability"
 
-    def __init__(self, program: ProgramSettings) -> None:
+    def __init__(self, program: ProgramSettings, *, refresh: timedelta = REFRESH) -> None:
         self.point_value = program.point_value
         self.currency = program.currency
+        self.refresh = refresh
+        # The last read and when (the collector's clock). Reads are serialised by the
+        # collector's lock, so no lock here.
+        self._read_at: datetime | None = None
+        self._read: tuple[Decimal, dict[int, Decimal]] = (Decimal(0), {})
 
     def __call__(self, session: Session, now: datetime) -> Iterator[Metric]:
-        owed = outstanding_points(session)
-        soon = expiring_points(session, now)
+        if self._read_at is None or not timedelta(0) <= now - self._read_at < self.refresh:
+            self._read = (outstanding_points(session), expiring_points(session, now))
+            self._read_at = now
+        owed, soon = self._read
         yield GaugeMetricFamily(
             "loyalty_points_outstanding",
             "Points on positive balances, owed to customers (overdrafts not netted)",
