@@ -544,3 +544,34 @@ def test_the_liability_gauges_read_the_books_once_a_minute(services: Services) -
     assert read(NOW + timedelta(seconds=59)) == first and seen == []
     again = read(NOW + timedelta(seconds=60))
     assert again["loyalty_points_outstanding"] == 2400 and len(seen) == 2
+
+
+def test_imported_openings_are_not_issued_points_nor_revenue(settings: Settings,
+                                                              clock: Clock) -> None:
+    """An opening balance brought in by an import was issued by the program before: it is
+    owed (liability) and its redemption costs, but it is not the period's issue, so its
+    expiry is no breakage of the period, and it brings no revenue."""
+    from connector.imports.rows import RawRow
+    from connector.imports.runner import run_import
+
+    built = fresh_services(settings, clock=clock)
+    ledger = built.ledger
+    try:
+        at(clock, 2, 10)
+        ledger.accrue(ANNA, D("2000"), key="a1")                        # +200, to May 21
+        at(clock, 2, 12)
+        imported = run_import(built, "bitrix24", "acme.bitrix24.ru", [
+            RawRow(2, {"contact_id": "7", "balance": "500", "expires": "2026-04-01"})],
+            source="customers.csv", apply=True)
+        assert imported.applied is not None and imported.applied.entries == 1
+        ledger.redeem(ref("7"), D("100"), key="seven-pays")            # -100 of the 500
+        before = view_of(built, FEBRUARY)
+        ledger.expire_due(as_of=datetime(2026, 6, 1, tzinfo=UTC))      # 400 + 200 expire
+        after = view_of(built, FEBRUARY)
+    finally:
+        built.close()
+    assert (before.outstanding_points, before.liability) == (D("600.00"), D("300.00"))
+    assert (before.issued_points, before.revenue) == (D("200.00"), D("2000.00"))
+    assert (before.redeemed_points, before.cost) == (D("100.00"), D("50.00"))
+    assert (after.issued_points, after.issued_expired_points, after.breakage) == (
+        D("200.00"), D("200.00"), D("1.0000"))
