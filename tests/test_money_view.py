@@ -575,3 +575,25 @@ def test_imported_openings_are_not_issued_points_nor_revenue(settings: Settings,
     assert (before.redeemed_points, before.cost) == (D("100.00"), D("50.00"))
     assert (after.issued_points, after.issued_expired_points, after.breakage) == (
         D("200.00"), D("200.00"), D("1.0000"))
+
+
+def test_no_cost_share_of_a_period_whose_returns_exceed_its_sales(settings: Settings,
+                                                                  clock: Clock) -> None:
+    """A quiet period with the return of an earlier big purchase has negative net revenue:
+    cost over it would be a negative share (and break the API's rate pattern), so it is
+    not given, as when there is no revenue at all."""
+    built = fresh_services(settings, clock=clock)
+    ledger = built.ledger
+    try:
+        at(clock, 2, 10)
+        ledger.accrue(ANNA, D("10000"), key="big")                     # +1000
+        at(clock, 3, 5)
+        ledger.redeem(ANNA, D("100"), key="pays")                      # -100: a cost of 50
+        ledger.accrue(BORIS, D("1000"), key="small")
+        ledger.return_purchase(ANNA, "big", D("4000"), key="big:part")
+        view = view_of(built, MARCH)
+    finally:
+        built.close()
+    assert (view.revenue, view.cost) == (D("-3000.00"), D("50.00"))
+    assert view.cost_share is None
+    assert view.as_json()["cost_share"] is None

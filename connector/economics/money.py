@@ -80,7 +80,7 @@ class MoneyView:
     tier_discounts: Decimal | None
     cost: Decimal
     revenue: Decimal  # members' purchases in the period, net of returns
-    cost_share: Decimal | None  # cost / revenue
+    cost_share: Decimal | None  # cost / revenue; None unless revenue > 0
     # Churn: of the customers who bought in the previous period of the same length, the
     # share who did not buy in this one (1 - retention).
     previously_active: int
@@ -141,7 +141,9 @@ def money_view(session: Session, program: ProgramSettings, *, since: datetime,
         issued_points=issued, issued_expired_points=expired, breakage=share(expired, issued),
         redeemed_points=redeemed, redeemed_cost=redeemed_cost,
         reward_points=claims.points, reward_cost=reward_cost, tier_discounts=None,
-        cost=cost, revenue=revenue, cost_share=share(cost, revenue),
+        cost=cost, revenue=revenue,
+        # Returns of earlier sales can leave a period's net revenue negative: no share then.
+        cost_share=share(cost, revenue) if revenue > 0 else None,
         previously_active=previous, churned=previous - retained,
         churn=share(previous - retained, previous),
         ltv_tiers=ltv_by(session, Account.tier, [tier.name for tier in program.tiers],
