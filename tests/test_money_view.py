@@ -597,3 +597,23 @@ def test_no_cost_share_of_a_period_whose_returns_exceed_its_sales(settings: Sett
     assert (view.revenue, view.cost) == (D("-3000.00"), D("50.00"))
     assert view.cost_share is None
     assert view.as_json()["cost_share"] is None
+
+
+@pytest.mark.parametrize(("path", "disabled"), [
+    ("/api/v1/economics", "api_disabled"), ("/dashboard/money", "dashboard_disabled"),
+    ("/dashboard/money/summary.csv", "dashboard_disabled")])
+def test_the_new_routes_are_closed_like_their_neighbours(tmp_path: Path, database_url: str,
+                                                         program_settings: dict[str, Any],
+                                                         services: Services, path: str,
+                                                         disabled: str) -> None:
+    """Without an admin token configured the API and the dashboard answer 403 (as the
+    existing /api/v1 and /dashboard do); with one, a wrong token is 401."""
+    wrong = client_of(services).get(path, headers={"Authorization": "Bearer not-the-token"})
+    assert wrong.status_code == 401
+    closed = make_settings(tmp_path, database_url, program=program_settings)
+    unset = fresh_services(closed, clock=Clock(NOW))
+    try:
+        answer = create_app(services=unset).test_client().get(path, headers=BEARER)
+    finally:
+        unset.close()
+    assert answer.status_code == 403 and answer.json["error"] == disabled, answer.json
