@@ -5,7 +5,7 @@ Two sources, chosen by who the number belongs to:
 - counters of this process: HTTP requests, CRM calls, rate-limiter waits, inbox items this
   process settled. They start at zero with the process, as Prometheus expects.
 - values read from the database at scrape time: inbox depth and age, points by entry kind,
-  job runs.
+  job runs, the liability (connector.economics.gauges).
   They are what every process did, so no process could count them alone. The read is cached
   for `max_age` seconds so that many scrapers cost one query set.
 
@@ -29,7 +29,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from connector.config import ProgramSettings
 from connector.db import Database, utcnow
+from connector.economics.gauges import Liability
 from connector.errors import (
     CRMAuthError,
     CRMError,
@@ -194,9 +196,14 @@ def job_runs(session: Session, now: datetime) -> Iterator[Metric]:
     yield from (runs, duration, last, ok, counts)
 
 
-def database_scrapes() -> list[Scrape]:
-    """The database reads of one Metrics object (LedgerPoints keeps state: one per process)."""
-    return [inbox_depth, LedgerPoints(), job_runs]
+def database_scrapes(program: ProgramSettings | None = None) -> list[Scrape]:
+    """The database reads of one Metrics object (LedgerPoints keeps state: one per process).
+    With the program's settings, also the money view's liability gauges (they need its
+    point_value and currency)."""
+    scrapes: list[Scrape] = [inbox_depth, LedgerPoints(), job_runs]
+    if program is not None:
+        scrapes.append(Liability(program))
+    return scrapes
 
 
 class DatabaseCollector:
@@ -256,7 +263,8 @@ class Metrics:
 
     def __init__(self, db: Database | None = None, *, clock: Callable[[], datetime] = utcnow,
                  scrapes: Sequence[Scrape] | None = None,
-                 max_age: float = CACHE_SECONDS) -> None:
+                 max_age: float = CACHE_SECONDS,
+                 program: ProgramSettings | None = None) -> None:
         self.registry = CollectorRegistry()
         self.http_requests = Counter(
             "loyalty_http_requests", "HTTP requests answered, by URL rule and status",
@@ -282,7 +290,7 @@ class Metrics:
         self.database: DatabaseCollector | None = None
         if db is not None:
             self.database = DatabaseCollector(
-                db, database_scrapes() if scrapes is None else scrapes, clock=clock,
+                db, database_scrapes(program) if scrapes is None else scrapes, clock=clock,
                 max_age=max_age)
             self.registry.register(self.database)
 

@@ -66,7 +66,7 @@ class Services:
         """This process's counters and the values read from the database, for GET /metrics."""
         from connector.metrics import Metrics
 
-        return Metrics(self.db, clock=self.inbox.clock)
+        return Metrics(self.db, clock=self.inbox.clock, program=self.settings.program)
 
     @cached_property
     def oauth_states(self) -> OAuthStates:

@@ -25,9 +25,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         bitrix24_actions,
         bitrix24_tab,
         dashboard,
+        economics_api,
         errors,
         health,
         metrics,
+        money_dashboard,
         openapi,
         rewards_api,
     )
@@ -43,8 +45,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(rewards_api.bp)
+    app.register_blueprint(economics_api.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(dashboard.bp)
+    app.register_blueprint(money_dashboard.bp)
     app.register_blueprint(bitrix24.bp)
     app.register_blueprint(bitrix24_actions.bp)
     app.register_blueprint(bitrix24_tab.bp)

@@ -15,6 +15,9 @@ from flask.typing import ResponseReturnValue
 from connector.codes.redeem import REASONS
 from connector.money import MAX_AMOUNT
 from webhooks.api import HISTORY_PAGE, HISTORY_PAGE_MAX, PROMO_CODE_MAX, REFERRAL_CODE_MAX
+from webhooks.economics_api import DATE_PATTERN as ECONOMICS_DATE_PATTERN
+from webhooks.economics_api import DEFAULT_DAYS as ECONOMICS_DEFAULT_DAYS
+from webhooks.economics_api import MAX_DAYS as ECONOMICS_MAX_DAYS
 from webhooks.product_rows import MAX_ROWS
 from webhooks.validation import AMOUNT_TEXT, BONUS_NAME, COMMENT_MAX, CONTACT_MAX, CRM, TEXT_MAX
 
@@ -313,6 +316,55 @@ def _reward_schemas(timestamp: Schema) -> Schema:
     }
 
 
+# -- the money view (connector.economics.money) ---------------------------------------------
+def _economics_paths() -> Schema:
+    day = {"type": "string", "pattern": ECONOMICS_DATE_PATTERN}
+    return {"/api/v1/economics": {"get": {
+        "summary": "The money view: liability, breakage, program cost, members' revenue, "
+                   "churn, LTV per tier and RFM segment (README, Money view)",
+        "parameters": [
+            {"name": "days", "in": "query", "required": False,
+             "description": f"the last N days up to now (default {ECONOMICS_DEFAULT_DAYS})",
+             "schema": {"type": "integer", "minimum": 1, "maximum": ECONOMICS_MAX_DAYS}},
+            {"name": "since", "in": "query", "required": False,
+             "description": "first day (program.timezone), with `until` instead of `days`",
+             "schema": day},
+            {"name": "until", "in": "query", "required": False,
+             "description": "first day not included", "schema": day}],
+        "responses": {"200": _ok("the money view", _ref("MoneyView")),
+                      **{code: error for code, error in READ_ERRORS.items()
+                         if code != "404"}},
+    }}}
+
+
+def _economics_schemas(timestamp: Schema) -> Schema:
+    rate = {"type": ["string", "null"], "pattern": r"^[0-9]+\.[0-9]{4}$"}
+    ltv = {"type": "array", "items": {"type": "object",
+                                      "required": ["group", "customers", "revenue", "ltv"],
+                                      "properties": {
+        "group": NULLABLE_STRING, "customers": {"type": "integer"},
+        "revenue": DECIMAL_STRING, "ltv": NULLABLE_DECIMAL}}}
+    money = ("outstanding_points", "liability", "expiring_30_points", "expiring_30",
+             "expiring_90_points", "expiring_90", "issued_points", "issued_expired_points",
+             "redeemed_points", "redeemed_cost", "reward_points", "reward_cost", "cost",
+             "revenue")
+    properties: Schema = {
+        "since": timestamp, "until": timestamp, "at": timestamp,
+        "currency": {"type": "string"},
+        "point_value": {"type": "string", "description": "currency units one point pays for"},
+        **{name: DECIMAL_STRING for name in money},
+        "tier_discounts": {**NULLABLE_DECIMAL, "description": "null: not known (the "
+                           "discounts are given by the CRM or the till, not the ledger)"},
+        "breakage": rate, "cost_share": rate, "churn": rate,
+        "previously_active": {"type": "integer"}, "churned": {"type": "integer"},
+        "ltv_tiers": ltv, "ltv_segments": ltv,
+        "roi": {**NULLABLE_DECIMAL, "description": "null until a campaign with a holdout "
+                                                   "group has reported"},
+    }
+    return {"MoneyView": {"type": "object", "required": list(properties),
+                          "properties": properties}}
+
+
 def spec() -> Schema:
     """The description as a JSON-ready dict."""
     timestamp = {"type": "string", "format": "date-time"}
@@ -429,6 +481,7 @@ def spec() -> Schema:
                 "comment": COMMENT,
             }, ["source"]),
             **_reward_paths(),
+            **_economics_paths(),
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
@@ -523,6 +576,7 @@ def spec() -> Schema:
                     "promo": PROMO,
                 }},
                 **_reward_schemas(timestamp),
+                **_economics_schemas(timestamp),
             },
         },
     }

@@ -22,6 +22,7 @@ from connector.cli.base import (
 )
 from connector.cli.output import local, report, show_account, signed
 from connector.config import Settings
+from connector.economics import money as money_view
 from connector.i18n import translator
 from connector.ledger.fingerprint import request_fingerprint
 from connector.ledger.views import AccountRef
@@ -262,7 +263,8 @@ def _period(settings: Settings, days: int | None, since: datetime | None,
 @pass_runtime
 def stats(runtime: Runtime, days: int | None, since: datetime | None, until: datetime | None,
           as_json: bool) -> None:
-    """Program analytics for a period: points, purchases, customers, retention."""
+    """Program analytics for a period: points, purchases, customers, retention, and the
+    money view (liability, breakage, cost, revenue, churn, LTV)."""
     start, end = _period(runtime.settings, days, since, until)
     program = runtime.settings.program
     t = translator(program.language)
@@ -271,8 +273,14 @@ def stats(runtime: Runtime, days: int | None, since: datetime | None, until: dat
     services = runtime.services()
     with services.db.transaction(write=False) as session:
         figures = program_stats(session, services.program, since=start, until=end)
+        # -- money view (issue #14): its own block, under "money" in the JSON --------------
+        money = money_view.money_view(session, program, since=start, until=end,
+                                      at=services.ledger.clock())
     if as_json:
-        echo_json(figures.as_json())
+        echo_json({**figures.as_json(), "money": money.as_json()})
     else:
         for line in format_stats(figures, program.zone, t):
+            click.echo(line)
+        click.echo("")
+        for line in money_view.format_money(money, t):
             click.echo(line)
