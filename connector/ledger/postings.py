@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from connector.campaigns import placement
 from connector.codes import redeem as promo
 from connector.db import Database, utcnow
 from connector.errors import (
@@ -244,8 +245,10 @@ class Postings:
         now = self.clock()
         first_purchase = account.first_purchase_at is None
         earning = self.program.earn(amount, tier=self.program.tier_named(account.tier), at=at,
-                                    category=category, rows=rows)
+                                    category=category, rows=rows, account_id=account.id)
         details: dict[str, Any] = {**earning.breakdown, "category": category}
+        for test in earning.tests:
+            placement.place(session, test.name, test.kind, account.id, test.group, at=at)
         # `carried`: the spend and the rows' points (hundredths) that returns took off this
         # purchase before it was lost; `amount` is already net of that spend.
         earned = max(earning.points - from_minor(carried[1]), Decimal(0))
