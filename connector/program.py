@@ -36,7 +36,7 @@ class Earning:
     rows: tuple[product_rules.RowRate, ...] = ()
     # The measured tests this purchase fell in: name -> its group and the points the test
     # gave beyond what the purchase would have earned without it (its cost).
-    tests: tuple[TestPlacement, ...] = ()
+    tests: tuple[Placement, ...] = ()
 
     @property
     def breakdown(self) -> dict[str, Any]:
@@ -57,7 +57,7 @@ class Earning:
 
 
 @dataclass(frozen=True)
-class TestPlacement:
+class Placement:
     """A customer's group in a campaign with a holdout or the A/B test, for one purchase."""
 
     name: str
@@ -150,14 +150,14 @@ class Program:
         multiplier = campaigns_multiplier * variant.multiplier
         extra = sum((c.extra_points for c in applied), ZERO)
         points = self._points(amount, rows, rate, multiplier)
-        tests = [TestPlacement(c.name, "campaign", CONTROL) for c in held_out]
-        for campaign in applied:
+        tests = [Placement(c.name, "campaign", CONTROL) for c in held_out]
+        for campaign in applied if account_id is not None else ():
             if campaign.holdout > 0:
                 # What this campaign alone added: the points without it, the others kept.
                 others = [c for c in applied if c is not campaign]
                 without = self._points(amount, rows, rate, max(
                     (c.multiplier for c in others), default=ONE) * variant.multiplier)
-                tests.append(TestPlacement(campaign.name, "campaign", TREATED,
+                tests.append(Placement(campaign.name, "campaign", TREATED,
                                            points + extra - without
                                            - sum((c.extra_points for c in others), ZERO)))
         test = self.settings.ab_test
@@ -166,7 +166,7 @@ class Program:
             usual = self._points(amount, rows, base.rate if base.rate is not None
                                  else tier.rate,
                                  campaigns_multiplier * base.multiplier)
-            tests.append(TestPlacement(test.name, "ab_test", variant_group, points - usual))
+            tests.append(Placement(test.name, "ab_test", variant_group, points - usual))
         return Earning(
             points=points + extra,
             tier=tier,

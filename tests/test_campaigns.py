@@ -1,0 +1,239 @@
+"""Control groups: who is held out, what they get (nothing from the campaign), what is
+recorded, and the report's figures on small books worked by hand."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal as D
+from typing import Any
+
+import pytest
+from scipy import stats
+from sqlalchemy import select
+
+from connector.campaigns.figures import rates, welch
+from connector.campaigns.groups import CONTROL, TREATED, group, position
+from connector.campaigns.models import CampaignGroup
+from connector.campaigns.report import incremental_revenue, report
+from connector.config import load_settings
+from connector.db import Database
+from connector.errors import ConfigError, UnknownCampaignError
+from connector.ledger.engine import Ledger
+from connector.ledger.views import AccountRef
+from connector.program import Program
+from tests.conftest import Clock
+
+SPRING = "spring-x2"
+# Europe/Moscow (UTC+3): the window is 2026-02-28 21:00 to 2026-03-30 21:00 UTC.
+WINDOW = {"starts": "2026-03-01T00:00:00", "ends": "2026-03-31T00:00:00"}
+AFTER = datetime(2026, 4, 2, tzinfo=UTC)
+
+
+def ref(contact: int) -> AccountRef:
+    return AccountRef("bitrix24", "acme.bitrix24.ru", str(contact))
+
+
+@pytest.fixture
+def program_settings() -> dict[str, Any]:
+    # Bronze earns 3%; the campaign doubles it for the treated half.
+    return {"campaigns": [{"name": SPRING, "multiplier": "2", "holdout": "0.5", **WINDOW}]}
+
+
+def split(db: Database, ledger: Ledger, count: int, name: str, share: str
+          ) -> tuple[list[AccountRef], list[AccountRef]]:
+    """Open `count` accounts and sort them by the group the hash gives them."""
+    treated: list[AccountRef] = []
+    control: list[AccountRef] = []
+    for contact in range(1, count + 1):
+        account_id = ledger.open_account(ref(contact))
+        (control if group(name, account_id, D(share)) == CONTROL else treated).append(
+            ref(contact))
+    return treated, control
+
+
+def recorded(db: Database, name: str) -> dict[int, tuple[str, datetime]]:
+    with db.transaction(write=False) as session:
+        return {row.account_id: (row.grp, row.first_seen_at) for row in session.scalars(
+            select(CampaignGroup).where(CampaignGroup.campaign == name))}
+
+
+# -- the split -------------------------------------------------------------------------------
+def test_the_holdout_is_about_its_share_and_the_same_on_every_call() -> None:
+    drawn = [group("birthday-mail", account_id, D("0.1")) for account_id in range(1, 10_001)]
+    share = drawn.count(CONTROL) / len(drawn)
+    # Binomial(10000, 0.1): sd 0.003, so 0.09-0.11 is more than three sd either way.
+    assert 0.09 < share < 0.11
+    assert drawn == [group("birthday-mail", a, D("0.1")) for a in range(1, 10_001)]
+    # sha256, not hash(): the position of a customer is a fixed number, whatever the process.
+    assert position("birthday-mail", 1) == int.from_bytes(
+        __import__("hashlib").sha256(b"birthday-mail\x001").digest()[:8], "big") / 2 ** 64
+    # Another test draws its own split: its control group is not this one's.
+    other = [group("tier-up-mail", a, D("0.1")) for a in range(1, 10_001)]
+    both = sum(1 for a, b in zip(drawn, other, strict=True) if a == b == CONTROL)
+    assert both < 200  # independent: about 1% of 10,000 (100), not 10% (1,000)
+
+
+def test_a_holdout_over_half_or_a_name_used_twice_is_refused() -> None:
+    with pytest.raises(ConfigError, match="holdout"):
+        load_settings(None, program={"campaigns": [{"name": "a", "holdout": "0.6", **WINDOW}]})
+    with pytest.raises(ConfigError, match="used twice"):
+        load_settings(None, program={
+            "campaigns": [{"name": "loyalty_birthday", "holdout": "0.1", **WINDOW}],
+            "trigger_holdouts": [{"trigger": "loyalty_birthday", "holdout": "0.1"}]})
+    with pytest.raises(ConfigError, match="not a mailing"):
+        load_settings(None, program={"trigger_holdouts": [
+            {"trigger": "loyalty_reward_claimed", "holdout": "0.1"}]})
+
+
+# -- campaigns -------------------------------------------------------------------------------
+@pytest.mark.storage
+def test_control_customers_get_no_campaign_points_and_are_recorded_once(
+        db: Database, ledger: Ledger, clock: Clock) -> None:
+    treated, control = split(db, ledger, 8, SPRING, "0.5")
+    assert treated and control
+    first = ledger.accrue(treated[0], D("1000"), key="t0-1")
+    held = ledger.accrue(control[0], D("1000"), key="c0-1")
+    assert first.points == D("60.00") and first.details["tests"] == {
+        SPRING: {"group": TREATED, "points": "30.00"}}
+    assert first.details["campaigns"] == [SPRING]
+    assert held.points == D("30.00") and held.details["campaigns"] == []
+    assert held.details["tests"] == {SPRING: {"group": CONTROL, "points": "0.00"}}
+    clock.advance(days=1)
+    ledger.accrue(control[0], D("1000"), key="c0-2")
+    groups = recorded(db, SPRING)
+    # Written at the first purchase in the window, not again at the second.
+    assert groups == {first.account_id: (TREATED, datetime(2026, 3, 10, 9, 0, tzinfo=UTC)),
+                      held.account_id: (CONTROL, datetime(2026, 3, 10, 9, 0, tzinfo=UTC))}
+    # The preview for a known customer says what the purchase would really earn.
+    assert ledger.preview(D("1000"), control[0]).points_earned == D("30.00")
+    assert ledger.preview(D("1000"), treated[0]).points_earned == D("60.00")
+
+
+@pytest.mark.storage
+def test_campaign_report_on_a_book_worked_by_hand(db: Database, ledger: Ledger,
+                                                   clock: Clock) -> None:
+    treated, control = split(db, ledger, 10, SPRING, "0.5")
+    assert len(treated) >= 4 and len(control) >= 4
+    # Treated: 1000, 2000 + 1000 (two purchases), 3000; a fourth bought 700, returned all.
+    for key, (who, amount) in enumerate([(treated[0], "1000"), (treated[1], "2000"),
+                                         (treated[1], "1000"), (treated[2], "3000"),
+                                         (treated[3], "700"),
+                                         (control[0], "500"), (control[1], "1500")]):
+        ledger.accrue(who, D(amount), key=f"p{key}", source=f"deal-{key}")
+    ledger.reverse(treated[3], "deal-4", key="return-4")
+    ledger.accrue(treated[0], D("9999"), key="before", source="old",
+                  occurred_at=datetime(2026, 2, 20, tzinfo=UTC))  # before the window
+    clock.now = AFTER
+    with db.transaction(write=False) as session:
+        result = report(session, ledger.program, SPRING, clock.now)
+    t, c = result.groups[TREATED], result.groups[CONTROL]
+    nt, nc = len(treated), len(control)
+    assert (t.customers, t.buyers, t.purchases, t.revenue) == (nt, 3, 4, D("7000.00"))
+    assert (c.customers, c.buyers, c.purchases, c.revenue) == (nc, 2, 2, D("2000.00"))
+    assert t.average_check == D("1750.00") and c.average_check == D("1000.00")
+    assert t.purchase_rate == (D(3) / nt).quantize(D("0.0001"))
+    assert c.revenue_per_customer == (D(2000) / nc).quantize(D("0.01"))
+    # Welch's interval is scipy's for the same arrays, and holds the difference.
+    per_t = [1000 + 0.0, 3000.0, 3000.0] + [0.0] * (nt - 3)
+    per_c = [500.0, 1500.0] + [0.0] * (nc - 2)
+    expected = stats.ttest_ind(per_t, per_c, equal_var=False).confidence_interval(0.95)
+    lift = result.revenue_per_customer
+    assert lift is not None
+    assert lift.difference == (D(7000) / nt - D(2000) / nc).quantize(D("0.01"))
+    assert lift.low == D(expected.low).quantize(D("0.01"))
+    assert lift.high == D(expected.high).quantize(D("0.01"))
+    assert lift.low < lift.difference < lift.high
+    check = result.average_check
+    expected = stats.ttest_ind([1000.0, 2000.0, 1000.0, 3000.0], [500.0, 1500.0],
+                               equal_var=False).confidence_interval(0.95)
+    assert check is not None and check.difference == D("750.00")
+    assert (check.low, check.high) == (D(expected.low).quantize(D("0.01")),
+                                       D(expected.high).quantize(D("0.01")))
+    rate = result.purchase_rate
+    assert rate is not None and rate.low < rate.difference < rate.high
+    # The cost: the campaign's second 3% on 7000 of kept purchases (the returned one gave
+    # its points back), at point_value 1.
+    assert result.cost_points == D("210.00") and result.cost == D("210.00")
+    incremental = ((D(7000) / nt - D(2000) / nc) * nt).quantize(D("0.01"))
+    assert result.incremental_revenue == incremental
+    assert result.roi == ((incremental - D(210)) / D(210)).quantize(D("0.0001"))
+    assert result.finished and result.recorded == {TREATED: 4, CONTROL: 2}
+    with db.transaction(write=False) as session:
+        assert incremental_revenue(session, ledger.program, datetime(2026, 3, 1, tzinfo=UTC),
+                                   AFTER) == incremental
+        assert incremental_revenue(session, ledger.program, AFTER,
+                                   AFTER + timedelta(days=30)) is None
+        with pytest.raises(UnknownCampaignError):
+            report(session, ledger.program, "nope", clock.now)
+
+
+@pytest.mark.storage
+@pytest.mark.parametrize("program_settings", [
+    {"campaigns": [{"name": SPRING, "multiplier": "2", **WINDOW}]}])
+def test_without_a_holdout_every_customer_gets_the_campaign_and_nothing_is_recorded(
+        db: Database, ledger: Ledger) -> None:
+    for contact in range(1, 30):
+        assert ledger.accrue(ref(contact), D("1000"), key=f"k{contact}").points == D("60.00")
+    assert recorded(db, SPRING) == {}
+
+
+# -- the A/B test ----------------------------------------------------------------------------
+AB = {"ab_test": {"name": "rate-5", **WINDOW, "b": {"rate": "0.05"}}}
+
+
+@pytest.mark.storage
+@pytest.mark.parametrize("program_settings", [AB])
+def test_ab_variants_earn_by_their_own_rules_and_are_reported(db: Database, ledger: Ledger,
+                                                               clock: Clock) -> None:
+    b, a = split(db, ledger, 8, "rate-5", "0.5")
+    assert a and b
+    on_b = ledger.accrue(b[0], D("1000"), key="b0")
+    on_a = ledger.accrue(a[0], D("1000"), key="a0")
+    assert on_b.points == D("50.00") and on_b.details["rate"] == "0.05"
+    assert on_b.details["tests"] == {"rate-5": {"group": TREATED, "points": "20.00"}}
+    assert on_a.points == D("30.00") and on_a.details["rate"] == "0.03"
+    assert recorded(db, "rate-5") == {on_b.account_id: (TREATED, clock.now),
+                                      on_a.account_id: (CONTROL, clock.now)}
+    # A re-priced purchase keeps the variant it was accrued by.
+    ledger.settle_purchase(b[0], "b0-deal", D("1000"))
+    ledger.settle_purchase(b[0], "b0-deal", D("2000"))
+    assert ledger.account(b[0]).balance == D("150.00")
+    clock.now = AFTER
+    with db.transaction(write=False) as session:
+        result = report(session, ledger.program, "rate-5", clock.now)
+    assert result.groups[TREATED].revenue == D("3000.00")
+    assert result.groups[CONTROL].revenue == D("1000.00")
+    assert result.cost_points == D("40.00")  # 2% more on 1000, then on 1000 of the 2000
+    assert result.groups[TREATED].customers + result.groups[CONTROL].customers == 8
+
+
+# -- figures ---------------------------------------------------------------------------------
+def test_the_rate_interval_is_newcombes_on_his_published_examples() -> None:
+    # Newcombe (1998), Statistics in Medicine 17:873, table II, method 10.
+    assert (rates(56, 70, 48, 80).low, rates(56, 70, 48, 80).high) == (D("0.0524"),
+                                                                        D("0.3339"))
+    found = rates(9, 10, 3, 10)
+    assert (found.low, found.high) == (D("0.1705"), D("0.8090"))
+    found = rates(5, 56, 0, 29)  # a zero: the plain normal interval would collapse here
+    assert (found.low, found.high) == (D("-0.0381"), D("0.1926"))
+    assert rates(0, 0, 1, 2) is None
+
+
+def test_welch_gives_no_interval_it_cannot_have() -> None:
+    assert welch([1.0], [1.0, 2.0]) is None
+    assert welch([1.0, 1.0], [2.0, 2.0]) is None  # neither group varies
+    found = welch([1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 2.0, 2.0])
+    result = stats.ttest_ind([1, 2, 3, 4], [1, 1, 2, 2], equal_var=False)
+    assert found is not None and math.isclose(float(found.high),
+                                              result.confidence_interval().high, abs_tol=0.005)
+    assert found.p_value == D(float(result.pvalue)).quantize(D("0.0001"))
+
+
+def test_anonymous_previews_are_treated_and_on_variant_a() -> None:
+    settings = load_settings(None, program={
+        "campaigns": [{"name": SPRING, "multiplier": "2", "holdout": "0.5", **WINDOW}], **AB})
+    program = Program(settings.program)
+    at = datetime(2026, 3, 10, tzinfo=UTC)
+    earning = program.earn(D("1000"), tier=program.settings.tiers[0], at=at)
+    assert earning.points == D("60.00") and earning.tests == ()
