@@ -12,5 +12,6 @@ from connector.referrals import models as referral_models
 from connector.rewards import models as reward_models
 from connector.schema import Base
 
-__all__ = ["Base", "InboxEvent", "JobRun", "campaign_models", "card_models", "crm_models", "ledger_models",
-           "privacy_models", "promo_models", "referral_models", "reward_models"]
+__all__ = ["Base", "InboxEvent", "JobRun", "campaign_models", "card_models", "crm_models",
+           "ledger_models", "privacy_models", "promo_models", "referral_models",
+           "reward_models"]
