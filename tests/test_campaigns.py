@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,12 +17,15 @@ from connector.campaigns.figures import rates, welch
 from connector.campaigns.groups import CONTROL, TREATED, group, position
 from connector.campaigns.models import CampaignGroup
 from connector.campaigns.report import incremental_revenue, report
-from connector.config import load_settings
+from connector.config import Settings, TriggerHoldout, load_settings
+from connector.crm.models import TriggerEvent
 from connector.db import Database
 from connector.errors import ConfigError, UnknownCampaignError
 from connector.ledger.engine import Ledger
 from connector.ledger.views import AccountRef
 from connector.program import Program
+from connector.sandbox import FakeBitrix24Portal, ManualClock
+from connector.triggers import HELD_OUT, POINTS_ACCRUED
 from tests.conftest import Clock
 
 SPRING = "spring-x2"
@@ -237,3 +241,61 @@ def test_anonymous_previews_are_treated_and_on_variant_a() -> None:
     at = datetime(2026, 3, 10, tzinfo=UTC)
     earning = program.earn(D("1000"), tier=program.settings.tiers[0], at=at)
     assert earning.points == D("60.00") and earning.tests == ()
+
+
+# -- triggers, against the fake Bitrix24 portal ----------------------------------------------
+def test_control_customers_get_no_trigger_and_the_report_follows_them(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
+        clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_bitrix24_e2e import app_harness
+
+    # The trigger's moment is when it is recorded: on the test's clock, which keeps the
+    # portal's time (deals are dated by it).
+    monkeypatch.setattr("connector.triggers.utcnow", clock)
+    clock.now = datetime.fromtimestamp(time.time(), UTC)
+
+    def holdout(settings: Settings) -> Settings:
+        program = settings.program.model_copy(update={"trigger_holdouts": [TriggerHoldout(
+            trigger=POINTS_ACCRUED, holdout=D("0.5"), days=30, cost_per_send=D("2.50"))]})
+        return settings.model_copy(update={"program": program})
+
+    h = app_harness(tmp_path, database_url, portal, time, clock, adjust=holdout)
+    h.connector.installer.install()
+    contacts = [h.portal.add_contact(NAME=f"C{n}") for n in range(8)]
+    deals = {contact: h.won(contact, "1000.00") for contact in contacts}
+    h.process()
+    ids = {contact: h.services.ledger.account_id(h.ref(contact)) for contact in contacts}
+    placed = {c: group(POINTS_ACCRUED, a, D("0.5")) for c, a in ids.items() if a}
+    assert len(placed) == 8 and set(placed.values()) == {TREATED, CONTROL}
+    fired = [t for t in h.portal.fired_triggers if t["code"] == POINTS_ACCRUED]
+    assert sorted(str(t["owner_id"]) for t in fired) == sorted(
+        str(deals[c]) for c in contacts if placed[c] == TREATED)
+    with h.services.db.transaction(write=False) as session:
+        events = session.scalars(select(TriggerEvent).where(
+            TriggerEvent.code == POINTS_ACCRUED)).all()
+        status = {e.account_id: (e.status, e.last_error) for e in events}
+    for contact, grp in placed.items():
+        expected = ("sent", None) if grp == TREATED else ("skipped", HELD_OUT)
+        assert status[ids[contact]] == expected
+    groups = recorded(h.services.db, POINTS_ACCRUED)
+    assert {a: g for a, (g, _) in groups.items()} == {ids[c]: g for c, g in placed.items()}
+    # A second purchase a week later; the report waits until each customer's 30 days are
+    # over, then compares.
+    clock.advance(days=7)
+    time.advance(7 * 86400)
+    h.won(contacts[0], "500.00")
+    h.process()
+    with h.services.db.transaction(write=False) as session:
+        early = report(session, h.services.program, POINTS_ACCRUED, clock.now)
+        assert early.groups[TREATED].customers == early.groups[CONTROL].customers == 0
+        clock.advance(days=30)
+        result = report(session, h.services.program, POINTS_ACCRUED, clock.now)
+    treated = list(placed.values()).count(TREATED)
+    assert result.groups[TREATED].customers == treated
+    assert result.groups[CONTROL].customers == 8 - treated
+    # The first purchases came before the trigger's moment; only the second one counts.
+    first = placed[contacts[0]]
+    assert result.groups[first].revenue == D("500.00")
+    assert result.groups[first].buyers == 1
+    assert result.cost == D("2.50") * treated and result.cost_points is None
+    h.services.close()

@@ -148,13 +148,16 @@ def _purchases(session: Session, test: Test, placed: dict[int, Placed]
     if test.kind == "trigger":
         query = query.join(CampaignGroup, (CampaignGroup.account_id == Entry.account_id)
                            & (CampaignGroup.campaign == test.name)).where(
-            Entry.purchase_at >= CampaignGroup.first_seen_at)
+            Entry.purchase_at > CampaignGroup.first_seen_at)
     else:
         query = query.where(Entry.purchase_at >= test.starts, Entry.purchase_at < test.ends)
     nets: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
     for account_id, source, at, amount, count in session.execute(query):
         span = placed.get(account_id)
-        if span is None or not span.starts <= at < span.ends:
+        # A trigger's customers count from after its moment: the purchase that caused it
+        # (points accrued, a tier reached) is not its effect.
+        if span is None or not (span.starts < at if test.kind == "trigger"
+                                else span.starts <= at) or at >= span.ends:
             continue
         net = nets[(account_id, source or "")]
         net[0] += amount or 0
