@@ -3,6 +3,7 @@ recorded, and the report's figures on small books worked by hand."""
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
@@ -299,3 +300,55 @@ def test_control_customers_get_no_trigger_and_the_report_follows_them(
     assert result.groups[first].buyers == 1
     assert result.cost == D("2.50") * treated and result.cost_points is None
     h.services.close()
+
+
+# -- the command line ------------------------------------------------------------------------
+CLI_PROGRAM = """
+[[program.campaigns]]
+name = "spring-x2"
+starts = 2026-03-01T00:00:00
+ends = 2026-03-31T00:00:00
+multiplier = 2
+holdout = 0.5
+"""
+
+
+def test_campaigns_list_and_report_on_the_command_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from connector.cli import cli
+    from connector.services import Services
+    from tests.test_cli import write_config
+
+    config = write_config(tmp_path, CLI_PROGRAM)
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(cli, ["--config", str(config), *args])
+
+    assert run("db", "upgrade").exit_code == 0
+    services = Services.build(load_settings(config), clock=Clock())
+    treated, control = split(services.db, services.ledger, 8, SPRING, "0.5")
+    services.ledger.accrue(treated[0], D("1000"), key="t0")
+    services.ledger.accrue(treated[1], D("3000"), key="t1")
+    services.ledger.accrue(control[0], D("500"), key="c0")
+    services.close()
+    listed = run("campaigns", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.output) == [{
+        "name": SPRING, "kind": "campaign", "control_share": "0.5",
+        "starts": "2026-02-28T21:00:00+00:00", "ends": "2026-03-30T21:00:00+00:00",
+        "days": None, "finished": True, "treated": 2, "control": 1}]
+    shown = run("campaigns", "report", SPRING, "--json")
+    assert shown.exit_code == 0, shown.output
+    body = json.loads(shown.output)
+    assert body["groups"]["treated"]["revenue"] == "4000.00"
+    assert body["groups"]["control"]["revenue"] == "500.00"
+    assert body["cost_points"] == "120.00"  # the second 3% on 4000
+    nt, nc = len(treated), len(control)
+    assert body["incremental_revenue"] == str(((D(4000) / nt - D(500) / nc) * nt)
+                                              .quantize(D("0.01")))
+    table = run("campaigns", "report", SPRING)
+    assert table.exit_code == 0
+    assert "выручка на клиента" in table.output and "4\u00a0000,00" in table.output
+    unknown = run("campaigns", "report", "autumn")
+    assert unknown.exit_code == 1 and "autumn" in unknown.output

@@ -20,7 +20,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from connector.campaigns import figures
@@ -132,7 +132,10 @@ def population(session: Session, test: Test, now: datetime) -> dict[int, Placed]
                 for account_id, grp, seen in recorded if seen + follow <= now}
     assert test.starts is not None and test.ends is not None
     known = {account_id: grp for account_id, grp, _ in recorded}
-    accounts = session.scalars(select(Account.id).where(Account.created_at < test.ends))
+    # Known by the window's end: opened before it, or (an import, a history sync) with a
+    # purchase dated before it.
+    accounts = session.scalars(select(Account.id).where(
+        or_(Account.created_at < test.ends, Account.first_purchase_at < test.ends)))
     return {account_id: Placed(known.get(account_id)
                                or group(test.name, account_id, test.control_share),
                                test.starts, test.ends)
