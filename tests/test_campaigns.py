@@ -352,3 +352,24 @@ def test_campaigns_list_and_report_on_the_command_line(tmp_path: Path) -> None:
     assert "выручка на клиента" in table.output and "4\u00a0000,00" in table.output
     unknown = run("campaigns", "report", "autumn")
     assert unknown.exit_code == 1 and "autumn" in unknown.output
+
+
+# -- the admin API ---------------------------------------------------------------------------
+@pytest.mark.storage
+def test_the_api_lists_and_reports_and_refuses_an_unknown_name(api: Any, services: Any,
+                                                                clock: Clock) -> None:
+    treated, control = split(services.db, services.ledger, 6, SPRING, "0.5")
+    services.ledger.accrue(treated[0], D("1000"), key="t0")
+    services.ledger.accrue(control[0], D("1000"), key="c0")
+    listed = api.get("/api/v1/campaigns")
+    assert listed.status_code == 200
+    assert [(c["name"], c["treated"], c["control"], c["finished"])
+            for c in listed.json["campaigns"]] == [(SPRING, 1, 1, False)]
+    clock.now = AFTER
+    shown = api.get(f"/api/v1/campaigns/{SPRING}/report")
+    assert shown.status_code == 200
+    assert shown.json["cost_points"] == "30.00" and shown.json["finished"] is True
+    assert shown.json["groups"]["treated"]["revenue"] == "1000.00"
+    missing = api.get("/api/v1/campaigns/autumn/report")
+    assert missing.status_code == 404 and missing.json["error"] == "unknown_campaign"
+    assert api.client.get(f"/api/v1/campaigns/{SPRING}/report").status_code == 401

@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         bitrix24,
         bitrix24_actions,
         bitrix24_tab,
+        campaigns_api,
         dashboard,
         errors,
         health,
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(rewards_api.bp)
+    app.register_blueprint(campaigns_api.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(bitrix24.bp)
