@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +24,15 @@ from connector.config import Settings, TriggerHoldout, load_settings
 from connector.crm.models import TriggerEvent
 from connector.db import Database
 from connector.errors import ConfigError, UnknownCampaignError
+from connector.i18n import translator
 from connector.ledger.engine import Ledger
 from connector.ledger.views import AccountRef
 from connector.program import Program
 from connector.sandbox import FakeBitrix24Portal, ManualClock
 from connector.triggers import HELD_OUT, POINTS_ACCRUED
-from tests.conftest import Clock
+from tests.conftest import TOKEN, Clock
+from tests.test_dashboard import ARTIFACTS, CHROMIUM, chromium, png_colours
+from tests.test_dashboard import WINDOW as SCREEN
 
 SPRING = "spring-x2"
 # Europe/Moscow (UTC+3): the window is 2026-02-28 21:00 to 2026-03-30 21:00 UTC.
@@ -373,3 +378,56 @@ def test_the_api_lists_and_reports_and_refuses_an_unknown_name(api: Any, service
     missing = api.get("/api/v1/campaigns/autumn/report")
     assert missing.status_code == 404 and missing.json["error"] == "unknown_campaign"
     assert api.client.get(f"/api/v1/campaigns/{SPRING}/report").status_code == 401
+
+
+# -- the dashboard page ----------------------------------------------------------------------
+def _book(services: Any, clock: Clock) -> None:
+    treated, control = split(services.db, services.ledger, 12, SPRING, "0.5")
+    for index, who in enumerate(treated[:4]):
+        services.ledger.accrue(who, D(1000 * (index + 1)), key=f"t{index}")
+    for index, who in enumerate(control[:2]):
+        services.ledger.accrue(who, D(500 * (index + 1)), key=f"c{index}")
+    clock.now = AFTER
+
+
+@pytest.mark.storage
+def test_the_campaign_page_shows_the_groups_and_the_intervals(client: Any, services: Any,
+                                                              clock: Clock) -> None:
+    from tests.test_dashboard import BEARER
+
+    _book(services, clock)
+    page = client.get(f"/dashboard/campaigns/{SPRING}", headers=BEARER)
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200, html
+    with services.db.transaction(write=False) as session:
+        result = report(session, services.program, SPRING, clock.now)
+    assert result.revenue_per_customer is not None
+    shown = translator("ru").money(result.groups[TREATED].revenue_per_customer, "RUB")
+    assert f'id="rpc-treated">{shown}<' in html
+    assert "выручка на клиента" in html and "<svg" in html and "<script" not in html
+    assert html.count('<circle class="dot"') == 3
+    listed = client.get("/dashboard/campaigns", headers=BEARER).get_data(as_text=True)
+    assert f'href="campaigns/{SPRING}"' in listed
+    assert client.get("/dashboard/campaigns/autumn", headers=BEARER).status_code == 404
+    assert client.get(f"/dashboard/campaigns/{SPRING}").status_code == 401
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
+def test_the_campaign_page_in_a_real_browser(served: str, services: Any, clock: Clock,
+                                             tmp_path: Path) -> None:
+    _book(services, clock)
+    url = served.replace("http://", f"http://admin:{TOKEN}@") + f"/dashboard/campaigns/{SPRING}"
+    dom = chromium("--dump-dom", url, profile=tmp_path / "profile")
+    assert 'id="kpis"' in dom.stdout, dom.stderr[-2000:]
+    assert "Разница" in unescape(dom.stdout)
+    shot = tmp_path / "campaign.png"
+    run = chromium(f"--screenshot={shot}", f"--window-size={SCREEN[0]},{SCREEN[1]}", url,
+                   profile=tmp_path / "profile")
+    assert shot.is_file(), run.stderr[-2000:]
+    width, height, colours = png_colours(shot.read_bytes())
+    assert (width, height) == SCREEN and len(colours) > 50
+    assert (0x2B, 0x8A, 0x3E) in colours  # the treated bars are drawn
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copyfile(shot, ARTIFACTS / "campaign.png")

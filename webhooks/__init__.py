@@ -25,6 +25,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         bitrix24_actions,
         bitrix24_tab,
         campaigns_api,
+        campaigns_page,
         dashboard,
         errors,
         health,
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(campaigns_api.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(dashboard.bp)
+    app.register_blueprint(campaigns_page.bp)
     app.register_blueprint(bitrix24.bp)
     app.register_blueprint(bitrix24_actions.bp)
     app.register_blueprint(bitrix24_tab.bp)
