@@ -431,3 +431,28 @@ def test_the_campaign_page_in_a_real_browser(served: str, services: Any, clock: 
     assert (0x2B, 0x8A, 0x3E) in colours  # the treated bars are drawn
     ARTIFACTS.mkdir(exist_ok=True)
     shutil.copyfile(shot, ARTIFACTS / "campaign.png")
+
+
+# -- stats -----------------------------------------------------------------------------------
+@pytest.mark.storage
+def test_stats_carry_the_campaign_effect_of_campaigns_ended_in_the_period(
+        services: Any, clock: Clock) -> None:
+    from connector.stats import format_stats, program_stats
+
+    _book(services, clock)
+    march = (datetime(2026, 3, 1, tzinfo=UTC), AFTER)
+    with services.db.transaction(write=False) as session:
+        result = report(session, services.program, SPRING, clock.now)
+        figures = program_stats(session, services.program, since=march[0], until=march[1])
+        before = program_stats(session, services.program, since=march[0] - timedelta(days=60),
+                               until=march[0])
+    assert figures.campaign_effect == {
+        "campaigns": 1, "incremental_revenue": str(result.incremental_revenue),
+        "cost": str(result.cost)}
+    assert json.loads(json.dumps(figures.as_json()))["campaign_effect"]["campaigns"] == 1
+    assert before.campaign_effect == {"campaigns": 0, "incremental_revenue": None,
+                                      "cost": "0.00"}
+    lines = format_stats(figures, services.program.zone, translator("en"))
+    assert lines[-1].startswith("campaigns      1 ended: incremental revenue ")
+    assert format_stats(before, services.program.zone, translator("en"))[-1] == (
+        "campaigns      no campaign with a control group ended")
