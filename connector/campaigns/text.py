@@ -57,7 +57,8 @@ def format_report(result: Report, zone: ZoneInfo, t: Translator) -> list[str]:
                               control=t.number(result.recorded[CONTROL]))),
     ]
     table = [
-        ("", t._("treated"), t._("control"), t._("difference (95% interval)")),
+        ("", t._("treated"), t._("control"), t._("difference (%(level)s interval)",
+                                                  level=t.percent(Decimal("0.95"), 0))),
         (t._("customers"), t.number(treated.customers), t.number(control.customers), ""),
         (t._("purchase rate"), rate(treated.purchase_rate), rate(control.purchase_rate),
          interval_text(result.purchase_rate, rate)),
