@@ -22,7 +22,7 @@ bp = Blueprint("campaigns_page", __name__)
 bp.before_request(dashboard.require_admin_token)
 bp.after_request(dashboard.protect)
 
-WIDTH, LABEL, ROW = 1100, 220, 30
+WIDTH, LABEL, ROW = 1100, 270, 30
 FIGURES = (("purchase_rate", N_("purchase rate")), ("average_check", N_("average check")),
            ("revenue_per_customer", N_("revenue per customer")))
 GROUP_NAMES = {TREATED: N_("treated"), CONTROL: N_("control")}
