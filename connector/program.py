@@ -48,8 +48,7 @@ class Earning:
             "campaigns": list(self.campaigns),
         }
         if self.tests:
-            out["tests"] = {t.name: {"group": t.group, "points": str(t.points)}
-                            for t in self.tests}
+            out["tests"] = {t.name: t.as_json() for t in self.tests}
         if self.rows:
             out["rows"] = [rate.as_json() for rate in self.rows]
             out["rows_digest"] = digest(rate.row for rate in self.rows)
@@ -64,6 +63,16 @@ class Placement:
     kind: str  # "campaign" or "ab_test"
     group: Group
     points: Decimal = ZERO
+    # The terms the purchase would have earned by without the test (rate, multiplier) and
+    # the test's fixed extra points: a re-priced purchase recomputes `points` from them.
+    base: tuple[Decimal, Decimal, Decimal] | None = None
+
+    def as_json(self) -> dict[str, str]:
+        out = {"group": self.group, "points": str(self.points)}
+        if self.base is not None:
+            out.update(base_rate=str(self.base[0]), base_multiplier=str(self.base[1]),
+                       fixed=str(self.base[2]))
+        return out
 
 
 @dataclass(frozen=True)
@@ -155,18 +164,20 @@ class Program:
             if campaign.holdout > 0:
                 # What this campaign alone added: the points without it, the others kept.
                 others = [c for c in applied if c is not campaign]
-                without = self._points(amount, rows, rate, max(
-                    (c.multiplier for c in others), default=ONE) * variant.multiplier)
+                base_multiplier = max((c.multiplier for c in others),
+                                      default=ONE) * variant.multiplier
+                without = self._points(amount, rows, rate, base_multiplier)
                 tests.append(Placement(campaign.name, "campaign", TREATED,
-                                           points + extra - without
-                                           - sum((c.extra_points for c in others), ZERO)))
+                                       points - without + campaign.extra_points,
+                                       (rate, base_multiplier, campaign.extra_points)))
         test = self.settings.ab_test
         if variant_group is not None and test is not None:
             base = test.a
-            usual = self._points(amount, rows, base.rate if base.rate is not None
-                                 else tier.rate,
-                                 campaigns_multiplier * base.multiplier)
-            tests.append(Placement(test.name, "ab_test", variant_group, points - usual))
+            base_rate = base.rate if base.rate is not None else tier.rate
+            base_multiplier = campaigns_multiplier * base.multiplier
+            usual = self._points(amount, rows, base_rate, base_multiplier)
+            tests.append(Placement(test.name, "ab_test", variant_group, points - usual,
+                                   (base_rate, base_multiplier, ZERO)))
         return Earning(
             points=points + extra,
             tier=tier,

@@ -104,8 +104,9 @@ def test_control_customers_get_no_campaign_points_and_are_recorded_once(
     assert treated and control
     first = ledger.accrue(treated[0], D("1000"), key="t0-1")
     held = ledger.accrue(control[0], D("1000"), key="c0-1")
-    assert first.points == D("60.00") and first.details["tests"] == {
-        SPRING: {"group": TREATED, "points": "30.00"}}
+    assert first.points == D("60.00") and first.details["tests"] == {SPRING: {
+        "group": TREATED, "points": "30.00", "base_rate": "0.03", "base_multiplier": "1",
+        "fixed": "0"}}
     assert first.details["campaigns"] == [SPRING]
     assert held.points == D("30.00") and held.details["campaigns"] == []
     assert held.details["tests"] == {SPRING: {"group": CONTROL, "points": "0.00"}}
@@ -201,7 +202,7 @@ def test_ab_variants_earn_by_their_own_rules_and_are_reported(db: Database, ledg
     on_b = ledger.accrue(b[0], D("1000"), key="b0")
     on_a = ledger.accrue(a[0], D("1000"), key="a0")
     assert on_b.points == D("50.00") and on_b.details["rate"] == "0.05"
-    assert on_b.details["tests"] == {"rate-5": {"group": TREATED, "points": "20.00"}}
+    assert on_b.details["tests"]["rate-5"]["points"] == "20.00"
     assert on_a.points == D("30.00") and on_a.details["rate"] == "0.03"
     assert recorded(db, "rate-5") == {on_b.account_id: (TREATED, clock.now),
                                       on_a.account_id: (CONTROL, clock.now)}
@@ -209,12 +210,16 @@ def test_ab_variants_earn_by_their_own_rules_and_are_reported(db: Database, ledg
     ledger.settle_purchase(b[0], "b0-deal", D("1000"))
     ledger.settle_purchase(b[0], "b0-deal", D("2000"))
     assert ledger.account(b[0]).balance == D("150.00")
+    ledger.settle_purchase(b[0], "b0-deal", D("1500"))  # down again: 25 points back
+    assert ledger.account(b[0]).balance == D("125.00")
     clock.now = AFTER
     with db.transaction(write=False) as session:
         result = report(session, ledger.program, "rate-5", clock.now)
-    assert result.groups[TREATED].revenue == D("3000.00")
+    assert result.groups[TREATED].revenue == D("2500.00")
     assert result.groups[CONTROL].revenue == D("1000.00")
-    assert result.cost_points == D("40.00")  # 2% more on 1000, then on 1000 of the 2000
+    # 2% more on each: 1000 (b0), 1000 (b0-deal), the 1000 its re-pricing added and the
+    # 500 the next one took off.
+    assert result.cost_points == D("50.00")
     assert result.groups[TREATED].customers + result.groups[CONTROL].customers == 8
 
 

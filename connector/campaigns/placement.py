@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -10,6 +13,11 @@ from sqlalchemy.orm import Session
 from connector.campaigns.groups import CONTROL, Group, group
 from connector.campaigns.models import CampaignGroup
 from connector.config import ProgramSettings, TriggerHoldout
+
+if TYPE_CHECKING:
+    from connector.ledger.models import Entry
+    from connector.products.rows import Row
+    from connector.program import Program
 
 
 def place(session: Session, name: str, kind: str, account_id: int, grp: Group, *,
@@ -41,3 +49,24 @@ def withheld(program: ProgramSettings, session: Session, code: str, account_id: 
     grp = group(code, account_id, holdout.holdout)
     place(session, code, "trigger", account_id, grp, at=at)
     return grp == CONTROL
+
+
+def repriced(program: Program, tests: dict[str, Any] | None, entries: Iterable[Entry],
+             points: Decimal, amount: Decimal, rows: Sequence[Row] | None
+             ) -> dict[str, dict[str, str]]:
+    """A re-priced purchase's change in what each test gave (its cost): the points now
+    minus those by the terms without the test, less what the source's entries recorded."""
+    out: dict[str, dict[str, str]] = {}
+    listed = list(entries)
+    for name, test in (tests or {}).items():
+        if "base_rate" not in test:
+            continue  # control, or an accrual from before: nothing to follow
+        rate, multiplier = Decimal(test["base_rate"]), Decimal(test["base_multiplier"])
+        base = program.points_for_rows(rows, rate, multiplier) if rows \
+            else program.points_for(amount, rate, multiplier)
+        now = points - base + Decimal(test.get("fixed", "0"))
+        given = sum((Decimal((((e.details or {}).get("tests") or {}).get(name) or {})
+                             .get("points", "0")) for e in listed), Decimal(0))
+        if now != given:
+            out[name] = {"group": test["group"], "points": str(now - given)}
+    return out

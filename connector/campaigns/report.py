@@ -194,11 +194,11 @@ def _tally(placed: dict[int, Placed], nets: dict[tuple[int, str], tuple[int, int
 
 def _cost_points(session: Session, test: Test, placed: dict[int, Placed],
                  nets: dict[tuple[int, str], tuple[int, int]]) -> Decimal:
-    """The points the test gave beyond the usual rules, as each accrual recorded them;
-    a purchase cancelled in full gave its points back, so it costs nothing."""
+    """The points the test gave beyond the usual rules, as each accrual and re-pricing
+    recorded them; a purchase cancelled in full gave its points back, so it costs nothing."""
     total = Decimal(0)
     rows = session.execute(select(Entry.account_id, Entry.source, Entry.details).where(
-        Entry.kind == "accrual", Entry.purchase_at >= test.starts,
+        Entry.kind.in_(("accrual", "reversal")), Entry.purchase_at >= test.starts,
         Entry.purchase_at < test.ends))
     for account_id, source, details in rows:
         placed_test = ((details or {}).get("tests") or {}).get(test.name)

@@ -372,6 +372,9 @@ class Postings:
             details["rows"] = [r.as_json() for r in self.program.row_rates(rows, rate)]
         if code_points:
             details["promo_points"] = str(code_points)
+        if tests := placement.repriced(self.program, terms.get("tests"), entries, points,
+                                       amount, rows):
+            details["tests"] = tests
         if delta < 0:
             return self._move(session, account, delta, key=key, source=source,
                               entries=entries, comment=comment, actor=actor, details=details,
