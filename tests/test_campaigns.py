@@ -461,3 +461,24 @@ def test_stats_carry_the_campaign_effect_of_campaigns_ended_in_the_period(
     assert lines[-1].startswith("campaigns      1 ended: incremental revenue ")
     assert format_stats(before, services.program.zone, translator("en"))[-1] == (
         "campaigns      no campaign with a control group ended")
+
+
+# -- the what-if replay ----------------------------------------------------------------------
+@pytest.mark.storage
+@pytest.mark.parametrize("program_settings", [{
+    "campaigns": [{"name": SPRING, "multiplier": "2", "holdout": "0.5", **WINDOW}],
+    "ab_test": {"name": "mult", **WINDOW, "b": {"multiplier": "1.5"}}}])
+def test_the_replay_of_the_current_program_keeps_each_customers_groups(
+        db: Database, ledger: Ledger, clock: Clock, settings: Settings) -> None:
+    from connector.economics.simulate import simulate
+    from tests.test_simulate import assert_replays_the_ledger
+
+    for contact in range(1, 13):
+        ledger.accrue(ref(contact), D(700 + 100 * contact), key=f"k{contact}")
+    ledger.settle_purchase(ref(1), "deal-1", D("1000"))
+    ledger.settle_purchase(ref(1), "deal-1", D("3000"))
+    groups = {row for row in recorded(db, SPRING).values()}
+    assert {grp for grp, _ in groups} == {TREATED, CONTROL}
+    sim = simulate(db, settings.program, settings.program, now=clock())
+    assert_replays_the_ledger(sim, db)
+    assert sim.current.points_issued == sim.proposed.points_issued
