@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from connector.campaigns.report import _ended, _report
+from connector.campaigns.report import compare, ended
 from connector.i18n import DASH, Translator
 from connector.program import Program
 
@@ -18,10 +18,11 @@ def campaign_effect(session: Session, program: Program, since: datetime,
                     until: datetime) -> dict[str, Any]:
     """{"campaigns", "incremental_revenue" (None: none ended, or none had both groups),
     "cost"}, money as strings (stats' JSON)."""
-    ended = [_report(session, program, test, until) for test in _ended(program, since, until)]
-    measured = [r.incremental_revenue for r in ended if r.incremental_revenue is not None]
-    cost = sum((r.cost for r in ended), Decimal("0.00"))
-    return {"campaigns": len(ended),
+    reports = [compare(session, program, test, until)
+               for test in ended(program, since, until)]
+    measured = [r.incremental_revenue for r in reports if r.incremental_revenue is not None]
+    cost = sum((r.cost for r in reports), Decimal("0.00"))
+    return {"campaigns": len(reports),
             "incremental_revenue": str(sum(measured, Decimal("0.00"))) if measured else None,
             "cost": str(cost)}
 

@@ -223,10 +223,10 @@ def _sends(session: Session, test: Test, placed: dict[int, Placed]) -> int:
 def report(session: Session, program: Program, name: str, now: datetime) -> Report:
     """The comparison for the test `name` (UnknownCampaignError when there is none)."""
     test = find(program.settings, name)
-    return _report(session, program, test, now)
+    return compare(session, program, test, now)
 
 
-def _report(session: Session, program: Program, test: Test, now: datetime) -> Report:
+def compare(session: Session, program: Program, test: Test, now: datetime) -> Report:
     placed = population(session, test, now)
     nets = _purchases(session, test, placed)
     groups = _tally(placed, nets)
@@ -286,13 +286,13 @@ def incremental_revenue(session: Session, program: Program, since: datetime,
     bought, summed over those that ended in [since, until); None when none did (or none had
     customers in both groups): the program's ROI is then not stated rather than invented."""
     found: list[Decimal] = []
-    for test in _ended(program, since, until):
-        value = _report(session, program, test, until).incremental_revenue
+    for test in ended(program, since, until):
+        value = compare(session, program, test, until).incremental_revenue
         if value is not None:
             found.append(value)
     return sum(found, Decimal("0.00")) if found else None
 
 
-def _ended(program: Program, since: datetime, until: datetime) -> Iterable[Test]:
+def ended(program: Program, since: datetime, until: datetime) -> Iterable[Test]:
     return [t for t in tests(program.settings) if t.kind == "campaign"
             and t.ends is not None and since <= t.ends < until]
