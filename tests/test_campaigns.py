@@ -411,6 +411,8 @@ def test_the_campaign_page_shows_the_groups_and_the_intervals(client: Any, servi
     assert f'id="rpc-treated">{shown}<' in html
     assert "выручка на клиента" in html and "<svg" in html and "<script" not in html
     assert html.count('<circle class="dot"') == 3
+    board = client.get("/dashboard", headers=BEARER).get_data(as_text=True)
+    assert '<a href="dashboard/campaigns">акции</a>' in board
     listed = client.get("/dashboard/campaigns", headers=BEARER).get_data(as_text=True)
     assert f'href="campaigns/{SPRING}"' in listed
     assert client.get("/dashboard/campaigns/autumn", headers=BEARER).status_code == 404
