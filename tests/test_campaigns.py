@@ -133,6 +133,9 @@ def test_campaign_report_on_a_book_worked_by_hand(db: Database, ledger: Ledger,
                                          (control[0], "500"), (control[1], "1500")]):
         ledger.accrue(who, D(amount), key=f"p{key}", source=f"deal-{key}")
     ledger.reverse(treated[3], "deal-4", key="return-4")
+    # 1000 more on deal-1, of which 400 come back: the campaign's second 3% stays on 600.
+    ledger.accrue(treated[0], D("1000"), key="p-more", source="deal-more")
+    ledger.return_purchase(treated[0], "deal-more", D("400"), key="return-more")
     ledger.accrue(treated[0], D("9999"), key="before", source="old",
                   occurred_at=datetime(2026, 2, 20, tzinfo=UTC))  # before the window
     clock.now = AFTER
@@ -140,35 +143,35 @@ def test_campaign_report_on_a_book_worked_by_hand(db: Database, ledger: Ledger,
         result = report(session, ledger.program, SPRING, clock.now)
     t, c = result.groups[TREATED], result.groups[CONTROL]
     nt, nc = len(treated), len(control)
-    assert (t.customers, t.buyers, t.purchases, t.revenue) == (nt, 3, 4, D("7000.00"))
+    assert (t.customers, t.buyers, t.purchases, t.revenue) == (nt, 3, 5, D("7600.00"))
     assert (c.customers, c.buyers, c.purchases, c.revenue) == (nc, 2, 2, D("2000.00"))
-    assert t.average_check == D("1750.00") and c.average_check == D("1000.00")
+    assert t.average_check == D("1520.00") and c.average_check == D("1000.00")
     assert t.purchase_rate == (D(3) / nt).quantize(D("0.0001"))
     assert c.revenue_per_customer == (D(2000) / nc).quantize(D("0.01"))
     # Welch's interval is scipy's for the same arrays, and holds the difference.
-    per_t = [1000 + 0.0, 3000.0, 3000.0] + [0.0] * (nt - 3)
+    per_t = [1600.0, 3000.0, 3000.0] + [0.0] * (nt - 3)
     per_c = [500.0, 1500.0] + [0.0] * (nc - 2)
     expected = stats.ttest_ind(per_t, per_c, equal_var=False).confidence_interval(0.95)
     lift = result.revenue_per_customer
     assert lift is not None
-    assert lift.difference == (D(7000) / nt - D(2000) / nc).quantize(D("0.01"))
+    assert lift.difference == (D(7600) / nt - D(2000) / nc).quantize(D("0.01"))
     assert lift.low == D(expected.low).quantize(D("0.01"))
     assert lift.high == D(expected.high).quantize(D("0.01"))
     assert lift.low < lift.difference < lift.high
     check = result.average_check
-    expected = stats.ttest_ind([1000.0, 2000.0, 1000.0, 3000.0], [500.0, 1500.0],
+    expected = stats.ttest_ind([1000.0, 2000.0, 1000.0, 3000.0, 600.0], [500.0, 1500.0],
                                equal_var=False).confidence_interval(0.95)
-    assert check is not None and check.difference == D("750.00")
+    assert check is not None and check.difference == D("520.00")
     assert (check.low, check.high) == (D(expected.low).quantize(D("0.01")),
                                        D(expected.high).quantize(D("0.01")))
     rate = result.purchase_rate
     assert rate is not None and rate.low < rate.difference < rate.high
-    # The cost: the campaign's second 3% on 7000 of kept purchases (the returned one gave
-    # its points back), at point_value 1.
-    assert result.cost_points == D("210.00") and result.cost == D("210.00")
-    incremental = ((D(7000) / nt - D(2000) / nc) * nt).quantize(D("0.01"))
+    # The cost: the campaign's second 3% on the 7600 kept (the purchase returned in full
+    # gave its points back, the one returned in part keeps them on 600), at point_value 1.
+    assert result.cost_points == D("228.00") and result.cost == D("228.00")
+    incremental = ((D(7600) / nt - D(2000) / nc) * nt).quantize(D("0.01"))
     assert result.incremental_revenue == incremental
-    assert result.roi == ((incremental - D(210)) / D(210)).quantize(D("0.0001"))
+    assert result.roi == ((incremental - D(228)) / D(228)).quantize(D("0.0001"))
     assert result.finished and result.recorded == {TREATED: 4, CONTROL: 2}
     with db.transaction(write=False) as session:
         assert incremental_revenue(session, ledger.program, datetime(2026, 3, 1, tzinfo=UTC),
