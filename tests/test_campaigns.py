@@ -487,3 +487,39 @@ def test_the_replay_of_the_current_program_keeps_each_customers_groups(
     sim = simulate(db, settings.program, settings.program, now=clock())
     assert_replays_the_ledger(sim, db)
     assert sim.current.points_issued == sim.proposed.points_issued
+
+
+# -- found in review -------------------------------------------------------------------------
+@pytest.mark.storage
+def test_a_trigger_placed_concurrently_by_another_worker_is_still_recorded(
+        db: Database, ledger: Ledger, settings: Settings) -> None:
+    """Two triggers of one code for one customer (two deals' points_accrued) in two
+    workers: the second's placement meets the first's uncommitted row (PostgreSQL waits on
+    the UNIQUE, then refuses it). Its trigger must still be stored, not dropped with it."""
+    import threading
+    import time as wall
+
+    from connector.campaigns import placement
+    from connector.triggers import Transition, record
+
+    treated, _ = split(db, ledger, 8, POINTS_ACCRUED, "0.5")
+    account_id = ledger.account_id(treated[0])
+    assert account_id is not None
+    program = Program(settings.program.model_copy(update={"trigger_holdouts": [
+        TriggerHoldout(trigger=POINTS_ACCRUED, holdout=D("0.5"))]}))
+    added: list[int] = []
+    with db.transaction() as first:
+        # The first worker has placed the customer and not committed yet.
+        assert placement.place(first, POINTS_ACCRUED, "trigger", account_id, TREATED,
+                               at=datetime(2026, 3, 10, tzinfo=UTC))
+        second = threading.Thread(target=lambda: added.append(record(
+            db, [Transition(account_id, POINTS_ACCRUED, "entry:2")], program=program)))
+        second.start()
+        wall.sleep(0.5)  # the second worker reads no row and waits on the first's insert
+    second.join(timeout=30)
+    assert added == [1]
+    with db.transaction(write=False) as session:
+        stored = session.scalars(select(TriggerEvent.status).where(
+            TriggerEvent.account_id == account_id)).all()
+    assert stored == ["pending"]
+    assert list(recorded(db, POINTS_ACCRUED)) == [account_id]

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from connector.campaigns.groups import CONTROL, Group, group
@@ -23,15 +24,20 @@ if TYPE_CHECKING:
 def place(session: Session, name: str, kind: str, account_id: int, grp: Group, *,
           at: datetime) -> bool:
     """Record the customer's group in test `name` unless already recorded; True when new.
-    Callers hold the account's row lock (a purchase) or catch the UNIQUE violation of a
-    concurrent writer (a trigger), so a customer is written once."""
+    The insert runs in a savepoint: a concurrent writer that placed the customer first
+    (two triggers of one code, different transitions, on PostgreSQL) makes it fail on the
+    UNIQUE, and only the savepoint is undone, not the caller's transaction (the trigger
+    itself, the purchase)."""
     known = session.scalar(select(CampaignGroup.id).where(
         CampaignGroup.campaign == name, CampaignGroup.account_id == account_id))
     if known is not None:
         return False
-    session.add(CampaignGroup(campaign=name, kind=kind, account_id=account_id, grp=grp,
-                              first_seen_at=at))
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(CampaignGroup(campaign=name, kind=kind, account_id=account_id,
+                                      grp=grp, first_seen_at=at))
+    except IntegrityError:
+        return False
     return True
 
 
