@@ -523,3 +523,21 @@ def test_a_trigger_placed_concurrently_by_another_worker_is_still_recorded(
             TriggerEvent.account_id == account_id)).all()
     assert stored == ["pending"]
     assert list(recorded(db, POINTS_ACCRUED)) == [account_id]
+
+
+@pytest.mark.storage
+def test_a_deal_lost_and_won_again_costs_the_campaign_once(db: Database, ledger: Ledger,
+                                                          clock: Clock) -> None:
+    treated, _ = split(db, ledger, 8, SPRING, "0.5")
+    ledger.settle_purchase(treated[0], "deal-7", D("1000"))
+    ledger.reverse(treated[0], "deal-7", key="lost-7")  # the deal lost
+    assert ledger.account(treated[0]).balance == 0
+    clock.advance(days=1)
+    again = ledger.settle_purchase(treated[0], "deal-7", D("1000"))  # and won again
+    assert again[-1].points == D("60.00")
+    clock.now = AFTER
+    with db.transaction(write=False) as session:
+        result = report(session, ledger.program, SPRING, clock.now)
+    # What the customer holds from the campaign: 30 points, the second 3% on 1000 once.
+    assert result.cost_points == D("30.00")
+    assert result.groups[TREATED].revenue == D("1000.00")

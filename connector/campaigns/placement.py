@@ -76,3 +76,21 @@ def repriced(program: Program, tests: dict[str, Any] | None, entries: Iterable[E
         if now != given:
             out[name] = {"group": test["group"], "points": str(now - given)}
     return out
+
+
+def given(entries: Iterable[Entry]) -> dict[str, tuple[str, Decimal]]:
+    """What each test gave the source so far, net of re-pricings and returns: name ->
+    (group, points)."""
+    out: dict[str, tuple[str, Decimal]] = {}
+    for entry in entries:
+        for name, test in (((entry.details or {}).get("tests")) or {}).items():
+            grp, points = out.get(name, (test["group"], Decimal(0)))
+            out[name] = (grp, points + Decimal(test.get("points", "0")))
+    return out
+
+
+def undone(entries: Iterable[Entry]) -> dict[str, dict[str, str]]:
+    """For a reversal of everything a source earned: each test's points taken back, so a
+    purchase cancelled (and perhaps accrued again later) costs the test only what stands."""
+    return {name: {"group": grp, "points": str(-points)}
+            for name, (grp, points) in given(entries).items() if points}

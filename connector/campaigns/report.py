@@ -192,19 +192,17 @@ def _tally(placed: dict[int, Placed], nets: dict[tuple[int, str], tuple[int, int
     return out
 
 
-def _cost_points(session: Session, test: Test, placed: dict[int, Placed],
-                 nets: dict[tuple[int, str], tuple[int, int]]) -> Decimal:
-    """The points the test gave beyond the usual rules, as each accrual and re-pricing
-    recorded them; a purchase cancelled in full gave its points back, so it costs nothing."""
+def _cost_points(session: Session, test: Test, placed: dict[int, Placed]) -> Decimal:
+    """The points the test gave beyond the usual rules, as each accrual, re-pricing, return
+    and cancellation recorded them: a purchase cancelled in full took back what the test
+    gave it, so it costs nothing, and one accrued again costs once."""
     total = Decimal(0)
-    rows = session.execute(select(Entry.account_id, Entry.source, Entry.details).where(
+    rows = session.execute(select(Entry.account_id, Entry.details).where(
         Entry.kind.in_(("accrual", "reversal")), Entry.purchase_at >= test.starts,
         Entry.purchase_at < test.ends))
-    for account_id, source, details in rows:
+    for account_id, details in rows:
         placed_test = ((details or {}).get("tests") or {}).get(test.name)
         if placed_test is None or account_id not in placed:
-            continue
-        if nets.get((account_id, source or ""), (0, 0))[1] <= 0:
             continue
         total += Decimal(placed_test["points"])
     return total
@@ -236,7 +234,7 @@ def compare(session: Session, program: Program, test: Test, now: datetime) -> Re
         cost_points = None
         cost = (test.cost_per_send * _sends(session, test, placed)).quantize(CENT)
     else:
-        cost_points = _cost_points(session, test, placed, nets)
+        cost_points = _cost_points(session, test, placed)
         cost = (cost_points * program.settings.point_value).quantize(CENT)
     incremental = None
     if treated.customers and control.customers:

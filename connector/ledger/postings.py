@@ -302,11 +302,13 @@ class Postings:
         net_count = sum(e.purchase_count for e in entries)
         account.purchase_count -= net_count
         account.purchase_total -= net_spend
+        reversed_: dict[str, Any] = {"reversed": str(from_minor(net)), **(details or {})}
+        if tests := placement.undone(entries):
+            reversed_["tests"] = tests
         return self._move(session, account, -net, key=key, source=source, entries=entries,
                           comment=comment, actor=actor, source_data=source_data,
                           purchase_amount=-net_spend or None, purchase_count=-net_count,
-                          purchase_at=purchase_date(entries),
-                          details={"reversed": str(from_minor(net)), **(details or {})})
+                          purchase_at=purchase_date(entries), details=reversed_)
 
     def _move(self, session: Session, account: Account, delta: int, *, key: str, source: str,
               entries: list[Entry], comment: str | None, actor: str | None,
