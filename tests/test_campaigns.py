@@ -541,3 +541,23 @@ def test_a_deal_lost_and_won_again_costs_the_campaign_once(db: Database, ledger:
     # What the customer holds from the campaign: 30 points, the second 3% on 1000 once.
     assert result.cost_points == D("30.00")
     assert result.groups[TREATED].revenue == D("1000.00")
+
+
+@pytest.mark.storage
+def test_a_return_by_rows_lowers_the_campaigns_cost(db: Database, ledger: Ledger,
+                                                    clock: Clock) -> None:
+    from connector.products.rows import Row
+
+    treated, _ = split(db, ledger, 8, SPRING, "0.5")
+    book, pen = Row("book", D("600"), D("1")), Row("pen", D("200"), D("2"))
+    ledger.settle_purchase(treated[0], "deal-rows", D("1000"), rows=[book, pen])
+    assert ledger.account(treated[0]).balance == D("60.00")  # 6%, the campaign's half 30
+    ledger.return_purchase(treated[0], "deal-rows", D("400"), key="pens back", rows=[pen])
+    ledger.return_purchase(treated[0], "deal-rows", D("300"), key="some more")  # no rows
+    assert ledger.account(treated[0]).balance == D("18.00")  # 6% of the 300 kept
+    clock.now = AFTER
+    with db.transaction(write=False) as session:
+        result = report(session, ledger.program, SPRING, clock.now)
+    assert result.groups[TREATED].revenue == D("300.00")
+    # The campaign's second 3% on the 300 the customer kept.
+    assert result.cost_points == D("9.00")

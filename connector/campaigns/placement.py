@@ -94,3 +94,25 @@ def undone(entries: Iterable[Entry]) -> dict[str, dict[str, str]]:
     purchase cancelled (and perhaps accrued again later) costs the test only what stands."""
     return {name: {"group": grp, "points": str(-points)}
             for name, (grp, points) in given(entries).items() if points}
+
+
+def shrunk(tests: dict[str, Any] | None, entries: Iterable[Entry], take: int, held: int
+           ) -> dict[str, dict[str, str]]:
+    """A return from a purchase that earned by its rows: each test's points shrink by the
+    share `take` / `held` of the rows' points (hundredths) the return takes back. The share
+    is exact for a campaign's multiplier (every row earns the same times more); for an A/B
+    rate under product rules of fixed rates it is a close estimate. Fixed extra points stay
+    with the purchase, as the points do, until its last return."""
+    if take <= 0 or held <= 0:
+        return {}
+    out: dict[str, dict[str, str]] = {}
+    so_far = given(entries)
+    for name, test in (tests or {}).items():
+        if "base_rate" not in test or name not in so_far:
+            continue
+        grp, points = so_far[name]
+        variable = points - Decimal(test.get("fixed", "0"))
+        change = (variable * take / held).quantize(Decimal("0.01"))
+        if change:
+            out[name] = {"group": grp, "points": str(-change)}
+    return out

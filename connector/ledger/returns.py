@@ -169,6 +169,9 @@ class Returns(Postings):
             else:
                 take = max(base, 0) * wanted // remaining
             earned_now = base + to_minor(Decimal(terms.get("extra_points", "0")))
+            # What a campaign or A/B test gave the rows shrinks with them (its cost).
+            if tests := placement.shrunk(terms.get("tests"), entries, take, base):
+                details["tests"] = tests
         earned_now += to_minor(Decimal(_terms(entries).get("promo_points", "0")))
         # The source's entries are its earnings and the redemptions that paid for it; what
         # they net short of the earnings is redeemed points not given back yet.
