@@ -561,3 +561,30 @@ def test_a_return_by_rows_lowers_the_campaigns_cost(db: Database, ledger: Ledger
     assert result.groups[TREATED].revenue == D("300.00")
     # The campaign's second 3% on the 300 the customer kept.
     assert result.cost_points == D("9.00")
+
+
+@pytest.mark.storage
+def test_the_purchase_rate_difference_is_in_percentage_points(db: Database, ledger: Ledger,
+                                                              clock: Clock, client: Any,
+                                                              services: Any) -> None:
+    from zoneinfo import ZoneInfo
+
+    from connector.campaigns.text import format_report
+    from tests.test_dashboard import BEARER
+
+    _book(services, clock)
+    with services.db.transaction(write=False) as session:
+        result = report(session, services.program, SPRING, clock.now)
+    rate = result.purchase_rate
+    assert rate is not None
+    points = D(rate.difference * 100).quantize(D("0.1"))
+    for language, unit, percent in (("en", "pp", "%"), ("ru", "п.п.", "\u00a0%")):
+        t = translator(language)
+        line = next(line for line in format_report(result, ZoneInfo("Europe/Moscow"), t)
+                    if line.startswith(t._("purchase rate")))
+        # The groups' rates are percentages, their difference is in points of percentage:
+        # 60% against 33% is 27 points more, not 27% more.
+        assert line.count(percent) == 2, line
+        assert f"+{t.number(points, 1)}\u00a0{unit} (" in line, line
+    page = client.get(f"/dashboard/campaigns/{SPRING}", headers=BEARER).get_data(as_text=True)
+    assert f"+{translator('ru').number(points, 1)}\u00a0п.п. (" in unescape(page)

@@ -13,7 +13,7 @@ from flask import Blueprint, current_app, render_template
 from connector.campaigns.figures import Interval
 from connector.campaigns.groups import CONTROL, TREATED
 from connector.campaigns.report import Report, report, summaries
-from connector.campaigns.text import interval_text, kind_name
+from connector.campaigns.text import interval_text, kind_name, percentage_points
 from connector.i18n import N_, Translator
 from connector.services import Services
 from webhooks import dashboard
@@ -130,10 +130,12 @@ def campaign(name: str) -> str:
 
     shown = {"purchase_rate": rate, "average_check": money, "revenue_per_customer": money}
     bars, bars_height = group_bars(result, t, shown)
+    # A difference of rates is in percentage points, not percent.
+    differences = {**shown, "purchase_rate": lambda v: percentage_points(v, t)}
     return render_template(
         "campaign.html", r=result, test=result.test, kind=kind_name(result.test.kind, t),
         treated=result.groups[TREATED], control=result.groups[CONTROL],
-        bars=bars, bars_height=bars_height, intervals=interval_chart(result, t, shown),
+        bars=bars, bars_height=bars_height, intervals=interval_chart(result, t, differences),
         width=WIDTH, label_width=LABEL, money=money, rate=rate, number=t.number,
         percent=t.percent, zone=services.settings.program.zone,
         moment=lambda value: t.moment(value, services.settings.program.zone))

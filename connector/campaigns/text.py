@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from connector.campaigns.figures import Interval
 from connector.campaigns.groups import CONTROL, TREATED
 from connector.campaigns.report import Report
-from connector.i18n import DASH, N_, Translator
+from connector.i18n import DASH, N_, NBSP, Translator
 
 KINDS = {"campaign": N_("campaign"), "trigger": N_("trigger"), "ab_test": N_("A/B test")}
 
@@ -20,6 +20,16 @@ def kind_name(kind: str, t: Translator) -> str:
 
 def _signed(text: str, value: Decimal) -> str:
     return f"+{text}" if value > 0 else text
+
+
+def percentage_points(value: Decimal | None, t: Translator) -> str:
+    """A difference of two rates in percentage points ("+27.0 pp"), never in percent: 60%
+    against 33% is 27 points more, which as "27%" would read as 27% of 33%."""
+    if value is None:
+        return DASH
+    # TRANSLATORS: the unit of a difference of two percentages (percentage points).
+    unit = t._("pp")
+    return f"{t.number(value * 100, 1)}{NBSP}{unit}"
 
 
 def interval_text(value: Interval | None, show: Any) -> str:
@@ -61,7 +71,7 @@ def format_report(result: Report, zone: ZoneInfo, t: Translator) -> list[str]:
                                                   level=t.percent(Decimal("0.95"), 0))),
         (t._("customers"), t.number(treated.customers), t.number(control.customers), ""),
         (t._("purchase rate"), rate(treated.purchase_rate), rate(control.purchase_rate),
-         interval_text(result.purchase_rate, rate)),
+         interval_text(result.purchase_rate, lambda v: percentage_points(v, t))),
         (t._("average check"), money(treated.average_check), money(control.average_check),
          interval_text(result.average_check, money)),
         (t._("revenue per customer"), money(treated.revenue_per_customer),
