@@ -588,3 +588,27 @@ def test_the_purchase_rate_difference_is_in_percentage_points(db: Database, ledg
         assert f"+{t.number(points, 1)}\u00a0{unit} (" in line, line
     page = client.get(f"/dashboard/campaigns/{SPRING}", headers=BEARER).get_data(as_text=True)
     assert f"+{translator('ru').number(points, 1)}\u00a0п.п. (" in unescape(page)
+
+
+@pytest.mark.storage
+def test_a_trigger_follows_the_group_written_not_a_changed_holdout(
+        db: Database, ledger: Ledger, settings: Settings) -> None:
+    """The group is written once: a holdout changed in the config later (0.5 to 0.1) must
+    not start sending the trigger to a customer the report counts in control."""
+    from connector.campaigns.groups import position
+    from connector.triggers import Transition, record
+
+    def program(share: str) -> Program:
+        return Program(settings.program.model_copy(update={"trigger_holdouts": [
+            TriggerHoldout(trigger=POINTS_ACCRUED, holdout=D(share))]}))
+
+    _, control = split(db, ledger, 40, POINTS_ACCRUED, "0.5")
+    ids = [ledger.account_id(who) for who in control]
+    moved = next(a for a in ids if a is not None and position(POINTS_ACCRUED, a) >= 0.1)
+    assert record(db, [Transition(moved, POINTS_ACCRUED, "entry:1")], program=program("0.5"))
+    assert record(db, [Transition(moved, POINTS_ACCRUED, "entry:2")], program=program("0.1"))
+    with db.transaction(write=False) as session:
+        stored = session.scalars(select(TriggerEvent.status).where(
+            TriggerEvent.account_id == moved).order_by(TriggerEvent.id)).all()
+    assert stored == ["skipped", "skipped"]
+    assert recorded(db, POINTS_ACCRUED)[moved][0] == CONTROL

@@ -48,10 +48,16 @@ def trigger_holdout(program: ProgramSettings, code: str) -> TriggerHoldout | Non
 def withheld(program: ProgramSettings, session: Session, code: str, account_id: int,
              at: datetime) -> bool:
     """For a trigger with a control group: place the customer (at the trigger's moment) and
-    say whether the trigger is withheld from them."""
+    say whether the trigger is withheld from them. A customer already placed stays in the
+    group written, even if the holdout's share has changed since: the report counts them
+    there, so sending them the trigger now would blur the comparison."""
     holdout = trigger_holdout(program, code)
     if holdout is None:
         return False
+    written = session.scalar(select(CampaignGroup.grp).where(
+        CampaignGroup.campaign == code, CampaignGroup.account_id == account_id))
+    if written is not None:
+        return written == CONTROL
     grp = group(code, account_id, holdout.holdout)
     place(session, code, "trigger", account_id, grp, at=at)
     return grp == CONTROL
