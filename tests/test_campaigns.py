@@ -612,3 +612,40 @@ def test_a_trigger_follows_the_group_written_not_a_changed_holdout(
             TriggerEvent.account_id == moved).order_by(TriggerEvent.id)).all()
     assert stored == ["skipped", "skipped"]
     assert recorded(db, POINTS_ACCRUED)[moved][0] == CONTROL
+
+
+@pytest.mark.storage
+def test_a_triggers_cost_counts_the_sends_in_the_days_it_is_measured_over(
+        db: Database, ledger: Ledger, settings: Settings, clock: Clock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report compares each customer's `days` after the trigger's first moment; the
+    mailings sent to them after those days are not part of what it measures, so they are
+    not its cost either (else the ROI falls for as long as the trigger keeps firing)."""
+    from connector.triggers import Transition, mark, record
+
+    monkeypatch.setattr("connector.triggers.utcnow", clock)
+    program = Program(settings.program.model_copy(update={"trigger_holdouts": [
+        TriggerHoldout(trigger=POINTS_ACCRUED, holdout=D("0.5"), days=30,
+                       cost_per_send=D("2.50"))]}))
+    treated, _ = split(db, ledger, 8, POINTS_ACCRUED, "0.5")
+    ids = [ledger.account_id(who) for who in treated]
+
+    def fire(transition: str) -> None:
+        for account_id in ids:
+            assert account_id is not None
+            record(db, [Transition(account_id, POINTS_ACCRUED, transition)], program=program)
+        with db.transaction(write=False) as session:
+            pending = session.scalars(select(TriggerEvent.id).where(
+                TriggerEvent.status == "pending")).all()
+        for trigger_id in pending:
+            mark(db, trigger_id, "sent", None, clock())
+
+    fire("entry:1")
+    clock.advance(days=10)
+    fire("entry:2")  # within the 30 days: part of what is measured
+    clock.advance(days=40)
+    fire("entry:3")  # long after: another mailing, not this comparison's
+    with db.transaction(write=False) as session:
+        result = report(session, program, POINTS_ACCRUED, clock.now)
+    assert result.groups[TREATED].customers == len(treated)
+    assert result.cost == D("2.50") * 2 * len(treated)

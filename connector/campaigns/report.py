@@ -209,12 +209,16 @@ def _cost_points(session: Session, test: Test, placed: dict[int, Placed]) -> Dec
 
 
 def _sends(session: Session, test: Test, placed: dict[int, Placed]) -> int:
+    """The treated customers' mailings within the days each is followed: those sent later
+    are not part of what is compared, so not of its cost."""
     treated = [a for a, span in placed.items() if span.group == TREATED]
     sent = 0
     for start in range(0, len(treated), 1000):  # stays under every driver's bind limit
-        sent += session.scalar(select(func.count(TriggerEvent.id)).where(
+        rows = session.execute(select(TriggerEvent.account_id, TriggerEvent.created_at).where(
             TriggerEvent.code == test.name, TriggerEvent.status == "sent",
-            TriggerEvent.account_id.in_(treated[start:start + 1000]))) or 0
+            TriggerEvent.account_id.in_(treated[start:start + 1000])))
+        sent += sum(1 for account_id, at in rows
+                    if placed[account_id].starts <= at < placed[account_id].ends)
     return sent
 
 
