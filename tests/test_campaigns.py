@@ -649,3 +649,56 @@ def test_a_triggers_cost_counts_the_sends_in_the_days_it_is_measured_over(
         result = report(session, program, POINTS_ACCRUED, clock.now)
     assert result.groups[TREATED].customers == len(treated)
     assert result.cost == D("2.50") * 2 * len(treated)
+
+
+def test_a_campaigns_control_group_through_bitrix24_deals(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
+        clock: Clock) -> None:
+    """The CRM path end to end: won deals, a deal whose amount changes, one lost and won
+    again. Control customers earn the plain 3% throughout, the treated 6%, and the report's
+    cost is the treated customers' second 3% on what stands."""
+    from connector.config import Campaign
+    from tests.test_bitrix24_e2e import app_harness
+
+    clock.now = datetime.fromtimestamp(time.time(), UTC)
+
+    def campaign(settings: Settings) -> Settings:
+        local = clock.now.astimezone(settings.program.zone).replace(tzinfo=None)
+        program = settings.program.model_copy(update={"campaigns": [Campaign(
+            name="crm-x2", starts=local - timedelta(days=1), ends=local + timedelta(days=20),
+            multiplier=D(2), holdout=D("0.5"))]})
+        return settings.model_copy(update={"program": program})
+
+    h = app_harness(tmp_path, database_url, portal, time, clock, adjust=campaign)
+    h.connector.installer.install()
+    contacts = [h.portal.add_contact(NAME=f"C{n}") for n in range(8)]
+    deals = {contact: h.won(contact, "1000.00") for contact in contacts}
+    h.process()
+    ids = {c: h.services.ledger.account_id(h.ref(c)) for c in contacts}
+    welcome = h.services.settings.program.welcome_bonus  # a new contact's, beside the deal
+    placed = {c: group("crm-x2", a, D("0.5")) for c, a in ids.items() if a}
+    assert len(placed) == 8 and set(placed.values()) == {TREATED, CONTROL}
+    for contact in contacts:
+        assert h.balance(contact) - welcome == (D("60.00") if placed[contact] == TREATED
+                                                else D("30.00"))
+    one_of = {grp: next(c for c in contacts if placed[c] == grp) for grp in (TREATED, CONTROL)}
+    for contact in one_of.values():  # the amount changes: re-settled at its own terms
+        h.portal.update_deal(deals[contact], OPPORTUNITY="2000.00")
+    h.process()
+    assert h.balance(one_of[CONTROL]) - welcome == D("60.00")
+    assert h.balance(one_of[TREATED]) - welcome == D("120.00")
+    for contact in one_of.values():  # lost, then won again
+        h.portal.update_deal(deals[contact], STAGE_ID="LOSE")
+        h.process()
+        h.portal.update_deal(deals[contact], STAGE_ID="WON")
+        h.process()
+    assert h.balance(one_of[CONTROL]) - welcome == D("60.00")
+    assert h.balance(one_of[TREATED]) - welcome == D("120.00")
+    clock.advance(days=30)
+    with h.services.db.transaction(write=False) as session:
+        result = report(session, h.services.program, "crm-x2", clock.now)
+    treated = list(placed.values()).count(TREATED)
+    assert result.groups[TREATED].revenue == D(1000) * (treated - 1) + D(2000)
+    assert result.cost_points == D(30) * (treated - 1) + D(60)
+    assert result.recorded == {TREATED: treated, CONTROL: 8 - treated}
+    h.services.close()
