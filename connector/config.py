@@ -40,6 +40,8 @@ SENSITIVE = ("token", "secret", "password", "url")
 Share = Annotated[Decimal, Field(ge=0, le=1)]
 Points = Annotated[Decimal, Field(ge=0, decimal_places=2)]
 Money = Annotated[Decimal, Field(ge=0, decimal_places=2)]
+# A control group larger than the treated one would mostly withhold the campaign.
+HoldoutShare = Annotated[Decimal, Field(ge=0, le=Decimal("0.5"))]
 
 
 def _naive(value: datetime) -> datetime:
@@ -446,6 +448,9 @@ class Campaign(_Section):
     multiplier: Annotated[Decimal, Field(ge=0, le=100)] = Decimal(1)
     extra_points: Points = Decimal(0)
     categories: list[str] = Field(default_factory=list, description="empty: every category")
+    holdout: HoldoutShare = Field(
+        Decimal(0), description="share of eligible customers kept out as a control group "
+                                "(0.1: a deterministic 10%); 0: none")
 
     @field_validator("starts", "ends")
     @classmethod
@@ -456,6 +461,53 @@ class Campaign(_Section):
 
     @model_validator(mode="after")
     def _window(self) -> Campaign:
+        if self.ends <= self.starts:
+            raise ValueError("ends must be after starts")
+        return self
+
+
+class TriggerHoldout(_Section):
+    """A control group for an automation trigger (a CRM mailing): its share of the customers
+    the trigger would reach get no trigger, and the report compares their purchases in the
+    `days` after the trigger's moment with the others'."""
+
+    trigger: str = Field(description="the transition, e.g. loyalty_birthday")
+    holdout: HoldoutShare = Field(gt=0)
+    days: int = Field(30, ge=1, le=365, description="purchases counted this long after")
+    cost_per_send: Money = Field(Decimal(0), description="what one mailing costs, if known")
+
+    @field_validator("trigger")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        _transition_names([value])
+        if value == "loyalty_reward_claimed":
+            raise ValueError("a claimed reward tells staff to hand it over; it is not a "
+                             "mailing to hold out")
+        return value
+
+
+class Variant(_Section):
+    """One arm of an A/B test of the earning rules."""
+
+    rate: Share | None = Field(None, description="base rate for every tier; unset: the tier's")
+    multiplier: Annotated[Decimal, Field(gt=0, le=100)] = Field(
+        Decimal(1), description="times the points (with any campaign's multiplier)")
+
+
+class ABTest(_Section):
+    """Two variants of the earning rules on random halves of the customers, in a window:
+    group "control" earns by `a` (usually the rules as they are), "treated" by `b`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$")
+    starts: LocalTime
+    ends: LocalTime
+    share_b: Annotated[Decimal, Field(gt=0, lt=1)] = Field(
+        Decimal("0.5"), description="share of customers on variant b")
+    a: Variant = Variant()
+    b: Variant
+
+    @model_validator(mode="after")
+    def _window(self) -> ABTest:
         if self.ends <= self.starts:
             raise ValueError("ends must be after starts")
         return self
@@ -549,6 +601,9 @@ class ProgramSettings(_Section):
     tier_period_days: int = Field(365, ge=1)
     tier_grace_days: int = Field(0, ge=0, description="no downgrade this long after a change")
     campaigns: list[Campaign] = Field(default_factory=list)
+    trigger_holdouts: list[TriggerHoldout] = Field(
+        default_factory=list, description="control groups for automation triggers")
+    ab_test: ABTest | None = Field(None, description="an A/B test of the earning rules")
     promo: list[Promo] = Field(default_factory=list, description="promo code campaigns")
     rewards: list[Reward] = Field(default_factory=list)
     welcome_bonus: Points = Decimal(0)
@@ -610,6 +665,23 @@ class ProgramSettings(_Section):
         if len(set(names)) != len(names):
             raise ValueError("tier names must be unique")
         return tiers
+
+    @model_validator(mode="after")
+    def _tests(self) -> ProgramSettings:
+        """Each test's name keys its groups (and draws its split): two tests of one name
+        would share customers' groups."""
+        names = [c.name for c in self.campaigns if c.holdout > 0]
+        names += [t.trigger for t in self.trigger_holdouts]
+        names += [self.ab_test.name] if self.ab_test is not None else []
+        for name in names:
+            if len(name) > 128:
+                raise ValueError(f"campaign {name[:20]!r}...: a campaign with a holdout needs "
+                                 "a name of at most 128 characters")
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"campaigns with a control group need names of their own: "
+                             f"{', '.join(twice)} is used twice")
+        return self
 
     @model_validator(mode="after")
     def _rewards(self) -> ProgramSettings:

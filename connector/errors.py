@@ -13,6 +13,7 @@
      │    ├── ReferralRefusedError       a referral that cannot stand (self, cycle, late)
  │    ├── RewardRefusedError         a reward claim refused; `reason` says why
  │    ├── RewardNotFoundError        no such reward or claim
+     │    ├── UnknownCampaignError       no campaign, trigger holdout or A/B test of that name
      │    └── IdempotencyConflictError   same key, different request
      ├── StorageError              the database is not usable (unreachable, not migrated)
      │    ├── DatabaseUnavailableError  it does not answer now: give work back, retry later
@@ -49,6 +50,7 @@ __all__ = [
     "SkippableRecordError",
     "StorageError",
     "UnknownBonusError",
+    "UnknownCampaignError",
 ]
 
 
@@ -157,6 +159,12 @@ class RewardNotFoundError(LedgerError):
     """No reward with that id, or no claim with that code."""
 
     code = "reward_not_found"
+
+
+class UnknownCampaignError(LedgerError):
+    """No campaign with a holdout, trigger holdout or A/B test of that name to report on."""
+
+    code = "unknown_campaign"
 
 
 class IdempotencyConflictError(LedgerError):

@@ -76,7 +76,7 @@ def _yearly_bonus(services: Services, bonus: str, column: Any, today: date | Non
                                     actor="scheduler", comment=f"{bonus} {due.year}{late}")
         if result.entry_id is not None and not result.duplicate:
             granted.append(result)
-    record(services.db, from_results(granted))
+    record(services.db, from_results(granted), program=services.program)
     log.info("%s_bonuses: %d bonus(es) granted for %s", bonus, len(granted), today)
     return len(granted)
 
@@ -94,7 +94,8 @@ def expiry_warnings(services: Services) -> int:
                 Lot.remaining > 0, Lot.expires_at > now,
                 Lot.expires_at <= now + timedelta(days=days))))
     added = record(services.db, [Transition(account_id, POINTS_EXPIRING, f"lot:{lot_id}")
-                                 for lot_id, account_id in lots])
+                                 for lot_id, account_id in lots],
+                   program=services.program)
     log.info("expiry_warnings: %d new warning(s)", added)
     return added
 
@@ -113,6 +114,6 @@ def release_pending(services: Services, *, lookback_days: int = 7) -> int:
                 Lot.available_at > now - timedelta(days=lookback_days), Lot.remaining > 0)))
     fresh = [Transition(account_id, POINTS_AVAILABLE, f"lot:{lot_id}")
              for lot_id, account_id in lots]
-    added = record(services.db, fresh, touch=True)
+    added = record(services.db, fresh, program=services.program, touch=True)
     log.info("release_pending: %d lot(s) became available", added)
     return added

@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-from connector.config import Campaign, ProgramSettings, Tier
+from connector.campaigns.groups import CONTROL, TREATED, Group, group
+from connector.config import ABTest, Campaign, ProgramSettings, Tier, Variant
 from connector.errors import UnknownBonusError
 from connector.money import round_points
 from connector.products import rules as product_rules
@@ -19,6 +20,7 @@ ONE = Decimal(1)
 CENT = Decimal("0.01")
 # Named bonuses the program itself grants; custom ones come from [program.bonuses].
 BUILTIN_BONUSES = ("welcome", "birthday", "anniversary", "referral", "referral_newcomer")
+NO_VARIANT = Variant()
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,9 @@ class Earning:
     extra_points: Decimal
     campaigns: tuple[str, ...] = ()
     rows: tuple[product_rules.RowRate, ...] = ()
+    # The measured tests this purchase fell in: name -> its group and the points the test
+    # gave beyond what the purchase would have earned without it (its cost).
+    tests: tuple[Placement, ...] = ()
 
     @property
     def breakdown(self) -> dict[str, Any]:
@@ -42,9 +47,31 @@ class Earning:
             "extra_points": str(self.extra_points),
             "campaigns": list(self.campaigns),
         }
+        if self.tests:
+            out["tests"] = {t.name: t.as_json() for t in self.tests}
         if self.rows:
             out["rows"] = [rate.as_json() for rate in self.rows]
             out["rows_digest"] = digest(rate.row for rate in self.rows)
+        return out
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A customer's group in a campaign with a holdout or the A/B test, for one purchase."""
+
+    name: str
+    kind: str  # "campaign" or "ab_test"
+    group: Group
+    points: Decimal = ZERO
+    # The terms the purchase would have earned by without the test (rate, multiplier) and
+    # the test's fixed extra points: a re-priced purchase recomputes `points` from them.
+    base: tuple[Decimal, Decimal, Decimal] | None = None
+
+    def as_json(self) -> dict[str, str]:
+        out = {"group": self.group, "points": str(self.points)}
+        if self.base is not None:
+            out.update(base_rate=str(self.base[0]), base_multiplier=str(self.base[1]),
+                       fixed=str(self.base[2]))
         return out
 
 
@@ -116,32 +143,109 @@ class Program:
         ]
 
     def earn(self, amount: Decimal, *, tier: Tier, at: datetime,
-             category: str | None = None, rows: Sequence[Row] | None = None) -> Earning:
+             category: str | None = None, rows: Sequence[Row] | None = None,
+             account_id: int | None = None) -> Earning:
         """Points for a purchase. Campaign multipliers do not stack (the highest applies);
         fixed extra points of every active campaign add up. With `rows`, the points are the
         sum over the rows, each at the rate its product rule gives (rounded once, on the
-        sum, so small rows lose nothing); without, the amount earns at the tier's rate."""
-        campaigns, multiplier, extra = self.campaign_terms(at, category)
-        row_rates = tuple(self.row_rates(rows, tier.rate)) if rows else ()
-        points = self.points_for_rows(rows, tier.rate, multiplier) if rows \
-            else self.points_for(amount, tier.rate, multiplier)
+        sum, so small rows lose nothing); without, the amount earns at the tier's rate.
+        `account_id` places the customer in the groups of campaigns with a holdout (control
+        gets nothing from them) and of the A/B test; without it (an anonymous preview) the
+        customer is taken as treated by campaigns and on the test's variant a."""
+        applied, held_out = self.campaign_split(at, category, account_id)
+        variant_group, variant = self.variant_for(at, account_id)
+        rate = variant.rate if variant.rate is not None else tier.rate
+        campaigns_multiplier = max((c.multiplier for c in applied), default=ONE)
+        multiplier = campaigns_multiplier * variant.multiplier
+        extra = sum((c.extra_points for c in applied), ZERO)
+        points = self._points(amount, rows, rate, multiplier)
+        tests = [Placement(c.name, "campaign", CONTROL) for c in held_out]
+        for campaign in applied if account_id is not None else ():
+            if campaign.holdout > 0:
+                # What this campaign alone added: the points without it, the others kept.
+                others = [c for c in applied if c is not campaign]
+                base_multiplier = max((c.multiplier for c in others),
+                                      default=ONE) * variant.multiplier
+                without = self._points(amount, rows, rate, base_multiplier)
+                tests.append(Placement(campaign.name, "campaign", TREATED,
+                                       points - without + campaign.extra_points,
+                                       (rate, base_multiplier, campaign.extra_points)))
+        test = self.settings.ab_test
+        if variant_group is not None and test is not None:
+            base = test.a
+            base_rate = base.rate if base.rate is not None else tier.rate
+            base_multiplier = campaigns_multiplier * base.multiplier
+            usual = self._points(amount, rows, base_rate, base_multiplier)
+            tests.append(Placement(test.name, "ab_test", variant_group, points - usual,
+                                   (base_rate, base_multiplier, ZERO)))
         return Earning(
             points=points + extra,
             tier=tier,
-            rate=tier.rate,
+            rate=rate,
             multiplier=multiplier,
             extra_points=extra,
-            campaigns=tuple(c.name for c in campaigns),
-            rows=row_rates,
+            campaigns=tuple(c.name for c in applied),
+            rows=tuple(self.row_rates(rows, rate)) if rows else (),
+            tests=tuple(tests),
         )
 
-    def campaign_terms(self, at: datetime, category: str | None
+    def _points(self, amount: Decimal, rows: Sequence[Row] | None, rate: Decimal,
+                multiplier: Decimal) -> Decimal:
+        return self.points_for_rows(rows, rate, multiplier) if rows \
+            else self.points_for(amount, rate, multiplier)
+
+    def campaign_split(self, at: datetime, category: str | None, account_id: int | None
+                       ) -> tuple[list[Campaign], list[Campaign]]:
+        """The campaigns a purchase falls in: those that apply and those the customer is
+        held out of (in the campaign's control group)."""
+        if not self.settings.campaigns:
+            return [], []
+        applied, held_out = [], []
+        for campaign in self.active_campaigns(at, category):
+            if account_id is not None and campaign.holdout > 0 and group(
+                    campaign.name, account_id, campaign.holdout) == CONTROL:
+                held_out.append(campaign)
+            else:
+                applied.append(campaign)
+        return applied, held_out
+
+    def variant_for(self, at: datetime, account_id: int | None
+                    ) -> tuple[Group | None, Variant]:
+        """The A/B test's group of the customer and the variant it earns by: (None, the
+        plain rules) outside the test's window or for an unknown customer."""
+        test = self.settings.ab_test
+        if test is None or not self._in_window(test, at):
+            return None, NO_VARIANT
+        if account_id is None:
+            return None, test.a
+        placed = group(test.name, account_id, ONE - test.share_b)
+        return placed, test.b if placed == TREATED else test.a
+
+    def _in_window(self, test: ABTest, at: datetime) -> bool:
+        local = at.astimezone(self.zone).replace(tzinfo=None)
+        return test.starts <= local < test.ends
+
+    def terms(self, at: datetime, category: str | None, tier_rate: Decimal,
+              account_id: int | None) -> tuple[Decimal, Decimal, Decimal]:
+        """The rate, multiplier and fixed extra points a purchase earns by, as earn()
+        applies them, without building its breakdown (the what-if replay's hot path)."""
+        if not self.settings.campaigns and self.settings.ab_test is None:
+            return tier_rate, ONE, ZERO
+        applied, _ = self.campaign_split(at, category, account_id)
+        _, variant = self.variant_for(at, account_id)
+        multiplier = max((c.multiplier for c in applied), default=ONE) * variant.multiplier
+        return (variant.rate if variant.rate is not None else tier_rate, multiplier,
+                sum((c.extra_points for c in applied), ZERO))
+
+    def campaign_terms(self, at: datetime, category: str | None,
+                       account_id: int | None = None
                        ) -> tuple[list[Campaign], Decimal, Decimal]:
         """The campaigns a purchase falls in, the multiplier they give (the highest: they do
-        not stack) and their fixed extra points (every one's, added up)."""
+        not stack) and their fixed extra points (every one's, added up); a customer in a
+        campaign's control group does not get it."""
         if not self.settings.campaigns:
             return [], ONE, ZERO
-        campaigns = self.active_campaigns(at, category)
+        campaigns, _ = self.campaign_split(at, category, account_id)
         multiplier = max((c.multiplier for c in campaigns), default=ONE)
         return campaigns, multiplier, sum((c.extra_points for c in campaigns), ZERO)
 
@@ -214,8 +318,9 @@ class Program:
 
     def preview(self, purchase_amount: Decimal, *, tier: Tier, available: Decimal,
                 at: datetime, category: str | None = None,
-                rows: Sequence[Row] | None = None) -> Preview:
-        earning = self.earn(purchase_amount, tier=tier, at=at, category=category, rows=rows)
+                rows: Sequence[Row] | None = None, account_id: int | None = None) -> Preview:
+        earning = self.earn(purchase_amount, tier=tier, at=at, category=category, rows=rows,
+                            account_id=account_id)
         max_points = self.max_redeemable(purchase_amount, available, rows)
         return Preview(
             purchase_amount=purchase_amount,

@@ -51,7 +51,8 @@ def expire_points(services: Services) -> int:
 def recalculate_tiers(services: Services) -> int:
     """Tiers by rolling spend; downgrades happen here. Marketing hears of each move once."""
     changes = services.ledger.recalculate_tiers()
-    triggers.record(services.db, triggers.from_tier_changes(changes, services.program))
+    triggers.record(services.db, triggers.from_tier_changes(changes, services.program),
+                    program=services.program)
     return len(changes)
 
 

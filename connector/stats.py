@@ -12,7 +12,7 @@ negative purchase amount and a purchase count of -1, so a returned purchase coun
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from connector.campaigns.effect import campaign_effect, effect_row
 from connector.codes import catalog as promo_catalog
 from connector.i18n import Translator
 from connector.ledger.models import ENTRY_KINDS, Account, Entry
@@ -76,6 +77,11 @@ class ProgramStats:
     rewards_claimed: int = 0
     reward_points: Decimal = Decimal("0.00")
     rewards_open: int = 0
+    # -- campaign effect (connector.campaigns.effect) ------------------------------------
+    # Campaigns with a control group that ended in the period: how many, the revenue they
+    # brought beyond their control groups (None: not measurable), their cost.
+    campaign_effect: dict[str, Any] = field(default_factory=dict)
+    # -- end of campaign effect ----------------------------------------------------------
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -144,6 +150,7 @@ def program_stats(session: Session, program: Program, *, since: datetime,
         rewards_claimed=claims.claimed,
         reward_points=claims.points,
         rewards_open=claims.open,
+        campaign_effect=campaign_effect(session, program, since, until),  # campaign effect
     )
 
 
@@ -280,5 +287,7 @@ def format_stats(stats: ProgramStats, zone: ZoneInfo, t: Translator) -> list[str
                              points=amount(stats.reward_points),
                              open=t.number(stats.rewards_open))),
     ]
+    # -- campaign effect (connector.campaigns.effect) --
+    rows.append(effect_row(stats.campaign_effect, t))
     width = max(14, *(len(label) + 1 for label, _ in rows))
     return [f"{label:<{width}} {value}" for label, value in rows]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from connector.campaigns import placement
 from connector.crm.models import TriggerEvent
 from connector.db import Database, utcnow
 from connector.ledger.models import Account
@@ -44,6 +45,9 @@ NAMES = {
     REFERRAL_REWARDED: "Loyalty: referral bonus for a friend's first purchase",
     REWARD_CLAIMED: "Loyalty: reward claimed, hand it over",
 }
+
+# Why a trigger of a customer in its holdout's control group was never sent.
+HELD_OUT = "control group of the trigger's holdout"
 
 YEARLY = {"birthday": BIRTHDAY, "anniversary": ANNIVERSARY}
 
@@ -126,11 +130,14 @@ def mark(db: Database, trigger_id: int, status: str, error: str | None,
                 row.sent_at = now
 
 
-def record(db: Database, transitions: Iterable[Transition], *, touch: bool = False) -> int:
+def record(db: Database, transitions: Iterable[Transition], *, program: Program,
+           touch: bool = False) -> int:
     """Store each transition once; a repeated one is ignored. Returns how many were new.
     `touch`: the transition changes what the contact's fields show, so a new one also bumps
     the account's version (write-back), in the same transaction: a crash leaves both or
-    neither."""
+    neither. A customer in the control group of the trigger's holdout
+    ([[program.trigger_holdouts]]) is placed in it and the trigger is kept as skipped, never
+    sent, so the report can compare the groups."""
     added = 0
     for transition in transitions:
         try:
@@ -140,10 +147,14 @@ def record(db: Database, transitions: Iterable[Transition], *, touch: bool = Fal
                     TriggerEvent.code == transition.code,
                     TriggerEvent.transition == transition.transition))
                 if exists is None:
+                    now = utcnow()
+                    control = placement.withheld(program.settings, session, transition.code,
+                                                 transition.account_id, now)
                     session.add(TriggerEvent(
                         account_id=transition.account_id, code=transition.code,
                         transition=transition.transition, deal_id=transition.deal_id,
-                        status="pending", attempts=0, created_at=utcnow()))
+                        status="skipped" if control else "pending", attempts=0,
+                        last_error=HELD_OUT if control else None, created_at=now))
                     if touch:
                         session.execute(update(Account).where(
                             Account.id == transition.account_id).values(

@@ -24,7 +24,7 @@ def welcome(services: Services, ref: AccountRef, *, channel: Channel, key: str,
     if channel not in services.settings.program.welcome_on:
         return None
     result = services.ledger.grant_bonus(ref, "welcome", key=key, actor=actor, once=True)
-    record(services.db, from_results([result]))
+    record(services.db, from_results([result]), program=services.program)
     return result
 
 

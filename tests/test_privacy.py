@@ -115,7 +115,8 @@ def anna_everywhere(services: Services, clock: Clock) -> None:
         assert row is not None
         row.values = {"UF_CRM_LOYALTY_CARD_URL": "https://loyalty.example.com/card/x",
                       "NAME": "Anna Pavlova"}
-    record(services.db, [Transition(anna.id, "loyalty_points_expiring", "lot:1")])
+    record(services.db, [Transition(anna.id, "loyalty_points_expiring", "lot:1")],
+           program=services.program)
     store_event(services, "bitrix24", "ONCRMCONTACTUPDATE", contact_event("101"), "e1")
     store_event(services, "bitrix24", "ONCRMCONTACTUPDATE", contact_event("102"), "e2")
     # Bodies Bitrix24 never sends with personal data, but a sweep must find them anyway if
@@ -208,7 +209,8 @@ def test_an_erased_account_is_never_written_back_triggered_or_celebrated(
                            hold=timedelta(minutes=1))
     assert gone.contact_id not in {d.contact_id for d in claimed}
     record(services.db, [Transition(services.ledger.account_id(gone) or 0,
-                                    "loyalty_points_expiring", "lot:99")])
+                                    "loyalty_points_expiring", "lot:99")],
+           program=services.program)
     assert all(d.contact_id != gone.contact_id for d in due(services.db, "bitrix24",
                                                               PORTAL, 100))
     assert services.cards.publish("bitrix24", PORTAL) >= 1  # Boris and Vera's, not hers

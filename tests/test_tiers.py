@@ -43,8 +43,8 @@ def test_downgrade_after_the_period_and_not_within_grace(ledger: Ledger, clock: 
     [change] = ledger.recalculate_tiers()
     assert (change.old, change.new) == ("Gold", "Silver") and tier(ledger) == "Silver"
     assert ledger.recalculate_tiers() == []  # run twice, same result
-    record(db, from_tier_changes([change], ledger.program))
-    record(db, from_tier_changes([change], ledger.program))
+    record(db, from_tier_changes([change], ledger.program), program=ledger.program)
+    record(db, from_tier_changes([change], ledger.program), program=ledger.program)
     with db.transaction(write=False) as session:
         events = list(session.scalars(select(TriggerEvent)))
     assert [(e.code, e.status) for e in events] == [(TIER_DOWN, "pending")]

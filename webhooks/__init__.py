@@ -24,6 +24,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         bitrix24,
         bitrix24_actions,
         bitrix24_tab,
+        campaigns_api,
+        campaigns_page,
         dashboard,
         economics_api,
         errors,
@@ -46,9 +48,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(api.bp)
     app.register_blueprint(rewards_api.bp)
     app.register_blueprint(economics_api.bp)
+    app.register_blueprint(campaigns_api.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(money_dashboard.bp)
+    app.register_blueprint(campaigns_page.bp)
     app.register_blueprint(bitrix24.bp)
     app.register_blueprint(bitrix24_actions.bp)
     app.register_blueprint(bitrix24_tab.bp)

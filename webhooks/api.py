@@ -192,7 +192,8 @@ def accrue() -> ResponseReturnValue:
                               fingerprint=fields.fingerprint("accrue"), promo_code=promo_code)
     services: Services = current_app.extensions["loyalty"]
     triggers.record(services.db, [t for t in triggers.from_results([result])
-                                  if t.code == triggers.REFERRAL_REWARDED])
+                                  if t.code == triggers.REFERRAL_REWARDED],
+                    program=services.program)
     body = _welcomed(result.as_json(), ref, existed)
     if link is not None:
         body["referral"] = link.as_json()

@@ -29,6 +29,7 @@ from connector.errors import (
     RewardNotFoundError,
     RewardRefusedError,
     UnknownBonusError,
+    UnknownCampaignError,
 )
 from webhooks import outage
 
@@ -42,6 +43,7 @@ LEDGER_STATUS: tuple[tuple[type[LedgerError], int], ...] = (
     (NothingToReverseError, 409),
     (ReturnTooLargeError, 409),
     (RewardNotFoundError, 404),
+    (UnknownCampaignError, 404),
     (RewardRefusedError, 409),
     (RedemptionCapError, 422),
     (InvalidAmountError, 400),

@@ -287,6 +287,77 @@ def _reward_paths() -> Schema:
     }
 
 
+def _campaign_paths() -> Schema:
+    name = {"name": "name", "in": "path", "required": True,
+            "schema": _text(128, pattern="^[^/]+$"),
+            "description": "a campaign with a holdout, a trigger (e.g. loyalty_birthday) or "
+                           "the A/B test"}
+    return {
+        "/api/v1/campaigns": {"get": {
+            "summary": "Campaigns, trigger mailings and the A/B test with a control group",
+            "responses": {"200": _ok("the tests", {
+                "type": "object", "required": ["campaigns"],
+                "properties": {"campaigns": {"type": "array",
+                                             "items": _ref("CampaignSummary")}}}),
+                **{k: v for k, v in READ_ERRORS.items() if k != "404"}},
+        }},
+        "/api/v1/campaigns/{name}/report": {"get": {
+            "summary": "Treated against control: purchase rate, average check, revenue per "
+                       "customer with 95% intervals, cost, incremental revenue, ROI",
+            "parameters": [name],
+            "responses": {"200": _ok("the report", _ref("CampaignReport")),
+                          **READ_ERRORS,
+                          "404": _error("no campaign, trigger holdout or A/B test of that "
+                                        "name")},
+        }},
+    }
+
+
+def _campaign_schemas(timestamp: Schema) -> Schema:
+    nullable_time = {**timestamp, "type": ["string", "null"]}
+    # Shares and rates to four places, money to two, the control share as configured.
+    number: Schema = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$"}
+    rate: Schema = {**number, "type": ["string", "null"]}
+    interval = {"type": ["object", "null"], "required": ["difference", "low", "high"],
+                "properties": {"difference": number, "low": number,
+                               "high": number, "p_value": rate}}
+    group = {"type": "object", "required": ["customers", "buyers", "purchases", "revenue"],
+             "properties": {"customers": {"type": "integer", "minimum": 0},
+                            "buyers": {"type": "integer", "minimum": 0},
+                            "purchases": {"type": "integer"},
+                            "revenue": number, "purchase_rate": rate,
+                            "average_check": rate, "revenue_per_customer": rate}}
+    kind = {"type": "string", "enum": ["campaign", "trigger", "ab_test"]}
+    return {
+        "CampaignSummary": {"type": "object", "required": [
+            "name", "kind", "control_share", "finished", "treated", "control"], "properties": {
+            "name": {"type": "string"}, "kind": kind, "control_share": number,
+            "starts": nullable_time, "ends": nullable_time,
+            "days": {"type": ["integer", "null"]}, "finished": {"type": "boolean"},
+            "treated": {"type": "integer", "minimum": 0},
+            "control": {"type": "integer", "minimum": 0}}},
+        "CampaignReport": {"type": "object", "required": [
+            "name", "kind", "groups", "difference", "cost", "incremental_revenue", "roi"],
+            "properties": {
+            "name": {"type": "string"}, "kind": kind, "control_share": number,
+            "starts": nullable_time, "ends": nullable_time,
+            "days": {"type": ["integer", "null"]}, "finished": {"type": "boolean"},
+            "groups": {"type": "object", "required": ["treated", "control"],
+                       "properties": {"treated": group, "control": group}},
+            "recorded": {"type": "object"},
+            "difference": {"type": "object", "properties": {
+                "purchase_rate": interval, "average_check": interval,
+                "revenue_per_customer": interval, "confidence_level": number}},
+            "cost_points": rate, "cost": number,
+            "incremental_revenue": {**rate, "description":
+                                    "(treated − control revenue per customer) × treated "
+                                    "customers; null without a control group"},
+            "roi": {**rate, "description": "(incremental revenue − cost) / cost; "
+                                                       "null without a control group or cost"},
+        }},
+    }
+
+
 def _reward_schemas(timestamp: Schema) -> Schema:
     nullable_time = {**timestamp, "type": ["string", "null"]}
     nullable_int = {"type": ["integer", "null"]}
@@ -482,6 +553,7 @@ def spec() -> Schema:
             }, ["source"]),
             **_reward_paths(),
             **_economics_paths(),
+            **_campaign_paths(),
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
@@ -577,6 +649,7 @@ def spec() -> Schema:
                 }},
                 **_reward_schemas(timestamp),
                 **_economics_schemas(timestamp),
+                **_campaign_schemas(timestamp),
             },
         },
     }

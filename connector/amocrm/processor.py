@@ -255,7 +255,8 @@ class AmoCRMProcessor:
             source_data=state.raw, actor=ACTOR, comment=f"lead {lead_id}", rows=state.rows,
             promo_code=amo.promo_code(lead, field) if field else None)
         if notify:
-            record(self.services.db, from_results(results, deal_id=lead_id))
+            record(self.services.db, from_results(results, deal_id=lead_id),
+                   program=self.services.program)
         if ref is not None and (account_id := self.ledger.account_id(ref)) is not None:
             mirror.remember_deal(self.services.db, account_id, lead_id)
         return len(results), None if state.contact_id else f"lead {lead_id}: {state.reason}"
@@ -309,7 +310,8 @@ class AmoCRMProcessor:
                 if verb == "bonus":
                     result = self.ledger.grant_bonus(self.ref(contact), argument, key=key,
                                                      actor="amocrm-pipeline")
-                    record(self.services.db, from_results([result], deal_id=lead_id))
+                    record(self.services.db, from_results([result], deal_id=lead_id),
+                           program=self.services.program)
                     text = f"loyalty: bonus {argument} +{result.points}, balance {result.balance}"
                 elif verb == "reward":
                     claimed = self.services.claims.claim(self.ref(contact), argument, key=key,

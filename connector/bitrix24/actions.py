@@ -154,7 +154,8 @@ class ActionRunner:
             ref, state.source, state.amount, category=state.category,
             occurred_at=state.occurred_at, source_data=state.raw, actor=ACTOR,
             comment=f"deal {action.deal_id}", rows=state.rows)
-        record(self.services.db, from_results(results, deal_id=action.deal_id))
+        record(self.services.db, from_results(results, deal_id=action.deal_id),
+               program=self.services.program)
         if (account_id := self.ledger.account_id(ref)) is not None:
             mirror.remember_deal(self.services.db, account_id, action.deal_id)
         balance = self.ledger.account(ref).balance
@@ -177,7 +178,8 @@ class ActionRunner:
         result = self.ledger.grant_bonus(ref, action.argument,
                                          key=key(self.portal, action.path, action.deal_id),
                                          actor=ACTOR, comment=f"deal {action.deal_id}")
-        record(self.services.db, from_results([result], deal_id=action.deal_id))
+        record(self.services.db, from_results([result], deal_id=action.deal_id),
+               program=self.services.program)
         if result.entry_id is None:
             return False, f"Loyalty: the bonus {action.argument} is 0 in the program"
         return True, (f"Loyalty: bonus {action.argument} +{result.points} points, "

@@ -165,7 +165,8 @@ class Bitrix24Processor:
             occurred_at=state.occurred_at, source_data=state.raw, actor=ACTOR,
             comment=f"deal {deal_id}", rows=state.rows,
             promo_code=str(code) if code else None)
-        record(self.services.db, from_results(results, deal_id=deal_id))
+        record(self.services.db, from_results(results, deal_id=deal_id),
+               program=self.services.program)
         if ref is not None:
             account_id = self.ledger.account_id(ref)
             if account_id is not None:

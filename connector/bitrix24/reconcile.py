@@ -95,7 +95,8 @@ def reconcile(services: Services, client: Bitrix24Client, *, full: bool = False,
         report.without_contact += state.contact_id is None
         if results and not full:
             # A full sync imports history: marketing is not told of every old purchase.
-            record(db, from_results(results, deal_id=str(deal.get("ID"))))
+            record(db, from_results(results, deal_id=str(deal.get("ID"))),
+                   program=services.program)
         if results and ref is not None and state.amount is not None:
             mirror.remember_deal(db, results[-1].account_id, str(deal.get("ID")))
         modified = b24.parse_datetime(deal.get("DATE_MODIFY"))

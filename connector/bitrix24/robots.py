@@ -191,7 +191,7 @@ class RobotRunner:
         result = self.services.ledger.grant_bonus(
             ref, bonus or "manual", key=key, points=None if bonus else points,
             actor="bitrix24-robot", comment=call.properties.get("comment"))
-        record(self.services.db, from_results([result]))
+        record(self.services.db, from_results([result]), program=self.services.program)
         granted = result.points if result.entry_id else Decimal(0)
         return {"accrued": str(granted), "balance": str(result.balance),
                 "message": "ok" if result.entry_id else "the bonus is 0 in the program"}

@@ -6,6 +6,7 @@ Exit codes: 0 done; 1 refused (ledger error, database not migrated, verify found
 """
 
 from connector.cli import (
+    campaigns,
     card,
     codes,
     crm,
@@ -24,6 +25,6 @@ from connector.cli import (
 )
 from connector.cli.base import cli, main
 
-__all__ = ["card", "cli", "codes", "crm", "demo", "doctor", "economics", "imports", "inbox",
-           "ledger", "main", "operations", "privacy", "rewards", "secrets", "service",
-           "writeback"]
+__all__ = ["campaigns", "card", "cli", "codes", "crm", "demo", "doctor", "economics",
+           "imports", "inbox", "ledger", "main", "operations", "privacy", "rewards", "secrets",
+           "service", "writeback"]

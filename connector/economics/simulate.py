@@ -404,8 +404,8 @@ class Replay:
         category = details.get("category")
         for p, program in enumerate(self.programs):
             # Program.earn's terms, without building its breakdown for a million rows.
-            rate = program.settings.tiers[account.tiers[p]].rate
-            _, multiplier, extra = program.campaign_terms(at, category)
+            rate, multiplier, extra = program.terms(
+                at, category, program.settings.tiers[account.tiers[p]].rate, key[0])
             points = program.points_for_stored_rows(rows, rate, multiplier) if rows \
                 else program.points_for(spend, rate, multiplier)
             terms.append((rate, multiplier, extra))

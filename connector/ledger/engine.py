@@ -444,14 +444,16 @@ class Ledger(Returns):
             raise InvalidAmountError("purchase amount must be positive")
         now = self.clock()
         tier, available = self.program.settings.tiers[0], Decimal(0)
+        account_id = None
         if ref is not None:
             with self.db.transaction(write=False) as session:
                 account = self._find(session, ref, lock=False)
                 if account is not None:
                     tier = self.program.tier_named(account.tier)
                     available = from_minor(lots.spendable(session, account, now))
+                    account_id = account.id
         return self.program.preview(purchase_amount, tier=tier, available=available, at=now,
-                                    category=category, rows=rows)
+                                    category=category, rows=rows, account_id=account_id)
 
     def check_promo(self, raw: str, purchase_amount: Decimal, ref: AccountRef | None = None,
                     *, category: str | None = None) -> promo.Outcome:
@@ -463,7 +465,8 @@ class Ledger(Returns):
         with self.db.transaction(write=False) as session:
             account = self._find(session, ref, lock=False) if ref is not None else None
             tier = self.program.tier_named(account.tier if account else None)
-            earning = self.program.earn(purchase_amount, tier=tier, at=now, category=category)
+            earning = self.program.earn(purchase_amount, tier=tier, at=now, category=category,
+                                        account_id=account.id if account else None)
             return promo.check(session, self.program, raw,
                                account_id=account.id if account else None,
                                amount=purchase_amount, earning=earning, at=now)

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from connector.campaigns import placement
 from connector.codes import redeem as promo
 from connector.db import Database, utcnow
 from connector.errors import (
@@ -244,8 +245,10 @@ class Postings:
         now = self.clock()
         first_purchase = account.first_purchase_at is None
         earning = self.program.earn(amount, tier=self.program.tier_named(account.tier), at=at,
-                                    category=category, rows=rows)
+                                    category=category, rows=rows, account_id=account.id)
         details: dict[str, Any] = {**earning.breakdown, "category": category}
+        for test in earning.tests:
+            placement.place(session, test.name, test.kind, account.id, test.group, at=at)
         # `carried`: the spend and the rows' points (hundredths) that returns took off this
         # purchase before it was lost; `amount` is already net of that spend.
         earned = max(earning.points - from_minor(carried[1]), Decimal(0))
@@ -300,11 +303,13 @@ class Postings:
         net_count = sum(e.purchase_count for e in entries)
         account.purchase_count -= net_count
         account.purchase_total -= net_spend
+        reversed_: dict[str, Any] = {"reversed": str(from_minor(net)), **(details or {})}
+        if tests := placement.undone(entries):
+            reversed_["tests"] = tests
         return self._move(session, account, -net, key=key, source=source, entries=entries,
                           comment=comment, actor=actor, source_data=source_data,
                           purchase_amount=-net_spend or None, purchase_count=-net_count,
-                          purchase_at=purchase_date(entries),
-                          details={"reversed": str(from_minor(net)), **(details or {})})
+                          purchase_at=purchase_date(entries), details=reversed_)
 
     def _move(self, session: Session, account: Account, delta: int, *, key: str, source: str,
               entries: list[Entry], comment: str | None, actor: str | None,
@@ -370,6 +375,9 @@ class Postings:
             details["rows"] = [r.as_json() for r in self.program.row_rates(rows, rate)]
         if code_points:
             details["promo_points"] = str(code_points)
+        if tests := placement.repriced(self.program, terms.get("tests"), entries, points,
+                                       amount, rows):
+            details["tests"] = tests
         if delta < 0:
             return self._move(session, account, delta, key=key, source=source,
                               entries=entries, comment=comment, actor=actor, details=details,

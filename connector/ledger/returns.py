@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from connector.campaigns import placement
 from connector.errors import InvalidAmountError, NothingToReverseError, ReturnTooLargeError
 from connector.ledger.models import Account, Entry
 from connector.ledger.postings import Postings, purchase_date
@@ -142,6 +143,14 @@ class Returns(Postings):
         if rated is None:
             earned_now = self._earned_for(account, entries, remaining)
             take = max(earned_now - self._earned_for(account, entries, remaining - wanted), 0)
+            # What a campaign or A/B test gave shrinks with the purchase (its cost).
+            terms, left = _terms(entries), from_minor(remaining - wanted)
+            rate = Decimal(terms.get("rate", self.program.tier_named(account.tier).rate))
+            if tests := placement.repriced(
+                    self.program, terms.get("tests"), entries,
+                    self.program.points_for(left, rate, Decimal(terms.get("multiplier", "1"))),
+                    left, None):
+                details["tests"] = tests
         else:
             # A purchase that earned by its rows holds what its rows earned less what returns
             # took since; a return takes what its own rows earned (by the purchase's rates),
@@ -160,6 +169,9 @@ class Returns(Postings):
             else:
                 take = max(base, 0) * wanted // remaining
             earned_now = base + to_minor(Decimal(terms.get("extra_points", "0")))
+            # What a campaign or A/B test gave the rows shrinks with them (its cost).
+            if tests := placement.shrunk(terms.get("tests"), entries, take, base):
+                details["tests"] = tests
         earned_now += to_minor(Decimal(_terms(entries).get("promo_points", "0")))
         # The source's entries are its earnings and the redemptions that paid for it; what
         # they net short of the earnings is redeemed points not given back yet.

@@ -130,7 +130,8 @@ class Claims(Postings):
         # the claim's commit and this line left staff untold, and its retry tells them.
         if claim.status == "issued":
             triggers.record(self.db, [triggers.Transition(
-                result.account_id, triggers.REWARD_CLAIMED, f"reward_claim:{claim.id}")])
+                result.account_id, triggers.REWARD_CLAIMED, f"reward_claim:{claim.id}")],
+                program=self.program)
         return Claimed(claim, result)
 
     def _check(self, session: Session, account: Account, reward: models.Reward,

@@ -15,7 +15,7 @@ from alembic import op
 import connector.schema
 
 revision = "0022"
-down_revision = "0016"
+down_revision = "0020"
 branch_labels = None
 depends_on = None
 
