@@ -7,6 +7,7 @@ import json
 import math
 import shutil
 from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP
 from decimal import Decimal as D
 from html import unescape
 from pathlib import Path
@@ -702,3 +703,29 @@ def test_a_campaigns_control_group_through_bitrix24_deals(
     assert result.cost_points == D(30) * (treated - 1) + D(60)
     assert result.recorded == {TREATED: treated, CONTROL: 8 - treated}
     h.services.close()
+
+
+@pytest.mark.storage
+def test_the_money_views_roi_takes_the_incremental_revenue_of_the_ended_campaigns(
+        db: Database, ledger: Ledger, clock: Clock) -> None:
+    from connector.economics.money import money_view
+
+    treated, control = split(db, ledger, 10, SPRING, "0.5")
+    nt, nc = len(treated), len(control)
+    ledger.accrue(treated[0], D("3000"), key="t0", source="deal-t0")
+    ledger.accrue(control[0], D("1000"), key="c0", source="deal-c0")
+    ledger.redeem(treated[0], D("40"), key="pay", purchase_amount=D("1000"), source="deal-pay")
+    clock.now = AFTER
+    march = datetime(2026, 2, 28, 21, tzinfo=UTC)  # local midnight, Europe/Moscow
+    settings = ledger.program.settings
+    with db.transaction(write=False) as session:
+        view = money_view(session, settings, since=march, until=AFTER, at=AFTER)
+        later = money_view(session, settings, since=AFTER, until=AFTER + timedelta(days=30),
+                           at=AFTER)
+    # Incremental: (3000 / nt - 1000 / nc) * nt; cost: the 40 points redeemed at 1 each.
+    incremental = ((D(3000) / nt - D(1000) / nc) * nt).quantize(D("0.01"))
+    assert view.cost == D("40.00")
+    assert view.incremental_revenue == incremental
+    assert view.roi == ((incremental - D(40)) / D(40)).quantize(D("0.0001"), ROUND_HALF_UP)
+    # No campaign with a control group ended in April: no ROI is stated.
+    assert later.incremental_revenue is None and later.roi is None

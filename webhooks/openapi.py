@@ -429,8 +429,12 @@ def _economics_schemas(timestamp: Schema) -> Schema:
         "breakage": rate, "cost_share": rate, "churn": rate,
         "previously_active": {"type": "integer"}, "churned": {"type": "integer"},
         "ltv_tiers": ltv, "ltv_segments": ltv,
-        "roi": {**NULLABLE_DECIMAL, "description": "null until a campaign with a holdout "
-                                                   "group has reported"},
+        "incremental_revenue": {**NULLABLE_DECIMAL, "description": (
+            "what the campaigns with a holdout group that ended in the period brought beyond "
+            "their control groups; null when none did")},
+        "roi": {"type": ["string", "null"], "pattern": r"^-?[0-9]+\.[0-9]{4}$",
+                "description": "(incremental revenue − cost) / cost; null without "
+                               "incremental revenue or cost"},
     }
     return {"MoneyView": {"type": "object", "required": list(properties),
                           "properties": properties}}

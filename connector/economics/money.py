@@ -17,10 +17,12 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, aliased
 
+from connector.campaigns.report import incremental_revenue
 from connector.config import SEGMENTS, ProgramSettings
 from connector.i18n import Translator
 from connector.ledger.models import ENTRY_KINDS, Account, Allocation, Entry, Lot
 from connector.money import from_minor, to_minor
+from connector.program import Program
 from connector.rewards import stats as rewards
 
 CENT = Decimal("0.01")
@@ -88,9 +90,11 @@ class MoneyView:
     churn: Decimal | None
     ltv_tiers: list[LTVRow] = field(default_factory=list)
     ltv_segments: list[LTVRow] = field(default_factory=list)
-    # ROI = (incremental revenue - cost) / cost needs the incremental revenue of a campaign
-    # measured against its holdout (control) group; until one has reported it stays None:
-    # revenue of members alone would credit the program with sales it did not cause.
+    # ROI = (incremental revenue - cost) / cost, the incremental revenue being what the
+    # campaigns with a holdout (control) group that ended in the period brought beyond their
+    # control groups; None when none did, or nothing cost: revenue of members alone would
+    # credit the program with sales it did not cause.
+    incremental_revenue: Decimal | None = None
     roi: Decimal | None = None
 
     def as_json(self) -> dict[str, Any]:
@@ -133,6 +137,7 @@ def money_view(session: Session, program: ProgramSettings, *, since: datetime,
     redeemed_cost = to_money(redeemed, value)
     reward_cost = to_money(claims.points, value)
     cost = redeemed_cost + reward_cost
+    incremental = incremental_revenue(session, Program(program), since, until)
     return MoneyView(
         since=since, until=until, at=at, currency=program.currency, point_value=value,
         outstanding_points=owed, liability=to_money(owed, value),
@@ -149,6 +154,8 @@ def money_view(session: Session, program: ProgramSettings, *, since: datetime,
         ltv_tiers=ltv_by(session, Account.tier, [tier.name for tier in program.tiers],
                          every=True),
         ltv_segments=ltv_by(session, Account.segment, list(SEGMENTS)),
+        incremental_revenue=incremental,
+        roi=share(incremental - cost, cost) if incremental is not None and cost > 0 else None,
     )
 
 
