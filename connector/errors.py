@@ -159,6 +159,12 @@ class RewardNotFoundError(LedgerError):
     code = "reward_not_found"
 
 
+class InvalidScoreError(LedgerError):
+    """An NPS answer that is not a whole number from 0 to 10."""
+
+    code = "invalid_score"
+
+
 class IdempotencyConflictError(LedgerError):
     """The idempotency key was already used for a different operation, account or request."""
 
