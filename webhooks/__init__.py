@@ -28,6 +28,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         errors,
         health,
         metrics,
+        nps_api,
         openapi,
         rewards_api,
     )
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(rewards_api.bp)
+    app.register_blueprint(nps_api.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(bitrix24.bp)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -107,7 +107,7 @@ class Answers:
             raise ValueError(f"unknown NPS source {source!r}")
         if not source_key or len(source_key) > 255:
             raise InvalidScoreError("an answer needs a key of 1 to 255 characters")
-        at = occurred_at or self.clock()
+        at = (occurred_at or self.clock()).astimezone(UTC)
         account_id = self.ledger.open_account(ref)
         answer, duplicate = self._store(account_id, value, source, source_key, raw, at)
         if answer.account_id != account_id or answer.score != value:
