@@ -328,6 +328,12 @@ def _date(value: Any, zone: ZoneInfo) -> date | None:
     return None
 
 
+def nps_score(lead: Mapping[str, Any], code: str | None) -> str | None:
+    """The text of the lead's NPS field (type numeric: API v4 gives `{"value": "9"}`, a
+    string), as promo_code reads it; connector.nps parses it."""
+    return referred_by(lead, code)
+
+
 def promo_code(lead: Mapping[str, Any], code: str | None) -> str | None:
     """The promo code in the lead's field (by its field code), as a v4 lead or a v2
     webhook shows custom fields (the format referred_by reads)."""

@@ -18,6 +18,7 @@ from connector.crm.bitrix24 import Bitrix24Client, tokens_from
 from connector.errors import CRMAuthError, CRMError, RetriableCRMError
 from connector.inbox import InboxItem
 from connector.ledger.views import AccountRef
+from connector.nps import capture as nps_capture
 from connector.privacy.erase import erase
 from connector.products import rules as products
 from connector.referrals.linking import Linker
@@ -166,6 +167,10 @@ class Bitrix24Processor:
             comment=f"deal {deal_id}", rows=state.rows,
             promo_code=str(code) if code else None)
         record(self.services.db, from_results(results, deal_id=deal_id))
+        if self.settings.nps_field:
+            nps_capture.from_field(self.services, ref, fetched.found[key].get(
+                self.settings.nps_field), source="bitrix24:field", entity=source,
+                raw=fetched.found[key], actor=ACTOR)
         if ref is not None:
             account_id = self.ledger.account_id(ref)
             if account_id is not None:
