@@ -15,6 +15,7 @@ from connector.cli import (
     imports,
     inbox,
     ledger,
+    nps,
     operations,
     privacy,
     rewards,
@@ -25,5 +26,5 @@ from connector.cli import (
 from connector.cli.base import cli, main
 
 __all__ = ["card", "cli", "codes", "crm", "demo", "doctor", "economics", "imports", "inbox",
-           "ledger", "main", "operations", "privacy", "rewards", "secrets", "service",
+           "ledger", "main", "nps", "operations", "privacy", "rewards", "secrets", "service",
            "writeback"]
