@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         health,
         metrics,
         nps_api,
+        nps_dashboard,
         openapi,
         rewards_api,
     )
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(nps_api.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(dashboard.bp)
+    app.register_blueprint(nps_dashboard.bp)
     app.register_blueprint(bitrix24.bp)
     app.register_blueprint(bitrix24_actions.bp)
     app.register_blueprint(bitrix24_tab.bp)
