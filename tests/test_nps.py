@@ -251,3 +251,16 @@ def test_api_refuses_unknown_fields_and_the_future(api: Api) -> None:
                       key="k")
     assert future.status_code == 400 and "future" in future.json["detail"]
     assert api.get("/api/v1/nps?day=3").status_code == 400
+
+
+def test_erasing_the_customer_clears_the_raw_records_and_keeps_the_scores(
+        services: Services) -> None:
+    from connector.privacy.erase import erase
+
+    services.nps.record(A, 9, source="bitrix24:field", source_key="k1",
+                        raw={"ID": "7", "NAME": "Anna"})
+    report = erase(services.db, A, reason="asked", by="test", clock=services.ledger.clock)
+    assert report.removed["nps_answers"] == 1
+    with services.db.transaction(write=False) as session:
+        stored = session.scalars(select(NPSAnswer)).one()
+    assert stored.raw is None and stored.score == 9
