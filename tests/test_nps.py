@@ -251,6 +251,9 @@ def test_api_refuses_unknown_fields_and_the_future(api: Api) -> None:
                       key="k")
     assert future.status_code == 400 and "future" in future.json["detail"]
     assert api.get("/api/v1/nps?day=3").status_code == 400
+    bad_date = api.post("/api/v1/nps", {**ANNA, "score": 5, "occurred_at": "2026-13-45T99:99"},
+                        key="k")
+    assert bad_date.status_code == 400 and "occurred_at" in bad_date.json["detail"]
 
 
 def test_erasing_the_customer_clears_the_raw_records_and_keeps_the_scores(

@@ -48,7 +48,10 @@ def record() -> ResponseReturnValue:
     fields.finish()
     occurred_at = None
     if moment is not None:
-        parsed = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+        try:
+            parsed = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+        except ValueError:
+            raise invalid("occurred_at", "not a date and time (e.g. 2026-03-01T12:00)") from None
         occurred_at = parsed if parsed.tzinfo else parsed.replace(
             tzinfo=services.settings.program.zone)
         if occurred_at > services.ledger.clock() + timedelta(minutes=5):
