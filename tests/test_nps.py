@@ -181,6 +181,20 @@ def test_bonus_once_per_period(services: Services) -> None:
     assert keys[0].endswith(":90d:2025-12-08") and keys[1].endswith(":90d:2026-03-08")
 
 
+def test_a_bonus_granted_but_not_noted_is_noted_by_the_replay(services: Services) -> None:
+    """The process stopped between the bonus entry and noting it on the answer: the same
+    source event again notes it, and grants nothing more."""
+    first = answer(services, A, 9, at(2, 10), "a1")
+    with services.db.transaction() as session:
+        session.execute(update(NPSAnswer).values(bonus_entry_id=None))
+    replay = answer(services, A, 9, at(2, 10), "a1")
+    assert replay.duplicate and replay.bonus_entry_id == first.bonus_entry_id
+    assert replay.bonus_points == D("50.00")
+    other = answer(services, A, 4, at(2, 11), "a2")  # the period's bonus is a1's, not a2's
+    assert other.bonus_entry_id is None and other.bonus_points == D("0")
+    assert services.ledger.account(A).balance == D("50.00")
+
+
 def test_no_bonus_configured_no_entry(services: Services, settings: Any) -> None:
     services.nps.settings = settings.program.nps.model_copy(update={"bonus": D(0)})
     assert answer(services, A, 9, at(2, 10), "a1").bonus_points == D("0")

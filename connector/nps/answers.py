@@ -165,8 +165,17 @@ class Answers:
             points=self.settings.bonus, actor=actor or answer.source,
             comment=f"NPS answer {answer.score}",
             source_data={"nps_answer": answer.id, "period_start": start.isoformat()})
-        if result.duplicate or result.entry_id is None:
+        if result.entry_id is None:
             return Decimal(0), None
+        if result.duplicate:
+            # The period's bonus stands already: another answer's, or this one's when the
+            # process stopped before noting it (then it is noted now).
+            with self.db.transaction(write=False) as session:
+                entry = session.get(Entry, result.entry_id)
+                earned_here = entry is not None and \
+                    (entry.source_data or {}).get("nps_answer") == answer.id
+            if not earned_here:
+                return Decimal(0), None
         with self.db.transaction() as session:
             session.execute(update(NPSAnswer).where(NPSAnswer.id == answer.id)
                             .values(bonus_entry_id=result.entry_id))
