@@ -106,7 +106,7 @@ class Answers:
         if source not in SOURCES:
             raise ValueError(f"unknown NPS source {source!r}")
         if not source_key or len(source_key) > 255:
-            raise InvalidScoreError("an answer needs a key of 1 to 255 characters")
+            raise ValueError("an answer needs a source key of 1 to 255 characters")
         at = (occurred_at or self.clock()).astimezone(UTC)
         account_id = self.ledger.open_account(ref)
         answer, duplicate = self._store(account_id, value, source, source_key, raw, at)
