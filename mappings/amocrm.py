@@ -187,6 +187,11 @@ def element_fields(element: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     return out
 
 
+def in_pipelines(lead: Mapping[str, Any], pipelines: list[int]) -> bool:
+    """The lead's pipeline is one amocrm.pipelines includes (all when it is empty)."""
+    return not pipelines or int(lead.get("pipeline_id") or 0) in pipelines
+
+
 def purchase_state(lead: Mapping[str, Any], *, portal: str, pipelines: list[int],
                    rows: tuple[ProductRow, ...] | None = None) -> PurchaseState:
     """A lead in status 142 of an included pipeline is a purchase of its price by its main
@@ -214,7 +219,7 @@ def purchase_state(lead: Mapping[str, Any], *, portal: str, pipelines: list[int]
         return nothing("lead is deleted")
     if int(lead.get("status_id") or 0) != WON:
         return nothing("lead is not won (status 142)")
-    if pipelines and int(pipeline or 0) not in pipelines:
+    if not in_pipelines(lead, pipelines):
         return nothing(f"pipeline {pipeline} is not in amocrm.pipelines")
     if contact_id is None:
         return nothing("lead has no contact")

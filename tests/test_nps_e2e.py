@@ -89,6 +89,27 @@ def test_bitrix24_a_deal_with_a_score_records_it_once(b24: B24Harness) -> None:
     assert [a for a in answers(b24.services) if a[0] == str(boris)] == []
 
 
+def test_bitrix24_a_funnel_outside_deal_categories_is_outside_nps(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
+        clock: Clock) -> None:
+    """bitrix24.deal_categories = ["0"]: a score on a deal of funnel 1 (left out of the
+    program, as its purchases are) records nothing and earns no bonus; funnel 0's does."""
+    with installed_app(tmp_path, database_url, portal, time, clock, adjust=with_nps,
+                       deal_categories=["0"]) as h:
+        anna = h.portal.add_contact(NAME="Anna")
+        h.process()
+        h.portal.add_deal(contact_ids=[anna], STAGE_ID="C1:NEW", CATEGORY_ID="1",
+                          UF_CRM_LOYALTY_NPS="9")
+        h.process()
+        assert answers(h.services) == []
+        assert h.balance(anna) == D("100.00")  # the welcome bonus alone
+        h.portal.add_deal(contact_ids=[anna], STAGE_ID="NEW", CATEGORY_ID="0",
+                          UF_CRM_LOYALTY_NPS="9")
+        h.process()
+        assert answers(h.services) == [(str(anna), 9, "bitrix24:field")]
+        assert h.balance(anna) == D("150.00")
+
+
 def test_bitrix24_robot_records_the_score_and_answers(b24: B24Harness) -> None:
     anna = b24.portal.add_contact(NAME="Anna")
     b24.process()
@@ -176,6 +197,29 @@ def test_amocrm_a_lead_with_a_score_records_it_once(amo: AmoHarness) -> None:
     amo.process()
     assert answers(amo.services) == [(str(anna), 7, "amocrm:field")]
     assert amo.balance(amo_ref(anna)) == D("50.00")
+
+
+def test_amocrm_a_pipeline_outside_pipelines_is_outside_nps(
+        tmp_path: Path, database_url: str, account: FakeAmoCRM, time: ManualClock,
+        clock: Clock) -> None:
+    """amocrm.pipelines = [3104455]: a score on a lead of another pipeline (left out of the
+    program, as its purchases are) records nothing; one in 3104455 does."""
+    settings = with_nps(amo_settings(tmp_path, database_url, account, pipelines=[3104455]))
+    with running(settings, account, time, clock) as h:
+        h.connector.installer.install()
+        anna = 10971465
+        h.account.put_contact(anna)
+        h.account.put_lead(1, contact=anna, price=1000, status=20067736, pipeline=5555555,
+                           custom_fields_values=nps_field(h.account, "9"))
+        h.hook("leads", "update", status(1, 20067736))
+        h.process()
+        assert answers(h.services) == []  # no account opened for it either
+        h.account.put_lead(2, contact=anna, price=1000, status=20067736,
+                           custom_fields_values=nps_field(h.account, "9"))
+        h.hook("leads", "update", status(2, 20067736))
+        h.process()
+        assert answers(h.services) == [(str(anna), 9, "amocrm:field")]
+        assert h.balance(amo_ref(anna)) == D("50.00")
 
 
 def test_amocrm_pipeline_action_records_the_score_with_a_note(amo: AmoHarness) -> None:

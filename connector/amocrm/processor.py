@@ -257,7 +257,8 @@ class AmoCRMProcessor:
             promo_code=amo.promo_code(lead, field) if field else None)
         if notify:
             record(self.services.db, from_results(results, deal_id=lead_id))
-        if self.settings.nps_field:
+        # A pipeline left out of the program is left out of NPS too: its leads earn nothing.
+        if self.settings.nps_field and amo.in_pipelines(lead, self.settings.pipelines):
             nps_capture.from_field(self.services, ref, amo.nps_score(
                 lead, self.settings.nps_field), source="amocrm:field", entity=source,
                 raw=lead, actor=ACTOR)

@@ -167,7 +167,9 @@ class Bitrix24Processor:
             comment=f"deal {deal_id}", rows=state.rows,
             promo_code=str(code) if code else None)
         record(self.services.db, from_results(results, deal_id=deal_id))
-        if self.settings.nps_field:
+        categories = self.settings.deal_categories
+        # A funnel left out of the program is left out of NPS too: its deals earn nothing.
+        if self.settings.nps_field and (not categories or state.category in categories):
             nps_capture.from_field(self.services, ref, fetched.found[key].get(
                 self.settings.nps_field), source="bitrix24:field", entity=source,
                 raw=fetched.found[key], actor=ACTOR)
