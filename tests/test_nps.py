@@ -3,7 +3,7 @@ concurrency), and the report on hand-checked small books, on SQLite and PostgreS
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal as D
 from typing import Any
 
@@ -149,6 +149,34 @@ def test_one_answer_per_source_event(services: Services) -> None:
         answer(services, A, 9, at(3, 2), "deal:7:8")
     with services.db.transaction(write=False) as session:
         assert session.scalar(select(func.count()).select_from(NPSAnswer)) == 1
+
+
+def test_a_deal_field_back_to_an_earlier_score_is_a_new_answer(services: Services,
+                                                               clock: Clock) -> None:
+    """The field read on every event of deal 7: 8, 8 (another edit), 3, then 8 again (the
+    customer asked again) are three answers, the latest an 8; deal 70's 8 is its own."""
+    from connector.nps.capture import from_field
+
+    def read(value: str, deal: str = "7") -> Recorded | None:
+        clock.advance(minutes=1)
+        return from_field(services, A, value, source="bitrix24:field",
+                          entity=f"bitrix24:{PORTAL}:deal:{deal}", raw={"ID": deal}, actor="t")
+
+    first = read("8")
+    assert first is not None and not first.duplicate
+    again = read("8")
+    assert again is not None and again.duplicate and again.answer_id == first.answer_id
+    assert read("3") is not None
+    back = read("8")
+    assert back is not None and not back.duplicate and back.answer_id != first.answer_id
+    assert getattr(read("8.0"), "answer_id", None) == back.answer_id
+    figures = report(services, at(1, 1), clock() + timedelta(minutes=1))
+    assert figures.overall == Tally(passives=1) and figures.answers == 3  # A's latest: 8
+    other = read("8", deal="70")
+    assert other is not None and other.answer_id not in (first.answer_id, back.answer_id)
+    with services.db.transaction(write=False) as session:
+        scores = session.scalars(select(NPSAnswer.score).order_by(NPSAnswer.id)).all()
+    assert scores == [8, 3, 8, 8]
 
 
 def test_the_raw_record_is_kept_beside_the_answer(services: Services) -> None:

@@ -79,6 +79,9 @@ def test_bitrix24_a_deal_with_a_score_records_it_once(b24: B24Harness) -> None:
     b24.process()
     assert answers(b24.services)[-1] == (str(anna), 4, "bitrix24:field")
     assert b24.balance(anna) == D("150.00")
+    b24.portal.update_deal(deal, UF_CRM_LOYALTY_NPS="9")  # asked again: back to 9, a new answer
+    b24.process()
+    assert [score for _, score, _ in answers(b24.services)] == [9, 4, 9]
     with b24.services.db.transaction(write=False) as session:
         raw = session.scalars(select(NPSAnswer.raw).order_by(NPSAnswer.id)).first()
     assert raw is not None and raw["ID"] == str(deal) and raw["UF_CRM_LOYALTY_NPS"] == "9"

@@ -119,6 +119,29 @@ class Answers:
         return Recorded(answer.id, answer.account_id, answer.score, answer.source,
                         answer.occurred_at, duplicate, points, entry_id, start)
 
+    def record_field(self, ref: AccountRef, score: int, *, source: str, entity: str,
+                     raw: dict[str, Any] | None, actor: str) -> Recorded:
+        """The value of a deal's (lead's) NPS field, read on every event of the deal: a new
+        answer when it differs from the last answer read from this deal (another score, or
+        another contact), else that answer again. A customer asked again who moves the deal
+        from 8 to 3 and back to 8 has answered three times, the latest an 8."""
+        prefix = f"{entity}:nps:"
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        account_id = self.ledger.open_account(ref)
+        with self.db.transaction(write=False) as session:
+            read = session.execute(
+                select(NPSAnswer.account_id, NPSAnswer.score, NPSAnswer.source_key)
+                .where(NPSAnswer.source == source,
+                       NPSAnswer.source_key.like(pattern, escape="\\"))
+                .order_by(NPSAnswer.id.desc())).all()
+        if read and (read[0].account_id, read[0].score) == (account_id, score):
+            key = read[0].source_key
+        else:
+            # Numbered: the same score after another one is a new key. Two workers reading
+            # the same change make the same key, and the UNIQUE key keeps one answer.
+            key = f"{prefix}{len(read) + 1}:{score}"
+        return self.record(ref, score, source=source, source_key=key, raw=raw, actor=actor)
+
     def _store(self, account_id: int, score: int, source: str, source_key: str,
                raw: dict[str, Any] | None, at: datetime) -> tuple[NPSAnswer, bool]:
         try:

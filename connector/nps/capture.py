@@ -1,9 +1,11 @@
 """Answers read from a CRM's deal / lead field `nps`, on every event of the deal or lead.
 
 The field keeps its value after it is read, and every later edit of the deal sends the deal
-again: the answer's key is the deal and the score, so a deal holds one answer per score (a
-customer asked again who answers the same on the same deal counts once; a new score on the
-deal is a new answer). A value that is not 0-10 is logged and left: the deal's purchase is
+again: a value is a new answer only when it differs from the last one read from the deal
+(8, then 3, then 8 again are three answers, the latest an 8); the same value seen again is
+that answer again. A customer asked again who gives the very score the field already holds
+leaves no trace in the deal, so it is not a new answer: the robot, the API or the CLI
+record one. A value that is not 0-10 is logged and left: the deal's purchase is
 settled all the same.
 """
 
@@ -30,5 +32,5 @@ def from_field(services: Services, ref: AccountRef | None, value: object, *, sou
     except InvalidScoreError as exc:
         log.warning("%s: NPS field not read: %s", entity, exc.detail)
         return None
-    return services.nps.record(ref, score, source=source, source_key=f"{entity}:nps:{score}",
-                               raw=raw, actor=actor)
+    return services.nps.record_field(ref, score, source=source, entity=entity, raw=raw,
+                                     actor=actor)
