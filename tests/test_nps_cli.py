@@ -70,6 +70,23 @@ def test_record_says_what_was_recorded_and_the_bonus(run: Run) -> None:
     assert json.loads(second.output)["bonus_points"] == "0"  # the period's bonus is paid
 
 
+def test_record_says_it_in_the_program_language(tmp_path: Path) -> None:
+    """language = "ru": the whole line in Russian, the group's name too."""
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.format(db=tmp_path / "cli.db").replace(
+        'language = "en"', 'language = "ru"'), encoding="utf-8")
+
+    def invoke(*args: str) -> Result:
+        return CliRunner().invoke(cli, ["--config", str(config), *args])
+
+    assert invoke("db", "upgrade").exit_code == 0
+    said = [record(invoke, contact, score, "2026-03-10 12:00").output.strip()
+            for contact, score in (("1", "9"), ("2", "7"), ("3", "2"))]
+    assert [line.split(" (")[1].split(")")[0] for line in said] == \
+        ["промоутер", "нейтральный", "критик"], said
+    assert said[0].startswith("записано 9 (промоутер) для bitrix24:acme.bitrix24.ru:contact:1")
+
+
 @pytest.mark.parametrize("score", ["11", "12", "7.5", "ten"])
 def test_a_bad_score_is_one_line_naming_the_fix(run: Run, score: str) -> None:
     refused = record(run, "1", score, "2026-03-10 12:00")

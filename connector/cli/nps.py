@@ -18,9 +18,13 @@ from connector.cli.base import (
     pass_runtime,
 )
 from connector.cli.ledger import _period
-from connector.i18n import translator
+from connector.i18n import N_, translator
 from connector.ledger.views import AccountRef
 from connector.stats import nps_in_period, nps_rows
+
+# The JSON keeps promoter / passive / detractor; the line says them in the program's language.
+CATEGORY_NAMES = {"promoter": N_("promoter"), "passive": N_("passive"),
+                  "detractor": N_("detractor")}
 
 
 @cli.group()
@@ -52,7 +56,7 @@ def nps_record(runtime: Runtime, ref: AccountRef, score: str, key: str | None,
         return
     t = translator(runtime.settings.program.language)
     line = t._("recorded %(score)s (%(category)s) for %(ref)s", score=recorded.score,
-               category=recorded.category, ref=str(ref))
+               category=CATEGORY_NAMES[recorded.category].render(t), ref=str(ref))
     if recorded.duplicate:
         line = t._("already recorded under this key: %(score)s for %(ref)s",
                    score=recorded.score, ref=str(ref))
