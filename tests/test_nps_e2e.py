@@ -67,7 +67,8 @@ def test_bitrix24_install_creates_the_nps_deal_field_and_the_robot(b24: B24Harne
 def test_bitrix24_a_deal_with_a_score_records_it_once(b24: B24Harness) -> None:
     anna = b24.portal.add_contact(NAME="Anna")
     deal = b24.portal.add_deal(contact_ids=[anna], STAGE_ID="NEW", OPPORTUNITY="1000.00",
-                               UF_CRM_LOYALTY_NPS="9")
+                               UF_CRM_LOYALTY_NPS="9", TITLE="Anna Petrova +79001234567",
+                               COMMENTS="lives at 1 Lenina St")
     b24.process()
     assert answers(b24.services) == [(str(anna), 9, "bitrix24:field")]
     assert b24.balance(anna) == D("150.00")  # welcome 100 + the answer's 50
@@ -85,6 +86,9 @@ def test_bitrix24_a_deal_with_a_score_records_it_once(b24: B24Harness) -> None:
     with b24.services.db.transaction(write=False) as session:
         raw = session.scalars(select(NPSAnswer.raw).order_by(NPSAnswer.id)).first()
     assert raw is not None and raw["ID"] == str(deal) and raw["UF_CRM_LOYALTY_NPS"] == "9"
+    assert raw["STAGE_ID"] == "NEW" and raw["CONTACT_ID"] == str(anna)
+    # What may name the customer stays in the CRM, as with a purchase's record.
+    assert "Anna" not in str(raw) and "Lenina" not in str(raw)
 
     boris = b24.portal.add_contact(NAME="Boris")
     b24.portal.add_deal(contact_ids=[boris], STAGE_ID="NEW", UF_CRM_LOYALTY_NPS="12")
@@ -200,6 +204,10 @@ def test_amocrm_a_lead_with_a_score_records_it_once(amo: AmoHarness) -> None:
     amo.process()
     assert answers(amo.services) == [(str(anna), 7, "amocrm:field")]
     assert amo.balance(amo_ref(anna)) == D("50.00")
+    with amo.services.db.transaction(write=False) as session:
+        raw = session.scalars(select(NPSAnswer.raw)).one()
+    assert raw is not None and (raw["id"], raw["LOYALTY_NPS"]) == (1, "7")
+    assert raw["contact_id"] == str(anna) and "Lead 1" not in str(raw)  # not the lead's name
 
 
 def test_amocrm_a_pipeline_outside_pipelines_is_outside_nps(

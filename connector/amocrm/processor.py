@@ -259,9 +259,12 @@ class AmoCRMProcessor:
             record(self.services.db, from_results(results, deal_id=lead_id))
         # A pipeline left out of the program is left out of NPS too: its leads earn nothing.
         if self.settings.nps_field and amo.in_pipelines(lead, self.settings.pipelines):
-            nps_capture.from_field(self.services, ref, amo.nps_score(
-                lead, self.settings.nps_field), source="amocrm:field", entity=source,
-                raw=lead, actor=ACTOR)
+            value = amo.nps_score(lead, self.settings.nps_field)
+            # The lead's figures and the answer, as a purchase keeps them: not its name or
+            # other fields, which may name the customer.
+            nps_capture.from_field(self.services, ref, value, source="amocrm:field",
+                                   entity=source, actor=ACTOR,
+                                   raw={**state.raw, self.settings.nps_field: value})
         if ref is not None and (account_id := self.ledger.account_id(ref)) is not None:
             mirror.remember_deal(self.services.db, account_id, lead_id)
         return len(results), None if state.contact_id else f"lead {lead_id}: {state.reason}"

@@ -170,9 +170,12 @@ class Bitrix24Processor:
         categories = self.settings.deal_categories
         # A funnel left out of the program is left out of NPS too: its deals earn nothing.
         if self.settings.nps_field and (not categories or state.category in categories):
-            nps_capture.from_field(self.services, ref, fetched.found[key].get(
-                self.settings.nps_field), source="bitrix24:field", entity=source,
-                raw=fetched.found[key], actor=ACTOR)
+            value = fetched.found[key].get(self.settings.nps_field)
+            # The deal's figures and the answer, as a purchase keeps them: not its title,
+            # comments or other fields, which may name the customer.
+            nps_capture.from_field(self.services, ref, value, source="bitrix24:field",
+                                   entity=source, actor=ACTOR,
+                                   raw={**state.raw, self.settings.nps_field: value})
         if ref is not None:
             account_id = self.ledger.account_id(ref)
             if account_id is not None:
