@@ -192,6 +192,23 @@ def test_amocrm_install_creates_the_numeric_lead_field(amo: AmoHarness) -> None:
     assert amo.account.state.lead_fields == []
 
 
+def test_the_fake_amocrm_refuses_a_field_type_it_does_not_know(amo: AmoHarness) -> None:
+    """POST /api/v4/leads/custom_fields: type and name are required, the type one of the
+    documented ones (numeric, not "number" or "integer"); multitext on contacts only."""
+    from connector.errors import CRMError
+
+    before = list(amo.account.state.lead_fields)
+    for wrong in ({"name": "NPS", "type": "number", "code": "X_NPS"},
+                  {"name": "NPS", "type": "integer", "code": "X_NPS"},
+                  {"name": "NPS", "code": "X_NPS"}, {"type": "numeric", "code": "X_NPS"},
+                  {"name": "Phones", "type": "multitext", "code": "X_PHONES"}):
+        with pytest.raises(CRMError, match="validation failed"):
+            amo.client.request("POST", "/api/v4/leads/custom_fields", json=[wrong])
+    assert amo.account.state.lead_fields == before
+    amo.client.request("POST", "/api/v4/contacts/custom_fields",
+                       json=[{"name": "Phones", "type": "multitext", "code": "X_PHONES"}])
+
+
 def test_amocrm_a_lead_with_a_score_records_it_once(amo: AmoHarness) -> None:
     amo.connector.installer.install()
     anna = 10971465
