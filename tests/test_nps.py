@@ -278,6 +278,19 @@ def test_api_records_an_answer_once(api: Api, clock: Clock) -> None:
     assert year["by_tier"]["Bronze"]["promoters"] == 1
 
 
+def test_api_needs_the_admin_token(api: Api, services: Services) -> None:
+    """As the rest of /api/v1: no bearer token or a wrong one is a 401, and nothing is
+    recorded."""
+    body = {**ANNA, "score": 9, "key": "k"}
+    assert api.client.get("/api/v1/nps").status_code == 401
+    assert api.client.post("/api/v1/nps", json=body).status_code == 401
+    wrong = api.client.post("/api/v1/nps", json=body, headers={"Authorization": "Bearer no"})
+    assert wrong.status_code == 401 and wrong.json["error"]
+    with services.db.transaction(write=False) as session:
+        assert session.scalar(select(func.count()).select_from(NPSAnswer)) == 0
+    assert api.post("/api/v1/nps", body).status_code == 201
+
+
 @pytest.mark.parametrize("score", [11, -1, 7.5, "8", True, None, [9]])
 def test_api_refuses_a_bad_score_with_a_reason(api: Api, score: object) -> None:
     refused = api.post("/api/v1/nps", {**ANNA, "score": score}, key="k")
