@@ -179,6 +179,21 @@ def test_a_deal_field_back_to_an_earlier_score_is_a_new_answer(services: Service
     assert scores == [8, 3, 8, 8]
 
 
+def test_parallel_reads_of_one_deal_field_store_one_answer(services: Services) -> None:
+    """The same deal delivered by several workers at once: one answer, one bonus."""
+    from connector.nps.capture import from_field
+
+    def read(_: int) -> Recorded | None:
+        return from_field(services, A, "6", source="amocrm:field",
+                          entity="amocrm:acme:lead:5", raw={"id": 5}, actor="t")
+
+    outcomes = in_parallel(8, read)
+    recorded = [o for o in outcomes if isinstance(o, Recorded)]
+    assert len(recorded) == 8, outcomes
+    assert len({o.answer_id for o in recorded}) == 1
+    assert services.ledger.account(A).balance == D("50.00")
+
+
 def test_the_raw_record_is_kept_beside_the_answer(services: Services) -> None:
     raw = {"ID": "7", "UF_CRM_LOYALTY_NPS": "9"}
     services.nps.record(A, "9", source="bitrix24:field", source_key="k", raw=raw)
