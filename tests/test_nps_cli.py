@@ -87,6 +87,18 @@ def test_record_says_it_in_the_program_language(tmp_path: Path) -> None:
     assert said[0].startswith("записано 9 (промоутер) для bitrix24:acme.bitrix24.ru:contact:1")
 
 
+def test_a_future_answer_is_refused(run: Run) -> None:
+    """--at in the future (a typo for 2026) would stand as the latest answer for years and
+    earn the bonus of a period not begun: refused naming --at, nothing recorded."""
+    refused = record(run, "1", "9", "2062-03-10 12:00")
+    assert refused.exit_code == 2, refused.output
+    assert "--at" in refused.output and "future" in refused.output
+    data = json.loads(run("nps", "report", "--since", "2020-01-01", "--until", "2070-01-01",
+                          "--json").output)
+    assert data["answers_all"] == 0
+    assert record(run, "1", "9", "2026-01-10 12:00").exit_code == 0
+
+
 @pytest.mark.parametrize("score", ["11", "12", "7.5", "ten"])
 def test_a_bad_score_is_one_line_naming_the_fix(run: Run, score: str) -> None:
     refused = record(run, "1", score, "2026-03-10 12:00")

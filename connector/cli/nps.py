@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import click
 
@@ -22,6 +22,7 @@ from connector.i18n import N_, translator
 from connector.ledger.views import AccountRef
 from connector.stats import nps_in_period, nps_rows
 
+FUTURE_SLACK = timedelta(minutes=5)  # the API's allowance for clocks apart
 # The JSON keeps promoter / passive / detractor; the line says them in the program's language.
 CATEGORY_NAMES = {"promoter": N_("promoter"), "passive": N_("passive"),
                   "detractor": N_("detractor")}
@@ -47,6 +48,11 @@ def nps_record(runtime: Runtime, ref: AccountRef, score: str, key: str | None,
     granted at most once per [program.nps] period."""
     services = runtime.services()
     occurred_at = moment.replace(tzinfo=runtime.settings.program.zone) if moment else None
+    # As the API: a future answer would stand as the customer's latest until then, and
+    # earn the bonus of a period not begun.
+    if occurred_at is not None and occurred_at > services.ledger.clock() + FUTURE_SLACK:
+        t = translator(runtime.settings.program.language)
+        raise click.BadParameter(t._("must not be in the future"), param_hint="--at")
     recorded = services.nps.record(
         ref, score, source="cli", source_key=ledger_key(key or f"cli-nps:{uuid.uuid4()}"),
         occurred_at=occurred_at, raw={"score": score, "at": moment.isoformat() if moment
