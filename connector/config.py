@@ -232,6 +232,9 @@ class Bitrix24Settings(_Section):
     promo_code_field: str = Field(
         "UF_CRM_LOYALTY_PROMO_CODE", pattern=r"^(UF_CRM_[A-Z0-9_]{1,43})?$",
         description="deal field holding a promo code, read when the deal is won; '': none")
+    nps_field: str = Field(
+        "UF_CRM_LOYALTY_NPS", pattern=r"^(UF_CRM_[A-Z0-9_]{1,43})?$",
+        description="deal field holding a 0-10 NPS answer, read on every deal event; '': none")
     triggers: dict[str, Bitrix24Trigger] = Field(
         default_factory=dict, description="transition -> the portal trigger it fires")
     actions_secret: SecretStr | None = Field(
@@ -362,6 +365,10 @@ class AmoCRMSettings(_Section):
     promo_code_field: str = Field(
         "LOYALTY_PROMO_CODE", pattern=r"^[A-Z0-9_]{0,64}$",
         description="lead field (code) holding a promo code, read when the lead is won; '': none")
+    nps_field: str = Field(
+        "LOYALTY_NPS", pattern=r"^[A-Z0-9_]{0,64}$",
+        description="lead field (code) holding a 0-10 NPS answer, read on every lead event; "
+                    "'': none")
     triggers: dict[str, AmoCRMTrigger] = Field(
         default_factory=_default_amocrm_triggers,
         description="transition -> what it does; merged with the defaults, false turns one off")
@@ -419,6 +426,18 @@ class Tier(_Section):
     perks: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
         default_factory=list, description="what the tier gives beyond points, as customers read "
                                           "it: card page and the CRM's perks field")
+
+
+class NPSSettings(_Section):
+    """The "how likely are you to recommend us" answers (connector.nps)."""
+
+    bonus: Points = Field(Decimal(0), description="points for answering; 0: no bonus")
+    period_days: int = Field(
+        90, ge=1, le=3660, description="the bonus at most once per account in each window of "
+                                       "this many days (counted from 1970-01-01, program time)")
+    report_days: int = Field(
+        90, ge=1, le=3660, description="the dashboard's NPS page: the period it counts by "
+                                       "default")
 
 
 class Reward(_Section):
@@ -606,6 +625,7 @@ class ProgramSettings(_Section):
     ab_test: ABTest | None = Field(None, description="an A/B test of the earning rules")
     promo: list[Promo] = Field(default_factory=list, description="promo code campaigns")
     rewards: list[Reward] = Field(default_factory=list)
+    nps: NPSSettings = Field(default_factory=NPSSettings)
     welcome_bonus: Points = Decimal(0)
     welcome_on: list[Literal["crm", "api", "cli"]] = Field(
         default_factory=lambda: ["crm"],

@@ -167,6 +167,12 @@ class UnknownCampaignError(LedgerError):
     code = "unknown_campaign"
 
 
+class InvalidScoreError(LedgerError):
+    """An NPS answer that is not a whole number from 0 to 10."""
+
+    code = "invalid_score"
+
+
 class IdempotencyConflictError(LedgerError):
     """The idempotency key was already used for a different operation, account or request."""
 

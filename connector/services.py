@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from connector.bitrix24.connector import Bitrix24Connector
     from connector.card.links import CardLinks
     from connector.metrics import Metrics
+    from connector.nps.answers import Answers
     from connector.rewards.catalogue import Catalogue
     from connector.rewards.claims import Claims
     from connector.worker import Processor
@@ -93,6 +94,14 @@ class Services:
         from connector.rewards.claims import Claims
 
         return Claims(self.db, self.program, self.rewards, clock=self.ledger.clock)
+
+    @cached_property
+    def nps(self) -> Answers:
+        """NPS answers from every channel, and the bonus for answering ([program.nps])."""
+        from connector.nps.answers import Answers
+
+        return Answers(self.db, self.ledger, self.settings.program.nps,
+                       self.settings.program.zone, clock=self.ledger.clock)
 
     @cached_property
     def bitrix24(self) -> Bitrix24Connector | None:

@@ -26,6 +26,7 @@ from connector.codes import catalog as promo_catalog
 from connector.i18n import Translator
 from connector.ledger.models import ENTRY_KINDS, Account, Entry
 from connector.money import from_minor
+from connector.nps.report import NPSReport, Tally, nps_report
 from connector.program import Program
 from connector.referrals import stats as referrals
 from connector.rewards import stats as rewards
@@ -82,6 +83,8 @@ class ProgramStats:
     # brought beyond their control groups (None: not measurable), their cost.
     campaign_effect: dict[str, Any] = field(default_factory=dict)
     # -- end of campaign effect ----------------------------------------------------------
+    # NPS in the period (connector.nps; the block at the end of this module).
+    nps: NPSReport | None = None
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -93,6 +96,8 @@ class ProgramStats:
                 value = value.isoformat()
             elif isinstance(value, dict):
                 value = dict(value)
+            elif hasattr(value, "as_json"):
+                value = value.as_json()
             data[item.name] = value
         return data
 
@@ -151,6 +156,7 @@ def program_stats(session: Session, program: Program, *, since: datetime,
         reward_points=claims.points,
         rewards_open=claims.open,
         campaign_effect=campaign_effect(session, program, since, until),  # campaign effect
+        nps=nps_in_period(session, program, since, until),
     )
 
 
@@ -289,5 +295,46 @@ def format_stats(stats: ProgramStats, zone: ZoneInfo, t: Translator) -> list[str
     ]
     # -- campaign effect (connector.campaigns.effect) --
     rows.append(effect_row(stats.campaign_effect, t))
+    rows += nps_rows(stats.nps, t)
     width = max(14, *(len(label) + 1 for label, _ in rows))
     return [f"{label:<{width}} {value}" for label, value in rows]
+
+
+# -- NPS (connector.nps) -----------------------------------------------------------------------
+# Kept in one block: each account's latest 0-10 answer in the period, overall, by tier, by RFM
+# segment and by month (connector.nps.report says how it is counted).
+def nps_in_period(session: Session, program: Program, since: datetime,
+                  until: datetime) -> NPSReport:
+    settings = program.settings
+    return nps_report(session, [tier.name for tier in settings.tiers], settings.zone,
+                      since=since, until=until)
+
+
+def nps_rows(report: NPSReport | None, t: Translator) -> list[tuple[str, str]]:
+    if report is None:
+        return []
+
+    def score(tally: Tally) -> str:
+        return "—" if tally.nps is None else t.number(tally.nps, 1)
+
+    def split(items: list[tuple[str, Tally]]) -> str:
+        shown = [f"{label} {score(tally)} ({t.number(tally.answers)})"
+                 for label, tally in items if tally.answers]
+        return ", ".join(shown) or "—"
+
+    overall = report.overall
+    rows = [(t._("NPS"), t._("%(nps)s: %(answers)s answered, %(promoters)s promoters, "
+                             "%(passives)s passives, %(detractors)s detractors",
+                             nps=score(overall), answers=t.number(overall.answers),
+                             promoters=t.number(overall.promoters),
+                             passives=t.number(overall.passives),
+                             detractors=t.number(overall.detractors)))]
+    if overall.answers:
+        rows += [
+            (t._("NPS by tier"), split(list(report.by_tier.items()))),
+            (t._("NPS by segment"), split([(code or t._("not scored"), tally)
+                                           for code, tally in report.by_segment.items()])),
+            (t._("NPS by month"), split([(t.month(month.start), month.tally)
+                                         for month in report.by_month])),
+        ]
+    return rows

@@ -180,6 +180,11 @@ def element_fields(element: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     return out
 
 
+def in_pipelines(lead: Mapping[str, Any], pipelines: list[int]) -> bool:
+    """The lead's pipeline is one amocrm.pipelines includes (all when it is empty)."""
+    return not pipelines or int(lead.get("pipeline_id") or 0) in pipelines
+
+
 def purchase_state(lead: Mapping[str, Any], *, portal: str, pipelines: list[int],
                    rows: tuple[ProductRow, ...] | None = None) -> PurchaseState:
     """A lead in status 142 of an included pipeline is a purchase of its price by its main
@@ -204,7 +209,7 @@ def purchase_state(lead: Mapping[str, Any], *, portal: str, pipelines: list[int]
         return nothing("lead is deleted")
     if int(lead.get("status_id") or 0) != WON:
         return nothing("lead is not won (status 142)")
-    if pipelines and int(pipeline or 0) not in pipelines:
+    if not in_pipelines(lead, pipelines):
         return nothing(f"pipeline {pipeline} is not in amocrm.pipelines")
     if contact_id is None:
         return nothing("lead has no contact")
@@ -316,6 +321,12 @@ def _date(value: Any, zone: ZoneInfo) -> date | None:
         except ValueError:
             continue
     return None
+
+
+def nps_score(lead: Mapping[str, Any], code: str | None) -> str | None:
+    """The text of the lead's NPS field (type numeric: API v4 gives `{"value": "9"}`, a
+    string), as promo_code reads it; connector.nps parses it."""
+    return referred_by(lead, code)
 
 
 def promo_code(lead: Mapping[str, Any], code: str | None) -> str | None:

@@ -78,7 +78,7 @@ def test_install_sync_worker_uninstall(run: Run, portal: FakeBitrix24Portal,
     kept = run("uninstall", "bitrix24")  # asks first; no answer: nothing removed
     assert kept.exit_code == 1
     assert len(loyalty_fields(portal, "CRM_CONTACT")) == len(FIELD_TYPES)
-    assert loyalty_fields(portal, "CRM_DEAL") == ["UF_CRM_LOYALTY_PROMO_CODE"]
+    assert loyalty_fields(portal, "CRM_DEAL") == ["UF_CRM_LOYALTY_PROMO_CODE", "UF_CRM_LOYALTY_NPS"]
     removed = run("uninstall", "bitrix24", "--yes")
     assert removed.exit_code == 0 and loyalty_fields(portal) == []
 

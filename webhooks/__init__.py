@@ -32,6 +32,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         health,
         metrics,
         money_dashboard,
+        nps_api,
+        nps_dashboard,
         openapi,
         rewards_api,
     )
@@ -49,10 +51,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(rewards_api.bp)
     app.register_blueprint(economics_api.bp)
     app.register_blueprint(campaigns_api.bp)
+    app.register_blueprint(nps_api.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(money_dashboard.bp)
     app.register_blueprint(campaigns_page.bp)
+    app.register_blueprint(nps_dashboard.bp)
     app.register_blueprint(bitrix24.bp)
     app.register_blueprint(bitrix24_actions.bp)
     app.register_blueprint(bitrix24_tab.bp)

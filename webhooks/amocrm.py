@@ -33,7 +33,7 @@ FORM = "application/x-www-form-urlencoded"
 # ASCII digits only: \d would also take other scripts' digits.
 ACTION = re.compile(r"bonus/[A-Za-z0-9_-]{1,51}|redeem/(max|[0-9]{1,9}(\.[0-9]{1,2})?)"
                     r"|referral/[A-Za-z0-9-]{1,32}|promo/[A-Za-z0-9-]{1,50}"
-                    r"|reward/[a-z0-9][a-z0-9_-]{0,47}")
+                    r"|reward/[a-z0-9][a-z0-9_-]{0,47}|nps/(10|[0-9])")
 
 
 def _services() -> Services:
@@ -92,15 +92,18 @@ def webhooks(secret: str) -> ResponseReturnValue:
 @bp.post("/actions/<secret>/<path:action>")
 def actions(secret: str, action: str) -> ResponseReturnValue:
     """A digital-pipeline "send webhook" action: bonus/<name>, redeem/<points|max>,
-    referral/<code>, promo/<code> or reward/<reward id>."""
+    referral/<code>, promo/<code>, reward/<reward id> or nps/<0-10>."""
     services = _services()
     if not secret_ok(services, secret):
         raise not_found()
+    if action.startswith("nps/") and not ACTION.fullmatch(action):
+        return error_response(400, "invalid_score", "nps/<score>: the score is a whole "
+                              "number from 0 to 10, e.g. /nps/9")
     if not ACTION.fullmatch(action):
         return error_response(404, "unknown_action",
                               "use /amocrm/actions/<secret>/bonus/<name> (at most 51 letters, "
                               "digits, _ or -), /redeem/<points|max>, /referral/<code>, "
-                              "/promo/<code> or /reward/<reward id>")
+                              "/promo/<code>, /reward/<reward id> or /nps/<0-10>")
     verb, _, argument = action.partition("/")
     stored = accept(services, f"action:{verb}:{argument}", request.mimetype, request_body,
                     request.headers.get("X-Amocrm-Requestid"))

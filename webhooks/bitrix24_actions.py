@@ -30,18 +30,21 @@ def _not_found() -> ApiError:
 
 @bp.route("/<secret>/<path:action>", methods=["GET", "POST"])
 def run(secret: str, action: str) -> ResponseReturnValue:
-    """accrue (the deal's purchase), bonus/<name>, redeem/<points|max>, promo/<code> or
-    reward/<id>, for the deal's contact, once per deal and action."""
+    """accrue (the deal's purchase), bonus/<name>, redeem/<points|max>, promo/<code>,
+    reward/<id> or nps/<0-10>, for the deal's contact, once per deal and action."""
     services: Services = current_app.extensions["loyalty"]
     require_enabled(services)
     configured = services.settings.bitrix24.actions_secret
     if configured is None or not same_secret(secret, configured.get_secret_value()):
         raise _not_found()
+    if action.startswith("nps/") and not actions.ACTION.fullmatch(action):
+        return error_response(400, "invalid_score", "nps/<score>: the score is a whole "
+                              "number from 0 to 10, e.g. /nps/9")
     if not actions.ACTION.fullmatch(action):
         return error_response(404, "unknown_action",
                               "use /bitrix24/actions/<secret>/accrue, /bonus/<name> (at most "
                               "51 letters, digits, _ or -), /redeem/<points|max>, "
-                              "/promo/<code> or /reward/<reward id>")
+                              "/promo/<code>, /reward/<reward id> or /nps/<0-10>")
     deal = actions.DEAL.fullmatch(request.args.get("deal_id", ""))
     if deal is None:
         return error_response(400, "invalid_action",

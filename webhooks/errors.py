@@ -22,6 +22,7 @@ from connector.errors import (
     IdempotencyConflictError,
     InsufficientPointsError,
     InvalidAmountError,
+    InvalidScoreError,
     LedgerError,
     NothingToReverseError,
     RedemptionCapError,
@@ -48,6 +49,7 @@ LEDGER_STATUS: tuple[tuple[type[LedgerError], int], ...] = (
     (RedemptionCapError, 422),
     (InvalidAmountError, 400),
     (UnknownBonusError, 400),
+    (InvalidScoreError, 400),
 )
 LEDGER_DEFAULT_STATUS = 422
 

@@ -219,6 +219,46 @@ CLAIM_ERRORS = {
 }
 
 
+NPS_TALLY: Schema = {
+    "type": "object", "required": ["nps", "answers", "promoters", "passives", "detractors"],
+    "properties": {"nps": {"type": ["string", "null"],
+                           "description": "% promoters - % detractors, one decimal"},
+                   "answers": {"type": "integer"}, "promoters": {"type": "integer"},
+                   "passives": {"type": "integer"}, "detractors": {"type": "integer"}}}
+
+
+def _nps_paths() -> Schema:
+    answer = {"type": "object", "required": ["answer_id", "score", "duplicate"],
+              "properties": {"answer_id": {"type": "integer"},
+                             "score": {"type": "integer", "minimum": 0, "maximum": 10},
+                             "duplicate": {"type": "boolean"},
+                             "bonus_points": {"type": "string"}}}
+    return {"/api/v1/nps": {
+        "post": {
+            "summary": "Record a 0-10 \"how likely are you to recommend us\" answer; the "
+                       "bonus for answering ([program.nps]) at most once per period",
+            "parameters": [IDEMPOTENCY_HEADER],
+            "requestBody": _body({**ACCOUNT_FIELDS, "key": KEY,
+                                  "score": {"type": "integer", "minimum": 0, "maximum": 10},
+                                  "occurred_at": MOMENT},
+                                 ["crm", "portal", "contact_id", "score"]),
+            "responses": {
+                "201": _ok("recorded", answer),
+                "200": _ok("a repeat of an earlier answer with the same key", answer),
+                **BODY_ERRORS,
+                "409": _error("the key was used for another answer"),
+            },
+        },
+        "get": {
+            "summary": "NPS of the last N days: overall, by tier, by RFM segment, by month",
+            "parameters": [{"name": "days", "in": "query", "required": False,
+                            "schema": {"type": "string", "pattern": "^[0-9]{1,4}$"},
+                            "description": "1..3660; default program.nps.report_days"}],
+            "responses": {"200": _ok("the report", {**NPS_TALLY, "required": ["nps"]}),
+                          **READ_ERRORS},
+        }}}
+
+
 def _reward_paths() -> Schema:
     claim_body = _body({**ACCOUNT_FIELDS, "key": KEY}, ["crm", "portal", "contact_id"])
     return {
@@ -558,6 +598,7 @@ def spec() -> Schema:
             **_reward_paths(),
             **_economics_paths(),
             **_campaign_paths(),
+            **_nps_paths(),
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",

@@ -80,7 +80,7 @@ class AmoCRMInstaller:
         report.manual.append("Digital pipeline (optional): add the stage action "
                              f"\"send webhook\" with {actions}/bonus/<name>, "
                              f"{actions}/redeem/<points|max>, {actions}/referral/<code> or "
-                             f"{actions}/promo/<code> "
+                             f"{actions}/promo/<code>, {actions}/nps/<0-10> "
                              "(amocrm.webhook_secret).")
         return report
 
@@ -90,19 +90,29 @@ class AmoCRMInstaller:
             found.update({f["code"]: f for f in page if f.get("code")})
         return found
 
+    def wanted_lead_fields(self) -> list[tuple[str, str, str]]:
+        """(code, type, name) of the lead fields the connector reads: promo_code (read when
+        the lead is won) and nps (a 0-10 answer, read on every lead event)."""
+        fields = [(self.settings.promo_code_field, "text", "Промокод"),
+                  (self.settings.nps_field, "numeric", "Оценка NPS (0-10)")]
+        return [field for field in fields if field[0]]
+
     def _lead_field(self, report: InstallReport) -> None:
-        """The lead's promo_code field: managers, forms or the Salesbot fill it; read when
-        the lead is won."""
-        code = self.settings.promo_code_field
-        if not code:
+        """The lead fields managers, forms or the Salesbot fill."""
+        wanted = self.wanted_lead_fields()
+        if not wanted:
             return
-        if code in self.lead_fields():
-            report.done.append(f"lead field {code} exists")
-            return
-        self.client.request("POST", "/api/v4/leads/custom_fields", json=[{
-            "name": "Промокод", "type": "text", "code": code, "is_api_only": False,
-            "sort": 510}])
-        report.done.append(f"created lead field {code} (text)")
+        existing = self.lead_fields()
+        missing = []
+        for code, kind, name in wanted:
+            if code in existing:
+                report.done.append(f"lead field {code} exists")
+                continue
+            missing.append({"name": name, "type": kind, "code": code, "is_api_only": False,
+                            "sort": 510 + len(missing)})
+        if missing:
+            self.client.request("POST", "/api/v4/leads/custom_fields", json=missing)
+            report.done += [f"created lead field {f['code']} ({f['type']})" for f in missing]
 
     def uninstall(self) -> InstallReport:
         report = InstallReport()
@@ -118,8 +128,9 @@ class AmoCRMInstaller:
                 self.client.request("DELETE",
                                     f"/api/v4/contacts/custom_fields/{existing[code]['id']}")
                 report.done.append(f"removed contact field {code}")
-        code = self.settings.promo_code_field
-        if code and (field := self.lead_fields().get(code)) is not None:
-            self.client.request("DELETE", f"/api/v4/leads/custom_fields/{field['id']}")
-            report.done.append(f"removed lead field {code}")
+        existing_leads = self.lead_fields()
+        for code, *_ in self.wanted_lead_fields():
+            if (field := existing_leads.get(code)) is not None:
+                self.client.request("DELETE", f"/api/v4/leads/custom_fields/{field['id']}")
+                report.done.append(f"removed lead field {code}")
         return report

@@ -18,6 +18,7 @@ from connector.crm.amocrm import PAGE_LIMIT, AmoCRMClient
 from connector.errors import CRMAuthError, CRMError, FatalCRMError, LedgerError
 from connector.inbox import InboxItem
 from connector.ledger.views import AccountRef
+from connector.nps import capture as nps_capture
 from connector.privacy.erase import erase
 from connector.products import rules as products
 from connector.referrals.linking import Linker
@@ -257,6 +258,14 @@ class AmoCRMProcessor:
         if notify:
             record(self.services.db, from_results(results, deal_id=lead_id),
                    program=self.services.program)
+        # A pipeline left out of the program is left out of NPS too: its leads earn nothing.
+        if self.settings.nps_field and amo.in_pipelines(lead, self.settings.pipelines):
+            value = amo.nps_score(lead, self.settings.nps_field)
+            # The lead's figures and the answer, as a purchase keeps them: not its name or
+            # other fields, which may name the customer.
+            nps_capture.from_field(self.services, ref, value, source="amocrm:field",
+                                   entity=source, actor=ACTOR,
+                                   raw={**state.raw, self.settings.nps_field: value})
         if ref is not None and (account_id := self.ledger.account_id(ref)) is not None:
             mirror.remember_deal(self.services.db, account_id, lead_id)
         return len(results), None if state.contact_id else f"lead {lead_id}: {state.reason}"
@@ -286,8 +295,8 @@ class AmoCRMProcessor:
     def action(self, item: InboxItem, hook: amo.Webhook,
                leads: dict[str, dict[str, Any] | None]) -> Outcome:
         """A digital-pipeline stage action: /amocrm/actions/<secret>/bonus/<name>,
-        /redeem/<points|max> or /reward/<reward id>. It waits for no answer, so the outcome
-        goes into a lead note."""
+        /redeem/<points|max>, /reward/<reward id> or /nps/<0-10>. It waits for no answer,
+        so the outcome goes into a lead note."""
         _, verb, argument = item.kind.split(":", 2)
         if verb == "promo":
             # Attached before the group's leads were settled; this writes what came of it.
@@ -313,6 +322,14 @@ class AmoCRMProcessor:
                     record(self.services.db, from_results([result], deal_id=lead_id),
                            program=self.services.program)
                     text = f"loyalty: bonus {argument} +{result.points}, balance {result.balance}"
+                elif verb == "nps":
+                    answered = self.services.nps.record(
+                        self.ref(contact), argument, source="amocrm:action", source_key=key,
+                        raw={"action": f"nps/{argument}", "lead_id": lead_id},
+                        actor="amocrm-pipeline")
+                    bonus = f", bonus +{answered.bonus_points} points" \
+                        if answered.bonus_entry_id else ""
+                    text = f"loyalty: NPS answer {answered.score} recorded{bonus}"
                 elif verb == "reward":
                     claimed = self.services.claims.claim(self.ref(contact), argument, key=key,
                                                          via="amocrm:action",

@@ -1,7 +1,7 @@
 """Actions for the portal's standard "Webhook" automation rule, which needs no app.
 
 The rule calls /bitrix24/actions/<secret>/accrue | bonus/<name> | redeem/<points|max> |
-promo/<code> | reward/<reward id> with the
+promo/<code> | reward/<reward id> | nps/<0-10> with the
 deal in the query (`deal_id={{ID}}`) and waits for no answer, like amoCRM's digital-pipeline
 actions: the receiver stores the call, and here it is applied once per deal and action (the
 same key in the inbox and in the ledger), its outcome written to the deal's timeline
@@ -36,7 +36,8 @@ ACTOR = "bitrix24-webhook-rule"
 # The inbox kind "action:bonus:<name>" fits inbox_events.kind (64) with names up to 51.
 # ASCII digits only: \d would also take other scripts' digits.
 ACTION = re.compile(r"accrue|bonus/[A-Za-z0-9_-]{1,51}|redeem/(max|[0-9]{1,9}(\.[0-9]{1,2})?)"
-                    r"|promo/[A-Za-z0-9-]{1,50}|reward/[a-z0-9][a-z0-9_-]{0,47}")
+                    r"|promo/[A-Za-z0-9-]{1,50}|reward/[a-z0-9][a-z0-9_-]{0,47}"
+                    r"|nps/(10|[0-9])")
 # The deal's ID as the rule's field insert gives it, or as a document id (DEAL_<id>).
 DEAL = re.compile(r"(?:DEAL_)?([0-9]{1,18})")
 REDEEM_ALL = Decimal("1e12")
@@ -44,8 +45,9 @@ REDEEM_ALL = Decimal("1e12")
 
 @dataclass(frozen=True)
 class Action:
-    verb: str  # accrue, bonus, redeem, promo, reward
-    # the bonus name, the points or "max", the promo code, the reward id; "" for accrue
+    verb: str  # accrue, bonus, redeem, promo, reward, nps
+    # the bonus name, the points or "max", the promo code, the reward id, the NPS score;
+    # "" for accrue
     argument: str
     deal_id: str
 
@@ -137,6 +139,8 @@ class ActionRunner:
                 return False, "Loyalty: the deal has no contact; add one to use a promo code"
             if action.verb == "reward":
                 return self._reward(ref, action)
+            if action.verb == "nps":
+                return self._nps(ref, action)
             return self._redeem(ref, action, deal, rows)
         except (LedgerError, ArithmeticError, ValueError) as exc:
             return False, f"Loyalty: {getattr(exc, 'detail', exc)}"
@@ -194,6 +198,16 @@ class ActionRunner:
                       f"{claimed.claim.code}: {-claimed.result.points} points, balance "
                       f"{claimed.result.balance}. Hand it over, then: loyalty-connector "
                       f"rewards handed {claimed.claim.code}")
+
+    def _nps(self, ref: AccountRef, action: Action) -> tuple[bool, str]:
+        """The answer in the URL (a rule per score, or a field insert), once per deal and
+        score."""
+        recorded = self.services.nps.record(
+            ref, action.argument, source="bitrix24:action",
+            source_key=key(self.portal, action.path, action.deal_id),
+            raw={"action": action.path, "deal_id": action.deal_id}, actor=ACTOR)
+        bonus = f", bonus +{recorded.bonus_points} points" if recorded.bonus_entry_id else ""
+        return True, f"Loyalty: NPS answer {recorded.score} recorded{bonus}"
 
     def _redeem(self, ref: AccountRef, action: Action, deal: dict[str, Any],
                 rows: tuple[ProductRow, ...] | None) -> tuple[bool, str]:

@@ -93,9 +93,9 @@ class Bitrix24Installer:
             if existing.get("FIELD_NAME") in names:
                 self.client.call("crm.contact.userfield.delete", {"id": existing["ID"]})
                 report.done.append(f"removed contact field {existing['FIELD_NAME']}")
+        deal_fields = {name for name, *_ in self.deal_fields()}
         for existing in list(self.client.pages("crm.deal.userfield.list")):
-            if self.settings.promo_code_field and \
-                    existing.get("FIELD_NAME") == self.settings.promo_code_field:
+            if existing.get("FIELD_NAME") in deal_fields:
                 self.client.call("crm.deal.userfield.delete", {"id": existing["ID"]})
                 report.done.append(f"removed deal field {existing['FIELD_NAME']}")
         return report
@@ -132,23 +132,34 @@ class Bitrix24Installer:
             report.done.append(f"created contact field {name} ({kind})")
         self._deal_field(report)
 
+    def deal_fields(self) -> list[tuple[str, str, str, dict[str, str]]]:
+        """(name, type, XML_ID, label) of the deal fields the connector reads: promo_code
+        (read when the deal is won) and nps (a 0-10 answer, read on every deal event); ''
+        in the settings leaves one out."""
+        fields = [(self.settings.promo_code_field, "string", "LOYALTY_PROMO_CODE",
+                   {"ru": "Промокод", "en": "Promo code"}),
+                  (self.settings.nps_field, "integer", "LOYALTY_NPS",
+                   {"ru": "Оценка NPS (0-10)", "en": "NPS score (0-10)"})]
+        return [field for field in fields if field[0]]
+
     def _deal_field(self, report: InstallReport) -> None:
-        """The deal's promo_code field: a manager or a web form fills it, the connector reads
-        it when the deal is won (crm.deal.userfield.add, the contact variant's format)."""
-        name = self.settings.promo_code_field
-        if not name:
+        """The deal fields managers or web forms fill (crm.deal.userfield.add, the contact
+        variant's format)."""
+        wanted = self.deal_fields()
+        if not wanted:
             return
-        if name in {item.get("FIELD_NAME") for item in
-                    self.client.pages("crm.deal.userfield.list")}:
-            report.done.append(f"deal field {name} exists")
-            return
-        label = {"ru": "Промокод", "en": "Promo code"}
-        self.client.call("crm.deal.userfield.add", {"fields": {
-            "FIELD_NAME": name.removeprefix(UF_PREFIX), "USER_TYPE_ID": "string",
-            "XML_ID": "LOYALTY_PROMO_CODE", "EDIT_FORM_LABEL": label,
-            "LIST_COLUMN_LABEL": label, "LIST_FILTER_LABEL": label, "SHOW_FILTER": "Y",
-            "EDIT_IN_LIST": "Y"}})
-        report.done.append(f"created deal field {name} (string)")
+        existing = {item.get("FIELD_NAME") for item in
+                    self.client.pages("crm.deal.userfield.list")}
+        for name, kind, xml_id, label in wanted:
+            if name in existing:
+                report.done.append(f"deal field {name} exists")
+                continue
+            self.client.call("crm.deal.userfield.add", {"fields": {
+                "FIELD_NAME": name.removeprefix(UF_PREFIX), "USER_TYPE_ID": kind,
+                "XML_ID": xml_id, "EDIT_FORM_LABEL": label,
+                "LIST_COLUMN_LABEL": label, "LIST_FILTER_LABEL": label, "SHOW_FILTER": "Y",
+                "EDIT_IN_LIST": "Y"}})
+            report.done.append(f"created deal field {name} ({kind})")
 
     def _events(self, report: InstallReport) -> None:
         bound = {(str(item.get("event", "")).upper(), item.get("handler"))

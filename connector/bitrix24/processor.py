@@ -18,6 +18,7 @@ from connector.crm.bitrix24 import Bitrix24Client, tokens_from
 from connector.errors import CRMAuthError, CRMError, RetriableCRMError
 from connector.inbox import InboxItem
 from connector.ledger.views import AccountRef
+from connector.nps import capture as nps_capture
 from connector.privacy.erase import erase
 from connector.products import rules as products
 from connector.referrals.linking import Linker
@@ -167,6 +168,15 @@ class Bitrix24Processor:
             promo_code=str(code) if code else None)
         record(self.services.db, from_results(results, deal_id=deal_id),
                program=self.services.program)
+        categories = self.settings.deal_categories
+        # A funnel left out of the program is left out of NPS too: its deals earn nothing.
+        if self.settings.nps_field and (not categories or state.category in categories):
+            value = fetched.found[key].get(self.settings.nps_field)
+            # The deal's figures and the answer, as a purchase keeps them: not its title,
+            # comments or other fields, which may name the customer.
+            nps_capture.from_field(self.services, ref, value, source="bitrix24:field",
+                                   entity=source, actor=ACTOR,
+                                   raw={**state.raw, self.settings.nps_field: value})
         if ref is not None:
             account_id = self.ledger.account_id(ref)
             if account_id is not None:

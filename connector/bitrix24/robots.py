@@ -28,6 +28,7 @@ ACCRUE, REDEEM, BALANCE = "loyalty_accrue", "loyalty_redeem", "loyalty_balance"
 REFER = "loyalty_referral"
 PROMO = "loyalty_promo"
 REWARD = "loyalty_reward"
+NPS = "loyalty_nps"
 _MESSAGE = {"Name": {"ru": "Сообщение", "en": "Message"}, "Type": "string"}
 _BALANCE = {"Name": {"ru": "Баланс баллов", "en": "Points balance"}, "Type": "double"}
 # bizproc.robot.add definitions (api-reference/bizproc/bizproc-robot/bizproc-robot-add.md)
@@ -102,6 +103,22 @@ ROBOTS: dict[str, dict[str, Any]] = {
             "code": {"Name": {"ru": "Код получения", "en": "Claim code"}, "Type": "string"},
             "balance": _BALANCE, "message": _MESSAGE},
     },
+    NPS: {
+        "NAME": {"ru": "Лояльность: оценка NPS от клиента",
+                 "en": "Loyalty: the customer's NPS answer"},
+        "PROPERTIES": {
+            "score": {"Name": {"ru": "Оценка 0-10 (порекомендует ли нас)",
+                               "en": "Score 0-10 (would recommend us)"},
+                      "Type": "int", "Required": "Y"},
+        },
+        "RETURN_PROPERTIES": {
+            "category": {"Name": {"ru": "Группа (promoter, passive, detractor)",
+                                  "en": "Group (promoter, passive, detractor)"},
+                         "Type": "string"},
+            "bonus": {"Name": {"ru": "Бонус за ответ", "en": "Bonus for answering"},
+                      "Type": "double"},
+            "message": _MESSAGE},
+    },
 }
 
 
@@ -151,6 +168,8 @@ class RobotRunner:
                 return self._promo(ref, call, deal)
             if call.code == REWARD:
                 return self._reward(ref, call, key)
+            if call.code == NPS:
+                return self._nps(ref, call, deal, key)
             return self._accrue(ref, call, key)
         except (LedgerError, ValueError) as exc:
             return {"message": getattr(exc, "detail", str(exc))}
@@ -203,6 +222,16 @@ class RobotRunner:
         claimed = self.services.claims.claim(ref, reward, key=key, via="bitrix24:robot",
                                              actor="bitrix24-robot")
         return {"code": claimed.claim.code, "balance": str(claimed.result.balance),
+                "message": "ok"}
+
+    def _nps(self, ref: AccountRef, call: b24.RobotCall, deal: dict[str, Any],
+             key: str) -> dict[str, str]:
+        # One answer per robot run (its event token), whatever the score says.
+        recorded = self.services.nps.record(
+            ref, call.properties.get("score"), source="bitrix24:robot", source_key=key,
+            raw={"robot": call.code, "document": call.document, "deal": str(deal.get("ID")),
+                 "properties": call.properties}, actor="bitrix24-robot")
+        return {"category": recorded.category, "bonus": str(recorded.bonus_points),
                 "message": "ok"}
 
     def refer_first(self, calls: list[tuple[InboxItem, b24.RobotCall]],

@@ -16,6 +16,7 @@ from connector.cli import (
     imports,
     inbox,
     ledger,
+    nps,
     operations,
     privacy,
     rewards,
@@ -26,5 +27,5 @@ from connector.cli import (
 from connector.cli.base import cli, main
 
 __all__ = ["campaigns", "card", "cli", "codes", "crm", "demo", "doctor", "economics",
-           "imports", "inbox", "ledger", "main", "operations", "privacy", "rewards", "secrets",
-           "service", "writeback"]
+           "imports", "inbox", "ledger", "main", "nps", "operations", "privacy", "rewards",
+           "secrets", "service", "writeback"]

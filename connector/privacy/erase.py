@@ -10,7 +10,9 @@ What goes, per table:
   webhooks of its leads, which carry names and field values) lose their body; those still
   waiting are skipped;
 - contact_mirror (what was written to the contact), card_links (the card page dies with
-  it), pending triggers (cancelled), referral_events' codes and texts.
+  it), pending triggers (cancelled), referral_events' codes and texts;
+- nps_answers: the raw record kept beside each answer (a deal, a request) is cleared; the
+  scores stay.
 
 Amounts, lots, purchase figures, tiers and segments stay: `verify` balances and the
 statistics count the customer as before. Erasing again finds no account under that contact
@@ -27,7 +29,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, null, or_, select, update
 from sqlalchemy.orm import Session
 
 from connector.card.models import CardLink
@@ -37,6 +39,7 @@ from connector.imports.plan import opening_key
 from connector.inbox import InboxEvent
 from connector.ledger.models import Account, Entry
 from connector.ledger.views import AccountRef
+from connector.nps.models import NPSAnswer
 from connector.privacy import anonymous
 from connector.privacy.models import Erasure
 from connector.referrals.models import ReferralEvent
@@ -162,6 +165,8 @@ def _erase_account(session: Session, account: Account, ref: AccountRef,
             event.code = None  # the erased customer's own code
         event.detail = None
     removed["referral_events"] = len(events)
+    removed["nps_answers"] = session.execute(
+        update(NPSAnswer).where(NPSAnswer.account_id == account.id).values(raw=null())).rowcount
     return anonymous_id
 
 

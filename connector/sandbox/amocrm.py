@@ -36,6 +36,12 @@ from connector.sandbox.bitrix24_state import Clock, RealClock
 from connector.sandbox.faults import Chaos, Gate, RequestLog, drop_connection
 
 NUMBER = re.compile(r"/\d+")
+# The custom field types of /api/v4/{entity}/custom_fields (custom-fields docs).
+FIELD_TYPES = frozenset({
+    "text", "numeric", "checkbox", "select", "multiselect", "date", "url", "textarea",
+    "radiobutton", "streetaddress", "smart_address", "birthday", "legal_entity", "date_time",
+    "price", "category", "items", "tracking_data", "linked_entity", "chained_list", "monetary",
+    "file", "payer", "supplier"})
 PRICE_FIELD_ID = 1285349  # the products catalog's PRICE field (type "price")
 HTML_429 = "<html><head><title>429 Too Many Requests</title></head><body></body></html>"
 HTML_403 = "<html><head><title>403 Forbidden</title></head><body><center>nginx</center>" \
@@ -467,6 +473,20 @@ class FakeAmoCRM:
         created = []
         fields = self._fields_of(path)
         entity = "leads" if fields is self.state.lead_fields else "contacts"
+        # custom-fields docs: type* and name* in each; multitext is a contact's only.
+        kinds = FIELD_TYPES | ({"multitext"} if entity == "contacts" else set())
+        errors = [{"request_id": str(n), "errors": [{"code": "NotSupportedChoice",
+                                                     "path": "type", "detail": "The value you "
+                                                     "selected is not a valid choice."}]}
+                  for n, item in enumerate(body) if item.get("type") not in kinds]
+        errors += [{"request_id": str(n), "errors": [{"code": "NotBlank", "path": "name",
+                                                      "detail": "This value should not be "
+                                                                "blank."}]}
+                   for n, item in enumerate(body) if not item.get("name")]
+        if errors:
+            return 400, {"validation-errors": errors, "title": "Bad Request",
+                         "type": "https://httpstatus.es/400", "status": 400,
+                         "detail": "Request validation failed"}
         for item in body:
             if any(f["code"] == item.get("code") for f in fields):
                 return 400, {"title": "Bad Request", "status": 400, "detail": "code is taken"}
