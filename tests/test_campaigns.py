@@ -464,9 +464,11 @@ def test_stats_carry_the_campaign_effect_of_campaigns_ended_in_the_period(
     assert before.campaign_effect == {"campaigns": 0, "incremental_revenue": None,
                                       "cost": "0.00"}
     lines = format_stats(figures, services.program.zone, translator("en"))
-    assert lines[-1].startswith("campaigns      1 ended: incremental revenue ")
-    assert format_stats(before, services.program.zone, translator("en"))[-1] == (
-        "campaigns      no campaign with a control group ended")
+    assert [line for line in lines if line.startswith("campaigns ")] == [
+        f"campaigns      1 ended: incremental revenue {result.incremental_revenue:,}, "
+        f"cost {result.cost:,}"]
+    assert "campaigns      no campaign with a control group ended" in format_stats(
+        before, services.program.zone, translator("en"))
 
 
 # -- the what-if replay ----------------------------------------------------------------------
