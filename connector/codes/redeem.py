@@ -16,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -248,6 +248,10 @@ def _insert_once(session: Session, row: object) -> None:
         pass
 
 
+# Looked up on every accrual (a code a robot attached earlier): built once.
+ATTACHED = select(PromoAttachment.code).where(PromoAttachment.source == bindparam("source"))
+
+
 def attached(session: Session, source: str) -> str | None:
     """The code a robot or pipeline action gave for this purchase, if any."""
-    return session.scalar(select(PromoAttachment.code).where(PromoAttachment.source == source))
+    return session.scalar(ATTACHED, {"source": source})
