@@ -63,7 +63,8 @@ CHUNK_ENTRIES = 20_000  # rows of entries per load transaction (plus their lots 
 ACCOUNT_COLUMNS = ("id", "crm", "portal", "contact_id", "card_number", "balance", "overdraft",
                    "tier", "tier_changed_at", "purchase_count", "purchase_total",
                    "first_purchase_at", "last_purchase_at", "birthday", "referred_by_id",
-                   "version", "created_at", "updated_at")
+                   "version", "created_at", "updated_at", "tier_spend", "tier_spend_since",
+                   "tier_spend_oldest")
 ENTRY_COLUMNS = ("id", "account_id", "kind", "amount", "idempotency_key", "source",
                  "purchase_amount", "purchase_count", "purchase_at", "shortfall",
                  "balance_after", "comment", "actor", "details", "source_data",
@@ -259,6 +260,11 @@ class _History:
         birthday = date(1960 + self.id % 45, 1 + self.id % 12, 1 + self.id % 28) \
             if self.id % 3 else None
         created = self.times[0] if self.times else s.now - timedelta(seconds=self.id % 86_400)
+        # The rolling spend as the ledger keeps it (connector.ledger.spend): summed from the
+        # window of the account's last purchase (or its creation), so whether it still
+        # answers today depends on whether a purchase has left the window since, as live.
+        since = s.program.tier_window_start(self.last_purchase or created)
+        kept = [(at, minor) for at, minor in self.spends if at >= since]
         s.rows["accounts"].append((
             self.id, CRM, PORTAL, self.contact, card_number(self.id), self.balance, 0,
             s.tiers[self.tier_rank].name,
@@ -267,7 +273,8 @@ class _History:
             dt(self.first_purchase) if self.first_purchase else None,
             dt(self.last_purchase) if self.last_purchase else None,
             s.day(birthday) if birthday else None, None, self.version, dt(created),
-            dt(self.updated)))
+            dt(self.updated), sum(minor for _, minor in kept), dt(since),
+            dt(min(at for at, _ in kept)) if kept else None))
         s.rows["lots"] += [(lot.id, self.id, lot.entry_id, lot.amount, lot.remaining,
                             dt(lot.earned_at), dt(lot.available_at),
                             dt(lot.expires_at) if lot.expires_at else None)
