@@ -4,19 +4,25 @@ folded into the entry's UNIQUE key, and how many statements an accrual and a red
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import timedelta
 from decimal import Decimal as D
 from typing import Any
 
 import pytest
-from sqlalchemy import event, update
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from sqlalchemy import delete, event, func, select, update
 
+from connector.config import Settings
 from connector.db import Database
-from connector.errors import IdempotencyConflictError, InsufficientPointsError
+from connector.errors import IdempotencyConflictError, InsufficientPointsError, LedgerError
 from connector.ledger.engine import Ledger
-from connector.ledger.models import Account
+from connector.ledger.models import Account, Entry
 from connector.ledger.views import AccountRef
+from connector.program import Program
+from connector.tables import Base
 from tests.conftest import Clock
 
 ANNA = AccountRef("amocrm", "shop", "1")
@@ -124,3 +130,60 @@ def test_an_accrual_and_a_redemption_take_one_read_each_and_their_writes(
     # allocation, the account.
     assert [s for s in seen if s != "BEGIN"] == ["SELECT", "SELECT", "INSERT", "UPDATE",
                                                  "INSERT", "UPDATE"]
+
+
+# -- the kept spend against the entries, over random histories ----------------------------
+
+STEP = st.one_of(
+    st.tuples(st.just("buy"), st.integers(1, 40_000)),     # whole roubles
+    st.tuples(st.just("return"), st.integers(0, 20)),      # which earlier purchase
+    st.tuples(st.just("settle"), st.integers(0, 40_000)),  # a deal re-priced (0: lost)
+    st.tuples(st.just("wait"), st.integers(1, 200)),       # days
+)
+
+
+def window_sum(db: Database, ledger: Ledger) -> int:
+    start = ledger.program.tier_window_start(ledger.clock())
+    with db.transaction(write=False) as session:
+        return int(session.scalar(select(func.coalesce(func.sum(Entry.purchase_amount), 0))
+                                  .where(Entry.purchase_at >= start)))
+
+
+def test_the_kept_spend_decides_as_the_sum_would_over_random_histories(
+        db: Database, settings: Settings) -> None:
+    examples = 40 if db.dialect == "sqlite" else 10
+
+    @hypothesis_settings(max_examples=examples, deadline=None,
+                         suppress_health_check=[HealthCheck.too_slow,
+                                                HealthCheck.function_scoped_fixture])
+    @given(steps=st.lists(STEP, min_size=1, max_size=25))
+    def check(steps: list[tuple[str, int]]) -> None:
+        with db.transaction() as session:
+            for table in reversed(Base.metadata.sorted_tables):
+                session.execute(delete(table))
+        clock = Clock()
+        ledger = Ledger(db, Program(settings.program), clock=clock)
+        bought: list[str] = []
+        for n, (what, value) in enumerate(steps):
+            if what == "buy":
+                ledger.accrue(ANNA, D(value), key=f"buy:{n}")
+                bought.append(f"buy:{n}")
+            elif what == "return" and bought:
+                source = bought[value % len(bought)]
+                with suppress(LedgerError):  # already reversed
+                    ledger.reverse(ANNA, source, key=f"return:{n}")
+            elif what == "settle":
+                ledger.settle_purchase(ANNA, "deal:1", D(value) if value else None)
+            elif what == "wait":
+                clock.advance(days=value)
+            if ledger.account_id(ANNA) is None:  # nothing bought yet
+                continue
+            truth = window_sum(db, ledger)
+            view = ledger.account(ANNA)
+            assert view.qualifying_spend == D(truth) / 100
+            if what in ("buy", "settle"):  # upgrades happen at a purchase: never missed
+                best = ledger.program.tier_for(D(truth) / 100).name
+                assert ledger.program.tier_rank(view.tier) >= ledger.program.tier_rank(best)
+            assert ledger.verify() == (1, [])
+
+    check()
