@@ -15,7 +15,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, event, func, select, update
 
-from connector.config import Settings
+from connector.config import ProgramSettings, Settings
 from connector.db import Database
 from connector.errors import IdempotencyConflictError, InsufficientPointsError, LedgerError
 from connector.ledger.engine import Ledger
@@ -120,16 +120,27 @@ def test_an_accrual_and_a_redemption_take_one_read_each_and_their_writes(
     ledger.accrue(ANNA, D("5000"), key="deal:0")
     with statements(db) as seen:
         ledger.accrue(ANNA, D("1000"), key="deal:1")
-    # The locked account read, the promo code attached to the purchase (if any), the
-    # entry, the lot, the account; SQLite adds its BEGIN.
-    assert [s for s in seen if s != "BEGIN"] == ["SELECT", "SELECT", "INSERT", "INSERT",
-                                                 "UPDATE"]
+    # The locked account read, the entry, the lot, the account; SQLite adds its BEGIN.
+    # No promo campaign is configured, so no code attached to the purchase is looked up.
+    assert [s for s in seen if s != "BEGIN"] == ["SELECT", "INSERT", "INSERT", "UPDATE"]
     with statements(db) as seen:
         ledger.redeem(ANNA, D("10"), key="pay:1")
     # The locked account read, the spendable lots, the entry, the lot spent from and its
     # allocation, the account.
     assert [s for s in seen if s != "BEGIN"] == ["SELECT", "SELECT", "INSERT", "UPDATE",
                                                  "INSERT", "UPDATE"]
+
+
+def test_with_a_promo_campaign_an_accrual_looks_up_the_code_attached_to_its_purchase(
+        db: Database, settings: Settings, clock: Clock) -> None:
+    program = ProgramSettings.model_validate({**settings.program.model_dump(), "promo": [
+        {"name": "winter", "code": "WINTER25", "points": "25"}]})
+    ledger = Ledger(db, Program(program), clock=clock)
+    ledger.accrue(ANNA, D("5000"), key="deal:0")
+    with statements(db) as seen:
+        ledger.accrue(ANNA, D("1000"), key="deal:1")
+    assert [s for s in seen if s != "BEGIN"] == ["SELECT", "SELECT", "INSERT", "INSERT",
+                                                 "UPDATE"]
 
 
 # -- the kept spend against the entries, over random histories ----------------------------

@@ -287,8 +287,11 @@ class Postings:
         if carried[0]:
             details.update(returns_carried=str(from_minor(carried[0])),
                            points_carried=str(from_minor(carried[1])))
-        code = promo_code if promo_code and promo_code.strip() else promo.attached(session,
-                                                                                   source)
+        code = promo_code if promo_code and promo_code.strip() else None
+        if code is None and self.program.settings.promo:
+            # A code attached to the purchase before; without campaigns none can apply,
+            # and the lookup is a round trip every purchase would pay for.
+            code = promo.attached(session, source)
         code_points, redemption = Decimal("0.00"), None
         if code:
             used, redemption = promo.apply(session, self.program, code, account_id=account.id,
