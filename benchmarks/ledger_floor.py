@@ -185,6 +185,14 @@ def floor_calls(db: Database, groups: list[list[int]], *, threads: int = 1, warm
                   for n, (w, f) in enumerate(zip(writes, owners, strict=True))]
 
 
+def floor_job(db: Database, items: Sequence[tuple[int, list[int]]]) -> list[Callable[[], None]]:
+    """For ledger_workers: in a worker process, a call per (n, the entry ids one operation
+    wrote) writing its rows again; the rows are read before the measured calls."""
+    floor = Floor(db)
+    writes = floor.writes_of([group for _, group in items])
+    return [lambda w=w, n=n: floor.write(w, n)
+            for (n, _), w in zip(items, writes, strict=True)]
+
 
 # The measured operations of ledger.py whose rows the floor writes again: how to find each
 # one's entries, and which column an operation's entries share.
@@ -193,18 +201,26 @@ WRITTEN = {
     "redeem (partial)": ("idempotency_key LIKE 'bench:redeem:%'", "idempotency_key"),
     "settle_purchase (new deal)": ("source LIKE 'bitrix24:%:deal:bench-%'", "source"),
 }
-# The concurrent accrual run ("accrue, 4 threads"): its floor runs on as many threads.
+# The concurrent accrual runs ("accrue, 4 threads", "accrue, 4 processes"): their floors
+# run on as many threads, or processes.
 CONCURRENT = ("accrue, ", "idempotency_key LIKE 'bench:accrue-mt:%'", "idempotency_key")
+SPREAD = ("idempotency_key LIKE 'bench:accrue-mp:%'", "idempotency_key")
 READS = ("account view (Ledger.account)", "balance column read")
 
 
 def floors(db: Database, timings: Sequence[Any], refs: Sequence[tuple[str, str, str]],
-           measure: Callable[..., Any]) -> dict[str, Any]:
+           measure: Callable[..., Any], spread: Callable[..., Any]) -> dict[str, Any]:
     """A floor Timing per operation of `timings` that has one, each with as many calls,
-    the same warm-up and as many threads as the operation had."""
+    the same warm-up and as many threads or processes as the operation had (`spread`:
+    ledger.py's measure over processes, given a job and its items)."""
     result: dict[str, Any] = {}
     for timing in timings:
         warmup, threads = timing.warmup, timing.threads
+        if timing.processes > 1:
+            groups = entry_groups(db, SPREAD[0], by=SPREAD[1])[:warmup + timing.ops]
+            result[timing.name] = spread(f"floor: {timing.name}", floor_job,
+                                         list(enumerate(groups)), warmup, timing.processes)
+            continue
         if timing.name in WRITTEN or (threads > 1 and timing.name.startswith(CONCURRENT[0])):
             where, by = WRITTEN.get(timing.name, CONCURRENT[1:])
             groups = entry_groups(db, where, by=by)[:warmup + timing.ops]
