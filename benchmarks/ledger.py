@@ -697,7 +697,7 @@ def machine(backend: Backend) -> dict[str, Any]:
 
 
 def run(url: str, *, accounts: int, entries: int, ops: int, settle_ops: int, threads: int,
-        processes: int, seed: int, progress: Callable[[str], None]) -> dict[str, Any]:
+        processes: int = 1, seed: int, progress: Callable[[str], None]) -> dict[str, Any]:
     settings = load_settings(None, database={"url": url})
     db = Database(settings.database)
     program = Program(settings.program)
