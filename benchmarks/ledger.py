@@ -5,10 +5,11 @@ The database is wiped and migrated, then seeded with a consistent two-year histo
 from Bitrix24 deals, redemptions, bonuses and the expiries the hourly scheduler would have
 written) straight into the tables, checked with Ledger.verify(), and then measured through
 the real code paths (Ledger.accrue, Ledger.account, Ledger.redeem, settle_purchase), one
-operation per transaction, single thread after a warm-up; on PostgreSQL also with 4 threads.
+operation per transaction, single thread after a warm-up; on PostgreSQL also with 4 threads,
+and with --processes N over N worker processes.
 
     .venv/bin/python benchmarks/ledger.py [--database-url URL] [--accounts 100000]
-        [--entries 1000000] [--ops 2000] [--seed 1] [--json]
+        [--entries 1000000] [--ops 2000] [--processes 4] [--seed 1] [--json]
 
 Without --database-url a fresh SQLite file in a temporary directory is used. The target
 database is emptied first: unless its name contains "bench", --allow-wipe is required.
@@ -42,6 +43,7 @@ import sqlalchemy  # noqa: E402
 from sqlalchemy import select, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from benchmarks import ledger_workers  # noqa: E402
 from benchmarks.ledger_floor import floors  # noqa: E402
 from connector.config import load_settings  # noqa: E402
 from connector.db import Database, normalise_url  # noqa: E402
@@ -63,7 +65,8 @@ CHUNK_ENTRIES = 20_000  # rows of entries per load transaction (plus their lots 
 ACCOUNT_COLUMNS = ("id", "crm", "portal", "contact_id", "card_number", "balance", "overdraft",
                    "tier", "tier_changed_at", "purchase_count", "purchase_total",
                    "first_purchase_at", "last_purchase_at", "birthday", "referred_by_id",
-                   "version", "created_at", "updated_at")
+                   "version", "created_at", "updated_at", "tier_spend", "tier_spend_since",
+                   "tier_spend_oldest")
 ENTRY_COLUMNS = ("id", "account_id", "kind", "amount", "idempotency_key", "source",
                  "purchase_amount", "purchase_count", "purchase_at", "shortfall",
                  "balance_after", "comment", "actor", "details", "source_data",
@@ -259,6 +262,11 @@ class _History:
         birthday = date(1960 + self.id % 45, 1 + self.id % 12, 1 + self.id % 28) \
             if self.id % 3 else None
         created = self.times[0] if self.times else s.now - timedelta(seconds=self.id % 86_400)
+        # The rolling spend as the ledger keeps it (connector.ledger.spend): summed from the
+        # window of the account's last purchase (or its creation), so whether it still
+        # answers today depends on whether a purchase has left the window since, as live.
+        since = s.program.tier_window_start(self.last_purchase or created)
+        kept = [(at, minor) for at, minor in self.spends if at >= since]
         s.rows["accounts"].append((
             self.id, CRM, PORTAL, self.contact, card_number(self.id), self.balance, 0,
             s.tiers[self.tier_rank].name,
@@ -267,7 +275,8 @@ class _History:
             dt(self.first_purchase) if self.first_purchase else None,
             dt(self.last_purchase) if self.last_purchase else None,
             s.day(birthday) if birthday else None, None, self.version, dt(created),
-            dt(self.updated)))
+            dt(self.updated), sum(minor for _, minor in kept), dt(since),
+            dt(min(at for at, _ in kept)) if kept else None))
         s.rows["lots"] += [(lot.id, self.id, lot.entry_id, lot.amount, lot.remaining,
                             dt(lot.earned_at), dt(lot.available_at),
                             dt(lot.expires_at) if lot.expires_at else None)
@@ -532,6 +541,7 @@ class Timing:
     latencies_ms: list[float]
     threads: int = 1
     warmup: int = 0
+    processes: int = 1
 
     @property
     def per_second(self) -> float:
@@ -543,6 +553,7 @@ class Timing:
 
     def as_json(self, floor: Timing | None = None) -> dict[str, Any]:
         figures = {"operation": self.name, "ops": self.ops, "threads": self.threads,
+                   "processes": self.processes,
                    "wall_s": round(self.wall_s, 3), "ops_per_s": round(self.per_second, 1),
                    "p50_ms": round(self.percentile(0.50), 2),
                    "p99_ms": round(self.percentile(0.99), 2)}
@@ -586,6 +597,14 @@ def measure(name: str, calls: Sequence[Callable[[], object]], warmup: int,
                   warmup)
 
 
+def measure_spread(url: str, name: str, job: ledger_workers.Job, items: Sequence[Any],
+                   warmup: int, processes: int) -> Timing:
+    """As `measure`, over `processes` worker processes running `job`'s calls on `items`."""
+    wall, latencies = ledger_workers.run(url, job, items, warmup, processes)
+    return Timing(name, len(items) - warmup, wall, latencies, warmup=warmup,
+                  processes=processes)
+
+
 def ref_of(account_id: int) -> AccountRef:
     return AccountRef(CRM, PORTAL, str(account_id))
 
@@ -603,7 +622,7 @@ def purchase(rng: random.Random) -> Decimal:
 
 
 def run_operations(ledger: Ledger, db: Database, *, accounts: int, ops: int,
-                   settle_ops: int, threads: int, seed: int) -> list[Timing]:
+                   settle_ops: int, threads: int, processes: int, seed: int) -> list[Timing]:
     rng = random.Random(seed + 1)
     warmup = max(10, min(200, ops // 10))
     timings = []
@@ -651,6 +670,11 @@ def run_operations(ledger: Ledger, db: Database, *, accounts: int, ops: int,
         calls = [accrue(rng.randint(1, accounts), f"bench:accrue-mt:{n}", purchase(rng))
                  for n in range(warmup + ops)]
         timings.append(measure(f"accrue, {threads} threads", calls, warmup, threads))
+    if processes > 1:
+        items = [(CRM, PORTAL, str(rng.randint(1, accounts)), f"bench:accrue-mp:{n}",
+                  purchase(rng)) for n in range(warmup + ops)]
+        timings.append(measure_spread(db.url, f"accrue, {processes} processes",
+                                      ledger_workers.accrue_job, items, warmup, processes))
     return timings
 
 
@@ -673,7 +697,7 @@ def machine(backend: Backend) -> dict[str, Any]:
 
 
 def run(url: str, *, accounts: int, entries: int, ops: int, settle_ops: int, threads: int,
-        seed: int, progress: Callable[[str], None]) -> dict[str, Any]:
+        processes: int = 1, seed: int, progress: Callable[[str], None]) -> dict[str, Any]:
     settings = load_settings(None, database={"url": url})
     db = Database(settings.database)
     program = Program(settings.program)
@@ -684,7 +708,8 @@ def run(url: str, *, accounts: int, entries: int, ops: int, settle_ops: int, thr
         database = make_url(db.url).database
         assert database and database != ":memory:", "a file is needed (several connections)"
         backend = SqliteBackend(db, Path(database))
-        threads = 1  # one writer at a time on SQLite: threads would only queue
+        # One writer at a time on SQLite: threads or processes would only queue.
+        threads = processes = 1
 
     started = time.perf_counter()
     backend.wipe_and_migrate()
@@ -712,7 +737,7 @@ def run(url: str, *, accounts: int, entries: int, ops: int, settle_ops: int, thr
     progress(f"verified {checked:,} accounts in {verify_s:.1f}s; measuring")
 
     timings = run_operations(ledger, db, accounts=accounts, ops=ops, settle_ops=settle_ops,
-                             threads=threads, seed=seed)
+                             threads=threads, processes=processes, seed=seed)
     mark = time.perf_counter()
     checked_after, mismatches_after = ledger.verify()
     verify_after_s = time.perf_counter() - mark
@@ -720,7 +745,8 @@ def run(url: str, *, accounts: int, entries: int, ops: int, settle_ops: int, thr
     progress("measuring the bare-SQL floor")
     rng = random.Random(seed + 2)
     refs = [(CRM, PORTAL, str(rng.randint(1, accounts))) for _ in range(2 * ops)]
-    floor = floors(db, timings, refs, measure)
+    floor = floors(db, timings, refs, measure,
+                   lambda *args: measure_spread(db.url, *args))
     result = {
         "machine": machine(backend),
         "backend": db.dialect,
@@ -761,14 +787,15 @@ def table(result: dict[str, Any]) -> str:
         f"{verify['seconds']}s (after the benchmark: {verify['after_benchmark']['mismatches']} "
         f"mismatches, {verify['after_benchmark']['seconds']}s)",
         "",
-        f"{'operation':<32} {'threads':>7} {'ops':>6} {'ops/s':>8} {'p50 ms':>8} "
+        f"{'operation':<32} {'workers':>7} {'ops':>6} {'ops/s':>8} {'p50 ms':>8} "
         f"{'p99 ms':>8} {'floor ops/s':>11} {'floor p50':>9} {'/ floor':>7}",
     ]
     for op in result["operations"]:
         floor = op.get("floor")
         versus = (f" {floor['ops_per_s']:>11.1f} {floor['p50_ms']:>9.3f} {floor['ratio']:>7.3f}"
                   if floor else f" {'–':>11} {'–':>9} {'–':>7}")
-        lines.append(f"{op['operation']:<32} {op['threads']:>7} {op['ops']:>6} "
+        lines.append(f"{op['operation']:<32} {max(op['threads'], op['processes']):>7} "
+                     f"{op['ops']:>6} "
                      f"{op['ops_per_s']:>8.1f} {op['p50_ms']:>8.2f} {op['p99_ms']:>8.2f}"
                      + versus)
     lines.append("floor: the same rows written with plain statements on the driver's "
@@ -787,6 +814,9 @@ def main(argv: Iterable[str] | None = None) -> None:
                         help="measured settle_purchase calls (0: skip)")
     parser.add_argument("--threads", type=int, default=4,
                         help="threads for the concurrent accrual run (PostgreSQL; 1: skip)")
+    parser.add_argument("--processes", type=int, default=0,
+                        help="worker processes for a concurrent accrual run, each with its "
+                             "own engine (PostgreSQL; 0 or 1: skip)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--allow-wipe", action="store_true",
                         help="allow emptying a database whose name lacks 'bench'")
@@ -802,7 +832,8 @@ def main(argv: Iterable[str] | None = None) -> None:
         url = normalise_url(args.database_url or f"sqlite:///{scratch}/ledger-bench.db")
         check_target(url, args.allow_wipe)
         result = run(url, accounts=args.accounts, entries=args.entries, ops=args.ops,
-                     settle_ops=args.settle_ops, threads=args.threads, seed=args.seed,
+                     settle_ops=args.settle_ops, threads=args.threads,
+                     processes=args.processes, seed=args.seed,
                      progress=progress)
     print(json.dumps(result, indent=2) if args.json else table(result))
 

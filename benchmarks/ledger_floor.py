@@ -7,7 +7,8 @@ driver's own connection: one UPDATE of the account, one INSERT per entry, lot an
 one UPDATE per lot spent from, and a commit per operation, as the ledger commits. No ORM, no
 idempotency check, no account lock read, no tier query: the floor is the writes alone, so an
 operation's ratio to it is what everything else costs. Reads get the same treatment: one
-plain SELECT of the account row by its contact key.
+plain SELECT of the account row by its contact key. The concurrent accrual run gets a floor
+on as many threads, one driver connection each.
 
 The copies break the book's invariants (a second entry for the same points), so the floor
 runs after the final `verify`, on a database that is wiped before the next run anyway.
@@ -24,7 +25,7 @@ from connector.db import Database
 # Written by the ledger on every posting; the rest of the row stays as it was.
 ACCOUNT_WRITTEN = ("balance", "overdraft", "tier", "tier_changed_at", "purchase_count",
                    "purchase_total", "first_purchase_at", "last_purchase_at", "version",
-                   "updated_at")
+                   "updated_at", "tier_spend", "tier_spend_since", "tier_spend_oldest")
 FLOOR_SUFFIX = ":floor"
 
 
@@ -173,11 +174,24 @@ def entry_groups(db: Database, where: str, *, by: str = "id") -> list[list[int]]
     return list(groups.values())
 
 
-def floor_calls(db: Database, groups: list[list[int]]) -> tuple[Floor, list[Callable[[], None]]]:
-    floor = Floor(db)
-    writes = floor.writes_of(groups)
-    return floor, [lambda w=w, n=n: floor.write(w, n) for n, w in enumerate(writes)]
+def floor_calls(db: Database, groups: list[list[int]], *, threads: int = 1, warmup: int = 0
+                ) -> tuple[list[Floor], list[Callable[[], None]]]:
+    """A call per operation writing its rows again; with `threads`, one connection per
+    thread (measure gives measured call m to thread m % threads)."""
+    pool = [Floor(db) for _ in range(threads)]
+    writes = pool[0].writes_of(groups)
+    owners = [pool[max(n - warmup, 0) % threads] for n in range(len(writes))]
+    return pool, [lambda w=w, n=n, f=f: f.write(w, n)
+                  for n, (w, f) in enumerate(zip(writes, owners, strict=True))]
 
+
+def floor_job(db: Database, items: Sequence[tuple[int, list[int]]]) -> list[Callable[[], None]]:
+    """For ledger_workers: in a worker process, a call per (n, the entry ids one operation
+    wrote) writing its rows again; the rows are read before the measured calls."""
+    floor = Floor(db)
+    writes = floor.writes_of([group for _, group in items])
+    return [lambda w=w, n=n: floor.write(w, n)
+            for (n, _), w in zip(items, writes, strict=True)]
 
 
 # The measured operations of ledger.py whose rows the floor writes again: how to find each
@@ -187,30 +201,39 @@ WRITTEN = {
     "redeem (partial)": ("idempotency_key LIKE 'bench:redeem:%'", "idempotency_key"),
     "settle_purchase (new deal)": ("source LIKE 'bitrix24:%:deal:bench-%'", "source"),
 }
+# The concurrent accrual runs ("accrue, 4 threads", "accrue, 4 processes"): their floors
+# run on as many threads, or processes.
+CONCURRENT = ("accrue, ", "idempotency_key LIKE 'bench:accrue-mt:%'", "idempotency_key")
+SPREAD = ("idempotency_key LIKE 'bench:accrue-mp:%'", "idempotency_key")
 READS = ("account view (Ledger.account)", "balance column read")
 
 
 def floors(db: Database, timings: Sequence[Any], refs: Sequence[tuple[str, str, str]],
-           measure: Callable[..., Any]) -> dict[str, Any]:
-    """A floor Timing per single-threaded operation of `timings`, each with as many calls
-    and the same warm-up as the operation had."""
+           measure: Callable[..., Any], spread: Callable[..., Any]) -> dict[str, Any]:
+    """A floor Timing per operation of `timings` that has one, each with as many calls,
+    the same warm-up and as many threads or processes as the operation had (`spread`:
+    ledger.py's measure over processes, given a job and its items)."""
     result: dict[str, Any] = {}
     for timing in timings:
-        if timing.threads != 1:
+        warmup, threads = timing.warmup, timing.threads
+        if timing.processes > 1:
+            groups = entry_groups(db, SPREAD[0], by=SPREAD[1])[:warmup + timing.ops]
+            result[timing.name] = spread(f"floor: {timing.name}", floor_job,
+                                         list(enumerate(groups)), warmup, timing.processes)
             continue
-        warmup = timing.warmup
-        if timing.name in WRITTEN:
-            where, by = WRITTEN[timing.name]
+        if timing.name in WRITTEN or (threads > 1 and timing.name.startswith(CONCURRENT[0])):
+            where, by = WRITTEN.get(timing.name, CONCURRENT[1:])
             groups = entry_groups(db, where, by=by)[:warmup + timing.ops]
-            floor, calls = floor_calls(db, groups)
-        elif timing.name in READS:
-            floor = Floor(db)
-            reader = floor.read
+            pool, calls = floor_calls(db, groups, threads=threads, warmup=warmup)
+        elif timing.name in READS and threads == 1:
+            pool = [Floor(db)]
+            reader = pool[0].read
             calls = [lambda r=r, read=reader: read(*r) for r in refs[:warmup + timing.ops]]
         else:
             continue
         try:
-            result[timing.name] = measure(f"floor: {timing.name}", calls, warmup)
+            result[timing.name] = measure(f"floor: {timing.name}", calls, warmup, threads)
         finally:
-            floor.close()
+            for floor in pool:
+                floor.close()
     return result

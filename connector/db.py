@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -14,7 +15,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DBAPIError,
+    InterfaceError,
+    InvalidatePoolError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,6 +42,9 @@ OUTAGES = (InterfaceError, PoolTimeoutError, DatabaseUnavailableError)
 SERVER_GONE = ("08", "57P01", "57P02", "57P03")
 # SQLite's: the file cannot be opened (a vanished volume, a directory in its place).
 SQLITE_GONE = ("unable to open database file",)
+# A pooled PostgreSQL connection idle this long is pinged before it is handed out; one back
+# from work more recently is not (see _ping_when_idle).
+PING_AFTER_IDLE_S = 5.0
 
 
 def utcnow() -> datetime:
@@ -119,6 +129,29 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
+def _ping_when_idle(engine: Engine) -> None:
+    """The pool's pre-ping, only for a connection that sat idle: a server restarted, or a
+    firewall that dropped the connection, while nobody used it. A ping per transaction was
+    a round trip every ledger call paid for. A connection in steady use that finds the
+    server gone fails its transaction as an outage (callers give work back or answer 503,
+    see is_unavailable), and SQLAlchemy then discards every connection of the pool."""
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection, record, _proxy) -> None:  # type: ignore[no-untyped-def]
+        idle_since = record.info.get("idle_since")  # None: a new connection
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            # As pre_ping does: this connection and every older one are replaced.
+            raise InvalidatePoolError() from exc
+
+
 class Database:
     """Bound parameters carry OAuth tokens and raw CRM bodies: neither `database.echo` nor
     an error message ever shows them (hide_parameters)."""
@@ -136,8 +169,8 @@ class Database:
             writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         else:
             self.engine = create_engine(self.url, echo=settings.echo, hide_parameters=True,
-                                        pool_pre_ping=True, pool_size=settings.pool_size,
-                                        max_overflow=10)
+                                        pool_size=settings.pool_size, max_overflow=10)
+            _ping_when_idle(self.engine)
             writer = self.engine
         self._writer = sessionmaker(bind=writer, expire_on_commit=False)
         self._reader = sessionmaker(bind=self.engine, expire_on_commit=False)

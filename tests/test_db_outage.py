@@ -22,7 +22,7 @@ from flask import Flask
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from connector.config import InboxSettings, Settings
+from connector.config import DatabaseSettings, InboxSettings, Settings
 from connector.db import Database, is_unavailable
 from connector.inbox import Inbox, InboxItem
 from connector.ports import free_port
@@ -149,6 +149,43 @@ def outage() -> Iterator[tuple[Proxy, str]]:
     assert POSTGRES_URL is not None
     with proxy_for(POSTGRES_URL) as proxy:
         yield proxy, proxy.url_for(POSTGRES_URL)
+
+
+def select_one(db: Database) -> int:
+    with db.transaction() as session:
+        return session.scalar(text("SELECT 1"))
+
+
+@needs_postgres
+def test_an_idle_connection_is_pinged_and_replaced_before_it_is_used(
+        outage: tuple[Proxy, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    proxy, url = outage
+    db = Database(DatabaseSettings(url=url, pool_size=1))
+    try:
+        assert select_one(db) == 1
+        proxy.cut()  # the server went away and came back while the connection sat idle
+        proxy.restore()
+        monkeypatch.setattr("connector.db.PING_AFTER_IDLE_S", 0.0)  # it sat long enough
+        assert select_one(db) == 1  # the ping found it dead: a new connection did the work
+    finally:
+        db.dispose()
+
+
+@needs_postgres
+def test_a_connection_back_from_work_just_now_is_not_pinged_its_failure_is_an_outage(
+        outage: tuple[Proxy, str]) -> None:
+    proxy, url = outage
+    db = Database(DatabaseSettings(url=url, pool_size=1))
+    try:
+        assert select_one(db) == 1
+        proxy.cut()
+        proxy.restore()
+        with pytest.raises(OperationalError) as failed:  # no round trip spent on a ping
+            select_one(db)
+        assert is_unavailable(failed.value)  # answered as an outage: retried, given back
+        assert select_one(db) == 1  # and the pool's connections were replaced
+    finally:
+        db.dispose()
 
 
 def _wrapped(orig: Exception) -> OperationalError:

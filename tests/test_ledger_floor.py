@@ -53,3 +53,28 @@ def test_the_floor_writes_the_measured_rows_again(tmp_path: Path) -> None:
                 FROM {table} t JOIN entries e ON e.id = t.entry_id
                 WHERE e.idempotency_key LIKE 'bench:%' OR e.source LIKE '%:deal:bench-%'""")
             assert copied == original and original
+
+
+def test_the_processes_run_and_its_floor_write_through_worker_processes(tmp_path: Path) -> None:
+    ledger = load_benchmark()
+    from benchmarks import ledger_floor, ledger_workers
+
+    url = f"sqlite:///{tmp_path / 'ledger-bench.db'}"
+    ledger.run(url, accounts=50, entries=300, ops=10, settle_ops=0, threads=1, seed=3,
+               progress=lambda _line: None)
+    items = [(ledger.CRM, ledger.PORTAL, str(n % 50 + 1), f"bench:accrue-mp:{n}",
+              ledger.Decimal("100.00")) for n in range(14)]
+    timing = ledger.measure_spread(url, "accrue, 2 processes", ledger_workers.accrue_job,
+                                   items, 4, 2)
+    assert (timing.ops, timing.processes, len(timing.latencies_ms)) == (10, 2, 10)
+    db = ledger.Database(ledger.load_settings(None, database={"url": url}).database)
+    groups = ledger_floor.entry_groups(db, ledger_floor.SPREAD[0], by=ledger_floor.SPREAD[1])
+    db.dispose()
+    assert len(groups) == 14  # every call, warm-up included, wrote its entry once
+    floor = ledger.measure_spread(url, "floor", ledger_floor.floor_job,
+                                  list(enumerate(groups)), 4, 2)
+    assert floor.ops == 10 and floor.wall_s > 0
+    with sqlite3.connect(tmp_path / "ledger-bench.db") as connection:
+        [(copied,)] = copies(connection, "SELECT count(*) FROM entries "
+                                         "WHERE idempotency_key LIKE 'bench:accrue-mp:%:floor%'")
+    assert copied == 14

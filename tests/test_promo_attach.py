@@ -116,14 +116,14 @@ def test_two_codes_attached_to_one_purchase_at_once_leave_one(
     assert result.details["promo"]["code"] == kept
 
 
-def test_a_settled_mark_needs_no_code_and_0022_downgrades_without_the_marks(
+def test_a_settled_mark_needs_no_code_and_0020_downgrades_without_the_marks(
         ledger: Ledger, db: Database) -> None:
     attach(db, ledger, "deal:1", "WINTER25", ref=ANNA, amount=D("10"), via="test")
     ledger.settle_purchase(ANNA, "deal:2", D("1000"))  # no code attached: a bare mark
     assert attachments(db) == {"deal:1": "WINTER25", "deal:2": None}
     with pytest.raises(IntegrityError), db.transaction() as session:  # neither code nor mark
         session.add(PromoAttachment(source="deal:3", created_at=ledger.clock()))
-    db.downgrade("0016")
+    db.downgrade("0019")
     with db.transaction(write=False) as session:
         assert session.execute(text("SELECT source, code FROM promo_attachments")).all() == [
             ("deal:1", "WINTER25")]

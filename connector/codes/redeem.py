@@ -255,13 +255,9 @@ def upsert(session: Session) -> Any:
     return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
-def attached(session: Session, program: Program, source: str, now: datetime) -> str | None:
+def attached(session: Session, source: str, now: datetime) -> str | None:
     """The code a robot or pipeline action gave for this purchase, if any; read by its
-    accrual, which marks the purchase settled in the same statement (see PromoAttachment).
-    Without campaigns no attach can succeed, and a purchase leaves no row."""
-    if not program.settings.promo:
-        return session.scalar(select(PromoAttachment.code)
-                              .where(PromoAttachment.source == source))
+    accrual, which marks the purchase settled in the same statement (see PromoAttachment)."""
     table = PromoAttachment.__table__
     marked = upsert(session)(table).values(source=source, created_at=now, settled_at=now)
     return session.scalar(marked.on_conflict_do_update(

@@ -144,7 +144,7 @@ class Ledger(Returns):
                                     promo_code=promo_code)
             return Result.of(entry, duplicate=False)
 
-        return self._run(key, "accrual", ref, operation, fingerprint)
+        return self._run(key, "accrual", ref, operation, fingerprint, writes=True)
 
     def settle_purchase(self, ref: AccountRef | None, source: str, amount: Decimal | None, *,
                         category: str | None = None, occurred_at: datetime | None = None,
@@ -246,7 +246,10 @@ class Ledger(Returns):
         def operation(session: Session) -> Result:
             now = self.clock()
             account = self._account(session, ref, create=False)
-            available = from_minor(lots.spendable(session, account, now))
+            # One read of the spendable lots: their sum is what may be spent, and the
+            # debit takes from them.
+            spendable = lots.open_lots(session, account, spendable_at=now)
+            available = from_minor(sum(lot.remaining for lot in spendable) - account.overdraft)
             if purchase_amount is None:
                 cap = None
                 allowed = available if available >= self.program.settings.min_balance_to_redeem \
@@ -272,10 +275,10 @@ class Ledger(Returns):
             entry = self._post(session, account, "redemption", -to_minor(granted), key=key,
                                source=source or key, occurred_at=now, comment=comment,
                                actor=actor, details=details, source_data=source_data)
-            lots.debit(session, account, entry, to_minor(granted), spendable_at=now)
+            lots.debit(session, account, entry, to_minor(granted), lots=spendable)
             return Result.of(entry, duplicate=False)
 
-        return self._run(key, "redemption", ref, operation, fingerprint)
+        return self._run(key, "redemption", ref, operation, fingerprint, writes=True)
 
     def reverse(self, ref: AccountRef, source: str, *, key: str, comment: str | None = None,
                 actor: str | None = None, fingerprint: str | None = None) -> Result:
@@ -295,7 +298,7 @@ class Ledger(Returns):
                                      actor=actor, entries=entries)
             return Result.of(entry, duplicate=False)
 
-        return self._run(key, "reversal", ref, operation, fingerprint)
+        return self._run(key, "reversal", ref, operation, fingerprint, writes=True)
 
     def adjust(self, ref: AccountRef, points: Decimal, *, key: str, reason: str,
                actor: str | None = None, fingerprint: str | None = None) -> Result:
@@ -323,7 +326,7 @@ class Ledger(Returns):
                 account.overdraft += -minor - taken
             return Result.of(entry, duplicate=False)
 
-        return self._run(key, "adjustment", ref, operation, fingerprint)
+        return self._run(key, "adjustment", ref, operation, fingerprint, writes=True)
 
     def grant_bonus(self, ref: AccountRef, name: str, *, key: str,
                     points: Decimal | None = None, comment: str | None = None,

@@ -2,17 +2,30 @@
 
 Invariant: account.balance == sum(lot.remaining) - account.overdraft, and an account with an
 overdraft has no lot with points left (credits pay the overdraft first, debits empty lots first).
+
+Lots and allocations are written with Core statements, not the unit of work: they are plain
+rows nobody holds as objects during an operation (expiry's debit_lot excepted).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from connector.ledger.models import Account, Allocation, Entry, Lot
+
+
+@dataclass(slots=True)
+class Open:
+    """A lot with points left, as a debit needs it."""
+
+    id: int
+    entry_id: int
+    remaining: int
 
 
 def credit(session: Session, account: Account, entry: Entry, points: int, *,
@@ -21,30 +34,51 @@ def credit(session: Session, account: Account, entry: Entry, points: int, *,
     account.overdraft -= paid
     rest = points - paid
     if rest > 0:
-        session.add(Lot(account_id=account.id, entry_id=entry.id, amount=rest, remaining=rest,
-                        earned_at=earned_at, available_at=available_at, expires_at=expires_at))
+        session.connection().execute(insert(Lot.__table__), dict(
+            account_id=account.id, entry_id=entry.id, amount=rest, remaining=rest,
+            earned_at=earned_at, available_at=available_at, expires_at=expires_at))
+
+
+def open_lots(session: Session, account: Account, *,
+              spendable_at: datetime | None = None) -> list[Open]:
+    """The account's lots with points left, oldest first; spendable_at: only those available
+    by then (redemptions skip pending points)."""
+    query = select(Lot.id, Lot.entry_id, Lot.remaining).where(
+        Lot.account_id == account.id, Lot.remaining > 0)
+    if spendable_at is not None:
+        query = query.where(Lot.available_at <= spendable_at)
+    return [Open(*row) for row in session.execute(query.order_by(Lot.earned_at, Lot.id))]
 
 
 def debit(session: Session, account: Account, entry: Entry, points: int, *,
-          spendable_at: datetime | None = None, prefer: Collection[int] = ()) -> int:
+          spendable_at: datetime | None = None, prefer: Collection[int] = (),
+          lots: Sequence[Open] | None = None) -> int:
     """Take up to `points` from the account's lots, oldest first, and return what was taken.
 
     spendable_at: only lots available by then (redemptions skip pending points).
     prefer: entry ids whose own lots go first (a reversal takes back its own points first).
+    lots: the open lots when the caller already read them (open_lots, same filter).
     """
-    query = select(Lot).where(Lot.account_id == account.id, Lot.remaining > 0)
-    if spendable_at is not None:
-        query = query.where(Lot.available_at <= spendable_at)
-    lots = list(session.scalars(query.order_by(Lot.earned_at, Lot.id)))
-    lots.sort(key=lambda lot: lot.entry_id not in prefer)  # stable: FIFO within each group
+    if lots is None:
+        lots = open_lots(session, account, spendable_at=spendable_at)
+    ordered = sorted(lots, key=lambda lot: lot.entry_id not in prefer)  # stable: FIFO
     taken = 0
-    for lot in lots:
+    spent: list[dict[str, int]] = []
+    allocations: list[dict[str, int]] = []
+    for lot in ordered:
         if taken == points:
             break
         part = min(lot.remaining, points - taken)
         lot.remaining -= part
         taken += part
-        session.add(Allocation(entry_id=entry.id, lot_id=lot.id, amount=part))
+        spent.append({"lot_id": lot.id, "left": lot.remaining})
+        allocations.append({"entry_id": entry.id, "lot_id": lot.id, "amount": part})
+    if spent:
+        connection = session.connection()
+        table = Lot.__table__
+        connection.execute(update(table).where(table.c.id == bindparam("lot_id"))
+                           .values(remaining=bindparam("left")), spent)
+        connection.execute(insert(Allocation.__table__), allocations)
     return taken
 
 

@@ -56,6 +56,13 @@ class Account(Base):
     tier_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     purchase_count: Mapped[int] = mapped_column(Integer, default=0)
     purchase_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The tier's rolling spend, kept by the transactions that date spend (Postings._post):
+    # the sum of the entries' purchase_amount dated at or after tier_spend_since, and the
+    # earliest such date. It answers for a window starting between the two (Spend); `verify`
+    # checks it against the entries. NULL since: not known, summed at the next purchase.
+    tier_spend: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    tier_spend_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    tier_spend_oldest: Mapped[datetime | None] = mapped_column(UTCDateTime)
     first_purchase_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_purchase_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     birthday: Mapped[date | None] = mapped_column(Date)

@@ -11,9 +11,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from connector.campaigns import placement
 from connector.codes import redeem as promo
@@ -24,7 +24,7 @@ from connector.errors import (
     InvalidAmountError,
     LedgerError,
 )
-from connector.ledger import lots, queries
+from connector.ledger import lots, spend
 from connector.ledger.models import Account, Entry
 from connector.ledger.views import AccountRef, Result
 from connector.money import from_minor, to_minor
@@ -37,6 +37,13 @@ Operation = Callable[[Session], Result]
 # Draws of a random card number and referral code before giving up: with 9e8 numbers and
 # 31^8 codes, even a million accounts make a collision rare, and several in a row unheard of.
 NEW_ACCOUNT_ATTEMPTS = 5
+# session.info: the (key, fingerprint) of the request an operation answers (see _run).
+REQUEST = "ledger.request"
+# The account by its contact key, built once: every operation starts with it.
+BY_CONTACT = select(Account).where(Account.crm == bindparam("crm"),
+                                   Account.portal == bindparam("portal"),
+                                   Account.contact_id == bindparam("contact"))
+BY_CONTACT_LOCKED = BY_CONTACT.with_for_update()
 
 
 def settled_to_nothing(entries: list[Entry]) -> bool:
@@ -66,11 +73,8 @@ class Postings:
 
     # -- accounts --------------------------------------------------------------------------
     def _find(self, session: Session, ref: AccountRef, *, lock: bool) -> Account | None:
-        query = select(Account).where(Account.crm == ref.crm, Account.portal == ref.portal,
-                                      Account.contact_id == ref.contact_id)
-        if lock:
-            query = query.with_for_update()
-        return session.scalar(query)
+        return session.scalar(BY_CONTACT_LOCKED if lock else BY_CONTACT,
+                              {"crm": ref.crm, "portal": ref.portal, "contact": ref.contact_id})
 
     def _account(self, session: Session, ref: AccountRef, *, create: bool) -> Account:
         """The locked account row, created on first use when `create`."""
@@ -86,6 +90,7 @@ class Postings:
                               balance=0, overdraft=0, tier=self.program.settings.tiers[0].name,
                               purchase_count=0, purchase_total=0, version=1,
                               created_at=now, updated_at=now)
+            spend.start(account, self.program.tier_window_start(now))
             try:
                 with session.begin_nested():
                     session.add(account)
@@ -101,29 +106,48 @@ class Postings:
 
     # -- internals -------------------------------------------------------------------------
     def _run(self, key: str, kind: str, ref: AccountRef, operation: Operation,
-             fingerprint: str | None = None) -> Result:
+             fingerprint: str | None = None, *, writes: bool = False) -> Result:
         """The operation once per key. `fingerprint` (a client's request, see
-        ledger.fingerprint) is kept with the entry; a repeat under the key must match it."""
+        ledger.fingerprint) is kept with the entry; a repeat under the key must match it.
+
+        `writes`: the operation either writes its entry under `key` or raises. Then the
+        entry's UNIQUE key is the idempotency check (a repeat fails the insert, or a check
+        the original's writes now fail, and finds the original afterwards) and no SELECT
+        comes first. Otherwise the key is looked up first: an operation that may write
+        nothing (a bonus already granted) must still answer a repeat with the original.
+        """
         if not key or len(key) > 255:
             raise InvalidAmountError("an idempotency key of 1 to 255 characters is required")
         try:
             with self.db.transaction() as session:
-                existing = session.scalar(select(Entry).where(Entry.idempotency_key == key))
-                if existing is not None:
-                    return self._replay(session, existing, kind, ref, fingerprint)
-                result = operation(session)
-                if fingerprint is not None and result.entry_id is not None:
-                    entry = session.get(Entry, result.entry_id)
-                    assert entry is not None
-                    entry.request_hash = fingerprint
-                return result
+                if not writes:
+                    existing = session.scalar(select(Entry).where(Entry.idempotency_key == key))
+                    if existing is not None:
+                        return self._replay(session, existing, kind, ref, fingerprint)
+                session.info[REQUEST] = (key, fingerprint)
+                return operation(session)
         except IntegrityError:
-            # A concurrent request with the same key committed first; its outcome stands.
-            with self.db.transaction(write=False) as session:
-                existing = session.scalar(select(Entry).where(Entry.idempotency_key == key))
-                if existing is None:
-                    raise
-                return self._replay(session, existing, kind, ref, fingerprint)
+            # A repeat, or a concurrent request with the same key that committed first:
+            # the original outcome stands.
+            return self._replay_key(key, kind, ref, fingerprint)
+        except LedgerError as refused:
+            if not writes:
+                raise
+            # Refused now (e.g. the points are spent) but perhaps because the original under
+            # this key was done: a repeat answers with it, anything else with the refusal.
+            return self._replay_key(key, kind, ref, fingerprint, refused)
+
+    def _replay_key(self, key: str, kind: str, ref: AccountRef, fingerprint: str | None,
+                    refused: LedgerError | None = None) -> Result:
+        """The original outcome under `key`; without one, the refusal (or the integrity
+        error being handled: another constraint failed) goes to the caller."""
+        with self.db.transaction(write=False) as session:
+            existing = session.scalar(select(Entry).where(Entry.idempotency_key == key))
+            if existing is None:
+                if refused is not None:
+                    raise refused
+                raise  # the IntegrityError being handled by the caller
+            return self._replay(session, existing, kind, ref, fingerprint)
 
     def _replay(self, session: Session, entry: Entry, kind: str, ref: AccountRef,
                 fingerprint: str | None) -> Result:
@@ -149,17 +173,28 @@ class Postings:
               source_data: dict[str, Any] | None = None, purchase_amount: int | None = None,
               purchase_count: int = 0, shortfall: int = 0,
               purchase_at: datetime | None = None) -> Entry:
+        """Write an entry and change the account by it (the row is written at commit).
+
+        The entry goes in with a Core INSERT rather than the unit of work (a flush per entry
+        was most of an accrual's time); the Entry returned is attached to the session as if
+        loaded, so later changes to it (details) are written at commit."""
         account.balance += amount
         self._touch(account)
-        entry = Entry(account_id=account.id, kind=kind, amount=amount, idempotency_key=key,
+        purchase_at = purchase_at if purchase_amount else None
+        if purchase_amount and purchase_at is not None:
+            spend.record(account, purchase_amount, purchase_at)
+        request = session.info.get(REQUEST)
+        values = dict(account_id=account.id, kind=kind, amount=amount, idempotency_key=key,
                       source=source, purchase_amount=purchase_amount,
-                      purchase_count=purchase_count, shortfall=shortfall,
-                      purchase_at=purchase_at if purchase_amount else None,
-                      balance_after=account.balance, comment=comment, actor=actor,
-                      details=details, source_data=source_data, occurred_at=occurred_at,
-                      created_at=self.clock())
+                      purchase_count=purchase_count, purchase_at=purchase_at,
+                      shortfall=shortfall, balance_after=account.balance, comment=comment,
+                      actor=actor, details=details, source_data=source_data,
+                      request_hash=request[1] if request and request[0] == key else None,
+                      occurred_at=occurred_at, created_at=self.clock())
+        inserted = session.connection().execute(insert(Entry.__table__), values)
+        entry = Entry(id=inserted.inserted_primary_key[0], **values)
+        make_transient_to_detached(entry)
         session.add(entry)
-        session.flush()
         return entry
 
     def _touch(self, account: Account) -> None:
@@ -221,8 +256,8 @@ class Postings:
     def _upgrade_tier(self, session: Session, account: Account, *, extra_spend: Decimal,
                       now: datetime) -> str | None:
         """Upgrades happen at once; downgrades only in the scheduled recalculation."""
-        spend = queries.qualifying_spend(session, self.program, account.id, now) + extra_spend
-        best = self.program.tier_for(spend)
+        window = spend.in_window(session, account, self.program.tier_window_start(now))
+        best = self.program.tier_for(from_minor(window) + extra_spend)
         if self.program.tier_rank(best.name) > self.program.tier_rank(account.tier):
             account.tier = best.name
             account.tier_changed_at = now
@@ -255,9 +290,13 @@ class Postings:
         if carried[0]:
             details.update(returns_carried=str(from_minor(carried[0])),
                            points_carried=str(from_minor(carried[1])))
-        # Read (and the purchase marked settled) even when the deal names its own code.
-        attached = promo.attached(session, self.program, source, now)
-        code = promo_code if promo_code and promo_code.strip() else attached
+        code = promo_code if promo_code and promo_code.strip() else None
+        if self.program.settings.promo:
+            # Read, and the purchase marked settled, even when the deal names its own code,
+            # so that an attach racing this accrual finds it settled. Without campaigns no
+            # attach can succeed, and the lookup is a round trip every purchase would pay for.
+            attached = promo.attached(session, source, now)
+            code = code or attached
         code_points, redemption = Decimal("0.00"), None
         if code:
             used, redemption = promo.apply(session, self.program, code, account_id=account.id,

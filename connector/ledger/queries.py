@@ -11,7 +11,7 @@ from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
 from connector.errors import AccountNotFoundError
-from connector.ledger import lots
+from connector.ledger import lots, spend
 from connector.ledger.models import Account, Entry, Lot
 from connector.ledger.views import AccountRef, AccountView, EntryView
 from connector.money import from_minor
@@ -31,13 +31,14 @@ def find_account(session: Session, ref: AccountRef) -> Account:
     return account
 
 
-def qualifying_spend(session: Session, program: Program, account_id: int,
+def qualifying_spend(session: Session, program: Program, account: Account,
                      now: datetime) -> Decimal:
-    total = session.scalar(
-        select(func.coalesce(func.sum(Entry.purchase_amount), 0)).where(
-            Entry.account_id == account_id,
-            Entry.purchase_at >= program.tier_window_start(now)))
-    return from_minor(int(total))
+    """The rolling spend the tier is judged by: the account's kept sum when it answers for
+    this window (connector.ledger.spend), else summed (read only: nothing is stored)."""
+    window_start = program.tier_window_start(now)
+    if spend.answers(account, window_start):
+        return from_minor(account.tier_spend)
+    return from_minor(spend.summed(session, account.id, window_start)[0])
 
 
 def next_expiry(session: Session, program: Program, account_id: int,
@@ -58,7 +59,7 @@ def next_expiry(session: Session, program: Program, account_id: int,
 
 def account_view(session: Session, program: Program, account: Account,
                  now: datetime) -> AccountView:
-    spend = qualifying_spend(session, program, account.id, now)
+    spend = qualifying_spend(session, program, account, now)
     tier = program.tier_named(account.tier)
     upcoming = program.next_tier(spend, tier.name)
     expiring, expires_at = next_expiry(session, program, account.id, now)
@@ -100,10 +101,21 @@ class Mismatch:
     stored: Decimal
     from_entries: Decimal
     from_lots: Decimal
+    # The kept rolling spend and its earliest date against the entries, when they differ.
+    spend: tuple[Decimal, datetime | None, Decimal, datetime | None] | None = None
 
     def __str__(self) -> str:
-        return (f"account {self.account_id} ({self.ref}): stored balance {self.stored}, "
+        text = (f"account {self.account_id} ({self.ref}): stored balance {self.stored}, "
                 f"sum of entries {self.from_entries}, lots less overdraft {self.from_lots}")
+        if self.spend is not None:
+            kept, kept_oldest, summed, oldest = self.spend
+            text += (f"; kept tier spend {kept} (earliest {_date(kept_oldest)}), "
+                     f"entries {summed} (earliest {_date(oldest)})")
+        return text
+
+
+def _date(value: datetime | None) -> str:
+    return value.isoformat() if value else "none"
 
 
 def verify(session: Session, account_ids: Sequence[int] | None = None
@@ -135,18 +147,33 @@ def _verify(session: Session, bounds: tuple[int, int] | None, only: set[int] | N
     lot_sums = dict(connection.execute(
         select(Lot.account_id, func.sum(Lot.remaining)).where(lots_of)
         .group_by(Lot.account_id)).all())
+    # The kept rolling spend (connector.ledger.spend): the entries dated since its start.
+    spend_sums = {account_id: (int(total or 0), oldest) for account_id, total, oldest in
+                  connection.execute(
+                      select(Account.id, func.sum(Entry.purchase_amount),
+                             func.min(Entry.purchase_at))
+                      .join(Entry, (Entry.account_id == Account.id)
+                            & (Entry.purchase_at >= Account.tier_spend_since))
+                      .where(accounts, Account.tier_spend_since.is_not(None))
+                      .group_by(Account.id))}
     checked = 0
     problems = []
     rows = connection.execute(select(Account.id, Account.crm, Account.portal, Account.contact_id,
-                                  Account.balance, Account.overdraft).where(accounts))
-    for account_id, crm, portal, contact, balance, overdraft in rows:
+                                     Account.balance, Account.overdraft, Account.tier_spend,
+                                     Account.tier_spend_since, Account.tier_spend_oldest)
+                              .where(accounts))
+    for account_id, crm, portal, contact, balance, overdraft, kept, since, kept_oldest in rows:
         if only is not None and account_id not in only:
             continue
         checked += 1
         from_entries = int(entry_sums.get(account_id) or 0)
         from_lots = int(lot_sums.get(account_id) or 0) - overdraft
-        if not balance == from_entries == from_lots:
-            problems.append(Mismatch(account_id, AccountRef(crm, portal, contact),
-                                     from_minor(balance), from_minor(from_entries),
-                                     from_minor(from_lots)))
+        summed, oldest = spend_sums.get(account_id, (0, None))
+        spend_off = since is not None and (kept, kept_oldest) != (summed, oldest)
+        if not balance == from_entries == from_lots or spend_off:
+            problems.append(Mismatch(
+                account_id, AccountRef(crm, portal, contact), from_minor(balance),
+                from_minor(from_entries), from_minor(from_lots),
+                (from_minor(kept), kept_oldest, from_minor(summed), oldest)
+                if spend_off else None))
     return checked, problems

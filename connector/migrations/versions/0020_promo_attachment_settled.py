@@ -2,8 +2,8 @@
 attached code, so an attach racing the accrual is refused instead of kept unused; code and
 via may be empty on such a mark (a CHECK keeps a row one or the other)
 
-Revision ID: 0022
-Revises: 0016
+Revision ID: 0020
+Revises: 0019
 Create Date: 2026-12-06
 """
 
@@ -14,8 +14,8 @@ from alembic import op
 
 import connector.schema
 
-revision = "0022"
-down_revision = "0021"
+revision = "0020"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 

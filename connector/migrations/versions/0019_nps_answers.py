@@ -1,8 +1,8 @@
 """nps_answers: 0-10 "would you recommend us" answers, one per source event (UNIQUE
 source_key), with the record each came from and the bonus entry it earned
 
-Revision ID: 0021
-Revises: 0016
+Revision ID: 0019
+Revises: 0018
 Create Date: 2026-12-06
 """
 
@@ -13,8 +13,8 @@ from alembic import op
 
 import connector.schema
 
-revision = "0021"
-down_revision = "0020"
+revision = "0019"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 

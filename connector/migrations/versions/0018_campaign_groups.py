@@ -2,8 +2,8 @@
 a trigger mailing's holdout or an A/B test of the earning rules, written once when first
 eligible (UNIQUE campaign, account)
 
-Revision ID: 0020
-Revises: 0016
+Revision ID: 0018
+Revises: 0017
 Create Date: 2026-12-06
 """
 
@@ -14,8 +14,8 @@ from alembic import op
 
 import connector.schema
 
-revision = "0020"
-down_revision = "0016"
+revision = "0018"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 
