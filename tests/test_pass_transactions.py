@@ -1,0 +1,142 @@
+"""How many database transactions the inbox worker's pass over one event takes: a count, not
+a timing, so the bookkeeping between an event and its CRM write cannot silently grow back.
+
+Under load every transaction costs a scheduling round (PostgreSQL is another process) and a
+commit; `benchmarks/latency.py` showed them to be most of the time between the deal's read
+and the contact's write. Counted here on the pass `serve` and `worker` run (run_job of
+process_inbox), after a first pass that made the portal's budget row and the job's record.
+
+If a change needs one more transaction on this path, say why in its commit and raise the
+figure; if it saves one, lower it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector.sandbox import FakeBitrix24Portal
+from connector.sandbox.amocrm import FakeAmoCRM, webhook_body
+from connector.scheduler import find_job, run_job
+from connector.services import Services
+from tests.conftest import fresh_services, make_settings
+from tests.db_count import Seen, counting
+from webhooks import create_app
+
+AMO_SECRET = "PassCountSecret0123456789"
+
+# Transactions on the database's own engine. SQLite also runs the CRM budget's reservations
+# on it (one per CRM request); PostgreSQL runs them on an autocommit engine of their own.
+# "before": those that begin before the contact's write (what the manager waits for).
+EXPECTED = {
+    "bitrix24 deal": {"sqlite": {"before": 13, "all": 19},
+                      "postgresql": {"before": 11, "all": 17}},
+    "bitrix24 robot": {"sqlite": {"before": 4, "all": 9},
+                       "postgresql": {"before": 2, "all": 7}},
+    "amocrm lead": {"sqlite": {"before": 13, "all": 20},
+                    "postgresql": {"before": 11, "all": 17}},
+}
+
+
+@pytest.fixture
+def b24(tmp_path: Path, database_url: str) -> Iterator[tuple[Services, FakeBitrix24Portal]]:
+    with FakeBitrix24Portal() as portal:  # the real clock: its calls are timed like ours
+        settings = make_settings(tmp_path, database_url, scheduler={"enabled": False},
+                                 bitrix24={"enabled": True, "webhook_url": portal.webhook_url,
+                                           "portal": portal.url,
+                                           "application_token": portal.application_token,
+                                           "member_id": portal.member_id})
+        services = fresh_services(settings)
+        assert services.bitrix24 is not None
+        services.bitrix24.installer.install()
+        try:
+            yield services, portal
+        finally:
+            services.close()
+
+
+def one_pass(services: Services, post: Any) -> Seen:
+    """A warm-up pass over one event, then the counted pass over another."""
+    job = find_job(services.settings, "process_inbox")
+    assert job is not None
+    post(0)
+    assert settled(run_job(services, job)) == 1
+    post(1)
+    with counting(services.db.engine) as seen:
+        counts = run_job(services, job)
+    assert settled(counts) == 1, counts
+    return seen
+
+
+def settled(counts: dict[str, Any]) -> int:
+    """Items done, or skipped as answered (a robot call's outcome)."""
+    return int(counts.get("done", 0)) + int(counts.get("skipped", 0))
+
+
+def check(seen: Seen, written_at: float, expected: dict[str, int]) -> None:
+    found = {"before": seen.transactions_before(written_at), "all": seen.transactions}
+    assert found == expected, seen.show()
+
+
+@pytest.mark.parametrize("kind", ["deal", "robot"])
+def test_bitrix24_one_event_pass(b24: tuple[Services, FakeBitrix24Portal], kind: str,
+                                 database_url: str) -> None:
+    services, portal = b24
+    web = create_app(services=services).test_client()
+    contacts = [portal.add_contact(NAME=f"Client {n}") for n in range(2)]
+    deals = [portal.add_deal(contact_ids=[contacts[n]], STAGE_ID="WON", OPPORTUNITY="1000.00")
+             for n in range(2)]
+
+    def post(n: int) -> None:
+        if kind == "robot":
+            body, content_type = portal.robot_body("loyalty_balance", f"DEAL_{deals[n]}", {})
+            path = "/bitrix24/robots"
+        else:
+            body, content_type = portal.event_body("ONCRMDEALUPDATE", deals[n])
+            path = "/bitrix24/events"
+        assert web.post(path, data=body, content_type=content_type).status_code == 200
+
+    seen = one_pass(services, post)
+    method = "bizproc.event.send" if kind == "robot" else "crm.contact.update"
+    writes = [c.at for c in portal.calls if c.method == method]
+    assert len(writes) == 2  # one a pass
+    if kind == "deal":
+        assert str(portal.contact(contacts[1]).get(
+            services.settings.bitrix24.fields["balance"])) not in ("", "None", "0")
+    dialect = "postgresql" if services.db.is_postgres else "sqlite"
+    check(seen, writes[-1], EXPECTED[f"bitrix24 {kind}"][dialect])
+
+
+def test_amocrm_one_event_pass(tmp_path: Path, database_url: str) -> None:
+    with FakeAmoCRM() as account:
+        for n in (1, 2):
+            account.put_contact(n)
+            account.put_lead(n, contact=n, price=1000)
+        settings = make_settings(tmp_path, database_url, scheduler={"enabled": False},
+                                 amocrm={"enabled": True, "base_url": account.base_url,
+                                         "subdomain": "example",
+                                         "long_lived_token": "long-lived-token",
+                                         "webhook_secret": AMO_SECRET})
+        services = fresh_services(settings)
+        try:
+            assert services.amocrm is not None
+            services.amocrm.installer.install()
+            web = create_app(services=services).test_client()
+
+            def post(n: int) -> None:
+                body = webhook_body("leads", "status", [{
+                    "id": str(n + 1), "status_id": "142", "old_status_id": "20067736",
+                    "pipeline_id": "3104455", "price": "0"}])
+                assert web.post(f"/amocrm/webhooks/{AMO_SECRET}", data=body,
+                                content_type="application/x-www-form-urlencoded",
+                                headers={"X-Amocrm-Requestid": f"pass{n}"}).status_code == 200
+
+            seen = one_pass(services, post)
+            patched = account.state.contact_patched_at
+            assert len(patched) == 2
+            dialect = "postgresql" if services.db.is_postgres else "sqlite"
+            check(seen, patched[-1], EXPECTED["amocrm lead"][dialect])
+        finally:
+            services.close()
