@@ -23,13 +23,15 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from connector import triggers
 from connector.crm.models import ContactMirror
 from connector.db import Database
 from connector.ledger import queries
 from connector.ledger.models import Account
-from connector.ledger.views import AccountView
+from connector.ledger.views import AccountRef, AccountView
 from connector.privacy.anonymous import not_erased
 from connector.program import Program
+from connector.triggers import Transition
 
 Compare = Callable[[Mapping[str, str], Mapping[str, Any]], dict[str, str]]
 
@@ -84,11 +86,18 @@ def claimer() -> str:
 
 def claim(db: Database, crm: str, portal: str, limit: int, *, owner: str, now: datetime,
           hold: timedelta, after: int = 0) -> list[Dirty]:
+    """Up to `limit` dirty accounts (ids above `after`), claimed for `owner` (_claim)."""
+    return _claim(db, crm, portal, limit, owner=owner, now=now, hold=hold, after=after)[0]
+
+
+def _claim(db: Database, crm: str, portal: str, limit: int, *, owner: str, now: datetime,
+           hold: timedelta, after: int = 0) -> tuple[list[Dirty], bool]:
     """Up to `limit` dirty accounts (ids above `after`) that no other write-back holds,
     claimed for `owner` until `now + hold` (a claim whose worker died runs out then). One
     short transaction: on SQLite its BEGIN IMMEDIATE orders claimers; on PostgreSQL rows
     are locked in id order with SKIP LOCKED, so a row a concurrent claimer holds is left to
-    it, and the next candidates are looked at instead."""
+    it, and the next candidates are looked at instead. Also says whether more may be dirty
+    past these (the candidates filled `limit`): if not, a further claim would find none."""
     free = or_(ContactMirror.claimed_until.is_(None), ContactMirror.claimed_until < now)
     candidates = (
         select(Account.id).outerjoin(ContactMirror, ContactMirror.account_id == Account.id)
@@ -102,7 +111,7 @@ def claim(db: Database, crm: str, portal: str, limit: int, *, owner: str, now: d
         for _ in range(10):  # each round some other claimer committed first; a few suffice
             ids = list(session.scalars(candidates))
             if not ids:
-                return []
+                return [], False
             session.execute(insert(ContactMirror).values(
                 [{"account_id": i, "written_version": 0, "values": {}} for i in ids])
                 .on_conflict_do_nothing(index_elements=["account_id"]))
@@ -126,8 +135,9 @@ def claim(db: Database, crm: str, portal: str, limit: int, *, owner: str, now: d
                            ContactMirror.values)
                     .join(ContactMirror, ContactMirror.account_id == Account.id)
                     .where(Account.id.in_(claimed)).order_by(Account.id))
-                return [Dirty(a, c, v, dict(w or {}), owner) for a, c, v, w in rows]
-    return []
+                return ([Dirty(a, c, v, dict(w or {}), owner) for a, c, v, w in rows],
+                        len(ids) == limit)
+    return [], True
 
 
 def release(db: Database, items: Iterable[Dirty]) -> None:
@@ -160,8 +170,8 @@ def claimed_batches(db: Database, crm: str, portal: str, *, size: int, limit: in
     try:
         while seen < limit:
             # Onwards from the last claim: each query skips what this flush already wrote.
-            dirty = claim(db, crm, portal, min(size - len(batch), limit - seen), owner=owner,
-                          now=clock(), hold=hold, after=after)
+            dirty, more = _claim(db, crm, portal, min(size - len(batch), limit - seen),
+                                 owner=owner, now=clock(), hold=hold, after=after)
             if not dirty:
                 break
             seen += len(dirty)
@@ -172,6 +182,8 @@ def claimed_batches(db: Database, crm: str, portal: str, *, size: int, limit: in
                 yield batch
                 release(db, held)
                 batch, held = [], []
+            if not more:  # a claim that would find nothing is a transaction for nothing
+                break
         if batch:
             yield batch
     finally:
@@ -254,10 +266,34 @@ def count_refused(db: Database) -> int:
 def remember_deal(db: Database, account_id: int, deal_id: str) -> None:
     """Keep the contact's most recent deal or lead: automation runs on deals."""
     with db.transaction() as session:
-        row = _row(session, account_id)
-        current = row.latest_deal_id
-        if current is None or int(deal_id) > int(current):
-            row.latest_deal_id = deal_id
+        _remember(session, account_id, deal_id)
+
+
+def _remember(session: Session, account_id: int, deal_id: str) -> None:
+    row = _row(session, account_id)
+    current = row.latest_deal_id
+    if current is None or int(deal_id) > int(current):
+        row.latest_deal_id = deal_id
+
+
+def deal_settled(db: Database, ref: AccountRef | None, deal_id: str,
+                 transitions: Iterable[Transition]) -> None:
+    """What a deal (or lead) settled in the ledger leaves besides its entries: the triggers
+    it owes marketing, and the deal remembered as its contact's latest (automation runs on
+    it). One transaction: the worker does this between the deal's read and the contact's
+    write, where each transaction is time the manager waits."""
+    transitions = list(transitions)
+    if ref is None and not transitions:
+        return
+    with db.transaction() as session:
+        triggers.add(session, transitions)
+        if ref is None:
+            return
+        account_id = session.scalar(select(Account.id).where(
+            Account.crm == ref.crm, Account.portal == ref.portal,
+            Account.contact_id == ref.contact_id))
+        if account_id is not None:
+            _remember(session, account_id, deal_id)
 
 
 def latest_deals(db: Database, account_ids: list[int]) -> dict[int, str]:

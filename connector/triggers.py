@@ -8,7 +8,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 
 from connector.crm.models import TriggerEvent
 from connector.db import Database, utcnow
@@ -131,25 +133,30 @@ def record(db: Database, transitions: Iterable[Transition], *, touch: bool = Fal
     `touch`: the transition changes what the contact's fields show, so a new one also bumps
     the account's version (write-back), in the same transaction: a crash leaves both or
     neither."""
-    added = 0
-    for transition in transitions:
-        try:
-            with db.transaction() as session:
-                exists = session.scalar(select(TriggerEvent.id).where(
-                    TriggerEvent.account_id == transition.account_id,
-                    TriggerEvent.code == transition.code,
-                    TriggerEvent.transition == transition.transition))
-                if exists is None:
-                    session.add(TriggerEvent(
-                        account_id=transition.account_id, code=transition.code,
-                        transition=transition.transition, deal_id=transition.deal_id,
-                        status="pending", attempts=0, created_at=utcnow()))
-                    if touch:
-                        session.execute(update(Account).where(
-                            Account.id == transition.account_id).values(
-                            version=Account.version + 1).execution_options(
-                            synchronize_session=False))
-                    added += 1
-        except IntegrityError:
-            continue  # recorded concurrently by another worker
-    return added
+    transitions = list(transitions)
+    if not transitions:
+        return 0
+    with db.transaction() as session:
+        return add(session, transitions, touch=touch)
+
+
+def add(session: Session, transitions: Iterable[Transition], *, touch: bool = False) -> int:
+    """record() inside a transaction the caller already has: one INSERT for all, each
+    transition kept once by the UNIQUE key (one recorded concurrently by another worker, or
+    before, is skipped by ON CONFLICT DO NOTHING, so the caller's transaction never fails
+    on it)."""
+    rows = [{"account_id": t.account_id, "code": t.code, "transition": t.transition,
+             "deal_id": t.deal_id, "status": "pending", "attempts": 0,
+             "created_at": utcnow()} for t in transitions]
+    if not rows:
+        return 0
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    added = list(session.scalars(
+        insert(TriggerEvent).values(rows)
+        .on_conflict_do_nothing(index_elements=["account_id", "code", "transition"])
+        .returning(TriggerEvent.account_id)))
+    if touch:
+        for account_id in added:
+            session.execute(update(Account).where(Account.id == account_id).values(
+                version=Account.version + 1).execution_options(synchronize_session=False))
+    return len(added)

@@ -30,13 +30,17 @@ AMO_SECRET = "PassCountSecret0123456789"
 # Transactions on the database's own engine. SQLite also runs the CRM budget's reservations
 # on it (one per CRM request); PostgreSQL runs them on an autocommit engine of their own.
 # "before": those that begin before the contact's write (what the manager waits for).
+# Before the worker settled a group in one transaction, skipped the claims it knew would come
+# back empty, merged a deal's triggers and latest-deal note into one transaction and wrote
+# back before settling the inbox: 13 before / 19 in all for a Bitrix24 deal on SQLite, 11 / 17
+# on PostgreSQL; a robot call 4 / 9 and 2 / 7; an amoCRM lead 13 / 20 and 11 / 17.
 EXPECTED = {
-    "bitrix24 deal": {"sqlite": {"before": 13, "all": 19},
-                      "postgresql": {"before": 11, "all": 17}},
-    "bitrix24 robot": {"sqlite": {"before": 4, "all": 9},
-                       "postgresql": {"before": 2, "all": 7}},
-    "amocrm lead": {"sqlite": {"before": 13, "all": 20},
-                    "postgresql": {"before": 11, "all": 17}},
+    "bitrix24 deal": {"sqlite": {"before": 8, "all": 15},
+                      "postgresql": {"before": 6, "all": 13}},
+    "bitrix24 robot": {"sqlite": {"before": 4, "all": 8},
+                       "postgresql": {"before": 2, "all": 6}},
+    "amocrm lead": {"sqlite": {"before": 8, "all": 16},
+                    "postgresql": {"before": 6, "all": 13}},
 }
 
 
@@ -61,9 +65,12 @@ def one_pass(services: Services, post: Any) -> Seen:
     """A warm-up pass over one event, then the counted pass over another."""
     job = find_job(services.settings, "process_inbox")
     assert job is not None
+    # As the worker's loop does before each pass: the pass's claim sees what rang so far.
     post(0)
+    services.inbox.stored.clear()
     assert settled(run_job(services, job)) == 1
     post(1)
+    services.inbox.stored.clear()
     with counting(services.db.engine) as seen:
         counts = run_job(services, job)
     assert settled(counts) == 1, counts

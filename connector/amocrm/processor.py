@@ -254,10 +254,8 @@ class AmoCRMProcessor:
             ref, source, state.amount, category=state.category, occurred_at=state.occurred_at,
             source_data=state.raw, actor=ACTOR, comment=f"lead {lead_id}", rows=state.rows,
             promo_code=amo.promo_code(lead, field) if field else None)
-        if notify:
-            record(self.services.db, from_results(results, deal_id=lead_id))
-        if ref is not None and (account_id := self.ledger.account_id(ref)) is not None:
-            mirror.remember_deal(self.services.db, account_id, lead_id)
+        mirror.deal_settled(self.services.db, ref, lead_id,
+                            from_results(results, deal_id=lead_id) if notify else [])
         return len(results), None if state.contact_id else f"lead {lead_id}: {state.reason}"
 
     def welcome(self, contact: dict[str, Any]) -> None:
