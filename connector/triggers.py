@@ -118,14 +118,24 @@ def due(db: Database, crm: str, portal: str, limit: int) -> list[Due]:
 
 def mark(db: Database, trigger_id: int, status: str, error: str | None,
          now: datetime) -> None:
+    mark_all(db, [(trigger_id, status, error)], now)
+
+
+def mark_all(db: Database, marks: Iterable[tuple[int, str, str | None]],
+             now: datetime) -> None:
+    """mark() for several triggers (id, status, error) in one transaction."""
+    marks = list(marks)
+    if not marks:
+        return
     with db.transaction() as session:
-        row = session.get(TriggerEvent, trigger_id)
-        if row is not None:
-            row.status = status
-            row.attempts += 1
-            row.last_error = error
-            if status == "sent":
-                row.sent_at = now
+        for trigger_id, status, error in marks:
+            row = session.get(TriggerEvent, trigger_id)
+            if row is not None:
+                row.status = status
+                row.attempts += 1
+                row.last_error = error
+                if status == "sent":
+                    row.sent_at = now
 
 
 def record(db: Database, transitions: Iterable[Transition], *, touch: bool = False) -> int:
@@ -151,10 +161,11 @@ def add(session: Session, transitions: Iterable[Transition], *, touch: bool = Fa
     if not rows:
         return 0
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    # Rows as parameters, not inlined: one cached statement, whatever their number.
     added = list(session.scalars(
-        insert(TriggerEvent).values(rows)
+        insert(TriggerEvent)
         .on_conflict_do_nothing(index_elements=["account_id", "code", "transition"])
-        .returning(TriggerEvent.account_id)))
+        .returning(TriggerEvent.account_id), rows))
     if touch:
         for account_id in added:
             session.execute(update(Account).where(Account.id == account_id).values(

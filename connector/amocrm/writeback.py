@@ -65,32 +65,34 @@ class AmoCRMWriteback:
         report = WritebackReport()
         calls_before = self.client.calls
         now = self.services.ledger.clock()
+        settled: set[int] = set()  # marked written or refused: no claim left to release
         batches = mirror.claimed_batches(
             self.services.db, "amocrm", self.portal, size=self.settings.write_batch,
             limit=limit, clock=self.services.ledger.clock,
-            changes=lambda dirty: self._changes(dirty, now, report),
-            hold=timedelta(seconds=self.services.settings.inbox.lease_seconds))
+            changes=lambda dirty: self._changes(dirty, now, report, settled),
+            hold=timedelta(seconds=self.services.settings.inbox.lease_seconds),
+            settled=settled)
         with closing(batches):
             for batch in batches:
-                self._send(batch, now, report)
+                self._send(batch, now, report, settled)
         report.calls = self.client.calls - calls_before
         return report
 
-    def _changes(self, dirty: list[Dirty], now: datetime, report: WritebackReport
-                 ) -> list[tuple[Dirty, dict[str, str]]]:
+    def _changes(self, dirty: list[Dirty], now: datetime, report: WritebackReport,
+                 settled: set[int]) -> list[tuple[Dirty, dict[str, str]]]:
         report.accounts += len(dirty)
         wanted = self.wanted([d.account_id for d in dirty], now)
-        to_send = []
+        to_send: list[tuple[Dirty, dict[str, str]]] = []
+        unchanged: list[tuple[Dirty, dict[str, str]]] = []
         for item in dirty:
             changes = amo.changed_values(wanted[item.account_id], item.written)
-            if changes:
-                to_send.append((item, changes))
-            else:
-                mirror.mark_written(self.services.db, item, {}, now)
-                report.unchanged += 1
+            (to_send if changes else unchanged).append((item, changes))
+        report.unchanged += len(unchanged)
+        mirror.mark_all_written(self.services.db, unchanged, now, settled=settled)
         return to_send
 
-    def _send(self, chunk: Chunk, now: datetime, report: WritebackReport) -> None:
+    def _send(self, chunk: Chunk, now: datetime, report: WritebackReport,
+              settled: set[int]) -> None:
         while chunk:
             try:
                 self.client.request("PATCH", "/api/v4/contacts", json=[
@@ -104,8 +106,8 @@ class AmoCRMWriteback:
                     # few seconds: it waits for the account's next change.
                     log.warning("PATCH /api/v4/contacts refused %d contacts: %s",
                                 len(chunk), exc)
-                    for item, _ in chunk:
-                        mirror.mark_written(self.services.db, item, {}, now)
+                    mirror.mark_all_written(self.services.db, [(item, {}) for item, _ in chunk],
+                                            now, settled=settled)
                     report.failed += len(chunk)
                     return
                 # Contacts it can never take are recorded once and left out; the rest of
@@ -115,11 +117,10 @@ class AmoCRMWriteback:
                     log.warning("PATCH /api/v4/contacts: contact %s refused for good: %s; "
                                 "not sent again until the contact changes",
                                 item.contact_id, error)
-                    mirror.refuse(self.services.db, item, error, now)
+                    mirror.refuse(self.services.db, item, error, now, settled=settled)
                     report.refused += 1
                 chunk = [pair for index, pair in enumerate(chunk) if index not in refused]
                 continue
-            for item, changes in chunk:
-                mirror.mark_written(self.services.db, item, changes, now)
+            mirror.mark_all_written(self.services.db, chunk, now, settled=settled)
             report.contacts_written += len(chunk)
             return
