@@ -205,7 +205,8 @@ class Inbox:
         """Lease due items to this worker; concurrent workers never get the same item."""
         now = self.clock()
         limit = limit or self.settings.batch_size
-        with self.db.transaction() as session:
+        # Not durable: a claim lost with the database server is an item offered again.
+        with self.db.transaction(durable=False) as session:
             query = (
                 select(InboxEvent)
                 .where(or_(
@@ -242,7 +243,9 @@ class Inbox:
         now = self.clock()
         statuses: dict[int, str] = {}
         done = [item_id for item_id, status, _ in outcomes if status == "done"]
-        with self.db.transaction() as session:
+        # Not durable: an outcome lost with the database server is an item processed again
+        # (at least once, as after a worker's crash).
+        with self.db.transaction(durable=False) as session:
             if done:
                 result = session.execute(
                     update(InboxEvent).where(InboxEvent.id.in_(done))

@@ -107,7 +107,8 @@ def _claim(db: Database, crm: str, portal: str, limit: int, *, owner: str, now: 
                or_(ContactMirror.account_id.is_(None), free))
         .order_by(Account.id).limit(limit))
     insert = pg_insert if db.is_postgres else sqlite_insert
-    with db.transaction() as session:
+    # Not durable: a claim lost with the database server leaves the contact unclaimed.
+    with db.transaction(durable=False) as session:
         for _ in range(10):  # each round some other claimer committed first; a few suffice
             ids = list(session.scalars(candidates))
             if not ids:
@@ -148,7 +149,7 @@ def release(db: Database, items: Iterable[Dirty], settled: set[int] | None = Non
     if not held:
         return
     ids, owners = [i.account_id for i in held], {i.claimed_by for i in held}
-    with db.transaction() as session:
+    with db.transaction(durable=False) as session:
         session.execute(update(ContactMirror)
                         .where(ContactMirror.account_id.in_(ids),
                                ContactMirror.claimed_by.in_(owners))
@@ -227,7 +228,8 @@ def mark_all_written(db: Database, written: Sequence[tuple[Dirty, Mapping[str, s
     50). `settled`: the flush's record of accounts whose claims are gone (claimed_batches)."""
     if not written:
         return
-    with db.transaction() as session:
+    # Not durable: a mark lost with the database server means the same values written again.
+    with db.transaction(durable=False) as session:
         for item, changes in written:
             row = _row(session, item.account_id)
             row.values = {**(row.values or {}), **changes}

@@ -26,6 +26,8 @@ from sqlalchemy import Engine, event
 class Seen:
     begun: list[float] = field(default_factory=list)  # time.time() of each transaction
     statements: list[tuple[float, str]] = field(default_factory=list)
+    # Each transaction's statements (one thread's transactions do not interleave).
+    grouped: list[list[str]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -50,6 +52,7 @@ def counting(engine: Engine) -> Iterator[Seen]:
     def on_begin(_connection: Any) -> None:
         with seen._lock:
             seen.begun.append(time.time())
+            seen.grouped.append([])
 
     def on_statement(_connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         # SQLite's BEGIN is sent by the engine's own begin listener: not a statement here.
@@ -57,6 +60,8 @@ def counting(engine: Engine) -> Iterator[Seen]:
             return
         with seen._lock:
             seen.statements.append((time.time(), statement))
+            if seen.grouped:
+                seen.grouped[-1].append(statement)
 
     event.listen(engine, "begin", on_begin)
     event.listen(engine, "before_cursor_execute", on_statement)

@@ -147,3 +147,38 @@ def test_amocrm_one_event_pass(tmp_path: Path, database_url: str) -> None:
             check(seen, patched[-1], EXPECTED["amocrm lead"][dialect])
         finally:
             services.close()
+
+
+def test_only_bookkeeping_skips_the_wal_flush(b24: tuple[Services, FakeBitrix24Portal],
+                                              database_url: str) -> None:
+    """On PostgreSQL the claims, the inbox's outcomes, the write-back's marks and the job's
+    record commit without waiting for the WAL flush (lost with the server, they are work
+    done again); the ledger's entries and the triggers owed to marketing wait for it."""
+    services, portal = b24
+    if not services.db.is_postgres:
+        pytest.skip("SQLite commits without a flush already")
+    web = create_app(services=services).test_client()
+    contacts = [portal.add_contact(NAME=f"Client {n}") for n in range(2)]
+    deals = [portal.add_deal(contact_ids=[contacts[n]], STAGE_ID="WON", OPPORTUNITY="1000.00")
+             for n in range(2)]
+
+    def post(n: int) -> None:
+        body, content_type = portal.event_body("ONCRMDEALUPDATE", deals[n])
+        assert web.post("/bitrix24/events", data=body,
+                        content_type=content_type).status_code == 200
+
+    seen = one_pass(services, post)
+    fast = [group for group in seen.grouped
+            if group and "synchronous_commit" in group[0]]
+    durable = [group for group in seen.grouped if group not in fast]
+
+    def writes(groups: list[list[str]], table: str) -> int:
+        return sum(1 for group in groups for statement in group
+                   if statement.startswith(("INSERT", "UPDATE")) and table in statement)
+
+    assert writes(durable, "INTO entries") == 1
+    assert writes(durable, "INTO trigger_events") == 1
+    assert writes(fast, "entries") == writes(fast, "trigger_events") == 0
+    assert writes(fast, "inbox_events") == 2  # the claim and the outcome
+    assert writes(fast, "contact_mirror") >= 2  # the write-back's claim and its mark
+    assert writes(fast, "job_runs") == 1
