@@ -57,6 +57,8 @@ class Dirty:
     version: int
     written: dict[str, Any]
     claimed_by: str | None = None
+    # What the account shows now, read with the claim (claimed_batches given a program).
+    view: AccountView | None = None
 
 
 def _row(session: Session, account_id: int) -> ContactMirror:
@@ -91,13 +93,15 @@ def claim(db: Database, crm: str, portal: str, limit: int, *, owner: str, now: d
 
 
 def _claim(db: Database, crm: str, portal: str, limit: int, *, owner: str, now: datetime,
-           hold: timedelta, after: int = 0) -> tuple[list[Dirty], bool]:
+           hold: timedelta, after: int = 0,
+           program: Program | None = None) -> tuple[list[Dirty], bool]:
     """Up to `limit` dirty accounts (ids above `after`) that no other write-back holds,
     claimed for `owner` until `now + hold` (a claim whose worker died runs out then). One
     short transaction: on SQLite its BEGIN IMMEDIATE orders claimers; on PostgreSQL rows
     are locked in id order with SKIP LOCKED, so a row a concurrent claimer holds is left to
     it, and the next candidates are looked at instead. Also says whether more may be dirty
-    past these (the candidates filled `limit`): if not, a further claim would find none."""
+    past these (the candidates filled `limit`): if not, a further claim would find none.
+    With a `program`, each account's view is read in the same transaction (Dirty.view)."""
     free = or_(ContactMirror.claimed_until.is_(None), ContactMirror.claimed_until < now)
     candidates = (
         select(Account.id).outerjoin(ContactMirror, ContactMirror.account_id == Account.id)
@@ -132,11 +136,12 @@ def _claim(db: Database, crm: str, portal: str, limit: int, *, owner: str, now: 
                 .execution_options(synchronize_session=False))) if free_ids else []
             if claimed:
                 rows = session.execute(
-                    select(Account.id, Account.contact_id, Account.version,
-                           ContactMirror.values)
+                    select(Account, ContactMirror.values)
                     .join(ContactMirror, ContactMirror.account_id == Account.id)
                     .where(Account.id.in_(claimed)).order_by(Account.id))
-                return ([Dirty(a, c, v, dict(w or {}), owner) for a, c, v, w in rows],
+                return ([Dirty(a.id, a.contact_id, a.version, dict(w or {}), owner,
+                               queries.account_view(session, program, a, now)
+                               if program is not None else None) for a, w in rows],
                         len(ids) == limit)
     return [], True
 
@@ -162,14 +167,16 @@ Changes = Callable[[list[Dirty]], list[tuple[Dirty, dict[str, str]]]]
 
 def claimed_batches(db: Database, crm: str, portal: str, *, size: int, limit: int,
                     clock: Callable[[], datetime], hold: timedelta, changes: Changes,
-                    settled: set[int] | None = None,
+                    settled: set[int] | None = None, program: Program | None = None,
                     ) -> Iterator[list[tuple[Dirty, dict[str, str]]]]:
     """Full batches of (claimed account, its changes) to write, `size` at a time, up to
     `limit` accounts looked at; `changes` settles the unchanged ones itself. Claims are taken
     just before their batch is filled, and what a batch did not mark written is released
     when the caller comes back for the next one (or stops: close the iterator).
     `settled`: the caller adds the accounts it marked written or refused (their claims are
-    gone); when that is all of them there is nothing to release, and no transaction."""
+    gone); when that is all of them there is nothing to release, and no transaction.
+    `program`: each claimed account's view comes with its claim (Dirty.view), one
+    transaction fewer before the write than reading them afterwards."""
     owner, seen, after = claimer(), 0, 0
     batch: list[tuple[Dirty, dict[str, str]]] = []
     held: list[Dirty] = []
@@ -177,7 +184,8 @@ def claimed_batches(db: Database, crm: str, portal: str, *, size: int, limit: in
         while seen < limit:
             # Onwards from the last claim: each query skips what this flush already wrote.
             dirty, more = _claim(db, crm, portal, min(size - len(batch), limit - seen),
-                                 owner=owner, now=clock(), hold=hold, after=after)
+                                 owner=owner, now=clock(), hold=hold, after=after,
+                                 program=program)
             if not dirty:
                 break
             seen += len(dirty)
@@ -198,6 +206,8 @@ def claimed_batches(db: Database, crm: str, portal: str, *, size: int, limit: in
 
 def views(db: Database, program: Program, account_ids: list[int],
           now: datetime) -> dict[int, AccountView]:
+    if not account_ids:
+        return {}
     with db.transaction(write=False) as session:
         return {account.id: queries.account_view(session, program, account, now)
                 for account in session.scalars(select(Account)
@@ -205,12 +215,16 @@ def views(db: Database, program: Program, account_ids: list[int],
 
 
 def wanted(db: Database, program: Program, account_ids: list[int], now: datetime,
-           render: Callable[[AccountView, date | None], dict[str, str]]
-           ) -> dict[int, dict[str, str]]:
+           render: Callable[[AccountView, date | None], dict[str, str]],
+           known: Mapping[int, AccountView] | None = None) -> dict[int, dict[str, str]]:
     """What each account's contact should show, rendered by the CRM's own mapping; the
-    expiry date is the day in the program's time zone."""
+    expiry date is the day in the program's time zone. `known`: views already read (with
+    the write-back's claim); only the others are read here."""
+    known = known or {}
+    found = {i: known[i] for i in account_ids if i in known}
+    found.update(views(db, program, [i for i in account_ids if i not in known], now))
     values = {}
-    for account_id, view in views(db, program, account_ids, now).items():
+    for account_id, view in found.items():
         expiring = view.next_expiry_at.astimezone(program.zone).date() \
             if view.next_expiry_at else None
         values[account_id] = render(view, expiring)

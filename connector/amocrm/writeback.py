@@ -4,6 +4,7 @@ changed, coalesced per contact, `write_batch` contacts per PATCH /api/v4/contact
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from contextlib import closing
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from connector import mirror
 from connector.crm.amocrm import AmoCRMClient
 from connector.errors import FatalCRMError
+from connector.ledger.views import AccountView
 from connector.mirror import Dirty
 from connector.reports import WritebackReport
 from connector.rewards.perks import perks_text
@@ -45,11 +47,12 @@ class AmoCRMWriteback:
         self.settings = services.settings.amocrm
         self.portal = self.settings.portal_key
 
-    def wanted(self, account_ids: list[int], now: datetime) -> dict[int, dict[str, str]]:
+    def wanted(self, account_ids: list[int], now: datetime,
+               known: Mapping[int, AccountView] | None = None) -> dict[int, dict[str, str]]:
         card_urls = self.services.cards.urls(account_ids)
         return mirror.wanted(
             self.services.db, self.services.program, account_ids, now,
-            lambda view, expiring: amo.contact_values(
+            known=known, render=lambda view, expiring: amo.contact_values(
                 self.settings.fields, balance=view.balance, available=view.available,
                 tier=view.tier,
                 discount=view.discount_percent, expiring_points=view.next_expiry_points,
@@ -71,7 +74,7 @@ class AmoCRMWriteback:
             limit=limit, clock=self.services.ledger.clock,
             changes=lambda dirty: self._changes(dirty, now, report, settled),
             hold=timedelta(seconds=self.services.settings.inbox.lease_seconds),
-            settled=settled)
+            settled=settled, program=self.services.program)
         with closing(batches):
             for batch in batches:
                 self._send(batch, now, report, settled)
@@ -81,7 +84,8 @@ class AmoCRMWriteback:
     def _changes(self, dirty: list[Dirty], now: datetime, report: WritebackReport,
                  settled: set[int]) -> list[tuple[Dirty, dict[str, str]]]:
         report.accounts += len(dirty)
-        wanted = self.wanted([d.account_id for d in dirty], now)
+        wanted = self.wanted([d.account_id for d in dirty], now,
+                             known={d.account_id: d.view for d in dirty if d.view is not None})
         to_send: list[tuple[Dirty, dict[str, str]]] = []
         unchanged: list[tuple[Dirty, dict[str, str]]] = []
         for item in dirty:

@@ -4,11 +4,13 @@ contact (a thousand accruals are one write), 50 `crm.contact.update` per `batch`
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from contextlib import closing
 from datetime import datetime, timedelta
 
 from connector import mirror
 from connector.crm.bitrix24 import BATCH_LIMIT, Bitrix24Client
+from connector.ledger.views import AccountView
 from connector.mirror import Dirty
 from connector.reports import WritebackReport
 from connector.rewards.perks import perks_text
@@ -34,11 +36,12 @@ class Bitrix24Writeback:
         self.settings = services.settings.bitrix24
         self.portal = self.settings.portal_key
 
-    def wanted(self, account_ids: list[int], now: datetime) -> dict[int, dict[str, str]]:
+    def wanted(self, account_ids: list[int], now: datetime,
+               known: Mapping[int, AccountView] | None = None) -> dict[int, dict[str, str]]:
         card_urls = self.services.cards.urls(account_ids)
         return mirror.wanted(
             self.services.db, self.services.program, account_ids, now,
-            lambda view, expiring: b24.contact_values(
+            known=known, render=lambda view, expiring: b24.contact_values(
                 self.settings.fields, balance=view.balance, available=view.available,
                 tier=view.tier,
                 discount=view.discount_percent, expiring_points=view.next_expiry_points,
@@ -58,7 +61,7 @@ class Bitrix24Writeback:
             clock=self.services.ledger.clock,
             changes=lambda dirty: self._changes(dirty, report, settled),
             hold=timedelta(seconds=self.services.settings.inbox.lease_seconds),
-            settled=settled)
+            settled=settled, program=self.services.program)
         with closing(batches):
             for batch in batches:
                 self._send(batch, report, settled)
@@ -69,7 +72,8 @@ class Bitrix24Writeback:
                  ) -> list[tuple[Dirty, dict[str, str]]]:
         report.accounts += len(dirty)
         now = self.services.ledger.clock()
-        wanted = self.wanted([d.account_id for d in dirty], now)
+        wanted = self.wanted([d.account_id for d in dirty], now,
+                             known={d.account_id: d.view for d in dirty if d.view is not None})
         to_send: list[tuple[Dirty, dict[str, str]]] = []
         unchanged: list[tuple[Dirty, dict[str, str]]] = []
         for item in dirty:
