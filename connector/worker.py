@@ -117,7 +117,10 @@ class Worker:
             with log_context(inbox_ids=[i.id for i in items]):
                 outcomes = self._run(processor, items)
         self.written_back = False
-        if last and self.write_back is not None and self.write_back_error is None:
+        # Not when the CRM just proved unreachable: the write-back would wait out the same
+        # retries with the group still claimed (the pass's own write-back comes after).
+        if last and self.write_back is not None and self.write_back_error is None \
+                and not self.crm_unreachable:
             self._write_back()
         final = {item.id: outcomes.get(item.id) or Outcome.retry("no outcome reported")
                  for item in items}
