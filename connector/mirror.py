@@ -101,7 +101,9 @@ def _claim(db: Database, crm: str, portal: str, limit: int, *, owner: str, now: 
     are locked in id order with SKIP LOCKED, so a row a concurrent claimer holds is left to
     it, and the next candidates are looked at instead. Also says whether more may be dirty
     past these (the candidates filled `limit`): if not, a further claim would find none.
-    With a `program`, each account's view is read in the same transaction (Dirty.view)."""
+    With a `program`, on PostgreSQL, each account's view is read in the same transaction
+    (Dirty.view). Not on SQLite: there the claim holds the database's one write lock, which
+    the inbox's stores wait for, and a read after it takes no lock at all."""
     free = or_(ContactMirror.claimed_until.is_(None), ContactMirror.claimed_until < now)
     candidates = (
         select(Account.id).outerjoin(ContactMirror, ContactMirror.account_id == Account.id)
@@ -111,6 +113,7 @@ def _claim(db: Database, crm: str, portal: str, limit: int, *, owner: str, now: 
                or_(ContactMirror.account_id.is_(None), free))
         .order_by(Account.id).limit(limit))
     insert = pg_insert if db.is_postgres else sqlite_insert
+    with_views = program if db.is_postgres else None
     # Not durable: a claim lost with the database server leaves the contact unclaimed.
     with db.transaction(durable=False) as session:
         for _ in range(10):  # each round some other claimer committed first; a few suffice
@@ -140,8 +143,8 @@ def _claim(db: Database, crm: str, portal: str, limit: int, *, owner: str, now: 
                     .join(ContactMirror, ContactMirror.account_id == Account.id)
                     .where(Account.id.in_(claimed)).order_by(Account.id))
                 return ([Dirty(a.id, a.contact_id, a.version, dict(w or {}), owner,
-                               queries.account_view(session, program, a, now)
-                               if program is not None else None) for a, w in rows],
+                               queries.account_view(session, with_views, a, now)
+                               if with_views is not None else None) for a, w in rows],
                         len(ids) == limit)
     return [], True
 
@@ -175,8 +178,8 @@ def claimed_batches(db: Database, crm: str, portal: str, *, size: int, limit: in
     when the caller comes back for the next one (or stops: close the iterator).
     `settled`: the caller adds the accounts it marked written or refused (their claims are
     gone); when that is all of them there is nothing to release, and no transaction.
-    `program`: each claimed account's view comes with its claim (Dirty.view), one
-    transaction fewer before the write than reading them afterwards."""
+    `program`: on PostgreSQL each claimed account's view comes with its claim (Dirty.view),
+    one transaction fewer before the write than reading them afterwards."""
     owner, seen, after = claimer(), 0, 0
     batch: list[tuple[Dirty, dict[str, str]]] = []
     held: list[Dirty] = []
