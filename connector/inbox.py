@@ -205,7 +205,8 @@ class Inbox:
         """Lease due items to this worker; concurrent workers never get the same item."""
         now = self.clock()
         limit = limit or self.settings.batch_size
-        with self.db.transaction() as session:
+        # Not durable: a claim lost with the database server is an item offered again.
+        with self.db.transaction(durable=False) as session:
             query = (
                 select(InboxEvent)
                 .where(or_(
@@ -233,20 +234,61 @@ class Inbox:
                                   "last_error": skipped_reason}
         self._set(item_id, **values)
 
+    def settle(self, outcomes: list[tuple[int, str, str | None]], *,
+               defer_delay: timedelta) -> dict[int, str]:
+        """What became of a group's items, in one transaction: (id, "done" | "skipped" |
+        "defer" | "retry", detail) each, as complete, defer and fail would record them one
+        by one. Returns each item's status: done, skipped, deferred, pending (to retry) or
+        dead. A group settled together costs one commit, not one per item."""
+        now = self.clock()
+        statuses: dict[int, str] = {}
+        done = [item_id for item_id, status, _ in outcomes if status == "done"]
+        # Not durable: an outcome lost with the database server is an item processed again
+        # (at least once, as after a worker's crash).
+        with self.db.transaction(durable=False) as session:
+            if done:
+                result = session.execute(
+                    update(InboxEvent).where(InboxEvent.id.in_(done))
+                    .values(status="done", processed_at=now, locked_until=None,
+                            last_error=None)
+                    .execution_options(synchronize_session=False))
+                if result.rowcount != len(done):
+                    raise KeyError(done)
+                statuses.update(dict.fromkeys(done, "done"))
+            for item_id, status, detail in outcomes:
+                if status == "done":
+                    continue
+                row = session.get(InboxEvent, item_id)
+                if row is None:
+                    raise KeyError(item_id)
+                row.locked_until = None
+                if status == "skipped":
+                    row.status, row.processed_at = "skipped", now
+                    row.last_error = detail or "skipped"
+                elif status == "defer":
+                    self._defer(row, detail or "deferred", defer_delay)
+                else:
+                    self._fail(row, detail or "failed")
+                statuses[item_id] = "deferred" if status == "defer" else row.status
+        return statuses
+
     def fail(self, item_id: int, error: str) -> str:
         """Record a failed attempt: retry later with backoff, or park as dead. Returns status."""
         with self.db.transaction() as session:
             row = session.get(InboxEvent, item_id)
             if row is None:
                 raise KeyError(item_id)
-            row.last_error = error[:4000]
-            row.locked_until = None
-            if row.attempts >= self.settings.max_attempts:
-                row.status = "dead"
-            else:
-                row.status = "pending"
-                row.next_attempt_at = self.clock() + self.backoff(row.attempts)
+            self._fail(row, error)
             return row.status
+
+    def _fail(self, row: InboxEvent, error: str) -> None:
+        row.last_error = error[:4000]
+        row.locked_until = None
+        if row.attempts >= self.settings.max_attempts:
+            row.status = "dead"
+        else:
+            row.status = "pending"
+            row.next_attempt_at = self.clock() + self.backoff(row.attempts)
 
     def backoff(self, attempts: int) -> timedelta:
         base = self.settings.retry_base_seconds * 2 ** max(attempts - 1, 0)
@@ -260,12 +302,15 @@ class Inbox:
             row = session.get(InboxEvent, item_id)
             if row is None:
                 raise KeyError(item_id)
-            row.status = "pending"
-            row.attempts = max(row.attempts - 1, 0)
-            row.locked_until = None
-            row.last_error = error[:4000]
-            row.next_attempt_at = self.clock() + delay
-            row.deferred = True
+            self._defer(row, error, delay)
+
+    def _defer(self, row: InboxEvent, error: str, delay: timedelta) -> None:
+        row.status = "pending"
+        row.attempts = max(row.attempts - 1, 0)
+        row.locked_until = None
+        row.last_error = error[:4000]
+        row.next_attempt_at = self.clock() + delay
+        row.deferred = True
 
     def wake_deferred(self, source: str, portal: str | None) -> int:
         """Make the items deferred on this CRM portal's credentials due now: call it once the

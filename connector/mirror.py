@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -23,13 +23,15 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from connector import triggers
 from connector.crm.models import ContactMirror
 from connector.db import Database
 from connector.ledger import queries
 from connector.ledger.models import Account
-from connector.ledger.views import AccountView
+from connector.ledger.views import AccountRef, AccountView
 from connector.privacy.anonymous import not_erased
 from connector.program import Program
+from connector.triggers import Transition
 
 Compare = Callable[[Mapping[str, str], Mapping[str, Any]], dict[str, str]]
 
@@ -55,6 +57,8 @@ class Dirty:
     version: int
     written: dict[str, Any]
     claimed_by: str | None = None
+    # What the account shows now, read with the claim (claimed_batches given a program).
+    view: AccountView | None = None
 
 
 def _row(session: Session, account_id: int) -> ContactMirror:
@@ -84,11 +88,22 @@ def claimer() -> str:
 
 def claim(db: Database, crm: str, portal: str, limit: int, *, owner: str, now: datetime,
           hold: timedelta, after: int = 0) -> list[Dirty]:
+    """Up to `limit` dirty accounts (ids above `after`), claimed for `owner` (_claim)."""
+    return _claim(db, crm, portal, limit, owner=owner, now=now, hold=hold, after=after)[0]
+
+
+def _claim(db: Database, crm: str, portal: str, limit: int, *, owner: str, now: datetime,
+           hold: timedelta, after: int = 0,
+           program: Program | None = None) -> tuple[list[Dirty], bool]:
     """Up to `limit` dirty accounts (ids above `after`) that no other write-back holds,
     claimed for `owner` until `now + hold` (a claim whose worker died runs out then). One
     short transaction: on SQLite its BEGIN IMMEDIATE orders claimers; on PostgreSQL rows
     are locked in id order with SKIP LOCKED, so a row a concurrent claimer holds is left to
-    it, and the next candidates are looked at instead."""
+    it, and the next candidates are looked at instead. Also says whether more may be dirty
+    past these (the candidates filled `limit`): if not, a further claim would find none.
+    With a `program`, on PostgreSQL, each account's view is read in the same transaction
+    (Dirty.view). Not on SQLite: there the claim holds the database's one write lock, which
+    the inbox's stores wait for, and a read after it takes no lock at all."""
     free = or_(ContactMirror.claimed_until.is_(None), ContactMirror.claimed_until < now)
     candidates = (
         select(Account.id).outerjoin(ContactMirror, ContactMirror.account_id == Account.id)
@@ -98,11 +113,13 @@ def claim(db: Database, crm: str, portal: str, limit: int, *, owner: str, now: d
                or_(ContactMirror.account_id.is_(None), free))
         .order_by(Account.id).limit(limit))
     insert = pg_insert if db.is_postgres else sqlite_insert
-    with db.transaction() as session:
+    with_views = program if db.is_postgres else None
+    # Not durable: a claim lost with the database server leaves the contact unclaimed.
+    with db.transaction(durable=False) as session:
         for _ in range(10):  # each round some other claimer committed first; a few suffice
             ids = list(session.scalars(candidates))
             if not ids:
-                return []
+                return [], False
             session.execute(insert(ContactMirror).values(
                 [{"account_id": i, "written_version": 0, "values": {}} for i in ids])
                 .on_conflict_do_nothing(index_elements=["account_id"]))
@@ -122,21 +139,25 @@ def claim(db: Database, crm: str, portal: str, limit: int, *, owner: str, now: d
                 .execution_options(synchronize_session=False))) if free_ids else []
             if claimed:
                 rows = session.execute(
-                    select(Account.id, Account.contact_id, Account.version,
-                           ContactMirror.values)
+                    select(Account, ContactMirror.values)
                     .join(ContactMirror, ContactMirror.account_id == Account.id)
                     .where(Account.id.in_(claimed)).order_by(Account.id))
-                return [Dirty(a, c, v, dict(w or {}), owner) for a, c, v, w in rows]
-    return []
+                return ([Dirty(a.id, a.contact_id, a.version, dict(w or {}), owner,
+                               queries.account_view(session, with_views, a, now)
+                               if with_views is not None else None) for a, w in rows],
+                        len(ids) == limit)
+    return [], True
 
 
-def release(db: Database, items: Iterable[Dirty]) -> None:
-    """Give back claims not written (a failed call): the next flush tries them again."""
-    held = [item for item in items if item.claimed_by]
+def release(db: Database, items: Iterable[Dirty], settled: set[int] | None = None) -> None:
+    """Give back claims not written (a failed call): the next flush tries them again.
+    Those in `settled` were marked written or refused, their claims cleared with it."""
+    held = [item for item in items
+            if item.claimed_by and (settled is None or item.account_id not in settled)]
     if not held:
         return
     ids, owners = [i.account_id for i in held], {i.claimed_by for i in held}
-    with db.transaction() as session:
+    with db.transaction(durable=False) as session:
         session.execute(update(ContactMirror)
                         .where(ContactMirror.account_id.in_(ids),
                                ContactMirror.claimed_by.in_(owners))
@@ -149,19 +170,25 @@ Changes = Callable[[list[Dirty]], list[tuple[Dirty, dict[str, str]]]]
 
 def claimed_batches(db: Database, crm: str, portal: str, *, size: int, limit: int,
                     clock: Callable[[], datetime], hold: timedelta, changes: Changes,
+                    settled: set[int] | None = None, program: Program | None = None,
                     ) -> Iterator[list[tuple[Dirty, dict[str, str]]]]:
     """Full batches of (claimed account, its changes) to write, `size` at a time, up to
     `limit` accounts looked at; `changes` settles the unchanged ones itself. Claims are taken
     just before their batch is filled, and what a batch did not mark written is released
-    when the caller comes back for the next one (or stops: close the iterator)."""
+    when the caller comes back for the next one (or stops: close the iterator).
+    `settled`: the caller adds the accounts it marked written or refused (their claims are
+    gone); when that is all of them there is nothing to release, and no transaction.
+    `program`: on PostgreSQL each claimed account's view comes with its claim (Dirty.view),
+    one transaction fewer before the write than reading them afterwards."""
     owner, seen, after = claimer(), 0, 0
     batch: list[tuple[Dirty, dict[str, str]]] = []
     held: list[Dirty] = []
     try:
         while seen < limit:
             # Onwards from the last claim: each query skips what this flush already wrote.
-            dirty = claim(db, crm, portal, min(size - len(batch), limit - seen), owner=owner,
-                          now=clock(), hold=hold, after=after)
+            dirty, more = _claim(db, crm, portal, min(size - len(batch), limit - seen),
+                                 owner=owner, now=clock(), hold=hold, after=after,
+                                 program=program)
             if not dirty:
                 break
             seen += len(dirty)
@@ -170,16 +197,20 @@ def claimed_batches(db: Database, crm: str, portal: str, *, size: int, limit: in
             batch += changes(dirty)
             if len(batch) >= size:
                 yield batch
-                release(db, held)
+                release(db, held, settled)
                 batch, held = [], []
+            if not more:  # a claim that would find nothing is a transaction for nothing
+                break
         if batch:
             yield batch
     finally:
-        release(db, held)
+        release(db, held, settled)
 
 
 def views(db: Database, program: Program, account_ids: list[int],
           now: datetime) -> dict[int, AccountView]:
+    if not account_ids:
+        return {}
     with db.transaction(write=False) as session:
         return {account.id: queries.account_view(session, program, account, now)
                 for account in session.scalars(select(Account)
@@ -187,12 +218,16 @@ def views(db: Database, program: Program, account_ids: list[int],
 
 
 def wanted(db: Database, program: Program, account_ids: list[int], now: datetime,
-           render: Callable[[AccountView, date | None], dict[str, str]]
-           ) -> dict[int, dict[str, str]]:
+           render: Callable[[AccountView, date | None], dict[str, str]],
+           known: Mapping[int, AccountView] | None = None) -> dict[int, dict[str, str]]:
     """What each account's contact should show, rendered by the CRM's own mapping; the
-    expiry date is the day in the program's time zone."""
+    expiry date is the day in the program's time zone. `known`: views already read (with
+    the write-back's claim); only the others are read here."""
+    known = known or {}
+    found = {i: known[i] for i in account_ids if i in known}
+    found.update(views(db, program, [i for i in account_ids if i not in known], now))
     values = {}
-    for account_id, view in views(db, program, account_ids, now).items():
+    for account_id, view in found.items():
         expiring = view.next_expiry_at.astimezone(program.zone).date() \
             if view.next_expiry_at else None
         values[account_id] = render(view, expiring)
@@ -201,16 +236,30 @@ def wanted(db: Database, program: Program, account_ids: list[int], now: datetime
 
 def mark_written(db: Database, item: Dirty, changes: Mapping[str, str], now: datetime) -> None:
     """The CRM now shows `changes` (on top of what it showed) for this account version."""
-    with db.transaction() as session:
-        row = _row(session, item.account_id)
-        row.values = {**(row.values or {}), **changes}
-        row.written_version = max(row.written_version or 0, item.version)
-        row.written_at = now
-        if item.claimed_by is not None and row.claimed_by == item.claimed_by:
-            row.claimed_by = row.claimed_until = None
+    mark_all_written(db, [(item, changes)], now)
 
 
-def refuse(db: Database, item: Dirty, error: str, now: datetime) -> None:
+def mark_all_written(db: Database, written: Sequence[tuple[Dirty, Mapping[str, str]]],
+                     now: datetime, *, settled: set[int] | None = None) -> None:
+    """mark_written for a whole batch, in one transaction (one commit for 50 contacts, not
+    50). `settled`: the flush's record of accounts whose claims are gone (claimed_batches)."""
+    if not written:
+        return
+    # Not durable: a mark lost with the database server means the same values written again.
+    with db.transaction(durable=False) as session:
+        for item, changes in written:
+            row = _row(session, item.account_id)
+            row.values = {**(row.values or {}), **changes}
+            row.written_version = max(row.written_version or 0, item.version)
+            row.written_at = now
+            if item.claimed_by is not None and row.claimed_by == item.claimed_by:
+                row.claimed_by = row.claimed_until = None
+    if settled is not None:
+        settled.update(item.account_id for item, _ in written)
+
+
+def refuse(db: Database, item: Dirty, error: str, now: datetime, *,
+           settled: set[int] | None = None) -> None:
     """The CRM refused this contact for good: write-back skips it until it changes."""
     with db.transaction() as session:
         row = _row(session, item.account_id)
@@ -218,6 +267,8 @@ def refuse(db: Database, item: Dirty, error: str, now: datetime) -> None:
         row.refused_error = error[:1000]
         if item.claimed_by is not None and row.claimed_by == item.claimed_by:
             row.claimed_by = row.claimed_until = None
+    if settled is not None:
+        settled.add(item.account_id)
 
 
 def clear_refusal(db: Database, account_id: int) -> bool:
@@ -254,10 +305,34 @@ def count_refused(db: Database) -> int:
 def remember_deal(db: Database, account_id: int, deal_id: str) -> None:
     """Keep the contact's most recent deal or lead: automation runs on deals."""
     with db.transaction() as session:
-        row = _row(session, account_id)
-        current = row.latest_deal_id
-        if current is None or int(deal_id) > int(current):
-            row.latest_deal_id = deal_id
+        _remember(session, account_id, deal_id)
+
+
+def _remember(session: Session, account_id: int, deal_id: str) -> None:
+    row = _row(session, account_id)
+    current = row.latest_deal_id
+    if current is None or int(deal_id) > int(current):
+        row.latest_deal_id = deal_id
+
+
+def deal_settled(db: Database, ref: AccountRef | None, deal_id: str,
+                 transitions: Iterable[Transition], *, program: Program) -> None:
+    """What a deal (or lead) settled in the ledger leaves besides its entries: the triggers
+    it owes marketing, and the deal remembered as its contact's latest (automation runs on
+    it). One transaction: the worker does this between the deal's read and the contact's
+    write, where each transaction is time the manager waits."""
+    transitions = list(transitions)
+    if ref is None and not transitions:
+        return
+    with db.transaction() as session:
+        triggers.add(session, transitions, program=program.settings)
+        if ref is None:
+            return
+        account_id = session.scalar(select(Account.id).where(
+            Account.crm == ref.crm, Account.portal == ref.portal,
+            Account.contact_id == ref.contact_id))
+        if account_id is not None:
+            _remember(session, account_id, deal_id)
 
 
 def latest_deals(db: Database, account_ids: list[int]) -> dict[int, str]:

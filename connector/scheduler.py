@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -65,9 +66,21 @@ def rfm_segments(services: Services) -> dict[str, int]:
 
 def process_inbox(services: Services) -> dict[str, int]:
     """Turn received events into ledger entries, then write what changed back to the CRMs."""
-    counts = Worker(services.inbox, services.processors(),
-                    metrics=services.metrics).drain(max_rounds=100)
-    counts.update(services.flush_crms())
+    flushed: dict[str, int] = defaultdict(int)
+
+    def write_back() -> None:
+        for key, value in services.flush_crms().items():
+            flushed[key] += value
+
+    # The worker writes back as soon as the last group is processed, before settling it.
+    worker = Worker(services.inbox, services.processors(), metrics=services.metrics,
+                    write_back=write_back)
+    counts = worker.drain(max_rounds=100)
+    if worker.write_back_error is not None:
+        raise worker.write_back_error
+    if not worker.written_back:  # also when no event came: the API's changes, a reconcile's
+        write_back()
+    counts.update(flushed)
     if any(counts.values()):
         log.info("process_inbox: %s", counts)
     return counts

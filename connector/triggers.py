@@ -8,7 +8,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 
 from connector.campaigns import placement
 from connector.crm.models import TriggerEvent
@@ -19,6 +21,7 @@ from connector.privacy.anonymous import not_erased
 from connector.program import Program
 
 if TYPE_CHECKING:
+    from connector.config import ProgramSettings
     from connector.ledger.engine import TierChange
 
 TIER_UP = "loyalty_tier_up"
@@ -120,14 +123,24 @@ def due(db: Database, crm: str, portal: str, limit: int) -> list[Due]:
 
 def mark(db: Database, trigger_id: int, status: str, error: str | None,
          now: datetime) -> None:
+    mark_all(db, [(trigger_id, status, error)], now)
+
+
+def mark_all(db: Database, marks: Iterable[tuple[int, str, str | None]],
+             now: datetime) -> None:
+    """mark() for several triggers (id, status, error) in one transaction."""
+    marks = list(marks)
+    if not marks:
+        return
     with db.transaction() as session:
-        row = session.get(TriggerEvent, trigger_id)
-        if row is not None:
-            row.status = status
-            row.attempts += 1
-            row.last_error = error
-            if status == "sent":
-                row.sent_at = now
+        for trigger_id, status, error in marks:
+            row = session.get(TriggerEvent, trigger_id)
+            if row is not None:
+                row.status = status
+                row.attempts += 1
+                row.last_error = error
+                if status == "sent":
+                    row.sent_at = now
 
 
 def record(db: Database, transitions: Iterable[Transition], *, program: Program,
@@ -138,29 +151,37 @@ def record(db: Database, transitions: Iterable[Transition], *, program: Program,
     neither. A customer in the control group of the trigger's holdout
     ([[program.trigger_holdouts]]) is placed in it and the trigger is kept as skipped, never
     sent, so the report can compare the groups."""
-    added = 0
-    for transition in transitions:
-        try:
-            with db.transaction() as session:
-                exists = session.scalar(select(TriggerEvent.id).where(
-                    TriggerEvent.account_id == transition.account_id,
-                    TriggerEvent.code == transition.code,
-                    TriggerEvent.transition == transition.transition))
-                if exists is None:
-                    now = utcnow()
-                    control = placement.withheld(program.settings, session, transition.code,
-                                                 transition.account_id, now)
-                    session.add(TriggerEvent(
-                        account_id=transition.account_id, code=transition.code,
-                        transition=transition.transition, deal_id=transition.deal_id,
-                        status="skipped" if control else "pending", attempts=0,
-                        last_error=HELD_OUT if control else None, created_at=now))
-                    if touch:
-                        session.execute(update(Account).where(
-                            Account.id == transition.account_id).values(
-                            version=Account.version + 1).execution_options(
-                            synchronize_session=False))
-                    added += 1
-        except IntegrityError:
-            continue  # recorded concurrently by another worker
-    return added
+    transitions = list(transitions)
+    if not transitions:
+        return 0
+    with db.transaction() as session:
+        return add(session, transitions, program=program.settings, touch=touch)
+
+
+def add(session: Session, transitions: Iterable[Transition], *, program: ProgramSettings,
+        touch: bool = False) -> int:
+    """record() inside a transaction the caller already has: one INSERT for all, each
+    transition kept once by the UNIQUE key (one recorded concurrently by another worker, or
+    before, is skipped by ON CONFLICT DO NOTHING, so the caller's transaction never fails
+    on it)."""
+    now = utcnow()
+    rows = []
+    for t in transitions:
+        control = placement.withheld(program, session, t.code, t.account_id, now)
+        rows.append({"account_id": t.account_id, "code": t.code, "transition": t.transition,
+                     "deal_id": t.deal_id, "status": "skipped" if control else "pending",
+                     "attempts": 0, "last_error": HELD_OUT if control else None,
+                     "created_at": now})
+    if not rows:
+        return 0
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    # Rows as parameters, not inlined: one cached statement, whatever their number.
+    added = list(session.scalars(
+        insert(TriggerEvent)
+        .on_conflict_do_nothing(index_elements=["account_id", "code", "transition"])
+        .returning(TriggerEvent.account_id), rows))
+    if touch:
+        for account_id in added:
+            session.execute(update(Account).where(Account.id == account_id).values(
+                version=Account.version + 1).execution_options(synchronize_session=False))
+    return len(added)

@@ -53,12 +53,23 @@ class Processor(Protocol):
 class Worker:
     def __init__(self, inbox: Inbox, processors: Mapping[str, Processor], *,
                  metrics: Metrics | None = None, sleep: Callable[[float], None] = time.sleep,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 write_back: Callable[[], object] | None = None) -> None:
         self.inbox = inbox
         self.processors = processors
         self.metrics = metrics
         self.sleep = sleep
         self.monotonic = monotonic
+        # Writes what the ledger changed back to the CRMs. Called once a group that was all
+        # that was due is processed, before its items are marked settled: the manager waits
+        # for the contact's field, not for the inbox's bookkeeping. An item processed and
+        # written back but not settled yet (a crash in between) is processed again, which
+        # the ledger makes a no-op: at least once, as always.
+        self.write_back = write_back
+        # Whether the write-back ran after the last group processed (the pass's own
+        # write-back afterwards would find nothing new), and what it raised.
+        self.written_back = False
+        self.write_back_error: Exception | None = None
         # Set when a CRM stayed unreachable through the client's own retries: the rest of the
         # pass would spend the same minutes on every group, so it waits for the next pass.
         self.crm_unreachable = False
@@ -70,12 +81,15 @@ class Worker:
         soon as it answers again ("released"), not left claimed for the whole lease."""
         counts: dict[str, int] = defaultdict(int)
         groups: dict[str, list[InboxItem]] = defaultdict(list)
-        for item in self.inbox.claim(limit):
+        claimed = self.inbox.claim(limit)
+        for item in claimed:
             groups[item.source].append(item)
         unsettled = [item.id for items in groups.values() for item in items]
+        # Fewer than a claim takes: nothing else was due, so the write-back need not wait.
+        last = len(claimed) < (limit or self.inbox.settings.batch_size)
         try:
             for source, items in groups.items():
-                self._drain_group(source, items, counts, unsettled)
+                self._drain_group(source, items, counts, unsettled, last=last)
         except Exception as exc:
             if not unsettled or not is_unavailable(exc):
                 raise
@@ -94,7 +108,7 @@ class Worker:
         return dict(counts)
 
     def _drain_group(self, source: str, items: list[InboxItem], counts: dict[str, int],
-                     unsettled: list[int]) -> None:
+                     unsettled: list[int], *, last: bool) -> None:
         processor = self.processors.get(source)
         if processor is None:
             outcomes = {i.id: Outcome.retry(f"no processor for {source!r} is configured")
@@ -102,14 +116,40 @@ class Worker:
         else:
             with log_context(inbox_ids=[i.id for i in items]):
                 outcomes = self._run(processor, items)
-        for item in items:
-            outcome = outcomes.get(item.id) or Outcome.retry("no outcome reported")
-            with log_context(inbox_id=item.id):
-                settled = self._settle(item, outcome)
-            unsettled.remove(item.id)
+        self.written_back = False
+        # Not when the CRM just proved unreachable: the write-back would wait out the same
+        # retries with the group still claimed (the pass's own write-back comes after).
+        if last and self.write_back is not None and self.write_back_error is None \
+                and not self.crm_unreachable:
+            self._write_back()
+        final = {item.id: outcomes.get(item.id) or Outcome.retry("no outcome reported")
+                 for item in items}
+        # One transaction for the whole group: a commit per item was most of a pass's
+        # bookkeeping for a small group.
+        statuses = self.inbox.settle([(i, o.status, o.detail) for i, o in final.items()],
+                                     defer_delay=AUTH_RETRY_DELAY)
+        for item_id, outcome in final.items():
+            settled = self._label(statuses[item_id])
+            if settled in ("failed", "dead"):
+                with log_context(inbox_id=item_id):
+                    log.warning("inbox item %d failed (%s): %s", item_id, settled,
+                                outcome.detail)
+            unsettled.remove(item_id)
             counts[settled] += 1
             if self.metrics is not None:
                 self.metrics.inbox_item(source, settled)
+
+    def _write_back(self) -> None:
+        assert self.write_back is not None
+        try:
+            self.write_back()
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise  # drain_once gives the group back
+            # The items were processed all the same: they are settled, and the error is
+            # the pass's to report (process_inbox raises it once the inbox is drained).
+            self.write_back_error = exc
+        self.written_back = True
 
     def _give_back(self, item_ids: list[int], exc: Exception) -> int:
         """Release the claims once the database answers, trying with growing pauses. After
@@ -136,7 +176,8 @@ class Worker:
     def drain(self, *, max_rounds: int = 1000, limit: int | None = None) -> dict[str, int]:
         """Process until nothing is due (or `max_rounds` groups)."""
         total: dict[str, int] = defaultdict(int)
-        self.crm_unreachable = False
+        self.crm_unreachable = self.written_back = False
+        self.write_back_error = None
         for _ in range(max_rounds):
             counts = self.drain_once(limit)
             if not counts:
@@ -145,6 +186,13 @@ class Worker:
                 total[key] += value
             if self.crm_unreachable:
                 log.warning("a CRM is unreachable: the inbox waits for the next pass")
+                break
+            # A group smaller than a claim takes was all that was due: unless the inbox's
+            # doorbell announced more since, another claim would come back empty (a
+            # transaction, before the write-back the manager is waiting for). What is
+            # stored later rings the bell again, and the worker's loop comes back for it.
+            if sum(counts.values()) < (limit or self.inbox.settings.batch_size) \
+                    and not self.inbox.stored.rung:
                 break
         return dict(total)
 
@@ -164,16 +212,7 @@ class Worker:
             log.exception("processing %d inbox items failed", len(items))
             return {i.id: Outcome.retry(f"{type(exc).__name__}: {exc}") for i in items}
 
-    def _settle(self, item: InboxItem, outcome: Outcome) -> str:
-        if outcome.status == "done":
-            self.inbox.complete(item.id)
-            return "done"
-        if outcome.status == "skipped":
-            self.inbox.complete(item.id, skipped_reason=outcome.detail or "skipped")
-            return "skipped"
-        if outcome.status == "defer":
-            self.inbox.defer(item.id, outcome.detail or "deferred", AUTH_RETRY_DELAY)
-            return "deferred"
-        status = self.inbox.fail(item.id, outcome.detail or "failed")
-        log.warning("inbox item %d failed (%s): %s", item.id, status, outcome.detail)
-        return "dead" if status == "dead" else "failed"
+    @staticmethod
+    def _label(status: str) -> str:
+        """An item's status after settling, as the pass counts it."""
+        return "failed" if status == "pending" else status

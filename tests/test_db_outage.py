@@ -101,19 +101,21 @@ def test_claims_are_given_back_as_soon_as_the_database_answers(
 
 def test_items_settled_before_the_outage_are_not_given_back(db: Database,
                                                              clock: Clock) -> None:
+    # A claim holding two groups (one per CRM): each group is settled in one transaction.
     inbox = make_inbox(db, clock)
-    first, second = put(inbox, 1), put(inbox, 2)
-    real_complete, calls = inbox.complete, []
+    first = put(inbox, 1)
+    second = inbox.put(source="amocrm", kind="leads", dedup_key="amo:2", body=b"x").id
+    real_settle, calls = inbox.settle, []
 
-    def complete(item_id: int, **kwargs: Any) -> None:
-        calls.append(item_id)
+    def settle(outcomes: list[tuple[int, str, str | None]], **kwargs: Any) -> dict[int, str]:
+        calls.append(outcomes)
         if len(calls) > 1:
-            raise gone()  # the database left between the first item and the second
-        real_complete(item_id, **kwargs)
+            raise gone()  # the database left between the first group and the second
+        return real_settle(outcomes, **kwargs)
 
-    inbox.complete = complete  # type: ignore[method-assign]
-    assert Worker(inbox, {"bitrix24": Done()}, sleep=lambda _: None).drain_once() == {
-        "done": 1, "released": 1}
+    inbox.settle = settle  # type: ignore[method-assign]
+    assert Worker(inbox, {"bitrix24": Done(), "amocrm": Done()},
+                  sleep=lambda _: None).drain_once() == {"done": 1, "released": 1}
     assert inbox.get(first).status == "done"  # type: ignore[union-attr]
     assert inbox.get(second).status == "pending"  # type: ignore[union-attr]
 

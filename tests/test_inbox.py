@@ -157,3 +157,57 @@ def test_a_worker_stopped_mid_pass_gives_its_claims_back(db: Database, clock: Cl
         raise AssertionError("the stop must go on to end the process")
     # Due again now, for the next worker: not held for the whole lease (15 minutes).
     assert [item.id for item in inbox.claim(None)] != []
+
+
+class Settles:
+    """Done for each item."""
+
+    def process(self, items: list[InboxItem]) -> dict[int, Outcome]:
+        return {item.id: Outcome.done() for item in items}
+
+
+def test_the_write_back_runs_before_the_last_group_is_settled(db: Database,
+                                                              clock: Clock) -> None:
+    inbox = make_inbox(db, clock)
+    ids = [put(inbox, n) for n in range(3)]
+    seen: list[list[str]] = []
+
+    def write_back() -> None:  # the CRM's field is written while the items are still claimed
+        seen.append([inbox.get(i).status for i in ids])  # type: ignore[union-attr]
+
+    worker = Worker(inbox, {"bitrix24": Settles()}, write_back=write_back)
+    inbox.stored.clear()  # as the worker's loop does before a pass
+    assert worker.drain() == {"done": 3}
+    assert seen == [["processing"] * 3]
+    assert worker.written_back
+    assert [inbox.get(i).status for i in ids] == ["done"] * 3  # type: ignore[union-attr]
+
+
+def test_a_failed_write_back_leaves_the_items_settled_and_is_reported(
+        db: Database, clock: Clock) -> None:
+    inbox = make_inbox(db, clock)
+    item_id = put(inbox, 1)
+
+    def write_back() -> None:
+        raise ValueError("the CRM refused the batch")
+
+    worker = Worker(inbox, {"bitrix24": Settles()}, write_back=write_back)
+    assert worker.drain() == {"done": 1}
+    assert isinstance(worker.write_back_error, ValueError)
+    assert inbox.get(item_id).status == "done"  # type: ignore[union-attr]
+
+
+def test_a_full_group_is_followed_by_another_claim_before_any_write_back(
+        db: Database, clock: Clock) -> None:
+    inbox = make_inbox(db, clock, batch_size=2)
+    ids = [put(inbox, n) for n in range(3)]
+    calls: list[list[str]] = []
+
+    def write_back() -> None:
+        calls.append([inbox.get(i).status for i in ids])  # type: ignore[union-attr]
+
+    inbox.stored.clear()
+    worker = Worker(inbox, {"bitrix24": Settles()}, write_back=write_back)
+    assert worker.drain() == {"done": 3}
+    # Once, after the last (short) group: the first two settled, the third still claimed.
+    assert calls == [["done", "done", "processing"]]

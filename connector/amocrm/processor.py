@@ -255,9 +255,9 @@ class AmoCRMProcessor:
             ref, source, state.amount, category=state.category, occurred_at=state.occurred_at,
             source_data=state.raw, actor=ACTOR, comment=f"lead {lead_id}", rows=state.rows,
             promo_code=amo.promo_code(lead, field) if field else None)
-        if notify:
-            record(self.services.db, from_results(results, deal_id=lead_id),
-                   program=self.services.program)
+        mirror.deal_settled(self.services.db, ref, lead_id,
+                            from_results(results, deal_id=lead_id) if notify else [],
+                            program=self.services.program)
         # A pipeline left out of the program is left out of NPS too: its leads earn nothing.
         if self.settings.nps_field and amo.in_pipelines(lead, self.settings.pipelines):
             value = amo.nps_score(lead, self.settings.nps_field)
@@ -266,8 +266,6 @@ class AmoCRMProcessor:
             nps_capture.from_field(self.services, ref, value, source="amocrm:field",
                                    entity=source, actor=ACTOR,
                                    raw={**state.raw, self.settings.nps_field: value})
-        if ref is not None and (account_id := self.ledger.account_id(ref)) is not None:
-            mirror.remember_deal(self.services.db, account_id, lead_id)
         return len(results), None if state.contact_id else f"lead {lead_id}: {state.reason}"
 
     def welcome(self, contact: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ changed, coalesced per contact, `write_batch` contacts per PATCH /api/v4/contact
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from contextlib import closing
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from connector import mirror
 from connector.crm.amocrm import AmoCRMClient
 from connector.errors import FatalCRMError
+from connector.ledger.views import AccountView
 from connector.mirror import Dirty
 from connector.reports import WritebackReport
 from connector.rewards.perks import perks_text
@@ -45,11 +47,12 @@ class AmoCRMWriteback:
         self.settings = services.settings.amocrm
         self.portal = self.settings.portal_key
 
-    def wanted(self, account_ids: list[int], now: datetime) -> dict[int, dict[str, str]]:
+    def wanted(self, account_ids: list[int], now: datetime,
+               known: Mapping[int, AccountView] | None = None) -> dict[int, dict[str, str]]:
         card_urls = self.services.cards.urls(account_ids)
         return mirror.wanted(
             self.services.db, self.services.program, account_ids, now,
-            lambda view, expiring: amo.contact_values(
+            known=known, render=lambda view, expiring: amo.contact_values(
                 self.settings.fields, balance=view.balance, available=view.available,
                 tier=view.tier,
                 discount=view.discount_percent, expiring_points=view.next_expiry_points,
@@ -65,32 +68,35 @@ class AmoCRMWriteback:
         report = WritebackReport()
         calls_before = self.client.calls
         now = self.services.ledger.clock()
+        settled: set[int] = set()  # marked written or refused: no claim left to release
         batches = mirror.claimed_batches(
             self.services.db, "amocrm", self.portal, size=self.settings.write_batch,
             limit=limit, clock=self.services.ledger.clock,
-            changes=lambda dirty: self._changes(dirty, now, report),
-            hold=timedelta(seconds=self.services.settings.inbox.lease_seconds))
+            changes=lambda dirty: self._changes(dirty, now, report, settled),
+            hold=timedelta(seconds=self.services.settings.inbox.lease_seconds),
+            settled=settled, program=self.services.program)
         with closing(batches):
             for batch in batches:
-                self._send(batch, now, report)
+                self._send(batch, now, report, settled)
         report.calls = self.client.calls - calls_before
         return report
 
-    def _changes(self, dirty: list[Dirty], now: datetime, report: WritebackReport
-                 ) -> list[tuple[Dirty, dict[str, str]]]:
+    def _changes(self, dirty: list[Dirty], now: datetime, report: WritebackReport,
+                 settled: set[int]) -> list[tuple[Dirty, dict[str, str]]]:
         report.accounts += len(dirty)
-        wanted = self.wanted([d.account_id for d in dirty], now)
-        to_send = []
+        wanted = self.wanted([d.account_id for d in dirty], now,
+                             known={d.account_id: d.view for d in dirty if d.view is not None})
+        to_send: list[tuple[Dirty, dict[str, str]]] = []
+        unchanged: list[tuple[Dirty, dict[str, str]]] = []
         for item in dirty:
             changes = amo.changed_values(wanted[item.account_id], item.written)
-            if changes:
-                to_send.append((item, changes))
-            else:
-                mirror.mark_written(self.services.db, item, {}, now)
-                report.unchanged += 1
+            (to_send if changes else unchanged).append((item, changes))
+        report.unchanged += len(unchanged)
+        mirror.mark_all_written(self.services.db, unchanged, now, settled=settled)
         return to_send
 
-    def _send(self, chunk: Chunk, now: datetime, report: WritebackReport) -> None:
+    def _send(self, chunk: Chunk, now: datetime, report: WritebackReport,
+              settled: set[int]) -> None:
         while chunk:
             try:
                 self.client.request("PATCH", "/api/v4/contacts", json=[
@@ -104,8 +110,8 @@ class AmoCRMWriteback:
                     # few seconds: it waits for the account's next change.
                     log.warning("PATCH /api/v4/contacts refused %d contacts: %s",
                                 len(chunk), exc)
-                    for item, _ in chunk:
-                        mirror.mark_written(self.services.db, item, {}, now)
+                    mirror.mark_all_written(self.services.db, [(item, {}) for item, _ in chunk],
+                                            now, settled=settled)
                     report.failed += len(chunk)
                     return
                 # Contacts it can never take are recorded once and left out; the rest of
@@ -115,11 +121,10 @@ class AmoCRMWriteback:
                     log.warning("PATCH /api/v4/contacts: contact %s refused for good: %s; "
                                 "not sent again until the contact changes",
                                 item.contact_id, error)
-                    mirror.refuse(self.services.db, item, error, now)
+                    mirror.refuse(self.services.db, item, error, now, settled=settled)
                     report.refused += 1
                 chunk = [pair for index, pair in enumerate(chunk) if index not in refused]
                 continue
-            for item, changes in chunk:
-                mirror.mark_written(self.services.db, item, changes, now)
+            mirror.mark_all_written(self.services.db, chunk, now, settled=settled)
             report.contacts_written += len(chunk)
             return

@@ -158,10 +158,9 @@ class ActionRunner:
             ref, state.source, state.amount, category=state.category,
             occurred_at=state.occurred_at, source_data=state.raw, actor=ACTOR,
             comment=f"deal {action.deal_id}", rows=state.rows)
-        record(self.services.db, from_results(results, deal_id=action.deal_id),
-               program=self.services.program)
-        if (account_id := self.ledger.account_id(ref)) is not None:
-            mirror.remember_deal(self.services.db, account_id, action.deal_id)
+        mirror.deal_settled(self.services.db, ref, action.deal_id,
+                            from_results(results, deal_id=action.deal_id),
+                            program=self.services.program)
         balance = self.ledger.account(ref).balance
         earned = sum((r.points for r in results if r.entry_id and not r.duplicate), Decimal(0))
         if earned:

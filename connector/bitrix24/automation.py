@@ -41,11 +41,13 @@ class Bitrix24Automation:
             # An inbound webhook cannot run an app's triggers (crm.automation.trigger.execute
             # needs an application context); it fires the portal's own "Track incoming
             # webhook" triggers, by the codes the admin copied from them.
-            for item in (d for d in due if d.code not in codes):
-                self._mark(item.id, "skipped", f"no portal trigger code for {item.code}: set "
-                                               f"[bitrix24.triggers.{item.code}] code")
-                report.skipped += 1
+            unknown = [d for d in due if d.code not in codes]
+            self._mark_all([(item.id, "skipped", f"no portal trigger code for {item.code}: "
+                             f"set [bitrix24.triggers.{item.code}] code") for item in unknown])
+            report.skipped += len(unknown)
             due = [d for d in due if d.code in codes]
+            if not due:
+                return report
         known = mirror.latest_deals(self.services.db, [d.account_id for d in due])
         owners = {d.id: d.deal_id or known.get(d.account_id) for d in due}
         owners.update(self._latest_deals([d for d in due if owners[d.id] is None]))
@@ -62,20 +64,23 @@ class Bitrix24Automation:
                                             for d in chunk})
             except FatalCRMError as exc:
                 # Maybe executed, maybe not: repeating could mail customers twice.
-                for item in chunk:
-                    self._mark(item.id, "failed", f"outcome unknown, not repeated: {exc.detail}")
+                self._mark_all([(item.id, "failed", f"outcome unknown, not repeated: "
+                                 f"{exc.detail}") for item in chunk])
                 report.failed += len(chunk)
                 continue
+            marks: list[tuple[int, str, str | None]] = []
             for item in chunk:
                 error = result.errors.get(f"t{item.id}")
                 if error is None and result.results.get(f"t{item.id}") is False:
                     error = {"error_description": not_run(item, owners[item.id], codes)}
                 if error is None:
-                    self._mark(item.id, "sent", None)
+                    marks.append((item.id, "sent", None))
                     report.sent += 1
                 else:
-                    self._mark(item.id, "failed", str(error.get("error_description") or error))
+                    marks.append((item.id, "failed",
+                                  str(error.get("error_description") or error)))
                     report.failed += 1
+            self._mark_all(marks)  # the chunk's outcomes, one transaction
         return report
 
     def _latest_deals(self, items: list[Due]) -> dict[int, str]:
@@ -102,7 +107,10 @@ class Bitrix24Automation:
             log.warning("timeline comment for contact %s failed: %s", item.contact_id, exc)
 
     def _mark(self, trigger_id: int, status: str, error: str | None) -> None:
-        triggers.mark(self.services.db, trigger_id, status, error, self.services.ledger.clock())
+        self._mark_all([(trigger_id, status, error)])
+
+    def _mark_all(self, marks: list[tuple[int, str, str | None]]) -> None:
+        triggers.mark_all(self.services.db, marks, self.services.ledger.clock())
 
 
 def fire(item: Due, deal_id: str, codes: dict[str, str]) -> tuple[str, dict[str, Any]]:

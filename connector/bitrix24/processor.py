@@ -23,7 +23,7 @@ from connector.privacy.erase import erase
 from connector.products import rules as products
 from connector.referrals.linking import Linker
 from connector.services import Services
-from connector.triggers import from_results, record
+from connector.triggers import from_results
 from connector.welcome import welcome as grant_welcome
 from connector.worker import Outcome
 from mappings import bitrix24 as b24
@@ -166,8 +166,9 @@ class Bitrix24Processor:
             occurred_at=state.occurred_at, source_data=state.raw, actor=ACTOR,
             comment=f"deal {deal_id}", rows=state.rows,
             promo_code=str(code) if code else None)
-        record(self.services.db, from_results(results, deal_id=deal_id),
-               program=self.services.program)
+        mirror.deal_settled(self.services.db, ref, deal_id,
+                            from_results(results, deal_id=deal_id),
+                            program=self.services.program)
         categories = self.settings.deal_categories
         # A funnel left out of the program is left out of NPS too: its deals earn nothing.
         if self.settings.nps_field and (not categories or state.category in categories):
@@ -177,10 +178,6 @@ class Bitrix24Processor:
             nps_capture.from_field(self.services, ref, value, source="bitrix24:field",
                                    entity=source, actor=ACTOR,
                                    raw={**state.raw, self.settings.nps_field: value})
-        if ref is not None:
-            account_id = self.ledger.account_id(ref)
-            if account_id is not None:
-                mirror.remember_deal(self.services.db, account_id, deal_id)
         if state.amount is None and state.contact_id is None:
             return Outcome.skipped(f"deal {deal_id}: {state.reason}")
         return Outcome.done()

@@ -18,6 +18,12 @@ class Doorbell:
             self._rung = True
             self._condition.notify_all()
 
+    @property
+    def rung(self) -> bool:
+        """Rung since the last clear or wait, without taking the ring."""
+        with self._condition:
+            return self._rung
+
     def clear(self) -> None:
         """Forget rings so far: the pass about to start sees what they announced."""
         with self._condition:
