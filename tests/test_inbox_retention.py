@@ -4,9 +4,10 @@ to process, or waiting for an operator, stay whatever their age. SQLite and Post
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from connector.db import Database
 from connector.inbox import InboxEvent
@@ -80,3 +81,30 @@ def test_the_scheduled_job_keeps_the_configured_days(tmp_path: Path, database_ur
     assert run(0, 2) == ({"deleted": 0}, True)  # 0: kept forever
     assert run(30, 3) == ({"deleted": 0}, True)
     assert "inbox_retention" in [job.id for job in jobs(make_settings(tmp_path))]
+
+
+def test_events_an_erasure_skipped_go_too(services: Services, clock: Clock) -> None:
+    """`account erase` skips the waiting events about the contact (their bodies gone): they are
+    processed as far as retention goes, not kept forever for want of a processing time."""
+    from connector.ledger.views import AccountRef
+    from connector.privacy.erase import erase
+    from tests.test_privacy import contact_event, store_event
+
+    ref = AccountRef("bitrix24", "acme.bitrix24.ru", "101")
+    services.ledger.adjust(ref, Decimal("10"), key="seed", reason="an account to erase")
+    waiting = store_event(services, "bitrix24", "ONCRMCONTACTUPDATE", contact_event("101"), "c1")
+    other = store_event(services, "bitrix24", "ONCRMCONTACTUPDATE", contact_event("102"), "c2")
+    erase(services.db, ref, reason="GDPR", by="dpo", clock=services.ledger.clock)
+    assert statuses(services.db) == {waiting: "skipped", other: "pending"}
+    clock.advance(days=10)
+    # One an erasure skipped before it recorded a processing time: counted from its receipt.
+    earlier = store_event(services, "bitrix24", "ONCRMCONTACTUPDATE", b"", "c3")
+    with services.db.transaction() as session:
+        session.execute(update(InboxEvent).where(InboxEvent.id == earlier)
+                        .values(status="skipped", processed_at=None))
+    clock.advance(days=21)
+    assert delete_processed(services.db, before=clock() - timedelta(days=30)) == 1
+    assert statuses(services.db) == {earlier: "skipped", other: "pending"}
+    clock.advance(days=10)
+    assert delete_processed(services.db, before=clock() - timedelta(days=30)) == 1
+    assert statuses(services.db) == {other: "pending"}
