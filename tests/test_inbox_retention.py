@@ -3,13 +3,15 @@ to process, or waiting for an operator, stay whatever their age. SQLite and Post
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from connector.db import Database
 from connector.inbox import InboxEvent
@@ -171,3 +173,34 @@ def accrued(services: Services, ref: AccountRef) -> Decimal:
     with services.db.transaction(write=False) as session:
         return sum((from_minor(e.amount) for e in session.scalars(
             select(Entry).where(Entry.kind == "accrual"))), Decimal("0"))
+
+
+def test_an_event_retried_is_kept_even_when_retried_during_the_run(
+        db: Database, clock: Clock) -> None:
+    """`inbox retry` reopens a done event (its old processed_at stays): it is not deleted, not
+    even when the retry commits between the run's read of the batch and its delete (possible
+    on PostgreSQL; SQLite's writer holds its lock from the read)."""
+    inbox = make_inbox(db, clock)
+    reopened, raced, gone = (put(inbox, n) for n in range(3))
+    inbox.claim(3)
+    for item_id in (reopened, raced, gone):
+        inbox.complete(item_id)
+    clock.advance(days=40)
+    inbox.retry(reopened)
+
+    def retry_before_the_delete(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("DELETE FROM INBOX_EVENTS") and \
+                db.is_postgres:
+            retrying = threading.Thread(target=inbox.retry, args=(raced,))
+            retrying.start()
+            retrying.join(timeout=10)
+            assert not retrying.is_alive()
+
+    if not db.is_postgres:
+        inbox.retry(raced)
+    event.listen(db.engine, "before_cursor_execute", retry_before_the_delete)
+    try:
+        assert delete_processed(db, before=clock() - timedelta(days=30)) == 1
+    finally:
+        event.remove(db.engine, "before_cursor_execute", retry_before_the_delete)
+    assert statuses(db) == {reopened: "pending", raced: "pending"}
