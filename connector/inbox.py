@@ -1,7 +1,8 @@
 """Durable inbox of received CRM events: stored before they are acknowledged, drained later.
 
 Statuses: pending -> processing -> done | skipped, or back to pending with a later
-`next_attempt_at` after a failure, and `dead` after `max_attempts`; never deleted silently.
+`next_attempt_at` after a failure, and `dead` after `max_attempts`. Only done and skipped ones
+are ever deleted, `inbox.retention_days` after processing (connector.inbox_retention).
 An item deferred on its CRM's credentials (revoked, not authorized) waits without spending an
 attempt, and is woken as soon as the credentials are valid again (`wake_deferred`).
 """

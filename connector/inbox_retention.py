@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from connector.db import Database
 from connector.inbox import InboxEvent
 
 PROCESSED = ("done", "skipped")
+# Events an erasure skipped before it recorded when have no processing time: from receipt.
+processed_at = func.coalesce(InboxEvent.processed_at, InboxEvent.received_at)
 BATCH = 1000
 
 
@@ -32,7 +34,7 @@ def delete_processed(db: Database, *, before: datetime, batch: int = BATCH) -> i
             ids = list(session.scalars(
                 select(InboxEvent.id)
                 .where(InboxEvent.id > after, InboxEvent.status.in_(PROCESSED),
-                       InboxEvent.processed_at < before)
+                       processed_at < before)
                 .order_by(InboxEvent.id).limit(batch)))
             if not ids:
                 return deleted
@@ -40,7 +42,7 @@ def delete_processed(db: Database, *, before: datetime, batch: int = BATCH) -> i
             result = session.execute(
                 delete(InboxEvent)
                 .where(InboxEvent.id.in_(ids), InboxEvent.status.in_(PROCESSED),
-                       InboxEvent.processed_at < before)
+                       processed_at < before)
                 .execution_options(synchronize_session=False))
             deleted += result.rowcount  # type: ignore[attr-defined]
         if len(ids) < batch:

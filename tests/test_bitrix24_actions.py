@@ -4,6 +4,7 @@ portal, end to end (receiver, inbox, worker, ledger, deal timeline)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from sqlalchemy import select
 
 from connector.errors import RetriableCRMError
 from connector.inbox import InboxEvent
+from connector.inbox_retention import delete_processed
 from connector.sandbox import FakeBitrix24Portal, ManualClock
 from tests.conftest import Clock, fresh_services
 from tests.test_bitrix24_e2e import EVENTS_URL, Harness, b24_settings
@@ -76,6 +78,37 @@ def test_a_bonus_is_granted_once_per_deal_and_written_to_its_timeline(h: Harness
     rule(h, "bonus/review", deal)
     h.process()
     assert h.balance(anna) == D("200.00") and len(comments(h, deal)) == 1
+
+
+def test_a_rule_run_again_after_inbox_retention_says_it_was_done_already(h: Harness) -> None:
+    """The inbox row that kept a deal's action to one run is gone after inbox.retention_days:
+    the rule running again on the deal changes nothing (the ledger's key), and its timeline
+    is not told the points were granted or redeemed again."""
+    anna = customer(h)
+    h.services.ledger.adjust(h.ref(anna), D("900"), key="seed", reason="test funds")
+    h.services.rewards.create({"id": "mug", "name": "Mug", "cost": D("100")})
+    deal = h.portal.add_deal(contact_ids=[anna], OPPORTUNITY="1000.00")
+    rule(h, "bonus/review", deal)
+    rule(h, "redeem/200", deal)
+    rule(h, "reward/mug", deal)
+    h.process()
+    assert h.balance(anna) == D("750.00")
+    [claim] = h.services.claims.list()
+    first = comments(h, deal)
+    h.clock.advance(days=40)
+    assert delete_processed(h.services.db, before=h.clock() - timedelta(days=30)) >= 2
+    assert rule(h, "bonus/review", deal).get_json()["duplicate"] is False  # stored anew
+    rule(h, "redeem/200", deal)
+    rule(h, "reward/mug", deal)
+    h.process()
+    assert h.balance(anna) == D("750.00") and len(h.services.claims.list()) == 1
+    assert comments(h, deal) == [*first,
+                                 "Loyalty: bonus review was granted for this deal already, "
+                                 "balance 750.00",
+                                 "Loyalty: 200.00 points were redeemed for this deal already, "
+                                 "balance 750.00",
+                                 f"Loyalty: reward Mug was claimed for this deal already, code "
+                                 f"{claim.code} (issued), balance 750.00"]
 
 
 def test_a_redemption_is_capped_by_the_program_share_of_the_deal(h: Harness) -> None:

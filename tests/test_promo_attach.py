@@ -21,6 +21,7 @@ from connector.codes.redeem import Outcome
 from connector.db import Database
 from connector.ledger.engine import Ledger
 from connector.ledger.views import AccountRef
+from tests.conftest import Clock
 from tests.test_concurrency import in_parallel
 
 ANNA = AccountRef("bitrix24", "acme.bitrix24.ru", "1")
@@ -129,3 +130,28 @@ def test_a_settled_mark_needs_no_code_and_0020_downgrades_without_the_marks(
             ("deal:1", "WINTER25")]
     db.upgrade()
     assert attachments(db) == {"deal:1": "WINTER25"}
+
+
+@pytest.mark.parametrize("program_settings", [{}])
+def test_without_promo_campaigns_a_purchase_leaves_no_mark(ledger: Ledger, db: Database) -> None:
+    ledger.settle_purchase(ANNA, DEAL, D("1000"))
+    assert attachments(db) == {}
+    answer = attach(db, ledger, DEAL, "WINTER25", ref=ANNA, amount=D("1000"), via="test")
+    assert answer.refused and attachments(db) == {}
+
+
+def test_every_accrual_with_campaigns_marks_its_purchase_once(ledger: Ledger, db: Database,
+                                                              clock: Clock) -> None:
+    """A purchase accrued again (lost, then won again) keeps the first mark's time and code."""
+    attach(db, ledger, DEAL, "SPRING10", ref=ANNA, amount=D("1000"), via="test")
+    ledger.settle_purchase(ANNA, DEAL, D("1000"))
+    with db.transaction(write=False) as session:
+        first = session.get(PromoAttachment, DEAL)
+        assert first is not None and first.settled_at is not None
+        marked = first.settled_at
+    clock.advance(hours=1)
+    ledger.settle_purchase(ANNA, DEAL, None)  # lost
+    ledger.settle_purchase(ANNA, DEAL, D("1500"))  # won again: a new accrual
+    with db.transaction(write=False) as session:
+        again = session.get(PromoAttachment, DEAL)
+        assert again is not None and (again.code, again.settled_at) == ("SPRING10", marked)

@@ -9,7 +9,7 @@ from decimal import Decimal as D
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from connector import triggers
 from connector.codes import alphabet, draw
@@ -21,6 +21,7 @@ from connector.ledger.models import Lot
 from connector.ledger.views import AccountRef
 from connector.referrals import codes as referral_codes
 from connector.rewards.claims import CODE_LENGTH, Claimed
+from connector.rewards.models import RewardClaim
 from connector.services import Services
 from connector.stats import format_stats, program_stats
 from connector.triggers import REWARD_CLAIMED
@@ -243,6 +244,24 @@ def test_claim_referral_and_promo_codes_share_one_alphabet_and_keep_their_length
     assert alphabet.normalize(drawn["referral"], CODE_LENGTH) is None
     # Promo input is not held to the alphabet: a configured shared code may read SUMMER10.
     assert draw.normalize("summer-10") == "SUMMER10"
+
+
+def test_codes_stored_before_the_shared_alphabet_are_still_read(services: Services) -> None:
+    """Codes the earlier modules issued (fixed here, as a database holds them): a claim code
+    and a referral code typed the ways people type them find their rows; a promo code
+    in groups of four reads as stored."""
+    fund(services, REF, "150")
+    claimed = services.claims.claim(REF, "mug", key="c1", via="cli")
+    with services.db.transaction() as session:
+        session.execute(update(RewardClaim).where(RewardClaim.code == claimed.claim.code)
+                        .values(code="K7M3PQ9XZ2"))
+    for typed in ("K7M3PQ9XZ2", " k7m3-pq9x z2 ", "K7M3_PQ9X_Z2"):
+        assert services.claims.get(typed).code == "K7M3PQ9XZ2"
+    services.ledger.open_account(OTHER, referral_code="W8R2H5NB")
+    for typed in ("W8R2H5NB", "w8r2-h5nb", " W8R2 H5NB"):
+        code = referral_codes.normalize(typed)
+        assert code is not None and services.ledger.referrer_by_code(code) == OTHER
+    assert draw.normalize("abcd-efgh-jkmn") == "ABCDEFGHJKMN"
 
 
 def test_stats_count_claims_and_the_points_they_took(services: Services, clock: Clock) -> None:

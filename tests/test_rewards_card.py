@@ -124,15 +124,21 @@ def test_the_same_form_after_the_reward_was_handed_over_says_so(
     assert "Done!" not in text
 
 
-@pytest.mark.parametrize("language", ["ru"])
-def test_a_cancelled_claim_is_told_in_russian(client: FlaskClient, url: str,
-                                             services: Services) -> None:
-    action, key = form(client.get(url, headers=HTML).get_data(as_text=True), "mug")
-    client.post(action, data={"key": key}, headers=HTML)
-    services.claims.cancel(services.claims.list()[0].code, actor="staff")
-    again = client.post(action, data={"key": key}, headers=HTML)
-    assert "Branded mug: получение отменено, баллы возвращены." in text_of(
-        again.get_data(as_text=True))
+@pytest.mark.parametrize(("language", "cancelled", "handed"), [
+    ("ru", "Branded mug: получение отменено, баллы возвращены.", "Branded mug: уже выдано."),
+    ("uk", "Branded mug: отримання скасовано, бали повернуто.", "Branded mug: уже видано.")])
+def test_a_cancelled_or_handed_claim_is_told_in_the_programs_language(
+        client: FlaskClient, url: str, services: Services, cancelled: str, handed: str) -> None:
+    forms = []
+    for staff in (services.claims.cancel, services.claims.handed):  # the points come back
+        action, key = form(client.get(url, headers=HTML).get_data(as_text=True), "mug")
+        client.post(action, data={"key": key}, headers=HTML)
+        staff(services.claims.list()[0].code, actor="staff")
+        forms.append((action, key))
+    said = [text_of(client.post(action, data={"key": key}, headers=HTML)
+                    .get_data(as_text=True)) for action, key in forms]
+    assert [(cancelled in text, handed in text) for text in said] == [(True, False),
+                                                                     (False, True)]
 
 
 def test_refused_claims_say_why_and_bad_forms_are_refused(

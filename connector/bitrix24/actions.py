@@ -185,6 +185,9 @@ class ActionRunner:
                program=self.services.program)
         if result.entry_id is None:
             return False, f"Loyalty: the bonus {action.argument} is 0 in the program"
+        if result.duplicate:  # the rule ran again after inbox retention forgot the first run
+            return True, (f"Loyalty: bonus {action.argument} was granted for this deal "
+                          f"already, balance {self.ledger.account(ref).balance}")
         return True, (f"Loyalty: bonus {action.argument} +{result.points} points, "
                       f"balance {result.balance}")
 
@@ -193,6 +196,10 @@ class ActionRunner:
         claimed = self.services.claims.claim(
             ref, action.argument, key=key(self.portal, action.path, action.deal_id),
             via="bitrix24:action", actor=ACTOR)
+        if claimed.result.duplicate:  # as for a bonus: the first run's claim, not a second
+            return True, (f"Loyalty: reward {claimed.claim.reward_name} was claimed for this "
+                          f"deal already, code {claimed.claim.code} ({claimed.claim.status}), "
+                          f"balance {self.ledger.account(ref).balance}")
         return True, (f"Loyalty: reward {claimed.claim.reward_name} claimed, code "
                       f"{claimed.claim.code}: {-claimed.result.points} points, balance "
                       f"{claimed.result.balance}. Hand it over, then: loyalty-connector "
@@ -218,6 +225,9 @@ class ActionRunner:
             comment=f"deal {action.deal_id}",
             source=f"{b24.deal_source(self.portal, action.deal_id)}:redeem")
         redeemed = -result.points
+        if result.duplicate:  # as for a bonus: the first run's result, not a second one
+            return True, (f"Loyalty: {redeemed} points were redeemed for this deal already, "
+                          f"balance {self.ledger.account(ref).balance}")
         capped = "" if action.argument == "max" or redeemed == wanted else \
             f" (asked {wanted}: capped by the balance and the program's share of the deal)"
         return True, f"Loyalty: redeemed {redeemed} points{capped}, balance {result.balance}"

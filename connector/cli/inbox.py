@@ -118,7 +118,7 @@ def inbox_retry(runtime: Runtime, item_ids: tuple[int, ...], all_dead: bool) -> 
 @pass_runtime
 def inbox_drop(runtime: Runtime, item_ids: tuple[int, ...], reason: str) -> None:
     """Give up on pending or dead items: they stay, as skipped, with the reason and their last
-    error (`retry` still brings one back)."""
+    error (`retry` still brings one back), until inbox.retention_days after the drop."""
     inbox = runtime.services().inbox
     for item in checked(inbox, item_ids, DROPPABLE, "dropped"):
         inbox.drop(item.id, reason)

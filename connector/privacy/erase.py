@@ -83,7 +83,7 @@ def erase(db: Database, ref: AccountRef, *, reason: str, by: str,
         if account is not None:
             leads = _lead_ids(session, account.id, ref)
             anonymous_id = _erase_account(session, account, ref, removed, clock())
-        removed["inbox_events"] = _scrub_inbox(session, ref, leads)
+        removed["inbox_events"] = _scrub_inbox(session, ref, leads, clock())
         report = ErasureReport(anonymous_id, removed)
         if report.nothing:
             return report
@@ -200,7 +200,7 @@ def _names(crm: str, body: bytes, contact_id: str, leads: set[str]) -> bool:
         leads.intersection(hook.leads_changed + hook.leads_deleted))
 
 
-def _scrub_inbox(session: Session, ref: AccountRef, leads: set[str]) -> int:
+def _scrub_inbox(session: Session, ref: AccountRef, leads: set[str], now: datetime) -> int:
     scrubbed = 0
     for rows in _batches(session, ref):
         for row in rows:
@@ -218,6 +218,7 @@ def _scrub_inbox(session: Session, ref: AccountRef, leads: set[str]) -> int:
             # deletion event that asked for this erasure) is finished by its worker.
             if row.status in ("pending", "dead"):
                 row.status = "skipped"
+                row.processed_at = now  # what inbox retention counts from
                 row.last_error = SCRUBBED
             elif row.last_error is not None:
                 row.last_error = SCRUBBED
