@@ -57,3 +57,17 @@ def test_parallel_first_purchases_create_one_account(ledger: Ledger) -> None:
     assert len({o.account_id for o in outcomes if isinstance(o, Result)}) == 1
     view = ledger.account(REF)
     assert view.purchase_count == 10 and view.balance == D("30.00")
+
+
+def test_parallel_returns_with_one_key_answer_the_original(ledger: Ledger) -> None:
+    """Found in review: on PostgreSQL a repeat that waited for the account's lock found the
+    purchase returned by the original and was refused (409) instead of answered with it."""
+    ledger.accrue(REF, D("1000"), key="deal:1", source="deal:1")
+    outcomes = in_parallel(10, lambda i: ledger.return_purchase(REF, "deal:1", D("1000"),
+                                                                key="return:1"))
+    assert all(isinstance(o, Result) for o in outcomes), outcomes
+    results = [o for o in outcomes if isinstance(o, Result)]
+    assert len({r.entry_id for r in results}) == 1
+    assert sum(not r.duplicate for r in results) == 1
+    assert ledger.account(REF).balance == D("0.00") and ledger.verify() == (1, [])
+
