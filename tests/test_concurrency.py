@@ -71,3 +71,14 @@ def test_parallel_returns_with_one_key_answer_the_original(ledger: Ledger) -> No
     assert sum(not r.duplicate for r in results) == 1
     assert ledger.account(REF).balance == D("0.00") and ledger.verify() == (1, [])
 
+
+def test_parallel_redemptions_with_one_key_answer_the_original(ledger: Ledger) -> None:
+    """The whole balance under one key: the repeats find it spent and answer with the
+    original (the key's UNIQUE index is the idempotency check)."""
+    ledger.adjust(REF, D("100"), key="fund", reason="test funds")
+    outcomes = in_parallel(10, lambda i: ledger.redeem(REF, D("100"), key="pay:1"))
+    assert all(isinstance(o, Result) for o in outcomes), outcomes
+    results = [o for o in outcomes if isinstance(o, Result)]
+    assert len({r.entry_id for r in results}) == 1
+    assert sum(not r.duplicate for r in results) == 1
+    assert ledger.account(REF).balance == D("0.00") and ledger.verify() == (1, [])
