@@ -224,6 +224,22 @@ def test_parallel_claims_by_one_customer_respect_the_limit_and_balance(
     assert services.ledger.verify() == (1, [])
 
 
+def test_parallel_claims_under_one_key_answer_with_the_one_claim(services: Services) -> None:
+    """Found in review: on PostgreSQL a repeat that waited for the account's lock was refused
+    by the original's own claim (one mug per customer) instead of answered with it."""
+    fund(services, REF, "100")
+    services.rewards.list()
+    outcomes = in_parallel(6, lambda i: services.claims.claim(REF, "mug", key="mug:1",
+                                                              via="card"))
+    claimed = [o for o in outcomes if isinstance(o, Claimed)]
+    assert len(claimed) == 6, outcomes
+    assert len({c.claim.code for c in claimed}) == 1
+    assert sum(not c.result.duplicate for c in claimed) == 1
+    assert services.ledger.account(REF).balance == D("0.00")
+    assert services.rewards.get("mug").stock_left == 1
+    assert services.ledger.verify() == (1, [])
+
+
 def test_claim_codes_are_normalised() -> None:
     code = codes.new_code()
     assert codes.normalize(f" {code[:5].lower()}-{code[5:]} ") == code
