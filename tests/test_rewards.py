@@ -16,7 +16,7 @@ from connector.config import Settings
 from connector.crm.models import TriggerEvent
 from connector.errors import RewardNotFoundError, RewardRefusedError
 from connector.i18n import translator
-from connector.ledger.models import Lot
+from connector.ledger.models import Entry, Lot
 from connector.ledger.views import AccountRef
 from connector.rewards import codes
 from connector.rewards.claims import Claimed
@@ -310,3 +310,15 @@ def test_a_retry_after_a_crash_before_staff_were_told_tells_them(
         told = list(session.scalars(select(TriggerEvent).where(
             TriggerEvent.code == REWARD_CLAIMED)))
     assert [event.transition for event in told] == [f"reward_claim:{again.claim.id}"]
+
+
+def test_the_claim_code_is_stored_with_the_reward_entry(services: Services) -> None:
+    """The reward entry goes in with a Core INSERT, attached to the session as if loaded;
+    the claim code set on it after the claim row's flush is still written."""
+    fund(services, REF, "150")
+    claimed = services.claims.claim(REF, "mug", key="c1", via="cli")
+    with services.db.transaction(write=False) as session:
+        stored = session.get(Entry, claimed.result.entry_id)
+        assert stored is not None
+        assert stored.details == {"reward": "mug", "name": "Branded mug",
+                                  "claim": claimed.claim.code}
