@@ -82,3 +82,21 @@ def test_parallel_redemptions_with_one_key_answer_the_original(ledger: Ledger) -
     assert len({r.entry_id for r in results}) == 1
     assert sum(not r.duplicate for r in results) == 1
     assert ledger.account(REF).balance == D("0.00") and ledger.verify() == (1, [])
+
+
+def test_parallel_once_bonuses_with_one_key_answer_the_grant(ledger: Ledger) -> None:
+    """Found in review: on PostgreSQL a repeat that looked its key up before the grant and
+    then waited for the account's lock found the bonus granted and answered "already
+    granted" with no entry, instead of the grant under its own key. Rounds: it is a race."""
+    ledger.adjust(REF, D("5"), key="fund", reason="test funds")
+    for round_ in range(4):
+        key, name = f"review:{round_}", f"review-{round_}"
+        outcomes = in_parallel(16, lambda i, key=key, name=name: ledger.grant_bonus(
+            REF, name, points=D("5"), key=key, once=True))
+        assert all(isinstance(o, Result) for o in outcomes), outcomes
+        results = [o for o in outcomes if isinstance(o, Result)]
+        assert {r.entry_id for r in results} != {None}
+        assert len({r.entry_id for r in results}) == 1, [(r.entry_id, r.details)
+                                                         for r in results]
+        assert sum(not r.duplicate for r in results) == 1
+    assert ledger.account(REF).balance == D("25.00") and ledger.verify() == (1, [])
