@@ -347,6 +347,38 @@ def test_a_real_outage_never_answers_200_for_an_event_not_stored(
         direct.close()
 
 
+@needs_postgres
+def test_after_a_restart_the_first_api_request_answers_503_and_the_next_is_served(
+        outage: tuple[Proxy, str], tmp_path: Path) -> None:
+    """No ping for a connection back from work within PING_AFTER_IDLE_S: the request that
+    finds the server restarted fails, as an outage (503 with Retry-After, not 500), and the
+    pool is replaced for the next one."""
+    proxy, url = outage
+    services = fresh_services(web_settings(tmp_path, url))
+    client = create_app(services=services).test_client()
+    auth = {"Authorization": "Bearer outage-admin-token"}
+    path = "/api/v1/accounts/bitrix24/acme.bitrix24.ru/1"
+    body = {"crm": "bitrix24", "portal": "acme.bitrix24.ru", "contact_id": "1"}
+    try:
+        assert client.post("/api/v1/adjust", headers={**auth, "Idempotency-Key": "fund"},
+                           json={**body, "points": "10", "reason": "test"}).status_code == 201
+        assert client.get(path, headers=auth).status_code == 200
+        for pay in ("pay:1", "pay:2"):
+            proxy.cut()  # the server restarted while the pooled connection sat in the pool
+            proxy.restore()
+            first = client.post("/api/v1/redeem", headers={**auth, "Idempotency-Key": pay},
+                                json={**body, "points": "1"})
+            assert first.status_code == 503, first.json
+            assert first.headers["Retry-After"] == "5"
+            assert first.json["error"] == "database_unavailable"
+            again = client.post("/api/v1/redeem", headers={**auth, "Idempotency-Key": pay},
+                                json={**body, "points": "1"})
+            assert again.status_code == 201, again.json  # nothing was stored the first time
+        assert client.get(path, headers=auth).json["balance"] == "8.00"
+    finally:
+        services.close()
+
+
 # -- 8: the CLI with an unreachable database -----------------------------------------------
 @pytest.mark.parametrize("command", [["db", "upgrade"], ["serve"], ["inbox", "list"]])
 def test_an_unreachable_database_is_one_line_without_the_password(

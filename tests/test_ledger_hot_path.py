@@ -149,7 +149,9 @@ def test_with_a_promo_campaign_an_accrual_looks_up_the_code_attached_to_its_purc
 
 STEP = st.one_of(
     st.tuples(st.just("buy"), st.integers(1, 40_000)),     # whole roubles
+    st.tuples(st.just("bought"), st.integers(1, 500)),     # a purchase recorded days late
     st.tuples(st.just("return"), st.integers(0, 20)),      # which earlier purchase
+    st.tuples(st.just("part"), st.integers(0, 20)),        # part of an earlier purchase back
     st.tuples(st.just("settle"), st.integers(0, 40_000)),  # a deal re-priced (0: lost)
     st.tuples(st.just("wait"), st.integers(1, 200)),       # days
 )
@@ -181,10 +183,18 @@ def test_the_kept_spend_decides_as_the_sum_would_over_random_histories(
             if what == "buy":
                 ledger.accrue(ANNA, D(value), key=f"buy:{n}")
                 bought.append(f"buy:{n}")
+            elif what == "bought":  # dated before the kept sum's start, or out of the window
+                ledger.accrue(ANNA, D(1000 + value), key=f"buy:{n}",
+                              occurred_at=clock.now - timedelta(days=value))
+                bought.append(f"buy:{n}")
             elif what == "return" and bought:
                 source = bought[value % len(bought)]
                 with suppress(LedgerError):  # already reversed
                     ledger.reverse(ANNA, source, key=f"return:{n}")
+            elif what == "part" and bought:
+                source = bought[value % len(bought)]
+                with suppress(LedgerError):  # nothing left of it
+                    ledger.return_purchase(ANNA, source, D(1 + value), key=f"part:{n}")
             elif what == "settle":
                 ledger.settle_purchase(ANNA, "deal:1", D(value) if value else None)
             elif what == "wait":

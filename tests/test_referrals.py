@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from connector.db import Database
 from connector.ledger.engine import Ledger
-from connector.ledger.models import Account
+from connector.ledger.models import Account, Entry
 from connector.ledger.views import AccountRef
 from connector.program import Program
 from connector.referrals import codes
@@ -291,3 +291,20 @@ def test_a_repeated_link_and_the_first_purchase_at_once_do_not_deadlock(
         assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
     assert ledger.account(ANNA).balance == D("600.00")  # the monthly cap of 2
     assert ledger.verify()[1] == []
+
+
+def test_the_referral_outcome_is_stored_with_the_purchase_entry(
+        ledger: Ledger, linker: Linker, db: Database) -> None:
+    """The purchase entry goes in with a Core INSERT and is attached to the session as if
+    loaded (Postings._post); the referral outcome set on it afterwards is still written."""
+    code = code_of(ledger, ANNA)
+    linker.link(BORIS, code, via="api")
+    [accrual] = ledger.settle_purchase(BORIS, "deal:1", D("1000"))
+    with db.transaction(write=False) as session:
+        stored = session.get(Entry, accrual.entry_id)
+        assert stored is not None and stored.details is not None
+        assert stored.details["referral"] == accrual.details["referral"] == {
+            "referrer_id": ledger.account_id(ANNA), "rewarded": True}
+        assert stored.details["rate"] == accrual.details["rate"]
+        assert session.scalar(select(func.count()).select_from(Entry)
+                              .where(Entry.idempotency_key == stored.idempotency_key)) == 1

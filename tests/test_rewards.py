@@ -17,7 +17,7 @@ from connector.config import Settings
 from connector.crm.models import TriggerEvent
 from connector.errors import RewardNotFoundError, RewardRefusedError
 from connector.i18n import translator
-from connector.ledger.models import Lot
+from connector.ledger.models import Entry, Lot
 from connector.ledger.views import AccountRef
 from connector.referrals import codes as referral_codes
 from connector.rewards.claims import CODE_LENGTH, Claimed
@@ -226,6 +226,22 @@ def test_parallel_claims_by_one_customer_respect_the_limit_and_balance(
     assert services.ledger.verify() == (1, [])
 
 
+def test_parallel_claims_under_one_key_answer_with_the_one_claim(services: Services) -> None:
+    """Found in review: on PostgreSQL a repeat that waited for the account's lock was refused
+    by the original's own claim (one mug per customer) instead of answered with it."""
+    fund(services, REF, "100")
+    services.rewards.list()
+    outcomes = in_parallel(6, lambda i: services.claims.claim(REF, "mug", key="mug:1",
+                                                              via="card"))
+    claimed = [o for o in outcomes if isinstance(o, Claimed)]
+    assert len(claimed) == 6, outcomes
+    assert len({c.claim.code for c in claimed}) == 1
+    assert sum(not c.result.duplicate for c in claimed) == 1
+    assert services.ledger.account(REF).balance == D("0.00")
+    assert services.rewards.get("mug").stock_left == 1
+    assert services.ledger.verify() == (1, [])
+
+
 def test_claim_codes_are_normalised() -> None:
     code = alphabet.new_code(CODE_LENGTH)
     assert alphabet.normalize(f" {code[:5].lower()}-{code[5:]} ", CODE_LENGTH) == code
@@ -328,3 +344,15 @@ def test_a_retry_after_a_crash_before_staff_were_told_tells_them(
         told = list(session.scalars(select(TriggerEvent).where(
             TriggerEvent.code == REWARD_CLAIMED)))
     assert [event.transition for event in told] == [f"reward_claim:{again.claim.id}"]
+
+
+def test_the_claim_code_is_stored_with_the_reward_entry(services: Services) -> None:
+    """The reward entry goes in with a Core INSERT, attached to the session as if loaded;
+    the claim code set on it after the claim row's flush is still written."""
+    fund(services, REF, "150")
+    claimed = services.claims.claim(REF, "mug", key="c1", via="cli")
+    with services.db.transaction(write=False) as session:
+        stored = session.get(Entry, claimed.result.entry_id)
+        assert stored is not None
+        assert stored.details == {"reward": "mug", "name": "Branded mug",
+                                  "claim": claimed.claim.code}

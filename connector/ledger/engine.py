@@ -347,6 +347,11 @@ class Ledger(Returns):
                               from_minor(account.balance),
                               details={"bonus": name, "skipped": "bonus is 0 in the program"})
             if once and name in queries.bonus_names(session, account.id):
+                # Looked up again under the account's lock: a concurrent repeat of this
+                # request granted it meanwhile, and answers with that grant.
+                granted = session.scalar(select(Entry).where(Entry.idempotency_key == key))
+                if granted is not None:
+                    return self._replay(session, granted, "bonus", ref, fingerprint)
                 return Result("bonus", account.id, None, Decimal("0.00"),
                               from_minor(account.balance),
                               details={"bonus": name, "skipped": "already granted"})

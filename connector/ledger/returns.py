@@ -122,7 +122,10 @@ class Returns(Postings):
                                           details=details)
             return Result.of(entry, duplicate=False)
 
-        return self._run(key, "reversal", ref, operation, fingerprint)
+        # The operation writes its entry under `key` or raises: the key's UNIQUE index is
+        # the check, so a concurrent repeat that finds the purchase returned meanwhile
+        # answers with the original rather than "nothing left to return".
+        return self._run(key, "reversal", ref, operation, fingerprint, writes=True)
 
     def _earned_for(self, account: Account, entries: list[Entry], spend: int) -> int:
         """What the purchase earns on `spend` at its own accrual's terms (hundredths)."""

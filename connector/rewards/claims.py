@@ -121,7 +121,10 @@ class Claims(Postings):
             entry.details = {**(entry.details or {}), "claim": claim.code}
             return Result.of(entry, duplicate=False)
 
-        result = self._run(key, "reward", ref, operation, fingerprint)
+        # The operation writes its entry under `key` or raises: the key's UNIQUE index is
+        # the check, so a concurrent repeat refused by the original's claim (its limit, the
+        # points it spent) answers with that claim.
+        result = self._run(key, "reward", ref, operation, fingerprint, writes=True)
         with self.db.transaction(write=False) as session:
             row = session.execute(_claim_query().where(
                 models.RewardClaim.entry_id == result.entry_id)).one()
