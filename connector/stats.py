@@ -12,7 +12,7 @@ negative purchase amount and a purchase count of -1, so a returned purchase coun
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from connector.campaigns.effect import campaign_effect, effect_row
 from connector.codes import catalog as promo_catalog
 from connector.i18n import Translator
+from connector.jsonable import fields_as_json
 from connector.ledger.models import ENTRY_KINDS, Account, Entry
 from connector.money import from_minor
 from connector.nps.report import NPSReport, Tally, nps_report
@@ -87,19 +88,7 @@ class ProgramStats:
     nps: NPSReport | None = None
 
     def as_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {}
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if isinstance(value, Decimal):
-                value = str(value)
-            elif isinstance(value, datetime):
-                value = value.isoformat()
-            elif isinstance(value, dict):
-                value = dict(value)
-            elif hasattr(value, "as_json"):
-                value = value.as_json()
-            data[item.name] = value
-        return data
+        return fields_as_json(self)
 
 
 def ratio(numerator: int, denominator: int) -> Decimal | None:

@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 from waitress.server import create_server
 from werkzeug.test import TestResponse
 
+from connector.cli import cli
 from connector.config import Settings, load_settings
 from connector.db import Database
 from connector.ledger.engine import Ledger
@@ -250,3 +252,16 @@ class Api:
 @pytest.fixture
 def api(client: FlaskClient) -> Api:
     return Api(client)
+
+
+def cli_on(tmp_path: Path, config_text: str) -> Callable[..., Result]:
+    """The CLI on its own config file (config_text's {db}: a SQLite file in tmp_path), its
+    database upgraded; call it with the command's arguments."""
+    config = tmp_path / "config.toml"
+    config.write_text(config_text.format(db=tmp_path / "cli.db"), encoding="utf-8")
+
+    def invoke(*args: str) -> Result:
+        return CliRunner().invoke(cli, ["--config", str(config), *args])
+
+    assert invoke("db", "upgrade").exit_code == 0
+    return invoke

@@ -318,7 +318,13 @@ def test_in_a_real_browser(served: str, tmp_path: Path) -> None:
     shown = unescape(dom.stdout)  # the DOM writes a no-break space as &nbsp;
     assert f'id="kpi-accrued">1{NBSP}100' in shown and "Участники" in shown
 
-    shot = tmp_path / "dashboard.png"
+    screenshot(url, tmp_path, "dashboard.png")
+
+
+def screenshot(url: str, tmp_path: Path, name: str) -> set[tuple[int, ...]]:
+    """Shoot a dashboard page at WINDOW, check it is a drawn page with its white cards, keep
+    it in ARTIFACTS under name and give its colours."""
+    shot = tmp_path / name
     run = chromium(f"--screenshot={shot}", f"--window-size={WINDOW[0]},{WINDOW[1]}", url,
                    profile=tmp_path / "profile")
     assert shot.is_file(), run.stderr[-2000:]
@@ -327,7 +333,8 @@ def test_in_a_real_browser(served: str, tmp_path: Path) -> None:
     assert len(colours) > 50  # a blank or error page has a handful
     assert (255, 255, 255) in colours  # the cards
     ARTIFACTS.mkdir(exist_ok=True)
-    shutil.copyfile(shot, ARTIFACTS / "dashboard.png")
+    shutil.copyfile(shot, ARTIFACTS / name)
+    return colours
 
 
 def png_colours(data: bytes) -> tuple[int, int, set[tuple[int, ...]]]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
@@ -30,7 +29,7 @@ from connector.ledger.views import AccountRef
 from connector.rfm import update_segments
 from connector.services import Services
 from tests.conftest import Clock, fresh_services, make_settings
-from tests.test_dashboard import ARTIFACTS, CHROMIUM, WINDOW, chromium, png_colours
+from tests.test_dashboard import CHROMIUM, chromium, screenshot
 from webhooks import create_app
 
 
@@ -410,18 +409,9 @@ def test_the_money_page_in_a_real_browser(services: Services, served: str,
     assert f'id="kpi-liability">1{NBSP}150{NBSP}₽<' in shown and "Обязательства" in shown
     assert shown.count("<svg") == 4  # liability, cost, LTV by tier and by segment
 
-    shot = tmp_path / "money.png"
-    run = chromium(f"--screenshot={shot}", f"--window-size={WINDOW[0]},{WINDOW[1]}", url,
-                   profile=tmp_path / "profile")
-    assert shot.is_file(), run.stderr[-2000:]
-    width, height, colours = png_colours(shot.read_bytes())
-    assert (width, height) == WINDOW
-    assert len(colours) > 50  # a blank or error page has a handful
-    assert (255, 255, 255) in colours  # the cards
+    colours = screenshot(url, tmp_path, "money.png")
     assert (0x1c, 0x7e, 0xd6) in colours  # the liability bars (--owed)
     assert (0xe8, 0x59, 0x0c) in colours  # the cost bars (--cost)
-    ARTIFACTS.mkdir(exist_ok=True)
-    shutil.copyfile(shot, ARTIFACTS / "money.png")
 
 
 # -- found in review ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from connector.cli import cli
+from tests.conftest import cli_on
 
 Run = Callable[..., Result]
 CONFIG = """
@@ -32,14 +33,7 @@ PERIOD = ("--since", "2026-02-01", "--until", "2026-04-01")
 
 @pytest.fixture
 def run(tmp_path: Path) -> Run:
-    config = tmp_path / "config.toml"
-    config.write_text(CONFIG.format(db=tmp_path / "cli.db"), encoding="utf-8")
-
-    def invoke(*args: str) -> Result:
-        return CliRunner().invoke(cli, ["--config", str(config), *args])
-
-    assert invoke("db", "upgrade").exit_code == 0
-    return invoke
+    return cli_on(tmp_path, CONFIG)
 
 
 def record(run: Run, contact: str, score: str, at: str, *more: str) -> Result:

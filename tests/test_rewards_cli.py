@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from connector.cli import cli
+from tests.conftest import cli_on
 
 Run = Callable[..., Result]
 ANNA = ("bitrix24", "acme.bitrix24.ru", "101")
@@ -34,14 +34,7 @@ tier = "Gold"
 
 @pytest.fixture
 def run(tmp_path: Path) -> Run:
-    config = tmp_path / "config.toml"
-    config.write_text(CONFIG.format(db=tmp_path / "cli.db"), encoding="utf-8")
-
-    def invoke(*args: str) -> Result:
-        return CliRunner().invoke(cli, ["--config", str(config), *args])
-
-    assert invoke("db", "upgrade").exit_code == 0
-    return invoke
+    return cli_on(tmp_path, CONFIG)
 
 
 def test_list_claim_handed_cancel(run: Run) -> None:

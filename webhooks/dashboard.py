@@ -112,7 +112,7 @@ def show() -> str:
     t: Translator = current_app.extensions["i18n"]
     currency = services.settings.program.currency
     return render_template(
-        "dashboard.html", d=board, periods=PERIODS,
+        "dashboard.html", d=board, days=days, periods=PERIODS,
         segment_labels=[(code, label) for code, label in services.settings.rfm.labels.items()
                         if code in board.segments],
         chart=points_chart(board.series, board.step, t),

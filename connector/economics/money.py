@@ -9,7 +9,7 @@ view"; each one is a sentence there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, aliased
 from connector.campaigns.report import incremental_revenue
 from connector.config import SEGMENTS, ProgramSettings
 from connector.i18n import Translator
+from connector.jsonable import fields_as_json
 from connector.ledger.models import ENTRY_KINDS, Account, Allocation, Entry, Lot
 from connector.money import from_minor, to_minor
 from connector.program import Program
@@ -98,17 +99,7 @@ class MoneyView:
     roi: Decimal | None = None
 
     def as_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {}
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if isinstance(value, Decimal):
-                value = str(value)
-            elif isinstance(value, datetime):
-                value = value.isoformat()
-            elif isinstance(value, list):
-                value = [row.as_json() for row in value]
-            data[item.name] = value
-        return data
+        return fields_as_json(self)
 
 
 def to_money(points: Decimal, point_value: Decimal) -> Decimal:
