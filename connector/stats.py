@@ -105,7 +105,7 @@ def program_stats(session: Session, program: Program, *, since: datetime,
         raise ValueError("until must be after since")
     accounts = _accounts(session, since, until)
     moved, purchase_minor, purchases = _movements(session, since, until)
-    active, previous, retained = _activity(session, since, until)
+    active, previous, retained = activity(session, since, until)
     friends = referrals.in_period(session, since, until)
     returns, returned_points, returned_amount = _returns(session, since, until)
     codes_used, code_points = promo_catalog.in_period(session, since, until)
@@ -203,8 +203,10 @@ def _returns(session: Session, since: datetime, until: datetime) -> tuple[int, i
     return count, points, money
 
 
-def _activity(session: Session, since: datetime, until: datetime) -> tuple[int, int, int]:
-    """(active now, active in the previous period, active in both), from one grouped scan."""
+def activity(session: Session, since: datetime, until: datetime) -> tuple[int, int, int]:
+    """(active now, active in the previous period, active in both), from one grouped scan;
+    a purchase (an accrual entry) is activity. Retention here and churn in the money view
+    both come from it."""
     previous_since = since - (until - since)
     per_account = (
         select(func.max(case((Entry.occurred_at < since, 1), else_=0)).label("before"),

@@ -25,6 +25,7 @@ from connector.ledger.models import ENTRY_KINDS, Account, Allocation, Entry, Lot
 from connector.money import from_minor, to_minor
 from connector.program import Program
 from connector.rewards import stats as rewards
+from connector.stats import activity
 
 CENT = Decimal("0.01")
 RATE_QUANTUM = Decimal("0.0001")
@@ -124,7 +125,7 @@ def money_view(session: Session, program: ProgramSettings, *, since: datetime,
     issued, expired = breakage_cohort(session, since, until)
     redeemed, revenue = redeemed_and_revenue(session, since, until)
     claims = rewards.in_period(session, since, until)
-    previous, retained = churn_counts(session, since, until)
+    _, previous, retained = activity(session, since, until)
     redeemed_cost = to_money(redeemed, value)
     reward_cost = to_money(claims.points, value)
     cost = redeemed_cost + reward_cost
@@ -267,24 +268,6 @@ def redemptions_given_back(session: Session, since: datetime, until: datetime) -
         book[2] += given
     return sum(min(in_period, (given * in_period) // paid) for in_period, paid, given
                in books.values() if paid > 0)
-
-
-def churn_counts(session: Session, since: datetime, until: datetime) -> tuple[int, int]:
-    """(customers who bought in the previous period of the same length, those of them who
-    bought again in this one), from one grouped scan; a purchase is an accrual entry, as
-    connector.stats counts activity, so churn is 1 - its retention."""
-    previous_since = since - (until - since)
-    per_account = (
-        select(func.max(case((Entry.occurred_at < since, 1), else_=0)).label("before"),
-               func.max(case((Entry.occurred_at >= since, 1), else_=0)).label("now"))
-        .where(Entry.kind == "accrual", Entry.occurred_at >= previous_since,
-               Entry.occurred_at < until)
-        .group_by(Entry.account_id)
-        .subquery())
-    row = session.execute(select(
-        func.coalesce(func.sum(per_account.c.before), 0),
-        func.coalesce(func.sum(per_account.c.before * per_account.c.now), 0))).one()
-    return int(row[0]), int(row[1])
 
 
 def ltv_by(session: Session, column: Any, order: list[str], *,
