@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import click
 
 from connector.cli.base import Runtime, cli, fail, pass_runtime
+from connector.i18n import translator
 from connector.operations import export as exports
 from connector.operations.backup import backup as make_backup
 
@@ -39,32 +42,55 @@ def backup(runtime: Runtime, path: Path) -> None:
         click.echo(f"backup: {result.key_note}")
 
 
-def _utc_day(value: datetime | None) -> datetime | None:
-    return None if value is None else value.replace(tzinfo=UTC)
+def _local_midnight(day: datetime | None, zone: ZoneInfo) -> datetime | None:
+    """The start of a calendar day in the program's zone, as UTC (as `stats` reads its days)."""
+    if day is None:
+        return None
+    return datetime.combine(day.date(), time(0), tzinfo=zone).astimezone(UTC)
 
 
 @cli.command("export")
 @click.argument("what", type=click.Choice(["accounts", "entries"]))
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]),
-              help="entries: first day, UTC midnight")
+              help="first day, program time zone (accounts: with --at)")
 @click.option("--until", type=click.DateTime(["%Y-%m-%d"]),
-              help="entries: first day not included, UTC midnight")
+              help="entries: first day not included, program time zone")
+@click.option("--at", "at", type=click.DateTime(["%Y-%m-%d"]),
+              help="accounts: balances at the end of this day, program time zone")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               help="write to FILE (default: standard output)")
 @pass_runtime
 def export(runtime: Runtime, what: str, since: datetime | None, until: datetime | None,
-           output: Path | None) -> None:
-    """CSV for accounting: every account, or the entries that happened in a period."""
-    if what == "accounts" and (since or until):
-        raise click.UsageError("--since and --until apply to entries only")
+           at: datetime | None, output: Path | None) -> None:
+    """CSV for accounting: every account (now, or at the end of a day --at), or the entries
+    that happened in a period. Days are read in the program's time zone."""
+    program = runtime.settings.program
+    t = translator(program.language)
+    if what == "accounts" and until:
+        raise click.UsageError(t._("accounts: --at DAY ends the period, --until applies to "
+                                   "entries"))
+    if what == "accounts" and since and not at:
+        raise click.UsageError(t._("accounts: --since needs --at"))
+    if what == "entries" and at:
+        raise click.UsageError(t._("--at applies to accounts only"))
     if since and until and since >= until:
-        raise click.UsageError("--since must be before --until")
+        raise click.UsageError(t._("--since must be before --until"))
+    if since and at and since > at:
+        raise click.UsageError(t._("--since must not be after --at"))
     db = runtime.services().db
-    if what == "accounts":
+    zone = program.zone
+    rows: Iterator[tuple[str | int | None, ...]]
+    if what == "accounts" and at is not None:
+        # The end of day AT is the start of the next one.
+        end = _local_midnight(at + timedelta(days=1), zone)
+        assert end is not None
+        columns = exports.ACCOUNT_AT_COLUMNS
+        rows = exports.account_rows_at(db, end, _local_midnight(since, zone))
+    elif what == "accounts":
         columns, rows = exports.ACCOUNT_COLUMNS, exports.account_rows(db)
     else:
         columns = exports.ENTRY_COLUMNS
-        rows = exports.entry_rows(db, _utc_day(since), _utc_day(until))
+        rows = exports.entry_rows(db, _local_midnight(since, zone), _local_midnight(until, zone))
     if output is None:
         exports.write_csv(_Echo(), columns, rows)
         return

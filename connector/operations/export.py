@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, case, false, func, literal, or_, select, true
 
 from connector.db import Database
 from connector.ledger.models import Account, Entry
@@ -20,6 +20,15 @@ BATCH = 1000
 
 ACCOUNT_COLUMNS = ("crm", "portal", "contact_id", "card_number", "tier", "balance",
                    "purchase_count", "purchase_total", "created_at")
+# `export accounts --at DAY`: the books as they stood at the end of DAY, rebuilt from entries.
+# start_balance + earned + redeemed + expired + other = balance, account by account.
+ACCOUNT_AT_COLUMNS = ("crm", "portal", "contact_id", "card_number", "start_balance", "earned",
+                      "redeemed", "expired", "other", "balance")
+# Which entry kinds make each column; every kind is in exactly one of them.
+EARNED_KINDS = ("accrual", "bonus")
+REDEEMED_KINDS = ("redemption", "reward")
+EXPIRED_KINDS = ("expiry",)
+OTHER_KINDS = ("reversal", "adjustment", "opening")
 ENTRY_COLUMNS = ("id", "occurred_at", "crm", "portal", "contact_id", "kind", "points",
                  "balance_after", "idempotency_key", "source", "purchase_amount", "actor",
                  "comment")
@@ -45,6 +54,40 @@ def account_rows(db: Database) -> Iterator[tuple[str | int | None, ...]]:
          created) in _stream(db, query):
         yield (crm, portal, contact, card, tier, _money(balance), count, _money(total),
                _time(created))
+
+
+def account_rows_at(db: Database, until: datetime, since: datetime | None = None
+                    ) -> Iterator[tuple[str | int | None, ...]]:
+    """Every account that existed or had entries before `until`: its balance at `until`
+    (the sum of its entries that occurred before it, which is how `verify` defines a balance),
+    the balance at `since` (zero without one) and what moved in [since, until) by kind."""
+    in_period = true() if since is None else Entry.occurred_at >= since
+    before = false() if since is None else Entry.occurred_at < since
+
+    def moved(condition: Any) -> Any:
+        return func.coalesce(func.sum(case((condition, Entry.amount), else_=0)), 0)
+
+    sums = (select(Entry.account_id.label("account_id"),
+                   moved(before).label("start"),
+                   moved(in_period & Entry.kind.in_(EARNED_KINDS)).label("earned"),
+                   moved(in_period & Entry.kind.in_(REDEEMED_KINDS)).label("redeemed"),
+                   moved(in_period & Entry.kind.in_(EXPIRED_KINDS)).label("expired"),
+                   moved(in_period & Entry.kind.in_(OTHER_KINDS)).label("other"),
+                   func.sum(Entry.amount).label("balance"))
+            .where(Entry.occurred_at < until)
+            .group_by(Entry.account_id)
+            .subquery())
+    zero = literal(0)
+    query = (select(Account.crm, Account.portal, Account.contact_id, Account.card_number,
+                    func.coalesce(sums.c.start, zero), func.coalesce(sums.c.earned, zero),
+                    func.coalesce(sums.c.redeemed, zero), func.coalesce(sums.c.expired, zero),
+                    func.coalesce(sums.c.other, zero), func.coalesce(sums.c.balance, zero))
+             .outerjoin(sums, sums.c.account_id == Account.id)
+             .where(or_(Account.created_at < until, sums.c.account_id.is_not(None)))
+             .order_by(Account.id))
+    for crm, portal, contact, card, *amounts in _stream(db, query):
+        # PostgreSQL sums BIGINT as NUMERIC: whole numbers either way.
+        yield (crm, portal, contact, card, *(_money(int(amount)) for amount in amounts))
 
 
 def entry_rows(db: Database, since: datetime | None = None,
