@@ -9,6 +9,7 @@ import stat
 import subprocess
 import threading
 import uuid
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def check_restored(source: Database, restored: Database) -> int:
 
 # -- SQLite --------------------------------------------------------------------------------
 def test_sqlite_backup_while_writing_restores_whole_with_its_key(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask: Callable[[int], int]) -> None:
     monkeypatch.delenv("LOYALTY_SECRET_KEY", raising=False)  # the key file, not the environment
     live = tmp_path / "live" / "loyalty.db"
     url = f"sqlite:///{live}"
@@ -125,6 +126,7 @@ def test_sqlite_backup_while_writing_restores_whole_with_its_key(
     config = write_config(tmp_path, url)
     target = tmp_path / "copies" / "nightly.db"
     target.parent.mkdir()
+    umask(0o022)
 
     writer = Writer(settings)
     writer.start()
@@ -143,6 +145,8 @@ def test_sqlite_backup_while_writing_restores_whole_with_its_key(
     assert f"wrote the secret key to {target}.key (mode 0600)" in result.stdout
     key_copy = Path(f"{target}.key")
     assert stat.S_IMODE(key_copy.stat().st_mode) == 0o600
+    # The copy holds personal data and sealed tokens: owner only too (umask 022 here).
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert key_copy.read_bytes() == Path(f"{live}.key").read_bytes()
     assert key_copy.read_text().strip() not in result.output
     assert not Path(f"{target}-wal").exists()
@@ -224,6 +228,15 @@ for arg in "$@"; do case "$arg" in --file=*) printf 'PGDMP' > "${{arg#--file=}}"
 """
 
 
+@pytest.fixture
+def umask() -> Iterator[Callable[[int], int]]:
+    """Sets a known umask for the test; the process's own is put back after it."""
+    original = os.umask(0o022)
+    os.umask(original)
+    yield os.umask
+    os.umask(original)
+
+
 def fake_pg_dump(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tail: str = "") -> Path:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -236,16 +249,21 @@ def fake_pg_dump(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tail: str = ""
 
 
 def test_pg_dump_gets_the_password_through_the_environment_only(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask: Callable[[int], int]) -> None:
     log = fake_pg_dump(tmp_path, monkeypatch)
     url = "postgresql://loyalty:s3cr%40t-pw@db.internal:6543/loyalty"
     config = write_config(tmp_path, url, f'secret_key = "{TEST_SECRET_KEY}"\n')
     target = tmp_path / "loyalty.dump"
+    umask(0o022)
     result = run(config, "backup", str(target))
     assert result.exit_code == 0, result.output
+    # Into a 0600 file made for it, renamed to PATH once pg_dump succeeded.
     assert log.read_text().splitlines() == [
-        "--format=custom", "--no-password", f"--file={target}", "--host=db.internal",
-        "--port=6543", "--username=loyalty", "--dbname=loyalty"]
+        "--format=custom", "--no-password", f"--file={tmp_path}/.loyalty.dump.{os.getpid()}.tmp",
+        "--host=db.internal", "--port=6543", "--username=loyalty", "--dbname=loyalty"]
+    assert target.read_bytes() == b"PGDMP"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []
     assert Path(f"{log}.password").read_text() == "s3cr@t-pw"
     assert result.stdout.splitlines()[0] == f"backup: wrote {target} (5 bytes)"
     assert "s3cr" not in result.output
@@ -262,6 +280,27 @@ def test_pg_dump_failure_is_one_line_without_the_password(
     assert result.stderr == ("error: pg_dump failed: pg_dump: error: password authentication "
                              "failed (***)\n")
     assert not (tmp_path / "loyalty.dump").exists()
+    assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []
+    # An earlier copy at PATH is left as it was.
+    earlier = tmp_path / "earlier.dump"
+    earlier.write_bytes(b"yesterday")
+    again = run(config, "backup", str(earlier))
+    assert again.exit_code == 1 and earlier.read_bytes() == b"yesterday"
+
+
+def test_an_earlier_copy_readable_by_others_is_replaced_by_an_owner_only_one(
+        tmp_path: Path, umask: Callable[[int], int]) -> None:
+    url = f"sqlite:///{tmp_path / 'loyalty.db'}"
+    Database(make_settings(tmp_path, url).database).upgrade()
+    config = write_config(tmp_path, url, f'secret_key = "{TEST_SECRET_KEY}"\n')
+    target = tmp_path / "copy.db"
+    target.write_bytes(b"an old copy")
+    target.chmod(0o644)
+    umask(0o002)
+    result = run(config, "backup", str(target))
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert target.read_bytes().startswith(b"SQLite format 3")
 
 
 def test_pg_dump_not_installed_is_one_error_line(tmp_path: Path,
@@ -279,7 +318,8 @@ def test_pg_dump_not_installed_is_one_error_line(tmp_path: Path,
 @pytest.mark.skipif(not POSTGRES_URL or not shutil.which("pg_dump")
                     or not shutil.which("pg_restore"),
                     reason="needs LOYALTY_TEST_DATABASE_URL, pg_dump and pg_restore")
-def test_postgres_dump_while_writing_restores_into_a_fresh_database(tmp_path: Path) -> None:
+def test_postgres_dump_while_writing_restores_into_a_fresh_database(
+        tmp_path: Path, umask: Callable[[int], int]) -> None:
     assert POSTGRES_URL is not None
     settings = make_settings(tmp_path, POSTGRES_URL)
     db = Database(settings.database)
@@ -289,6 +329,7 @@ def test_postgres_dump_while_writing_restores_into_a_fresh_database(tmp_path: Pa
     seed(Ledger(db, Program(settings.program)))
     config = write_config(tmp_path, POSTGRES_URL, f'secret_key = "{TEST_SECRET_KEY}"\n')
     target = tmp_path / "loyalty.dump"
+    umask(0o022)
 
     writer = Writer(settings)
     writer.start()
@@ -300,6 +341,7 @@ def test_postgres_dump_while_writing_restores_into_a_fresh_database(tmp_path: Pa
         writer.finish()
     assert result.exit_code == 0, (result.output, result.exception)
     assert result.stdout.startswith(f"backup: wrote {target} (")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
 
     name = f"test_backup_restore_{uuid.uuid4().hex[:10]}"
     server = make_url(POSTGRES_URL).set(host="127.0.0.1", username="postgres")

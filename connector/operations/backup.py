@@ -67,18 +67,41 @@ def _refuse_overwriting_live_files(settings: Settings, url: URL, target: Path) -
                               "another path")
 
 
+# The copy holds what the live database holds: personal data and sealed CRM tokens. Owner
+# only, like the key file, whatever the umask.
+COPY_MODE = 0o600
+
+
+def _private_temporary(target: Path) -> Path:
+    """An empty file beside `target`, mode 0600 from its creation (never readable by others,
+    not even for a moment), that the copy is written into and then renamed to `target`: a
+    failed copy never leaves a half file at PATH, nor removes an earlier copy there."""
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temporary.unlink(missing_ok=True)
+    try:
+        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, COPY_MODE))
+    except OSError as exc:
+        raise BackupError(f"cannot write {target}: {exc.strerror or exc}") from None
+    os.chmod(temporary, COPY_MODE)  # whatever the umask made of it
+    return temporary
+
+
 def _sqlite(url: URL, target: Path) -> None:
     if not url.database or url.database == ":memory:":
         raise BackupError("an in-memory database has nothing to back up")
     source_path = Path(url.database)
     if not source_path.exists():
         raise BackupError(f"database {source_path} does not exist")
-    # Into a temporary name, then renamed: a failed copy never leaves a half file at PATH.
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    temporary.unlink(missing_ok=True)
     # Read-only on the source: the backup never writes to the live database.
     source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True, timeout=30)
     try:
+        temporary = _private_temporary(target)
+    except BackupError:
+        source.close()
+        raise
+    try:
+        # SQLite writes into the empty file (a valid empty database) and keeps its mode; its
+        # journal takes the database file's mode too.
         copy = sqlite3.connect(temporary)
         try:
             source.backup(copy)
@@ -86,6 +109,7 @@ def _sqlite(url: URL, target: Path) -> None:
             copy.execute("PRAGMA journal_mode=DELETE")
         finally:
             copy.close()
+        os.chmod(temporary, COPY_MODE)
         os.replace(temporary, target)
     except sqlite3.Error as exc:
         raise BackupError(f"copying {source_path} to {target} failed: {exc}") from None
@@ -99,7 +123,9 @@ def _postgres(url: URL, target: Path) -> None:
     if pg_dump is None:
         raise BackupError("pg_dump is not installed (install the PostgreSQL client tools, "
                           "the same major version as the server or newer)")
-    arguments = [pg_dump, "--format=custom", "--no-password", f"--file={target}"]
+    # pg_dump writes into the 0600 file made for it (opening an existing file keeps its mode).
+    temporary = _private_temporary(target)
+    arguments = [pg_dump, "--format=custom", "--no-password", f"--file={temporary}"]
     if url.host:
         arguments.append(f"--host={url.host}")
     if url.port:
@@ -113,15 +139,19 @@ def _postgres(url: URL, target: Path) -> None:
     sslmode = url.query.get("sslmode")
     if isinstance(sslmode, str):
         environment["PGSSLMODE"] = sslmode
-    done = subprocess.run(arguments, env=environment, capture_output=True, text=True,
-                          check=False)
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.splitlines() if line.strip()]
-        reason = lines[0] if lines else f"exit status {done.returncode}"
-        if url.password:
-            reason = reason.replace(str(url.password), "***")
-        target.unlink(missing_ok=True)
-        raise BackupError(f"pg_dump failed: {reason}")
+    try:
+        done = subprocess.run(arguments, env=environment, capture_output=True, text=True,
+                              check=False)
+        if done.returncode != 0:
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            reason = lines[0] if lines else f"exit status {done.returncode}"
+            if url.password:
+                reason = reason.replace(str(url.password), "***")
+            raise BackupError(f"pg_dump failed: {reason}")
+        os.chmod(temporary, COPY_MODE)  # had pg_dump made the file anew
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _copy_key(settings: Settings, target: Path) -> tuple[Path | None, str | None]:
