@@ -27,6 +27,7 @@ from connector.ledger.views import AccountRef
 from connector.lifecycle import anniversary_bonuses
 from connector.privacy.erase import erase
 from connector.privacy.models import Erasure
+from connector.referrals.linking import Linker
 from connector.referrals.models import ReferralEvent
 from connector.sandbox.amocrm import webhook_body
 from connector.sandbox.bitrix24_php import build_query
@@ -317,6 +318,30 @@ def test_cli_erase_prints_the_anonymous_id_and_is_idempotent(
     with services.db.engine.connect() as connection:
         logged = connection.execute(text("SELECT erased_by, reason FROM erasures")).all()
     assert [tuple(row) for row in logged] == [("dpo", "request 42")]
+
+
+def test_a_referred_customer_shows_the_erased_referrers_anonymous_id(
+        tmp_path: Path, database_url: str, services: Services, clock: Clock) -> None:
+    anna_everywhere(services, clock)  # Anna referred Boris
+    config = tmp_path / "erase.toml"
+    config.write_text(f'[database]\nurl = "{database_url}"\n', encoding="utf-8")
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(cli, ["--config", str(config), *args])
+
+    code = services.ledger.account(ANNA).referral_code
+    assert code is not None and services.ledger.account(BORIS).referred_by == code
+    report = erase(services.db, ANNA, reason="r", by="a", clock=services.ledger.clock)
+    assert report.anonymous_id is not None
+    shown = run("account", "show", "bitrix24", PORTAL, BORIS.contact_id)
+    assert shown.exit_code == 0, shown.output
+    assert f"referred by  {report.anonymous_id}\n" in shown.stdout
+    as_json = run("account", "show", "bitrix24", PORTAL, BORIS.contact_id, "--json")
+    assert json.loads(as_json.stdout)["referred_by"] == report.anonymous_id
+    # Still referred: a preview of another code says taken, as before the erasure.
+    vera_code = services.ledger.account(VERA).referral_code
+    assert vera_code is not None
+    assert Linker(services.db, services.ledger).check(BORIS, vera_code).outcome == "taken"
 
 
 def test_erasure_log_times_are_the_ledgers_clock(services: Services, clock: Clock) -> None:

@@ -634,7 +634,9 @@ def spec() -> Schema:
                     "created_at": timestamp,
                     "referral_code": NULLABLE_STRING,
                     "referred_by": {**NULLABLE_STRING,
-                                    "description": "the referrer's referral code"},
+                                    "description": "the referrer's referral code; for an "
+                                                   "erased referrer its anonymous id "
+                                                   "(erased-<hex>)"},
                     "referrals": {"type": "object", "required": [
                         "invited", "converted", "points_paid"], "properties": {
                         "invited": {"type": "integer", "minimum": 0},

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, aliased
 
 from connector.ledger.models import Account, Entry
 from connector.money import from_minor
+from connector.privacy import anonymous
 from connector.referrals.models import ReferralEvent
 
 REFERRER_REWARD = "referral:%"               # the referrer's bonus (key and source)
@@ -44,10 +45,19 @@ def of_referrer(session: Session, account_id: int) -> Referrals:
 
 
 def referrer_code(session: Session, account: Account) -> str | None:
+    """The referrer's referral code; for an erased referrer, whose code went with its data,
+    the anonymous id it is kept under (`erased-<hex>`): the link stays and is counted, so
+    the customer is still shown as referred, and can be found again."""
     if account.referred_by_id is None:
         return None
-    return session.scalar(select(Account.referral_code)
-                          .where(Account.id == account.referred_by_id))
+    row = session.execute(select(Account.referral_code, Account.contact_id)
+                          .where(Account.id == account.referred_by_id)).one_or_none()
+    if row is None:
+        return None
+    code, contact_id = row
+    if code is None and anonymous.is_erased(contact_id):
+        return str(contact_id)
+    return code
 
 
 def in_period(session: Session, since: datetime, until: datetime) -> Referrals:
