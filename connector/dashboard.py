@@ -10,13 +10,14 @@ and the current one may be partial).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, case, func, literal, select
 from sqlalchemy.orm import Session
 
+from connector import periods
 from connector.config import SEGMENTS
 from connector.health import CRMStatus, crm_statuses
 from connector.job_runs import RunRecord, all_runs
@@ -25,7 +26,7 @@ from connector.money import from_minor
 from connector.services import Services
 from connector.stats import ProgramStats, program_stats
 
-DEFAULT_DAYS = 30
+DEFAULT_DAYS = periods.DEFAULT_DAYS
 MAX_DAYS = 3650
 # Credits above the axis, debits below: what the chart stacks, in this order.
 SERIES_KINDS = ("accrual", "bonus", "redemption", "expiry")
@@ -72,7 +73,8 @@ def build(services: Services, *, now: datetime, days: int = DEFAULT_DAYS) -> Das
     zone = services.settings.program.zone
     step = step_for(days)
     starts = bucket_starts(now.astimezone(zone).date(), days, step)
-    since = local_midnight(starts[0], zone)
+    # The period `stats --days N` reads too: the buckets start on its first day.
+    since, _ = periods.last_days(now, days, zone)
     with services.db.transaction(write=False) as session:
         stats = program_stats(session, services.program, since=since, until=now)
         series = points_series(session, starts, zone, until=now)
@@ -101,16 +103,12 @@ def bucket_starts(today: date, days: int, step: str) -> list[date]:
     return [first, *following]
 
 
-def local_midnight(day: date, zone: ZoneInfo) -> datetime:
-    return datetime.combine(day, time(0), tzinfo=zone)
-
-
 def points_series(session: Session, starts: list[date], zone: ZoneInfo, *,
                   until: datetime) -> list[Bucket]:
     """Points by kind per bucket in one grouped query. The buckets are ranges of UTC instants
     computed here (local midnights move with daylight saving time), matched by a CASE that
     both SQLite and PostgreSQL run, instead of each backend's own date functions."""
-    bounds = [local_midnight(start, zone) for start in starts]
+    bounds = [periods.local_midnight(start, zone) for start in starts]
     bucket: ColumnElement[int] = literal(0)
     if len(bounds) > 1:
         bucket = case(*((Entry.occurred_at < bound, index)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import shutil
 import struct
 import subprocess
@@ -13,11 +14,14 @@ from datetime import UTC, date, datetime
 from decimal import Decimal as D
 from html import unescape
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
+from click.testing import CliRunner
 from flask.testing import FlaskClient
 
-from connector import dashboard, job_runs
+from connector import dashboard, job_runs, periods
+from connector.cli import cli
 from connector.config import Settings
 from connector.crm.credentials import Tokens
 from connector.ledger.views import AccountRef
@@ -266,6 +270,38 @@ def test_refused_without_the_admin_token(client: FlaskClient, headers: dict[str,
 
 def test_read_only(client: FlaskClient) -> None:
     assert client.post("/dashboard", headers=BEARER).status_code == 405
+
+
+def test_stats_the_dashboard_and_the_api_read_the_last_n_days_alike(
+        services: Services, settings: Settings, tmp_path: Path) -> None:
+    """One definition (connector.periods): local midnight N-1 days ago until now. `stats`
+    reads the wall clock, so the others are asked at the same moment."""
+    config = tmp_path / "stats.toml"
+    config.write_text(f'[database]\nurl = "{settings.database.url}"\n', encoding="utf-8")
+    for days in (None, 1, 7):
+        now = datetime.now(UTC)
+        args = ["--config", str(config), "stats", "--json"]
+        if days is not None:
+            args += ["--days", str(days)]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, (result.output, result.exception)
+        figures = json.loads(result.stdout)
+        expected = periods.last_days(now, days or 30, ZoneInfo("Europe/Moscow"))[0]
+        if expected != periods.last_days(datetime.now(UTC), days or 30,
+                                         ZoneInfo("Europe/Moscow"))[0]:
+            continue  # midnight in Moscow passed while asking
+        assert datetime.fromisoformat(figures["since"]) == expected
+        assert abs(datetime.fromisoformat(figures["until"]) - now).total_seconds() < 60
+        assert dashboard.build(services, now=now, days=days or 30).stats.since == expected
+        services.ledger.clock.now = now  # type: ignore[attr-defined]
+        client = create_app(services=services).test_client()
+        query = "" if days is None else f"?days={days}"
+        money = client.get(f"/api/v1/economics{query}", headers=BEARER).get_json()
+        assert datetime.fromisoformat(money["since"]) == expected
+        assert datetime.fromisoformat(money["until"]) == now
+    # The dashboard's 30 days at NOW, 10 March 12:00 Moscow: from 9 February 00:00.
+    assert periods.last_days(NOW, 30, ZoneInfo("Europe/Moscow")) == (
+        datetime(2026, 2, 8, 21, 0, tzinfo=UTC), NOW)
 
 
 def test_off_without_an_admin_token(tmp_path: Path, database_url: str) -> None:

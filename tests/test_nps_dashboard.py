@@ -41,7 +41,7 @@ def settings(tmp_path: Path, database_url: str, language: str) -> Settings:
 
 @pytest.fixture
 def services(settings: Settings) -> Iterator[Services]:
-    """The last 90 days run from 10 December 2025 12:00 Moscow time to NOW.
+    """The last 90 days run from 11 December 2025 00:00 Moscow time to NOW.
 
     | who         | answers                  | latest | Jan   | Feb   | Mar   |
     | A (Bronze)  | 15 Jan: 10, 20 Feb: 5    | 5 D    | 10 P  | 5 D   |       |
@@ -102,10 +102,11 @@ def test_the_page_on_the_hand_checked_book(client: FlaskClient) -> None:
 
 
 def test_the_period_narrows_the_figures(client: FlaskClient) -> None:
+    # The last N days are whole local days up to now (connector.periods), as in `stats`.
+    html = client.get("/dashboard/nps?days=9", headers=basic(TOKEN)).get_data(as_text=True)
+    assert text_of(html, "kpi-nps") == "50.0"  # from 2 March 00:00 Moscow: C's 8 and D's 10
     html = client.get("/dashboard/nps?days=8", headers=basic(TOKEN)).get_data(as_text=True)
-    assert text_of(html, "kpi-nps") == "50.0"  # from 2 March 09:00 UTC: C's 8 and D's 10
-    html = client.get("/dashboard/nps?days=7", headers=basic(TOKEN)).get_data(as_text=True)
-    assert text_of(html, "kpi-nps") == "100.0"  # D's 10 alone
+    assert text_of(html, "kpi-nps") == "100.0"  # from 3 March: D's 10 alone
     assert client.get("/dashboard/nps?days=0", headers=basic(TOKEN)).status_code == 400
 
 

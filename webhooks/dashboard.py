@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 
 from flask import Blueprint, Response, current_app, render_template, request
 
-from connector import dashboard
+from connector import dashboard, periods
 from connector.dashboard import Bucket
 from connector.economics import table as simulation_table
 from connector.economics.proposal import form_values, proposed_program
@@ -83,8 +83,8 @@ def simulate() -> tuple[str, int]:
     services: Services = current_app.extensions["loyalty"]
     current = services.settings.program
     days = query_int("days", minimum=1, maximum=dashboard.MAX_DAYS) or dashboard.DEFAULT_DAYS
-    now = services.ledger.clock()
-    since = now - timedelta(days=days)
+    # The last N days as every report reads them (connector.periods).
+    since, now = periods.last_days(services.ledger.clock(), days, current.zone)
     values = {**form_values(current), **{k: v for k, v in request.args.items()
                                          if k != "days"}}
     problems: list[str] = []

@@ -7,11 +7,12 @@ local midnights in program.timezone, `until` not included), as `stats` takes the
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from connector import periods
 from connector.economics.money import money_view
 from connector.services import Services
 from webhooks.api import require_admin_token
@@ -20,7 +21,7 @@ from webhooks.validation import invalid, query_int
 
 bp = Blueprint("economics_api", __name__, url_prefix="/api/v1")
 bp.before_request(require_admin_token)
-DEFAULT_DAYS = 30
+DEFAULT_DAYS = periods.DEFAULT_DAYS
 MAX_DAYS = 3650
 # Dates far enough from year 1 and 9999 that the previous period (churn) stays in range.
 FIRST_YEAR, LAST_YEAR = 1900, 2999
@@ -43,15 +44,15 @@ def _date(field: str) -> date | None:
 def period(services: Services, now: datetime) -> tuple[datetime, datetime]:
     days = query_int("days", minimum=1, maximum=MAX_DAYS)
     since, until = _date("since"), _date("until")
+    zone = services.settings.program.zone
     if since is None and until is None:
-        return now - timedelta(days=days or DEFAULT_DAYS), now
+        # As `stats --days N` and the dashboard read it (connector.periods).
+        return periods.last_days(now, days or DEFAULT_DAYS, zone)
     if since is None or until is None or days is not None:
         raise ApiError(400, "invalid_request", "give days, or both since and until")
     if until <= since:
         raise invalid("until", "must be after since")
-    zone = services.settings.program.zone
-    return (datetime.combine(since, time(0), tzinfo=zone).astimezone(UTC),
-            datetime.combine(until, time(0), tzinfo=zone).astimezone(UTC))
+    return periods.between(since, until, zone)
 
 
 @bp.get("/economics")

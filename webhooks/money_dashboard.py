@@ -12,12 +12,12 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 from flask import Blueprint, Response, abort, current_app, render_template
 
-from connector import dashboard
+from connector import dashboard, periods
 from connector.economics.money import LTVRow, MoneyView, money_view
 from connector.i18n import N_, Translator
 from connector.services import Services
@@ -60,10 +60,8 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # OWASP's list for CSV inject
 
 def period_view(services: Services, days: int) -> tuple[MoneyView, datetime]:
     """The view over the dashboard's period: local midnight days-1 days ago until now."""
-    zone = services.settings.program.zone
     now = services.ledger.clock()
-    first = now.astimezone(zone).date() - timedelta(days=days - 1)
-    since = dashboard.local_midnight(first, zone)
+    since, _ = periods.last_days(now, days, services.settings.program.zone)
     with services.db.transaction(write=False) as session:
         return money_view(session, services.settings.program, since=since, until=now,
                           at=now), now

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from connector import periods
 from connector.errors import InvalidScoreError
 from connector.nps.answers import parse_score
 from connector.nps.report import nps_report
@@ -71,9 +72,10 @@ def report() -> ResponseReturnValue:
     services = _services()
     days = query_int("days", minimum=1, maximum=MAX_DAYS) or \
         services.settings.program.nps.report_days
-    until = services.ledger.clock()
     program = services.settings.program
+    # The last N days as every report reads them (connector.periods).
+    since, until = periods.last_days(services.ledger.clock(), days, program.zone)
     with services.db.transaction(write=False) as session:
         figures = nps_report(session, [tier.name for tier in program.tiers], program.zone,
-                             since=until - timedelta(days=days), until=until)
+                             since=since, until=until)
     return jsonify(figures.as_json())

@@ -4,11 +4,11 @@ and the split by tier and RFM segment. Signed in and protected as /dashboard is.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 from decimal import Decimal
 
 from flask import Blueprint, current_app, render_template
 
+from connector import periods
 from connector.i18n import Translator
 from connector.nps.report import Month, NPSReport, Tally, nps_report
 from connector.services import Services
@@ -86,11 +86,11 @@ def show() -> str:
     services: Services = current_app.extensions["loyalty"]
     program = services.settings.program
     days = query_int("days", minimum=1, maximum=MAX_DAYS) or program.nps.report_days
-    now = services.ledger.clock()
+    # The last N days as every report reads them (connector.periods).
+    since, now = periods.last_days(services.ledger.clock(), days, program.zone)
     with services.db.transaction(write=False) as session:
         report: NPSReport = nps_report(session, [tier.name for tier in program.tiers],
-                                       program.zone, since=now - timedelta(days=days),
-                                       until=now)
+                                       program.zone, since=since, until=now)
     t: Translator = current_app.extensions["i18n"]
     labels = services.settings.rfm.labels
     return render_template(

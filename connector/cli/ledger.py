@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import click
 
-from connector import mirror, welcome
+from connector import mirror, periods, welcome
 from connector.cli.base import (
     ACTOR,
     AMOUNT,
@@ -243,20 +243,20 @@ def verify(runtime: Runtime) -> None:
 
 def _period(settings: Settings, days: int | None, since: datetime | None,
             until: datetime | None) -> tuple[datetime, datetime]:
-    """--days back from now, or local midnights of --since and --until in UTC."""
+    """The last --days days (default 30) as the dashboard reads them, or the local midnights
+    of --since and --until (connector.periods)."""
+    zone = settings.program.zone
     if since is None and until is None:
-        end = datetime.now(UTC)
-        return end - timedelta(days=days or 30), end
+        return periods.last_days(datetime.now(UTC), days or periods.DEFAULT_DAYS, zone)
     if since is None or until is None or days is not None:
         t = translator(settings.program.language)
         raise click.UsageError(t._("give --days, or both --since and --until"))
-    zone = settings.program.zone
-    return (since.replace(tzinfo=zone).astimezone(UTC),
-            until.replace(tzinfo=zone).astimezone(UTC))
+    return periods.between(since.date(), until.date(), zone)
 
 
 @cli.command()
-@click.option("--days", type=click.IntRange(min=1), help="the last N days (default 30)")
+@click.option("--days", type=click.IntRange(min=1),
+              help="the last N days, today included, from local midnight (default 30)")
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="first day, program time zone")
 @click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="first day not included")
 @json_option

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import click
 
+from connector import periods
 from connector.cli.base import Runtime, cli, fail, pass_runtime
 from connector.i18n import translator
 from connector.operations import export as exports
@@ -46,7 +47,7 @@ def _local_midnight(day: datetime | None, zone: ZoneInfo) -> datetime | None:
     """The start of a calendar day in the program's zone, as UTC (as `stats` reads its days)."""
     if day is None:
         return None
-    return datetime.combine(day.date(), time(0), tzinfo=zone).astimezone(UTC)
+    return periods.local_midnight(day.date(), zone).astimezone(UTC)
 
 
 @cli.command("export")
