@@ -12,16 +12,17 @@ import pytest
 
 from connector.config import Settings
 from connector.sandbox import ManualClock
-from connector.sandbox.amocrm import FakeAmoCRM
+from connector.sandbox.amocrm import FakeAmoCRM, webhook_body
 from tests.conftest import Clock, make_settings
-from tests.test_amocrm_e2e import ANNA, SECRET, Harness, running, status
+from tests.test_amocrm_e2e import ANNA, FORM, SECRET, Harness, running, status
 
 CATALOG = 5331  # the products list
 GIFTS = 5333    # a list of gift cards
 BREAD, TOBACCO, KETTLE, GIFT = 901, 902, 903, 904
 
 
-def settings_for(tmp_path: Path, database_url: str, account: FakeAmoCRM) -> Settings:
+def settings_for(tmp_path: Path, database_url: str, account: FakeAmoCRM,
+                 **program: object) -> Settings:
     return make_settings(
         tmp_path, database_url,
         amocrm={"enabled": True, "base_url": account.base_url, "subdomain": "example",
@@ -32,7 +33,7 @@ def settings_for(tmp_path: Path, database_url: str, account: FakeAmoCRM) -> Sett
             {"name": "tobacco", "products": [str(TOBACCO)], "exclude": True},
             {"name": "featured brand", "property": "BRAND", "values": ["Acme"],
              "multiplier": "2"},
-        ]})
+        ], **program})
 
 
 @pytest.fixture
@@ -88,3 +89,25 @@ def test_reconcile_reads_the_products_of_listed_leads(h: Harness) -> None:
     h.account.link_elements(1, [(BREAD, 20)])
     assert h.connector.reconcile().changed == 1
     assert h.balance() == D("100.00")
+
+
+def test_pipeline_redemption_is_capped_by_the_products_that_earn(
+        tmp_path: Path, database_url: str, account: FakeAmoCRM, time: ManualClock,
+        clock: Clock) -> None:
+    """A digital-pipeline action /redeem on a lead with a gift card and tobacco: with
+    redeem_eligible_only, redeem_share counts the products that earn points only."""
+    eligible = settings_for(tmp_path, database_url, account, redeem_eligible_only=True)
+    with running(eligible, account, time, clock) as h:
+        h.account.put_contact(10971465)
+        h.services.ledger.adjust(ANNA, D("9000"), key="seed", reason="test funds")
+        h.account.put_lead(5, contact=10971465, price=7500, status=20067736)
+        # 2000 of bread and 1500 of kettle earn; 1000 of tobacco and a 3000 gift card do not.
+        h.account.link_elements(5, [(BREAD, 20), (TOBACCO, 4), (KETTLE, 1), (GIFT, 1)])
+        body = webhook_body("leads", "status", [status(5, 20067736)])
+        redeem = h.web.post(f"/amocrm/actions/{SECRET}/redeem/4000", data=body,
+                            content_type=FORM)
+        assert redeem.status_code == 200
+        h.process()
+        assert h.balance() == D("7250.00")  # half of 3500, not of 7500
+        texts = [note["params"]["text"] for note in h.account.state.notes]
+        assert texts == ["loyalty: redeemed 1750.00, balance 7250.00"]

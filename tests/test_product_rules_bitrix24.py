@@ -171,3 +171,34 @@ def test_robot_redemption_is_capped_by_the_rows_that_earn(
     assert answer["return_values"]["redeemed"] == "1750.00"  # half of 3500, not of 8400
     assert h.balance(anna) == D("7250.00")
     services.close()
+
+
+def test_webhook_rule_redemption_is_capped_by_the_rows_that_earn(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, time: ManualClock,
+        clock: Clock) -> None:
+    """The same cap through the "Webhook" automation rule (/bitrix24/actions/<secret>/redeem),
+    which reads the deal's rows in its own batch."""
+    secret = "Act10nsSecret0123456789"
+    eligible = make_settings(
+        tmp_path, database_url, program={**rules(portal), "redeem_eligible_only": True},
+        bitrix24={"enabled": True, "webhook_url": portal.webhook_url, "portal": portal.url,
+                  "application_token": portal.application_token,
+                  "member_id": portal.member_id, "timeout_seconds": 2,
+                  "actions_secret": secret})
+    services = fresh_services(eligible, clock=clock)
+    h = Harness(portal, services, time, clock)
+    h.connector.installer.install()
+    anna = portal.add_contact(NAME="Anna")
+    h.process()
+    services.ledger.adjust(h.ref(anna), D("9000"), key="seed", reason="test funds")
+    deal = portal.add_deal(contact_ids=[anna], STAGE_ID="NEW")
+    portal.set_deal_rows(deal, basket(portal))  # 8400 in all, 3500 of it earns
+    portal.drain_outbox()
+    response = h.web.open(f"/bitrix24/actions/{secret}/redeem/4000?deal_id={deal}")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    h.process()
+    assert h.balance(anna) == D("7250.00")  # half of 3500, not of 8400
+    [entry] = [e for e in services.ledger.history(h.ref(anna)) if e.kind == "redemption"]
+    assert entry.points == D("-1750.00")
+    assert any("redeemed 1750.00 points" in c["comment"] for c in portal.timeline_comments)
+    services.close()
