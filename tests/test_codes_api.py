@@ -52,7 +52,8 @@ def test_refused_codes_say_why_and_the_purchase_still_counts(api: Api,
     assert api.accrue("1000", key="b-2", ref=BORIS, promo_code=code)["promo"]["points"] \
         == "30.00"
     used = api.accrue("1000", key="v-2", ref=vera, promo_code=code)["promo"]
-    assert used["outcome"] == "used_up"
+    assert (used["outcome"], used["campaign"]) == ("used_up", "double")
+    assert budget["campaign"] == "winter"
 
 
 def test_preview_says_what_a_code_would_give_without_using_it(api: Api, clock: Clock) -> None:
@@ -65,9 +66,17 @@ def test_preview_says_what_a_code_would_give_without_using_it(api: Api, clock: C
                                           "detail": ""}
         assert response.json["points_earned"] == "30.00"
     api.accrue("1000", key="a-1", promo_code="WINTER25")
-    assert api.post("/api/v1/preview", body).json["promo"]["outcome"] == "already_used"
+    # A refusal names the campaign that refused, once the code is known.
+    assert api.post("/api/v1/preview", body).json["promo"] == {
+        "code": "WINTER25", "outcome": "already_used", "campaign": "winter", "points": "0.00",
+        "detail": "this customer has already used campaign winter 1 time(s), its limit"}
     clock.advance(days=30)
     late = api.post("/api/v1/preview", {**BORIS, "amount": "10", "promo_code": "WINTER25"})
-    assert late.json["promo"]["outcome"] == "expired"
+    assert late.json["promo"] == {"code": "WINTER25", "outcome": "expired",
+                                  "campaign": "winter", "points": "0.00",
+                                  "detail": "expired 2026-04-01 00:00"}
+    unknown = api.post("/api/v1/preview", {**BORIS, "amount": "10", "promo_code": "NOPE42"})
+    assert unknown.json["promo"]["outcome"] == "unknown"
+    assert unknown.json["promo"]["campaign"] is None  # no campaign has it
     too_long = api.post("/api/v1/preview", {"amount": "10", "promo_code": "X" * 65})
     assert too_long.status_code == 400 and too_long.json["detail"].startswith("promo_code")

@@ -56,7 +56,7 @@ def attach(db: Database, ledger: Ledger, source: str, raw: str | None, *, ref: A
                   "created_at": saved.excluded.created_at},
             where=table.c.settled_at.is_(None)).returning(table.c.source))
     if kept is None:
-        return Outcome(code, "settled", detail=SETTLED)
+        return Outcome(code, "settled", check.campaign, detail=SETTLED)
     return check
 
 

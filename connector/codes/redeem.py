@@ -144,13 +144,15 @@ def check(session: Session, program: Program, raw: str, *, account_id: int | Non
     if code is None:
         return Outcome(str(raw).strip()[:draw.MAX_LENGTH], "unknown",
                        detail="not a promo code (3 to 32 letters and digits)")
+    promo: Promo | None = None  # named in a refusal once known: which campaign refused
     try:
         promo, row = _find(session, program, code)
         _window(program, promo, at)
         points = points_of(program, promo, amount, earning)
         _limits(session, promo, row, points, account_id)
     except _Refused as refused:
-        return Outcome(code, refused.reason, detail=refused.detail)
+        return Outcome(code, refused.reason, promo.name if promo else None,
+                       detail=refused.detail)
     return Outcome(code, "valid", promo.name, points)
 
 
@@ -163,6 +165,7 @@ def apply(session: Session, program: Program, raw: str, *, account_id: int, sour
     if code is None:
         return Outcome(str(raw).strip()[:draw.MAX_LENGTH], "unknown",
                        detail="not a promo code (3 to 32 letters and digits)"), None
+    promo: Promo | None = None  # named in a refusal once known: which campaign refused
     try:
         promo, row = _find(session, program, code)
         if row is not None:
@@ -187,7 +190,8 @@ def apply(session: Session, program: Program, raw: str, *, account_id: int, sour
         redemption = _use(session, promo, row, points, account_id=account_id, nth=used + 1,
                           source=source, now=now)
     except _Refused as refused:
-        return Outcome(code, refused.reason, detail=refused.detail), None
+        return Outcome(code, refused.reason, promo.name if promo else None,
+                       detail=refused.detail), None
     return Outcome(code, "applied", promo.name, points), redemption
 
 
