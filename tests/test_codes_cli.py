@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import UTC, datetime
 from decimal import Decimal as D
 from pathlib import Path
 
@@ -42,8 +43,10 @@ def setup(tmp_path: Path) -> Path:
     return config
 
 
-def accrue(config: Path, contact: str, amount: str, key: str, code: str) -> None:
-    services = Services.build(load_settings(config))
+def accrue(config: Path, contact: str, amount: str, key: str, code: str,
+           at: datetime | None = None) -> None:
+    services = Services.build(load_settings(config),
+                              **({"clock": lambda: at} if at is not None else {}))
     try:
         services.ledger.accrue(AccountRef("bitrix24", "acme.bitrix24.ru", contact), D(amount),
                                key=key, promo_code=code)
@@ -87,6 +90,24 @@ def test_generate_export_show_and_list(tmp_path: Path) -> None:
     both = json.loads(invoke(config, "codes", "list", "--json").stdout)
     assert [(s["campaign"], s["uses"], s["points_granted"]) for s in both] == [
         ("mail", 1, "25.00"), ("winter", 1, "30.00")]
+
+
+def test_show_prints_times_in_the_programs_zone(tmp_path: Path) -> None:
+    """As `rewards claims` and `account history` do: 22:30 UTC on 10 March is 08:30 on
+    11 March in Vladivostok (UTC+10)."""
+    config = setup(tmp_path)
+    config.write_text(config.read_text(encoding="utf-8").replace(
+        "[program]\n", '[program]\ntimezone = "Asia/Vladivostok"\n'), encoding="utf-8")
+    accrue(config, "8", "1000", "deal-2", "winter25",
+           at=datetime(2026, 3, 10, 22, 30, tzinfo=UTC))
+    shown = invoke(config, "codes", "show", "WINTER25")
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.splitlines()[1] == (
+        "  2026-03-11 08:30  bitrix24 acme.bitrix24.ru contact 8  30.00 points  (deal-2)")
+    assert "UTC" not in shown.stdout
+    # The JSON keeps the instant, in UTC.
+    data = json.loads(invoke(config, "codes", "show", "WINTER25", "--json").stdout)
+    assert data["used_by"][0]["at"] == "2026-03-10T22:30:00+00:00"
 
 
 def test_bad_input_names_what_to_fix(tmp_path: Path) -> None:

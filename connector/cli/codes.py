@@ -87,7 +87,7 @@ def show(runtime: Runtime, code: str, as_json: bool) -> None:
     if as_json:
         echo_json(view.as_json())
         return
-    for line in catalog.lines(view):
+    for line in catalog.lines(view, runtime.settings.program.zone):
         click.echo(line)
 
 

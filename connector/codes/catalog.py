@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from decimal import Decimal
 from typing import IO, Any
 
@@ -184,11 +184,12 @@ def in_period(session: Session, since: datetime, until: datetime) -> tuple[int, 
     return int(count), from_minor(int(points))
 
 
-def lines(view: CodeView) -> Iterator[str]:
+def lines(view: CodeView, zone: tzinfo) -> Iterator[str]:
+    """The text of `codes show`, times in `zone` (the program's, as other commands print)."""
     left = "no limit" if view.uses_left is None else f"{view.uses_left} left"
     kind = "shared code" if view.shared else "code"
     yield f"{kind} {draw.printed(view.code)} of campaign {view.campaign}: used {view.uses} " \
           f"time(s), {left}"
     for use in view.used_by:
-        yield f"  {use.at:%Y-%m-%d %H:%M} UTC  {use.crm} {use.portal} contact " \
+        yield f"  {use.at.astimezone(zone):%Y-%m-%d %H:%M}  {use.crm} {use.portal} contact " \
               f"{use.contact_id}  {use.points} points  ({use.source})"
