@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from connector import triggers
 from connector.config import load_settings, resolve_config_path
 from connector.errors import ConfigError
 
@@ -34,6 +36,18 @@ def test_defaults_without_any_file() -> None:
 
 def test_example_config_is_valid_and_matches_the_defaults() -> None:
     assert load_settings(EXAMPLE).model_dump() == load_settings().model_dump()
+
+
+def test_example_config_names_every_trigger_of_the_code() -> None:
+    """The Bitrix24 section lists the transitions in a comment, the amoCRM section has a
+    table each: both name every one the code fires (connector.triggers.CODES), no other."""
+    text = EXAMPLE.read_text(encoding="utf-8")
+    listed = text.split("# the app's own trigger. Transitions:")[1].split(".\n")[0]
+    bitrix24 = re.findall(r"loyalty_[a-z_]+", listed)
+    assert sorted(bitrix24) == sorted(triggers.CODES)
+    amocrm = re.findall(r"^\[amocrm\.triggers\.(loyalty_[a-z_]+)\]", text, re.M)
+    assert sorted(amocrm) == sorted(triggers.CODES)
+    assert sorted(load_settings().amocrm.triggers) == sorted(triggers.CODES)
 
 
 def test_file_values_are_exact_decimals(tmp_path: Path) -> None:
