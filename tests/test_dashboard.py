@@ -304,6 +304,34 @@ def test_stats_the_dashboard_and_the_api_read_the_last_n_days_alike(
         datetime(2026, 2, 8, 21, 0, tzinfo=UTC), NOW)
 
 
+def test_promo_codes_used_in_the_period_show_in_their_kpi(tmp_path: Path,
+                                                           database_url: str) -> None:
+    settings = make_settings(
+        tmp_path, database_url, server={"admin_token": TOKEN},
+        program={"language": "en", "tiers": [{"name": "Bronze", "rate": "0.05"}],
+                 "promo": [{"name": "winter", "code": "WINTER25", "points": "100",
+                            "uses_per_customer": 1},
+                           {"name": "double", "code": "DOUBLE", "multiplier": "2"}]})
+    clock = Clock()
+    services = fresh_services(settings, clock=clock)
+    try:
+        ledger = services.ledger
+        at(clock, 1, 5)
+        ledger.accrue(FRED, D("500"), key="f1", promo_code="WINTER25")   # before the period
+        at(clock, 2, 20)
+        ledger.accrue(ANNA, D("2000"), key="a1", promo_code="winter-25")  # +100 by the code
+        ledger.accrue(BORIS, D("1000"), key="b1", promo_code="DOUBLE")   # +50 by the code
+        refused = ledger.accrue(ANNA, D("100"), key="a2", promo_code="WINTER25")
+        assert refused.details["promo"]["outcome"] == "already_used"     # not counted
+        clock.now = NOW
+        html = create_app(services=services).test_client().get(
+            "/dashboard", headers=BEARER).get_data(as_text=True)
+    finally:
+        services.close()
+    assert 'id="kpi-promo">2</div>' in html
+    assert "150 points granted by codes in the period" in html
+
+
 def test_off_without_an_admin_token(tmp_path: Path, database_url: str) -> None:
     services = fresh_services(make_settings(tmp_path, database_url))
     try:
