@@ -204,7 +204,7 @@ class Bitrix24Settings(_Section):
     enabled: bool = False
     webhook_url: SecretStr | None = Field(
         None, description="inbound webhook https://PORTAL/rest/USER_ID/SECRET/ (secret!)")
-    client_id: str | None = Field(None, description="OAuth app (local or marketplace)")
+    client_id: str | None = Field(None, description="OAuth app of this one portal (a local app)")
     client_secret: SecretStr | None = None
     oauth_url: str = "https://oauth.bitrix.info/oauth/token/"
     portal: str | None = Field(
