@@ -83,8 +83,7 @@ def export(runtime: Runtime, what: str, since: datetime | None, until: datetime 
     rows: Iterator[tuple[str | int | None, ...]]
     if what == "accounts" and at is not None:
         # The end of day AT is the start of the next one.
-        end = _local_midnight(at + timedelta(days=1), zone)
-        assert end is not None
+        end = periods.local_midnight(at.date() + timedelta(days=1), zone).astimezone(UTC)
         columns = exports.ACCOUNT_AT_COLUMNS
         rows = exports.account_rows_at(db, end, _local_midnight(since, zone))
     elif what == "accounts":
