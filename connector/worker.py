@@ -187,12 +187,11 @@ class Worker:
             if self.crm_unreachable:
                 log.warning("a CRM is unreachable: the inbox waits for the next pass")
                 break
-            # A group smaller than a claim takes was all that was due: unless the inbox's
-            # doorbell announced more since, another claim would come back empty (a
-            # transaction, before the write-back the manager is waiting for). What is
-            # stored later rings the bell again, and the worker's loop comes back for it.
-            if sum(counts.values()) < (limit or self.inbox.settings.batch_size) \
-                    and not self.inbox.stored.rung:
+            # A group smaller than a claim takes was all that was due: another claim would
+            # come back empty (a transaction, before the write-back the manager is waiting
+            # for). What was stored since rang the inbox's doorbell, and the worker's loop
+            # comes back for it (after gathering the rest of the burst: WorkerLoop._wait).
+            if sum(counts.values()) < (limit or self.inbox.settings.batch_size):
                 break
         return dict(total)
 
