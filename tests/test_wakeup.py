@@ -94,6 +94,31 @@ def test_without_wake_the_worker_waits_for_its_poll(tmp_path: Path, database_url
         services.close()
 
 
+def test_without_wake_a_pass_still_takes_what_was_stored_while_it_ran(
+        tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`wake = false`: no loop answers the doorbell, so the pass itself claims again what
+    was stored (and rang) while it ran, as it always did, rather than leaving it a poll."""
+    services = fresh_services(_settings(tmp_path, database_url, wake=False))
+    claim = services.inbox.claim
+    later: list[int] = []
+
+    def busy(*args: Any, **kwargs: Any) -> Any:
+        items = claim(*args, **kwargs)
+        if items and not later:  # the pass's first group: an event arrives meanwhile
+            later.append(_put(services, "during"))
+        return items
+
+    monkeypatch.setattr(services.inbox, "claim", busy)
+    first = _put(services, "first")
+    loop = WorkerLoop(services).start()
+    try:
+        assert _within(WAIT_S, lambda: _claimed(services, first))
+        assert _within(WAIT_S, lambda: bool(later) and _claimed(services, later[0]))
+    finally:
+        loop.stop(10)
+        services.close()
+
+
 def test_the_poll_finds_an_event_nobody_announced(tmp_path: Path, database_url: str) -> None:
     """Another process's insert on SQLite, or a NOTIFY lost: the next poll claims it."""
     services = fresh_services(_settings(tmp_path, database_url, poll_seconds=0.5))
