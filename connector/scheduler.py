@@ -73,8 +73,11 @@ def process_inbox(services: Services) -> dict[str, int]:
             flushed[key] += value
 
     # The worker writes back as soon as the last group is processed, before settling it.
+    # With the wake-up off no loop answers the inbox's doorbell: what rang during the pass
+    # is claimed in it, or it would wait a whole poll.
     worker = Worker(services.inbox, services.processors(), metrics=services.metrics,
-                    write_back=write_back)
+                    write_back=write_back,
+                    reclaim_when_rung=not services.settings.inbox.wake)
     counts = worker.drain(max_rounds=100)
     if worker.write_back_error is not None:
         raise worker.write_back_error
