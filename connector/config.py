@@ -94,7 +94,8 @@ class InboxSettings(_Section):
         900.0, ge=30, description="a claimed item whose worker died is offered again after this")
     wake: bool = Field(True, description="a stored event wakes the worker (false: poll only)")
     batch_wait_ms: float = Field(
-        20.0, ge=0, le=1000, description="after a wake, gather a burst this long into one batch")
+        20.0, ge=0, le=1000,
+        description="events stored while a pass ran: gather the burst this long into one batch")
     retention_days: int = Field(
         30, ge=0, le=36500,
         description="processed events (done, skipped) are deleted this long after; 0: kept")

@@ -73,8 +73,11 @@ def process_inbox(services: Services) -> dict[str, int]:
             flushed[key] += value
 
     # The worker writes back as soon as the last group is processed, before settling it.
+    # With the wake-up off no loop answers the inbox's doorbell: what rang during the pass
+    # is claimed in it, or it would wait a whole poll.
     worker = Worker(services.inbox, services.processors(), metrics=services.metrics,
-                    write_back=write_back)
+                    write_back=write_back,
+                    reclaim_when_rung=not services.settings.inbox.wake)
     counts = worker.drain(max_rounds=100)
     if worker.write_back_error is not None:
         raise worker.write_back_error
@@ -309,8 +312,10 @@ class WorkerLoop(_Background):
     Between passes it waits for the inbox's doorbell, rung when events are stored in this
     process (`serve`) or, on PostgreSQL, announced by NOTIFY from any process (a LISTEN on a
     connection of its own); `inbox.poll_seconds` bounds the wait, so what no ring announced
-    (SQLite across processes, a notification lost, a retry coming due) is still found. After
-    a ring it waits `inbox.batch_wait_ms` more, so a burst is claimed as one batch."""
+    (SQLite across processes, a notification lost, a retry coming due) is still found. A
+    ring that finds the worker idle is answered at once: a lone event is claimed as soon as it
+    is stored. One that came while a pass ran means a burst is under way: the worker waits
+    `inbox.batch_wait_ms` more, so the rest of it is claimed as one batch."""
 
     thread_name = "inbox-worker"
 
@@ -354,7 +359,13 @@ class WorkerLoop(_Background):
         if not self.wake:
             self.stopped.wait(self.job.interval_seconds)
             return
-        if self.bell.wait(self.job.interval_seconds) and self.batch_wait > 0:
+        if not self.bell.rung:
+            # Idle: the first ring is claimed at once. Waiting here after a ring (as the
+            # worker did) made every lone event pay the batch wait before its CRM call.
+            self.bell.wait(self.job.interval_seconds)
+        elif self.batch_wait > 0:
+            # Rung while the pass ran (the pass's claim did not see it): more events are
+            # arriving, gather them into one claim. The next pass clears the ring.
             self.stopped.wait(self.batch_wait)
 
     def stop(self, timeout: float = 30.0) -> None:

@@ -54,7 +54,8 @@ class Worker:
     def __init__(self, inbox: Inbox, processors: Mapping[str, Processor], *,
                  metrics: Metrics | None = None, sleep: Callable[[float], None] = time.sleep,
                  monotonic: Callable[[], float] = time.monotonic,
-                 write_back: Callable[[], object] | None = None) -> None:
+                 write_back: Callable[[], object] | None = None,
+                 reclaim_when_rung: bool = False) -> None:
         self.inbox = inbox
         self.processors = processors
         self.metrics = metrics
@@ -73,6 +74,11 @@ class Worker:
         # Set when a CRM stayed unreachable through the client's own retries: the rest of the
         # pass would spend the same minutes on every group, so it waits for the next pass.
         self.crm_unreachable = False
+        # Whether a ring of the inbox's doorbell during the pass makes the drain claim again
+        # at once. Not when the worker's loop answers the bell (`inbox.wake`): it comes back
+        # after gathering the rest of the burst. With no loop waiting on the bell (wake
+        # off) nothing else would come for those events before the poll.
+        self.reclaim_when_rung = reclaim_when_rung
 
     def drain_once(self, limit: int | None = None) -> dict[str, int]:
         """Claim one group of due items and process it; returns counts by outcome.
@@ -187,12 +193,13 @@ class Worker:
             if self.crm_unreachable:
                 log.warning("a CRM is unreachable: the inbox waits for the next pass")
                 break
-            # A group smaller than a claim takes was all that was due: unless the inbox's
-            # doorbell announced more since, another claim would come back empty (a
-            # transaction, before the write-back the manager is waiting for). What is
-            # stored later rings the bell again, and the worker's loop comes back for it.
+            # A group smaller than a claim takes was all that was due: another claim would
+            # come back empty (a transaction, before the write-back the manager is waiting
+            # for). What was stored since rang the inbox's doorbell, and the worker's loop
+            # comes back for it (after gathering the rest of the burst: WorkerLoop._wait);
+            # with no loop answering the bell this pass claims it itself.
             if sum(counts.values()) < (limit or self.inbox.settings.batch_size) \
-                    and not self.inbox.stored.rung:
+                    and not (self.reclaim_when_rung and self.inbox.stored.rung):
                 break
         return dict(total)
 
