@@ -228,7 +228,7 @@ def build_scheduler(services: Services, *, roles: tuple[Role, ...] = ("scheduler
     return scheduler
 
 
-class _Background:
+class Background:
     """A loop that runs in the foreground (`run`) or on a daemon thread (`start`) until
     `stop`."""
 
@@ -252,7 +252,7 @@ class _Background:
             self._thread.join(timeout)
 
 
-class LeaderScheduler(_Background):
+class LeaderScheduler(Background):
     """Runs the scheduler's jobs only while holding the leader lock. A standby tries to take
     the lock every `scheduler.leader_poll_seconds`; a leader that loses it (its database
     connection broke) stops its jobs and goes back to standby."""
@@ -305,7 +305,7 @@ class LeaderScheduler(_Background):
             self.scheduler = None
 
 
-class WorkerLoop(_Background):
+class WorkerLoop(Background):
     """The inbox job in a loop: every `serve` and `worker` process runs one; several share
     the inbox safely (claims skip rows another worker holds).
 

@@ -19,7 +19,14 @@ from connector import job_runs
 from connector.cli.base import Runtime, cli, echo_json, fail, json_option, pass_runtime
 from connector.cli.output import local
 from connector.logs import Throttle, configure_logging
-from connector.scheduler import LeaderScheduler, WorkerLoop, find_job, jobs, run_job
+from connector.scheduler import (
+    Background,
+    LeaderScheduler,
+    WorkerLoop,
+    find_job,
+    jobs,
+    run_job,
+)
 from connector.services import Services
 
 
@@ -28,9 +35,19 @@ def _stop(_signum: int, _frame: object) -> NoReturn:
     raise SystemExit(0)
 
 
-def _on_signals() -> None:
+def _on_signals(loop: Background | None = None) -> None:
+    """SIGINT/SIGTERM end the process. A foreground `loop` is asked to stop instead: it
+    finishes its pass and returns. An exception raised from a handler can land anywhere,
+    also in a garbage collector's callback, where Python prints it and carries on (seen: a
+    worker that did not stop on SIGTERM). A second signal still ends it at once."""
+    def stop_loop(signum: int, frame: object) -> None:
+        assert loop is not None
+        if loop.stopped.is_set():
+            _stop(signum, frame)
+        loop.stop(timeout=0)
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _stop)
+        signal.signal(signum, _stop if loop is None else stop_loop)
 
 
 def service_logging() -> None:
@@ -114,7 +131,7 @@ def worker(runtime: Runtime, once: bool) -> None:
         click.echo(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "nothing due")
         return
     service_logging()
-    _on_signals()
+    _on_signals(loop)
     try:
         loop.run()
     finally:
@@ -129,7 +146,7 @@ def scheduler(runtime: Runtime) -> None:
         fail("the scheduler is disabled: set scheduler.enabled = true")
     service_logging()
     leader = LeaderScheduler(runtime.services())
-    _on_signals()
+    _on_signals(leader)
     try:
         leader.run()
     finally:
