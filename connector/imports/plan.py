@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from connector.db import Database
 from connector.imports.matching import Kind, LookupFailed, Matcher
-from connector.imports.parse import Row, RowRefused, expiry_moment, parse_row
+from connector.imports.parse import Row, RowParser, RowRefused, expiry_moment
 from connector.imports.progress import Progress
 from connector.imports.rows import RawRow
 from connector.ledger.models import Account, Entry
@@ -56,7 +56,7 @@ class Decision:
     def as_dict(self) -> dict[str, Any]:
         return {"line": self.line, "contact_id": self.contact_id, "action": self.action,
                 "detail": self.detail,
-                "balance": None if self.row is None else str(self.row.balance)}
+                "balance": None if self.row is None else self.row.balance_text}
 
 
 def opening_key(crm: str, portal: str, contact_id: str) -> str:
@@ -87,13 +87,22 @@ class Planner:
         self.now = now
         self.today = now.astimezone(program.zone).date()
         self.progress = progress or Progress()
+        self.default_expiry = program.expires_at(now)  # of a row without an expiry date
+        self._expiries: dict[date, datetime] = {}  # a file has few distinct expiry dates
+
+    def _expiry(self, day: date) -> datetime:
+        moment = self._expiries.get(day)
+        if moment is None:
+            moment = self._expiries[day] = expiry_moment(day, self.program)
+        return moment
 
     def plan(self, raws: Iterable[RawRow]) -> list[Decision]:
         decisions: list[Decision] = []
         rows: list[Row] = []
+        parse = RowParser(self.program, self.today).parse
         for raw in raws:
             try:
-                rows.append(parse_row(raw, self.program, self.today))
+                rows.append(parse(raw))
             except RowRefused as exc:
                 decisions.append(Decision(raw.line, raw.text("contact_id") or None, "refused",
                                           str(exc)))
@@ -235,13 +244,16 @@ class Planner:
             if opened[key] != minor:
                 raise RowRefused(f"an opening balance of {from_minor(opened[key])} was imported "
                                  f"for contact {row.contact_id} already (this row says "
-                                 f"{row.balance}); change it with `adjust`")
+                                 f"{row.balance_text}); change it with `adjust`")
         elif minor > 0:
             decision.opening, decision.key = minor, key
-            decision.expires_at = expiry_moment(row.expires, self.program) if row.expires \
-                else self.program.expires_at(self.now)
-            until = f" expiring {row.expires.isoformat()}" if row.expires else ""
-            decision.changes.append(f"opening balance {row.balance}{until}")
+            if row.expires:
+                decision.expires_at = self._expiry(row.expires)
+                decision.changes.append(f"opening balance {row.balance_text} expiring "
+                                        f"{row.expires.isoformat()}")
+            else:
+                decision.expires_at = self.default_expiry
+                decision.changes.append(f"opening balance {row.balance_text}")
         if row.card is not None:
             holder = holders.get(row.card)
             if holder is not None and holder != row.contact_id:
