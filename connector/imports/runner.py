@@ -3,8 +3,10 @@ verify the accounts written, and write the changed contacts back to the CRM."""
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,9 +59,34 @@ def matcher_of(services: Services, crm: str) -> Matcher | None:
     return None
 
 
+@contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """An import builds a few objects per row (100,000 rows: rows, decisions, the INSERTs'
+    parameters) and keeps them to the end, and none refers back to itself: the cyclic
+    collector, run every 700 allocations, rescans them all each time to free nothing (about
+    a third of the import's own CPU). Reference counting still frees everything as usual;
+    the few cycles made meanwhile are collected when it is resumed."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def run_import(services: Services, crm: str, portal: str, rows: Iterable[RawRow], *,
                source: str, apply: bool, write_back: bool = True,
                progress: Progress | None = None) -> ImportResult:
+    with cyclic_gc_paused():
+        return _run_import(services, crm, portal, rows, source=source, apply=apply,
+                           write_back=write_back, progress=progress)
+
+
+def _run_import(services: Services, crm: str, portal: str, rows: Iterable[RawRow], *,
+                source: str, apply: bool, write_back: bool,
+                progress: Progress | None) -> ImportResult:
     progress = progress or Progress()
     now = services.ledger.clock()
     planner = Planner(services.db, services.program, crm, portal,
