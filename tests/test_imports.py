@@ -90,11 +90,23 @@ def plain(tmp_path: Path, database_url: str) -> Iterator[tuple[Path, Run]]:
     yield config, runner(config)
 
 
+@pytest.fixture(params=["in-lists", "whole"])
+def lookups(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The plan reads the books by IN lists for a small file and in one read of every
+    account for a large one (over WHOLE_PORTAL contacts): both ways give the same plan."""
+    if request.param == "whole":
+        monkeypatch.setattr("connector.imports.plan.WHOLE_PORTAL", 0)
+    return str(request.param)
+
+
 def test_dry_run_reports_each_row_and_writes_nothing(plain: tuple[Path, Run],
-                                                     tmp_path: Path) -> None:
+                                                     tmp_path: Path, lookups: str) -> None:
     config, run = plain
     services = services_of(config)
     services.ledger.open_account(AccountRef("bitrix24", PORTAL, "900"), card_number="5550001")
+    # 131 was referred by 130 before: 130 naming 131 as its referrer closes a cycle.
+    services.ledger.link_referral(AccountRef("bitrix24", PORTAL, "131"),
+                                  AccountRef("bitrix24", PORTAL, "130"))
     services.close()
     before = books(config)
     csv = tmp_path / "customers.csv"
@@ -115,6 +127,7 @@ def test_dry_run_reports_each_row_and_writes_nothing(plain: tuple[Path, Run],
         "111,,,10,,,2990-01-01,,",
         "120,,,10,,,,,121",
         "121,,,10,,,,,120",
+        "130,,,10,,,,,131",
     ]) + "\n", encoding="utf-8")
     result = run("import", "customers", str(csv), "--crm", "bitrix24", "--portal", PORTAL)
     assert result.exit_code == 1, result.output  # some rows are refused
@@ -138,15 +151,17 @@ def test_dry_run_reports_each_row_and_writes_nothing(plain: tuple[Path, Run],
     # A cycle within the file: the row closing it is refused, and so the one naming it.
     assert "referrer 120 is referred by contact 121 (directly or further up)" in report[17]
     assert "referrer contact 121 is on line 17, which is refused" in report[16]
-    assert sum("refused" in text.split()[1] for text in report.values()) == 14
+    assert "referrer 131 is referred by contact 130 (directly or further up)" in report[18]
+    assert sum("refused" in text.split()[1] for text in report.values()) == 15
     assert result.stdout.splitlines()[-1].startswith(
-        f"dry run for bitrix24 {PORTAL}: 2 new, 0 updated, 0 unchanged, 14 refused")
+        f"dry run for bitrix24 {PORTAL}: 2 new, 0 updated, 0 unchanged, 15 refused")
     assert books(config) == before  # a dry run writes nothing
     assert result.stderr == ""  # no progress bar without a terminal
 
 
 def test_apply_twice_gives_the_same_books_and_verify_is_clean(plain: tuple[Path, Run],
-                                                              tmp_path: Path) -> None:
+                                                              tmp_path: Path,
+                                                              lookups: str) -> None:
     config, run = plain
     services = services_of(config)
     existing = AccountRef("bitrix24", PORTAL, "300")

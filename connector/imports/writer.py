@@ -79,9 +79,11 @@ class Writer:
         ids: dict[str, int] = {}
         # Numbers drawn for new cards keep clear of every card the file gives, in any chunk,
         # and of those issued (read once: one scan beats an IN list per chunk).
-        with self.db.transaction(write=False) as session:
-            issued = session.connection().execute(
-                select(Account.card_number, Account.referral_code)).all()
+        issued: list[Any] = []
+        if work:  # a repeated import (every row unchanged) has nothing to write
+            with self.db.transaction(write=False) as session:
+                issued = session.connection().execute(
+                    select(Account.card_number, Account.referral_code)).all()
         self.taken_cards = {d.card for d in work if d.card} | {c for c, _ in issued if c}
         self.taken_codes = {code for _, code in issued if code}
         self.progress.start("writing", len(work))
