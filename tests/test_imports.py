@@ -421,3 +421,45 @@ def test_erase_leaves_no_contact_id_in_an_imported_opening(plain: tuple[Path, Ru
         assert services.ledger.verify()[1] == []
     finally:
         services.close()
+
+
+def test_bitrix24_unreachable_refuses_only_the_rows_needing_a_lookup(
+        tmp_path: Path, database_url: str) -> None:
+    """The portal down: rows naming a contact id are applied, rows by phone / e-mail are
+    refused with the reason, and the write-back is left to the worker."""
+    with FakeBitrix24Portal() as portal:
+        config = config_file(tmp_path, database_url, (
+            f'[bitrix24]\nenabled = true\nwebhook_url = "{portal.webhook_url}"\n'
+            f'portal = "{PORTAL}"\napplication_token = "{portal.application_token}"\n'
+            "max_retries = 1\n"))
+        run = runner(config)
+        assert run("install", "bitrix24").exit_code == 0
+        ann = portal.add_contact(NAME="Ann", PHONE="+79990000001")
+        bob = portal.add_contact(NAME="Bob")
+        csv = tmp_path / "c.csv"
+        csv.write_text("contact_id,phone,email,balance\n"
+                       f"{bob},,,70\n"
+                       ",+79990000001,,150\n"
+                       ",,ann@example.com,10\n"
+                       "601,,,5\n", encoding="utf-8")
+        portal.down()
+        applied = run("import", "customers", str(csv), "--apply")
+        assert applied.exit_code == 1, applied.output  # two rows refused
+        report = lines(applied)
+        assert report[2].split()[:2] == [str(bob), "open"]
+        assert report[5].split()[:2] == ["601", "open"]
+        for line, what in ((3, "phone +79990000001"), (4, "email ann@example.com")):
+            assert report[line].split()[:2] == ["-", "refused"]
+            assert f"could not look up {what}: bitrix24 is unreachable (batch: cannot " \
+                   "reach the portal" in report[line]
+            assert "import these rows again later" in report[line]
+        assert "2 new, 0 updated, 0 unchanged, 2 refused; 2 opening entries, 75.00 points" \
+            in applied.stdout
+        assert "verify: 2 accounts, 0 mismatches" in applied.stdout
+        assert "written back: not now (batch: cannot reach the portal" in applied.stdout
+        # Once it answers, the same file again does the rest (the others are unchanged).
+        portal.up()
+        again = run("import", "customers", str(csv), "--apply")
+        assert "1 new, 0 updated, 2 unchanged, 1 refused" in again.stdout, again.output
+        assert lines(again)[3].split()[:2] == [str(ann), "open"]
+        assert "no contact in the CRM has e-mail ann@example.com" in lines(again)[4]

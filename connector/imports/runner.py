@@ -12,6 +12,7 @@ from typing import Any
 
 from connector.amocrm.connector import AmoCRMConnector
 from connector.bitrix24.connector import Bitrix24Connector
+from connector.errors import RetriableCRMError
 from connector.imports.matching import AmoCRMMatcher, Bitrix24Matcher, Matcher
 from connector.imports.plan import Decision, Planner
 from connector.imports.progress import Progress
@@ -25,6 +26,7 @@ class ImportResult:
     decisions: list[Decision]
     applied: ApplyReport | None = None
     written_back: int | None = None  # contacts the CRM took; None: not written back here
+    write_back_failed: str | None = None  # why the write-back stopped (the worker goes on)
 
     def counts(self) -> Counter[str]:
         return Counter(decision.action for decision in self.decisions)
@@ -43,6 +45,8 @@ class ImportResult:
             data.update(self.applied.as_dict())
         if self.written_back is not None:
             data["contacts_written_back"] = self.written_back
+        if self.write_back_failed is not None:
+            data["write_back_failed"] = self.write_back_failed
         return data
 
 
@@ -101,8 +105,13 @@ def _run_import(services: Services, crm: str, portal: str, rows: Iterable[RawRow
     configured = (services.settings.bitrix24.portal_key if crm == "bitrix24"
                   else services.settings.amocrm.portal_key)
     if write_back and connector is not None and portal == configured:
-        result.written_back = flush_all(connector, progress,
-                                        len(result.applied.account_ids))
+        try:
+            result.written_back = flush_all(connector, progress,
+                                            len(result.applied.account_ids))
+        except RetriableCRMError as exc:
+            # What is written stays; the contacts stay dirty for the worker's write-back.
+            progress.finish()
+            result.write_back_failed = exc.detail
     return result
 
 
