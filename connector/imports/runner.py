@@ -69,7 +69,9 @@ def cyclic_gc_paused() -> Iterator[None]:
     parameters) and keeps them to the end, and none refers back to itself: the cyclic
     collector, run every 700 allocations, rescans them all each time to free nothing (about
     a third of the import's own CPU). Reference counting still frees everything as usual;
-    the few cycles made meanwhile are collected when it is resumed."""
+    the few cycles made meanwhile are collected when it is resumed. The switch is the
+    process's: imports run in the CLI's own process (`import customers|bitrix24|amocrm`),
+    never inside `serve`."""
     if not gc.isenabled():
         yield
         return
