@@ -2,11 +2,14 @@
 
 Generates a CSV of `--rows` customers named by contact id (every row an opening balance;
 a third with an expiry date, a fifth with a tier, a quarter with a birthday, a tenth with a
-card number), then runs the real command as a separate process on a fresh database
-(`db upgrade` first, not timed) and reports the wall time of the command: reading the file,
-the plan, the bulk writes and the verify of the imported accounts. No CRM is enabled (so no
-write-back and no phone lookups: those run at the CRM's rate, see README). Then the same
-command again (a repeat: every row unchanged), and `verify` over the whole ledger.
+card number, a seventh with a referrer: the contact id of an earlier row, so the link is
+made to an account this same import opens), then runs the real command as a separate
+process on a fresh database (`db upgrade` first, not timed) and reports the wall time of
+the command: reading the file, the plan, the bulk writes, the referral links and the verify
+of the imported accounts. No CRM is enabled, so the file has no phone or e-mail column:
+finding a contact by phone or e-mail is a CRM lookup (Bitrix24 50 values a call, amoCRM one
+a call, at the CRM's rate limit), as is the write-back; see README. Then the same command
+again (a repeat: every row unchanged), and `verify` over the whole ledger.
 
     .venv/bin/python benchmarks/import_customers.py [--rows 100000]
         [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/loyalty_bench] [--json]
@@ -38,7 +41,7 @@ TIERS = ("Bronze", "Silver", "Gold")
 def generate(path: Path, rows: int, seed: int = 7) -> None:
     rng = random.Random(seed)
     with path.open("w", encoding="utf-8", newline="") as handle:
-        handle.write("contact_id,balance,expires,tier,birthday,card_number\n")
+        handle.write("contact_id,balance,expires,tier,birthday,card_number,referrer\n")
         for n in range(1, rows + 1):
             balance = f"{rng.randint(1, 500_000) / 100:.2f}"
             expires = f"2099-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}" \
@@ -47,7 +50,10 @@ def generate(path: Path, rows: int, seed: int = 7) -> None:
             birthday = f"19{rng.randint(50, 99)}-{rng.randint(1, 12):02d}-" \
                        f"{rng.randint(1, 28):02d}" if n % 4 == 0 else ""
             card = str(8_000_000_000 + n) if n % 10 == 0 else ""
-            handle.write(f"{100_000 + n},{balance},{expires},{tier},{birthday},{card}\n")
+            # An earlier row's contact: never oneself, never a cycle.
+            referrer = str(100_000 + rng.randint(1, n - 1)) if n % 7 == 0 else ""
+            handle.write(f"{100_000 + n},{balance},{expires},{tier},{birthday},{card},"
+                         f"{referrer}\n")
 
 
 def command(config: Path, *args: str) -> tuple[float, float, subprocess.CompletedProcess[str]]:

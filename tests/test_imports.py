@@ -90,11 +90,23 @@ def plain(tmp_path: Path, database_url: str) -> Iterator[tuple[Path, Run]]:
     yield config, runner(config)
 
 
+@pytest.fixture(params=["in-lists", "whole"])
+def lookups(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The plan reads the books by IN lists for a small file and in one read of every
+    account for a large one (over WHOLE_PORTAL contacts): both ways give the same plan."""
+    if request.param == "whole":
+        monkeypatch.setattr("connector.imports.plan.WHOLE_PORTAL", 0)
+    return str(request.param)
+
+
 def test_dry_run_reports_each_row_and_writes_nothing(plain: tuple[Path, Run],
-                                                     tmp_path: Path) -> None:
+                                                     tmp_path: Path, lookups: str) -> None:
     config, run = plain
     services = services_of(config)
     services.ledger.open_account(AccountRef("bitrix24", PORTAL, "900"), card_number="5550001")
+    # 131 was referred by 130 before: 130 naming 131 as its referrer closes a cycle.
+    services.ledger.link_referral(AccountRef("bitrix24", PORTAL, "131"),
+                                  AccountRef("bitrix24", PORTAL, "130"))
     services.close()
     before = books(config)
     csv = tmp_path / "customers.csv"
@@ -115,6 +127,7 @@ def test_dry_run_reports_each_row_and_writes_nothing(plain: tuple[Path, Run],
         "111,,,10,,,2990-01-01,,",
         "120,,,10,,,,,121",
         "121,,,10,,,,,120",
+        "130,,,10,,,,,131",
     ]) + "\n", encoding="utf-8")
     result = run("import", "customers", str(csv), "--crm", "bitrix24", "--portal", PORTAL)
     assert result.exit_code == 1, result.output  # some rows are refused
@@ -138,15 +151,17 @@ def test_dry_run_reports_each_row_and_writes_nothing(plain: tuple[Path, Run],
     # A cycle within the file: the row closing it is refused, and so the one naming it.
     assert "referrer 120 is referred by contact 121 (directly or further up)" in report[17]
     assert "referrer contact 121 is on line 17, which is refused" in report[16]
-    assert sum("refused" in text.split()[1] for text in report.values()) == 14
+    assert "referrer 131 is referred by contact 130 (directly or further up)" in report[18]
+    assert sum("refused" in text.split()[1] for text in report.values()) == 15
     assert result.stdout.splitlines()[-1].startswith(
-        f"dry run for bitrix24 {PORTAL}: 2 new, 0 updated, 0 unchanged, 14 refused")
+        f"dry run for bitrix24 {PORTAL}: 2 new, 0 updated, 0 unchanged, 15 refused")
     assert books(config) == before  # a dry run writes nothing
     assert result.stderr == ""  # no progress bar without a terminal
 
 
 def test_apply_twice_gives_the_same_books_and_verify_is_clean(plain: tuple[Path, Run],
-                                                              tmp_path: Path) -> None:
+                                                              tmp_path: Path,
+                                                              lookups: str) -> None:
     config, run = plain
     services = services_of(config)
     existing = AccountRef("bitrix24", PORTAL, "300")
@@ -406,3 +421,45 @@ def test_erase_leaves_no_contact_id_in_an_imported_opening(plain: tuple[Path, Ru
         assert services.ledger.verify()[1] == []
     finally:
         services.close()
+
+
+def test_bitrix24_unreachable_refuses_only_the_rows_needing_a_lookup(
+        tmp_path: Path, database_url: str) -> None:
+    """The portal down: rows naming a contact id are applied, rows by phone / e-mail are
+    refused with the reason, and the write-back is left to the worker."""
+    with FakeBitrix24Portal() as portal:
+        config = config_file(tmp_path, database_url, (
+            f'[bitrix24]\nenabled = true\nwebhook_url = "{portal.webhook_url}"\n'
+            f'portal = "{PORTAL}"\napplication_token = "{portal.application_token}"\n'
+            "max_retries = 1\n"))
+        run = runner(config)
+        assert run("install", "bitrix24").exit_code == 0
+        ann = portal.add_contact(NAME="Ann", PHONE="+79990000001")
+        bob = portal.add_contact(NAME="Bob")
+        csv = tmp_path / "c.csv"
+        csv.write_text("contact_id,phone,email,balance\n"
+                       f"{bob},,,70\n"
+                       ",+79990000001,,150\n"
+                       ",,ann@example.com,10\n"
+                       "601,,,5\n", encoding="utf-8")
+        portal.down()
+        applied = run("import", "customers", str(csv), "--apply")
+        assert applied.exit_code == 1, applied.output  # two rows refused
+        report = lines(applied)
+        assert report[2].split()[:2] == [str(bob), "open"]
+        assert report[5].split()[:2] == ["601", "open"]
+        for line, what in ((3, "phone +79990000001"), (4, "email ann@example.com")):
+            assert report[line].split()[:2] == ["-", "refused"]
+            assert f"could not look up {what}: bitrix24 is unreachable (batch: cannot " \
+                   "reach the portal" in report[line]
+            assert "import these rows again later" in report[line]
+        assert "2 new, 0 updated, 0 unchanged, 2 refused; 2 opening entries, 75.00 points" \
+            in applied.stdout
+        assert "verify: 2 accounts, 0 mismatches" in applied.stdout
+        assert "written back: not now (batch: cannot reach the portal" in applied.stdout
+        # Once it answers, the same file again does the rest (the others are unchanged).
+        portal.up()
+        again = run("import", "customers", str(csv), "--apply")
+        assert "1 new, 0 updated, 2 unchanged, 1 refused" in again.stdout, again.output
+        assert lines(again)[3].split()[:2] == [str(ann), "open"]
+        assert "no contact in the CRM has e-mail ann@example.com" in lines(again)[4]

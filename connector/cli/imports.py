@@ -148,5 +148,8 @@ def _print(result: ImportResult, crm: str, portal: str) -> None:
         click.echo(f"  {mismatch}")
     if result.written_back is not None:
         click.echo(f"written back: {result.written_back} contacts")
+    elif result.write_back_failed is not None:
+        click.echo(f"written back: not now ({result.write_back_failed}); left to the "
+                   "worker's write-back")
     else:
         click.echo("written back: left to the worker's write-back")

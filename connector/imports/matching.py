@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol
 
 from connector.crm.amocrm import AmoCRMClient
 from connector.crm.bitrix24 import BATCH_LIMIT, Bitrix24Client
+from connector.errors import RetriableCRMError
 from connector.imports.parse import phone_digits
 
 Kind = Literal["phone", "email"]
@@ -27,6 +28,14 @@ Progress = Callable[[int], None]
 
 class LookupFailed(Exception):
     """The CRM could not answer for one value (the row is refused with this reason)."""
+
+
+def unreachable(crm: str, exc: RetriableCRMError) -> LookupFailed:
+    """The CRM did not answer (after the client's own retries): the values not yet looked
+    up are not asked either (each would wait out the same retries), and their rows are
+    refused with this; the rows naming a contact id go on."""
+    return LookupFailed(f"{crm} is unreachable ({exc.detail}); import these rows again "
+                        "later")
 
 
 class Matcher(Protocol):
@@ -51,10 +60,17 @@ class Bitrix24Matcher:
         found: dict[str, list[str] | LookupFailed] = {}
         for start in range(0, len(values), BATCH_LIMIT):
             chunk = values[start:start + BATCH_LIMIT]
-            result = self.client.batch({
-                f"v{n}": ("crm.duplicate.findbycomm",
-                          {"entity_type": "CONTACT", "type": kind.upper(), "values": [value]})
-                for n, value in enumerate(chunk)})
+            try:
+                result = self.client.batch({
+                    f"v{n}": ("crm.duplicate.findbycomm",
+                              {"entity_type": "CONTACT", "type": kind.upper(),
+                               "values": [value]})
+                    for n, value in enumerate(chunk)})
+            except RetriableCRMError as exc:
+                failed = unreachable("bitrix24", exc)
+                found.update((value, failed) for value in values[start:])
+                progress(len(values) - start)
+                break
             for n, value in enumerate(chunk):
                 error = result.errors.get(f"v{n}")
                 if error is not None:
@@ -77,10 +93,16 @@ class AmoCRMMatcher:
              ) -> dict[str, list[str] | LookupFailed]:
         found: dict[str, list[str] | LookupFailed] = {}
         code = kind.upper()
-        for value in values:
+        for done, value in enumerate(values):
             query = phone_digits(value) if kind == "phone" else value
-            body = self.client.request("GET", "/api/v4/contacts",
-                                       params={"query": query, "limit": 250})
+            try:
+                body = self.client.request("GET", "/api/v4/contacts",
+                                           params={"query": query, "limit": 250})
+            except RetriableCRMError as exc:
+                failed = unreachable("amocrm", exc)
+                found.update((rest, failed) for rest in values[done:])
+                progress(len(values) - done)
+                break
             contacts = ((body or {}).get("_embedded") or {}).get("contacts") or []
             found[value] = sorted(
                 {str(contact["id"]) for contact in contacts

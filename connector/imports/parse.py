@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from connector.imports.rows import RawRow
-from connector.money import parse_amount
+from connector.money import MAX_AMOUNT, from_minor, parse_amount
 from connector.program import Program
 from connector.referrals.codes import normalize
 
@@ -18,6 +18,11 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _CARD = re.compile(r"[0-9A-Za-z]{4,32}")
 _CONTACT = re.compile(r"[0-9]{1,64}")
 _DATE_FORMATS = ("%Y-%m-%d", "%d.%m.%Y", "%d/%m/%Y")
+# A balance as it is usually written (digits, at most two places): read as hundredths
+# without a Decimal; any other spelling goes through parse_amount and its messages.
+_PLAIN_AMOUNT = re.compile(r"([0-9]{1,15})(?:\.([0-9]{1,2}))?")
+_MAX_MINOR = int(MAX_AMOUNT * 100)
+_OLDEST_BIRTHDAY = date(1900, 1, 1)
 
 
 class RowRefused(Exception):
@@ -33,7 +38,7 @@ class Row:
     contact_id: str | None
     phone: str | None
     email: str | None
-    balance: Decimal
+    minor: int  # the opening balance in hundredths
     expires: date | None
     tier: str | None
     birthday: date | None
@@ -41,37 +46,82 @@ class Row:
     referrer: str | None
 
     @property
-    def minor(self) -> int:
-        """The balance in hundredths (parse_amount left it with two places exactly)."""
-        return int(self.balance.scaleb(2))
+    def balance(self) -> Decimal:
+        return from_minor(self.minor)
+
+    @property
+    def balance_text(self) -> str:
+        """As str(self.balance) gives it ("1234.50"), without a Decimal."""
+        return f"{self.minor // 100}.{self.minor % 100:02d}"
 
 
 def parse_row(raw: RawRow, program: Program, today: date) -> Row:
-    contact = raw.text("contact_id") or None
-    if contact is not None and not _CONTACT.fullmatch(contact):
-        raise RowRefused(f"bad contact id {contact!r}: a CRM contact id is a number")
-    phone = _phone(raw.text("phone")) if raw.text("phone") else None
-    email = _email(raw.text("email")) if raw.text("email") else None
-    if contact is None and phone is None and email is None:
-        raise RowRefused("no contact id, phone or e-mail to find the contact by")
-    balance = _balance(raw.text("balance"))
-    expires = _date(raw.values.get("expires"), "expiry date")
-    if expires is not None and expires <= today:
-        raise RowRefused(f"expiry date {expires.isoformat()} is not in the future")
-    birthday = _date(raw.values.get("birthday"), "birthday")
-    if birthday is not None and not date(1900, 1, 1) <= birthday <= today:
-        raise RowRefused(f"birthday {birthday.isoformat()} is not a past date")
-    card = raw.text("card_number").replace(" ", "").replace("-", "") or None
-    if card is not None and not _CARD.fullmatch(card):
-        raise RowRefused(f"bad card number {raw.text('card_number')!r}: 4 to 32 letters or "
-                         "digits")
-    referrer = raw.text("referrer") or None
-    if referrer is not None and normalize(referrer) is None and not _CONTACT.fullmatch(
-            referrer):
-        raise RowRefused(f"bad referrer {referrer!r}: a contact id or a referral code")
-    return Row(line=raw.line, contact_id=contact, phone=phone, email=email, balance=balance,
-               expires=expires, tier=_tier(raw.text("tier"), program), birthday=birthday,
-               card=card, referrer=referrer)
+    return RowParser(program, today).parse(raw)
+
+
+class RowParser:
+    """parse_row for many rows: the tiers looked up by name once, each value read from the
+    row once (100,000 rows: a second less than a call per value)."""
+
+    def __init__(self, program: Program, today: date) -> None:
+        self.today = today
+        self.tiers: dict[str, str] = {}
+        for tier in program.settings.tiers:
+            self.tiers.setdefault(tier.name.lower(), tier.name)  # the first, as before
+        self.tier_names = ", ".join(tier.name for tier in program.settings.tiers)
+
+    def parse(self, raw: RawRow) -> Row:
+        values = raw.values
+        contact = _text(values.get("contact_id")) or None
+        if contact is not None and not _CONTACT.fullmatch(contact):
+            raise RowRefused(f"bad contact id {contact!r}: a CRM contact id is a number")
+        phone_text, email_text = _text(values.get("phone")), _text(values.get("email"))
+        phone = _phone(phone_text) if phone_text else None
+        email = _email(email_text) if email_text else None
+        if contact is None and phone is None and email is None:
+            raise RowRefused("no contact id, phone or e-mail to find the contact by")
+        minor = _minor(_text(values.get("balance")))
+        today = self.today
+        expires = _date(values.get("expires"), "expiry date")
+        if expires is not None and expires <= today:
+            raise RowRefused(f"expiry date {expires.isoformat()} is not in the future")
+        birthday = _date(values.get("birthday"), "birthday")
+        if birthday is not None and not _OLDEST_BIRTHDAY <= birthday <= today:
+            raise RowRefused(f"birthday {birthday.isoformat()} is not a past date")
+        card_text = _text(values.get("card_number"))
+        card = card_text.replace(" ", "").replace("-", "") or None
+        if card is not None and not _CARD.fullmatch(card):
+            raise RowRefused(f"bad card number {card_text!r}: 4 to 32 letters or digits")
+        referrer = _text(values.get("referrer")) or None
+        if referrer is not None and normalize(referrer) is None and not _CONTACT.fullmatch(
+                referrer):
+            raise RowRefused(f"bad referrer {referrer!r}: a contact id or a referral code")
+        tier_text = _text(values.get("tier"))
+        tier = None
+        if tier_text:
+            tier = self.tiers.get(tier_text.lower())
+            if tier is None:
+                raise RowRefused(f"unknown tier {tier_text!r} (tiers: {self.tier_names})")
+        return Row(line=raw.line, contact_id=contact, phone=phone, email=email, minor=minor,
+                   expires=expires, tier=tier, birthday=birthday, card=card,
+                   referrer=referrer)
+
+
+def _text(value: Any) -> str:
+    """As RawRow.text reads a value."""
+    if value is None:
+        return ""
+    return (value if isinstance(value, str) else str(value)).strip()
+
+
+def _minor(text: str) -> int:
+    plain = _PLAIN_AMOUNT.fullmatch(text)
+    if plain is not None:
+        whole, cents = plain.groups()
+        minor = int(whole) * 100 + (int(cents.ljust(2, "0")) if cents else 0)
+        if minor <= _MAX_MINOR:
+            return minor
+    return int(_balance(text).scaleb(2))
 
 
 def phone_digits(text: str) -> str:
@@ -119,16 +169,6 @@ def _date(value: Any, what: str) -> date | None:
         except ValueError:
             continue
     raise RowRefused(f"bad {what} {text!r}: write YYYY-MM-DD or DD.MM.YYYY")
-
-
-def _tier(text: str, program: Program) -> str | None:
-    if not text:
-        return None
-    names = [tier.name for tier in program.settings.tiers]
-    for name in names:
-        if name.lower() == text.lower():
-            return name
-    raise RowRefused(f"unknown tier {text!r} (tiers: {', '.join(names)})")
 
 
 def expiry_moment(day: date, program: Program) -> datetime:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from connector.db import Database
 from connector.imports.matching import Kind, LookupFailed, Matcher
-from connector.imports.parse import Row, RowRefused, expiry_moment, parse_row
+from connector.imports.parse import Row, RowParser, RowRefused, expiry_moment
 from connector.imports.progress import Progress
 from connector.imports.rows import RawRow
 from connector.ledger.models import Account, Entry
@@ -56,7 +56,7 @@ class Decision:
     def as_dict(self) -> dict[str, Any]:
         return {"line": self.line, "contact_id": self.contact_id, "action": self.action,
                 "detail": self.detail,
-                "balance": None if self.row is None else str(self.row.balance)}
+                "balance": None if self.row is None else self.row.balance_text}
 
 
 def opening_key(crm: str, portal: str, contact_id: str) -> str:
@@ -87,13 +87,22 @@ class Planner:
         self.now = now
         self.today = now.astimezone(program.zone).date()
         self.progress = progress or Progress()
+        self.default_expiry = program.expires_at(now)  # of a row without an expiry date
+        self._expiries: dict[date, datetime] = {}  # a file has few distinct expiry dates
+
+    def _expiry(self, day: date) -> datetime:
+        moment = self._expiries.get(day)
+        if moment is None:
+            moment = self._expiries[day] = expiry_moment(day, self.program)
+        return moment
 
     def plan(self, raws: Iterable[RawRow]) -> list[Decision]:
         decisions: list[Decision] = []
         rows: list[Row] = []
+        parse = RowParser(self.program, self.today).parse
         for raw in raws:
             try:
-                rows.append(parse_row(raw, self.program, self.today))
+                rows.append(parse(raw))
             except RowRefused as exc:
                 decisions.append(Decision(raw.line, raw.text("contact_id") or None, "refused",
                                           str(exc)))
@@ -189,20 +198,21 @@ class Planner:
     # -- against the books -----------------------------------------------------------------
     def _decide(self, session: Session, rows: list[Row]) -> list[Decision]:
         contacts = [row.contact_id for row in rows if row.contact_id is not None]
-        existing = self._existing(session, contacts)
         keys = {row.contact_id: opening_key(self.crm, self.portal, row.contact_id)
                 for row in rows if row.contact_id is not None}
+        given = [row.referrer for row in rows if row.referrer]
+        cards = [row.card for row in rows if row.card]
+        if len(contacts) > WHOLE_PORTAL:
+            existing, holders, by_code, by_contact, uplines = self._whole(
+                session, contacts, cards, given)
+        else:
+            existing = self._existing(session, contacts)
+            holders = self._holders(session, cards)
+            by_code, by_contact = self._referrers(session, given)
+            uplines = None
         opened = self._opened(session, [keys[contact] for contact in existing])
-        # Card numbers are unique across every CRM and portal.
-        holders = {card: contact if (crm, portal) == (self.crm, self.portal)
-                   else f"{contact} of {crm} {portal}"
-                   for card, crm, portal, contact in _chunked(session, lambda part: select(
-                       Account.card_number, Account.crm, Account.portal, Account.contact_id)
-                       .where(Account.card_number.in_(part)),
-                       [row.card for row in rows if row.card])}
         in_file = {row.contact_id for row in rows}
-        referrers = _Referrers(session, self, [row.referrer for row in rows if row.referrer],
-                               existing)
+        referrers = _Referrers(session, self, by_code, by_contact, existing, uplines)
         decisions = []
         for row in rows:
             assert row.contact_id is not None
@@ -235,13 +245,16 @@ class Planner:
             if opened[key] != minor:
                 raise RowRefused(f"an opening balance of {from_minor(opened[key])} was imported "
                                  f"for contact {row.contact_id} already (this row says "
-                                 f"{row.balance}); change it with `adjust`")
+                                 f"{row.balance_text}); change it with `adjust`")
         elif minor > 0:
             decision.opening, decision.key = minor, key
-            decision.expires_at = expiry_moment(row.expires, self.program) if row.expires \
-                else self.program.expires_at(self.now)
-            until = f" expiring {row.expires.isoformat()}" if row.expires else ""
-            decision.changes.append(f"opening balance {row.balance}{until}")
+            if row.expires:
+                decision.expires_at = self._expiry(row.expires)
+                decision.changes.append(f"opening balance {row.balance_text} expiring "
+                                        f"{row.expires.isoformat()}")
+            else:
+                decision.expires_at = self.default_expiry
+                decision.changes.append(f"opening balance {row.balance_text}")
         if row.card is not None:
             holder = holders.get(row.card)
             if holder is not None and holder != row.contact_id:
@@ -277,46 +290,101 @@ class Planner:
         # statistics from before a bulk import, PostgreSQL nested-looped it for minutes).
         wanted = set(keys)
         return {key: amount for key, amount in session.connection().execute(
-            select(Entry.idempotency_key, Entry.amount).where(Entry.kind == "opening"))
+            select(Entry.idempotency_key, Entry.amount).where(Entry.kind == "opening")).all()
             if key in wanted}
 
+    _ACCOUNT = (Account.contact_id, Account.id, Account.card_number, Account.tier,
+                Account.birthday, Account.referred_by_id, Account.purchase_count,
+                Account.first_purchase_at)
+
+    @staticmethod
+    def _existing_of(row: Any) -> _Existing:
+        _, id_, card, tier, birthday, referred, count, first = row[:8]
+        return _Existing(id_, card, tier, birthday, referred, bool(count) or first is not None)
+
     def _existing(self, session: Session, contacts: list[str]) -> dict[str, _Existing]:
-        query = select(
-            Account.contact_id, Account.id, Account.card_number, Account.tier,
-            Account.birthday, Account.referred_by_id, Account.purchase_count,
-            Account.first_purchase_at).where(
-            Account.crm == self.crm, Account.portal == self.portal)
-        if len(contacts) > WHOLE_PORTAL:  # one pass over the portal beats many IN lists
-            wanted = set(contacts)
-            rows: Iterable[Any] = (row for row in session.connection().execute(query)
-                                   if row[0] in wanted)
-        else:
-            rows = _chunked(session, lambda part: query.where(
-                Account.contact_id.in_(part)), contacts)
-        return {contact: _Existing(id_, card, tier, birthday, referred,
-                                   bool(count) or first is not None)
-                for contact, id_, card, tier, birthday, referred, count, first in rows}
+        query = select(*self._ACCOUNT).where(Account.crm == self.crm,
+                                             Account.portal == self.portal)
+        return {row[0]: self._existing_of(row) for row in _chunked(
+            session, lambda part: query.where(Account.contact_id.in_(part)), contacts)}
+
+    def _holders(self, session: Session, cards: list[str]) -> dict[str, str]:
+        """Who holds each card number the file gives (unique across every CRM and portal)."""
+        return {card: self._holder(crm, portal, contact)
+                for card, crm, portal, contact in _chunked(session, lambda part: select(
+                    Account.card_number, Account.crm, Account.portal, Account.contact_id)
+                    .where(Account.card_number.in_(part)), cards)}
+
+    def _holder(self, crm: str, portal: str, contact: str) -> str:
+        return contact if (crm, portal) == (self.crm, self.portal) \
+            else f"{contact} of {crm} {portal}"
+
+    def _referrers(self, session: Session, given: list[str]
+                   ) -> tuple[dict[str, tuple[str, int]], dict[str, int]]:
+        """The accounts of this CRM and portal that the referrers given name: by referral
+        code, and by contact id."""
+        codes = [code for code in (normalize(text) for text in given) if code]
+        by_code = {code: (contact, id_) for code, contact, id_ in _chunked(
+            session, lambda part: select(Account.referral_code, Account.contact_id,
+                                         Account.id).where(
+                Account.crm == self.crm, Account.portal == self.portal,
+                Account.referral_code.in_(part)), codes)}
+        by_contact = {contact: id_ for contact, id_ in _chunked(
+            session, lambda part: select(Account.contact_id, Account.id).where(
+                Account.crm == self.crm, Account.portal == self.portal,
+                Account.contact_id.in_(part)), [text for text in given if text.isdigit()])}
+        return by_code, by_contact
+
+    def _whole(self, session: Session, contacts: list[str], cards: list[str], given: list[str]
+               ) -> tuple[dict[str, _Existing], dict[str, str], dict[str, tuple[str, int]],
+                          dict[str, int], dict[str, str]]:
+        """What _existing, _holders and _referrers read, from one read of every account
+        (a file of many contacts: one pass beats many IN lists, and a repeated import then
+        reads the accounts once), and who referred each account of the portal (by contact:
+        the cycle check then asks nothing per row)."""
+        wanted, card_set = set(contacts), set(cards)
+        codes = {code for code in (normalize(text) for text in given) if code}
+        referrer_contacts = {text for text in given if text.isdigit()}
+        existing: dict[str, _Existing] = {}
+        holders: dict[str, str] = {}
+        by_code: dict[str, tuple[str, int]] = {}
+        by_contact: dict[str, int] = {}
+        ours = (self.crm, self.portal)
+        contact_of: dict[int, str] = {}
+        referred: list[tuple[str, int]] = []
+        for row in session.connection().execute(select(
+                *self._ACCOUNT, Account.crm, Account.portal, Account.referral_code)).all():
+            contact, id_, card, crm, portal, code = row[0], row[1], row[2], row[8], row[9], \
+                row[10]
+            if card is not None and card in card_set:
+                holders[card] = self._holder(crm, portal, contact)
+            contact_of[id_] = contact
+            if (crm, portal) != ours:
+                continue
+            if row[5] is not None:
+                referred.append((contact, row[5]))
+            if contact in wanted:
+                existing[contact] = self._existing_of(row)
+            if code in codes:
+                by_code[code] = (contact, id_)
+            if contact in referrer_contacts:
+                by_contact[contact] = id_
+        uplines = {contact: contact_of[upline] for contact, upline in referred
+                   if upline in contact_of}
+        return existing, holders, by_code, by_contact, uplines
 
 
 class _Referrers:
     """Who a row's referrer is (a referral code, or a contact id of this CRM and portal),
     and whether the link may be made: not oneself, no cycle, once, before a purchase."""
 
-    def __init__(self, session: Session, planner: Planner, given: list[str],
-                 existing: dict[str, _Existing]) -> None:
+    def __init__(self, session: Session, planner: Planner,
+                 by_code: dict[str, tuple[str, int]], by_contact: dict[str, int],
+                 existing: dict[str, _Existing], uplines: dict[str, str] | None) -> None:
         self.session, self.planner = session, planner
-        codes = [code for code in (normalize(text) for text in given) if code]
-        self.by_code = {code: (contact, id_) for code, contact, id_ in _chunked(
-            session, lambda part: select(Account.referral_code, Account.contact_id,
-                                         Account.id).where(
-                Account.crm == planner.crm, Account.portal == planner.portal,
-                Account.referral_code.in_(part)), codes)}
-        contacts = [text for text in given if text.isdigit()]
-        self.by_contact = {contact: id_ for contact, id_ in _chunked(
-            session, lambda part: select(Account.contact_id, Account.id).where(
-                Account.crm == planner.crm, Account.portal == planner.portal,
-                Account.contact_id.in_(part)), contacts)}
+        self.by_code, self.by_contact = by_code, by_contact
         self.existing = existing
+        self.uplines = uplines  # every referred account's referrer, when read whole
         self.linked: dict[str, str] = {}  # contact -> its referrer's contact, by this import
 
     def link(self, decision: Decision, row: Row, account: _Existing | None,
@@ -366,6 +434,8 @@ class _Referrers:
         return False
 
     def _stored_referrer(self, contact: str) -> str | None:
+        if self.uplines is not None:
+            return self.uplines.get(contact)
         planner = self.planner
         account = self.existing.get(contact)
         if account is not None:

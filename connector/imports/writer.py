@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -36,11 +36,12 @@ from connector.ledger import queries
 from connector.ledger.models import Account, Entry, Lot
 from connector.money import from_minor
 from connector.program import Program
-from connector.referrals.codes import CODE_LENGTH, luhn_digit
+from connector.referrals.codes import CODE_LENGTH
 from connector.referrals.models import ReferralEvent
 
 CHUNK = 10_000  # rows per transaction (SQLite's write lock is held about a second)
 ACTOR = "import"
+IN_LIST = 500  # ids in one IN list: well under SQLite's bound on bound variables
 
 
 @dataclass
@@ -79,9 +80,11 @@ class Writer:
         ids: dict[str, int] = {}
         # Numbers drawn for new cards keep clear of every card the file gives, in any chunk,
         # and of those issued (read once: one scan beats an IN list per chunk).
-        with self.db.transaction(write=False) as session:
-            issued = session.connection().execute(
-                select(Account.card_number, Account.referral_code)).all()
+        issued: list[Any] = []
+        if work:  # a repeated import (every row unchanged) has nothing to write
+            with self.db.transaction(write=False) as session:
+                issued = session.connection().execute(
+                    select(Account.card_number, Account.referral_code)).all()
         self.taken_cards = {d.card for d in work if d.card} | {c for c, _ in issued if c}
         self.taken_codes = {code for _, code in issued if code}
         self.progress.start("writing", len(work))
@@ -143,8 +146,8 @@ class Writer:
     def _open(self, session: Session, new: list[Decision]) -> dict[str, int]:
         if not new:
             return {}
-        cards = _draw(_card, len(new), self.taken_cards)
-        codes = _draw(_code, len(new), self.taken_codes)
+        cards = _draw(_cards, len(new), self.taken_cards)
+        codes = _draw(_codes, len(new), self.taken_codes)
         rows = [{
             "crm": self.crm, "portal": self.portal, "contact_id": d.contact_id,
             "card_number": d.card or cards[n], "referral_code": codes[n],
@@ -222,57 +225,105 @@ class Writer:
 
     # -- referrers, once every account exists ----------------------------------------------
     def _link(self, decisions: list[Decision], ids: dict[str, int]) -> int:
+        """Each chunk in one transaction: the accounts read (and locked) in one query per
+        500, the links written by one executemany and the events by one INSERT."""
         links = [d for d in decisions if d.accepted and (d.referrer_id or d.referrer_contact)]
         linked = 0
         for start in range(0, len(links), CHUNK):
             with self.db.transaction() as session:
-                for d in links[start:start + CHUNK]:
-                    assert d.contact_id is not None
-                    referrer = d.referrer_id or ids.get(d.referrer_contact or "")
-                    account = session.execute(self._locked(select(
-                        Account.id, Account.referred_by_id, Account.purchase_count).where(
-                        Account.id == ids[d.contact_id]))).one()
-                    if referrer is None or account.referred_by_id is not None \
-                            or account.purchase_count:
-                        continue  # linked or bought meanwhile: the link is made once
-                    code = session.scalar(select(Account.referral_code)
-                                          .where(Account.id == referrer))
-                    session.execute(update(Account).where(Account.id == account.id)
-                                    .values(referred_by_id=referrer, updated_at=self.now))
-                    session.add(ReferralEvent(account_id=account.id, referrer_id=referrer,
-                                              code=code, outcome="linked", via="import",
-                                              created_at=self.now))
-                    linked += 1
+                linked += self._link_chunk(session, links[start:start + CHUNK], ids)
         return linked
 
+    def _link_chunk(self, session: Session, links: list[Decision], ids: dict[str, int]
+                    ) -> int:
+        wanted: dict[int, int | None] = {}  # account -> its referrer
+        for d in links:
+            assert d.contact_id is not None
+            wanted[ids[d.contact_id]] = d.referrer_id or ids.get(d.referrer_contact or "")
+        accounts = sorted(wanted)  # rows locked in id order: no deadlock
+        state = {}
+        for part in range(0, len(accounts), IN_LIST):
+            state.update((id_, (referred, count)) for id_, referred, count in session.execute(
+                self._locked(select(Account.id, Account.referred_by_id, Account.purchase_count)
+                             .where(Account.id.in_(accounts[part:part + IN_LIST]))
+                             .order_by(Account.id))))
+        # Linked or bought meanwhile: the link is made once, before a first purchase.
+        made = [(account, referrer) for account, referrer in wanted.items()
+                if referrer is not None and state[account] == (None, 0)]
+        if not made:
+            return 0
+        referrers = sorted({referrer for _, referrer in made})
+        codes: dict[int, str | None] = {}
+        for part in range(0, len(referrers), IN_LIST):
+            codes.update(session.execute(select(Account.id, Account.referral_code).where(
+                Account.id.in_(referrers[part:part + IN_LIST]))).all())
+        session.connection().execute(
+            update(Account).where(Account.id == bindparam("account"))
+            .values(referred_by_id=bindparam("referrer"), updated_at=self.now),
+            [{"account": account, "referrer": referrer} for account, referrer in made])
+        insert_rows(session, ReferralEvent.__table__, [
+            {"account_id": account, "referrer_id": referrer, "code": codes.get(referrer),
+             "outcome": "linked", "detail": None, "via": "import", "created_at": self.now}
+            for account, referrer in made])
+        return len(made)
 
-def _draw(draw: Callable[[], str], count: int, taken: set[str]) -> list[str]:
-    """`count` new values for a UNIQUE column, none in `taken` (which then holds them too).
-    A value issued by another process meanwhile makes the chunk's INSERT fail: the import
-    stops with a LedgerError and a second run goes on from there."""
-    values = []
+
+def _draw(draw: Callable[[int], list[str]], count: int, taken: set[str]) -> list[str]:
+    """`count` new values for a UNIQUE column, none in `taken` (which then holds them too),
+    drawn `count` at a time. A value issued by another process meanwhile makes the chunk's
+    INSERT fail: the import stops with a LedgerError and a second run goes on from there."""
+    values: list[str] = []
     while len(values) < count:
-        value = draw()
-        if value not in taken:
-            taken.add(value)
-            values.append(value)
+        for value in draw(count - len(values)):
+            if value not in taken:
+                taken.add(value)
+                values.append(value)
     return values
 
 
-def _card() -> str:
-    """As referrals.codes.new_card_number draws it: nine digits, the first never 0, and a
-    Luhn digit; one draw from `secrets` instead of nine (100,000 accounts at once)."""
-    body = str(100_000_000 + secrets.randbelow(900_000_000))
-    return body + luhn_digit(body)
+def _luhn_table(doubled_first: bool) -> list[int]:
+    """Luhn sums of every 3-digit group, by its value: the group's digits are doubled at
+    the odd or at the even places from the right, as its place in the number wants."""
+    table = []
+    for value in range(1000):
+        total = 0
+        for position, char in enumerate(reversed(f"{value:03d}")):
+            digit = int(char) * (2 if (position % 2 == 0) == doubled_first else 1)
+            total += digit - 9 if digit > 9 else digit
+        table.append(total)
+    return table
 
 
-def _code() -> str:
-    """As referrals.codes.new_code draws it, from one `secrets` read: bytes below the
-    largest multiple of the alphabet's size are taken (so every character is equally
-    likely), the rest read again."""
-    limit = 256 - 256 % len(ALPHABET)
-    chars: list[str] = []
-    while len(chars) < CODE_LENGTH:
-        chars += [ALPHABET[byte % len(ALPHABET)] for byte in secrets.token_bytes(CODE_LENGTH)
-                  if byte < limit]
-    return "".join(chars[:CODE_LENGTH])
+# A 9-digit body ABC (3 digits each) has its rightmost digit doubled: so do C's and A's
+# rightmost, B's middle one.
+_LUHN_OUTER, _LUHN_MIDDLE = _luhn_table(True), _luhn_table(False)
+
+
+def _cards(count: int) -> list[str]:
+    """As referrals.codes.new_card_number draws them: nine digits, the first never 0, and a
+    Luhn digit (luhn_digit's, from sums of 3-digit groups); one read of `secrets` for all."""
+    data = secrets.token_bytes(8 * count)
+    cards = []
+    for n in range(count):
+        # 64 random bits folded onto 900,000,000 values: a bias under 1e-10.
+        body = 100_000_000 + int.from_bytes(data[8 * n:8 * n + 8]) % 900_000_000
+        high, rest = divmod(body, 1_000_000)
+        middle, low = divmod(rest, 1000)
+        total = _LUHN_OUTER[high] + _LUHN_MIDDLE[middle] + _LUHN_OUTER[low]
+        cards.append(f"{body}{(10 - total % 10) % 10}")
+    return cards
+
+
+_LIMIT = 256 - 256 % len(ALPHABET)
+_TO_ALPHABET = bytes(ord(ALPHABET[byte % len(ALPHABET)]) for byte in range(256))
+_ABOVE_LIMIT = bytes(range(_LIMIT, 256))
+
+
+def _codes(count: int) -> list[str]:
+    """As referrals.codes.new_code draws them: bytes of one `secrets` read below the largest
+    multiple of the alphabet's size are taken (so every character is equally likely), the
+    rest dropped; a short read is topped up by the caller (_draw)."""
+    data = secrets.token_bytes(CODE_LENGTH * count + CODE_LENGTH * count // 8 + CODE_LENGTH)
+    text = data.translate(_TO_ALPHABET, _ABOVE_LIMIT).decode("ascii")
+    return [text[start:start + CODE_LENGTH]
+            for start in range(0, len(text) - CODE_LENGTH + 1, CODE_LENGTH)][:count]
