@@ -11,8 +11,9 @@ nothing is dated between since and W: the kept sum is the window's spend exactly
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from connector.ledger.models import Account, Entry
@@ -32,6 +33,12 @@ def summed(session: Session, account_id: int, window_start: datetime
         select(func.coalesce(func.sum(Entry.purchase_amount), 0), func.min(Entry.purchase_at))
         .where(Entry.account_id == account_id, Entry.purchase_at >= window_start)).one()
     return int(total), oldest
+
+
+def window_sum(account_id: int, window_start: datetime) -> ColumnElement[Any]:
+    """`summed`'s total as a scalar subquery, to be read with other figures."""
+    return select(func.coalesce(func.sum(Entry.purchase_amount), 0)).where(
+        Entry.account_id == account_id, Entry.purchase_at >= window_start).scalar_subquery()
 
 
 def in_window(session: Session, account: Account, window_start: datetime) -> int:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import ColumnElement, func, null, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from connector.ledger.models import Account, Entry
@@ -32,22 +33,28 @@ class Referrals:
                 "points_paid": str(self.points_paid)}
 
 
-def of_referrer(session: Session, account_id: int) -> Referrals:
-    invited, converted = session.execute(select(
-        func.count(),
-        func.coalesce(func.sum(case((Account.first_purchase_at.is_not(None), 1), else_=0)), 0),
-    ).where(Account.referred_by_id == account_id)).one()
-    paid = session.scalar(select(func.coalesce(func.sum(Entry.amount), 0)).where(
-        Entry.account_id == account_id, Entry.kind == "bonus",
-        Entry.source.like(REFERRER_REWARD)))
-    return Referrals(int(invited), int(converted), from_minor(int(paid or 0)))
+def for_view(account: Account) -> list[ColumnElement[Any]]:
+    """The account view's referral figures as scalar subqueries, to be read in one statement
+    with the view's other figures (see `read_view`): the referrer's code (NULL when not
+    referred), the customers this one linked, of them those who bought, and the referral
+    bonus points paid for them."""
+    referred = Account.referred_by_id == account.id
+    return [
+        # NULL itself when not referred: `id IS NULL` would scan the accounts on SQLite.
+        select(Account.referral_code).where(Account.id == account.referred_by_id)
+        .scalar_subquery() if account.referred_by_id is not None else null(),
+        select(func.count()).select_from(Account).where(referred).scalar_subquery(),
+        select(func.count(Account.first_purchase_at)).where(referred).scalar_subquery(),
+        select(func.coalesce(func.sum(Entry.amount), 0)).where(
+            Entry.account_id == account.id, Entry.kind == "bonus",
+            Entry.source.like(REFERRER_REWARD)).scalar_subquery(),
+    ]
 
 
-def referrer_code(session: Session, account: Account) -> str | None:
-    if account.referred_by_id is None:
-        return None
-    return session.scalar(select(Account.referral_code)
-                          .where(Account.id == account.referred_by_id))
+def read_view(values: Sequence[Any]) -> tuple[str | None, Referrals]:
+    """The referrer's code and the Referrals, from the values of `for_view`'s columns."""
+    code, invited, converted, paid = values
+    return code, Referrals(int(invited or 0), int(converted or 0), from_minor(int(paid or 0)))
 
 
 def in_period(session: Session, since: datetime, until: datetime) -> Referrals:
