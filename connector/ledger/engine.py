@@ -192,11 +192,13 @@ class Ledger(Returns):
                 promo_code: str | None = None) -> Result | None:
         with self.db.transaction() as session:
             account = self._account(session, ref, create=amount is not None)
-            entries = self._source_entries(session, account, source)
-            # Keys number the source's entries; under the account lock they cannot collide.
-            seq = session.scalar(select(func.count()).select_from(Entry)
-                                 .where(Entry.source == source))
-            key = f"{source}:{seq}"
+            # The source's entries on any account, in one read (a handful): keys number
+            # them, and under the account lock they cannot collide; this account's are what
+            # is settled here.
+            everywhere = list(session.scalars(select(Entry).where(Entry.source == source)
+                                              .order_by(Entry.id)))
+            entries = [e for e in everywhere if e.account_id == account.id]
+            key = f"{source}:{len(everywhere)}"
             net_count = sum(e.purchase_count for e in entries)
             net_spend = sum(e.purchase_amount or 0 for e in entries)
             returned = returned_of_standing(entries)
