@@ -9,9 +9,11 @@ original outcome and writes nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from sqlalchemy import func, select
@@ -53,6 +55,10 @@ class TierChange:
     old: str
     new: str
     at: datetime
+
+
+class HeldElsewhere(Exception):
+    """A purchase settled as one customer's alone has entries on another account."""
 
 
 class Ledger(Returns):
@@ -167,21 +173,31 @@ class Ledger(Returns):
         attached to the source before.
         """
         counts = amount is not None and amount > 0 and ref is not None
+        settle = partial(self._settle, source=source, comment=comment, actor=actor,
+                         source_data=source_data)
+        if counts:
+            assert ref is not None and amount is not None
+            # The common case, a deal new or held by this customer alone, in one
+            # transaction: the deal's entries it reads under the lock tell that no one else
+            # holds it. Otherwise that transaction is undone, and the others come first.
+            with suppress(HeldElsewhere):
+                result = settle(ref, amount=amount, category=category,
+                                occurred_at=occurred_at, rows=rows or None,
+                                promo_code=promo_code, alone=True)
+                return [result] if result is not None else []
         with self.db.transaction(write=False) as session:
             holders = [AccountRef(*row) for row in session.execute(
                 select(Account.crm, Account.portal, Account.contact_id)
                 .join(Entry, Entry.account_id == Account.id)
                 # An erased customer's purchases are final: never moved or taken back.
                 .where(Entry.source == source, not_erased(Account.contact_id)).distinct())]
-        results = [self._settle(holder, source, None, comment=comment, actor=actor,
-                                source_data=source_data)
-                   for holder in holders if not counts or holder != ref]
+        results = [settle(holder, amount=None) for holder in holders
+                   if not counts or holder != ref]
         if counts:
             assert ref is not None and amount is not None
-            results.append(self._settle(ref, source, amount, category=category,
-                                        occurred_at=occurred_at, comment=comment, actor=actor,
-                                        source_data=source_data, rows=rows or None,
-                                        promo_code=promo_code))
+            results.append(settle(ref, amount=amount, category=category,
+                                  occurred_at=occurred_at, rows=rows or None,
+                                  promo_code=promo_code))
         return [result for result in results if result is not None]
 
     def _settle(self, ref: AccountRef, source: str, amount: Decimal | None, *,
@@ -189,7 +205,9 @@ class Ledger(Returns):
                 comment: str | None = None, actor: str | None = None,
                 source_data: dict[str, Any] | None = None,
                 rows: Sequence[Row] | None = None,
-                promo_code: str | None = None) -> Result | None:
+                promo_code: str | None = None, alone: bool = False) -> Result | None:
+        """`alone`: raise HeldElsewhere, writing nothing, when another account holds
+        entries of the source."""
         with self.db.transaction() as session:
             account = self._account(session, ref, create=amount is not None)
             # The source's entries on any account, in one read (a handful): keys number
@@ -198,6 +216,8 @@ class Ledger(Returns):
             everywhere = list(session.scalars(select(Entry).where(Entry.source == source)
                                               .order_by(Entry.id)))
             entries = [e for e in everywhere if e.account_id == account.id]
+            if alone and len(entries) < len(everywhere):
+                raise HeldElsewhere(source)
             key = f"{source}:{len(everywhere)}"
             net_count = sum(e.purchase_count for e in entries)
             net_spend = sum(e.purchase_amount or 0 for e in entries)
