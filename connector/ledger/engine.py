@@ -31,7 +31,7 @@ from connector.errors import (
 )
 from connector.ledger import lots, queries
 from connector.ledger.models import Account, Entry, Lot
-from connector.ledger.postings import rows_settled, settled_to_nothing
+from connector.ledger.postings import OF_SOURCE, rows_settled, settled_to_nothing
 from connector.ledger.returns import (
     Returns,
     ended_by_return,
@@ -213,8 +213,7 @@ class Ledger(Returns):
             # The source's entries on any account, in one read (a handful): keys number
             # them, and under the account lock they cannot collide; this account's are what
             # is settled here.
-            everywhere = list(session.scalars(select(Entry).where(Entry.source == source)
-                                              .order_by(Entry.id)))
+            everywhere = list(session.scalars(OF_SOURCE, {"source": source}))
             entries = [e for e in everywhere if e.account_id == account.id]
             if alone and len(entries) < len(everywhere):
                 raise HeldElsewhere(source)

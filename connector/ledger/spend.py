@@ -13,10 +13,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from connector.ledger.models import Account, Entry
+
+# Built once: an accrual runs it whenever a purchase has left the window.
+SUMMED = select(func.coalesce(func.sum(Entry.purchase_amount), 0), func.min(Entry.purchase_at)) \
+    .where(Entry.account_id == bindparam("account_id"),
+           Entry.purchase_at >= bindparam("start"))
 
 
 def answers(account: Account, window_start: datetime) -> bool:
@@ -29,9 +34,8 @@ def answers(account: Account, window_start: datetime) -> bool:
 def summed(session: Session, account_id: int, window_start: datetime
            ) -> tuple[int, datetime | None]:
     """The spend dated at or after `window_start`, and the earliest such date."""
-    total, oldest = session.execute(
-        select(func.coalesce(func.sum(Entry.purchase_amount), 0), func.min(Entry.purchase_at))
-        .where(Entry.account_id == account_id, Entry.purchase_at >= window_start)).one()
+    total, oldest = session.connection().execute(
+        SUMMED, {"account_id": account_id, "start": window_start}).one()
     return int(total), oldest
 
 
