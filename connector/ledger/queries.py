@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import func, select, true
+from sqlalchemy import bindparam, func, select, true
 from sqlalchemy.orm import Session
 
 from connector.errors import AccountNotFoundError
 from connector.ledger import spend
 from connector.ledger.models import Account, Entry, Lot
+from connector.ledger.postings import BY_CONTACT
 from connector.ledger.views import AccountRef, AccountView, EntryView
 from connector.money import from_minor
 from connector.program import Program
@@ -22,10 +23,19 @@ from connector.referrals import stats as referrals
 VERIFY_CHUNK = 5000
 
 
+# Built once, not per view: building a statement and its cache key cost as much CPU as
+# running it.
+HELD_LOTS = select(Lot.remaining, Lot.available_at, Lot.expires_at).where(
+    Lot.account_id == bindparam("account_id"), Lot.remaining > 0)
+# The figures kept outside the account row, in one row: the referral figures and, when the
+# kept rolling spend does not answer for the view's window, the spend summed.
+FIGURES = select(*referrals.FOR_VIEW)
+FIGURES_AND_SPEND = select(*referrals.FOR_VIEW, spend.WINDOW_SUM)
+
+
 def find_account(session: Session, ref: AccountRef) -> Account:
-    account = session.scalar(select(Account).where(
-        Account.crm == ref.crm, Account.portal == ref.portal,
-        Account.contact_id == ref.contact_id))
+    account = session.scalar(BY_CONTACT, {"crm": ref.crm, "portal": ref.portal,
+                                          "contact": ref.contact_id})
     if account is None:
         raise AccountNotFoundError(f"no loyalty account for {ref}", ref=str(ref))
     return account
@@ -45,8 +55,7 @@ def holdings(session: Session, program: Program, account_id: int, now: datetime)
     """One read of the account's lots with points left, for the three figures the view
     shows (it read the same rows three times). Those are all lots not yet spent or expired:
     the next expiry needed every one of them already."""
-    rows = session.execute(select(Lot.remaining, Lot.available_at, Lot.expires_at)
-                           .where(Lot.account_id == account_id, Lot.remaining > 0)).all()
+    rows = session.connection().execute(HELD_LOTS, {"account_id": account_id}).all()
     available = sum(remaining for remaining, at, _ in rows if at <= now)
     upcoming = sorted((at, remaining) for remaining, _, at in rows if at and at > now)
     if not upcoming:
@@ -61,15 +70,14 @@ def holdings(session: Session, program: Program, account_id: int, now: datetime)
 def account_view(session: Session, program: Program, account: Account,
                  now: datetime) -> AccountView:
     held = holdings(session, program, account.id, now)
-    # The figures kept outside the account row in one statement: the referral figures and,
-    # when the kept rolling spend does not answer for this window (connector.ledger.spend),
-    # the spend summed (read only: nothing is stored).
+    # The kept rolling spend when it answers for this window (connector.ledger.spend), else
+    # summed with the other figures (read only: nothing is stored).
     window_start = program.tier_window_start(now)
-    columns = referrals.for_view(account)
     kept = spend.answers(account, window_start)
-    if not kept:
-        columns.append(spend.window_sum(account.id, window_start))
-    figures = session.execute(select(*columns)).one()
+    figures = session.connection().execute(
+        FIGURES if kept else FIGURES_AND_SPEND,
+        {"account_id": account.id, "referrer_id": account.referred_by_id,
+         "start": window_start}).one()
     referred_by, referred = referrals.read_view(figures[:4])
     qualifying = from_minor(account.tier_spend if kept else int(figures[4] or 0))
     tier = program.tier_named(account.tier)

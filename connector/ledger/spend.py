@@ -11,9 +11,8 @@ nothing is dated between since and W: the kept sum is the window's spend exactly
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from connector.ledger.models import Account, Entry
@@ -39,10 +38,10 @@ def summed(session: Session, account_id: int, window_start: datetime
     return int(total), oldest
 
 
-def window_sum(account_id: int, window_start: datetime) -> ColumnElement[Any]:
-    """`summed`'s total as a scalar subquery, to be read with other figures."""
-    return select(func.coalesce(func.sum(Entry.purchase_amount), 0)).where(
-        Entry.account_id == account_id, Entry.purchase_at >= window_start).scalar_subquery()
+# `summed`'s total as a scalar subquery, to be read with other figures (the account view).
+WINDOW_SUM = select(func.coalesce(func.sum(Entry.purchase_amount), 0)).where(
+    Entry.account_id == bindparam("account_id"),
+    Entry.purchase_at >= bindparam("start")).scalar_subquery()
 
 
 def in_window(session: Session, account: Account, window_start: datetime) -> int:

@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, null, or_, select
+from sqlalchemy import ColumnElement, bindparam, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from connector.ledger.models import Account, Entry
@@ -33,26 +33,24 @@ class Referrals:
                 "points_paid": str(self.points_paid)}
 
 
-def for_view(account: Account) -> list[ColumnElement[Any]]:
-    """The account view's referral figures as scalar subqueries, to be read in one statement
-    with the view's other figures (see `read_view`): the referrer's code (NULL when not
-    referred), the customers this one linked, of them those who bought, and the referral
-    bonus points paid for them."""
-    referred = Account.referred_by_id == account.id
-    return [
-        # NULL itself when not referred: `id IS NULL` would scan the accounts on SQLite.
-        select(Account.referral_code).where(Account.id == account.referred_by_id)
-        .scalar_subquery() if account.referred_by_id is not None else null(),
-        select(func.count()).select_from(Account).where(referred).scalar_subquery(),
-        select(func.count(Account.first_purchase_at)).where(referred).scalar_subquery(),
-        select(func.coalesce(func.sum(Entry.amount), 0)).where(
-            Entry.account_id == account.id, Entry.kind == "bonus",
-            Entry.source.like(REFERRER_REWARD)).scalar_subquery(),
-    ]
+_REFERRED = Account.referred_by_id == bindparam("account_id")
+# The account view's referral figures as scalar subqueries, to be read in one statement with
+# the view's other figures (connector.ledger.queries), parameters `account_id` and
+# `referrer_id`: the referrer's code (NULL when not referred), the customers this one
+# linked, of them those who bought, and the referral bonus points paid for them.
+FOR_VIEW: list[ColumnElement[Any]] = [
+    select(Account.referral_code).where(Account.id == bindparam("referrer_id"))
+    .scalar_subquery(),
+    select(func.count()).select_from(Account).where(_REFERRED).scalar_subquery(),
+    select(func.count(Account.first_purchase_at)).where(_REFERRED).scalar_subquery(),
+    select(func.coalesce(func.sum(Entry.amount), 0)).where(
+        Entry.account_id == bindparam("account_id"), Entry.kind == "bonus",
+        Entry.source.like(REFERRER_REWARD)).scalar_subquery(),
+]
 
 
 def read_view(values: Sequence[Any]) -> tuple[str | None, Referrals]:
-    """The referrer's code and the Referrals, from the values of `for_view`'s columns."""
+    """The referrer's code and the Referrals, from the values of FOR_VIEW's columns."""
     code, invited, converted, paid = values
     return code, Referrals(int(invited or 0), int(converted or 0), from_minor(int(paid or 0)))
 
