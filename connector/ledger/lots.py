@@ -98,13 +98,6 @@ def spendable(session: Session, account: Account, now: datetime) -> int:
     return int(total) - account.overdraft
 
 
-def pending(session: Session, account: Account, now: datetime) -> int:
-    total = session.scalar(
-        select(func.coalesce(func.sum(Lot.remaining), 0))
-        .where(Lot.account_id == account.id, Lot.remaining > 0, Lot.available_at > now))
-    return int(total)
-
-
 def consumed_lots(session: Session, entry_ids: Collection[int]) -> list[tuple[Lot, int]]:
     """The lots the given debit entries took points from, latest-expiring first."""
     if not entry_ids:
