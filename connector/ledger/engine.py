@@ -39,6 +39,7 @@ from connector.ledger.returns import (
     returned_before,
     returned_of_standing,
 )
+from connector.ledger.spend import in_window
 from connector.ledger.views import AccountRef, AccountView, EntryView, Result
 from connector.money import from_minor, to_minor
 from connector.privacy.anonymous import not_erased
@@ -440,6 +441,12 @@ class Ledger(Returns):
                 account = session.get(Account, account_id, with_for_update=True)
                 if account is None or account.tier != tier:
                     continue  # changed meanwhile; the next run looks again
+                # The spend read above is from before the lock: a purchase committed since
+                # may keep the tier without changing it. The locked account's own sum says.
+                best = self.program.tier_for(from_minor(in_window(
+                    session, account, self.program.tier_window_start(now)))).name
+                if best == tier:
+                    continue
                 account.tier = best
                 account.tier_changed_at = now
                 self._touch(account)
