@@ -42,7 +42,7 @@ from connector.ledger.returns import (
 from connector.ledger.spend import in_window
 from connector.ledger.views import AccountRef, AccountView, EntryView, Result
 from connector.money import from_minor, to_minor
-from connector.privacy.anonymous import not_erased
+from connector.privacy.anonymous import is_erased, not_erased
 from connector.products.rows import Row, digest
 from connector.program import Preview
 from connector.referrals.models import ReferralEvent
@@ -56,6 +56,11 @@ class TierChange:
     old: str
     new: str
     at: datetime
+
+
+# Passes of settle_purchase's holders before it gives up: each one more means another
+# worker moved the purchase to someone else meanwhile.
+MOVE_ATTEMPTS = 5
 
 
 class HeldElsewhere(Exception):
@@ -186,19 +191,30 @@ class Ledger(Returns):
                                 occurred_at=occurred_at, rows=rows or None,
                                 promo_code=promo_code, alone=True)
                 return [result] if result is not None else []
-        with self.db.transaction(write=False) as session:
-            holders = [AccountRef(*row) for row in session.execute(
-                select(Account.crm, Account.portal, Account.contact_id)
-                .join(Entry, Entry.account_id == Account.id)
-                # An erased customer's purchases are final: never moved or taken back.
-                .where(Entry.source == source, not_erased(Account.contact_id)).distinct())]
-        results = [settle(holder, amount=None) for holder in holders
-                   if not counts or holder != ref]
-        if counts:
+        results: list[Result | None] = []
+        for attempt in range(MOVE_ATTEMPTS):
+            with self.db.transaction(write=False) as session:
+                holders = [AccountRef(*row) for row in session.execute(
+                    select(Account.crm, Account.portal, Account.contact_id)
+                    .join(Entry, Entry.account_id == Account.id)
+                    # An erased customer's purchases are final: never moved or taken back.
+                    .where(Entry.source == source, not_erased(Account.contact_id)).distinct())]
+            results += [settle(holder, amount=None) for holder in holders
+                        if not counts or holder != ref]
+            if not counts:
+                break
             assert ref is not None and amount is not None
-            results.append(settle(ref, amount=amount, category=category,
-                                  occurred_at=occurred_at, rows=rows or None,
-                                  promo_code=promo_code))
+            try:
+                # The holders were read before their locks: another worker may have moved
+                # the purchase to a third customer since. Under this account's lock, one
+                # still holding it elsewhere is taken back first, and then this is settled.
+                results.append(settle(ref, amount=amount, category=category,
+                                      occurred_at=occurred_at, rows=rows or None,
+                                      promo_code=promo_code, alone=None))
+                break
+            except HeldElsewhere:
+                if attempt == MOVE_ATTEMPTS - 1:
+                    raise
         return [result for result in results if result is not None]
 
     def _settle(self, ref: AccountRef, source: str, amount: Decimal | None, *,
@@ -206,9 +222,10 @@ class Ledger(Returns):
                 comment: str | None = None, actor: str | None = None,
                 source_data: dict[str, Any] | None = None,
                 rows: Sequence[Row] | None = None,
-                promo_code: str | None = None, alone: bool = False) -> Result | None:
+                promo_code: str | None = None, alone: bool | None = False) -> Result | None:
         """`alone`: raise HeldElsewhere, writing nothing, when another account holds
-        entries of the source."""
+        entries of the source; None: when another account not erased holds a purchase
+        of it that was not taken back."""
         with self.db.transaction() as session:
             account = self._account(session, ref, create=amount is not None)
             # The source's entries on any account, in one read (a handful): keys number
@@ -217,6 +234,9 @@ class Ledger(Returns):
             everywhere = list(session.scalars(OF_SOURCE, {"source": source}))
             entries = [e for e in everywhere if e.account_id == account.id]
             if alone and len(entries) < len(everywhere):
+                raise HeldElsewhere(source)
+            if alone is None and amount is not None \
+                    and self._held_elsewhere(session, account, everywhere):
                 raise HeldElsewhere(source)
             key = f"{source}:{len(everywhere)}"
             net_count = sum(e.purchase_count for e in entries)
@@ -253,6 +273,20 @@ class Ledger(Returns):
             else:
                 return None
             return Result.of(entry, duplicate=False)
+
+    def _held_elsewhere(self, session: Session, account: Account,
+                        everywhere: list[Entry]) -> bool:
+        """Whether an account other than `account`, not erased, holds what these entries
+        of one source leave standing."""
+        others: dict[int, list[Entry]] = {}
+        for entry in everywhere:
+            if entry.account_id != account.id:
+                others.setdefault(entry.account_id, []).append(entry)
+        standing = [i for i, entries in others.items() if not settled_to_nothing(entries)]
+        if not standing:
+            return False
+        contacts = session.scalars(select(Account.contact_id).where(Account.id.in_(standing)))
+        return any(not is_erased(contact) for contact in contacts)
 
     def redeem(self, ref: AccountRef, points: Decimal, *, key: str,
                purchase_amount: Decimal | None = None, source: str | None = None,
