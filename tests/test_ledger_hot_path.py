@@ -131,6 +131,48 @@ def test_an_accrual_and_a_redemption_take_one_read_each_and_their_writes(
                                                  "INSERT", "UPDATE"]
 
 
+def test_an_account_view_reads_the_account_its_open_lots_and_one_row_of_figures(
+        ledger: Ledger, db: Database, clock: Clock) -> None:
+    bob = AccountRef("amocrm", "shop", "2")
+    ledger.accrue(ANNA, D("5000"), key="deal:0")
+    ledger.link_referral(bob, ANNA)
+    ledger.accrue(bob, D("20000"), key="deal:1")
+    # The referrer's bonus as _pay_referral keys it (no referral bonus in this program).
+    ledger.grant_bonus(ANNA, "referral", key="referral:2", points=D("50"))
+    clock.advance(days=400)  # the kept spend no longer answers: it is summed, read only
+    for ref in (ANNA, bob):
+        with statements(db) as seen:
+            view = ledger.account(ref)
+        # The account; its lots with points left (available, pending, next expiry); the
+        # referral figures, the referrer's code and the summed spend in one row.
+        assert [s for s in seen if s != "BEGIN"] == ["SELECT", "SELECT", "SELECT"]
+        assert view.qualifying_spend == D("0.00")
+    anna, newcomer = ledger.account(ANNA), ledger.account(bob)
+    assert (anna.referrals.invited, anna.referrals.converted) == (1, 1)
+    assert anna.referrals.points_paid == D("50.00") and anna.referred_by is None
+    assert newcomer.referred_by == anna.referral_code
+
+
+def test_settling_a_new_deal_reads_the_account_and_the_deals_entries(
+        ledger: Ledger, db: Database) -> None:
+    ledger.settle_purchase(ANNA, "deal:0", D("5000"))
+    with statements(db) as seen:
+        [result] = ledger.settle_purchase(ANNA, "deal:1", D("1000"))
+    # One transaction: the locked account, the deal's entries on any account (none here:
+    # no one else's to take back first; they number the key), the entry, the lot, the
+    # account.
+    assert seen.count("BEGIN") == (1 if db.dialect == "sqlite" else 0)
+    assert [s for s in seen if s != "BEGIN"] == ["SELECT", "SELECT", "INSERT", "INSERT",
+                                                 "UPDATE"]
+    assert result.points == D("30.00") and ledger.verify() == (1, [])
+    # Held by someone else: that transaction is undone, the holder's reversal comes first.
+    boris = AccountRef("amocrm", "shop", "2")
+    moved = ledger.settle_purchase(boris, "deal:1", D("1000"))
+    assert [(r.kind, r.points) for r in moved] == [("reversal", D("-30.00")),
+                                                  ("accrual", D("30.00"))]
+    assert ledger.account(boris).balance == D("30.00") and ledger.verify() == (2, [])
+
+
 def test_with_a_promo_campaign_an_accrual_looks_up_the_code_attached_to_its_purchase(
         db: Database, settings: Settings, clock: Clock) -> None:
     program = ProgramSettings.model_validate({**settings.program.model_dump(), "promo": [

@@ -36,13 +36,16 @@ AMO_SECRET = "PassCountSecret0123456789"
 # back empty are not made; a deal's triggers and latest-deal note are one transaction; the
 # write-back marks a batch written at once and, on PostgreSQL, reads the accounts' views
 # with its claim (SQLite's claim holds the one write lock: the views are read after it).
+# Then a deal 8 / 13 on SQLite and 5 / 10 on PostgreSQL, a lead 8 / 15 and 5 / 11. Since:
+# settle_purchase settles a deal no one else holds in its write transaction alone (no read
+# transaction for its holders first).
 EXPECTED = {
-    "bitrix24 deal": {"sqlite": {"before": 8, "all": 13},
-                      "postgresql": {"before": 5, "all": 10}},
+    "bitrix24 deal": {"sqlite": {"before": 7, "all": 12},
+                      "postgresql": {"before": 4, "all": 9}},
     "bitrix24 robot": {"sqlite": {"before": 4, "all": 8},
                        "postgresql": {"before": 2, "all": 6}},
-    "amocrm lead": {"sqlite": {"before": 8, "all": 15},
-                    "postgresql": {"before": 5, "all": 11}},
+    "amocrm lead": {"sqlite": {"before": 7, "all": 14},
+                    "postgresql": {"before": 4, "all": 10}},
 }
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from decimal import Decimal as D
+from typing import Any
+
+import pytest
 
 from connector.ledger.engine import Ledger
 from connector.ledger.views import AccountRef
@@ -68,3 +71,30 @@ def test_a_late_return_counts_against_the_purchases_own_date(ledger: Ledger,
     ledger.reverse(ANNA, "old", key="old:returned")
     clock.advance(days=70)  # the old purchase and its return are both out of the window
     assert ledger.account(ANNA).qualifying_spend == D("5000.00")
+
+
+def test_a_purchase_moved_twice_at_once_is_held_by_one_customer(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anna's deal moves to Boris while another worker moves it to Clara: the worker for
+    Boris read Anna as the holder before Clara's move committed. The purchase ends on one
+    account, the last settled, not on both."""
+    clara = AccountRef("bitrix24", "acme", "3")
+    ledger.settle_purchase(ANNA, DEAL, D("10000"))
+    real = ledger._settle
+    moved: list[bool] = []
+
+    def clara_first(ref: AccountRef, *args: Any, **kwargs: Any) -> Any:
+        # Boris's worker is about to take the deal back from Anna, whom it read as the
+        # holder; Clara's worker moves it to her in the meantime.
+        if ref == ANNA and not moved:
+            moved.append(True)
+            ledger.settle_purchase(clara, DEAL, D("10000"))
+        return real(ref, *args, **kwargs)
+
+    monkeypatch.setattr(ledger, "_settle", clara_first)
+    ledger.settle_purchase(BORIS, DEAL, D("10000"))
+    assert moved
+    held = {ref.contact_id: ledger.account(ref).purchase_count for ref in (ANNA, BORIS, clara)}
+    assert held == {"1": 0, "2": 1, "3": 0}
+    assert balance(ledger, BORIS) == D("300.00") and balance(ledger, clara) == D("0.00")
+    assert ledger.verify()[1] == []

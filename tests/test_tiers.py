@@ -66,3 +66,24 @@ def test_downgrade_marks_the_account_for_write_back(ledger: Ledger, clock: Clock
     ledger.recalculate_tiers()
     view = ledger.account(ANNA)
     assert view.tier == "Bronze" and view.version > version
+
+
+def test_a_purchase_made_while_tiers_are_recalculated_keeps_its_tier(
+        ledger: Ledger, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    ledger.accrue(ANNA, D("20000"), key="a")
+    clock.advance(days=400)  # the purchase left the window: Silver is due to go
+    real = ledger.program.tier_for
+    made: list[bool] = []
+
+    def purchase_meanwhile(spend: D) -> Any:
+        # Between the recalculation's read of the spend and its lock on the account, a
+        # purchase commits that keeps the account in Silver (no tier change of its own).
+        if not made:
+            made.append(True)
+            ledger.accrue(ANNA, D("11000"), key="meanwhile")
+        return real(spend)
+
+    monkeypatch.setattr(ledger.program, "tier_for", purchase_meanwhile)
+    assert ledger.recalculate_tiers() == [] and made
+    view = ledger.account(ANNA)
+    assert (view.tier, view.qualifying_spend) == ("Silver", D("11000.00"))

@@ -9,9 +9,11 @@ original outcome and writes nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from sqlalchemy import func, select
@@ -29,7 +31,7 @@ from connector.errors import (
 )
 from connector.ledger import lots, queries
 from connector.ledger.models import Account, Entry, Lot
-from connector.ledger.postings import rows_settled, settled_to_nothing
+from connector.ledger.postings import OF_SOURCE, rows_settled, settled_to_nothing
 from connector.ledger.returns import (
     Returns,
     ended_by_return,
@@ -37,9 +39,10 @@ from connector.ledger.returns import (
     returned_before,
     returned_of_standing,
 )
+from connector.ledger.spend import in_window
 from connector.ledger.views import AccountRef, AccountView, EntryView, Result
 from connector.money import from_minor, to_minor
-from connector.privacy.anonymous import not_erased
+from connector.privacy.anonymous import is_erased, not_erased
 from connector.products.rows import Row, digest
 from connector.program import Preview
 from connector.referrals.models import ReferralEvent
@@ -53,6 +56,15 @@ class TierChange:
     old: str
     new: str
     at: datetime
+
+
+# Passes of settle_purchase's holders before it gives up: each one more means another
+# worker moved the purchase to someone else meanwhile.
+MOVE_ATTEMPTS = 5
+
+
+class HeldElsewhere(Exception):
+    """A purchase settled as one customer's alone has entries on another account."""
 
 
 class Ledger(Returns):
@@ -167,21 +179,42 @@ class Ledger(Returns):
         attached to the source before.
         """
         counts = amount is not None and amount > 0 and ref is not None
-        with self.db.transaction(write=False) as session:
-            holders = [AccountRef(*row) for row in session.execute(
-                select(Account.crm, Account.portal, Account.contact_id)
-                .join(Entry, Entry.account_id == Account.id)
-                # An erased customer's purchases are final: never moved or taken back.
-                .where(Entry.source == source, not_erased(Account.contact_id)).distinct())]
-        results = [self._settle(holder, source, None, comment=comment, actor=actor,
-                                source_data=source_data)
-                   for holder in holders if not counts or holder != ref]
+        settle = partial(self._settle, source=source, comment=comment, actor=actor,
+                         source_data=source_data)
         if counts:
             assert ref is not None and amount is not None
-            results.append(self._settle(ref, source, amount, category=category,
-                                        occurred_at=occurred_at, comment=comment, actor=actor,
-                                        source_data=source_data, rows=rows or None,
-                                        promo_code=promo_code))
+            # The common case, a deal new or held by this customer alone, in one
+            # transaction: the deal's entries it reads under the lock tell that no one else
+            # holds it. Otherwise that transaction is undone, and the others come first.
+            with suppress(HeldElsewhere):
+                result = settle(ref, amount=amount, category=category,
+                                occurred_at=occurred_at, rows=rows or None,
+                                promo_code=promo_code, alone=True)
+                return [result] if result is not None else []
+        results: list[Result | None] = []
+        for attempt in range(MOVE_ATTEMPTS):
+            with self.db.transaction(write=False) as session:
+                holders = [AccountRef(*row) for row in session.execute(
+                    select(Account.crm, Account.portal, Account.contact_id)
+                    .join(Entry, Entry.account_id == Account.id)
+                    # An erased customer's purchases are final: never moved or taken back.
+                    .where(Entry.source == source, not_erased(Account.contact_id)).distinct())]
+            results += [settle(holder, amount=None) for holder in holders
+                        if not counts or holder != ref]
+            if not counts:
+                break
+            assert ref is not None and amount is not None
+            try:
+                # The holders were read before their locks: another worker may have moved
+                # the purchase to a third customer since. Under this account's lock, one
+                # still holding it elsewhere is taken back first, and then this is settled.
+                results.append(settle(ref, amount=amount, category=category,
+                                      occurred_at=occurred_at, rows=rows or None,
+                                      promo_code=promo_code, alone=None))
+                break
+            except HeldElsewhere:
+                if attempt == MOVE_ATTEMPTS - 1:
+                    raise
         return [result for result in results if result is not None]
 
     def _settle(self, ref: AccountRef, source: str, amount: Decimal | None, *,
@@ -189,14 +222,23 @@ class Ledger(Returns):
                 comment: str | None = None, actor: str | None = None,
                 source_data: dict[str, Any] | None = None,
                 rows: Sequence[Row] | None = None,
-                promo_code: str | None = None) -> Result | None:
+                promo_code: str | None = None, alone: bool | None = False) -> Result | None:
+        """`alone`: raise HeldElsewhere, writing nothing, when another account holds
+        entries of the source; None: when another account not erased holds a purchase
+        of it that was not taken back."""
         with self.db.transaction() as session:
             account = self._account(session, ref, create=amount is not None)
-            entries = self._source_entries(session, account, source)
-            # Keys number the source's entries; under the account lock they cannot collide.
-            seq = session.scalar(select(func.count()).select_from(Entry)
-                                 .where(Entry.source == source))
-            key = f"{source}:{seq}"
+            # The source's entries on any account, in one read (a handful): keys number
+            # them, and under the account lock they cannot collide; this account's are what
+            # is settled here.
+            everywhere = list(session.scalars(OF_SOURCE, {"source": source}))
+            entries = [e for e in everywhere if e.account_id == account.id]
+            if alone and len(entries) < len(everywhere):
+                raise HeldElsewhere(source)
+            if alone is None and amount is not None \
+                    and self._held_elsewhere(session, account, everywhere):
+                raise HeldElsewhere(source)
+            key = f"{source}:{len(everywhere)}"
             net_count = sum(e.purchase_count for e in entries)
             net_spend = sum(e.purchase_amount or 0 for e in entries)
             returned = returned_of_standing(entries)
@@ -231,6 +273,20 @@ class Ledger(Returns):
             else:
                 return None
             return Result.of(entry, duplicate=False)
+
+    def _held_elsewhere(self, session: Session, account: Account,
+                        everywhere: list[Entry]) -> bool:
+        """Whether an account other than `account`, not erased, holds what these entries
+        of one source leave standing."""
+        others: dict[int, list[Entry]] = {}
+        for entry in everywhere:
+            if entry.account_id != account.id:
+                others.setdefault(entry.account_id, []).append(entry)
+        standing = [i for i, entries in others.items() if not settled_to_nothing(entries)]
+        if not standing:
+            return False
+        contacts = session.scalars(select(Account.contact_id).where(Account.id.in_(standing)))
+        return any(not is_erased(contact) for contact in contacts)
 
     def redeem(self, ref: AccountRef, points: Decimal, *, key: str,
                purchase_amount: Decimal | None = None, source: str | None = None,
@@ -419,6 +475,12 @@ class Ledger(Returns):
                 account = session.get(Account, account_id, with_for_update=True)
                 if account is None or account.tier != tier:
                     continue  # changed meanwhile; the next run looks again
+                # The spend read above is from before the lock: a purchase committed since
+                # may keep the tier without changing it. The locked account's own sum says.
+                best = self.program.tier_for(from_minor(in_window(
+                    session, account, self.program.tier_window_start(now)))).name
+                if best == tier:
+                    continue
                 account.tier = best
                 account.tier_changed_at = now
                 self._touch(account)

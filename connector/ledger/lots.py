@@ -18,6 +18,18 @@ from sqlalchemy.orm import Session
 
 from connector.ledger.models import Account, Allocation, Entry, Lot
 
+# Built once, not per call: building a statement and its cache key cost as much CPU as
+# running it. Executed on the session's connection: plain rows, no ORM loading.
+_WITH_POINTS = select(Lot.id, Lot.entry_id, Lot.remaining).where(
+    Lot.account_id == bindparam("account_id"), Lot.remaining > 0)
+OPEN_LOTS = _WITH_POINTS.order_by(Lot.earned_at, Lot.id)
+SPENDABLE_LOTS = _WITH_POINTS.where(Lot.available_at <= bindparam("at")) \
+    .order_by(Lot.earned_at, Lot.id)
+INSERT_LOT = insert(Lot.__table__)
+SPEND_FROM_LOT = update(Lot.__table__).where(Lot.__table__.c.id == bindparam("lot_id")) \
+    .values(remaining=bindparam("left"))
+INSERT_ALLOCATIONS = insert(Allocation.__table__)
+
 
 @dataclass(slots=True)
 class Open:
@@ -34,7 +46,7 @@ def credit(session: Session, account: Account, entry: Entry, points: int, *,
     account.overdraft -= paid
     rest = points - paid
     if rest > 0:
-        session.connection().execute(insert(Lot.__table__), dict(
+        session.connection().execute(INSERT_LOT, dict(
             account_id=account.id, entry_id=entry.id, amount=rest, remaining=rest,
             earned_at=earned_at, available_at=available_at, expires_at=expires_at))
 
@@ -43,11 +55,10 @@ def open_lots(session: Session, account: Account, *,
               spendable_at: datetime | None = None) -> list[Open]:
     """The account's lots with points left, oldest first; spendable_at: only those available
     by then (redemptions skip pending points)."""
-    query = select(Lot.id, Lot.entry_id, Lot.remaining).where(
-        Lot.account_id == account.id, Lot.remaining > 0)
-    if spendable_at is not None:
-        query = query.where(Lot.available_at <= spendable_at)
-    return [Open(*row) for row in session.execute(query.order_by(Lot.earned_at, Lot.id))]
+    rows = session.connection().execute(
+        OPEN_LOTS if spendable_at is None else SPENDABLE_LOTS,
+        {"account_id": account.id, "at": spendable_at})
+    return [Open(*row) for row in rows]
 
 
 def debit(session: Session, account: Account, entry: Entry, points: int, *,
@@ -75,10 +86,8 @@ def debit(session: Session, account: Account, entry: Entry, points: int, *,
         allocations.append({"entry_id": entry.id, "lot_id": lot.id, "amount": part})
     if spent:
         connection = session.connection()
-        table = Lot.__table__
-        connection.execute(update(table).where(table.c.id == bindparam("lot_id"))
-                           .values(remaining=bindparam("left")), spent)
-        connection.execute(insert(Allocation.__table__), allocations)
+        connection.execute(SPEND_FROM_LOT, spent)
+        connection.execute(INSERT_ALLOCATIONS, allocations)
     return taken
 
 
@@ -87,13 +96,6 @@ def spendable(session: Session, account: Account, now: datetime) -> int:
         select(func.coalesce(func.sum(Lot.remaining), 0))
         .where(Lot.account_id == account.id, Lot.remaining > 0, Lot.available_at <= now))
     return int(total) - account.overdraft
-
-
-def pending(session: Session, account: Account, now: datetime) -> int:
-    total = session.scalar(
-        select(func.coalesce(func.sum(Lot.remaining), 0))
-        .where(Lot.account_id == account.id, Lot.remaining > 0, Lot.available_at > now))
-    return int(total)
 
 
 def consumed_lots(session: Session, entry_ids: Collection[int]) -> list[tuple[Lot, int]]:

@@ -44,6 +44,10 @@ BY_CONTACT = select(Account).where(Account.crm == bindparam("crm"),
                                    Account.portal == bindparam("portal"),
                                    Account.contact_id == bindparam("contact"))
 BY_CONTACT_LOCKED = BY_CONTACT.with_for_update()
+INSERT_ENTRY = insert(Entry.__table__)
+# A source's entries: on any account (settle_purchase), on one account.
+OF_SOURCE = select(Entry).where(Entry.source == bindparam("source")).order_by(Entry.id)
+BY_SOURCE = OF_SOURCE.where(Entry.account_id == bindparam("account_id"))
 
 
 def settled_to_nothing(entries: list[Entry]) -> bool:
@@ -191,7 +195,7 @@ class Postings:
                       actor=actor, details=details, source_data=source_data,
                       request_hash=request[1] if request and request[0] == key else None,
                       occurred_at=occurred_at, created_at=self.clock())
-        inserted = session.connection().execute(insert(Entry.__table__), values)
+        inserted = session.connection().execute(INSERT_ENTRY, values)
         entry = Entry(id=inserted.inserted_primary_key[0], **values)
         make_transient_to_detached(entry)
         session.add(entry)
@@ -265,8 +269,7 @@ class Postings:
         return None
 
     def _source_entries(self, session: Session, account: Account, source: str) -> list[Entry]:
-        return list(session.scalars(select(Entry).where(
-            Entry.account_id == account.id, Entry.source == source).order_by(Entry.id)))
+        return list(session.scalars(BY_SOURCE, {"account_id": account.id, "source": source}))
 
     def _accrue_in(self, session: Session, account: Account, amount: Decimal, *, key: str,
                    source: str, category: str | None, at: datetime, comment: str | None,

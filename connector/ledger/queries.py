@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import func, select, true
+from sqlalchemy import bindparam, func, select, true
 from sqlalchemy.orm import Session
 
 from connector.errors import AccountNotFoundError
-from connector.ledger import lots, spend
+from connector.ledger import spend
 from connector.ledger.models import Account, Entry, Lot
+from connector.ledger.postings import BY_CONTACT
 from connector.ledger.views import AccountRef, AccountView, EntryView
 from connector.money import from_minor
 from connector.program import Program
@@ -22,59 +23,77 @@ from connector.referrals import stats as referrals
 VERIFY_CHUNK = 5000
 
 
+# Built once, not per view: building a statement and its cache key cost as much CPU as
+# running it.
+HELD_LOTS = select(Lot.remaining, Lot.available_at, Lot.expires_at).where(
+    Lot.account_id == bindparam("account_id"), Lot.remaining > 0)
+# The figures kept outside the account row, in one row: the referral figures and, when the
+# kept rolling spend does not answer for the view's window, the spend summed.
+FIGURES = select(*referrals.FOR_VIEW)
+FIGURES_AND_SPEND = select(*referrals.FOR_VIEW, spend.WINDOW_SUM)
+
+
 def find_account(session: Session, ref: AccountRef) -> Account:
-    account = session.scalar(select(Account).where(
-        Account.crm == ref.crm, Account.portal == ref.portal,
-        Account.contact_id == ref.contact_id))
+    account = session.scalar(BY_CONTACT, {"crm": ref.crm, "portal": ref.portal,
+                                          "contact": ref.contact_id})
     if account is None:
         raise AccountNotFoundError(f"no loyalty account for {ref}", ref=str(ref))
     return account
 
 
-def qualifying_spend(session: Session, program: Program, account: Account,
-                     now: datetime) -> Decimal:
-    """The rolling spend the tier is judged by: the account's kept sum when it answers for
-    this window (connector.ledger.spend), else summed (read only: nothing is stored)."""
-    window_start = program.tier_window_start(now)
-    if spend.answers(account, window_start):
-        return from_minor(account.tier_spend)
-    return from_minor(spend.summed(session, account.id, window_start)[0])
+@dataclass(frozen=True)
+class Holdings:
+    """What an account's lots with points left hold at a moment (hundredths)."""
+
+    available: int  # spendable now, before the account's overdraft
+    pending: int  # not spendable yet
+    expiring: int  # expiring next, on the same local day as the first to expire
+    expires_at: datetime | None
 
 
-def next_expiry(session: Session, program: Program, account_id: int,
-                now: datetime) -> tuple[Decimal, datetime | None]:
-    """Points that expire next, summed over the lots expiring on that same local day."""
-    upcoming = list(session.execute(
-        select(Lot.expires_at, Lot.remaining)
-        .where(Lot.account_id == account_id, Lot.remaining > 0, Lot.expires_at > now)
-        .order_by(Lot.expires_at)))
+def holdings(session: Session, program: Program, account_id: int, now: datetime) -> Holdings:
+    """One read of the account's lots with points left, for the three figures the view
+    shows (it read the same rows three times). Those are all lots not yet spent or expired:
+    the next expiry needed every one of them already."""
+    rows = session.connection().execute(HELD_LOTS, {"account_id": account_id}).all()
+    available = sum(remaining for remaining, at, _ in rows if at <= now)
+    upcoming = sorted((at, remaining) for remaining, _, at in rows if at and at > now)
     if not upcoming:
-        return Decimal("0.00"), None
+        return Holdings(available, sum(r for r, _, _ in rows) - available, 0, None)
     first = upcoming[0][0]
     day = first.astimezone(program.zone).date()
-    total = sum(remaining for at, remaining in upcoming
-                if at.astimezone(program.zone).date() == day)
-    return from_minor(total), first
+    expiring = sum(remaining for at, remaining in upcoming
+                   if at.astimezone(program.zone).date() == day)
+    return Holdings(available, sum(r for r, _, _ in rows) - available, expiring, first)
 
 
 def account_view(session: Session, program: Program, account: Account,
                  now: datetime) -> AccountView:
-    spend = qualifying_spend(session, program, account, now)
+    held = holdings(session, program, account.id, now)
+    # The kept rolling spend when it answers for this window (connector.ledger.spend), else
+    # summed with the other figures (read only: nothing is stored).
+    window_start = program.tier_window_start(now)
+    kept = spend.answers(account, window_start)
+    figures = session.connection().execute(
+        FIGURES if kept else FIGURES_AND_SPEND,
+        {"account_id": account.id, "referrer_id": account.referred_by_id,
+         "start": window_start}).one()
+    referred_by, referred = referrals.read_view(figures[:4])
+    qualifying = from_minor(account.tier_spend if kept else int(figures[4] or 0))
     tier = program.tier_named(account.tier)
-    upcoming = program.next_tier(spend, tier.name)
-    expiring, expires_at = next_expiry(session, program, account.id, now)
+    upcoming = program.next_tier(qualifying, tier.name)
     return AccountView.build(
         account,
-        available=max(from_minor(lots.spendable(session, account, now)), Decimal("0.00")),
-        pending=from_minor(lots.pending(session, account, now)),
+        available=max(from_minor(held.available - account.overdraft), Decimal("0.00")),
+        pending=from_minor(held.pending),
         discount_percent=tier.discount_percent,
-        qualifying_spend=spend,
+        qualifying_spend=qualifying,
         next_tier=upcoming[0].name if upcoming else None,
         spend_to_next_tier=upcoming[1] if upcoming else None,
-        next_expiry_points=expiring,
-        next_expiry_at=expires_at,
-        referred_by=referrals.referrer_code(session, account),
-        referrals=referrals.of_referrer(session, account.id),
+        next_expiry_points=from_minor(held.expiring),
+        next_expiry_at=held.expires_at,
+        referred_by=referred_by,
+        referrals=referred,
     )
 
 

@@ -12,10 +12,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from connector.ledger.models import Account, Entry
+
+# Built once: an accrual runs it whenever a purchase has left the window.
+SUMMED = select(func.coalesce(func.sum(Entry.purchase_amount), 0), func.min(Entry.purchase_at)) \
+    .where(Entry.account_id == bindparam("account_id"),
+           Entry.purchase_at >= bindparam("start"))
 
 
 def answers(account: Account, window_start: datetime) -> bool:
@@ -28,10 +33,15 @@ def answers(account: Account, window_start: datetime) -> bool:
 def summed(session: Session, account_id: int, window_start: datetime
            ) -> tuple[int, datetime | None]:
     """The spend dated at or after `window_start`, and the earliest such date."""
-    total, oldest = session.execute(
-        select(func.coalesce(func.sum(Entry.purchase_amount), 0), func.min(Entry.purchase_at))
-        .where(Entry.account_id == account_id, Entry.purchase_at >= window_start)).one()
+    total, oldest = session.connection().execute(
+        SUMMED, {"account_id": account_id, "start": window_start}).one()
     return int(total), oldest
+
+
+# `summed`'s total as a scalar subquery, to be read with other figures (the account view).
+WINDOW_SUM = select(func.coalesce(func.sum(Entry.purchase_amount), 0)).where(
+    Entry.account_id == bindparam("account_id"),
+    Entry.purchase_at >= bindparam("start")).scalar_subquery()
 
 
 def in_window(session: Session, account: Account, window_start: datetime) -> int:

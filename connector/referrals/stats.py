@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import ColumnElement, bindparam, case, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from connector.ledger.models import Account, Entry
@@ -33,31 +34,29 @@ class Referrals:
                 "points_paid": str(self.points_paid)}
 
 
-def of_referrer(session: Session, account_id: int) -> Referrals:
-    invited, converted = session.execute(select(
-        func.count(),
-        func.coalesce(func.sum(case((Account.first_purchase_at.is_not(None), 1), else_=0)), 0),
-    ).where(Account.referred_by_id == account_id)).one()
-    paid = session.scalar(select(func.coalesce(func.sum(Entry.amount), 0)).where(
-        Entry.account_id == account_id, Entry.kind == "bonus",
-        Entry.source.like(REFERRER_REWARD)))
-    return Referrals(int(invited), int(converted), from_minor(int(paid or 0)))
+_REFERRED = Account.referred_by_id == bindparam("account_id")
+# The account view's referral figures as scalar subqueries, to be read in one statement with
+# the view's other figures (connector.ledger.queries), parameters `account_id` and
+# `referrer_id`: the referrer's code (NULL when not referred), the customers this one
+# linked, of them those who bought, and the referral bonus points paid for them.
+FOR_VIEW: list[ColumnElement[Any]] = [
+    # An erased referrer's code went with its data: the anonymous id it is kept under
+    # (`erased-<hex>`) stands in, so the customer still shows as referred, and by whom.
+    select(func.coalesce(Account.referral_code, case(
+        (~anonymous.not_erased(Account.contact_id), Account.contact_id))))
+    .where(Account.id == bindparam("referrer_id")).scalar_subquery(),
+    select(func.count()).select_from(Account).where(_REFERRED).scalar_subquery(),
+    select(func.count(Account.first_purchase_at)).where(_REFERRED).scalar_subquery(),
+    select(func.coalesce(func.sum(Entry.amount), 0)).where(
+        Entry.account_id == bindparam("account_id"), Entry.kind == "bonus",
+        Entry.source.like(REFERRER_REWARD)).scalar_subquery(),
+]
 
 
-def referrer_code(session: Session, account: Account) -> str | None:
-    """The referrer's referral code; for an erased referrer, whose code went with its data,
-    the anonymous id it is kept under (`erased-<hex>`): the link stays and is counted, so
-    the customer is still shown as referred, and can be found again."""
-    if account.referred_by_id is None:
-        return None
-    row = session.execute(select(Account.referral_code, Account.contact_id)
-                          .where(Account.id == account.referred_by_id)).one_or_none()
-    if row is None:
-        return None
-    code, contact_id = row
-    if code is None and anonymous.is_erased(contact_id):
-        return str(contact_id)
-    return code
+def read_view(values: Sequence[Any]) -> tuple[str | None, Referrals]:
+    """The referrer's code and the Referrals, from the values of FOR_VIEW's columns."""
+    code, invited, converted, paid = values
+    return code, Referrals(int(invited or 0), int(converted or 0), from_minor(int(paid or 0)))
 
 
 def in_period(session: Session, since: datetime, until: datetime) -> Referrals:
