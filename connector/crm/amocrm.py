@@ -25,6 +25,7 @@ from connector.crm.credentials import CredentialStore, Tokens
 from connector.crm.limiter import LeakyBucket, Limiter
 from connector.crm.retry import never_sent, retrying
 from connector.errors import CRMAuthError, FatalCRMError, RetriableCRMError
+from connector.i18n import N_
 from connector.metrics import Metrics, counted_call, rest_route
 
 log = logging.getLogger(__name__)
@@ -132,15 +133,22 @@ class AmoCRMClient:
         except requests.ConnectionError as exc:  # also ConnectTimeout: never sent
             if not idempotent and not never_sent(exc):
                 raise FatalCRMError(f"amocrm {method} {path}: connection lost; not repeated "
-                                    "(it may have run)", code="CONNECTION") from None
-            raise RetriableCRMError(f"amocrm {method} {path}: {type(exc).__name__}",
-                                    code="CONNECTION") from None
+                                    "(it may have run)", code="CONNECTION", message=N_(
+                                        "%(call)s: connection lost; not repeated (it may have "
+                                        "run)", call=f"amocrm {method} {path}")) from None
+            unreachable = N_("%(call)s: cannot reach the account (%(error)s)",
+                             call=f"amocrm {method} {path}", error=type(exc).__name__)
+            raise RetriableCRMError(str(unreachable), code="CONNECTION",
+                                    message=unreachable) from None
         except requests.Timeout as exc:  # a read timeout: the request went out
             if not idempotent:
                 raise FatalCRMError(f"amocrm {method} {path}: timed out; not repeated "
-                                    "(it may have run)", code="TIMEOUT") from None
-            raise RetriableCRMError(f"amocrm {method} {path}: {type(exc).__name__}",
-                                    code="TIMEOUT") from None
+                                    "(it may have run)", code="TIMEOUT", message=N_(
+                                        "%(call)s: timed out; not repeated (it may have run)",
+                                        call=f"amocrm {method} {path}")) from None
+            timed_out = N_("%(call)s: timed out (%(error)s)", call=f"amocrm {method} {path}",
+                           error=type(exc).__name__)
+            raise RetriableCRMError(str(timed_out), code="TIMEOUT", message=timed_out) from None
         body: Any = None
         if response.content and "json" in response.headers.get("Content-Type", ""):
             try:
