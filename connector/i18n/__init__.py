@@ -161,8 +161,8 @@ class Message:
 
     def render(self, t: Translator | None = None) -> str:
         """In `t`'s language (English without one); a value that is a Message itself is
-        rendered in the same language, and so are a timedelta ("3 дн.", "3 d") and a
-        datetime (in UTC)."""
+        rendered in the same language, and so are a timedelta ("3 дн.", "3 d"), a
+        datetime (in UTC) and a tuple of them (joined by commas)."""
         text = t.translations.gettext(self.msgid) if t is not None else self.msgid
         if not self.values:
             return text
@@ -182,6 +182,9 @@ class Message:
         return Message(self.msgid, {key: each(value) for key, value in self.values.items()})
 
 
+Text = Message | str  # a marked message, or words a CRM or a library said (shown as they are)
+
+
 def render(text: Message | str, t: Translator | None = None) -> str:
     """A Message in `t`'s language; a plain string (a CRM's or a library's words) as is."""
     return text.render(t) if isinstance(text, Message) else text
@@ -190,6 +193,8 @@ def render(text: Message | str, t: Translator | None = None) -> str:
 def _value(value: Any, t: Translator | None) -> Any:
     if isinstance(value, Message):
         return value.render(t)
+    if isinstance(value, tuple):  # a list of items (an import row's changes): "a, b, c"
+        return ", ".join(str(_value(item, t)) for item in value)
     if isinstance(value, timedelta):
         return t.duration(value) if t is not None else age_text(value)
     if isinstance(value, datetime):  # a moment shown in UTC: 06.12.2026 14:30 UTC
