@@ -24,11 +24,14 @@ ANNA = ("bitrix24", "acme.bitrix24.ru", "101")
 ANNA_REF = "bitrix24:acme.bitrix24.ru:contact:101"
 
 
-def write_config(tmp_path: Path, extra: str = "") -> Path:
+def write_config(tmp_path: Path, extra: str = "", *, english: bool = True) -> Path:
+    """The outputs are read in English here unless `extra` (which goes on in [program]) names
+    the language, or `english` is false (program.language's default, Russian)."""
+    language = "" if "language =" in extra or not english else 'language = "en"\n'
     path = tmp_path / "config.toml"
     path.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/cli.db"\n\n'
-                    '[program]\nwelcome_bonus = 100\nbonuses = { review = 50 }\n' + extra,
-                    encoding="utf-8")
+                    '[program]\nwelcome_bonus = 100\nbonuses = { review = 50 }\n' + language
+                    + extra, encoding="utf-8")
     return path
 
 
@@ -120,6 +123,17 @@ def test_unmigrated_database_says_to_run_db_upgrade(fresh: Run, tmp_path: Path) 
     assert current.stdout == f"database at revision nothing, head is {head()}\n"
     assert ok(fresh("db", "upgrade")) == f"database at revision {head()} (head)\n"
     assert ok(fresh("db", "current")) == f"database at revision {head()} (head)\n"
+
+
+def test_no_database_is_said_in_the_program_language(tmp_path: Path) -> None:
+    config = write_config(tmp_path, 'language = "ru"\n')
+    result = CliRunner().invoke(cli, ["--config", str(config), "account", "show", *ANNA])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"error: нет базы данных {tmp_path}/cli.db (конфигурация: {config}): создайте её "
+        "командой `loyalty-connector db upgrade` (или serve) либо укажите через --config "
+        "конфигурацию с database.url\n")
+    assert not (tmp_path / "cli.db").exists()
 
 
 # -- changing balances ---------------------------------------------------------------------
@@ -271,7 +285,8 @@ def test_verify_finds_a_corrupted_balance(run: Run, tmp_path: Path) -> None:
     ]
 
 
-def test_stats_json_table_and_periods(run: Run) -> None:
+def test_stats_json_table_and_periods(run: Run, tmp_path: Path) -> None:
+    write_config(tmp_path, english=False)  # the same database, the default language
     ok(run("accrue", *ANNA, "1000", "--key", "deal:1"))
     ok(run("accrue", *ANNA, "3000", "--key", "deal:2"))
     ok(run("accrue", "amocrm", "shop", "7", "2000", "--key", "deal:3"))

@@ -137,15 +137,16 @@ class SimulatedBitrix24(SimulatedCRM):
             self.portal.bind_event(event, f"{public_url}/bitrix24/events")
         for code in self.trigger_codes.values():
             self.portal.add_webhook_trigger(code)
+        events_url = f"{public_url}/bitrix24/events"
+        actions_url = f"{public_url}/bitrix24/actions/<secret>/redeem/..."
         return [t.ngettext("outgoing webhook: %(num)d event -> %(url)s",
                            "outgoing webhook: %(num)d events -> %(url)s", len(events),
-                           url=f"{public_url}/bitrix24/events"),
+                           url=events_url),
                 t.ngettext("%(num)d \"Track incoming webhook\" trigger, its code in "
                            "[bitrix24.triggers]",
                            "%(num)d \"Track incoming webhook\" triggers, their codes in "
                            "[bitrix24.triggers]", len(self.trigger_codes)),
-                t._("\"Webhook\" automation rule -> %(url)s",
-                    url=f"{public_url}/bitrix24/actions/<secret>/redeem/...")]
+                t._("\"Webhook\" automation rule -> %(url)s", url=actions_url)]
 
     def seed(self) -> Seeded:
         anna = self.portal.add_contact(NAME="Anna", LAST_NAME="Smirnova",
@@ -223,8 +224,8 @@ class SimulatedAmoCRM(SimulatedCRM):
                 "webhook_secret": self.webhook_secret}
 
     def admin_steps(self, public_url: str, t: Translator) -> list[str]:
-        return [t._("digital pipeline action \"send webhook\" -> %(url)s",
-                    url=f"{public_url}/amocrm/actions/<secret>/redeem/...")]
+        actions_url = f"{public_url}/amocrm/actions/<secret>/redeem/..."
+        return [t._("digital pipeline action \"send webhook\" -> %(url)s", url=actions_url)]
 
     def seed(self) -> Seeded:
         account = self.account

@@ -91,9 +91,9 @@ def running_service(settings: Settings) -> Iterator[Services]:
             server = create_server(create_app(services=services), host=settings.server.host,
                                    port=settings.server.port, threads=settings.server.threads)
         except OSError as exc:
+            address = f"{settings.server.host}:{settings.server.port}"
             raise DemoError(N_("cannot listen on %(address)s: %(reason)s (choose another "
-                               "--port)", address=f"{settings.server.host}:"
-                               f"{settings.server.port}", reason=exc.strerror or str(exc))
+                               "--port)", address=address, reason=exc.strerror or str(exc))
                             ) from exc
         worker = WorkerLoop(services).start()
         leader = LeaderScheduler(services).start()
@@ -152,7 +152,7 @@ def run_demo(crm: str, port: int | None, *, wait: bool, echo: Callable[[str], No
                     until_stopped()
         return 0
     except DemoError as exc:
-        echo_err(t._("error: %(message)s", message=exc.message.render(t)))
+        echo_err(t._("error: %(error)s", error=exc.message.render(t)))
         return 1
     finally:
         sim.stop()
@@ -170,8 +170,8 @@ def _play(sim: SimulatedCRM, services: Services, settings: Settings, token: str,
         return Story(sim, services, settings.server.public_url, token, echo, t).play()
     except Exception as exc:
         # What went wrong is the program's own words (or a library's): shown as they came.
-        echo_err(t._("error: the demo stopped at a step: %(error)s",
-                     error=f"{type(exc).__name__}: {exc}"))
+        error = f"{type(exc).__name__}: {exc}"
+        echo_err(t._("error: the demo stopped at a step: %(error)s", error=error))
         lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
         for line in lines[-LOG_TAIL:]:
             echo_err(f"  log: {line}")
