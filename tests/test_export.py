@@ -26,7 +26,9 @@ BORIS = AccountRef("amocrm", "shop.amocrm.ru", "7")
 
 def run(settings: Settings, tmp_path: Path, *args: str) -> Result:
     config = tmp_path / "config.toml"
-    config.write_text(f'[database]\nurl = "{settings.database.url}"\n', encoding="utf-8")
+    # The messages are read in English (program.language = en).
+    config.write_text(f'[database]\nurl = "{settings.database.url}"\n[program]\n'
+                      'language = "en"\n', encoding="utf-8")
     return CliRunner().invoke(cli, ["--config", str(config), *args])
 
 
