@@ -36,8 +36,9 @@ def invoke(config: Path, *args: str) -> Result:
 
 def setup(tmp_path: Path) -> Path:
     config = tmp_path / "config.toml"
-    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/cli.db"\n\n[program]\n{PROMO}',
-                      encoding="utf-8")
+    # The outputs are read in English (program.language = en).
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/cli.db"\n\n[program]\n'
+                      f'language = "en"\n{PROMO}', encoding="utf-8")
     assert invoke(config, "db", "upgrade").exit_code == 0
     return config
 
