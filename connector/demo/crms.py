@@ -45,9 +45,9 @@ class Seeded:
 
 class SimulatedCRM(ABC):
     crm: str
-    name: str  # "Bitrix24 portal"
-    title: str  # "the portal" / "the account"
-    deal_word: str  # "deal" / "lead"
+    # "deal" / "lead", in what a timed-out step says; the story's sentences name the CRM's
+    # place and its deals in words of their own (story.TEXTS), translated whole.
+    deal_word: str
 
     def __init__(self) -> None:
         self.http = requests.Session()
@@ -105,7 +105,7 @@ class SimulatedCRM(ABC):
 class SimulatedBitrix24(SimulatedCRM):
     """A Bitrix24 portal connected by an inbound webhook, as in README's webhook setup."""
 
-    crm, name, title, deal_word = "bitrix24", "Bitrix24 portal", "the portal", "deal"
+    crm, deal_word = "bitrix24", "deal"
 
     def __init__(self) -> None:
         super().__init__()
@@ -199,7 +199,7 @@ class SimulatedBitrix24(SimulatedCRM):
 class SimulatedAmoCRM(SimulatedCRM):
     """An amoCRM account connected by a long-lived token (a private integration)."""
 
-    crm, name, title, deal_word = "amocrm", "amoCRM account", "the account", "lead"
+    crm, deal_word = "amocrm", "lead"
     PIPELINE, FIRST_STAGE, WON = 3104455, 20067736, 142
 
     def __init__(self) -> None:
