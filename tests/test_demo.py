@@ -234,3 +234,15 @@ def test_the_readme_shows_the_steps_the_demo_prints() -> None:
     for line, step in zip(shown, STEPS_RU, strict=True):
         # The README abridges the card page's link.
         assert re.match(step.format(**words).split("(?P<card>")[0], line), line
+
+
+def test_a_step_that_does_not_come_about_is_said_in_the_demo_language() -> None:
+    from connector.demo.story import TEXTS, StoryError
+    from connector.i18n import N_, Message, translator
+
+    error = StoryError(N_("timed out after %(seconds)s s waiting for %(what)s", seconds="30",
+                          what=Message(TEXTS["amocrm"]["settled"].msgid, {"id": 5002})))
+    assert str(error) == ("timed out after 30 s waiting for lead 5002 settled, written back and "
+                          "its trigger fired")
+    assert error.message.render(translator("ru")) == (
+        "за 30 с не дождались: сделка 5002 учтена, записана в CRM, её триггер сработал")

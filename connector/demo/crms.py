@@ -44,10 +44,7 @@ class Seeded:
 
 
 class SimulatedCRM(ABC):
-    crm: str
-    # "deal" / "lead", in what a timed-out step says; the story's sentences name the CRM's
-    # place and its deals in words of their own (story.TEXTS), translated whole.
-    deal_word: str
+    crm: str  # the story's sentences name its place and deals in words of their own (TEXTS)
 
     def __init__(self) -> None:
         self.http = requests.Session()
@@ -105,7 +102,7 @@ class SimulatedCRM(ABC):
 class SimulatedBitrix24(SimulatedCRM):
     """A Bitrix24 portal connected by an inbound webhook, as in README's webhook setup."""
 
-    crm, deal_word = "bitrix24", "deal"
+    crm = "bitrix24"
 
     def __init__(self) -> None:
         super().__init__()
@@ -199,7 +196,7 @@ class SimulatedBitrix24(SimulatedCRM):
 class SimulatedAmoCRM(SimulatedCRM):
     """An amoCRM account connected by a long-lived token (a private integration)."""
 
-    crm, deal_word = "amocrm", "lead"
+    crm = "amocrm"
     PIPELINE, FIRST_STAGE, WON = 3104455, 20067736, 142
 
     def __init__(self) -> None:

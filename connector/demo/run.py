@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from connector.config import Settings
 from connector.demo.crms import SimulatedCRM, simulated
-from connector.demo.story import Ending, Story
+from connector.demo.story import Ending, Story, StoryError
 from connector.i18n import N_, Message, Translator, translator
 from connector.logs import configure_logging
 from connector.ports import free_port
@@ -170,7 +170,10 @@ def _play(sim: SimulatedCRM, services: Services, settings: Settings, token: str,
         return Story(sim, services, settings.server.public_url, token, echo, t).play()
     except Exception as exc:
         # What went wrong is the program's own words (or a library's): shown as they came.
-        error = f"{type(exc).__name__}: {exc}"
+        # A step that did not come about says so in the demo's language; anything else is a
+        # library's or the program's own failure, shown as it came.
+        error = exc.message.render(t) if isinstance(exc, StoryError) else \
+            f"{type(exc).__name__}: {exc}"
         echo_err(t._("error: the demo stopped at a step: %(error)s", error=error))
         lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
         for line in lines[-LOG_TAIL:]:

@@ -46,6 +46,7 @@ TEXTS: dict[str, dict[str, Message]] = {
         "outcome": N_("on the deal: %(text)s"),
         "card": N_("%(name)s's card page, the URL the portal holds in her card_url field: "
                    "%(url)s"),
+        "settled": N_("deal %(id)s settled, written back and its trigger fired"),
     },
     "amocrm": {
         "installed": N_("`install %(crm)s` against the account at %(url)s: %(created)s"),
@@ -59,12 +60,18 @@ TEXTS: dict[str, dict[str, Message]] = {
         "outcome": N_("on the lead: %(text)s"),
         "card": N_("%(name)s's card page, the URL the account holds in her card_url field: "
                    "%(url)s"),
+        "settled": N_("lead %(id)s settled, written back and its trigger fired"),
     },
 }
 
 
 class StoryError(RuntimeError):
-    """A step did not come about in time: what was awaited."""
+    """A step did not come about in time: what was awaited (`message`, shown in the
+    demo's language; `str()` is English)."""
+
+    def __init__(self, message: Message) -> None:
+        super().__init__(str(message))
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -118,7 +125,7 @@ class Story:
         """"360 points", "360 баллов": the figure as the CRM writes it, the word agreeing."""
         return f"{_points(value)} {self.t.points_word(value)}"
 
-    def wait(self, what: str, condition: Callable[[], bool]) -> None:
+    def wait(self, what: Message, condition: Callable[[], bool]) -> None:
         """Let the CRM post what it has to post until `condition` holds."""
         deadline = time.monotonic() + STEP_TIMEOUT
         while True:
@@ -126,7 +133,8 @@ class Story:
             if condition():
                 return
             if time.monotonic() > deadline:
-                raise StoryError(f"timed out after {STEP_TIMEOUT:.0f} s waiting for {what}")
+                raise StoryError(N_("timed out after %(seconds)s s waiting for %(what)s",
+                                    seconds=f"{STEP_TIMEOUT:.0f}", what=what))
             time.sleep(POLL)
 
     def account(self, contact: int) -> AccountView | None:
@@ -139,7 +147,7 @@ class Story:
     def known(self, contact: int) -> AccountView:
         view = self.account(contact)
         if view is None:
-            raise StoryError(f"contact {contact} has no account in the ledger")
+            raise StoryError(N_("contact %(id)s has no account in the ledger", id=contact))
         return view
 
     def fields(self, contact: int) -> dict[str, Any]:
@@ -175,10 +183,10 @@ class Story:
 
     # -- the story -------------------------------------------------------------------------
     def play(self) -> Ending:
-        sim, deal = self.sim, self.sim.deal_word  # `deal`: in what a timeout says (English)
+        sim = self.sim
         connector = self.services.bitrix24 if sim.crm == "bitrix24" else self.services.amocrm
         if connector is None:
-            raise StoryError(f"{sim.crm} is not enabled in the demo's settings")
+            raise StoryError(N_("%(crm)s is not enabled in the demo's settings", crm=sim.crm))
         report = connector.installer.install()
         created = sum(1 for line in report.done if line.startswith("created contact field"))
         t = self.t
@@ -191,7 +199,7 @@ class Story:
         seeded = sim.seed()
         anna = seeded.customer
         everyone = (anna, *seeded.others)
-        self.wait("the welcome bonus in every seeded contact and its trigger",
+        self.wait(N_("the welcome bonus in every seeded contact and its trigger"),
                   lambda: all(self.in_step(c) for c in everyone)
                   and self.fired("loyalty_welcome") > 0)
         deals = (t.ngettext("%(num)d open deal", "%(num)d open deals", seeded.deals)
@@ -208,7 +216,7 @@ class Story:
         for number, won in ((1, seeded.first_deal), (2, seeded.second_deal)):
             before = self.known(anna)
             sim.win(won)
-            self.wait(f"{deal} {won} settled, written back and its trigger fired",
+            self.wait(Message(TEXTS[sim.crm]["settled"].msgid, {"id": won}),
                       lambda b=before, n=number: self._settled(anna, b)
                       and self.fired("loyalty_points_accrued") >= n)
             after = self.known(anna)
@@ -220,7 +228,7 @@ class Story:
                 self.show(anna)
                 self.show_triggers()
                 continue
-            self.wait("the tier-up trigger", lambda: self.fired("loyalty_tier_up") > 0)
+            self.wait(N_("the tier-up trigger"), lambda: self.fired("loyalty_tier_up") > 0)
             self.step(self.say("second", id=won, earned="+" + self.points(earned),
                                before=before.tier, spend=_points(after.qualifying_spend),
                                tier=after.tier, discount=after.discount_percent))
@@ -229,7 +237,7 @@ class Story:
 
         before = self.known(anna)
         sim.run_robot(self.base_url, seeded.robot_deal, ROBOT_POINTS)
-        self.wait("the robot's redemption written back",
+        self.wait(N_("the robot's redemption written back"),
                   lambda: bool(sim.robot_outcome(seeded.robot_deal))
                   and self._changed(anna, before))
         after = self.known(anna)
@@ -245,7 +253,7 @@ class Story:
         page = requests.get(dashboard, timeout=TIMEOUT,
                             headers={"Authorization": f"Bearer {self.admin_token}"})
         if page.status_code != 200:
-            raise StoryError(f"the dashboard answered {page.status_code}")
+            raise StoryError(N_("the dashboard answered %(status)s", status=page.status_code))
         self.step(t._("dashboard: %(url)s (any user name, password %(password)s)",
                       url=dashboard, password=self.admin_token))
 
@@ -253,7 +261,8 @@ class Story:
         if card_url:
             card = requests.get(card_url, timeout=TIMEOUT)
             if card.status_code != 200:
-                raise StoryError(f"the card page answered {card.status_code}")
+                raise StoryError(N_("the card page answered %(status)s",
+                                    status=card.status_code))
         self.step(self.say("card", name=seeded.customer_name,
                            url=card_url or "- " + t._("(card pages are off)")))
         return Ending(dashboard, self.admin_token, card_url, shown)
