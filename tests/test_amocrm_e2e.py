@@ -45,13 +45,15 @@ PORTAL = "127.0.0.1"
 ANNA = AccountRef("amocrm", PORTAL, "10971465")
 
 
-def amo_settings(tmp_path: Path, database_url: str, account: FakeAmoCRM,
-                 **extra: Any) -> Settings:
+def amo_settings(tmp_path: Path, database_url: str, account: FakeAmoCRM, *,
+                 language: str = "en", **extra: Any) -> Settings:
+    """English notes and tasks by default, as the tests read them; `language`: another
+    program.language."""
     amocrm = {"enabled": True, "base_url": account.base_url, "subdomain": "example",
               "webhook_secret": SECRET,
               "long_lived_token": "long-lived-token", "timeout_seconds": 2, **extra}
     return make_settings(tmp_path, database_url, amocrm=amocrm,
-                         program={"welcome_bonus": "100"},
+                         program={"welcome_bonus": "100", "language": language},
                          server={"metrics_token": "metrics-token-0123456789"})
 
 

@@ -103,6 +103,17 @@ class Translator:
         """"150 баллов", "1 балл", "2,5 балла"; "150 points", "1 point"."""
         return f"{self.number(value)}{NBSP}{self.points_word(value)}"
 
+    def figure(self, value: Decimal) -> str:
+        """Points or money to the hundredth, as the ledger keeps them: 1 210,00 (ru),
+        1,210.00 (en): what the CLI and the texts written into a CRM show."""
+        return self.number(value, 2)
+
+    def ledger_points(self, value: Decimal, *, signed: bool = False) -> str:
+        """Points to the hundredth with the word that agrees: "+50,00 баллов", "2,00 бали",
+        "500.00 points"; `signed` writes a gain's "+"."""
+        sign = "+" if signed and value > 0 else ""
+        return f"{sign}{self.figure(value)} {self.points_word(value)}"
+
     def points_word(self, value: Decimal) -> str:
         if value != value.to_integral_value():
             # A fraction has a form of its own (genitive singular: "2,5 балла", "2,5 бала")
