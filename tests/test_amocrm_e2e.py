@@ -239,8 +239,8 @@ def test_pipeline_action_grants_a_bonus_and_redeems_with_a_note(h: Harness) -> N
     h.process()
     assert h.balance() == D("0.00")  # 100 granted, then all of it redeemed (cap 500)
     texts = [note["params"]["text"] for note in h.account.state.notes]
-    assert texts == ["loyalty: bonus welcome +100.00, balance 100.00",
-                     "loyalty: redeemed 100.00, balance 0.00"]
+    assert texts == ["Loyalty: bonus welcome +100.00 points, balance 100.00",
+                     "Loyalty: redeemed 100.00 points, balance 0.00"]
 
 
 METRICS = {"Authorization": "Bearer metrics-token-0123456789"}  # /healthz shows its checks

@@ -112,8 +112,8 @@ def rules(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal,
     """A webhook setup with the "Webhook" automation rule's actions."""
     portal.bind_event("ONCRMDEALUPDATE", EVENTS_URL)
     portal.bind_event("ONCRMCONTACTADD", EVENTS_URL)
-    settings = with_promo(b24_settings(tmp_path, database_url, portal,
-                                       actions_secret=ACTIONS_SECRET))
+    settings = with_promo(b24_settings(tmp_path, database_url, portal,  # English comments
+                                       actions_secret=ACTIONS_SECRET, language="en"))
     h = B24Harness(portal, fresh_services(settings, clock=clock), portal.clock, clock)
     yield h
     h.services.close()
@@ -217,6 +217,6 @@ def test_amocrm_pipeline_action_attaches_a_code_with_a_note(amo: AmoHarness) -> 
     amo.process()
     assert amo.balance(amo_ref(boris)) == D("30.00")
     notes = [(n["entity_id"], n["params"]["text"]) for n in amo.account.state.notes]
-    assert notes[0] == (7, f"loyalty: promo code {code}: 30.00 points (mail)")
-    assert notes[1][0] == 8 and notes[1][1].startswith(f"loyalty: promo code {code}: the "
+    assert notes[0] == (7, f"Loyalty: promo code {code}: 30.00 points (mail)")
+    assert notes[1][0] == 8 and notes[1][1].startswith(f"Loyalty: promo code {code}: the "
                                                        "code has been used 1 time(s)")

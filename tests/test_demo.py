@@ -56,7 +56,7 @@ CRMS = {
                  "outcome": "on the deal: Loyalty: redeemed 500.00 points, balance 710.00"},
     "amocrm": {"what": "account", "deal": "lead",
                "trigger": r"tag loyalty_tier_up on contact 10971465",
-               "outcome": "on the lead: loyalty: redeemed 500.00, balance 710.00"},
+               "outcome": "on the lead: Loyalty: redeemed 500.00 points, balance 710.00"},
 }
 STARTED = r"temporary SQLite database in (\S+), against"
 STOPPED = "demo stopped, temporary files removed"
@@ -81,10 +81,10 @@ SHOWN_RU = r"      {at} теперь: баланс (?P<b>\d+), доступно 
 CRMS_RU = {
     "bitrix24": {"at": "на портале", "into": "на портал", "won": "успешно закрыта",
                  "trigger": r"триггер loyalty_tier_up \(код demo\d+\) для DEAL_\d+",
-                 "outcome": "в сделке: Loyalty: redeemed 500.00 points, balance 710.00"},
+                 "outcome": "в сделке: Лояльность: списано 500,00 баллов, баланс 710,00"},
     "amocrm": {"at": "в аккаунте", "into": "в аккаунт", "won": "успешно реализована",
                "trigger": r"тег loyalty_tier_up добавлен: контакт 10971465",
-               "outcome": "в сделке: loyalty: redeemed 500.00, balance 710.00"},
+               "outcome": "в сделке: Лояльность: списано 500,00 баллов, баланс 710,00"},
 }
 STARTED_RU = r"временной базе SQLite в (\S+), подключён"
 STOPPED_RU = "демо остановлено, временные файлы удалены"
