@@ -80,8 +80,10 @@ def test_bitrix24_robot_attaches_a_code_and_says_what_came_of_it(b24: B24Harness
     b24.robot("loyalty_promo", deal, {"code": code.lower()})
     b24.process()
     [answer] = (e["return_values"] for e in b24.portal.bizproc_events)
+    # The robot's message in program.language (Russian, the default); outcome stays a code.
     assert answer == {"outcome": "valid", "points": "30.00",
-                      "message": f"promo code {code}: used when the deal is won"}
+                      "message": f"промокод {code}: будет применён, когда сделка будет "
+                                 "успешно закрыта"}
     b24.portal.update_deal(deal, STAGE_ID="WON")
     b24.process()
     assert b24.balance(anna) == D("160.00")  # welcome 100 + 30 + the code's 30
@@ -94,7 +96,7 @@ def test_bitrix24_robot_attaches_a_code_and_says_what_came_of_it(b24: B24Harness
     b24.process()
     applied, used = (e["return_values"] for e in b24.portal.bizproc_events[1:])
     assert applied == {"outcome": "applied", "points": "100.00",
-                       "message": "promo code WINTER25: 100.00 points (winter)"}
+                       "message": "промокод WINTER25: 100,00 баллов (winter)"}
     assert used["outcome"] == "used_up" and "used 1 time(s)" in used["message"]
     assert b24.balance(boris) == D("230.00")
 
