@@ -60,7 +60,7 @@ def test_generate_export_show_and_list(tmp_path: Path) -> None:
     assert rows[0] == ["campaign", "code"] and len(rows) == 6
     codes = [code for _, code in rows[1:]]
     assert len(set(codes)) == 5 and all(len(code) == 14 and code[4] == "-" for code in codes)
-    assert "5 new code(s)" in made.stderr
+    assert "5 new codes" in made.stderr
     out = tmp_path / "batch.csv"
     assert invoke(config, "codes", "generate", "mail", "--count", "3", "-o", str(out)
                   ).exit_code == 0
