@@ -113,7 +113,8 @@ def _target(runtime: Runtime, crm: str | None, portal: str | None) -> tuple[str,
 def _run(runtime: Runtime, crm: str, portal: str, rows: Any, *, source: str, apply: bool,
          write_back: bool, as_json: bool) -> None:
     services = runtime.services()
-    progress = TerminalProgress() if TerminalProgress.wanted() and not as_json else Progress()
+    progress = TerminalProgress(translator(runtime.settings.program.language)) \
+        if TerminalProgress.wanted() and not as_json else Progress()
     try:
         result = run_import(services, crm, portal, rows, source=source, apply=apply,
                             write_back=write_back, progress=progress)

@@ -125,7 +125,8 @@ class Planner:
         found: dict[tuple[Kind, str], list[str] | LookupFailed] = {}
         if self.matcher is not None:
             for kind, values in wanted.items():
-                self.progress.start(f"finding contacts by {kind}", len(values))
+                self.progress.start(N_("finding contacts by phone") if kind == "phone" else
+                                    N_("finding contacts by email"), len(values))
                 for value, ids in self.matcher.find(kind, sorted(values),
                                                     self.progress.advance).items():
                     found[(kind, value)] = ids
