@@ -103,3 +103,22 @@ def test_an_amocrm_lead_note_is_in_the_program_language(
 def test_points_in_a_crm_text_agree_with_the_number(language: str, words: list[str]) -> None:
     t = translator(language)
     assert [t.ledger_points(D(n)) for n in ("1", "2", "5", "21", "2.5")] == words
+
+
+@pytest.mark.parametrize(("language", "note"), [
+    ("ru", "Лояльность: уровень повышен"), ("uk", "Лояльність: рівень підвищено"),
+    ("en", "Loyalty: tier upgraded")])
+def test_an_amocrm_trigger_note_and_task_are_in_the_program_language(
+        tmp_path: Path, database_url: str, account: FakeAmoCRM, time: ManualClock,
+        clock: Clock, language: str, note: str) -> None:
+    triggers = {"loyalty_tier_up": {"note": True, "task": True},
+                "loyalty_points_accrued": False, "loyalty_welcome": False}
+    settings = amo_settings(tmp_path, database_url, account, language=language,
+                            triggers=triggers)
+    with running(settings, account, time, clock) as h:
+        account.put_contact(10971465)
+        account.put_lead(1, contact=10971465, price=40000)
+        h.hook("leads", "status", status(1))
+        h.process()
+        assert [n["params"]["text"] for n in account.state.notes] == [note]
+        assert [task["text"] for task in account.state.tasks] == [note]
