@@ -122,3 +122,22 @@ def test_an_amocrm_trigger_note_and_task_are_in_the_program_language(
         h.process()
         assert [n["params"]["text"] for n in account.state.notes] == [note]
         assert [task["text"] for task in account.state.tasks] == [note]
+
+
+@pytest.mark.parametrize(("language", "comment"), [
+    (None, "Лояльность: начислен приветственный бонус: нет сделки, на которой можно "
+           "запустить триггер автоматизации."),
+    ("en", "Loyalty: welcome bonus granted: no deal to run the automation trigger on.")])
+def test_a_trigger_with_no_deal_is_told_on_the_contact_in_the_program_language(
+        tmp_path: Path, database_url: str, portal: FakeBitrix24Portal, clock: Clock,
+        language: str | None, comment: str) -> None:
+    extra = {} if language is None else {"language": language}
+    settings = b24_settings(tmp_path, database_url, portal, comment_when_no_deal=True,
+                            triggers={"loyalty_welcome": {"code": "welcome"}}, **extra)
+    h = Harness(portal, fresh_services(settings, clock=clock), portal.clock, clock)
+    try:
+        anna = customer(h)  # the welcome bonus: its trigger has no deal to run on
+        assert [c["comment"] for c in h.portal.timeline_comments
+                if (c["entity_type"], c["entity_id"]) == ("contact", anna)] == [comment]
+    finally:
+        h.services.close()
