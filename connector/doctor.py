@@ -372,19 +372,19 @@ def _bitrix24_failure(exc: CRMError, settings: Bitrix24Settings, *, webhook: boo
     if isinstance(exc, CRMAuthError):
         if webhook:
             return failed("bitrix24", N_("inbound webhook rejected (%(reason)s)",
-                                         reason=exc.code or exc.detail),
+                                         reason=exc.code or exc.reason),
                           N_("create an inbound webhook with the crm and bizproc scopes and "
                              "set LOYALTY_BITRIX24__WEBHOOK_URL"))
         return failed("bitrix24", N_("app token rejected (%(reason)s)",
-                                     reason=exc.code or exc.detail), reinstall)
+                                     reason=exc.code or exc.reason), reinstall)
     if isinstance(exc, RetriableCRMError):
         if exc.code in UNREACHABLE:
-            return failed("bitrix24", N_("unreachable: %(reason)s", reason=exc.detail),
+            return failed("bitrix24", N_("unreachable: %(reason)s", reason=exc.reason),
                           N_("check that %(host)s is up and reachable from this host (DNS, "
                              "firewall, proxy)", host=settings.portal_key))
-        return failed("bitrix24", N_("not answering normally: %(reason)s", reason=exc.detail),
+        return failed("bitrix24", N_("not answering normally: %(reason)s", reason=exc.reason),
                       N_("try again in a minute; if it persists, check the portal's status"))
-    return failed("bitrix24", N_("refused: %(reason)s", reason=exc.detail),
+    return failed("bitrix24", N_("refused: %(reason)s", reason=exc.reason),
                   N_("give the webhook or app the crm and bizproc scopes"))
 
 
@@ -469,9 +469,9 @@ def _attempt(name: str, check: Callable[[], Check], *, refused: Message) -> Chec
     try:
         return check()
     except FatalCRMError as exc:
-        return failed(name, N_("refused: %(reason)s", reason=exc.detail), refused)
+        return failed(name, N_("refused: %(reason)s", reason=exc.reason), refused)
     except CRMError as exc:
-        return failed(name, N_("could not check: %(reason)s", reason=exc.detail),
+        return failed(name, N_("could not check: %(reason)s", reason=exc.reason),
                       N_("run doctor again in a minute; if it persists, read the service log"))
 
 
@@ -507,7 +507,7 @@ def amocrm(services: Services, *, database_usable: bool, now: datetime) -> Itera
         account = client.request("GET", "/api/v4/account") or {}
     except CRMError as exc:
         if needs_authorization(services):  # amoCRM refused the refresh token just now
-            yield failed("amocrm", N_("credentials revoked (%(reason)s)", reason=exc.detail),
+            yield failed("amocrm", N_("credentials revoked (%(reason)s)", reason=exc.reason),
                          _reauthorize(services))
         else:
             yield _amocrm_failure(exc, settings, oauth=oauth,
@@ -560,10 +560,10 @@ def _amocrm_failure(exc: CRMError, settings: AmoCRMSettings, *, oauth: bool,
         return failed("amocrm", exc.detail.removeprefix("amocrm GET /api/v4/account: "),
                       N_("contact amoCRM support, or allow this host's IP in the account"))
     if isinstance(exc, RetriableCRMError) and exc.code in UNREACHABLE:
-        return failed("amocrm", N_("unreachable: %(reason)s", reason=exc.detail),
+        return failed("amocrm", N_("unreachable: %(reason)s", reason=exc.reason),
                       N_("check amocrm.base_url (%(url)s) and that this host can reach it",
                          url=str(settings.base_url)))
-    return failed("amocrm", N_("not answering normally: %(reason)s", reason=exc.detail),
+    return failed("amocrm", N_("not answering normally: %(reason)s", reason=exc.reason),
                   N_("try again in a minute; if it persists, check amoCRM's status"))
 
 

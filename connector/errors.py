@@ -27,6 +27,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from connector.i18n import Message
+
 __all__ = [
     "AccountNotFoundError",
     "CRMAuthError",
@@ -181,23 +186,31 @@ class IdempotencyConflictError(LedgerError):
 
 class CRMError(ConnectorError):
     """A CRM call failed. `code` is the CRM's own error code when it gave one; `body` its
-    decoded answer, where the caller needs the details (amoCRM's validation-errors)."""
+    decoded answer, where the caller needs the details (amoCRM's validation-errors).
+    `message`: the connector's own wording of `detail` (a marked i18n Message) where it has
+    one, for what an owner reads (doctor); `detail` stays English for logs and JSON."""
 
     def __init__(self, detail: str, *, code: str = "", status: int | None = None,
-                 body: object = None) -> None:
+                 body: object = None, message: Message | None = None) -> None:
         self.detail = detail
         self.code = code
         self.status = status
         self.body = body
+        self.message = message
         super().__init__(detail)
+
+    @property
+    def reason(self) -> Message | str:
+        """`message` when there is one, else `detail` (a CRM's or a library's words)."""
+        return self.message if self.message is not None else self.detail
 
 
 class RetriableCRMError(CRMError):
     """Worth repeating later; `retry_after` (seconds) when the CRM said how long to wait."""
 
     def __init__(self, detail: str, *, code: str = "", status: int | None = None,
-                 retry_after: float | None = None) -> None:
-        super().__init__(detail, code=code, status=status)
+                 retry_after: float | None = None, message: Message | None = None) -> None:
+        super().__init__(detail, code=code, status=status, message=message)
         self.retry_after = retry_after
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from connector.campaigns import placement
 from connector.crm.models import TriggerEvent
 from connector.db import Database, utcnow
+from connector.i18n import N_, Message, Translator
 from connector.ledger.models import Account
 from connector.ledger.views import Result
 from connector.privacy.anonymous import not_erased
@@ -48,6 +49,28 @@ NAMES = {
     REFERRAL_REWARDED: "Loyalty: referral bonus for a friend's first purchase",
     REWARD_CLAIMED: "Loyalty: reward claimed, hand it over",
 }
+# What a manager reads of each in the CRM (an amoCRM note or task, a timeline comment), in
+# program.language; NAMES are the triggers' own names as registered in the portal.
+TEXTS: dict[str, Message] = {
+    TIER_UP: N_("Loyalty: tier upgraded"),
+    TIER_DOWN: N_("Loyalty: tier downgraded"),
+    POINTS_EXPIRING: N_("Loyalty: points expiring soon"),
+    BIRTHDAY: N_("Loyalty: birthday bonus granted"),
+    WELCOME: N_("Loyalty: welcome bonus granted"),
+    POINTS_ACCRUED: N_("Loyalty: points accrued"),
+    ANNIVERSARY: N_("Loyalty: first-purchase anniversary bonus granted"),
+    POINTS_AVAILABLE: N_("Loyalty: pending points became available"),
+    REFERRAL_REWARDED: N_("Loyalty: referral bonus for a friend's first purchase"),
+    REWARD_CLAIMED: N_("Loyalty: reward claimed, hand it over"),
+}
+
+
+
+def text(code: str, t: Translator) -> str:
+    """A trigger's text for a manager, in `t`'s language; an unknown code as it is."""
+    known = TEXTS.get(code)
+    return known.render(t) if known is not None else code
+
 
 # Why a trigger of a customer in its holdout's control group was never sent.
 HELD_OUT = "control group of the trigger's holdout"

@@ -45,13 +45,15 @@ PORTAL = "127.0.0.1"
 ANNA = AccountRef("amocrm", PORTAL, "10971465")
 
 
-def amo_settings(tmp_path: Path, database_url: str, account: FakeAmoCRM,
-                 **extra: Any) -> Settings:
+def amo_settings(tmp_path: Path, database_url: str, account: FakeAmoCRM, *,
+                 language: str = "en", **extra: Any) -> Settings:
+    """English notes and tasks by default, as the tests read them; `language`: another
+    program.language."""
     amocrm = {"enabled": True, "base_url": account.base_url, "subdomain": "example",
               "webhook_secret": SECRET,
               "long_lived_token": "long-lived-token", "timeout_seconds": 2, **extra}
     return make_settings(tmp_path, database_url, amocrm=amocrm,
-                         program={"welcome_bonus": "100"},
+                         program={"welcome_bonus": "100", "language": language},
                          server={"metrics_token": "metrics-token-0123456789"})
 
 
@@ -237,8 +239,8 @@ def test_pipeline_action_grants_a_bonus_and_redeems_with_a_note(h: Harness) -> N
     h.process()
     assert h.balance() == D("0.00")  # 100 granted, then all of it redeemed (cap 500)
     texts = [note["params"]["text"] for note in h.account.state.notes]
-    assert texts == ["loyalty: bonus welcome +100.00, balance 100.00",
-                     "loyalty: redeemed 100.00, balance 0.00"]
+    assert texts == ["Loyalty: bonus welcome +100.00 points, balance 100.00",
+                     "Loyalty: redeemed 100.00 points, balance 0.00"]
 
 
 METRICS = {"Authorization": "Bearer metrics-token-0123456789"}  # /healthz shows its checks

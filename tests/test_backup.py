@@ -37,7 +37,9 @@ def run(config: Path, *args: str) -> Result:
 
 def write_config(tmp_path: Path, url: str, extra: str = "") -> Path:
     config = tmp_path / "config.toml"
-    config.write_text(f'{extra}[database]\nurl = "{url}"\n', encoding="utf-8")
+    # The messages are read in English (program.language = en).
+    config.write_text(f'{extra}[database]\nurl = "{url}"\n[program]\nlanguage = "en"\n',
+                      encoding="utf-8")
     return config
 
 

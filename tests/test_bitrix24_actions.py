@@ -36,7 +36,9 @@ def portal() -> Iterator[FakeBitrix24Portal]:
 @pytest.fixture
 def h(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal,
       clock: Clock) -> Iterator[Harness]:
-    settings = b24_settings(tmp_path, database_url, portal, actions_secret=SECRET)
+    # English timeline comments: the texts below (Russian ones: test_crm_language.py).
+    settings = b24_settings(tmp_path, database_url, portal, actions_secret=SECRET,
+                            language="en")
     harness = Harness(portal, fresh_services(settings, clock=clock), portal.clock, clock)
     yield harness
     harness.services.close()
@@ -120,11 +122,11 @@ def test_a_redemption_is_capped_by_the_program_share_of_the_deal(h: Harness) -> 
     assert h.balance(anna) == D("4400.00")  # 50% of 1000
     assert comments(h, deal) == [
         "Loyalty: redeemed 500.00 points (asked 900: capped by the balance and the program's "
-        "share of the deal), balance 4400.00"]
+        "share of the deal), balance 4,400.00"]
     second = h.portal.add_deal(contact_ids=[anna], OPPORTUNITY="200.00")
     rule(h, "redeem/max", second)
     h.process()
-    assert comments(h, second) == ["Loyalty: redeemed 100.00 points, balance 4300.00"]
+    assert comments(h, second) == ["Loyalty: redeemed 100.00 points, balance 4,300.00"]
 
 
 def test_accrue_settles_a_won_deal_once_even_when_its_events_were_lost(h: Harness) -> None:

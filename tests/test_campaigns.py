@@ -334,7 +334,7 @@ def test_campaigns_list_and_report_on_the_command_line(tmp_path: Path) -> None:
     from connector.services import Services
     from tests.test_cli import write_config
 
-    config = write_config(tmp_path, CLI_PROGRAM)
+    config = write_config(tmp_path, CLI_PROGRAM, english=False)  # the default language
 
     def run(*args: str) -> Any:
         return CliRunner().invoke(cli, ["--config", str(config), *args])

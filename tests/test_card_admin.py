@@ -74,6 +74,7 @@ def cli_run(tmp_path: Path, *args: str, secret: str | None = SECRET) -> Result:
     config = tmp_path / "config.toml"
     config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/cli.db"\n'
                       f'[server]\npublic_url = "{SITE}"\n'
+                      + '[program]\nlanguage = "en"\n'  # the outputs are read in English
                       + (f'[card]\nsecret = "{secret}"\n' if secret else ""),
                       encoding="utf-8")
     return CliRunner().invoke(cli, ["--config", str(config), *args])

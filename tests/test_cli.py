@@ -24,11 +24,14 @@ ANNA = ("bitrix24", "acme.bitrix24.ru", "101")
 ANNA_REF = "bitrix24:acme.bitrix24.ru:contact:101"
 
 
-def write_config(tmp_path: Path, extra: str = "") -> Path:
+def write_config(tmp_path: Path, extra: str = "", *, english: bool = True) -> Path:
+    """The outputs are read in English here unless `extra` (which goes on in [program]) names
+    the language, or `english` is false (program.language's default, Russian)."""
+    language = "" if "language =" in extra or not english else 'language = "en"\n'
     path = tmp_path / "config.toml"
     path.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/cli.db"\n\n'
-                    '[program]\nwelcome_bonus = 100\nbonuses = { review = 50 }\n' + extra,
-                    encoding="utf-8")
+                    '[program]\nwelcome_bonus = 100\nbonuses = { review = 50 }\n' + language
+                    + extra, encoding="utf-8")
     return path
 
 
@@ -122,7 +125,47 @@ def test_unmigrated_database_says_to_run_db_upgrade(fresh: Run, tmp_path: Path) 
     assert ok(fresh("db", "current")) == f"database at revision {head()} (head)\n"
 
 
+def test_no_database_is_said_in_the_program_language(tmp_path: Path) -> None:
+    config = write_config(tmp_path, 'language = "ru"\n')
+    result = CliRunner().invoke(cli, ["--config", str(config), "account", "show", *ANNA])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"error: нет базы данных {tmp_path}/cli.db (конфигурация: {config}): создайте её "
+        "командой `loyalty-connector db upgrade` (или serve) либо укажите через --config "
+        "конфигурацию с database.url\n")
+    assert not (tmp_path / "cli.db").exists()
+
+
 # -- changing balances ---------------------------------------------------------------------
+def test_balance_changes_and_the_account_in_russian(tmp_path: Path) -> None:
+    """The default language: kinds, words and figures the Russian way, the points word
+    agreeing with the number (1 балл, 2 балла, 5 баллов, 2,5 балла)."""
+    config = write_config(tmp_path, english=False)
+
+    def run(*args: str) -> str:
+        return ok(CliRunner().invoke(cli, ["--config", str(config), *args]))
+
+    run("db", "upgrade")
+    assert run("adjust", *ANNA, "1", "--reason", "r", "--key", "a:1") == \
+        f"корректировка +1,00 балл для {ANNA_REF}, баланс 1,00\n"
+    assert run("adjust", *ANNA, "2", "--reason", "r", "--key", "a:2") == \
+        f"корректировка +2,00 балла для {ANNA_REF}, баланс 3,00\n"
+    assert run("adjust", *ANNA, "5", "--reason", "r", "--key", "a:3") == \
+        f"корректировка +5,00 баллов для {ANNA_REF}, баланс 8,00\n"
+    assert run("adjust", *ANNA, "2.5", "--reason", "r", "--key", "a:4") == \
+        f"корректировка +2,50 балла для {ANNA_REF}, баланс 10,50\n"
+    assert run("adjust", *ANNA, "2.5", "--reason", "r", "--key", "a:4").endswith(
+        "(уже записано)\n")
+    assert run("accrue", *ANNA, "1000", "--key", "deal:1") == \
+        f"начисление +30,00 баллов для {ANNA_REF}, баланс 40,50\n"
+    shown = run("account", "show", *ANNA).splitlines()
+    assert "баланс        40,50" in shown
+    assert "сумма покупок 1\u00a0000,00 за последние 365 дней" in shown
+    assert "след. уровень Silver, осталось купить на 29\u00a0000,00" in shown
+    history = run("account", "history", *ANNA).splitlines()
+    assert "начисление" in history[0] and "+30,00" in history[0] and "40,50" in history[0]
+    assert run("verify") == "проверено счетов: 1, расхождений: 0\n"
+
 def test_accrue_and_its_duplicate(run: Run) -> None:
     assert ok(run("accrue", *ANNA, "1000", "--key", "deal:1", "--comment", "shop")) == \
         f"accrual +30.00 points for {ANNA_REF}, balance 30.00\n"
@@ -232,11 +275,11 @@ def test_account_show_and_history(run: Run) -> None:
         "pending      0.00",
         "tier         Bronze",
         "discount     0%",
-        "spend        1000.00 in the last 365 days",
-        "next tier    Silver, 29000.00 more spend",
+        "spend        1,000.00 in the last 365 days",
+        "next tier    Silver, 29,000.00 more spend",
     ]
     assert lines[9].startswith("next expiry  130.00 on ")
-    assert lines[10] == "purchases    1, total 1000.00"
+    assert lines[10] == "purchases    1, total 1,000.00"
     code = lines[12].split()[1]
     assert lines[12:15] == [f"referral     {code}", "referred by  -",
                             "referrals    0 invited, 0 converted, 0.00 points paid"]
@@ -271,7 +314,8 @@ def test_verify_finds_a_corrupted_balance(run: Run, tmp_path: Path) -> None:
     ]
 
 
-def test_stats_json_table_and_periods(run: Run) -> None:
+def test_stats_json_table_and_periods(run: Run, tmp_path: Path) -> None:
+    write_config(tmp_path, english=False)  # the same database, the default language
     ok(run("accrue", *ANNA, "1000", "--key", "deal:1"))
     ok(run("accrue", *ANNA, "3000", "--key", "deal:2"))
     ok(run("accrue", "amocrm", "shop", "7", "2000", "--key", "deal:3"))

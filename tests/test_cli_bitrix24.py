@@ -28,7 +28,8 @@ def run(tmp_path: Path, portal: FakeBitrix24Portal) -> Run:
     config.write_text(
         f'[database]\nurl = "sqlite:///{tmp_path}/cli.db"\n'
         f'[bitrix24]\nenabled = true\nwebhook_url = "{portal.webhook_url}"\n'
-        f'portal = "acme.bitrix24.ru"\napplication_token = "{portal.application_token}"\n',
+        f'portal = "acme.bitrix24.ru"\napplication_token = "{portal.application_token}"\n'
+        '[program]\nlanguage = "en"\n',  # the outputs are read in English
         encoding="utf-8")
 
     def invoke(*args: str) -> Result:

@@ -32,8 +32,9 @@ class Env:
 
 def start(tmp_path: Path, database_url: str, clock: Clock, extra: str = "") -> Env:
     config = tmp_path / "config.toml"
+    # The outputs are read in English (program.language = en).
     config.write_text(f'[database]\nurl = "{database_url}"\n[inbox]\nmax_attempts = 1\n'
-                      + extra, encoding="utf-8")
+                      '[program]\nlanguage = "en"\n' + extra, encoding="utf-8")
     services = fresh_services(load_settings(config), clock=clock)
 
     def run(*args: str) -> Result:
@@ -114,7 +115,7 @@ def test_show_has_the_whole_error_and_the_body_with_tokens_hidden(
     shown = ok(env.run("inbox", "show", str(item_id)))
     assert shown.startswith(
         f"item       {item_id}\nsource     bitrix24 (acme)\nkind       ONCRMDEALUPDATE\n"
-        "status     dead, 1 attempt(s)\nreceived   2026-03-10 12:00:00\nnext try   -\n"
+        "status     dead, 1 attempt\nreceived   2026-03-10 12:00:00\nnext try   -\n"
         "dedup key  e:1\ncontent    application/x-www-form-urlencoded\n"
         "last error\n  crm.deal.get: cannot reach the portal (ConnectionError)\n"
         "  second line of the error\nbody (tokens hidden)\n  {\n    \"event\": "
@@ -151,7 +152,7 @@ def test_retry_by_id_resets_attempts_and_changes_nothing_when_one_id_is_wrong(en
     refused = env.run("inbox", "retry", str(first), "999")
     assert refused.exit_code == 1 and status(env, first) == ("dead", 1)
     assert ok(env.run("inbox", "retry", str(first))) == \
-        f"inbox item {first}: pending again (was dead, 1 attempt(s))\n"
+        f"inbox item {first}: pending again (was dead, 1 attempt)\n"
     assert status(env, first) == ("pending", 0)
     worker = Inbox(env.services.db, env.services.settings.inbox)  # on the real clock
     assert [item.id for item in worker.claim()] == [first]  # due at once
@@ -167,7 +168,7 @@ def test_retry_all_dead(env: Env) -> None:
     first, second = dead(env, 1), dead(env, 2)
     pending = put(env, 3)
     assert ok(env.run("inbox", "retry", "--all-dead")) == \
-        f"2 dead item(s) pending again: {first}, {second}\n"
+        f"2 dead items pending again: {first}, {second}\n"
     assert [status(env, i) for i in (first, second, pending)] == [("pending", 0)] * 3
     for args in ((), ("--all-dead", str(first))):
         usage = env.run("inbox", "retry", *args)

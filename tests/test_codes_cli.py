@@ -37,8 +37,9 @@ def invoke(config: Path, *args: str) -> Result:
 
 def setup(tmp_path: Path) -> Path:
     config = tmp_path / "config.toml"
-    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/cli.db"\n\n[program]\n{PROMO}',
-                      encoding="utf-8")
+    # The outputs are read in English (program.language = en).
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/cli.db"\n\n[program]\n'
+                      f'language = "en"\n{PROMO}', encoding="utf-8")
     assert invoke(config, "db", "upgrade").exit_code == 0
     return config
 
@@ -62,7 +63,7 @@ def test_generate_export_show_and_list(tmp_path: Path) -> None:
     assert rows[0] == ["campaign", "code"] and len(rows) == 6
     codes = [code for _, code in rows[1:]]
     assert len(set(codes)) == 5 and all(len(code) == 14 and code[4] == "-" for code in codes)
-    assert "5 new code(s)" in made.stderr
+    assert "5 new codes" in made.stderr
     out = tmp_path / "batch.csv"
     assert invoke(config, "codes", "generate", "mail", "--count", "3", "-o", str(out)
                   ).exit_code == 0

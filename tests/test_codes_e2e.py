@@ -80,8 +80,10 @@ def test_bitrix24_robot_attaches_a_code_and_says_what_came_of_it(b24: B24Harness
     b24.robot("loyalty_promo", deal, {"code": code.lower()})
     b24.process()
     [answer] = (e["return_values"] for e in b24.portal.bizproc_events)
+    # The robot's message in program.language (Russian, the default); outcome stays a code.
     assert answer == {"outcome": "valid", "points": "30.00",
-                      "message": f"promo code {code}: used when the deal is won"}
+                      "message": f"промокод {code}: будет применён, когда сделка будет "
+                                 "успешно закрыта"}
     b24.portal.update_deal(deal, STAGE_ID="WON")
     b24.process()
     assert b24.balance(anna) == D("160.00")  # welcome 100 + 30 + the code's 30
@@ -94,7 +96,7 @@ def test_bitrix24_robot_attaches_a_code_and_says_what_came_of_it(b24: B24Harness
     b24.process()
     applied, used = (e["return_values"] for e in b24.portal.bizproc_events[1:])
     assert applied == {"outcome": "applied", "points": "100.00",
-                       "message": "promo code WINTER25: 100.00 points (winter)"}
+                       "message": "промокод WINTER25: 100,00 баллов (winter)"}
     assert used["outcome"] == "used_up" and "used 1 time(s)" in used["message"]
     assert b24.balance(boris) == D("230.00")
 
@@ -112,8 +114,8 @@ def rules(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal,
     """A webhook setup with the "Webhook" automation rule's actions."""
     portal.bind_event("ONCRMDEALUPDATE", EVENTS_URL)
     portal.bind_event("ONCRMCONTACTADD", EVENTS_URL)
-    settings = with_promo(b24_settings(tmp_path, database_url, portal,
-                                       actions_secret=ACTIONS_SECRET))
+    settings = with_promo(b24_settings(tmp_path, database_url, portal,  # English comments
+                                       actions_secret=ACTIONS_SECRET, language="en"))
     h = B24Harness(portal, fresh_services(settings, clock=clock), portal.clock, clock)
     yield h
     h.services.close()
@@ -217,6 +219,6 @@ def test_amocrm_pipeline_action_attaches_a_code_with_a_note(amo: AmoHarness) -> 
     amo.process()
     assert amo.balance(amo_ref(boris)) == D("30.00")
     notes = [(n["entity_id"], n["params"]["text"]) for n in amo.account.state.notes]
-    assert notes[0] == (7, f"loyalty: promo code {code}: 30.00 points (mail)")
-    assert notes[1][0] == 8 and notes[1][1].startswith(f"loyalty: promo code {code}: the "
+    assert notes[0] == (7, f"Loyalty: promo code {code}: 30.00 points (mail)")
+    assert notes[1][0] == 8 and notes[1][1].startswith(f"Loyalty: promo code {code}: the "
                                                        "code has been used 1 time(s)")

@@ -285,6 +285,14 @@ def test_unreachable_portal_and_rejected_webhook_never_show_the_secret(
         "FAIL bitrix24: unreachable: crm.contact.userfield.list: cannot reach the portal "
         f"(ConnectionError) — check that 127.0.0.1:{portal.port} is up and reachable from "
         "this host (DNS, firewall, proxy)")
+    # In Russian the connector's own words are translated; the method name, the library's
+    # exception name and the host stay as they are.
+    russian = down["bitrix24"].line(translator("ru"))
+    assert russian.startswith("FAIL bitrix24: недоступен: crm.contact.userfield.list: портал "
+                              "недоступен (ConnectionError) — "), russian
+    assert "cannot reach" not in russian and f"127.0.0.1:{portal.port}" in russian
+    assert down["bitrix24"].as_json()["detail"] == (
+        "unreachable: crm.contact.userfield.list: cannot reach the portal (ConnectionError)")
     assert "bitrix24 fields" not in down and down["inbox"].status == "ok"
     for check in [*rejected.values(), *down.values()]:
         assert B24_SECRET not in check.line()

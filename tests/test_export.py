@@ -25,7 +25,9 @@ ANNA = AccountRef("bitrix24", "acme.bitrix24.ru", "101")
 BORIS = AccountRef("amocrm", "shop.amocrm.ru", "7")
 
 
-def run(settings: Settings, tmp_path: Path, *args: str, program: str = "") -> Result:
+def run(settings: Settings, tmp_path: Path, *args: str, program: str = 'language = "en"'
+        ) -> Result:
+    """The command, its messages read in English unless `program` says otherwise."""
     config = tmp_path / "config.toml"
     config.write_text(f'[database]\nurl = "{settings.database.url}"\n'
                       f'[program]\n{program}\n', encoding="utf-8")
@@ -97,7 +99,7 @@ def test_entries_days_follow_the_configured_time_zone(book: Ledger, settings: Se
                                                        tmp_path: Path) -> None:
     # In UTC, Boris's purchase at 23:59:59 UTC is on 11 March.
     day = run(settings, tmp_path, "export", "entries", "--since", "2026-03-11",
-              "--until", "2026-03-12", program='timezone = "UTC"')
+              "--until", "2026-03-12", program='language = "en"\ntimezone = "UTC"')
     assert day.exit_code == 0, day.output
     assert [row["idempotency_key"] for row in rows(day.stdout)] == ["pay:1", "lead:5"]
 
@@ -184,7 +186,8 @@ def test_output_file_and_small_batches_give_the_same_rows(
 
 def test_bad_periods_are_usage_errors(book: Ledger, settings: Settings,
                                      tmp_path: Path) -> None:
-    accounts = run(settings, tmp_path, "export", "accounts", "--since", "2026-03-01")
+    accounts = run(settings, tmp_path, "export", "accounts", "--since", "2026-03-01",
+                   program="")
     assert accounts.exit_code == 2
     # In program.language, Russian by default.
     assert "accounts: --since работает только вместе с --at" in accounts.stderr

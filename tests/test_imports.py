@@ -35,9 +35,13 @@ Run = Callable[..., Result]
 HEADER = "contact_id,phone,email,balance,expires,tier,birthday,card_number,referrer\n"
 
 
-def config_file(tmp_path: Path, database_url: str, extra: str = "") -> Path:
+def config_file(tmp_path: Path, database_url: str, extra: str = "",
+                language: str = "en") -> Path:
+    """The reports are read in English here (program.language = en); one test reads them in
+    Russian, the default."""
     config = tmp_path / "config.toml"
-    config.write_text(f'[database]\nurl = "{database_url}"\n{extra}', encoding="utf-8")
+    config.write_text(f'[database]\nurl = "{database_url}"\n[program]\nlanguage = '
+                      f'"{language}"\n{extra}', encoding="utf-8")
     fresh_services(load_settings(config)).close()  # migrated, and empty on PostgreSQL
     return config
 
@@ -157,6 +161,37 @@ def test_dry_run_reports_each_row_and_writes_nothing(plain: tuple[Path, Run],
         f"dry run for bitrix24 {PORTAL}: 2 new, 0 updated, 0 unchanged, 15 refused")
     assert books(config) == before  # a dry run writes nothing
     assert result.stderr == ""  # no progress bar without a terminal
+
+
+def test_the_report_speaks_the_program_language(tmp_path: Path, database_url: str) -> None:
+    """Russian, the default: each row's reason and the summary; the JSON stays English."""
+    config = config_file(tmp_path, database_url, language="ru")
+    run = runner(config)
+    csv = tmp_path / "customers.csv"
+    csv.write_text(HEADER + "\n".join([
+        "101,,,150.50,2099-06-30,Silver,,,",
+        "101,,,10,,,,,",
+        "102,,,-5,,,,,",
+        "103,,,10,2020-01-01,,,,",
+        "104,,,10,,Platinum,,,",
+    ]) + "\n", encoding="utf-8")
+    result = run("import", "customers", str(csv), "--crm", "bitrix24", "--portal", PORTAL)
+    assert result.exit_code == 1, result.output
+    output = result.stdout.splitlines()
+    rows = {int(line.split()[1]): line for line in output if line.startswith("строка ")}
+    assert rows[2].split()[2:5] == ["контакт", "101", "новый"], rows[2]
+    assert "новый счёт: начальный баланс 150.50, сгорает 2099-06-30, уровень Silver" in rows[2]
+    assert "отклонено" in rows[3] and "повтор: контакт 101 уже есть в строке 2" in rows[3]
+    assert "начальный баланс не может быть отрицательным" in rows[4]
+    assert "срок сгорания 2020-01-01 уже наступил" in rows[5]
+    assert "неизвестный уровень 'Platinum' (уровни: Bronze, Silver, Gold)" in rows[6]
+    assert output[-1].startswith(
+        f"пробный запуск для bitrix24 {PORTAL}: новых: 1, обновлённых: 0, без изменений: 0, "
+        "отклонённых: 4; ничего не записано")
+    as_json = run("import", "customers", str(csv), "--crm", "bitrix24", "--portal", PORTAL,
+                  "--json")
+    details = [row["detail"] for row in json.loads(as_json.stdout)["rows"]]
+    assert details[1] == "duplicate row: contact 101 is on line 2 already"
 
 
 def test_apply_twice_gives_the_same_books_and_verify_is_clean(plain: tuple[Path, Run],

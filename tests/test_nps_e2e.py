@@ -140,8 +140,8 @@ def rules(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal,
     """A webhook setup with the "Webhook" automation rule's actions."""
     portal.bind_event("ONCRMDEALUPDATE", EVENTS_URL)
     portal.bind_event("ONCRMCONTACTADD", EVENTS_URL)
-    settings = with_nps(b24_settings(tmp_path, database_url, portal,
-                                     actions_secret=ACTIONS_SECRET))
+    settings = with_nps(b24_settings(tmp_path, database_url, portal,  # English comments
+                                     actions_secret=ACTIONS_SECRET, language="en"))
     h = B24Harness(portal, fresh_services(settings, clock=clock), portal.clock, clock)
     yield h
     h.services.close()
@@ -262,5 +262,5 @@ def test_amocrm_pipeline_action_records_the_score_with_a_note(amo: AmoHarness) -
     amo.process()
     assert answers(amo.services) == [(str(anna), 10, "amocrm:action")]
     notes = [(n["entity_id"], n["params"]["text"]) for n in amo.account.state.notes]
-    assert notes == [(7, "loyalty: NPS answer 10 recorded, bonus +50.00 points")]
+    assert notes == [(7, "Loyalty: NPS answer 10 recorded, bonus +50.00 points")]
     assert amo.balance(amo_ref(anna)) == D("50.00")

@@ -295,7 +295,8 @@ def test_cli_erase_prints_the_anonymous_id_and_is_idempotent(
         tmp_path: Path, database_url: str, services: Services, clock: Clock) -> None:
     anna_everywhere(services, clock)
     config = tmp_path / "erase.toml"
-    config.write_text(f'[database]\nurl = "{database_url}"\n', encoding="utf-8")
+    config.write_text(f'[database]\nurl = "{database_url}"\n[program]\nlanguage = "en"\n',
+                      encoding="utf-8")  # the outputs are read in English
 
     def run(*args: str) -> Any:
         return CliRunner().invoke(cli, ["--config", str(config), *args])

@@ -119,8 +119,9 @@ def test_gunicorn_stops_on_a_missing_database_instead_of_making_one(
     server = start(gunicorn, config, free_port(), log)
     stopping.append(server)
     assert server.wait(timeout=60) != 0
-    assert f"error: no database at {tmp_path}/absent.db: run `loyalty-connector db upgrade`" \
-        in log.read_text(errors="replace")
+    # In program.language, Russian by default, as the CLI's own refusal.
+    assert f"error: нет базы данных в {tmp_path}/absent.db: выполните `loyalty-connector db " \
+        "upgrade`" in log.read_text(errors="replace")
     assert not (tmp_path / "absent.db").exists()
 
 

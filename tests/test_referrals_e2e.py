@@ -229,4 +229,4 @@ def test_amocrm_pipeline_action_links_the_lead_contact_with_a_note(amo: AmoHarne
     assert amo.balance() == D("400.00")  # 100 welcome + 300 referral
     assert amo.balance(AccountRef("amocrm", "127.0.0.1", str(boris))) == D("130.00")
     assert [n["params"]["text"] for n in amo.account.state.notes] == [
-        f"loyalty: referral code {code.lower()}: linked"]
+        f"Loyalty: referral code {code.lower()}: linked"]

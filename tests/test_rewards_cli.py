@@ -18,6 +18,9 @@ CONFIG = """
 [database]
 url = "sqlite:///{db}"
 
+[program]
+language = "en"  # the outputs are read in English
+
 [[program.rewards]]
 id = "mug"
 name = "Branded mug"
@@ -74,3 +77,16 @@ def test_list_claim_handed_cancel(run: Run) -> None:
     assert late.exit_code == 1 and "handed over already" in late.stderr
     assert run("rewards", "handed", "NOSUCHCODE").exit_code == 1
     assert run("rewards", "claim", *ANNA).exit_code == 2  # REWARD missing: usage
+
+
+def test_a_claim_is_told_in_the_program_language(tmp_path: Path) -> None:
+    """Russian, the default: the points word agrees with the number, figures the Russian way."""
+    run = cli_on(tmp_path, CONFIG.replace('language = "en"', 'language = "ru"'))
+    assert run("adjust", *ANNA, "1250", "--reason", "test", "--key", "f").exit_code == 0
+    claimed = run("rewards", "claim", *ANNA, "mug", "--key", "k1")
+    assert claimed.exit_code == 0, claimed.output
+    assert re.fullmatch(r"награда Branded mug оформлена для bitrix24:acme\.bitrix24\.ru:contact:"
+                        r"101: код [A-Z0-9]{10}, 100,00 баллов, баланс 1\xa0150,00\n",
+                        claimed.stdout), claimed.stdout
+    listed = run("rewards", "list").stdout
+    assert "в наличии 0/1" in listed and "уровень Gold и выше" in listed

@@ -35,7 +35,7 @@ def b24(tmp_path: Path, database_url: str, portal: FakeBitrix24Portal) -> Settin
                 "triggers": {"loyalty_reward_claimed": {"code": "rewardclaim"}}}
     return make_settings(tmp_path, database_url, bitrix24=bitrix24,
                          program={"welcome_bonus": "100", "rewards": REWARDS,
-                                  "tiers": TIERS})
+                                  "tiers": TIERS, "language": "en"})  # English texts
 
 
 @pytest.fixture
@@ -119,7 +119,7 @@ def amo(tmp_path: Path, database_url: str, account: FakeAmoCRM,
                               "subdomain": "example", "webhook_secret": AMO_SECRET,
                               "long_lived_token": "long-lived-token", "timeout_seconds": 2}
     settings = make_settings(tmp_path, database_url, amocrm=amocrm,
-                             program={"rewards": REWARDS, "tiers": TIERS})
+                             program={"rewards": REWARDS, "tiers": TIERS, "language": "en"})
     services = fresh_services(settings, clock=clock)
     yield AmoHarness(account, services, account.clock, clock)
     services.close()
@@ -140,8 +140,8 @@ def test_amocrm_pipeline_action_claims_and_staff_get_a_note_and_a_task(
     [claim] = amo.services.claims.list()
     assert claim.via == "amocrm:action" and amo.balance(ref) == D("40.00")
     texts = [note["params"]["text"] for note in amo.account.state.notes]
-    lead_note = f"loyalty: reward Branded mug claimed, code {claim.code}: 60.00 points, " \
-                "balance 40.00"
+    lead_note = f"Loyalty: reward Branded mug claimed, code {claim.code}: 60.00 points, " \
+                f"balance 40.00. Hand it over, then: loyalty-connector rewards handed {claim.code}"
     assert lead_note in texts
     [staff_note] = [t for t in texts if t != lead_note]
     assert claim.code in staff_note and "rewards handed" in staff_note

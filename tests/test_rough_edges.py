@@ -20,8 +20,9 @@ ANNA = ("bitrix24", "acme.bitrix24.ru", "101")
 
 def config_file(tmp_path: Path, extra: str = "") -> Path:
     path = tmp_path / "config.toml"
-    path.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/edges.db"\n' + extra,
-                    encoding="utf-8")
+    # The outputs are read in English (program.language = en).
+    path.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/edges.db"\n'
+                    '[program]\nlanguage = "en"\n' + extra, encoding="utf-8")
     return path
 
 

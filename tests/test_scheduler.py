@@ -131,7 +131,9 @@ def test_serve_answers_healthz_and_stops_on_sigterm(tmp_path: Path) -> None:
             process.kill()
             raise
     assert process.returncode == 0, stderr
-    assert stdout.splitlines() == [f"listening on http://127.0.0.1:{port}", "stopped"]
+    # program.language's default, Russian
+    assert stdout.splitlines() == [f"принимает запросы на http://127.0.0.1:{port}",
+                                   "остановлено"]
     database = Database(DatabaseSettings(url=f"sqlite:///{tmp_path}/s.db"))
     try:  # serve migrated the database before listening
         assert database.current_revision() == database.head_revision()

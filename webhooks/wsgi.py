@@ -17,6 +17,7 @@ from flask import Flask
 from connector.cli.service import service_logging
 from connector.config import load_settings
 from connector.errors import ConfigError, StorageError
+from connector.i18n import translator
 from connector.services import Services
 from webhooks import create_app
 
@@ -35,7 +36,10 @@ def app() -> Flask:
     try:
         missing = services.db.missing_file()
         if missing is not None:
-            raise StorageError(f"no database at {missing}: run `loyalty-connector db upgrade`")
+            # Read by whoever starts the server: the program's language, like the CLI's refusal.
+            t = translator(settings.program.language)
+            raise StorageError(t._("no database at %(path)s: run %(command)s", path=str(missing),
+                                   command="`loyalty-connector db upgrade`"))
         services.db.check()
     except StorageError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -10,10 +10,11 @@ from typing import Any
 from connector import mirror, triggers
 from connector.crm.amocrm import AmoCRMClient
 from connector.errors import CRMError, FatalCRMError
+from connector.i18n import translator
 from connector.reports import TriggerReport
 from connector.rewards import notify
 from connector.services import Services
-from connector.triggers import NAMES, Due
+from connector.triggers import Due
 
 log = logging.getLogger(__name__)
 SALESBOT_BATCH = 100  # tasks per POST /api/v2/salesbot/run
@@ -39,7 +40,9 @@ class AmoCRMAutomation:
         bots: list[dict[str, Any]] = []
         notes: list[dict[str, Any]] = []
         tasks: list[dict[str, Any]] = []
-        told = notify.texts(self.services.db, due)
+        # Notes and tasks are read by the account's managers: program.language.
+        t = translator(self.services.settings.program.language)
+        told = notify.texts(self.services.db, due, t)
         due_by = int(self.services.ledger.clock().timestamp()) + TASK_HOURS * 3600
         sent: list[Due] = []
         for item in due:
@@ -58,7 +61,7 @@ class AmoCRMAutomation:
             if action.salesbot_id:
                 bots.append({"bot_id": action.salesbot_id, "entity_id": int(item.contact_id),
                              "entity_type": CONTACT})
-            text = told.get(item.id) or NAMES.get(item.code, item.code)
+            text = told.get(item.id) or triggers.text(item.code, t)
             if action.note:
                 notes.append({"entity_id": int(item.contact_id), "note_type": "common",
                               "params": {"text": text}})

@@ -12,10 +12,11 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from connector import mirror
+from connector import crm_texts, mirror
 from connector.codes import attach as promo_attach
 from connector.crm.amocrm import PAGE_LIMIT, AmoCRMClient
 from connector.errors import CRMAuthError, CRMError, FatalCRMError, LedgerError
+from connector.i18n import translator
 from connector.inbox import InboxItem
 from connector.ledger.views import AccountRef
 from connector.nps import capture as nps_capture
@@ -47,6 +48,8 @@ class AmoCRMProcessor:
         self.with_rows = products.needs_rows(services.settings.program)
         self.elements: dict[tuple[str, str], dict[str, Any]] = {}
         self._promo_notes: dict[int, dict[str, promo_attach.Outcome | str]] = {}
+        # Lead notes are read by the account's managers: their language, program.language.
+        self.t = translator(services.settings.program.language)
 
     def ref(self, contact_id: str) -> AccountRef:
         return AccountRef("amocrm", self.portal, contact_id)
@@ -157,11 +160,12 @@ class AmoCRMProcessor:
             lead = leads.get(lead_id)
             contact = amo.main_contact(lead) if lead else None
             if contact is None:
-                notes[lead_id] = "loyalty: the lead has no contact"
+                notes[lead_id] = self.t._("Loyalty: the lead has no contact")
                 continue
             link = self.linker.link(self.ref(contact), code, via="amocrm:action")
-            notes[lead_id] = f"loyalty: referral code {code}: " + (
-                link.detail if link is not None and link.skipped else "linked")
+            notes[lead_id] = self.t._(
+                "Loyalty: referral code %(code)s: %(outcome)s", code=code,
+                outcome=link.detail if link is not None and link.skipped else self.t._("linked"))
         return notes
 
     def attach_promo(self, hook: amo.Webhook, leads: dict[str, dict[str, Any] | None],
@@ -173,7 +177,7 @@ class AmoCRMProcessor:
             lead = leads.get(lead_id)
             contact = amo.main_contact(lead) if lead else None
             if lead is None or contact is None:
-                found[lead_id] = "loyalty: the lead has no contact"
+                found[lead_id] = self.t._("Loyalty: the lead has no contact")
                 continue
             price = Decimal(str(lead.get("price") or 0))
             found[lead_id] = promo_attach.attach(
@@ -185,12 +189,12 @@ class AmoCRMProcessor:
         if isinstance(checked, str):
             return checked
         used = promo_attach.used_by(self.services.db, amo.lead_source(self.portal, lead_id))
+        t = self.t
         if used is not None and used.code == checked.code:
-            return f"loyalty: {used.message()}"
+            return crm_texts.reason(used.message(t), t)
         if checked.refused:
-            return f"loyalty: {checked.message()}"
-        return f"loyalty: promo code {checked.code} ({checked.campaign}) is used when the " \
-               "lead is won"
+            return crm_texts.reason(checked.message(t), t)
+        return crm_texts.promo_pending(checked.code, checked.campaign, t, lead=True)
 
     def fetch_contacts(self, wanted: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Contacts by id through API v4 (`custom_fields_values`), as fetch_leads reads
@@ -306,11 +310,12 @@ class AmoCRMProcessor:
             self._notes(item, list(self.refer_leads(hook, leads, argument).items()))
             return Outcome.done()
         notes = []
+        t = self.t
         for lead_id in hook.leads_changed:
             lead = leads.get(lead_id)
             contact = amo.main_contact(lead) if lead else None
             if contact is None:
-                notes.append((lead_id, "loyalty: the lead has no contact"))
+                notes.append((lead_id, self.t._("Loyalty: the lead has no contact")))
                 continue
             key = f"amocrm:{self.portal}:action:{item.id}:{lead_id}"
             try:
@@ -319,22 +324,23 @@ class AmoCRMProcessor:
                                                      actor="amocrm-pipeline")
                     record(self.services.db, from_results([result], deal_id=lead_id),
                            program=self.services.program)
-                    text = f"loyalty: bonus {argument} +{result.points}, balance {result.balance}"
+                    text = t._("Loyalty: bonus %(name)s %(points)s, balance %(balance)s",
+                               name=argument, points=t.ledger_points(result.points, signed=True),
+                               balance=t.figure(result.balance))
                 elif verb == "nps":
                     answered = self.services.nps.record(
                         self.ref(contact), argument, source="amocrm:action", source_key=key,
                         raw={"action": f"nps/{argument}", "lead_id": lead_id},
                         actor="amocrm-pipeline")
-                    bonus = f", bonus +{answered.bonus_points} points" \
-                        if answered.bonus_entry_id else ""
-                    text = f"loyalty: NPS answer {answered.score} recorded{bonus}"
+                    text = crm_texts.nps(answered.score, answered.bonus_points
+                                         if answered.bonus_entry_id else None, t)
                 elif verb == "reward":
                     claimed = self.services.claims.claim(self.ref(contact), argument, key=key,
                                                          via="amocrm:action",
                                                          actor="amocrm-pipeline")
-                    text = (f"loyalty: reward {claimed.claim.reward_name} claimed, code "
-                            f"{claimed.claim.code}: {-claimed.result.points} points, balance "
-                            f"{claimed.result.balance}")
+                    text = crm_texts.reward_claimed(
+                        claimed.claim.reward_name, claimed.claim.code, -claimed.result.points,
+                        claimed.result.balance, t)
                 else:
                     price = Decimal(str((lead or {}).get("price") or 0))
                     wanted = Decimal("1e12") if argument == "max" else Decimal(argument)
@@ -344,9 +350,9 @@ class AmoCRMProcessor:
                         rows=amo.lead_rows(lead, self.elements) if lead and self.with_rows
                         else None,
                         source=f"{amo.lead_source(self.portal, lead_id)}:redeem")
-                    text = f"loyalty: redeemed {-result.points}, balance {result.balance}"
+                    text = crm_texts.redeemed(-result.points, result.balance, t)
             except (LedgerError, ArithmeticError, ValueError) as exc:
-                text = f"loyalty: {getattr(exc, 'detail', exc)}"
+                text = crm_texts.reason(getattr(exc, "detail", exc), t)
             notes.append((lead_id, text))
         self._notes(item, notes)
         return Outcome.done()

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from connector import mirror
+from connector import crm_texts, mirror
 from connector.bitrix24.fetch import Fetched
 from connector.codes import attach as promo_attach
 from connector.crm.bitrix24 import BATCH_LIMIT, Bitrix24Client
 from connector.errors import CRMError, LedgerError
+from connector.i18n import translator
 from connector.inbox import InboxItem
 from connector.ledger.views import AccountRef
 from connector.services import Services
@@ -85,6 +86,8 @@ class ActionRunner:
         self.portal = self.settings.portal_key
         self.ledger = services.ledger
         self._promo: dict[int, promo_attach.Outcome] = {}
+        # The timeline is read by the portal's managers: their language, program.language.
+        self.t = translator(services.settings.program.language)
 
     def promo_first(self, actions: list[tuple[InboxItem, Action]], fetched: Fetched) -> None:
         """Attach the codes of promo/<code> calls to their deals before the group's deals
@@ -126,9 +129,10 @@ class ActionRunner:
     def apply(self, action: Action, deal: dict[str, Any],
               rows: tuple[ProductRow, ...] | None = None) -> tuple[bool, str]:
         """(whether the ledger changed or had changed for it, the timeline text)."""
+        t = self.t
         contact = entity_id(deal.get("CONTACT_ID"))
         if contact is None:
-            return False, "Loyalty: the deal has no contact; add one to use loyalty points"
+            return False, t._("Loyalty: the deal has no contact; add one to use loyalty points")
         ref = AccountRef("bitrix24", self.portal, contact)
         try:
             if action.verb == "accrue":
@@ -136,14 +140,16 @@ class ActionRunner:
             if action.verb == "bonus":
                 return self._bonus(ref, action)
             if action.verb == "promo":  # not attached: the deal had no contact then
-                return False, "Loyalty: the deal has no contact; add one to use a promo code"
+                return False, t._(
+                    "Loyalty: the deal has no contact; add one to use a promo code")
             if action.verb == "reward":
                 return self._reward(ref, action)
             if action.verb == "nps":
                 return self._nps(ref, action)
             return self._redeem(ref, action, deal, rows)
         except (LedgerError, ArithmeticError, ValueError) as exc:
-            return False, f"Loyalty: {getattr(exc, 'detail', exc)}"
+            # The ledger's reason as it gave it (English): its words are not marked.
+            return False, crm_texts.reason(t=t, text=getattr(exc, "detail", exc))
 
     def _accrue(self, ref: AccountRef, action: Action, deal: dict[str, Any],
                 rows: tuple[ProductRow, ...] | None) -> tuple[bool, str]:
@@ -153,7 +159,8 @@ class ActionRunner:
         state = b24.purchase_state(deal, portal=self.portal,
                                    categories=self.settings.deal_categories, rows=rows)
         if state.amount is None:
-            return False, f"Loyalty: nothing accrued: {state.reason}"
+            return False, self.t._("Loyalty: nothing accrued: %(reason)s",
+                                   reason=state.reason)
         results = self.ledger.settle_purchase(
             ref, state.source, state.amount, category=state.category,
             occurred_at=state.occurred_at, source_data=state.raw, actor=ACTOR,
@@ -161,21 +168,24 @@ class ActionRunner:
         mirror.deal_settled(self.services.db, ref, action.deal_id,
                             from_results(results, deal_id=action.deal_id),
                             program=self.services.program)
-        balance = self.ledger.account(ref).balance
+        t = self.t
+        balance = t.figure(self.ledger.account(ref).balance)
         earned = sum((r.points for r in results if r.entry_id and not r.duplicate), Decimal(0))
         if earned:
-            return True, f"Loyalty: +{earned} points for this deal, balance {balance}"
-        return True, f"Loyalty: this deal's points were already accrued, balance {balance}"
+            return True, t._("Loyalty: %(points)s for this deal, balance %(balance)s",
+                             points=t.ledger_points(earned, signed=True), balance=balance)
+        return True, t._("Loyalty: this deal's points were already accrued, balance "
+                         "%(balance)s", balance=balance)
 
     def _promo_text(self, action: Action, checked: promo_attach.Outcome) -> tuple[bool, str]:
         used = promo_attach.used_by(self.services.db,
                                     b24.deal_source(self.portal, action.deal_id))
+        t = self.t
         if used is not None and used.code == checked.code:
-            return not used.refused, f"Loyalty: {used.message()}"
+            return not used.refused, crm_texts.reason(t=t, text=used.message(t))
         if checked.refused:
-            return False, f"Loyalty: {checked.message()}"
-        return True, (f"Loyalty: promo code {checked.code} ({checked.campaign}) is used when "
-                      "the deal is won")
+            return False, crm_texts.reason(t=t, text=checked.message(t))
+        return True, crm_texts.promo_pending(checked.code, checked.campaign, t)
 
     def _bonus(self, ref: AccountRef, action: Action) -> tuple[bool, str]:
         result = self.ledger.grant_bonus(ref, action.argument,
@@ -183,27 +193,34 @@ class ActionRunner:
                                          actor=ACTOR, comment=f"deal {action.deal_id}")
         record(self.services.db, from_results([result], deal_id=action.deal_id),
                program=self.services.program)
+        t = self.t
         if result.entry_id is None:
-            return False, f"Loyalty: the bonus {action.argument} is 0 in the program"
+            return False, t._("Loyalty: the bonus %(name)s is 0 in the program",
+                              name=action.argument)
         if result.duplicate:  # the rule ran again after inbox retention forgot the first run
-            return True, (f"Loyalty: bonus {action.argument} was granted for this deal "
-                          f"already, balance {self.ledger.account(ref).balance}")
-        return True, (f"Loyalty: bonus {action.argument} +{result.points} points, "
-                      f"balance {result.balance}")
+            return True, t._("Loyalty: bonus %(name)s was granted for this deal already, "
+                             "balance %(balance)s", name=action.argument,
+                             balance=t.figure(self.ledger.account(ref).balance))
+        return True, t._("Loyalty: bonus %(name)s %(points)s, balance %(balance)s",
+                         name=action.argument,
+                         points=t.ledger_points(result.points, signed=True),
+                         balance=t.figure(result.balance))
 
     def _reward(self, ref: AccountRef, action: Action) -> tuple[bool, str]:
         """Claimed once per deal; the claim's trigger tells staff to hand it over."""
         claimed = self.services.claims.claim(
             ref, action.argument, key=key(self.portal, action.path, action.deal_id),
             via="bitrix24:action", actor=ACTOR)
+        t = self.t
         if claimed.result.duplicate:  # as for a bonus: the first run's claim, not a second
-            return True, (f"Loyalty: reward {claimed.claim.reward_name} was claimed for this "
-                          f"deal already, code {claimed.claim.code} ({claimed.claim.status}), "
-                          f"balance {self.ledger.account(ref).balance}")
-        return True, (f"Loyalty: reward {claimed.claim.reward_name} claimed, code "
-                      f"{claimed.claim.code}: {-claimed.result.points} points, balance "
-                      f"{claimed.result.balance}. Hand it over, then: loyalty-connector "
-                      f"rewards handed {claimed.claim.code}")
+            return True, t._(
+                "Loyalty: reward %(reward)s was claimed for this deal already, code %(code)s "
+                "(%(status)s), balance %(balance)s", reward=claimed.claim.reward_name,
+                code=claimed.claim.code, status=crm_texts.claim_status(claimed.claim.status, t),
+                balance=t.figure(self.ledger.account(ref).balance))
+        return True, crm_texts.reward_claimed(
+            claimed.claim.reward_name, claimed.claim.code, -claimed.result.points,
+            claimed.result.balance, t)
 
     def _nps(self, ref: AccountRef, action: Action) -> tuple[bool, str]:
         """The answer in the URL (a rule per score, or a field insert), once per deal and
@@ -212,8 +229,8 @@ class ActionRunner:
             ref, action.argument, source="bitrix24:action",
             source_key=key(self.portal, action.path, action.deal_id),
             raw={"action": action.path, "deal_id": action.deal_id}, actor=ACTOR)
-        bonus = f", bonus +{recorded.bonus_points} points" if recorded.bonus_entry_id else ""
-        return True, f"Loyalty: NPS answer {recorded.score} recorded{bonus}"
+        return True, crm_texts.nps(recorded.score, recorded.bonus_points
+                                   if recorded.bonus_entry_id else None, self.t)
 
     def _redeem(self, ref: AccountRef, action: Action, deal: dict[str, Any],
                 rows: tuple[ProductRow, ...] | None) -> tuple[bool, str]:
@@ -225,12 +242,17 @@ class ActionRunner:
             comment=f"deal {action.deal_id}",
             source=f"{b24.deal_source(self.portal, action.deal_id)}:redeem")
         redeemed = -result.points
+        t = self.t
         if result.duplicate:  # as for a bonus: the first run's result, not a second one
-            return True, (f"Loyalty: {redeemed} points were redeemed for this deal already, "
-                          f"balance {self.ledger.account(ref).balance}")
-        capped = "" if action.argument == "max" or redeemed == wanted else \
-            f" (asked {wanted}: capped by the balance and the program's share of the deal)"
-        return True, f"Loyalty: redeemed {redeemed} points{capped}, balance {result.balance}"
+            return True, t._("Loyalty: %(points)s were redeemed for this deal already, "
+                             "balance %(balance)s", points=t.ledger_points(redeemed),
+                             balance=t.figure(self.ledger.account(ref).balance))
+        if action.argument == "max" or redeemed == wanted:
+            return True, crm_texts.redeemed(redeemed, result.balance, t)
+        return True, t._("Loyalty: redeemed %(points)s (asked %(wanted)s: capped by the "
+                         "balance and the program's share of the deal), balance %(balance)s",
+                         points=t.ledger_points(redeemed), wanted=t.number(wanted),
+                         balance=t.figure(result.balance))
 
     def _comment(self, comments: list[tuple[InboxItem, Action, str]]) -> None:
         """The outcomes on the deals' timelines. The ledger part is done: a comment that may

@@ -16,9 +16,10 @@ from typing import Any
 from connector import mirror, triggers
 from connector.crm.bitrix24 import BATCH_LIMIT, Bitrix24Client
 from connector.errors import FatalCRMError
+from connector.i18n import translator
 from connector.reports import TriggerReport
 from connector.services import Services
-from connector.triggers import NAMES, Due
+from connector.triggers import Due
 
 log = logging.getLogger(__name__)
 DEAL = 2  # OWNER_TYPE_ID of deals (crm.enum.ownertype)
@@ -99,7 +100,10 @@ class Bitrix24Automation:
         return found
 
     def _comment(self, item: Due) -> None:
-        text = f"{NAMES.get(item.code, item.code)}: no deal to run the automation trigger on."
+        # A manager reads it on the contact's timeline: program.language.
+        t = translator(self.services.settings.program.language)
+        text = t._("%(trigger)s: no deal to run the automation trigger on.",
+                   trigger=triggers.text(item.code, t))
         try:
             self.client.call("crm.timeline.comment.add", {"fields": {
                 "ENTITY_ID": item.contact_id, "ENTITY_TYPE": "contact", "COMMENT": text}})

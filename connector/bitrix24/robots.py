@@ -10,10 +10,12 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from connector import crm_texts
 from connector.bitrix24.fetch import Fetched
 from connector.codes import attach as promo_attach
 from connector.crm.bitrix24 import BATCH_LIMIT, Bitrix24Client
 from connector.errors import AccountNotFoundError, LedgerError
+from connector.i18n import translator
 from connector.inbox import InboxItem
 from connector.ledger.views import AccountRef
 from connector.money import parse_amount
@@ -129,6 +131,9 @@ class RobotRunner:
         self.portal = services.settings.bitrix24.portal_key
         self.linker = Linker(services.db, services.ledger)
         self._promo_checked: dict[str, promo_attach.Outcome] = {}
+        # A robot's `message` is shown to the portal's managers: program.language. Its
+        # success stays "ok", which a business process's conditions compare against.
+        self.t = translator(services.settings.program.language)
 
     def run(self, calls: list[tuple[InboxItem, b24.RobotCall]],
             fetched: Fetched) -> dict[int, Outcome]:
@@ -148,13 +153,15 @@ class RobotRunner:
 
     def serve(self, call: b24.RobotCall, deal: dict[str, Any] | None,
               rows: tuple[ProductRow, ...] | None = None) -> dict[str, str]:
+        t = self.t
         if call.code not in ROBOTS:
-            return {"message": f"unknown robot {call.code!r}"}
+            return {"message": t._("unknown robot %(code)s", code=repr(call.code))}
         if deal is None:
-            return {"message": f"{call.document} is not a deal or no longer exists"}
+            return {"message": t._("%(document)s is not a deal or no longer exists",
+                                   document=call.document)}
         contact = entity_id(deal.get("CONTACT_ID"))
         if contact is None:
-            return {"message": "the deal has no contact: add one to use loyalty points"}
+            return {"message": t._("the deal has no contact: add one to use loyalty points")}
         ref = AccountRef("bitrix24", self.portal, contact)
         key = b24.robot_key(self.portal, call.event_token)
         try:
@@ -180,7 +187,7 @@ class RobotRunner:
         except AccountNotFoundError:
             return {"balance": "0", "tier": self.services.program.settings.tiers[0].name,
                     "discount": "0", "expiring_points": "0", "expiring_date": "",
-                    "message": "no loyalty account yet"}
+                    "message": self.t._("no loyalty account yet")}
         local = view.next_expiry_at.astimezone(self.services.program.zone).date() \
             if view.next_expiry_at else None
         return {"balance": str(view.available), "tier": view.tier,
@@ -198,7 +205,9 @@ class RobotRunner:
             rows=rows,
             source=f"{b24.deal_source(self.portal, str(deal.get('ID')))}:redeem")
         redeemed = -result.points
-        note = "ok" if redeemed == wanted else f"capped from {wanted} to {redeemed}"
+        note = "ok" if redeemed == wanted else self.t._(
+            "capped from %(wanted)s to %(redeemed)s by the balance and the program's share of "
+            "the deal", wanted=self.t.figure(wanted), redeemed=self.t.figure(redeemed))
         return {"redeemed": str(redeemed), "balance": str(result.balance), "message": note}
 
     def _accrue(self, ref: AccountRef, call: b24.RobotCall, key: str) -> dict[str, str]:
@@ -206,19 +215,20 @@ class RobotRunner:
         amount = call.properties.get("amount") or ""
         points = parse_amount(amount) if amount.strip() else None
         if not bonus and points is None:
-            return {"message": "set either amount or bonus"}
+            return {"message": self.t._("set either amount or bonus")}
         result = self.services.ledger.grant_bonus(
             ref, bonus or "manual", key=key, points=None if bonus else points,
             actor="bitrix24-robot", comment=call.properties.get("comment"))
         record(self.services.db, from_results([result]), program=self.services.program)
         granted = result.points if result.entry_id else Decimal(0)
         return {"accrued": str(granted), "balance": str(result.balance),
-                "message": "ok" if result.entry_id else "the bonus is 0 in the program"}
+                "message": "ok" if result.entry_id else self.t._(
+                    "the bonus is 0 in the program")}
 
     def _reward(self, ref: AccountRef, call: b24.RobotCall, key: str) -> dict[str, str]:
         reward = (call.properties.get("reward") or "").strip()
         if not reward:
-            return {"code": "", "message": "set the reward id"}
+            return {"code": "", "message": self.t._("set the reward id")}
         claimed = self.services.claims.claim(ref, reward, key=key, via="bitrix24:robot",
                                              actor="bitrix24-robot")
         return {"code": claimed.claim.code, "balance": str(claimed.result.balance),
@@ -272,20 +282,21 @@ class RobotRunner:
                                     b24.deal_source(self.portal, str(deal["ID"])))
         outcome = used if used is not None and used.code == checked.code else checked
         return {"outcome": outcome.outcome, "points": str(outcome.points),
-                "message": outcome.message() if outcome.refused or outcome.outcome ==
-                "applied" else f"promo code {outcome.code}: used when the deal is won"}
+                "message": outcome.message(self.t) if outcome.refused or outcome.outcome ==
+                "applied" else self.t._("promo code %(code)s: used when the deal is won",
+                                        code=outcome.code)}
 
     def _refer(self, ref: AccountRef, call: b24.RobotCall) -> dict[str, str]:
         link = self.linker.link(ref, call.properties.get("code"), via="bitrix24:robot")
         if link is None:
-            return {"outcome": "", "message": "set the referral code"}
+            return {"outcome": "", "message": self.t._("set the referral code")}
         return {"outcome": link.outcome, "message": link.detail if link.skipped else "ok"}
 
     def _send(self, answers: list[tuple[InboxItem, b24.RobotCall, dict[str, str]]]
               ) -> dict[int, Outcome]:
         commands = {f"r{item.id}": ("bizproc.event.send", {
             "EVENT_TOKEN": call.event_token, "RETURN_VALUES": values,
-            "LOG_MESSAGE": f"loyalty: {values.get('message', 'ok')}"})
+            "LOG_MESSAGE": crm_texts.reason(values.get("message", "ok"), self.t)})
             for item, call, values in answers}
         result = self.client.batch(commands)
         outcomes = {}

@@ -81,7 +81,7 @@ def format_report(result: Report, zone: ZoneInfo, t: Translator) -> list[str]:
     ]
     cost = money(result.cost)
     if result.cost_points is not None:
-        cost = t._("%(points)s points, %(money)s", points=t.number(result.cost_points, 2),
+        cost = t._("%(points)s, %(money)s", points=t.ledger_points(result.cost_points),
                    money=cost)
     tail = [
         (t._("cost"), cost),

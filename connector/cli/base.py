@@ -18,6 +18,7 @@ from connector.bitrix24.portal import domain_of
 from connector.config import Settings, load_settings, resolve_config_path
 from connector.db import is_unavailable, unavailable
 from connector.errors import ConfigError, LedgerError, StorageError
+from connector.i18n import translator
 from connector.ledger.views import AccountRef
 from connector.money import parse_amount
 from connector.services import Services
@@ -50,10 +51,12 @@ class Runtime:
         missing = self._services.db.missing_file()
         if missing is not None and not create:
             config = resolve_config_path(self.config_path)
-            raise StorageError(
-                f"no database at {missing} (config: {config or 'none found, the defaults'}): "
-                "run `loyalty-connector db upgrade` (or serve) to make it, or name the "
-                "config that holds database.url with --config")
+            t = translator(self.settings.program.language)
+            raise StorageError(t._(
+                "no database at %(path)s (config: %(config)s): run %(command)s (or serve) to "
+                "make it, or name the config that holds database.url with --config",
+                path=str(missing), config=str(config) if config else t._(
+                    "none found, the defaults"), command="`loyalty-connector db upgrade`"))
         if migrated:
             self._services.db.check()
         return self._services

@@ -14,6 +14,7 @@ from connector.cli.base import (
     json_option,
     pass_runtime,
 )
+from connector.i18n import translator
 from connector.ledger.views import AccountRef
 
 
@@ -58,5 +59,7 @@ def card_publish(runtime: Runtime, crm: str, portal: str) -> None:
     """Issue the links the portal's accounts lack, or lost to a new card.secret, for
     write-back to put into the CRM (after turning card pages on or changing the secret)."""
     issued = runtime.services().cards.publish(crm, portal)
-    click.echo(f"issued {issued} card page link{'s' if issued != 1 else ''}; write-back "
-               "sends them with its next pass")
+    t = translator(runtime.settings.program.language)
+    click.echo(t.ngettext("issued %(num)d card page link; write-back sends it with its next "
+                          "pass", "issued %(num)d card page links; write-back sends them with "
+                          "its next pass", issued))

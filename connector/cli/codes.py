@@ -11,6 +11,7 @@ import click
 from connector.cli.base import Runtime, cli, echo_json, fail, json_option, pass_runtime
 from connector.codes import catalog, draw
 from connector.codes.redeem import campaign
+from connector.i18n import translator
 
 
 @cli.group()
@@ -20,12 +21,15 @@ def codes() -> None:
 
 def _campaign(runtime: Runtime, name: str) -> None:
     if campaign(runtime.services().ledger.program, name) is None:
-        known = ", ".join(p.name for p in runtime.settings.program.promo) or "none configured"
-        raise click.BadParameter(f"no promo campaign {name!r} in [[program.promo]] "
-                                 f"(known: {known})", param_hint="CAMPAIGN")
+        t = translator(runtime.settings.program.language)
+        known = ", ".join(p.name for p in runtime.settings.program.promo) or t._(
+            "none configured")
+        raise click.BadParameter(t._("no promo campaign %(name)s in %(table)s (known: "
+                                     "%(known)s)", name=repr(name), table="[[program.promo]]",
+                                     known=known), param_hint="CAMPAIGN")
 
 
-def _write(output: Path | None, text: str) -> None:
+def _write(output: Path | None, text: str, runtime: Runtime) -> None:
     if output is None:
         click.echo(text, nl=False)
         return
@@ -35,7 +39,9 @@ def _write(output: Path | None, text: str) -> None:
         temporary.write_text(text, encoding="utf-8")
         os.replace(temporary, output)
     except OSError as exc:
-        fail(f"cannot write {output}: {exc.strerror or exc}")
+        fail(translator(runtime.settings.program.language)._(
+            "cannot write %(path)s: %(reason)s", path=str(output),
+            reason=exc.strerror or exc))
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -57,9 +63,13 @@ def generate(runtime: Runtime, name: str, count: int, output: Path | None) -> No
     made = catalog.generate(services.db, services.ledger.program, name, count,
                             now=services.ledger.clock())
     text = "campaign,code\n" + "".join(f"{name},{draw.printed(code)}\n" for code in made)
-    _write(output, text)
-    click.echo(f"codes: {len(made)} new code(s) for campaign {name}"
-               + (f" written to {output}" if output else ""), err=True)
+    _write(output, text, runtime)
+    t = translator(runtime.settings.program.language)
+    said = t.ngettext("codes: %(num)d new code for campaign %(name)s",
+                      "codes: %(num)d new codes for campaign %(name)s", len(made), name=name)
+    if output:
+        said += " " + t._("written to %(path)s", path=str(output))
+    click.echo(said, err=True)
 
 
 @codes.command("export")
@@ -72,8 +82,10 @@ def export(runtime: Runtime, name: str, output: Path | None) -> None:
     _campaign(runtime, name)
     buffer = io.StringIO()
     count = catalog.export(runtime.services().db, name, buffer)
-    _write(output, buffer.getvalue())
-    click.echo(f"codes: exported {count} code(s) of campaign {name}", err=True)
+    _write(output, buffer.getvalue(), runtime)
+    click.echo(translator(runtime.settings.program.language).ngettext(
+        "codes: exported %(num)d code of campaign %(name)s",
+        "codes: exported %(num)d codes of campaign %(name)s", count, name=name), err=True)
 
 
 @codes.command("show")
@@ -107,7 +119,8 @@ def list_campaigns(runtime: Runtime, name: str | None, as_json: bool) -> None:
         echo_json([s.as_json() for s in summaries])
         return
     if not summaries:
-        click.echo("no promo campaigns configured ([[program.promo]])")
+        click.echo(translator(runtime.settings.program.language)._(
+            "no promo campaigns configured (%(table)s)", table="[[program.promo]]"))
     for s in summaries:
         budget = f" of {s.budget}" if s.budget is not None else ""
         click.echo(f"{s.campaign}: {s.grants}, {s.window}; {s.codes} code(s) generated, "

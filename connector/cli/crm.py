@@ -14,6 +14,7 @@ from connector.amocrm.connector import AmoCRMConnector
 from connector.bitrix24.connector import Bitrix24Connector
 from connector.cli.base import Runtime, cli, echo_json, fail, json_option, pass_runtime
 from connector.errors import CRMError
+from connector.i18n import N_, Translator, translator
 
 CONNECTED = click.Choice(["bitrix24", "amocrm"])
 
@@ -101,7 +102,9 @@ def sync(runtime: Runtime, crm: str, full: bool, as_json: bool) -> None:
     connector = connector_for(runtime, crm)
     try:
         bitrix24 = isinstance(connector, Bitrix24Connector)
-        with progress("deals" if bitrix24 else "leads", hidden=as_json) as (total, update):
+        t = translator(runtime.settings.program.language)
+        label = t._("deals") if bitrix24 else t.pgettext("amoCRM", "leads")
+        with progress(label, hidden=as_json) as (total, update):
             if isinstance(connector, Bitrix24Connector):
                 report = connector.reconcile(full=full, progress=update, on_total=total)
             else:
@@ -118,5 +121,21 @@ def sync(runtime: Runtime, crm: str, full: bool, as_json: bool) -> None:
     if as_json:
         echo_json(summary)
     else:
-        click.echo(", ".join(f"{key.replace('_', ' ')}: {value}"
+        # "label: N" reads in Russian and Ukrainian with no plural forms to agree.
+        click.echo(", ".join(f"{sync_label(key, t)}: {value}"
                              for key, value in summary.items()))
+
+
+SYNC_LABELS = {"deals": N_("deals"), "changed": N_("changed"),
+               "without_contact": N_("without contact"), "api_calls": N_("api calls"),
+               "cursor": N_("cursor"), "contacts_written": N_("contacts written"),
+               "contacts_refused": N_("contacts refused"), "triggers_sent": N_("triggers sent"),
+               "triggers_skipped": N_("triggers skipped"),
+               "triggers_failed": N_("triggers failed")}
+
+
+def sync_label(key: str, t: Translator) -> str:
+    if key == "leads":  # amoCRM's word for its deals
+        return t.pgettext("amoCRM", "leads")
+    known = SYNC_LABELS.get(key)
+    return known.render(t) if known is not None else key.replace("_", " ")

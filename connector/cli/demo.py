@@ -9,6 +9,7 @@ import click
 
 from connector.cli.base import cli
 from connector.cli.service import _on_signals
+from connector.i18n import LANGUAGES
 
 
 def _until_stopped() -> None:
@@ -22,7 +23,9 @@ def _until_stopped() -> None:
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
               help="the service's port (default: a free one)")
 @click.option("--no-wait", is_flag=True, help="exit after the story instead of staying up")
-def demo(crm: str, port: int | None, no_wait: bool) -> None:
+@click.option("--language", type=click.Choice(LANGUAGES), default="ru", show_default=True,
+              help="the story's language and the demo's program.language")
+def demo(crm: str, port: int | None, no_wait: bool, language: str) -> None:
     """Run the service on a temporary SQLite database against a simulated Bitrix24 portal
     (or amoCRM account), play a short story, then keep the dashboard and a card page open
     until Ctrl-C. Reads no config file and no LOYALTY_* variables; leaves nothing behind."""
@@ -32,7 +35,7 @@ def demo(crm: str, port: int | None, no_wait: bool) -> None:
     try:
         status = run_demo(crm, port, wait=not no_wait, echo=click.echo,
                           echo_err=lambda line: click.echo(line, err=True),
-                          until_stopped=_until_stopped)
+                          until_stopped=_until_stopped, language=language)
     except SystemExit:
         status = 0  # stopped by a signal; run_demo has cleaned up on the way out
     signal.signal(signal.SIGINT, signal.default_int_handler)

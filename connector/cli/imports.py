@@ -19,6 +19,7 @@ from connector.cli.base import (
     pass_runtime,
 )
 from connector.errors import CRMError
+from connector.i18n import Translator, render, translator
 from connector.imports.fields import amocrm_rows, bitrix24_rows
 from connector.imports.progress import Progress, TerminalProgress
 from connector.imports.rows import ImportFileError, read_rows
@@ -71,8 +72,9 @@ def _field_command(crm: str) -> None:
         services = runtime.services()
         connector = connector_of(services, crm)
         if connector is None:
-            fail(f"{crm} is not enabled: set {crm}.enabled = true and its credentials "
-                 "(see config.example.toml)")
+            t = translator(runtime.settings.program.language)
+            fail(t._("%(crm)s is not enabled: set %(crm)s.enabled = true and its credentials "
+                     "(see config.example.toml)", crm=crm))
         target, portal = _target(runtime, crm, None)
         reader = bitrix24_rows if crm == "bitrix24" else amocrm_rows
         try:
@@ -91,16 +93,19 @@ for _crm in CRMS:
 
 def _target(runtime: Runtime, crm: str | None, portal: str | None) -> tuple[str, str]:
     settings = runtime.settings
+    t = translator(settings.program.language)
     if crm is None:
         enabled = [name for name in CRMS if getattr(settings, name).enabled]
         if len(enabled) != 1:
-            raise click.UsageError("name the CRM with --crm bitrix24|amocrm"
-                                   + (" (both are enabled)" if enabled else ""))
+            raise click.UsageError(t._("name the CRM with --crm bitrix24|amocrm (both are "
+                                       "enabled)") if enabled else
+                                   t._("name the CRM with --crm bitrix24|amocrm"))
         crm = enabled[0]
     if portal is None:
         portal = getattr(settings, crm).portal_key
         if not portal:
-            raise click.UsageError(f"no {crm} portal is configured: name it with --portal")
+            raise click.UsageError(t._("no %(crm)s portal is configured: name it with --portal",
+                                       crm=crm))
         return crm, portal
     return crm, configured_portal(settings, crm, portal)
 
@@ -108,7 +113,8 @@ def _target(runtime: Runtime, crm: str | None, portal: str | None) -> tuple[str,
 def _run(runtime: Runtime, crm: str, portal: str, rows: Any, *, source: str, apply: bool,
          write_back: bool, as_json: bool) -> None:
     services = runtime.services()
-    progress = TerminalProgress() if TerminalProgress.wanted() and not as_json else Progress()
+    progress = TerminalProgress(translator(runtime.settings.program.language)) \
+        if TerminalProgress.wanted() and not as_json else Progress()
     try:
         result = run_import(services, crm, portal, rows, source=source, apply=apply,
                             write_back=write_back, progress=progress)
@@ -122,34 +128,47 @@ def _run(runtime: Runtime, crm: str, portal: str, rows: Any, *, source: str, app
         echo_json({"rows": [d.as_dict() for d in result.decisions],
                    "summary": result.summary()})
     else:
-        _print(result, crm, portal)
+        _print(result, crm, portal, translator(runtime.settings.program.language))
     failed = result.applied is not None and result.applied.mismatches
     if result.refused or failed:
         click.get_current_context().exit(1)
 
 
-def _print(result: ImportResult, crm: str, portal: str) -> None:
+def _print(result: ImportResult, crm: str, portal: str, t: Translator) -> None:
+    """The report in program.language: a line per row, then the summary. Counts are written
+    "label: N" in Russian and Ukrainian, which needs no plural forms."""
     if result.decisions:  # one write: 100,000 rows are 100,000 lines
-        click.echo("\n".join(f"line {d.line:<6} contact {d.contact_id or '-':<10} "
-                             f"{d.action:<9} {d.detail}" for d in result.decisions))
+        line, contact = t.pgettext("import report", "line"), t.pgettext("import report",
+                                                                          "contact")
+        actions = {"open": t.pgettext("import action", "open"),
+                   "update": t.pgettext("import action", "update"),
+                   "unchanged": t.pgettext("import action", "unchanged"),
+                   "refused": t.pgettext("import action", "refused")}
+        width = max(len(label) for label in actions.values())
+        click.echo("\n".join(f"{line} {d.line:<6} {contact} {d.contact_id or '-':<10} "
+                             f"{actions[d.action]:<{width}} {render(d.detail, t)}"
+                             for d in result.decisions))
     counts = result.counts()
-    tally = ", ".join(f"{counts[action]} {label}" for action, label in (
-        ("open", "new"), ("update", "updated"), ("unchanged", "unchanged"),
-        ("refused", "refused")))
+    tally = t._("%(new)s new, %(updated)s updated, %(unchanged)s unchanged, %(refused)s "
+                "refused", new=counts["open"], updated=counts["update"],
+                unchanged=counts["unchanged"], refused=counts["refused"])
     if result.applied is None:
-        click.echo(f"dry run for {crm} {portal}: {tally}; nothing written (--apply writes "
-                   "the accepted rows)")
+        click.echo(t._("dry run for %(crm)s %(portal)s: %(tally)s; nothing written (--apply "
+                       "writes the accepted rows)", crm=crm, portal=portal, tally=tally))
         return
     applied = result.applied
-    click.echo(f"applied to {crm} {portal}: {tally}; {applied.entries} opening entries, "
-               f"{applied.as_dict()['points']} points, {applied.links} referrals linked")
-    click.echo(f"verify: {applied.checked} accounts, {len(applied.mismatches)} mismatches")
+    click.echo(t._("applied to %(crm)s %(portal)s: %(tally)s; %(entries)s opening entries, "
+                   "%(points)s points, %(links)s referrals linked", crm=crm, portal=portal,
+                   tally=tally, entries=applied.entries, points=applied.as_dict()["points"],
+                   links=applied.links))
+    click.echo(t._("verify: %(checked)s accounts, %(mismatches)s mismatches",
+                   checked=applied.checked, mismatches=len(applied.mismatches)))
     for mismatch in applied.mismatches:
         click.echo(f"  {mismatch}")
     if result.written_back is not None:
-        click.echo(f"written back: {result.written_back} contacts")
+        click.echo(t._("written back: %(count)s contacts", count=result.written_back))
     elif result.write_back_failed is not None:
-        click.echo(f"written back: not now ({result.write_back_failed}); left to the "
-                   "worker's write-back")
+        click.echo(t._("written back: not now (%(reason)s); left to the worker's write-back",
+                       reason=result.write_back_failed))
     else:
-        click.echo("written back: left to the worker's write-back")
+        click.echo(t._("written back: left to the worker's write-back"))

@@ -12,6 +12,7 @@ import click
 
 from connector.cli.base import CRMS, Runtime, cli, echo_json, fail, json_option, pass_runtime
 from connector.cli.output import local
+from connector.i18n import Translator, translator
 from connector.inbox import STATUSES, Inbox, InboxItem
 from mappings.phpquery import decode
 
@@ -44,12 +45,18 @@ def inbox_list(runtime: Runtime, status: str | None, source: str | None, limit: 
     if as_json:
         echo_json([summary(item) for item in items])
         return
+    t = translator(runtime.settings.program.language)
     if not items:
-        click.echo("no inbox items" + (f" with status {status}" if status else "")
-                   + (f" from {source}" if source else ""))
+        said = t._("no inbox items")
+        if status:
+            said += " " + t._("with status %(status)s", status=status)
+        if source:
+            said += " " + t._("from %(crm)s", crm=source)
+        click.echo(said)
         return
-    click.echo(f"{'id':>8}  {'source':<8}  {'status':<10}  {'tries':>5}  {'received':<16}  "
-               f"{'kind':<20}  last error")
+    # Statuses, sources and kinds are the stored codes an operator filters by: not translated.
+    click.echo(f"{'id':>8}  {t._('source'):<8}  {t._('status'):<10}  {t._('tries'):>5}  "
+               f"{t._('received'):<16}  {t._('kind'):<20}  {t._('last error')}")
     for item in items:
         click.echo(f"{item.id:>8}  {item.source:<8}  {item.status:<10}  {item.attempts:>5}  "
                    f"{local(item.received_at, runtime.settings):<16}  {item.kind:<20}  "
@@ -62,29 +69,33 @@ def inbox_list(runtime: Runtime, status: str | None, source: str | None, limit: 
 @pass_runtime
 def inbox_show(runtime: Runtime, item_id: int, as_json: bool) -> None:
     """One item in full: its state, the whole last error and the stored body (tokens hidden)."""
-    item = found(runtime.services().inbox, item_id)
+    item = found(runtime.services().inbox, item_id,
+                 translator(runtime.settings.program.language))
     body = readable_body(item)
     if as_json:
         echo_json({**summary(item), "last_error": item.last_error, "body": body})
         return
     settings = runtime.settings
+    t = translator(settings.program.language)
     rows = [
-        ("item", f"{item.id}"),
-        ("source", item.source + (f" ({item.portal})" if item.portal else "")),
-        ("kind", item.kind),
-        ("status", f"{item.status}, {item.attempts} attempt(s)"),
-        ("received", local(item.received_at, settings, "%Y-%m-%d %H:%M:%S")),
-        ("next try", local(item.next_attempt_at, settings, "%Y-%m-%d %H:%M:%S")
+        (t._("item"), f"{item.id}"),
+        (t._("source"), item.source + (f" ({item.portal})" if item.portal else "")),
+        (t._("kind"), item.kind),
+        (t._("status"), item.status + ", " + t.ngettext("%(num)d attempt", "%(num)d attempts",
+                                                        item.attempts)),
+        (t._("received"), local(item.received_at, settings, "%Y-%m-%d %H:%M:%S")),
+        (t._("next try"), local(item.next_attempt_at, settings, "%Y-%m-%d %H:%M:%S")
          if item.status == "pending" else "-"),
-        ("dedup key", item.dedup_key),
-        ("content", item.content_type or "-"),
+        (t._("dedup key"), item.dedup_key),
+        (t._("content"), item.content_type or "-"),
     ]
+    width = max(10, *(len(label) for label, _ in rows))
     for label, value in rows:
-        click.echo(f"{label:<10} {value}")
-    click.echo("last error" + ("" if item.last_error else " -"))
+        click.echo(f"{label:<{width}} {value}")
+    click.echo(t._("last error") + ("" if item.last_error else " -"))
     for line in (item.last_error or "").splitlines():
         click.echo(f"  {line}")
-    click.echo("body (tokens hidden)")
+    click.echo(t._("body (tokens hidden)"))
     text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False, indent=2)
     for line in text.splitlines():
         click.echo(f"  {line}")
@@ -96,19 +107,23 @@ def inbox_show(runtime: Runtime, item_id: int, as_json: bool) -> None:
 @pass_runtime
 def inbox_retry(runtime: Runtime, item_ids: tuple[int, ...], all_dead: bool) -> None:
     """Offer items again now, attempts reset (after fixing what made them fail)."""
+    t = translator(runtime.settings.program.language)
     if bool(item_ids) == all_dead:
-        raise click.UsageError("give item IDs or --all-dead")
+        raise click.UsageError(t._("give item IDs or --all-dead"))
     inbox = runtime.services().inbox
     if all_dead:
         ids = inbox.retry_dead()
-        click.echo(f"{len(ids)} dead item(s) pending again: {', '.join(map(str, ids))}"
-                   if ids else "no dead items")
+        click.echo(t.ngettext("%(num)d dead item pending again: %(ids)s",
+                              "%(num)d dead items pending again: %(ids)s", len(ids),
+                              ids=", ".join(map(str, ids))) if ids else t._("no dead items"))
         return
-    items = checked(inbox, item_ids, RETRYABLE, "retried")
+    items = checked(inbox, item_ids, RETRYABLE, "retried", t)
     for item in items:
         inbox.retry(item.id)
-        click.echo(f"inbox item {item.id}: pending again (was {item.status}, "
-                   f"{item.attempts} attempt(s))")
+        click.echo(t._("inbox item %(id)s: pending again (was %(status)s, %(attempts)s)",
+                       id=item.id, status=item.status,
+                       attempts=t.ngettext("%(num)d attempt", "%(num)d attempts",
+                                           item.attempts)))
 
 
 @inbox_group.command("drop")
@@ -120,30 +135,37 @@ def inbox_drop(runtime: Runtime, item_ids: tuple[int, ...], reason: str) -> None
     """Give up on pending or dead items: they stay, as skipped, with the reason and their last
     error (`retry` still brings one back), until inbox.retention_days after the drop."""
     inbox = runtime.services().inbox
-    for item in checked(inbox, item_ids, DROPPABLE, "dropped"):
+    t = translator(runtime.settings.program.language)
+    for item in checked(inbox, item_ids, DROPPABLE, "dropped", t):
         inbox.drop(item.id, reason)
-        click.echo(f"inbox item {item.id}: dropped (was {item.status})")
+        click.echo(t._("inbox item %(id)s: dropped (was %(status)s)", id=item.id,
+                       status=item.status))
 
 
 # -- helpers -------------------------------------------------------------------------------
-def found(inbox: Inbox, item_id: int) -> InboxItem:
+def found(inbox: Inbox, item_id: int, t: Translator) -> InboxItem:
     item = inbox.get(item_id)
     if item is None:
-        fail(f"inbox item {item_id} not found")
+        fail(t._("inbox item %(id)s not found", id=item_id))
     return item
 
 
 def checked(inbox: Inbox, item_ids: Iterable[int], allowed: tuple[str, ...],
-            verb: str) -> list[InboxItem]:
+            verb: str, t: Translator) -> list[InboxItem]:
     """Every item exists and may change, or nothing changes."""
-    items = [found(inbox, item_id) for item_id in dict.fromkeys(item_ids)]
+    items = [found(inbox, item_id, t) for item_id in dict.fromkeys(item_ids)]
     for item in items:
         if item.status == "processing":
-            fail(f"inbox item {item.id} is being processed by a worker; try again when it "
-                 "is done")
+            fail(t._("inbox item %(id)s is being processed by a worker; try again when it is "
+                     "done", id=item.id))
         if item.status not in allowed:
-            fail(f"inbox item {item.id} is {item.status}: only {' or '.join(allowed)} items "
-                 f"can be {verb}")
+            listed = (" " + t._("or") + " ").join(allowed)
+            said = t._("inbox item %(id)s is %(status)s: only %(allowed)s items can be retried",
+                       id=item.id, status=item.status, allowed=listed) \
+                if verb == "retried" else \
+                t._("inbox item %(id)s is %(status)s: only %(allowed)s items can be dropped",
+                    id=item.id, status=item.status, allowed=listed)
+            fail(said)
     return items
 
 

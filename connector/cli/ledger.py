@@ -20,7 +20,7 @@ from connector.cli.base import (
     ledger_key,
     pass_runtime,
 )
-from connector.cli.output import local, report, show_account, signed
+from connector.cli.output import figure, kind_name, local, report, show_account, signed_points
 from connector.config import Settings
 from connector.economics import money as money_view
 from connector.i18n import translator
@@ -55,14 +55,20 @@ def account_show(runtime: Runtime, ref: AccountRef, as_json: bool) -> None:
                    "referral_skipped": [code.as_json() for code in codes]})
         return
     show_account(view, runtime.settings)
+    t = translator(runtime.settings.program.language)
     for code in codes:
-        click.echo(f"{'code given':<12} {code.code} ({code.via}, "
+        # The outcome and its detail are the referral module's codes and words, as stored.
+        label = t.pgettext("account", "code given")
+        click.echo(f"{label:<12} {code.code} ({code.via}, "
                    f"{local(code.at, runtime.settings)}): {code.outcome}, {code.detail}")
     if refused:
-        click.echo(f"{'write-back':<12} refused for good by the CRM since "
-                   f"{local(refused[0].refused_at, runtime.settings)}: {refused[0].error} "
-                   f"(after restoring the contact: loyalty-connector account retry-writeback "
-                   f"{ref.crm} {ref.portal} {ref.contact_id})")
+        label = t.pgettext("account", "write-back")
+        command = (f"loyalty-connector account retry-writeback {ref.crm} {ref.portal} "
+                   f"{ref.contact_id}")
+        click.echo(f"{label:<12} " + t._(
+            "refused for good by the CRM since %(since)s: %(error)s (after restoring the "
+            "contact: %(command)s)", since=local(refused[0].refused_at, runtime.settings),
+            error=refused[0].error, command=command))
 
 
 @account.command("history")
@@ -76,9 +82,13 @@ def account_history(runtime: Runtime, ref: AccountRef, limit: int, as_json: bool
     if as_json:
         echo_json([entry.as_json() for entry in entries])
         return
+    t = translator(runtime.settings.program.language)
+    width = max([10, *(len(kind_name(e.kind, t)) for e in entries)])
     for e in entries:
-        click.echo(f"{e.id:>8}  {local(e.occurred_at, runtime.settings)}  {e.kind:<10} "
-                   f"{signed(e.points):>12}  {e.balance_after:>12}  {e.key}"
+        points = ("+" if e.points > 0 else "") + figure(e.points, t)
+        click.echo(f"{e.id:>8}  {local(e.occurred_at, runtime.settings)}  "
+                   f"{kind_name(e.kind, t):<{width}} {points:>12}  "
+                   f"{figure(e.balance_after, t):>12}  {e.key}"
                    + (f"  {e.comment}" if e.comment else ""))
 
 
@@ -112,13 +122,17 @@ def accrue(runtime: Runtime, ref: AccountRef, amount: Decimal, key: str,
         actor=ACTOR, fingerprint=fingerprint("accrue", ref, amount=amount, category=category,
                                              comment=comment, **extra),
         promo_code=promo_code)
-    report(result, ref)
+    t = translator(runtime.settings.program.language)
+    report(result, ref, t)
     _welcome_if_new(runtime, ref, existed)
     if "promo" in result.details:
         used = result.details["promo"]
-        click.echo(f"promo code {used['code']}: " + (
-            f"+{used['points']} points ({used['campaign']})" if used["outcome"] == "applied"
-            else f"refused, {used['outcome']}: {used['detail']}"))
+        # The refusal's outcome code and detail are the campaign module's, as recorded.
+        click.echo(t._("promo code %(code)s: %(points)s (%(campaign)s)", code=used["code"],
+                       points=signed_points(Decimal(str(used["points"])), t),
+                       campaign=used["campaign"]) if used["outcome"] == "applied" else
+                   t._("promo code %(code)s: refused, %(outcome)s: %(detail)s",
+                       code=used["code"], outcome=used["outcome"], detail=used["detail"]))
 
 
 @cli.command(context_settings=NUMBERS)
@@ -136,7 +150,7 @@ def redeem(runtime: Runtime, ref: AccountRef, points: Decimal, key: str,
         partial=partial, actor=ACTOR,
         fingerprint=fingerprint("redeem", ref, points=points, purchase_amount=purchase_amount,
                                 partial=partial))
-    report(result, ref)
+    report(result, ref, translator(runtime.settings.program.language))
 
 
 @cli.command(context_settings=NUMBERS)
@@ -151,7 +165,7 @@ def adjust(runtime: Runtime, ref: AccountRef, points: Decimal, reason: str, key:
     result = runtime.services().ledger.adjust(
         ref, points, key=ledger_key(key), reason=reason, actor=ACTOR,
         fingerprint=fingerprint("adjust", ref, points=points, reason=reason))
-    report(result, ref)
+    report(result, ref, translator(runtime.settings.program.language))
     _welcome_if_new(runtime, ref, existed)
 
 
@@ -168,7 +182,7 @@ def bonus(runtime: Runtime, ref: AccountRef, name: str, key: str,
     result = runtime.services().ledger.grant_bonus(
         ref, name, key=ledger_key(key), points=points, actor=ACTOR,
         fingerprint=fingerprint("bonus", ref, name=name, points=points))
-    report(result, ref)
+    report(result, ref, translator(runtime.settings.program.language))
     _welcome_if_new(runtime, ref, existed)
 
 
@@ -178,7 +192,7 @@ def _welcome_if_new(runtime: Runtime, ref: AccountRef, existed: bool) -> None:
     granted = welcome.welcome_if_new(runtime.services(), ref, existed=existed, channel="cli",
                                      actor=ACTOR)
     if granted is not None and granted.entry_id is not None:
-        report(granted, ref)
+        report(granted, ref, translator(runtime.settings.program.language))
 
 
 @cli.command()
@@ -191,7 +205,7 @@ def reverse(runtime: Runtime, ref: AccountRef, source: str, key: str) -> None:
     result = runtime.services().ledger.reverse(
         ref, source, key=ledger_key(key), actor=ACTOR,
         fingerprint=fingerprint("reverse", ref, source=source))
-    report(result, ref)
+    report(result, ref, translator(runtime.settings.program.language))
 
 
 @cli.command("return")
@@ -208,12 +222,14 @@ def return_(runtime: Runtime, ref: AccountRef, source: str, amount: Decimal | No
             comment: str | None) -> None:
     """Give back part or all of the purchase SOURCE: its points in proportion, and the
     points that paid for it."""
+    t = translator(runtime.settings.program.language)
     returned = [Row(product, price, quantity) for product, price, quantity in rows]
     total = rows_total(returned) if returned else None
     if amount is None and total is None:
-        raise click.UsageError("give --amount or at least one --row")
+        raise click.UsageError(t._("give --amount or at least one --row"))
     if amount is not None and total is not None and amount != total:
-        raise click.BadParameter(f"{amount} differs from the rows' total {total}",
+        raise click.BadParameter(t._("%(amount)s differs from the rows' total %(total)s",
+                                     amount=figure(amount, t), total=figure(total, t)),
                                  param_hint="--amount")
     given = amount if amount is not None else total
     assert given is not None
@@ -225,7 +241,7 @@ def return_(runtime: Runtime, ref: AccountRef, source: str, amount: Decimal | No
                                  "comment": comment}},
         fingerprint=fingerprint("return", ref, source=source, amount=amount, rows=noted,
                                 comment=comment))
-    report(result, ref)
+    report(result, ref, t)
 
 
 # -- the books -----------------------------------------------------------------------------
@@ -234,7 +250,9 @@ def return_(runtime: Runtime, ref: AccountRef, source: str, amount: Decimal | No
 def verify(runtime: Runtime) -> None:
     """Recompute every balance from entries and lots; exit 1 on any mismatch."""
     checked, mismatches = runtime.services().ledger.verify()
-    click.echo(f"checked {checked} accounts, {len(mismatches)} mismatches")
+    t = translator(runtime.settings.program.language)
+    click.echo(t._("checked %(checked)s accounts, %(mismatches)s mismatches", checked=checked,
+                   mismatches=len(mismatches)))
     for mismatch in mismatches:
         click.echo(str(mismatch))
     if mismatches:

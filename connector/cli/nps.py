@@ -67,7 +67,8 @@ def nps_record(runtime: Runtime, ref: AccountRef, score: str, key: str | None,
         line = t._("already recorded under this key: %(score)s for %(ref)s",
                    score=recorded.score, ref=str(ref))
     if recorded.bonus_entry_id:
-        line += "; " + t._("bonus +%(points)s points", points=t.number(recorded.bonus_points, 2))
+        line += "; " + t._("bonus %(points)s",
+                           points=t.ledger_points(recorded.bonus_points, signed=True))
     click.echo(line)
 
 

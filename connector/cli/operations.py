@@ -12,20 +12,22 @@ import click
 
 from connector import periods
 from connector.cli.base import Runtime, cli, fail, pass_runtime
-from connector.i18n import translator
+from connector.i18n import Translator, translator
 from connector.operations import export as exports
 from connector.operations.backup import backup as make_backup
 
 
-def _size(size: int) -> str:
+def _size(size: int, t: Translator) -> str:
+    exact = t.ngettext("%(num)d byte", "%(num)d bytes", size)
     if size < 1024:
-        return f"{size} bytes"
+        return exact
     scaled = float(size)  # for display only
     for unit in ("KB", "MB", "GB"):
         scaled /= 1024
         if scaled < 1024 or unit == "GB":
             break
-    return f"{scaled:.1f} {unit} ({size} bytes)"
+    units = {"KB": t._("KB"), "MB": t._("MB"), "GB": t._("GB")}
+    return f"{t.number(round(scaled, 1), 1)} {units[unit]} ({exact})"
 
 
 @cli.command()
@@ -35,12 +37,14 @@ def backup(runtime: Runtime, path: Path) -> None:
     """A consistent copy of the database at PATH (safe while `serve` runs), and its key file
     as PATH.key. SQLite: online backup; PostgreSQL: pg_dump -Fc (restore with pg_restore)."""
     result = make_backup(runtime.settings, path)
-    click.echo(f"backup: wrote {result.path} ({_size(result.size)})")
+    t = translator(runtime.settings.program.language)
+    click.echo(t._("backup: wrote %(path)s (%(size)s)", path=str(result.path),
+                   size=_size(result.size, t)))
     if result.key_path is not None:
-        click.echo(f"backup: wrote the secret key to {result.key_path} (mode 0600): keep it "
-                   "with the copy, the CRM tokens in it need it")
+        click.echo(t._("backup: wrote the secret key to %(path)s (mode 0600): keep it with the "
+                       "copy, the CRM tokens in it need it", path=str(result.key_path)))
     if result.key_note:
-        click.echo(f"backup: {result.key_note}")
+        click.echo(t._("backup: %(note)s", note=result.key_note.render(t)))
 
 
 def _local_midnight(day: datetime | None, zone: ZoneInfo) -> datetime | None:
@@ -101,10 +105,16 @@ def export(runtime: Runtime, what: str, since: datetime | None, until: datetime 
             count = exports.write_csv(file, columns, rows)
         os.replace(temporary, output)
     except OSError as exc:
-        fail(f"cannot write {output}: {exc.strerror or exc}")
+        fail(t._("cannot write %(path)s: %(reason)s", path=str(output),
+                 reason=exc.strerror or str(exc)))
     finally:
         temporary.unlink(missing_ok=True)
-    click.echo(f"export: wrote {count} {what} to {output}", err=True)
+    click.echo(t.ngettext("export: wrote %(num)d account to %(path)s",
+                          "export: wrote %(num)d accounts to %(path)s", count, path=str(output))
+               if what == "accounts" else
+               t.ngettext("export: wrote %(num)d entry to %(path)s",
+                          "export: wrote %(num)d entries to %(path)s", count, path=str(output)),
+               err=True)
 
 
 class _Echo:

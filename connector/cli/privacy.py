@@ -8,6 +8,7 @@ import click
 
 from connector.cli.base import Runtime, account_arguments, echo_json, json_option, pass_runtime
 from connector.cli.ledger import account
+from connector.i18n import translator
 from connector.ledger.views import AccountRef
 from connector.privacy.erase import erase
 
@@ -31,8 +32,9 @@ def account_erase(runtime: Runtime, ref: AccountRef, reason: str, by: str | None
     """Erase the contact's personal data; its points and figures stay under an anonymous id.
 
     Safe to repeat: a second run finds nothing left to erase."""
+    t = translator(runtime.settings.program.language)
     if not reason.strip():
-        raise click.BadParameter("must say why", param_hint="--reason")
+        raise click.BadParameter(t._("must say why"), param_hint="--reason")
     services = runtime.services()
     report = erase(services.db, ref, reason=reason.strip(), by=(by or _who()).strip(),
                    clock=services.ledger.clock)
@@ -40,13 +42,17 @@ def account_erase(runtime: Runtime, ref: AccountRef, reason: str, by: str | None
         echo_json(report.as_json())
         return
     if report.nothing:
-        click.echo(f"nothing to erase for {ref}: no account and no received events name it "
-                   "(already erased, or never seen)")
+        click.echo(t._("nothing to erase for %(ref)s: no account and no received events name "
+                       "it (already erased, or never seen)", ref=ref))
         return
+    # The table names stay as they are: what an operator greps the erasure log for.
     removed = ", ".join(f"{name.replace('_', ' ')} {count}"
                         for name, count in report.removed.items())
     if report.anonymous_id is None:
-        click.echo(f"no account for {ref}; scrubbed: {removed} (erasure {report.erasure_id})")
+        click.echo(t._("no account for %(ref)s; scrubbed: %(removed)s (erasure %(erasure)s)",
+                       ref=ref, removed=removed, erasure=report.erasure_id))
         return
-    click.echo(f"erased {ref}: its account is now {ref.crm} {ref.portal} "
-               f"{report.anonymous_id}; cleared: {removed} (erasure {report.erasure_id})")
+    click.echo(t._("erased %(ref)s: its account is now %(anonymous)s; cleared: %(removed)s "
+                   "(erasure %(erasure)s)", ref=ref,
+                   anonymous=f"{ref.crm} {ref.portal} {report.anonymous_id}", removed=removed,
+                   erasure=report.erasure_id))

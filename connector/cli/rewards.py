@@ -6,6 +6,7 @@ import uuid
 
 import click
 
+from connector import crm_texts
 from connector.cli.base import (
     ACTOR,
     Runtime,
@@ -17,6 +18,7 @@ from connector.cli.base import (
     pass_runtime,
 )
 from connector.cli.output import local
+from connector.i18n import translator
 from connector.ledger.fingerprint import request_fingerprint
 from connector.ledger.views import AccountRef
 from connector.rewards.claims import ClaimView
@@ -37,26 +39,32 @@ def rewards_list(runtime: Runtime, everything: bool, as_json: bool) -> None:
     if as_json:
         echo_json([reward.as_json() for reward in listed])
         return
+    t = translator(runtime.settings.program.language)
     if not listed:
-        click.echo("no rewards: add [[program.rewards]] to the configuration")
+        click.echo(t._("no rewards: add %(table)s to the configuration",
+                       table="[[program.rewards]]"))
     for r in listed:
-        terms = [f"stock {r.stock_left}/{r.stock}" if r.stock is not None else "no stock limit"]
+        terms = [t._("stock %(left)s/%(stock)s", left=r.stock_left, stock=r.stock)
+                 if r.stock is not None else t._("no stock limit")]
         if r.per_customer:
-            terms.append(f"{r.per_customer} per customer")
+            terms.append(t._("%(count)s per customer", count=r.per_customer))
         if r.tier:
-            terms.append(f"{r.tier} and above")
+            terms.append(t._("%(tier)s and above", tier=r.tier))
         if r.starts_at or r.ends_at:
             start = local(r.starts_at, runtime.settings) if r.starts_at else "…"
             end = local(r.ends_at, runtime.settings) if r.ends_at else "…"
-            terms.append(f"{start} to {end}")
+            terms.append(t._("%(start)s to %(end)s", start=start, end=end))
         if not r.active:
-            terms.append("disabled")
-        click.echo(f"{r.id:<20} {r.cost:>10} points  {r.name}  ({', '.join(terms)})")
+            terms.append(t._("disabled"))
+        click.echo(f"{r.id:<20} {t.ledger_points(r.cost):>16}  {r.name}  ({', '.join(terms)})")
 
 
 def _show(claim: ClaimView, runtime: Runtime) -> None:
-    click.echo(f"{claim.code}  {claim.status:<9} {claim.reward:<20} {claim.points:>10} points  "
-               f"{claim.ref}  {local(claim.created_at, runtime.settings)}  via {claim.via}")
+    t = translator(runtime.settings.program.language)
+    click.echo(f"{claim.code}  {crm_texts.claim_status(claim.status, t):<11} "
+               f"{claim.reward:<20} {t.ledger_points(claim.points):>16}  {claim.ref}  "
+               f"{local(claim.created_at, runtime.settings)}  "
+               + t._("via %(channel)s", channel=claim.via))
 
 
 @rewards.command("claim")
@@ -78,10 +86,14 @@ def rewards_claim(runtime: Runtime, ref: AccountRef, reward: str, key: str | Non
     if as_json:
         echo_json(claimed.as_json())
         return
-    repeat = " (already claimed under this key)" if claimed.result.duplicate else ""
-    click.echo(f"claimed {claimed.claim.reward_name} for {ref}{repeat}: code "
-               f"{claimed.claim.code}, {-claimed.result.points} points, balance "
-               f"{claimed.result.balance}")
+    t = translator(runtime.settings.program.language)
+    text = t._("claimed %(reward)s for %(ref)s (already claimed under this key): code "
+               "%(code)s, %(points)s, balance %(balance)s") if claimed.result.duplicate else \
+        t._("claimed %(reward)s for %(ref)s: code %(code)s, %(points)s, balance %(balance)s")
+    click.echo(text % {"reward": claimed.claim.reward_name, "ref": ref,
+                       "code": claimed.claim.code,
+                       "points": t.ledger_points(-claimed.result.points),
+                       "balance": t.figure(claimed.result.balance)})
 
 
 @rewards.command("claims")

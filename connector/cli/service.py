@@ -18,6 +18,7 @@ import click
 from connector import job_runs
 from connector.cli.base import Runtime, cli, echo_json, fail, json_option, pass_runtime
 from connector.cli.output import local
+from connector.i18n import translator
 from connector.logs import Throttle, configure_logging
 from connector.scheduler import (
     Background,
@@ -76,8 +77,11 @@ def _http(runtime: Runtime, services: Services) -> Iterator[Any]:
         server = create_server(create_app(services=services), host=config.host,
                                port=config.port, threads=config.threads)
     except OSError as exc:
-        fail(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
-    click.echo(f"listening on http://{server.effective_host}:{server.effective_port}")
+        fail(translator(runtime.settings.program.language)._(
+            "cannot listen on %(address)s: %(reason)s", address=f"{config.host}:{config.port}",
+            reason=exc.strerror or exc))
+    click.echo(translator(runtime.settings.program.language)._(
+        "listening on %(url)s", url=f"http://{server.effective_host}:{server.effective_port}"))
     try:
         yield server
     finally:
@@ -101,7 +105,7 @@ def serve(runtime: Runtime) -> None:
         if leader is not None:
             leader.stop()
         worker.stop()
-        click.echo("stopped")
+        click.echo(translator(runtime.settings.program.language)._("stopped"))
 
 
 @cli.command()
@@ -116,7 +120,7 @@ def web(runtime: Runtime) -> None:
         with _http(runtime, services) as server:
             server.run()
     finally:
-        click.echo("stopped")
+        click.echo(translator(runtime.settings.program.language)._("stopped"))
 
 
 @cli.command()
@@ -135,7 +139,7 @@ def worker(runtime: Runtime, once: bool) -> None:
     try:
         loop.run()
     finally:
-        click.echo("stopped")
+        click.echo(translator(runtime.settings.program.language)._("stopped"))
 
 
 @cli.command()
@@ -143,14 +147,15 @@ def worker(runtime: Runtime, once: bool) -> None:
 def scheduler(runtime: Runtime) -> None:
     """Run the scheduled jobs; several may run, one leads and the others stand by."""
     if not runtime.settings.scheduler.enabled:
-        fail("the scheduler is disabled: set scheduler.enabled = true")
+        fail(translator(runtime.settings.program.language)._(
+            "the scheduler is disabled: set %(setting)s", setting="scheduler.enabled = true"))
     service_logging()
     leader = LeaderScheduler(runtime.services())
     _on_signals(leader)
     try:
         leader.run()
     finally:
-        click.echo("stopped")
+        click.echo(translator(runtime.settings.program.language)._("stopped"))
 
 
 # -- jobs ----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from connector.cli.base import (
 )
 from connector.cli.ledger import account
 from connector.cli.output import local
+from connector.i18n import translator
 from connector.ledger.views import AccountRef
 
 
@@ -36,7 +37,8 @@ def account_refused(runtime: Runtime, limit: int, as_json: bool) -> None:
         echo_json([refusal_json(refusal) for refusal in found])
         return
     if not found:
-        click.echo("no contact refused by a CRM")
+        click.echo(translator(runtime.settings.program.language)._(
+            "no contact refused by a CRM"))
         return
     for refusal in found:
         click.echo(f"{local(refusal.refused_at, runtime.settings)}  {refusal.crm}:"
@@ -50,10 +52,11 @@ def account_retry_writeback(runtime: Runtime, ref: AccountRef) -> None:
     """Write to a refused contact again (after restoring it in the CRM); it is written on
     the next pass."""
     services = runtime.services()
+    t = translator(runtime.settings.program.language)
     account_id = services.ledger.account_id(ref)
     if account_id is None:
-        fail(f"no loyalty account for {ref}")
+        fail(t._("no loyalty account for %(ref)s", ref=ref))
     if not mirror.clear_refusal(services.db, account_id):
-        fail(f"write-back to {ref} was not refused")
+        fail(t._("write-back to %(ref)s was not refused", ref=ref))
     # The refused change was never marked written, so the next pass sends it.
-    click.echo(f"{ref}: write-back pending again")
+    click.echo(t._("%(ref)s: write-back pending again", ref=ref))

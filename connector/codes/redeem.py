@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from connector.codes import draw
 from connector.codes.models import PromoAttachment, PromoCampaign, PromoCode, PromoRedemption
 from connector.config import Promo
+from connector.i18n import Translator
 from connector.ledger.models import Entry
 from connector.money import from_minor, to_minor
 from connector.program import Earning, Program
@@ -55,10 +56,17 @@ class Outcome:
         return {"code": self.code, "outcome": self.outcome, "campaign": self.campaign,
                 "points": str(self.points), "detail": self.detail}
 
-    def message(self) -> str:
+    def message(self, t: Translator | None = None) -> str:
+        """What a manager reads in the CRM, in `t`'s language (English without one); a
+        refusal's detail stays in the check's own (English) words."""
+        if t is None:
+            if self.refused:
+                return f"promo code {self.code}: {self.detail}"
+            return f"promo code {self.code}: {self.points} points ({self.campaign})"
         if self.refused:
-            return f"promo code {self.code}: {self.detail}"
-        return f"promo code {self.code}: {self.points} points ({self.campaign})"
+            return t._("promo code %(code)s: %(reason)s", code=self.code, reason=self.detail)
+        return t._("promo code %(code)s: %(points)s (%(campaign)s)", code=self.code,
+                   points=t.ledger_points(self.points), campaign=self.campaign)
 
 
 class _Refused(Exception):

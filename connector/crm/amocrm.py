@@ -25,6 +25,7 @@ from connector.crm.credentials import CredentialStore, Tokens
 from connector.crm.limiter import LeakyBucket, Limiter
 from connector.crm.retry import never_sent, retrying
 from connector.errors import CRMAuthError, FatalCRMError, RetriableCRMError
+from connector.i18n import N_
 from connector.metrics import Metrics, counted_call, rest_route
 
 log = logging.getLogger(__name__)
@@ -130,17 +131,24 @@ class AmoCRMClient:
                 headers={"Authorization": f"Bearer {token}"},
                 timeout=self.settings.timeout_seconds)
         except requests.ConnectionError as exc:  # also ConnectTimeout: never sent
+            # The English `detail` is the message's own text: logs and doctor say the same.
+            call = f"amocrm {method} {path}"
             if not idempotent and not never_sent(exc):
-                raise FatalCRMError(f"amocrm {method} {path}: connection lost; not repeated "
-                                    "(it may have run)", code="CONNECTION") from None
-            raise RetriableCRMError(f"amocrm {method} {path}: {type(exc).__name__}",
-                                    code="CONNECTION") from None
+                lost = N_("%(call)s: connection lost; not repeated (it may have run)",
+                          call=call)
+                raise FatalCRMError(str(lost), code="CONNECTION", message=lost) from None
+            unreachable = N_("%(call)s: cannot reach the account (%(error)s)", call=call,
+                             error=type(exc).__name__)
+            raise RetriableCRMError(str(unreachable), code="CONNECTION",
+                                    message=unreachable) from None
         except requests.Timeout as exc:  # a read timeout: the request went out
+            call = f"amocrm {method} {path}"
             if not idempotent:
-                raise FatalCRMError(f"amocrm {method} {path}: timed out; not repeated "
-                                    "(it may have run)", code="TIMEOUT") from None
-            raise RetriableCRMError(f"amocrm {method} {path}: {type(exc).__name__}",
-                                    code="TIMEOUT") from None
+                unsure = N_("%(call)s: timed out; not repeated (it may have run)", call=call)
+                raise FatalCRMError(str(unsure), code="TIMEOUT", message=unsure) from None
+            timed_out = N_("%(call)s: timed out (%(error)s)", call=call,
+                           error=type(exc).__name__)
+            raise RetriableCRMError(str(timed_out), code="TIMEOUT", message=timed_out) from None
         body: Any = None
         if response.content and "json" in response.headers.get("Content-Type", ""):
             try:

@@ -23,6 +23,7 @@ from connector.crm.credentials import CredentialStore, Tokens
 from connector.crm.limiter import LeakyBucket, Limiter
 from connector.crm.retry import never_sent, retrying
 from connector.errors import CRMAuthError, FatalCRMError, RetriableCRMError
+from connector.i18n import N_
 from connector.metrics import Metrics, counted_call
 from mappings.phpquery import encode
 
@@ -405,15 +406,22 @@ class Bitrix24Client:
             response = self.session.post(url, json=payload, timeout=self.settings.timeout_seconds)
         except requests.ConnectionError as exc:
             if not idempotent and not never_sent(exc):
-                raise FatalCRMError(f"{method}: connection lost; not repeated (it may have run)",
-                                    code="CONNECTION") from None
-            raise RetriableCRMError(f"{method}: cannot reach the portal ({type(exc).__name__})",
-                                    code="CONNECTION") from None
+                raise FatalCRMError(
+                    f"{method}: connection lost; not repeated (it may have run)",
+                    code="CONNECTION", message=N_("%(method)s: connection lost; not repeated "
+                                                  "(it may have run)", method=method)) from None
+            raise RetriableCRMError(
+                f"{method}: cannot reach the portal ({type(exc).__name__})", code="CONNECTION",
+                message=N_("%(method)s: cannot reach the portal (%(error)s)", method=method,
+                           error=type(exc).__name__)) from None
         except requests.Timeout:
             if not idempotent:
-                raise FatalCRMError(f"{method}: timed out; not repeated (it may have run)",
-                                    code="TIMEOUT") from None
-            raise RetriableCRMError(f"{method}: timed out", code="TIMEOUT") from None
+                raise FatalCRMError(
+                    f"{method}: timed out; not repeated (it may have run)", code="TIMEOUT",
+                    message=N_("%(method)s: timed out; not repeated (it may have run)",
+                               method=method)) from None
+            raise RetriableCRMError(f"{method}: timed out", code="TIMEOUT",
+                                    message=N_("%(method)s: timed out", method=method)) from None
         try:
             body = response.json()
         except ValueError:
@@ -477,7 +485,8 @@ class Bitrix24Client:
             body = response.json()
         except (requests.RequestException, ValueError) as exc:
             raise RetriableCRMError(f"oauth refresh failed ({type(exc).__name__})",
-                                    code="OAUTH") from None
+                                    code="OAUTH", message=N_("oauth refresh failed (%(error)s)",
+                                                             error=type(exc).__name__)) from None
         if response.status_code != 200 or "access_token" not in body:
             code = str(body.get("error", "")).upper() if isinstance(body, dict) else ""
             if response.status_code >= 500:

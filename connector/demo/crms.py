@@ -15,6 +15,7 @@ from typing import Any
 
 import requests
 
+from connector.i18n import N_, Translator
 from connector.sandbox import FakeBitrix24Portal
 from connector.sandbox.amocrm import FakeAmoCRM, webhook_body
 from connector.triggers import CODES
@@ -24,6 +25,8 @@ FORM = "application/x-www-form-urlencoded"
 TIMEOUT = 10.0
 # The loyalty fields a step shows, in this order (keys of [bitrix24.fields] / [amocrm.fields]).
 SHOWN = ("balance", "available", "tier", "discount", "card")
+# amoCRM's entities a tag goes on, as a line of the story names them.
+ENTITIES = {"contacts": N_("contact"), "leads": N_("lead")}
 
 
 @dataclass(frozen=True)
@@ -37,13 +40,11 @@ class Seeded:
     second_deal: int
     robot_deal: int
     others: tuple[int, ...]
+    deals: int  # open deals (leads) seeded, hers and the others'
 
 
 class SimulatedCRM(ABC):
-    crm: str
-    name: str  # "Bitrix24 portal"
-    title: str  # "the portal" / "the account"
-    deal_word: str  # "deal" / "lead"
+    crm: str  # the story's sentences name its place and deals in words of their own (TEXTS)
 
     def __init__(self) -> None:
         self.http = requests.Session()
@@ -63,7 +64,7 @@ class SimulatedCRM(ABC):
         """The CRM's section of the settings, as an admin would fill it in."""
 
     @abstractmethod
-    def admin_steps(self, public_url: str) -> list[str]:
+    def admin_steps(self, public_url: str, t: Translator) -> list[str]:
         """What an admin does in the CRM after `install`; done here, described in return."""
 
     @abstractmethod
@@ -86,8 +87,9 @@ class SimulatedCRM(ABC):
         """The contact's loyalty fields as the CRM shows them, by key."""
 
     @abstractmethod
-    def triggers(self) -> list[str]:
-        """The automation the connector set off, one line each, oldest first."""
+    def triggers(self, t: Translator) -> list[str]:
+        """The automation the connector set off, one line each, oldest first; the code or
+        tag as the CRM holds it (the story looks for it in the line)."""
 
     @abstractmethod
     def robot_outcome(self, deal: int) -> list[str]:
@@ -100,7 +102,7 @@ class SimulatedCRM(ABC):
 class SimulatedBitrix24(SimulatedCRM):
     """A Bitrix24 portal connected by an inbound webhook, as in README's webhook setup."""
 
-    crm, name, title, deal_word = "bitrix24", "Bitrix24 portal", "the portal", "deal"
+    crm = "bitrix24"
 
     def __init__(self) -> None:
         super().__init__()
@@ -126,16 +128,22 @@ class SimulatedBitrix24(SimulatedCRM):
                 "actions_secret": self.actions_secret,
                 "triggers": {code: {"code": value} for code, value in self.trigger_codes.items()}}
 
-    def admin_steps(self, public_url: str) -> list[str]:
+    def admin_steps(self, public_url: str, t: Translator) -> list[str]:
         events = [e for e in EVENTS if not e.startswith("ONAPP")]
         for event in events:
             self.portal.bind_event(event, f"{public_url}/bitrix24/events")
         for code in self.trigger_codes.values():
             self.portal.add_webhook_trigger(code)
-        return [f"outgoing webhook: {len(events)} events -> {public_url}/bitrix24/events",
-                f"{len(self.trigger_codes)} \"Track incoming webhook\" triggers, their codes in "
-                "[bitrix24.triggers]",
-                f"\"Webhook\" automation rule -> {public_url}/bitrix24/actions/<secret>/redeem/..."]
+        events_url = f"{public_url}/bitrix24/events"
+        actions_url = f"{public_url}/bitrix24/actions/<secret>/redeem/..."
+        return [t.ngettext("outgoing webhook: %(num)d event -> %(url)s",
+                           "outgoing webhook: %(num)d events -> %(url)s", len(events),
+                           url=events_url),
+                t.ngettext("%(num)d \"Track incoming webhook\" trigger, its code in "
+                           "[bitrix24.triggers]",
+                           "%(num)d \"Track incoming webhook\" triggers, their codes in "
+                           "[bitrix24.triggers]", len(self.trigger_codes)),
+                t._("\"Webhook\" automation rule -> %(url)s", url=actions_url)]
 
     def seed(self) -> Seeded:
         anna = self.portal.add_contact(NAME="Anna", LAST_NAME="Smirnova",
@@ -144,7 +152,8 @@ class SimulatedBitrix24(SimulatedCRM):
                   self.portal.add_contact(NAME="Vera", LAST_NAME="Orlova"))
         deal = self._open_deal
         seeded = Seeded(anna, "Anna Smirnova", deal(anna, "12000.00", "Sofa"),
-                        deal(anna, "25000.00", "Kitchen"), deal(anna, "2000.00", "Lamp"), others)
+                        deal(anna, "25000.00", "Kitchen"), deal(anna, "2000.00", "Lamp"), others,
+                        deals=4)
         deal(others[0], "4500.00", "Chairs")
         return seeded
 
@@ -173,10 +182,11 @@ class SimulatedBitrix24(SimulatedCRM):
         shown = self.portal.contact(contact)
         return {key: shown.get(name) for key, name in names.items()}
 
-    def triggers(self) -> list[str]:
+    def triggers(self, t: Translator) -> list[str]:
         by_code = {value: code for code, value in self.trigger_codes.items()}
-        return [f"trigger {by_code.get(t['code'], t['code'])} (code {t['code']}) on "
-                f"{t['target']}" for t in self.portal.fired_webhook_triggers]
+        return [t._("trigger %(name)s (code %(code)s) on %(target)s",
+                    name=by_code.get(fired["code"], fired["code"]), code=fired["code"],
+                    target=fired["target"]) for fired in self.portal.fired_webhook_triggers]
 
     def robot_outcome(self, deal: int) -> list[str]:
         return [c["comment"] for c in self.portal.timeline_comments
@@ -186,7 +196,7 @@ class SimulatedBitrix24(SimulatedCRM):
 class SimulatedAmoCRM(SimulatedCRM):
     """An amoCRM account connected by a long-lived token (a private integration)."""
 
-    crm, name, title, deal_word = "amocrm", "amoCRM account", "the account", "lead"
+    crm = "amocrm"
     PIPELINE, FIRST_STAGE, WON = 3104455, 20067736, 142
 
     def __init__(self) -> None:
@@ -210,9 +220,9 @@ class SimulatedAmoCRM(SimulatedCRM):
                 "subdomain": self.account.subdomain, "long_lived_token": "long-lived-token",
                 "webhook_secret": self.webhook_secret}
 
-    def admin_steps(self, public_url: str) -> list[str]:
-        return [f"digital pipeline action \"send webhook\" -> {public_url}/amocrm/actions/"
-                "<secret>/redeem/..."]
+    def admin_steps(self, public_url: str, t: Translator) -> list[str]:
+        actions_url = f"{public_url}/amocrm/actions/<secret>/redeem/..."
+        return [t._("digital pipeline action \"send webhook\" -> %(url)s", url=actions_url)]
 
     def seed(self) -> Seeded:
         account = self.account
@@ -226,7 +236,7 @@ class SimulatedAmoCRM(SimulatedCRM):
         for lead, price in zip(leads, (12000, 25000, 2000), strict=True):
             self._open_lead(lead, anna, price)
         self._open_lead(5004, boris, 4500)
-        return Seeded(anna, "Anna Smirnova", *leads, others=(boris, vera))
+        return Seeded(anna, "Anna Smirnova", *leads, others=(boris, vera), deals=len(leads) + 1)
 
     def _open_lead(self, lead: int, contact: int, price: int) -> None:
         self.account.put_lead(lead, contact=contact, price=price, status=self.FIRST_STAGE,
@@ -268,9 +278,10 @@ class SimulatedAmoCRM(SimulatedCRM):
     def fields(self, contact: int, names: dict[str, str]) -> dict[str, Any]:
         return {key: self.account.field_value(contact, code) for key, code in names.items()}
 
-    def triggers(self) -> list[str]:
-        return [f"tag {tag} on {entity[:-1]} {entity_id}"
-                for entity, entity_id, tag in self.account.state.tags_added]
+    def triggers(self, t: Translator) -> list[str]:
+        return [t._("tag %(tag)s on %(entity)s %(id)s", tag=tag,
+                    entity=ENTITIES[entity].render(t) if entity in ENTITIES else entity[:-1],
+                    id=entity_id) for entity, entity_id, tag in self.account.state.tags_added]
 
     def robot_outcome(self, deal: int) -> list[str]:
         return [str((note.get("params") or {}).get("text", "")) for note in

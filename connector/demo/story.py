@@ -2,7 +2,11 @@
 robot redeem points, then show the dashboard and the customer's card page.
 
 Each step waits until the CRM shows what the ledger holds — the values printed are read back
-from the simulated CRM, not from the ledger — and prints them.
+from the simulated CRM, not from the ledger — and prints them, in `program.language`.
+
+A sentence naming the CRM's place ("the portal", "the account") or its deals ("deal", "lead")
+is one marked string per CRM, not a word put into a sentence: Russian and Ukrainian decline
+the word by its place in the sentence.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import requests
 
 from connector.demo.crms import SHOWN, TIMEOUT, SimulatedCRM
 from connector.errors import LedgerError
+from connector.i18n import N_, Message, Translator
 from connector.ledger.views import AccountRef, AccountView
 from connector.services import Services
 
@@ -24,10 +29,49 @@ STEP_TIMEOUT = 30.0  # seconds a step may take before the demo gives up
 POLL = 0.1
 ROBOT_POINTS = 500
 STEPS = 7
+# The values a step shows, as the CRM's form labels them.
+FIELD_LABELS = {"balance": N_("balance"), "available": N_("available"), "tier": N_("tier"),
+                "discount": N_("discount"), "card": N_("card")}
+# The sentences that name the CRM's place or its deals, by CRM (see the module's docstring).
+TEXTS: dict[str, dict[str, Message]] = {
+    "bitrix24": {
+        "installed": N_("`install %(crm)s` against the portal at %(url)s: %(created)s"),
+        "shows": N_("the portal now shows: %(fields)s"),
+        "first": N_("deal %(id)s won (%(amount)s %(currency)s): %(earned)s at %(tier)s, "
+                    "written back into the portal"),
+        "second": N_("deal %(id)s won: %(earned)s (at %(before)s, the rate before this "
+                     "purchase); spend %(spend)s reaches %(tier)s: tier up, discount "
+                     "%(discount)s%%"),
+        "robot": N_("a robot on deal %(id)s redeems %(points)s: %(redeemed)s redeemed"),
+        "outcome": N_("on the deal: %(text)s"),
+        "card": N_("%(name)s's card page, the URL the portal holds in her card_url field: "
+                   "%(url)s"),
+        "settled": N_("deal %(id)s settled, written back and its trigger fired"),
+    },
+    "amocrm": {
+        "installed": N_("`install %(crm)s` against the account at %(url)s: %(created)s"),
+        "shows": N_("the account now shows: %(fields)s"),
+        "first": N_("lead %(id)s won (%(amount)s %(currency)s): %(earned)s at %(tier)s, "
+                    "written back into the account"),
+        "second": N_("lead %(id)s won: %(earned)s (at %(before)s, the rate before this "
+                     "purchase); spend %(spend)s reaches %(tier)s: tier up, discount "
+                     "%(discount)s%%"),
+        "robot": N_("a robot on lead %(id)s redeems %(points)s: %(redeemed)s redeemed"),
+        "outcome": N_("on the lead: %(text)s"),
+        "card": N_("%(name)s's card page, the URL the account holds in her card_url field: "
+                   "%(url)s"),
+        "settled": N_("lead %(id)s settled, written back and its trigger fired"),
+    },
+}
 
 
 class StoryError(RuntimeError):
-    """A step did not come about in time: what was awaited."""
+    """A step did not come about in time: what was awaited (`message`, shown in the
+    demo's language; `str()` is English)."""
+
+    def __init__(self, message: Message) -> None:
+        super().__init__(str(message))
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -55,9 +99,9 @@ def _points(value: Decimal) -> str:
 
 class Story:
     def __init__(self, sim: SimulatedCRM, services: Services, base_url: str,
-                 admin_token: str, echo: Callable[[str], None]) -> None:
+                 admin_token: str, echo: Callable[[str], None], t: Translator) -> None:
         self.sim, self.services, self.base_url = sim, services, base_url.rstrip("/")
-        self.admin_token, self.echo = admin_token, echo
+        self.admin_token, self.echo, self.t = admin_token, echo, t
         settings = services.settings
         section = settings.bitrix24 if sim.crm == "bitrix24" else settings.amocrm
         self.names: dict[str, str] = dict(section.fields)
@@ -73,7 +117,15 @@ class Story:
     def detail(self, text: str) -> None:
         self.echo(f"      {text}")
 
-    def wait(self, what: str, condition: Callable[[], bool]) -> None:
+    def say(self, sentence: str, **values: Any) -> str:
+        """This CRM's wording of `sentence` (TEXTS) in the program's language."""
+        return Message(TEXTS[self.sim.crm][sentence].msgid, values).render(self.t)
+
+    def points(self, value: Decimal) -> str:
+        """"360 points", "360 баллов": the figure as the CRM writes it, the word agreeing."""
+        return f"{_points(value)} {self.t.points_word(value)}"
+
+    def wait(self, what: Message, condition: Callable[[], bool]) -> None:
         """Let the CRM post what it has to post until `condition` holds."""
         deadline = time.monotonic() + STEP_TIMEOUT
         while True:
@@ -81,7 +133,8 @@ class Story:
             if condition():
                 return
             if time.monotonic() > deadline:
-                raise StoryError(f"timed out after {STEP_TIMEOUT:.0f} s waiting for {what}")
+                raise StoryError(N_("timed out after %(seconds)s s waiting for %(what)s",
+                                    seconds=f"{STEP_TIMEOUT:.0f}", what=what))
             time.sleep(POLL)
 
     def account(self, contact: int) -> AccountView | None:
@@ -94,7 +147,7 @@ class Story:
     def known(self, contact: int) -> AccountView:
         view = self.account(contact)
         if view is None:
-            raise StoryError(f"contact {contact} has no account in the ledger")
+            raise StoryError(N_("contact %(id)s has no account in the ledger", id=contact))
         return view
 
     def fields(self, contact: int) -> dict[str, Any]:
@@ -111,96 +164,107 @@ class Story:
                 and shown.get("tier") == view.tier)
 
     def fired(self, transition: str) -> int:
-        return sum(1 for line in self.sim.triggers() if transition in line)
+        return sum(1 for line in self.sim.triggers(self.t) if transition in line)
 
     def show_triggers(self) -> None:
         """The automation fired since the last step, as the CRM recorded it."""
-        fired = self.sim.triggers()
+        fired = self.sim.triggers(self.t)
         for line in fired[self.triggers_shown:]:
-            self.detail(f"automation fired: {line}")
+            self.detail(self.t._("automation fired: %(what)s", what=line))
         self.triggers_shown = len(fired)
 
     def show(self, contact: int) -> dict[str, Any]:
         shown = self.fields(contact)
-        listed = ", ".join(f"{key} {shown.get(key) if shown.get(key) not in (None, '') else '-'}"
-                           for key in SHOWN)
-        self.detail(f"{self.sim.title} now shows: {listed}")
+        listed = ", ".join(
+            f"{FIELD_LABELS[key].render(self.t)} "
+            f"{shown.get(key) if shown.get(key) not in (None, '') else '-'}" for key in SHOWN)
+        self.detail(self.say("shows", fields=listed))
         return shown
 
     # -- the story -------------------------------------------------------------------------
     def play(self) -> Ending:
-        sim, deal = self.sim, self.sim.deal_word
+        sim = self.sim
         connector = self.services.bitrix24 if sim.crm == "bitrix24" else self.services.amocrm
         if connector is None:
-            raise StoryError(f"{sim.crm} is not enabled in the demo's settings")
+            raise StoryError(N_("%(crm)s is not enabled in the demo's settings", crm=sim.crm))
         report = connector.installer.install()
         created = sum(1 for line in report.done if line.startswith("created contact field"))
-        self.step(f"`install {sim.crm}` against {sim.title} at {sim.url}: "
-                  f"{created} loyalty contact fields created")
-        for line in sim.admin_steps(self.base_url):
-            self.detail(f"set up as an admin would: {line}")
+        t = self.t
+        self.step(self.say("installed", crm=sim.crm, url=sim.url, created=t.ngettext(
+            "%(num)d loyalty contact field created", "%(num)d loyalty contact fields created",
+            created)))
+        for line in sim.admin_steps(self.base_url, t):
+            self.detail(t._("set up as an admin would: %(step)s", step=line))
 
         seeded = sim.seed()
         anna = seeded.customer
         everyone = (anna, *seeded.others)
-        self.wait("the welcome bonus in every seeded contact and its trigger",
+        self.wait(N_("the welcome bonus in every seeded contact and its trigger"),
                   lambda: all(self.in_step(c) for c in everyone)
                   and self.fired("loyalty_welcome") > 0)
-        self.step(f"seeded {len(everyone)} contacts and 4 open {deal}s; each new contact got "
-                  "the welcome bonus")
-        self.detail(f"customer: {seeded.customer_name} (contact {anna})")
+        deals = (t.ngettext("%(num)d open deal", "%(num)d open deals", seeded.deals)
+                 if sim.crm == "bitrix24" else
+                 t.ngettext("%(num)d open lead", "%(num)d open leads", seeded.deals))
+        self.step(t._("seeded %(contacts)s and %(deals)s; each new contact got the welcome "
+                      "bonus", contacts=t.ngettext("%(num)d contact", "%(num)d contacts",
+                                                   len(everyone)), deals=deals))
+        self.detail(t._("customer: %(name)s (contact %(id)s)", name=seeded.customer_name,
+                        id=anna))
         self.show(anna)
         self.show_triggers()
 
         for number, won in ((1, seeded.first_deal), (2, seeded.second_deal)):
             before = self.known(anna)
             sim.win(won)
-            self.wait(f"{deal} {won} settled, written back and its trigger fired",
+            self.wait(Message(TEXTS[sim.crm]["settled"].msgid, {"id": won}),
                       lambda b=before, n=number: self._settled(anna, b)
                       and self.fired("loyalty_points_accrued") >= n)
             after = self.known(anna)
             earned = after.balance - before.balance
             if number == 1:
-                self.step(f"{deal} {won} won ({_points(after.purchase_total)} "
-                          f"{self.services.settings.program.currency}): +{_points(earned)} "
-                          f"points at {before.tier}, written back into {sim.title}")
+                self.step(self.say("first", id=won, amount=_points(after.purchase_total),
+                                   currency=self.services.settings.program.currency,
+                                   earned="+" + self.points(earned), tier=before.tier))
                 self.show(anna)
                 self.show_triggers()
                 continue
-            self.wait("the tier-up trigger", lambda: self.fired("loyalty_tier_up") > 0)
-            self.step(f"{deal} {won} won: +{_points(earned)} points (at {before.tier}, the "
-                      f"rate before this purchase); spend {_points(after.qualifying_spend)} "
-                      f"reaches {after.tier}: tier up, discount {after.discount_percent}%")
+            self.wait(N_("the tier-up trigger"), lambda: self.fired("loyalty_tier_up") > 0)
+            self.step(self.say("second", id=won, earned="+" + self.points(earned),
+                               before=before.tier, spend=_points(after.qualifying_spend),
+                               tier=after.tier, discount=after.discount_percent))
             self.show(anna)
             self.show_triggers()
 
         before = self.known(anna)
         sim.run_robot(self.base_url, seeded.robot_deal, ROBOT_POINTS)
-        self.wait("the robot's redemption written back",
+        self.wait(N_("the robot's redemption written back"),
                   lambda: bool(sim.robot_outcome(seeded.robot_deal))
                   and self._changed(anna, before))
         after = self.known(anna)
-        self.step(f"a robot on {deal} {seeded.robot_deal} redeems {ROBOT_POINTS} points: "
-                  f"{_points(before.balance - after.balance)} redeemed")
+        self.step(self.say("robot", id=seeded.robot_deal,
+                           points=self.points(Decimal(ROBOT_POINTS)),
+                           redeemed=_points(before.balance - after.balance)))
         shown = self.show(anna)
         for line in sim.robot_outcome(seeded.robot_deal):
-            self.detail(f"on the {deal}: {line}")
+            self.detail(self.say("outcome", text=line))
         self.show_triggers()
 
         dashboard = f"{self.base_url}/dashboard"
         page = requests.get(dashboard, timeout=TIMEOUT,
                             headers={"Authorization": f"Bearer {self.admin_token}"})
         if page.status_code != 200:
-            raise StoryError(f"the dashboard answered {page.status_code}")
-        self.step(f"dashboard: {dashboard} (any user name, password {self.admin_token})")
+            raise StoryError(N_("the dashboard answered %(status)s", status=page.status_code))
+        self.step(t._("dashboard: %(url)s (any user name, password %(password)s)",
+                      url=dashboard, password=self.admin_token))
 
         card_url = shown.get("card_url") or None
         if card_url:
             card = requests.get(card_url, timeout=TIMEOUT)
             if card.status_code != 200:
-                raise StoryError(f"the card page answered {card.status_code}")
-        self.step(f"{seeded.customer_name}'s card page, the URL {sim.title} holds in her "
-                  f"card_url field: {card_url or '- (card pages are off)'}")
+                raise StoryError(N_("the card page answered %(status)s",
+                                    status=card.status_code))
+        self.step(self.say("card", name=seeded.customer_name,
+                           url=card_url or "- " + t._("(card pages are off)")))
         return Ending(dashboard, self.admin_token, card_url, shown)
 
     def _settled(self, contact: int, before: AccountView) -> bool:

@@ -103,6 +103,17 @@ class Translator:
         """"150 баллов", "1 балл", "2,5 балла"; "150 points", "1 point"."""
         return f"{self.number(value)}{NBSP}{self.points_word(value)}"
 
+    def figure(self, value: Decimal) -> str:
+        """Points or money to the hundredth, as the ledger keeps them: 1 210,00 (ru),
+        1,210.00 (en): what the CLI and the texts written into a CRM show."""
+        return self.number(value, 2)
+
+    def ledger_points(self, value: Decimal, *, signed: bool = False) -> str:
+        """Points to the hundredth with the word that agrees: "+50,00 баллов", "2,00 бали",
+        "500.00 points"; `signed` writes a gain's "+"."""
+        sign = "+" if signed and value > 0 else ""
+        return f"{sign}{self.figure(value)} {self.points_word(value)}"
+
     def points_word(self, value: Decimal) -> str:
         if value != value.to_integral_value():
             # A fraction has a form of its own (genitive singular: "2,5 балла", "2,5 бала")
@@ -161,8 +172,8 @@ class Message:
 
     def render(self, t: Translator | None = None) -> str:
         """In `t`'s language (English without one); a value that is a Message itself is
-        rendered in the same language, and so are a timedelta ("3 дн.", "3 d") and a
-        datetime (in UTC)."""
+        rendered in the same language, and so are a timedelta ("3 дн.", "3 d"), a
+        datetime (in UTC) and a tuple of them (joined by commas)."""
         text = t.translations.gettext(self.msgid) if t is not None else self.msgid
         if not self.values:
             return text
@@ -182,6 +193,9 @@ class Message:
         return Message(self.msgid, {key: each(value) for key, value in self.values.items()})
 
 
+Text = Message | str  # a marked message, or words a CRM or a library said (shown as they are)
+
+
 def render(text: Message | str, t: Translator | None = None) -> str:
     """A Message in `t`'s language; a plain string (a CRM's or a library's words) as is."""
     return text.render(t) if isinstance(text, Message) else text
@@ -190,6 +204,8 @@ def render(text: Message | str, t: Translator | None = None) -> str:
 def _value(value: Any, t: Translator | None) -> Any:
     if isinstance(value, Message):
         return value.render(t)
+    if isinstance(value, tuple):  # a list of items (an import row's changes): "a, b, c"
+        return ", ".join(str(_value(item, t)) for item in value)
     if isinstance(value, timedelta):
         return t.duration(value) if t is not None else age_text(value)
     if isinstance(value, datetime):  # a moment shown in UTC: 06.12.2026 14:30 UTC

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 
+from connector.i18n import N_, Message
 from connector.imports.rows import RawRow
 from connector.money import MAX_AMOUNT, from_minor, parse_amount
 from connector.program import Program
@@ -26,7 +27,12 @@ _OLDEST_BIRTHDAY = date(1900, 1, 1)
 
 
 class RowRefused(Exception):
-    """Why a row is left out (the report's reason)."""
+    """Why a row is left out (the report's reason): a marked message, shown in
+    program.language by the report, in English by `str()` (JSON, logs)."""
+
+    def __init__(self, message: Message) -> None:
+        super().__init__(str(message))
+        self.message = message
 
 
 @dataclass
@@ -74,34 +80,39 @@ class RowParser:
         values = raw.values
         contact = _text(values.get("contact_id")) or None
         if contact is not None and not _CONTACT.fullmatch(contact):
-            raise RowRefused(f"bad contact id {contact!r}: a CRM contact id is a number")
+            raise RowRefused(N_("bad contact id %(value)s: a CRM contact id is a number",
+                                value=repr(contact)))
         phone_text, email_text = _text(values.get("phone")), _text(values.get("email"))
         phone = _phone(phone_text) if phone_text else None
         email = _email(email_text) if email_text else None
         if contact is None and phone is None and email is None:
-            raise RowRefused("no contact id, phone or e-mail to find the contact by")
+            raise RowRefused(N_("no contact id, phone or e-mail to find the contact by"))
         minor = _minor(_text(values.get("balance")))
         today = self.today
-        expires = _date(values.get("expires"), "expiry date")
+        expires = _date(values.get("expires"), N_("expiry date"))
         if expires is not None and expires <= today:
-            raise RowRefused(f"expiry date {expires.isoformat()} is not in the future")
-        birthday = _date(values.get("birthday"), "birthday")
+            raise RowRefused(N_("expiry date %(date)s is not in the future",
+                                date=expires.isoformat()))
+        birthday = _date(values.get("birthday"), N_("birthday"))
         if birthday is not None and not _OLDEST_BIRTHDAY <= birthday <= today:
-            raise RowRefused(f"birthday {birthday.isoformat()} is not a past date")
+            raise RowRefused(N_("birthday %(date)s is not a past date", date=birthday.isoformat()))
         card_text = _text(values.get("card_number"))
         card = card_text.replace(" ", "").replace("-", "") or None
         if card is not None and not _CARD.fullmatch(card):
-            raise RowRefused(f"bad card number {card_text!r}: 4 to 32 letters or digits")
+            raise RowRefused(N_("bad card number %(value)s: 4 to 32 letters or digits",
+                                value=repr(card_text)))
         referrer = _text(values.get("referrer")) or None
         if referrer is not None and normalize(referrer) is None and not _CONTACT.fullmatch(
                 referrer):
-            raise RowRefused(f"bad referrer {referrer!r}: a contact id or a referral code")
+            raise RowRefused(N_("bad referrer %(value)s: a contact id or a referral code",
+                                value=repr(referrer)))
         tier_text = _text(values.get("tier"))
         tier = None
         if tier_text:
             tier = self.tiers.get(tier_text.lower())
             if tier is None:
-                raise RowRefused(f"unknown tier {tier_text!r} (tiers: {self.tier_names})")
+                raise RowRefused(N_("unknown tier %(value)s (tiers: %(tiers)s)",
+                                    value=repr(tier_text), tiers=self.tier_names))
         return Row(line=raw.line, contact_id=contact, phone=phone, email=email, minor=minor,
                    expires=expires, tier=tier, birthday=birthday, card=card,
                    referrer=referrer)
@@ -131,29 +142,31 @@ def phone_digits(text: str) -> str:
 def _phone(text: str) -> str:
     digits = phone_digits(text)
     if not 7 <= len(digits) <= 15 or re.search(r"[^0-9+()\-.\s]", text):
-        raise RowRefused(f"bad phone {text!r}: 7 to 15 digits")
+        raise RowRefused(N_("bad phone %(value)s: 7 to 15 digits", value=repr(text)))
     return ("+" if text.lstrip().startswith("+") else "") + digits
 
 
 def _email(text: str) -> str:
     if not _EMAIL.fullmatch(text):
-        raise RowRefused(f"bad e-mail {text!r}")
+        raise RowRefused(N_("bad e-mail %(value)s", value=repr(text)))
     return text.lower()
 
 
 def _balance(text: str) -> Decimal:
     if not text:
-        raise RowRefused("no opening balance (write 0 for none)")
+        raise RowRefused(N_("no opening balance (write 0 for none)"))
     try:
         value = parse_amount(text.replace(" ", "").replace(",", "."))
     except ValueError as exc:
-        raise RowRefused(f"bad balance {text!r}: {exc}") from None
+        raise RowRefused(N_("bad balance %(value)s: %(reason)s", value=repr(text),
+                            reason=str(exc))) from None
     if value < 0:
-        raise RowRefused(f"bad balance {text!r}: an opening balance is not negative")
+        raise RowRefused(N_("bad balance %(value)s: an opening balance is not negative",
+                            value=repr(text)))
     return value
 
 
-def _date(value: Any, what: str) -> date | None:
+def _date(value: Any, what: Message) -> date | None:
     if value is None or value == "":
         return None
     if isinstance(value, date):
@@ -168,7 +181,8 @@ def _date(value: Any, what: str) -> date | None:
             return datetime.strptime(text, pattern).date()
         except ValueError:
             continue
-    raise RowRefused(f"bad {what} {text!r}: write YYYY-MM-DD or DD.MM.YYYY")
+    raise RowRefused(N_("bad %(what)s %(value)s: write YYYY-MM-DD or DD.MM.YYYY", what=what,
+                        value=repr(text)))
 
 
 def expiry_moment(day: date, program: Program) -> datetime:

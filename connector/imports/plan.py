@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from connector.db import Database
+from connector.i18n import N_, Message, Text
 from connector.imports.matching import Kind, LookupFailed, Matcher
 from connector.imports.parse import Row, RowParser, RowRefused, expiry_moment
 from connector.imports.progress import Progress
@@ -36,7 +37,7 @@ class Decision:
     line: int
     contact_id: str | None
     action: Action
-    detail: str
+    detail: Text  # why, or what changes: rendered in program.language by the report
     row: Row | None = None
     account_id: int | None = None  # the existing account, when there is one
     opening: int = 0  # hundredths to credit; 0: no opening entry to write
@@ -47,7 +48,7 @@ class Decision:
     card: str | None = None
     referrer_id: int | None = None  # an existing account
     referrer_contact: str | None = None  # a contact opened by this same import
-    changes: list[str] = field(default_factory=list)
+    changes: list[Message] = field(default_factory=list)
 
     @property
     def accepted(self) -> bool:
@@ -55,8 +56,14 @@ class Decision:
 
     def as_dict(self) -> dict[str, Any]:
         return {"line": self.line, "contact_id": self.contact_id, "action": self.action,
-                "detail": self.detail,
+                "detail": str(self.detail),  # English: JSON stays language-neutral
                 "balance": None if self.row is None else self.row.balance_text}
+
+
+def _named(kind: Kind, value: str) -> Message:
+    """"phone +79990000001", "e-mail anna@example.com": what a row was matched by."""
+    return N_("e-mail %(value)s", value=value) if kind == "email" else \
+        N_("phone %(value)s", value=value)
 
 
 def opening_key(crm: str, portal: str, contact_id: str) -> str:
@@ -105,7 +112,7 @@ class Planner:
                 rows.append(parse(raw))
             except RowRefused as exc:
                 decisions.append(Decision(raw.line, raw.text("contact_id") or None, "refused",
-                                          str(exc)))
+                                          exc.message))
         decisions += self._match(rows)
         accepted = self._dedupe(rows, decisions)
         with self.db.transaction(write=False) as session:
@@ -127,7 +134,8 @@ class Planner:
         found: dict[tuple[Kind, str], list[str] | LookupFailed] = {}
         if self.matcher is not None:
             for kind, values in wanted.items():
-                self.progress.start(f"finding contacts by {kind}", len(values))
+                self.progress.start(N_("finding contacts by phone") if kind == "phone" else
+                                    N_("finding contacts by email"), len(values))
                 for value, ids in self.matcher.find(kind, sorted(values),
                                                     self.progress.advance).items():
                     found[(kind, value)] = ids
@@ -142,34 +150,41 @@ class Planner:
                 row.contact_id = self._contact_of(row, found)
                 kept.append(row)
             except RowRefused as exc:
-                refused.append(Decision(row.line, None, "refused", str(exc), row))
+                refused.append(Decision(row.line, None, "refused", exc.message, row))
         rows[:] = kept
         return refused
 
     def _contact_of(self, row: Row, found: dict[tuple[Kind, str], list[str] | LookupFailed]
                     ) -> str:
         if self.matcher is None:
-            raise RowRefused(f"{self.crm} is not enabled: a contact cannot be found by phone "
-                             "or e-mail (give contact_id, or enable the CRM)")
-        sets: list[tuple[str, set[str]]] = []
+            raise RowRefused(N_("%(crm)s is not enabled: a contact cannot be found by phone "
+                                "or e-mail (give contact_id, or enable the CRM)", crm=self.crm))
+        sets: list[tuple[Message, set[str]]] = []
         for kind, value in (("phone", row.phone), ("email", row.email)):
             if value is None:
                 continue
             ids = found[(kind, value)]  # type: ignore[index]
             if isinstance(ids, LookupFailed):
-                raise RowRefused(f"could not look up {kind} {value}: {ids}")
-            sets.append((f"{'e-mail' if kind == 'email' else kind} {value}", set(ids)))
+                raise RowRefused(N_("could not look up %(what)s: %(reason)s",
+                                    what=_named(kind, value), reason=str(ids)))
+            sets.append((_named(kind, value), set(ids)))
         named = [(what, ids) for what, ids in sets if ids]
         if not named:
-            raise RowRefused("unknown contact: no contact in the CRM has "
-                             + " or ".join(what for what, _ in sets))
+            raise RowRefused(N_("unknown contact: no contact in the CRM has %(what)s",
+                                what=sets[0][0]) if len(sets) == 1 else N_(
+                "unknown contact: no contact in the CRM has %(what)s or %(other)s",
+                what=sets[0][0], other=sets[1][0]))
         common = set.intersection(*(ids for _, ids in named))
         if not common:
-            raise RowRefused("; ".join(f"{what} is contact {', '.join(sorted(ids, key=int))}"
-                                       for what, ids in named) + ": not the same contact")
+            # Two lists that do not meet: the phone's and the e-mail's.
+            first, second = (N_("%(what)s is contact %(ids)s", what=what,
+                                ids=", ".join(sorted(ids, key=int))) for what, ids in named)
+            raise RowRefused(N_("%(first)s; %(second)s: not the same contact", first=first,
+                                second=second))
         if len(common) > 1:
-            raise RowRefused(f"{named[0][0]} matches {len(common)} contacts "
-                             f"({', '.join(sorted(common, key=int))}): give contact_id")
+            raise RowRefused(N_("%(what)s matches %(count)s contacts (%(ids)s): give "
+                                "contact_id", what=named[0][0], count=len(common),
+                                ids=", ".join(sorted(common, key=int))))
         return common.pop()
 
     @staticmethod
@@ -180,14 +195,14 @@ class Planner:
         for row in rows:
             assert row.contact_id is not None
             if row.contact_id in first:
-                decisions.append(Decision(row.line, row.contact_id, "refused",
-                                          f"duplicate row: contact {row.contact_id} is on line "
-                                          f"{first[row.contact_id]} already", row))
+                decisions.append(Decision(row.line, row.contact_id, "refused", N_(
+                    "duplicate row: contact %(contact)s is on line %(line)s already",
+                    contact=row.contact_id, line=first[row.contact_id]), row))
                 continue
             if row.card is not None and row.card in cards:
-                decisions.append(Decision(row.line, row.contact_id, "refused",
-                                          f"card number {row.card} is given on line "
-                                          f"{cards[row.card]} already", row))
+                decisions.append(Decision(row.line, row.contact_id, "refused", N_(
+                    "card number %(card)s is given on line %(line)s already", card=row.card,
+                    line=cards[row.card]), row))
                 continue
             first[row.contact_id] = row.line
             if row.card is not None:
@@ -220,7 +235,7 @@ class Planner:
                 decision = self._one(row, existing.get(row.contact_id), keys[row.contact_id],
                                      opened, holders, in_file, referrers)
             except RowRefused as exc:
-                decision = Decision(row.line, row.contact_id, "refused", str(exc), row)
+                decision = Decision(row.line, row.contact_id, "refused", exc.message, row)
             decisions.append(decision)
         # A referrer opened by this import must be opened: until no more rows fall
         # (A names B, B names C, C is refused).
@@ -232,8 +247,9 @@ class Planner:
                 return decisions
             for decision in falling:
                 decision.action = "refused"
-                decision.detail = (f"referrer contact {decision.referrer_contact} is on line "
-                                   f"{refused[decision.referrer_contact]}, which is refused")
+                decision.detail = N_("referrer contact %(contact)s is on line %(line)s, which "
+                                     "is refused", contact=decision.referrer_contact,
+                                     line=refused[decision.referrer_contact])
 
     def _one(self, row: Row, account: _Existing | None, key: str, opened: dict[str, int],
              holders: dict[str, str], in_file: set[str], referrers: _Referrers) -> Decision:
@@ -243,41 +259,47 @@ class Planner:
         minor = row.minor
         if key in opened:
             if opened[key] != minor:
-                raise RowRefused(f"an opening balance of {from_minor(opened[key])} was imported "
-                                 f"for contact {row.contact_id} already (this row says "
-                                 f"{row.balance_text}); change it with `adjust`")
+                raise RowRefused(N_("an opening balance of %(imported)s was imported for "
+                                    "contact %(contact)s already (this row says %(balance)s); "
+                                    "change it with `adjust`",
+                                    imported=str(from_minor(opened[key])),
+                                    contact=row.contact_id, balance=row.balance_text))
         elif minor > 0:
             decision.opening, decision.key = minor, key
             if row.expires:
                 decision.expires_at = self._expiry(row.expires)
-                decision.changes.append(f"opening balance {row.balance_text} expiring "
-                                        f"{row.expires.isoformat()}")
+                decision.changes.append(N_("opening balance %(balance)s expiring %(date)s",
+                                           balance=row.balance_text,
+                                           date=row.expires.isoformat()))
             else:
                 decision.expires_at = self.default_expiry
-                decision.changes.append(f"opening balance {row.balance_text}")
+                decision.changes.append(N_("opening balance %(balance)s",
+                                           balance=row.balance_text))
         if row.card is not None:
             holder = holders.get(row.card)
             if holder is not None and holder != row.contact_id:
-                raise RowRefused(f"card number {row.card} is taken by contact {holder}")
+                raise RowRefused(N_("card number %(card)s is taken by contact %(holder)s",
+                                    card=row.card, holder=holder))
             if account is None or account.card != row.card:
                 decision.card = row.card
-                decision.changes.append(f"card {row.card}")
+                decision.changes.append(N_("card %(card)s", card=row.card))
         if row.tier is not None and (account is None or account.tier != row.tier):
             decision.tier = row.tier
-            decision.changes.append(f"tier {row.tier}")
+            decision.changes.append(N_("tier %(tier)s", tier=row.tier))
         if row.birthday is not None and (account is None or account.birthday != row.birthday):
             decision.birthday = row.birthday
-            decision.changes.append(f"birthday {row.birthday.isoformat()}")
+            decision.changes.append(N_("birthday %(date)s", date=row.birthday.isoformat()))
         if row.referrer is not None:
             referrers.link(decision, row, account, in_file)
         if account is None:
-            decision.detail = "new account" + (": " if decision.changes else "") + \
-                ", ".join(decision.changes)
+            decision.detail = N_("new account: %(changes)s", changes=tuple(
+                decision.changes)) if decision.changes else N_("new account")
         elif decision.changes:
-            decision.detail = "existing account: " + ", ".join(decision.changes)
+            decision.detail = N_("existing account: %(changes)s",
+                                 changes=tuple(decision.changes))
         else:
             decision.action = "unchanged"
-            decision.detail = "already imported: nothing to change"
+            decision.detail = N_("already imported: nothing to change")
         return decision
 
     def _opened(self, session: Session, keys: list[str]) -> dict[str, int]:
@@ -392,22 +414,24 @@ class _Referrers:
         assert row.contact_id is not None and row.referrer is not None
         referrer_contact, referrer_id = self._resolve(row.referrer, in_file)
         if referrer_contact == row.contact_id:
-            raise RowRefused("a customer cannot refer themselves")
+            raise RowRefused(N_("a customer cannot refer themselves"))
         if account is not None and account.referred_by_id is not None:
             if account.referred_by_id == referrer_id:
                 return  # linked before: nothing to do
-            raise RowRefused(f"contact {row.contact_id} is already referred by another "
-                             "customer (a link is made once)")
+            raise RowRefused(N_("contact %(contact)s is already referred by another "
+                                "customer (a link is made once)", contact=row.contact_id))
         if account is not None and account.purchased:
-            raise RowRefused(f"contact {row.contact_id} has already made a purchase; a "
-                             "referrer is linked before the first one")
+            raise RowRefused(N_("contact %(contact)s has already made a purchase; a "
+                                "referrer is linked before the first one",
+                                contact=row.contact_id))
         if self._cycle(row.contact_id, referrer_contact):
-            raise RowRefused(f"referrer {row.referrer} is referred by contact "
-                             f"{row.contact_id} (directly or further up): that is a cycle")
+            raise RowRefused(N_("referrer %(referrer)s is referred by contact %(contact)s "
+                                "(directly or further up): that is a cycle",
+                                referrer=row.referrer, contact=row.contact_id))
         self.linked[row.contact_id] = referrer_contact
         decision.referrer_id = referrer_id
         decision.referrer_contact = None if referrer_id is not None else referrer_contact
-        decision.changes.append(f"referred by {referrer_contact}")
+        decision.changes.append(N_("referred by %(contact)s", contact=referrer_contact))
 
     def _resolve(self, text: str, in_file: set[str]) -> tuple[str, int | None]:
         code = normalize(text)
@@ -419,9 +443,9 @@ class _Referrers:
                 return text, self.by_contact[text]
             if text in in_file:
                 return text, None
-            raise RowRefused(f"referrer contact {text} has no loyalty account and is not in "
-                             "this file")
-        raise RowRefused(f"referral code {code} names nobody")
+            raise RowRefused(N_("referrer contact %(contact)s has no loyalty account and is "
+                                "not in this file", contact=text))
+        raise RowRefused(N_("referral code %(code)s names nobody", code=code))
 
     def _cycle(self, contact: str, referrer: str) -> bool:
         seen: set[str] = set()

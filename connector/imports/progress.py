@@ -8,11 +8,13 @@ from typing import Any
 
 import click
 
+from connector.i18n import Text, Translator, render
+
 
 class Progress:
     """Silent: what the library and the tests use."""
 
-    def start(self, label: str, total: int) -> None:
+    def start(self, label: Text, total: int) -> None:
         pass
 
     def advance(self, count: int) -> None:
@@ -23,17 +25,19 @@ class Progress:
 
 
 class TerminalProgress(Progress):
-    def __init__(self) -> None:
+    def __init__(self, t: Translator | None = None) -> None:
         self._bar: Any = None
+        self.t = t  # the labels' language: program.language (English without one)
 
     @staticmethod
     def wanted() -> bool:
         return sys.stderr.isatty()
 
-    def start(self, label: str, total: int) -> None:
+    def start(self, label: Text, total: int) -> None:
         self.finish()
         if total > 0:
-            self._bar = click.progressbar(length=total, label=label, file=sys.stderr)
+            self._bar = click.progressbar(length=total, label=render(label, self.t),
+                                          file=sys.stderr)
             self._bar.__enter__()
 
     def advance(self, count: int) -> None:

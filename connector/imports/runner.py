@@ -13,6 +13,7 @@ from typing import Any
 from connector.amocrm.connector import AmoCRMConnector
 from connector.bitrix24.connector import Bitrix24Connector
 from connector.errors import RetriableCRMError
+from connector.i18n import N_
 from connector.imports.matching import AmoCRMMatcher, Bitrix24Matcher, Matcher
 from connector.imports.plan import Decision, Planner
 from connector.imports.progress import Progress
@@ -121,7 +122,7 @@ def flush_all(connector: Bitrix24Connector | AmoCRMConnector, progress: Progress
               expected: int) -> int:
     """Write-back passes until no dirty contact is left or a pass gets nowhere (the CRM
     failing: the worker's write-back sends the rest later)."""
-    progress.start("writing back to the CRM", expected)
+    progress.start(N_("writing back to the CRM"), expected)
     written = 0
     while True:
         report = connector.writeback.flush()

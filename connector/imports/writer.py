@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from connector.codes.alphabet import ALPHABET
 from connector.db import Database
 from connector.errors import LedgerError
+from connector.i18n import N_
 from connector.imports.bulk import insert_rows
 from connector.imports.plan import Decision
 from connector.imports.progress import Progress
@@ -87,7 +88,7 @@ class Writer:
                     select(Account.card_number, Account.referral_code)).all()
         self.taken_cards = {d.card for d in work if d.card} | {c for c, _ in issued if c}
         self.taken_codes = {code for _, code in issued if code}
-        self.progress.start("writing", len(work))
+        self.progress.start(N_("writing"), len(work))
         try:
             for start in range(0, len(work), CHUNK):
                 chunk = work[start:start + CHUNK]

@@ -19,6 +19,7 @@ from sqlalchemy.engine import URL, make_url
 from connector.config import Settings
 from connector.db import normalise_url
 from connector.errors import ConfigError, StorageError
+from connector.i18n import N_, Message
 from connector.sealing.keys import KeyFileError, key_source, read_key_file, write_key_file
 
 
@@ -32,7 +33,7 @@ class BackupResult:
     size: int
     key_path: Path | None
     # Where the key lives when it is not copied (environment, missing file), for the user.
-    key_note: str | None
+    key_note: Message | None  # rendered in program.language by the CLI
 
 
 def backup(settings: Settings, target: Path) -> BackupResult:
@@ -154,19 +155,21 @@ def _postgres(url: URL, target: Path) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def _copy_key(settings: Settings, target: Path) -> tuple[Path | None, str | None]:
+def _copy_key(settings: Settings, target: Path) -> tuple[Path | None, Message | None]:
     """The key file beside the copy as PATH.key (0600): without it the CRM tokens in the copy
     cannot be opened."""
     try:
         source = key_source(settings)
     except ConfigError:
-        return None, "no secret key is configured: stored CRM tokens cannot be opened"
+        return None, N_("no secret key is configured: stored CRM tokens cannot be opened")
     if source.from_env:
-        return None, "the key is in LOYALTY_SECRET_KEY: keep it, the copy's CRM tokens need it"
+        return None, N_("the key is in LOYALTY_SECRET_KEY: keep it, the copy's CRM tokens "
+                        "need it")
     if source.path is None:
         return None, None
     if not source.path.exists():
-        return None, f"key file {source.path} does not exist yet (no token sealed with it)"
+        return None, N_("key file %(path)s does not exist yet (no token sealed with it)",
+                        path=str(source.path))
     try:
         keys = read_key_file(source.path)
     except KeyFileError as exc:
