@@ -483,7 +483,7 @@ def test_bitrix24_unreachable_refuses_only_the_rows_needing_a_lookup(
         report = lines(applied)
         assert report[2].split()[:2] == [str(bob), "open"]
         assert report[5].split()[:2] == ["601", "open"]
-        for line, what in ((3, "phone +79990000001"), (4, "email ann@example.com")):
+        for line, what in ((3, "phone +79990000001"), (4, "e-mail ann@example.com")):
             assert report[line].split()[:2] == ["-", "refused"]
             assert f"could not look up {what}: bitrix24 is unreachable (batch: cannot " \
                    "reach the portal" in report[line]

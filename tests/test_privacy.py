@@ -325,7 +325,8 @@ def test_a_referred_customer_shows_the_erased_referrers_anonymous_id(
         tmp_path: Path, database_url: str, services: Services, clock: Clock) -> None:
     anna_everywhere(services, clock)  # Anna referred Boris
     config = tmp_path / "erase.toml"
-    config.write_text(f'[database]\nurl = "{database_url}"\n', encoding="utf-8")
+    config.write_text(f'[database]\nurl = "{database_url}"\n'
+                      '[program]\nlanguage = "en"\n', encoding="utf-8")
 
     def run(*args: str) -> Any:
         return CliRunner().invoke(cli, ["--config", str(config), *args])
