@@ -75,6 +75,7 @@ class Service:
             # serve's inbox worker only: the scheduler's reconcile (run at start) would
             # settle the deals without the inbox and hide a lost event.
             '[scheduler]\nenabled = false\n'
+            '[program]\nlanguage = "en"\n'  # verify's line is read in English
             f'[bitrix24]\nenabled = true\nwebhook_url = "{portal.webhook_url}"\n'
             f'portal = "{PORTAL}"\nmember_id = "{portal.member_id}"\n'
             f'application_token = "{portal.application_token}"\n'

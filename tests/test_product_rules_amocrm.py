@@ -96,7 +96,8 @@ def test_pipeline_redemption_is_capped_by_the_products_that_earn(
         clock: Clock) -> None:
     """A digital-pipeline action /redeem on a lead with a gift card and tobacco: with
     redeem_eligible_only, redeem_share counts the products that earn points only."""
-    eligible = settings_for(tmp_path, database_url, account, redeem_eligible_only=True)
+    eligible = settings_for(tmp_path, database_url, account, redeem_eligible_only=True,
+                            language="en")
     with running(eligible, account, time, clock) as h:
         h.account.put_contact(10971465)
         h.services.ledger.adjust(ANNA, D("9000"), key="seed", reason="test funds")
@@ -110,4 +111,4 @@ def test_pipeline_redemption_is_capped_by_the_products_that_earn(
         h.process()
         assert h.balance() == D("7250.00")  # half of 3500, not of 7500
         texts = [note["params"]["text"] for note in h.account.state.notes]
-        assert texts == ["loyalty: redeemed 1750.00, balance 7250.00"]
+        assert texts == ["Loyalty: redeemed 1,750.00 points, balance 7,250.00"]

@@ -180,7 +180,8 @@ def test_webhook_rule_redemption_is_capped_by_the_rows_that_earn(
     which reads the deal's rows in its own batch."""
     secret = "Act10nsSecret0123456789"
     eligible = make_settings(
-        tmp_path, database_url, program={**rules(portal), "redeem_eligible_only": True},
+        tmp_path, database_url, program={**rules(portal), "redeem_eligible_only": True,
+                                       "language": "en"},
         bitrix24={"enabled": True, "webhook_url": portal.webhook_url, "portal": portal.url,
                   "application_token": portal.application_token,
                   "member_id": portal.member_id, "timeout_seconds": 2,
@@ -200,5 +201,6 @@ def test_webhook_rule_redemption_is_capped_by_the_rows_that_earn(
     assert h.balance(anna) == D("7250.00")  # half of 3500, not of 8400
     [entry] = [e for e in services.ledger.history(h.ref(anna)) if e.kind == "redemption"]
     assert entry.points == D("-1750.00")
-    assert any("redeemed 1750.00 points" in c["comment"] for c in portal.timeline_comments)
+    assert any("redeemed 1,750.00 points" in c["comment"]
+               for c in portal.timeline_comments)
     services.close()
